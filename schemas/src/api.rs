@@ -1,0 +1,159 @@
+//! Requests and replies of the query API (`bulkhead.api.*`) and the read model it serves.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::node::{NodeHeartbeat, Resources};
+use crate::spec::WorkloadSpec;
+
+/// Lifecycle state of a workload or of one of its replicas.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadState {
+    Pending,
+    Scheduled,
+    Starting,
+    Running,
+    Succeeded,
+    Failed,
+    Lost,
+    Stopped,
+    Rejected,
+}
+
+impl WorkloadState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadState::Pending => "pending",
+            WorkloadState::Scheduled => "scheduled",
+            WorkloadState::Starting => "starting",
+            WorkloadState::Running => "running",
+            WorkloadState::Succeeded => "succeeded",
+            WorkloadState::Failed => "failed",
+            WorkloadState::Lost => "lost",
+            WorkloadState::Stopped => "stopped",
+            WorkloadState::Rejected => "rejected",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        use WorkloadState::*;
+        [Pending, Scheduled, Starting, Running, Succeeded, Failed, Lost, Stopped, Rejected]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+    /// No further transition happens by itself.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            WorkloadState::Succeeded
+                | WorkloadState::Failed
+                | WorkloadState::Lost
+                | WorkloadState::Stopped
+                | WorkloadState::Rejected
+        )
+    }
+}
+
+impl std::fmt::Display for WorkloadState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A workload as the query API returns it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct WorkloadView {
+    pub id: String,
+    pub state: WorkloadState,
+    /// Absent for a submission rejected before it parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<WorkloadSpec>,
+    pub replicas: Vec<ReplicaView>,
+    /// Rejection reason, or why it is still pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Stream sequence of the workload's last event.
+    pub last_seq: u64,
+    pub events: u32,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct ReplicaView {
+    pub replica: u32,
+    pub state: WorkloadState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `bulkhead.api.workloads.get`: the payload is this object or just the id as text.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct GetRequest {
+    pub id: String,
+}
+
+/// `bulkhead.api.workloads.list`: every filter is optional; an empty payload lists all.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<WorkloadState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// `key=value` a workload label must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// At most this many workloads (default 1000, at most 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Skip workloads with an id up to and including this one (ids are listed in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct ListReply {
+    pub workloads: Vec<WorkloadView>,
+    /// How many matched in all.
+    pub total: usize,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// One node in `bulkhead.api.nodes.list`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct NodeView {
+    #[serde(flatten)]
+    pub heartbeat: NodeHeartbeat,
+    /// What the log says is placed there.
+    pub allocated: Resources,
+    pub workloads: u32,
+    /// Milliseconds since the last heartbeat.
+    pub age_ms: u64,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct NodesReply {
+    pub nodes: Vec<NodeView>,
+}
+
+/// Error body of the API (also signalled in the `Nats-Service-Error` headers).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// Label filter `key=value` parsed.
+pub fn parse_label(s: &str) -> Option<(&str, &str)> {
+    s.split_once('=')
+}
+
+pub type Labels = BTreeMap<String, String>;

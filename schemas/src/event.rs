@@ -1,0 +1,274 @@
+//! The event envelope of the log, the typed bodies of each event type, and the hash chain.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::node::Resources;
+use crate::spec::{Rejection, RuntimeClass, WorkloadSpec};
+
+/// Envelope version.
+pub const EVENT_VERSION: u32 = 1;
+
+/// One event of the log, as stored on `bulkhead.evt.…`. `type` and `body` come from
+/// [`EventBody`] (serialized adjacently: `"type": "scheduled", "body": {…}`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct Event {
+    pub v: u32,
+    /// UUID v7.
+    pub id: String,
+    /// Workload id, node name or image digest the event is about.
+    pub subject: String,
+    /// RFC 3339 time the event was emitted.
+    pub at: String,
+    pub actor: Actor,
+    /// Hex SHA-256 of the previous event of the same workload, exactly as stored; absent on the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+    #[serde(flatten)]
+    pub body: EventBody,
+    /// W3C trace context of the span that emitted the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// Signature over the event; empty until signing lands (see ARCHITECTURE.md).
+    #[serde(default)]
+    pub sig: String,
+}
+
+/// Which service emitted an event, and with which key.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    /// `scheduler`, `node/<name>`, `failover`, `scan/<worker>`.
+    pub service: String,
+    /// Key id of the signing key; empty until signing lands.
+    #[serde(default)]
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(tag = "type", content = "body", rename_all = "snake_case")]
+pub enum EventBody {
+    Accepted(Accepted),
+    Rejected(Rejected),
+    Scheduled(Scheduled),
+    Started(Started),
+    Exited(Exited),
+    Lost(Lost),
+    ReplicaRequested(ReplicaRequested),
+    StopRequested(StopRequested),
+    Stopped(Stopped),
+    ScanRequested(ScanRequested),
+    ScanCompleted(ScanCompleted),
+    Joined(NodeJoined),
+    Drained(NodeDrained),
+}
+
+impl EventBody {
+    /// The `type` of the event: the last token of its subject.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::Accepted(_) => "accepted",
+            EventBody::Rejected(_) => "rejected",
+            EventBody::Scheduled(_) => "scheduled",
+            EventBody::Started(_) => "started",
+            EventBody::Exited(_) => "exited",
+            EventBody::Lost(_) => "lost",
+            EventBody::ReplicaRequested(_) => "replica_requested",
+            EventBody::StopRequested(_) => "stop_requested",
+            EventBody::Stopped(_) => "stopped",
+            EventBody::ScanRequested(_) => "scan_requested",
+            EventBody::ScanCompleted(_) => "scan_completed",
+            EventBody::Joined(_) => "joined",
+            EventBody::Drained(_) => "drained",
+        }
+    }
+
+    pub const KINDS: [&'static str; 13] = [
+        "accepted",
+        "rejected",
+        "scheduled",
+        "started",
+        "exited",
+        "lost",
+        "replica_requested",
+        "stop_requested",
+        "stopped",
+        "scan_requested",
+        "scan_completed",
+        "joined",
+        "drained",
+    ];
+}
+
+/// The workload was admitted. Carries the full spec (with its id filled in), so the
+/// log alone rebuilds every projection.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct Accepted {
+    pub spec: WorkloadSpec,
+    /// Stream sequence of the submission in `BULKHEAD_CMD`.
+    pub cmd_seq: u64,
+    /// Why no node could take (some of) its replicas at admission; absent when all were placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct Rejected {
+    #[serde(flatten)]
+    pub rejection: Rejection,
+    pub cmd_seq: u64,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Scheduled {
+    pub replica: u32,
+    pub node: String,
+    pub runtime_class: RuntimeClass,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Started {
+    pub replica: u32,
+    pub node: String,
+    pub container: String,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Exited {
+    pub replica: u32,
+    pub node: String,
+    pub code: i32,
+    /// `completed`, `error`, `oom_killed`, `stopped`, or the runtime's own words.
+    pub reason: String,
+    /// RFC 3339 time the process ended.
+    pub finished_at: String,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Lost {
+    /// Replica lost; absent on a node's `lost` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<u32>,
+    pub node: String,
+    pub reason: String,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaRequested {
+    pub replica: u32,
+    pub cause: String,
+    pub attempt: u32,
+    /// RFC 3339 time before which the replica must not start (backoff).
+    pub not_before: String,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct StopRequested {
+    pub cmd_seq: u64,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    pub replica: u32,
+    pub node: String,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct ScanRequested {
+    pub image: String,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct ScanCompleted {
+    pub image: String,
+    pub verdict: String,
+}
+
+/// A node came up (or back) with this capacity.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct NodeJoined {
+    pub capacity: Resources,
+    pub runtime_classes: Vec<RuntimeClass>,
+    pub runtime: String,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct NodeDrained {
+    pub reason: String,
+}
+
+/// SHA-256 of an event's stored bytes: what the next event's `prev` names.
+pub type Hash = [u8; 32];
+
+pub fn hash_bytes(bytes: &[u8]) -> Hash {
+    Sha256::digest(bytes).into()
+}
+
+impl Event {
+    /// A new event emitted now by `service`, chained after `prev`.
+    pub fn new(service: &str, subject: &str, prev: Option<&Hash>, body: EventBody) -> Event {
+        Event {
+            v: EVENT_VERSION,
+            id: uuid::Uuid::now_v7().to_string(),
+            subject: subject.to_owned(),
+            at: crate::now_rfc3339(),
+            actor: Actor { service: service.to_owned(), key: String::new() },
+            prev: prev.map(hex::encode),
+            body,
+            traceparent: None,
+            sig: String::new(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.body.kind()
+    }
+
+    /// The bytes to store, and their hash for the next event's `prev`.
+    pub fn seal(&self) -> (Vec<u8>, Hash) {
+        let bytes = serde_json::to_vec(self).expect("events always serialize");
+        let hash = hash_bytes(&bytes);
+        (bytes, hash)
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Event, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adjacent_type_and_body_round_trip() {
+        let e = Event::new(
+            "scheduler",
+            "w1",
+            None,
+            EventBody::Scheduled(Scheduled { replica: 0, node: "n1".into(), runtime_class: RuntimeClass::Gvisor }),
+        );
+        let (bytes, hash) = e.seal();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["type"], "scheduled");
+        assert_eq!(v["body"]["node"], "n1");
+        assert_eq!(v["body"]["runtime_class"], "gvisor");
+        assert!(v.get("prev").is_none());
+        assert_eq!(Event::parse(&bytes).unwrap(), e);
+        let next = Event::new("node/n1", "w1", Some(&hash), EventBody::Stopped(Stopped { replica: 0, node: "n1".into() }));
+        assert_eq!(next.prev.as_deref(), Some(hex::encode(hash_bytes(&bytes)).as_str()));
+    }
+
+    #[test]
+    fn kinds_table_matches_bodies() {
+        let e = EventBody::ReplicaRequested(ReplicaRequested {
+            replica: 1,
+            cause: "exited".into(),
+            attempt: 2,
+            not_before: "x".into(),
+        });
+        assert!(EventBody::KINDS.contains(&e.kind()));
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], e.kind());
+    }
+}
