@@ -1,0 +1,567 @@
+//! The scheduler: a pure core that admits commands and places replicas, turning them
+//! into per-workload appends and node operations, and the ractor actor that drives it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bulkhead_schemas::command::StopCommand;
+use bulkhead_schemas::event::{Accepted, Event, EventBody, Rejected, Scheduled, StopRequested};
+use bulkhead_schemas::spec::{RejectCode, Rejection, parse_submission};
+use bulkhead_schemas::{ChainHead, NodeHeartbeat, NodeOp, Resources, WorkloadSpec, ids, subjects};
+
+use crate::log::{Outcome, Stored, WorkloadAppend};
+use crate::placement::{Cluster, Overlay, Request};
+use crate::projection::{Change, Projection};
+
+/// The name the scheduler signs its events with.
+pub const SERVICE: &str = "scheduler";
+
+/// A command read from `BULKHEAD_CMD`.
+#[derive(Clone, Debug)]
+pub struct Command {
+    pub cmd_seq: u64,
+    /// Stream timestamp of the command, Unix milliseconds.
+    pub stored_ms: u64,
+    pub kind: CommandKind,
+    pub payload: Vec<u8>,
+    /// W3C trace context of the span handling this command.
+    pub traceparent: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandKind {
+    Submit,
+    Stop,
+}
+
+/// What to do with a command message once its plan is committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    Ack,
+    /// Redeliver later (the log moved under us, or the append failed).
+    Retry,
+}
+
+/// The decisions of one round, before anything was written.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub appends: Vec<WorkloadAppend>,
+    /// For each append: which replicas start where, and whether it stops the workload.
+    effects: Vec<Effect>,
+    /// For each command: the append it rides on (None: settled without writing).
+    commands: Vec<(u64, Option<usize>)>,
+    /// Things worth a log line (unknown stop target, duplicates).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Effect {
+    starts: Vec<(u32, Arc<str>)>,
+    stop: bool,
+    traceparent: Option<String>,
+    new_pending: bool,
+}
+
+/// What committing a plan leaves to do.
+#[derive(Debug, Default)]
+pub struct Commit {
+    pub ops: BTreeMap<Arc<str>, Vec<NodeOp>>,
+    pub commands: Vec<(u64, Disposition)>,
+    pub placed: usize,
+    pub failures: Vec<String>,
+}
+
+/// The scheduler's state: projection, cluster and the queue of workloads awaiting capacity.
+#[derive(Default, Debug)]
+pub struct SchedulerCore {
+    pub projection: Projection,
+    pub cluster: Cluster,
+    pending: VecDeque<String>,
+    /// Cluster generation at the last full pending pass; retry only when it changed.
+    pending_pass_gen: u64,
+    generation: u64,
+}
+
+impl SchedulerCore {
+    /// Applies a stored event (own append or from the log) and its allocation changes.
+    pub fn apply(&mut self, stored: &Stored) {
+        if let Ok(changes) = self.projection.apply(stored.seq, stored.hash, &stored.event) {
+            for c in changes {
+                match c {
+                    Change::Placed { node, need } => self.cluster.allocate(&node, &need),
+                    Change::Released { node, need } => {
+                        self.cluster.release(&node, &need);
+                        self.generation += 1;
+                    }
+                }
+            }
+            if matches!(stored.event.body, EventBody::Accepted(_) | EventBody::ReplicaRequested(_)) {
+                let id = &stored.event.subject;
+                if self.projection.get(id).is_some_and(|w| w.pending_replicas().next().is_some()) {
+                    self.pending.push_back(id.clone());
+                }
+            }
+        }
+    }
+
+    /// A heartbeat: the node is ready with this capacity.
+    pub fn heartbeat(&mut self, hb: &NodeHeartbeat) {
+        let (_, slot) = self.cluster.slot_mut(&hb.name);
+        let changed = !slot.ready || slot.capacity != hb.capacity || slot.classes != hb.runtime_classes || slot.labels != hb.labels;
+        slot.capacity = hb.capacity;
+        slot.classes = hb.runtime_classes.clone();
+        slot.labels = hb.labels.clone();
+        slot.ready = true;
+        if changed {
+            self.generation += 1;
+        }
+    }
+
+    /// The node stopped heartbeating: place nothing more there.
+    pub fn node_gone(&mut self, name: &str) {
+        if self.cluster.get(name).is_some_and(|n| n.ready) {
+            self.cluster.slot_mut(name).1.ready = false;
+        }
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Decides what a batch of commands does.
+    pub fn decide(&mut self, commands: &[Command]) -> Plan {
+        let mut plan = Plan::default();
+        let mut overlay = Overlay::new();
+        let mut in_plan: HashMap<String, u64> = HashMap::new();
+        for cmd in commands {
+            match cmd.kind {
+                CommandKind::Submit => self.decide_submit(cmd, &mut plan, &mut overlay, &mut in_plan),
+                CommandKind::Stop => self.decide_stop(cmd, &mut plan, &in_plan),
+            }
+        }
+        plan
+    }
+
+    fn decide_submit(&self, cmd: &Command, plan: &mut Plan, overlay: &mut Overlay, in_plan: &mut HashMap<String, u64>) {
+        let derived = || ids::derived_workload_id(cmd.cmd_seq, cmd.stored_ms);
+        let parsed = parse_submission(&cmd.payload);
+        let id = match &parsed {
+            Ok(spec) => spec.id.clone().unwrap_or_else(derived),
+            Err(_) => loose_id(&cmd.payload).unwrap_or_else(derived),
+        };
+        let existing = self.projection.get(&id).map(|w| w.cmd_seq).or_else(|| in_plan.get(&id).copied());
+        let (id, outcome) = match existing {
+            Some(seq) if seq == cmd.cmd_seq => {
+                plan.commands.push((cmd.cmd_seq, None));
+                return;
+            }
+            Some(_) => {
+                let dup = derived();
+                if self.projection.get(&dup).is_some() || in_plan.contains_key(&dup) {
+                    plan.commands.push((cmd.cmd_seq, None));
+                    return;
+                }
+                plan.notes.push(format!("submission {} reuses workload id {id}", cmd.cmd_seq));
+                let reason = format!("workload id {id} already exists (submitted as command {})", existing.unwrap_or(0));
+                (dup, Err(Rejection { code: RejectCode::Duplicate, field: Some("id".into()), reason }))
+            }
+            None => (id, parsed),
+        };
+        in_plan.insert(id.clone(), cmd.cmd_seq);
+        let mut effect = Effect { traceparent: cmd.traceparent.clone(), ..Effect::default() };
+        let mut events = Vec::new();
+        match outcome {
+            Err(rejection) => {
+                events.push(self.event(&id, EventBody::Rejected(Rejected { rejection, cmd_seq: cmd.cmd_seq }), cmd));
+            }
+            Ok(mut spec) => {
+                spec.id = Some(id.clone());
+                let replicas: Vec<u32> = (0..spec.replicas).collect();
+                let (scheduled, pending) = self.place_replicas(&spec, &replicas, &[], overlay);
+                effect.new_pending = pending.is_some();
+                let accepted = Accepted { spec, cmd_seq: cmd.cmd_seq, pending };
+                let class = accepted.spec.runtime_class;
+                events.push(self.event(&id, EventBody::Accepted(accepted), cmd));
+                for (replica, node) in scheduled {
+                    events.push(self.event(
+                        &id,
+                        EventBody::Scheduled(Scheduled { replica, node: node.to_string(), runtime_class: class }),
+                        cmd,
+                    ));
+                    effect.starts.push((replica, node));
+                }
+            }
+        }
+        plan.commands.push((cmd.cmd_seq, Some(plan.appends.len())));
+        plan.appends.push(WorkloadAppend { workload: id, head: None, events, rechain_on_conflict: false });
+        plan.effects.push(effect);
+    }
+
+    fn decide_stop(&self, cmd: &Command, plan: &mut Plan, in_plan: &HashMap<String, u64>) {
+        let stop: StopCommand = match serde_json::from_slice(&cmd.payload) {
+            Ok(s) => s,
+            Err(e) => {
+                plan.notes.push(format!("stop command {} ignored: not {{\"id\": …}}: {e}", cmd.cmd_seq));
+                plan.commands.push((cmd.cmd_seq, None));
+                return;
+            }
+        };
+        let Some(w) = self.projection.get(&stop.id) else {
+            if in_plan.contains_key(&stop.id) {
+                // Submitted in this very batch: stop it once the submission is in the log.
+                plan.commands.push((cmd.cmd_seq, Some(usize::MAX)));
+            } else {
+                plan.notes.push(format!("stop command {} ignored: no workload {}", cmd.cmd_seq, stop.id));
+                plan.commands.push((cmd.cmd_seq, None));
+            }
+            return;
+        };
+        if w.stop_requested || w.state().is_terminal() {
+            plan.commands.push((cmd.cmd_seq, None));
+            return;
+        }
+        let ev = self.event(&stop.id, EventBody::StopRequested(StopRequested { cmd_seq: cmd.cmd_seq }), cmd);
+        plan.commands.push((cmd.cmd_seq, Some(plan.appends.len())));
+        plan.appends.push(WorkloadAppend { workload: stop.id, head: Some(w.head), events: vec![ev], rechain_on_conflict: false });
+        plan.effects.push(Effect { stop: true, traceparent: cmd.traceparent.clone(), ..Effect::default() });
+    }
+
+    /// Tries again to place replicas that wait for capacity. Only runs when the cluster
+    /// changed since the last pass, and looks at no more than `limit` workloads.
+    pub fn place_pending(&mut self, limit: usize) -> Plan {
+        let mut plan = Plan::default();
+        if self.pending.is_empty() || self.pending_pass_gen == self.generation {
+            return plan;
+        }
+        self.pending_pass_gen = self.generation;
+        let mut overlay = Overlay::new();
+        let mut keep = VecDeque::new();
+        let n = self.pending.len().min(limit);
+        for _ in 0..n {
+            let id = self.pending.pop_front().expect("counted");
+            let Some(w) = self.projection.get(&id) else { continue };
+            let Some(spec) = w.spec.clone() else { continue };
+            let waiting: Vec<u32> = w.pending_replicas().collect();
+            if waiting.is_empty() {
+                continue;
+            }
+            let placed: Vec<Arc<str>> = w.replicas.iter().filter(|r| r.holds()).filter_map(|r| r.node.clone()).collect();
+            let (scheduled, still) = self.place_replicas(&spec, &waiting, &placed, &mut overlay);
+            if still.is_some() {
+                keep.push_back(id.clone());
+            }
+            if scheduled.is_empty() {
+                continue;
+            }
+            let head = w.head;
+            let mut effect = Effect::default();
+            let events = scheduled
+                .into_iter()
+                .map(|(replica, node)| {
+                    effect.starts.push((replica, node.clone()));
+                    let body = EventBody::Scheduled(Scheduled { replica, node: node.to_string(), runtime_class: spec.runtime_class });
+                    Event::new(SERVICE, &id, None, body)
+                })
+                .collect();
+            plan.appends.push(WorkloadAppend { workload: id, head: Some(head), events, rechain_on_conflict: false });
+            plan.effects.push(effect);
+        }
+        keep.extend(self.pending.drain(..));
+        self.pending = keep;
+        plan
+    }
+
+    /// Places what fits now; returns the placements and, if some replica did not fit, why.
+    fn place_replicas(
+        &self,
+        spec: &WorkloadSpec,
+        replicas: &[u32],
+        already: &[Arc<str>],
+        overlay: &mut Overlay,
+    ) -> (Vec<(u32, Arc<str>)>, Option<String>) {
+        let need = Resources::of(spec);
+        let mut avoid: Vec<Arc<str>> = already.to_vec();
+        let mut placed = Vec::new();
+        for &replica in replicas {
+            let req = Request {
+                need,
+                class: spec.runtime_class,
+                selector: &spec.node_selector,
+                strategy: spec.placement,
+                avoid: &avoid,
+            };
+            match self.cluster.place(&req, overlay) {
+                Ok(i) => {
+                    let e = overlay.entry(i).or_default();
+                    *e = e.add(&need);
+                    let name = self.cluster.nodes()[i].name.clone();
+                    avoid.push(name.clone());
+                    placed.push((replica, name));
+                }
+                Err(u) => return (placed, Some(u.reason)),
+            }
+        }
+        (placed, None)
+    }
+
+    fn event(&self, id: &str, body: EventBody, cmd: &Command) -> Event {
+        let mut e = Event::new(SERVICE, id, None, body);
+        e.traceparent = cmd.traceparent.clone();
+        e
+    }
+
+    /// Records what was stored and says what follows: node ops, and each command's fate.
+    pub fn commit(&mut self, plan: Plan, outcomes: Vec<Outcome>) -> Commit {
+        let mut commit = Commit::default();
+        let mut ok = vec![false; plan.appends.len()];
+        let mut conflict = vec![false; plan.appends.len()];
+        for (i, (outcome, effect)) in outcomes.into_iter().zip(&plan.effects).enumerate() {
+            match outcome {
+                Outcome::Stored(stored) => {
+                    ok[i] = true;
+                    for s in &stored {
+                        self.apply(s);
+                    }
+                    let last = stored.last().expect("appends are never empty");
+                    let workload = &plan.appends[i].workload;
+                    let head = ChainHead { seq: last.seq, hash: hex::encode(last.hash) };
+                    let w = self.projection.get(workload);
+                    for (replica, node) in &effect.starts {
+                        let Some(spec) = w.and_then(|w| w.spec.as_deref()) else { continue };
+                        commit.placed += 1;
+                        commit.ops.entry(node.clone()).or_default().push(NodeOp::Start {
+                            workload: workload.clone(),
+                            replica: *replica,
+                            spec: spec.clone(),
+                            head: head.clone(),
+                            traceparent: effect.traceparent.clone(),
+                        });
+                    }
+                    if effect.stop
+                        && let Some(w) = w
+                    {
+                        for (replica, r) in w.replicas.iter().enumerate() {
+                            if let (true, Some(node)) = (r.holds(), &r.node) {
+                                commit.ops.entry(node.clone()).or_default().push(NodeOp::Stop {
+                                    workload: workload.clone(),
+                                    replica: replica as u32,
+                                    head: head.clone(),
+                                    traceparent: effect.traceparent.clone(),
+                                });
+                            }
+                        }
+                    }
+                }
+                Outcome::Conflict => {
+                    conflict[i] = true;
+                    if effect.new_pending || !effect.starts.is_empty() {
+                        // A pending placement lost a race; it is retried on a later pass.
+                        self.generation += 1;
+                        self.pending.push_back(plan.appends[i].workload.clone());
+                    }
+                }
+                Outcome::Failed(why) => commit.failures.push(format!("{}: {why}", plan.appends[i].workload)),
+            }
+        }
+        for (cmd_seq, append) in plan.commands {
+            let d = match append {
+                None => Disposition::Ack,
+                Some(usize::MAX) => Disposition::Retry,
+                Some(i) if ok[i] => Disposition::Ack,
+                // A new workload whose id is already in the log: a redelivery raced its
+                // first handling, which stored it. Its events reach us through the log.
+                Some(i) if conflict[i] && plan.appends[i].head.is_none() => Disposition::Ack,
+                Some(_) => Disposition::Retry,
+            };
+            commit.commands.push((cmd_seq, d));
+        }
+        commit
+    }
+}
+
+/// The `id` of a submission that failed validation, if it has a usable one.
+fn loose_id(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<String>,
+    }
+    let id = serde_json::from_slice::<IdOnly>(payload).ok()?.id?;
+    subjects::is_valid_token(&id).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::Head;
+    use bulkhead_schemas::api::WorkloadState;
+    use bulkhead_schemas::event::hash_bytes;
+    use bulkhead_schemas::spec::RuntimeClass;
+
+    fn hb(name: &str, mem: u64) -> NodeHeartbeat {
+        let cap = Resources { memory_mb: mem, cpu_millicores: 4000, slots: 100 };
+        NodeHeartbeat {
+            name: name.into(),
+            capacity: cap,
+            free: cap,
+            runtime_classes: vec![RuntimeClass::Runc],
+            labels: Default::default(),
+            runtime: "sim".into(),
+            running: 0,
+            interval_ms: 1000,
+            at: String::new(),
+        }
+    }
+
+    fn submit(seq: u64, json: serde_json::Value) -> Command {
+        Command { cmd_seq: seq, stored_ms: 1_700_000_000_000, kind: CommandKind::Submit, payload: json.to_string().into_bytes(), traceparent: None }
+    }
+
+    /// Stores every append at consecutive sequences, as the log would.
+    fn store_all(plan: &mut Plan, next_seq: &mut u64) -> Vec<Outcome> {
+        plan.appends
+            .iter_mut()
+            .map(|a| {
+                let sealed = a.seal();
+                Outcome::Stored(
+                    sealed
+                        .into_iter()
+                        .zip(a.events.clone())
+                        .map(|(s, event)| {
+                            *next_seq += 1;
+                            Stored { seq: *next_seq, hash: s.hash, event }
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn admits_places_and_emits_start_ops_with_chain_heads() {
+        let mut core = SchedulerCore::default();
+        core.heartbeat(&hb("n1", 1000));
+        let mut plan = core.decide(&[submit(1, serde_json::json!({"id": "a", "image": "i", "memory_mb": 100, "cpu_millicores": 10, "replicas": 2}))]);
+        assert_eq!(plan.appends.len(), 1);
+        let kinds: Vec<_> = plan.appends[0].events.iter().map(|e| e.kind()).collect();
+        assert_eq!(kinds, ["accepted", "scheduled", "scheduled"]);
+        let mut seq = 0;
+        let outcomes = store_all(&mut plan, &mut seq);
+        let last_hash = match &outcomes[0] {
+            Outcome::Stored(s) => s[2].hash,
+            _ => unreachable!(),
+        };
+        let commit = core.commit(plan, outcomes);
+        assert_eq!(commit.commands, [(1, Disposition::Ack)]);
+        let ops = &commit.ops[&Arc::from("n1")];
+        assert_eq!(ops.len(), 2);
+        match &ops[1] {
+            NodeOp::Start { workload, replica, head, .. } => {
+                assert_eq!((workload.as_str(), *replica, head.seq), ("a", 1, 3));
+                assert_eq!(head.hash, hex::encode(last_hash));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(core.cluster.get("n1").unwrap().allocated.memory_mb, 200);
+        assert_eq!(core.projection.get("a").unwrap().state(), WorkloadState::Scheduled);
+    }
+
+    #[test]
+    fn redelivered_submission_is_not_placed_twice_and_reused_ids_are_rejected() {
+        let mut core = SchedulerCore::default();
+        core.heartbeat(&hb("n1", 1000));
+        let spec = serde_json::json!({"image": "i", "memory_mb": 100, "cpu_millicores": 10});
+        let mut seq = 0;
+        let mut plan = core.decide(&[submit(5, spec.clone())]);
+        let out = store_all(&mut plan, &mut seq);
+        core.commit(plan, out);
+        // same stored message again (redelivery): same derived id, nothing to write
+        let plan = core.decide(&[submit(5, spec.clone())]);
+        assert!(plan.appends.is_empty());
+        assert_eq!(plan.commands, [(5, None)]);
+        // same explicit id from another command: rejected under the command's own id
+        let mut with_id = spec.clone();
+        with_id["id"] = "x".into();
+        let mut plan = core.decide(&[submit(6, with_id.clone()), submit(7, with_id)]);
+        assert_eq!(plan.appends.len(), 2);
+        assert_eq!(plan.appends[0].workload, "x");
+        assert_eq!(plan.appends[1].events[0].kind(), "rejected");
+        assert_eq!(plan.appends[1].workload, ids::derived_workload_id(7, 1_700_000_000_000));
+        let out = store_all(&mut plan, &mut seq);
+        core.commit(plan, out);
+        assert_eq!(core.cluster.get("n1").unwrap().allocated.memory_mb, 200);
+    }
+
+    #[test]
+    fn invalid_submissions_are_rejected_under_their_id_when_usable() {
+        let mut core = SchedulerCore::default();
+        let plan = core.decide(&[
+            submit(1, serde_json::json!({"id": "bad-mem", "image": "i", "memory_mb": 0, "cpu_millicores": 1})),
+            Command { payload: b"garbage".to_vec(), ..submit(2, serde_json::json!({})) },
+        ]);
+        assert_eq!(plan.appends[0].workload, "bad-mem");
+        match &plan.appends[0].events[0].body {
+            EventBody::Rejected(r) => assert_eq!(r.rejection.field.as_deref(), Some("memory_mb")),
+            other => panic!("{other:?}"),
+        }
+        match &plan.appends[1].events[0].body {
+            EventBody::Rejected(r) => assert_eq!(r.rejection.code, RejectCode::NotJson),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unplaceable_workloads_wait_with_a_reason_and_are_placed_when_capacity_appears() {
+        let mut core = SchedulerCore::default();
+        let mut seq = 0;
+        let mut plan = core.decide(&[submit(1, serde_json::json!({"id": "p", "image": "i", "memory_mb": 500, "cpu_millicores": 10}))]);
+        match &plan.appends[0].events[0].body {
+            EventBody::Accepted(a) => assert!(a.pending.as_deref().unwrap().contains("no ready node"), "{:?}", a.pending),
+            other => panic!("{other:?}"),
+        }
+        let out = store_all(&mut plan, &mut seq);
+        core.commit(plan, out);
+        assert_eq!(core.projection.get("p").unwrap().state(), WorkloadState::Pending);
+        assert!(core.place_pending(100).appends.is_empty(), "nothing changed, no pass");
+        core.heartbeat(&hb("n1", 1000));
+        let mut plan = core.place_pending(100);
+        assert_eq!(plan.appends.len(), 1);
+        assert_eq!(plan.appends[0].head.map(|h| h.seq), Some(1));
+        let out = store_all(&mut plan, &mut seq);
+        let commit = core.commit(plan, out);
+        assert_eq!(commit.placed, 1);
+        assert_eq!(core.projection.get("p").unwrap().state(), WorkloadState::Scheduled);
+        assert_eq!(core.pending_count(), 0);
+    }
+
+    #[test]
+    fn conflicting_new_workload_is_acked_and_failed_appends_retried() {
+        let mut core = SchedulerCore::default();
+        let plan = core.decide(&[
+            submit(1, serde_json::json!({"id": "a", "image": "i", "memory_mb": 1, "cpu_millicores": 1})),
+            submit(2, serde_json::json!({"id": "b", "image": "i", "memory_mb": 1, "cpu_millicores": 1})),
+        ]);
+        let commit = core.commit(plan, vec![Outcome::Conflict, Outcome::Failed("timeout".into())]);
+        assert_eq!(commit.commands, [(1, Disposition::Ack), (2, Disposition::Retry)]);
+    }
+
+    #[test]
+    fn stop_writes_stop_requested_after_the_head_and_stops_placed_replicas() {
+        let mut core = SchedulerCore::default();
+        core.heartbeat(&hb("n1", 1000));
+        let mut seq = 0;
+        let mut plan = core.decide(&[submit(1, serde_json::json!({"id": "s", "image": "i", "memory_mb": 1, "cpu_millicores": 1}))]);
+        let out = store_all(&mut plan, &mut seq);
+        core.commit(plan, out);
+        let head = core.projection.get("s").unwrap().head;
+        let stop = Command { kind: CommandKind::Stop, payload: br#"{"id":"s"}"#.to_vec(), ..submit(2, serde_json::json!({})) };
+        let mut plan = core.decide(std::slice::from_ref(&stop));
+        assert_eq!(plan.appends[0].head, Some(head));
+        let out = store_all(&mut plan, &mut seq);
+        let commit = core.commit(plan, out);
+        assert!(matches!(&commit.ops[&Arc::from("n1")][..], [NodeOp::Stop { replica: 0, .. }]));
+        // a second stop is a no-op
+        let plan = core.decide(&[stop]);
+        assert!(plan.appends.is_empty());
+        let _ = Head { seq: 0, hash: hash_bytes(b"") };
+    }
+}
