@@ -1,7 +1,13 @@
 //! bulkhead's actors: the scheduler and the node, each a thin ractor shell around a
 //! pure core (placement, projection, decisions) with its side effects behind traits.
 
+pub mod log;
+pub mod node;
 pub mod placement;
 pub mod projection;
-pub mod log;
+pub mod runtime;
 pub mod scheduler;
+pub mod scheduler_actor;
+pub mod trace;
+
+pub use trace::set_parent;

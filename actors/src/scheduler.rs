@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
+use bulkhead_schemas::api::WorkloadState;
 use bulkhead_schemas::command::StopCommand;
 use bulkhead_schemas::event::{Accepted, Event, EventBody, Rejected, Scheduled, StopRequested};
 use bulkhead_schemas::spec::{RejectCode, Rejection, parse_submission};
@@ -310,6 +311,31 @@ impl SchedulerCore {
         e
     }
 
+    /// Start ops for replicas the log shows scheduled but not started: sent again when a
+    /// scheduler takes over, in case the previous one died between the event and the op.
+    pub fn unstarted_ops(&self) -> BTreeMap<Arc<str>, Vec<NodeOp>> {
+        let mut ops: BTreeMap<Arc<str>, Vec<NodeOp>> = BTreeMap::new();
+        for (id, w) in self.projection.iter() {
+            let Some(spec) = w.spec.as_deref() else { continue };
+            if w.stop_requested {
+                continue;
+            }
+            let head = ChainHead { seq: w.head.seq, hash: hex::encode(w.head.hash) };
+            for (i, r) in w.replicas.iter().enumerate() {
+                if let (WorkloadState::Scheduled, Some(node)) = (r.state, &r.node) {
+                    ops.entry(node.clone()).or_default().push(NodeOp::Start {
+                        workload: id.clone(),
+                        replica: i as u32,
+                        spec: spec.clone(),
+                        head: head.clone(),
+                        traceparent: None,
+                    });
+                }
+            }
+        }
+        ops
+    }
+
     /// Records what was stored and says what follows: node ops, and each command's fate.
     pub fn commit(&mut self, plan: Plan, outcomes: Vec<Outcome>) -> Commit {
         let mut commit = Commit::default();
@@ -393,7 +419,6 @@ fn loose_id(payload: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use crate::projection::Head;
-    use bulkhead_schemas::api::WorkloadState;
     use bulkhead_schemas::event::hash_bytes;
     use bulkhead_schemas::spec::RuntimeClass;
 
@@ -463,6 +488,7 @@ mod tests {
         }
         assert_eq!(core.cluster.get("n1").unwrap().allocated.memory_mb, 200);
         assert_eq!(core.projection.get("a").unwrap().state(), WorkloadState::Scheduled);
+        assert_eq!(core.unstarted_ops()[&Arc::from("n1")].len(), 2, "both replicas await their start");
     }
 
     #[test]

@@ -1,0 +1,118 @@
+//! The scheduler actor: feeds commands, log events, heartbeats and ticks to the
+//! [`SchedulerCore`] and carries out its plans through the event log and the ops sink.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_schemas::{NodeHeartbeat, NodeOp};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{debug, info, warn};
+
+use crate::log::{EventLog, Stored};
+use crate::scheduler::{Command, Disposition, Plan, SchedulerCore};
+
+/// Where node operations go (`bulkhead.node.<node>.ops`).
+pub trait OpsSink: Clone + Send + Sync + 'static {
+    /// Sends each node its operations; returns the nodes that could not be reached.
+    fn send(&self, ops: BTreeMap<Arc<str>, Vec<NodeOp>>) -> impl Future<Output = Vec<(Arc<str>, String)>> + Send;
+}
+
+pub enum SchedulerMsg {
+    Commands(Vec<Command>, RpcReplyPort<Vec<(u64, Disposition)>>),
+    /// Events read from the log (any writer's), in stream order.
+    Logged(Vec<Stored>),
+    Heartbeat(NodeHeartbeat),
+    NodeGone(String),
+    /// Retry pending placements.
+    Tick,
+    /// How many workloads the projection holds and how many wait for capacity.
+    Stats(RpcReplyPort<(usize, usize)>),
+}
+
+pub struct SchedulerArgs<L, O> {
+    /// The projection rebuilt from the log before the actor starts.
+    pub core: SchedulerCore,
+    pub log: L,
+    pub ops: O,
+    pub tick: Duration,
+}
+
+pub struct SchedulerState<L, O> {
+    pub core: SchedulerCore,
+    log: L,
+    ops: O,
+}
+
+pub struct SchedulerActor<L, O>(std::marker::PhantomData<(L, O)>);
+
+impl<L, O> Default for SchedulerActor<L, O> {
+    fn default() -> Self {
+        SchedulerActor(std::marker::PhantomData)
+    }
+}
+
+impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
+    async fn execute(&mut self, plan: Plan) -> Vec<(u64, Disposition)> {
+        for note in &plan.notes {
+            info!("{note}");
+        }
+        let appends = plan.appends.clone();
+        if appends.is_empty() {
+            return self.core.commit(plan, Vec::new()).commands;
+        }
+        let outcomes = self.log.append(appends).await;
+        let commit = self.core.commit(plan, outcomes);
+        for f in &commit.failures {
+            warn!(failure = %f, "append failed; the command will be retried");
+        }
+        if !commit.ops.is_empty() {
+            for (node, err) in self.ops.send(commit.ops).await {
+                // The `scheduled` event is in the log; the op is resent when a scheduler
+                // starts (see `SchedulerCore::unstarted_ops`); nodes ignore duplicates.
+                warn!(%node, error = %err, "could not send ops");
+            }
+        }
+        debug!(placed = commit.placed, "round committed");
+        commit.commands
+    }
+}
+
+impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
+    type Msg = SchedulerMsg;
+    type State = SchedulerState<L, O>;
+    type Arguments = SchedulerArgs<L, O>;
+
+    async fn pre_start(&self, myself: ActorRef<SchedulerMsg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(args.tick, || SchedulerMsg::Tick);
+        Ok(SchedulerState { core: args.core, log: args.log, ops: args.ops })
+    }
+
+    async fn handle(&self, _me: ActorRef<SchedulerMsg>, msg: SchedulerMsg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SchedulerMsg::Commands(cmds, reply) => {
+                let plan = st.core.decide(&cmds);
+                let dispositions = st.execute(plan).await;
+                let _ = reply.send(dispositions);
+            }
+            SchedulerMsg::Logged(events) => {
+                for s in &events {
+                    st.core.apply(s);
+                }
+            }
+            SchedulerMsg::Heartbeat(hb) => st.core.heartbeat(&hb),
+            SchedulerMsg::NodeGone(name) => st.core.node_gone(&name),
+            SchedulerMsg::Tick => {
+                let plan = st.core.place_pending(5_000);
+                if !plan.appends.is_empty() {
+                    st.execute(plan).await;
+                }
+            }
+            SchedulerMsg::Stats(reply) => {
+                let _ = reply.send((st.core.projection.len(), st.core.pending_count()));
+            }
+        }
+        Ok(())
+    }
+}
