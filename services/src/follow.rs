@@ -1,0 +1,88 @@
+//! Reads the event log in stream order: first up to its current end (rebuilding a
+//! projection), then live, in batches of whatever has arrived.
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use bulkhead_actors::log::Stored;
+use bulkhead_schemas::event::{Event, hash_bytes};
+use bulkhead_schemas::subjects;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::bus::{Bus, BusError};
+
+/// A running reader of `bulkhead.evt.wl.>` from some sequence on.
+pub struct Follower {
+    pub rx: mpsc::Receiver<Vec<Stored>>,
+    /// The stream's last sequence when the follower started: the end of the rebuild.
+    pub end_at_start: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Follower {
+    pub async fn start(bus: &Bus, from_seq: u64) -> Result<Follower, BusError> {
+        let err = |e: &dyn std::fmt::Display| BusError::Nats(format!("reading the event log: {e}"));
+        let mut stream = bus.js.get_stream(subjects::EVT_STREAM).await.map_err(|e| err(&e))?;
+        let end_at_start = stream.info().await.map_err(|e| err(&e))?.state.last_sequence;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: subjects::EVT_WORKLOADS.into(),
+                deliver_policy: if from_seq <= 1 {
+                    DeliverPolicy::All
+                } else {
+                    DeliverPolicy::ByStartSequence { start_sequence: from_seq }
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(&e))?;
+        let messages = consumer.messages().await.map_err(|e| err(&e))?;
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(async move {
+            let mut chunks = messages.ready_chunks(2048);
+            while let Some(chunk) = chunks.next().await {
+                let mut batch = Vec::with_capacity(chunk.len());
+                for m in chunk {
+                    let m = match m {
+                        Ok(m) => m,
+                        Err(e) => {
+                            warn!(error = %e, "event log read error");
+                            continue;
+                        }
+                    };
+                    let Ok(info) = m.info() else { continue };
+                    let seq = info.stream_sequence;
+                    match Event::parse(&m.payload) {
+                        Ok(event) => batch.push(Stored { seq, hash: hash_bytes(&m.payload), event }),
+                        Err(e) => warn!(seq, subject = %m.subject, error = %e, "skipping malformed event"),
+                    }
+                }
+                if !batch.is_empty() && tx.send(batch).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Follower { rx, end_at_start, task })
+    }
+
+    /// Feeds `apply` every event up to the stream's end at start; returns how many.
+    pub async fn catch_up(&mut self, mut apply: impl FnMut(&Stored)) -> usize {
+        let mut n = 0;
+        let mut last = 0;
+        while last < self.end_at_start {
+            let Some(batch) = self.rx.recv().await else { break };
+            for s in &batch {
+                apply(s);
+                last = s.seq;
+                n += 1;
+            }
+        }
+        n
+    }
+}

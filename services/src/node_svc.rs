@@ -1,0 +1,124 @@
+//! The node service: announces the node, runs the node actor over a container runtime,
+//! feeds it the node's ops subject and the runtime's exits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use bulkhead_actors::node::{NodeActor, NodeArgs, NodeConfig, NodeMsg};
+use bulkhead_actors::runtime::{ContainerRuntime, ExitNotice};
+use bulkhead_schemas::event::{Event, EventBody, NodeJoined};
+use bulkhead_schemas::{NodeOps, subjects};
+use futures::StreamExt;
+use ractor::{Actor, ActorRef};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::bus::{Bus, KvHeartbeat, NatsLog};
+use crate::scheduler_svc::AbortOnDrop;
+
+/// A running node; dropping it stops the node.
+pub struct NodeHandle {
+    pub name: String,
+    pub actor: ActorRef<NodeMsg>,
+    _tasks: Vec<AbortOnDrop>,
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        self.actor.stop(None);
+    }
+}
+
+pub async fn start<R: ContainerRuntime>(
+    bus: &Bus,
+    config: NodeConfig,
+    runtime: Arc<R>,
+    mut exits: mpsc::UnboundedReceiver<ExitNotice>,
+) -> anyhow::Result<NodeHandle> {
+    anyhow::ensure!(
+        subjects::is_valid_token(&config.name),
+        "node name {:?} must be 1-64 characters of [A-Za-z0-9_-]",
+        config.name
+    );
+    let name = config.name.clone();
+    let joined = Event::new(
+        &format!("node/{name}"),
+        &name,
+        None,
+        EventBody::Joined(NodeJoined {
+            capacity: config.capacity,
+            runtime_classes: runtime.runtime_classes(),
+            runtime: runtime.kind().into(),
+        }),
+    );
+    bus.js
+        .publish(subjects::node_event(&name, "joined"), joined.seal().0.into())
+        .await?
+        .await?;
+    let sink = KvHeartbeat::new(bus).await?;
+    let (actor, _) = Actor::spawn(
+        None,
+        NodeActor::<R, NatsLog, KvHeartbeat>::default(),
+        NodeArgs { config, runtime, log: bus.log(), sink },
+    )
+    .await?;
+
+    let a = actor.clone();
+    let exit_task = tokio::spawn(async move {
+        while let Some(n) = exits.recv().await {
+            if a.send_message(NodeMsg::Exit(n)).is_err() {
+                return;
+            }
+        }
+    });
+
+    let stream = bus.js.get_stream(subjects::OPS_STREAM).await?;
+    let durable = subjects::node_consumer(&name);
+    let consumer = stream
+        .get_or_create_consumer(
+            &durable,
+            pull::Config {
+                durable_name: Some(durable.clone()),
+                filter_subject: subjects::node_ops(&name),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let a = actor.clone();
+    let node = name.clone();
+    let ops_task = tokio::spawn(async move {
+        while let Some(m) = messages.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(node = %node, error = %e, "ops consumer error");
+                    continue;
+                }
+            };
+            let ops: NodeOps = match serde_json::from_slice(&m.payload) {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(node = %node, error = %e, "dropping malformed ops message");
+                    let _ = m.ack_with(AckKind::Term).await;
+                    continue;
+                }
+            };
+            let kind = match ractor::call!(a, NodeMsg::Ops, ops.ops) {
+                Ok(Ok(())) => AckKind::Ack,
+                Ok(Err(e)) => {
+                    warn!(node = %node, error = %e, "ops partly failed; will retry");
+                    AckKind::Nak(Some(Duration::from_secs(1)))
+                }
+                Err(_) => return,
+            };
+            let _ = m.ack_with(kind).await;
+        }
+    });
+    info!(node = %name, "node up");
+    Ok(NodeHandle { name, actor, _tasks: vec![AbortOnDrop(exit_task), AbortOnDrop(ops_task)] })
+}

@@ -1,0 +1,43 @@
+//! Logging and tracing set-up: fmt logs (RUST_LOG), OpenTelemetry spans for trace
+//! context propagation, exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, fmt};
+
+/// Keeps the exporter alive; flushes spans when dropped.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+pub fn init(service: &str) -> anyhow::Result<Telemetry> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service.to_owned()).build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    let exporting = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+    if exporting {
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer("bulkhead");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init()?;
+    if exporting {
+        tracing::info!("exporting traces over OTLP");
+    }
+    Ok(Telemetry { provider })
+}
