@@ -58,7 +58,7 @@ impl WorkloadState {
 
 impl std::fmt::Display for WorkloadState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

@@ -115,7 +115,7 @@ impl RuntimeClass {
 
 impl std::fmt::Display for RuntimeClass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

@@ -133,7 +133,12 @@ impl Bus {
 
     /// The last event of a workload's chain, read from the stream.
     pub async fn head(&self, workload: &str) -> Result<Option<Head>, BusError> {
-        let req = serde_json::json!({ "last_by_subj": subjects::workload_events(workload) });
+        self.last_event(&subjects::workload_events(workload)).await
+    }
+
+    /// The last event on `filter` (wildcards allowed): its sequence and hash.
+    pub async fn last_event(&self, filter: &str) -> Result<Option<Head>, BusError> {
+        let req = serde_json::json!({ "last_by_subj": filter });
         let subject = format!("$JS.API.DIRECT.GET.{}", subjects::EVT_STREAM);
         let msg = self
             .client
@@ -149,7 +154,7 @@ impl Bus {
         let seq = headers
             .and_then(|h| h.get("Nats-Sequence"))
             .and_then(|v| v.as_str().parse::<u64>().ok())
-            .ok_or_else(|| BusError::Nats(format!("direct get of {workload}: no sequence in reply")))?;
+            .ok_or_else(|| BusError::Nats(format!("direct get of {filter}: no sequence in reply")))?;
         Ok(Some(Head { seq, hash: hash_bytes(&msg.payload) }))
     }
 

@@ -14,7 +14,7 @@ use crate::bus::{Bus, BusError};
 /// A running reader of `bulkhead.evt.wl.>` from some sequence on.
 pub struct Follower {
     pub rx: mpsc::Receiver<Vec<Stored>>,
-    /// The stream's last sequence when the follower started: the end of the rebuild.
+    /// Sequence of the last workload event when the follower started: the end of the rebuild.
     pub end_at_start: u64,
     task: tokio::task::JoinHandle<()>,
 }
@@ -28,8 +28,8 @@ impl Drop for Follower {
 impl Follower {
     pub async fn start(bus: &Bus, from_seq: u64) -> Result<Follower, BusError> {
         let err = |e: &dyn std::fmt::Display| BusError::Nats(format!("reading the event log: {e}"));
-        let mut stream = bus.js.get_stream(subjects::EVT_STREAM).await.map_err(|e| err(&e))?;
-        let end_at_start = stream.info().await.map_err(|e| err(&e))?.state.last_sequence;
+        let stream = bus.js.get_stream(subjects::EVT_STREAM).await.map_err(|e| err(&e))?;
+        let end_at_start = bus.last_event(subjects::EVT_WORKLOADS).await?.map(|h| h.seq).unwrap_or(0);
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
                 filter_subject: subjects::EVT_WORKLOADS.into(),

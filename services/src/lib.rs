@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod bus;
+pub mod cli;
 pub mod follow;
 pub mod lease;
 pub mod natsd;

@@ -1,1 +1,283 @@
-fn main() {}
+//! `bulkhead`: run the services (`up`, `scheduler`, `node`, `api`) or talk to them
+//! (`submit`, `get`, `list`, `nodes`, `events`, `stop`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bulkhead::bus::{Bus, Topology};
+use bulkhead::natsd::{NatsServer, Sync};
+use bulkhead::scheduler_svc::{self, SchedulerConfig};
+use bulkhead::sim::SimRuntime;
+use bulkhead::{api, cli, node_svc, telemetry};
+use bulkhead_actors::node::NodeConfig;
+use bulkhead_schemas::api::{ListRequest, WorkloadState};
+use bulkhead_schemas::spec::RuntimeClass;
+use bulkhead_schemas::Resources;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing::info;
+
+#[derive(Parser)]
+#[command(name = "bulkhead", version, about = "A secure container orchestrator on NATS")]
+struct Cli {
+    /// NATS server URL.
+    #[arg(long, global = true, env = "BULKHEAD_NATS", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run everything in one process: scheduler, query API and nodes (starts a local
+    /// nats-server with JetStream when none answers at --nats).
+    Up {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// How many nodes to run in this process (named <name>-1 … when more than one).
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// Where the started nats-server keeps its data.
+        #[arg(long, default_value = ".bulkhead")]
+        data_dir: PathBuf,
+    },
+    /// Run a scheduler (one is active; others stand by and take over).
+    Scheduler,
+    /// Run a node.
+    Node {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Run the query API service.
+    Api,
+    /// Submit a workload spec (JSON file, or - for stdin) and follow it.
+    Submit {
+        file: String,
+        /// Print the id and return without following.
+        #[arg(long)]
+        no_follow: bool,
+        /// Give up following after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Show one workload.
+    Get { id: String },
+    /// List workloads.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+        /// key=value
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List nodes with capacity, allocations and heartbeat age.
+    Nodes {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow the event log.
+    Events {
+        /// Only this workload.
+        #[arg(long)]
+        workload: Option<String>,
+        /// Only these event types (comma-separated).
+        #[arg(long = "type", value_delimiter = ',')]
+        types: Vec<String>,
+        /// Start from the beginning of the log instead of new events.
+        #[arg(long)]
+        from_start: bool,
+        /// Print events as stored (JSON lines).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every replica of a workload.
+    Stop { id: String },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum RuntimeKind {
+    /// In-memory containers for load tests: runs nothing.
+    Sim,
+    /// A CRI runtime (containerd, CRI-O, …): not available yet.
+    Cri,
+}
+
+#[derive(Args, Clone)]
+struct NodeArgs {
+    #[arg(long, default_value = "node")]
+    name: String,
+    #[arg(long, value_enum, default_value = "sim")]
+    runtime: RuntimeKind,
+    /// Runtime classes this node offers (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "runc")]
+    classes: Vec<String>,
+    #[arg(long, default_value_t = 16_384)]
+    memory_mb: u64,
+    #[arg(long, default_value_t = 8_000)]
+    cpu_millicores: u64,
+    #[arg(long, default_value_t = 110)]
+    slots: u32,
+    /// Node labels, key=value (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Start delay of sim containers, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    sim_start_delay_ms: u64,
+}
+
+impl NodeArgs {
+    fn config(&self, name: String) -> anyhow::Result<(NodeConfig, Vec<RuntimeClass>)> {
+        let classes = self
+            .classes
+            .iter()
+            .map(|c| RuntimeClass::parse(c).with_context(|| format!("unknown runtime class {c}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut labels = BTreeMap::new();
+        for l in &self.labels {
+            let (k, v) = l.split_once('=').with_context(|| format!("label {l} is not key=value"))?;
+            labels.insert(k.to_owned(), v.to_owned());
+        }
+        let capacity = Resources { memory_mb: self.memory_mb, cpu_millicores: self.cpu_millicores, slots: self.slots };
+        Ok((NodeConfig { name, capacity, labels, heartbeat_ms: self.heartbeat_ms }, classes))
+    }
+}
+
+async fn start_node(bus: &Bus, args: &NodeArgs, name: String) -> anyhow::Result<node_svc::NodeHandle> {
+    if args.runtime == RuntimeKind::Cri {
+        anyhow::bail!("the cri runtime is not available in this version; use --runtime sim");
+    }
+    let (config, classes) = args.config(name.clone())?;
+    let (rt, exits) = SimRuntime::new(&name, classes, Duration::from_millis(args.sim_start_delay_ms));
+    node_svc::start(bus, config, Arc::new(rt), exits).await
+}
+
+async fn connect_service(url: &str, name: &str) -> anyhow::Result<Bus> {
+    let bus = Bus::connect(url, name).await?;
+    bus.ensure(&Topology::default()).await?;
+    Ok(bus)
+}
+
+/// Ctrl-C or SIGTERM: return, so that children (a started nats-server) are cleaned up.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            cli::exit::ERROR
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let service = match &cli.cmd {
+        Cmd::Up { .. } => Some("bulkhead"),
+        Cmd::Scheduler => Some("bulkhead-scheduler"),
+        Cmd::Node { .. } => Some("bulkhead-node"),
+        Cmd::Api => Some("bulkhead-api"),
+        _ => None,
+    };
+    // Services log at info; client commands only warn, but still carry trace context.
+    let _telemetry = match service {
+        Some(s) => telemetry::init(s, "info,async_nats=warn")?,
+        None => telemetry::init("bulkhead-cli", "warn")?,
+    };
+    match cli.cmd {
+        Cmd::Up { node, nodes, data_dir } => {
+            let mut _server = None;
+            let bus = match Bus::connect(&cli.nats, "bulkhead-up").await {
+                Ok(b) => b,
+                Err(_) => {
+                    let (host, port) = host_port(&cli.nats)?;
+                    info!(url = %cli.nats, "no NATS server answers; starting nats-server with JetStream in {}", data_dir.display());
+                    let server = NatsServer::start(&data_dir.join("nats"), &host, port, Sync::Always)?;
+                    let bus = Bus::connect(&server.url, "bulkhead-up").await?;
+                    _server = Some(server);
+                    bus
+                }
+            };
+            bus.ensure(&Topology::default()).await?;
+            let _api = api::start(&bus).await?;
+            let sched = tokio::spawn(scheduler_svc::run(bus.clone(), SchedulerConfig::default()));
+            let mut handles = Vec::new();
+            for i in 0..nodes {
+                let name = if nodes == 1 { node.name.clone() } else { format!("{}-{}", node.name, i + 1) };
+                handles.push(start_node(&bus, &node, name).await?);
+            }
+            info!(nodes, "bulkhead is up; submit with `bulkhead submit spec.json` or `nats pub bulkhead.cmd.submit`");
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                r = sched => { r??; }
+            }
+            Ok(cli::exit::OK)
+        }
+        Cmd::Scheduler => {
+            let bus = connect_service(&cli.nats, "bulkhead-scheduler").await?;
+            tokio::select! {
+                _ = shutdown_signal() => Ok(cli::exit::OK),
+                r = scheduler_svc::run(bus, SchedulerConfig::default()) => r.map(|_| cli::exit::OK),
+            }
+        }
+        Cmd::Node { node } => {
+            let bus = connect_service(&cli.nats, "bulkhead-node").await?;
+            let _h = start_node(&bus, &node, node.name.clone()).await?;
+            shutdown_signal().await;
+            Ok(cli::exit::OK)
+        }
+        Cmd::Api => {
+            let bus = connect_service(&cli.nats, "bulkhead-api").await?;
+            let _h = api::start(&bus).await?;
+            shutdown_signal().await;
+            Ok(cli::exit::OK)
+        }
+        Cmd::Submit { file, no_follow, timeout } => {
+            let bus = Bus::connect(&cli.nats, "bulkhead-cli").await?;
+            cli::submit(&bus, &file, !no_follow, Duration::from_secs(timeout)).await
+        }
+        Cmd::Get { id } => cli::get(&Bus::connect(&cli.nats, "bulkhead-cli").await?, &id).await,
+        Cmd::List { state, node, label, limit, after, json } => {
+            let state = match state {
+                Some(s) => Some(WorkloadState::parse(&s).with_context(|| format!("unknown state {s}"))?),
+                None => None,
+            };
+            let bus = Bus::connect(&cli.nats, "bulkhead-cli").await?;
+            cli::list(&bus, ListRequest { state, node, label, limit, after }, json).await
+        }
+        Cmd::Nodes { json } => cli::nodes(&Bus::connect(&cli.nats, "bulkhead-cli").await?, json).await,
+        Cmd::Events { workload, types, from_start, json } => {
+            let bus = Bus::connect(&cli.nats, "bulkhead-cli").await?;
+            cli::events(&bus, workload.as_deref(), &types, from_start, json).await
+        }
+        Cmd::Stop { id } => cli::stop(&Bus::connect(&cli.nats, "bulkhead-cli").await?, &id).await,
+    }
+}
+
+fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url.split("://").last().unwrap_or(url);
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "4222"));
+    Ok((host.to_owned(), port.trim_end_matches('/').parse().with_context(|| format!("bad port in {url}"))?))
+}

@@ -19,7 +19,8 @@ impl Drop for Telemetry {
     }
 }
 
-pub fn init(service: &str) -> anyhow::Result<Telemetry> {
+/// `default_filter` applies when RUST_LOG is unset.
+pub fn init(service: &str, default_filter: &str) -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(service.to_owned()).build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
@@ -30,7 +31,7 @@ pub fn init(service: &str) -> anyhow::Result<Telemetry> {
     }
     let provider = builder.build();
     let tracer = provider.tracer("bulkhead");
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
