@@ -1,0 +1,202 @@
+//! Test harness: a real nats-server in a temp dir, bulkhead processes, the nats-py client,
+//! and readers of the event log.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use bulkhead::bus::{Bus, Topology};
+use bulkhead::natsd::{NatsServer, Sync};
+use bulkhead_schemas::event::{Event, hash_bytes};
+use bulkhead_schemas::subjects;
+use futures::StreamExt;
+
+pub struct Env {
+    pub server: NatsServer,
+    pub dir: tempfile::TempDir,
+    pub bus: Bus,
+    children: Vec<Child>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(&dir.path().join("nats"), "127.0.0.1", 0, Sync::Default).expect("nats-server starts");
+    let bus = Bus::connect(&server.url, "test").await.unwrap();
+    bus.ensure(&Topology::default()).await.unwrap();
+    Env { server, dir, bus, children: Vec::new() }
+}
+
+impl Env {
+    /// Starts `bulkhead <args>` against this server; its log goes to `<dir>/<log>.log`.
+    pub fn spawn(&mut self, log: &str, args: &[&str]) -> u32 {
+        let out = std::fs::File::create(self.dir.path().join(format!("{log}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .arg("--nats")
+            .arg(&self.server.url)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    pub fn sigkill(&mut self, pid: u32) {
+        let c = self.children.iter_mut().find(|c| c.id() == pid).expect("our child");
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Publishes raw bytes with nats-py, as `nats pub` would.
+    pub fn natspy_pub(&self, subject: &str, payload: &[u8], msg_id: Option<&str>) {
+        let f = self.dir.path().join(format!("payload-{}", uuid_like()));
+        std::fs::write(&f, payload).unwrap();
+        let mut args = vec![self.server.url.clone(), "pub".into(), subject.into(), f.display().to_string()];
+        if let Some(id) = msg_id {
+            args.push(id.into());
+        }
+        let st = Command::new("python3").arg(script()).args(&args).status().expect("python3 runs");
+        assert!(st.success(), "nats-py publish failed");
+    }
+
+    /// Publishes many payloads from one nats-py process, in order.
+    pub fn natspy_pub_many(&self, subject: &str, payloads: &[Vec<u8>]) {
+        let d = self.dir.path().join(format!("many-{}", uuid_like()));
+        std::fs::create_dir_all(&d).unwrap();
+        for (i, p) in payloads.iter().enumerate() {
+            std::fs::write(d.join(format!("{i:08}")), p).unwrap();
+        }
+        let st = Command::new("python3")
+            .arg(script())
+            .args([&self.server.url, "pubmany", subject, &d.display().to_string()])
+            .status()
+            .expect("python3 runs");
+        assert!(st.success(), "nats-py publish failed");
+    }
+
+    /// Requests with nats-py, as `nats req` would; Err carries the service error.
+    pub fn natspy_req(&self, subject: &str, data: &str) -> Result<String, String> {
+        let out = Command::new("python3")
+            .arg(script())
+            .args([&self.server.url, "req", subject, data])
+            .output()
+            .expect("python3 runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() { Ok(text) } else { Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr))) }
+    }
+
+    /// Every workload event in the log, in order: (seq, raw bytes, parsed).
+    pub async fn events(&self, filter: &str) -> Vec<(u64, Vec<u8>, Event)> {
+        let end = self.bus.last_event(filter).await.unwrap().map(|h| h.seq).unwrap_or(0);
+        let mut out = Vec::new();
+        if end == 0 {
+            return out;
+        }
+        let stream = self.bus.js.get_stream(subjects::EVT_STREAM).await.unwrap();
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig { filter_subject: filter.into(), deliver_policy: DeliverPolicy::All, ..Default::default() })
+            .await
+            .unwrap();
+        let mut msgs = consumer.messages().await.unwrap();
+        while let Some(m) = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await.expect("log readable") {
+            let m = m.unwrap();
+            let seq = m.info().unwrap().stream_sequence;
+            out.push((seq, m.payload.to_vec(), Event::parse(&m.payload).expect("events parse")));
+            if seq >= end {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Event types of each workload, in log order.
+    pub async fn kinds_by_workload(&self) -> BTreeMap<String, Vec<&'static str>> {
+        let mut by: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+        for (_, _, e) in self.events(subjects::EVT_WORKLOADS).await {
+            by.entry(e.subject.clone()).or_default().push(e.kind());
+        }
+        by
+    }
+
+    /// Waits until `check` holds for the log, or panics after `timeout` with `what`.
+    pub async fn wait_for<F>(&self, what: &str, timeout: Duration, mut check: F)
+    where
+        F: FnMut(&BTreeMap<String, Vec<&'static str>>) -> bool,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let by = self.kinds_by_workload().await;
+            if check(&by) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; log: {by:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Checks that each workload's events chain: `prev` is the hash of the previous stored bytes.
+pub fn assert_chains(events: &[(u64, Vec<u8>, Event)]) {
+    let mut last: BTreeMap<&str, [u8; 32]> = BTreeMap::new();
+    for (seq, bytes, e) in events {
+        let expected = last.get(e.subject.as_str()).map(hex::encode);
+        assert_eq!(e.prev, expected, "event {seq} ({} of {}) breaks the chain", e.kind(), e.subject);
+        last.insert(e.subject.as_str(), hash_bytes(bytes));
+    }
+}
+
+pub fn spec(id: Option<&str>) -> serde_json::Value {
+    let mut v = serde_json::json!({"image": "localhost/busybox:1", "memory_mb": 16, "cpu_millicores": 10});
+    if let Some(id) = id {
+        v["id"] = id.into();
+    }
+    v
+}
+
+fn script() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/natspy_client.py"))
+}
+
+fn uuid_like() -> String {
+    format!("{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+}
+
+pub fn done(kinds: &[&str]) -> bool {
+    kinds.contains(&"started") || kinds.contains(&"rejected")
+}
+
+/// Holder of the scheduler lease.
+pub async fn lease_holder(bus: &Bus) -> Option<String> {
+    let kv = bus.js.get_key_value(subjects::LEASES_BUCKET).await.unwrap();
+    kv.get(subjects::SCHEDULER_LEASE_KEY).await.unwrap().map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+pub async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, timeout: Duration, mut f: F) {
+    let deadline = Instant::now() + timeout;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,36 @@
+"""A NATS client that is not ours (nats-py), standing in for the `nats` CLI in tests.
+
+    natspy_client.py URL pub SUBJECT PAYLOAD_FILE [MSG_ID]   -> publishes raw bytes (like `nats pub`)
+    natspy_client.py URL pubmany SUBJECT DIR                 -> publishes every file in DIR, in name order
+    natspy_client.py URL req SUBJECT DATA                    -> prints the reply (like `nats req`)
+"""
+import asyncio
+import sys
+
+import nats
+
+
+async def main():
+    url, verb, subject = sys.argv[1], sys.argv[2], sys.argv[3]
+    nc = await nats.connect(url)
+    if verb == "pub":
+        data = open(sys.argv[4], "rb").read()
+        headers = {"Nats-Msg-Id": sys.argv[5]} if len(sys.argv) > 5 else None
+        await nc.publish(subject, data, headers=headers)
+        await nc.flush()
+    elif verb == "pubmany":
+        import os
+        d = sys.argv[4]
+        for name in sorted(os.listdir(d)):
+            await nc.publish(subject, open(os.path.join(d, name), "rb").read())
+        await nc.flush()
+    elif verb == "req":
+        msg = await nc.request(subject, sys.argv[4].encode(), timeout=5)
+        if msg.headers and "Nats-Service-Error" in msg.headers:
+            print("ERROR", msg.headers["Nats-Service-Error"])
+            sys.exit(3)
+        sys.stdout.write(msg.data.decode())
+    await nc.close()
+
+
+asyncio.run(main())
