@@ -37,7 +37,11 @@ impl WorkloadAppend {
                 e.prev = prev.map(hex::encode);
                 let (bytes, hash) = e.seal();
                 prev = Some(hash);
-                Sealed { subject: subjects::workload_event(&self.workload, e.kind()), bytes, hash }
+                Sealed {
+                    subject: subjects::workload_event(&self.workload, e.kind()),
+                    bytes,
+                    hash,
+                }
             })
             .collect()
     }
@@ -80,15 +84,27 @@ mod tests {
         let body = || EventBody::StopRequested(StopRequested { cmd_seq: 1 });
         let mut a = WorkloadAppend {
             workload: "w".into(),
-            head: Some(Head { seq: 4, hash: [7; 32] }),
-            events: vec![Event::new("s", "w", None, body()), Event::new("s", "w", None, body())],
+            head: Some(Head {
+                seq: 4,
+                hash: [7; 32],
+            }),
+            events: vec![
+                Event::new("s", "w", None, body()),
+                Event::new("s", "w", None, body()),
+            ],
             rechain_on_conflict: false,
         };
         let sealed = a.seal();
         assert_eq!(a.expected_seq(), 4);
         assert_eq!(sealed[0].subject, "bulkhead.evt.wl.w.stop_requested");
-        assert_eq!(a.events[0].prev.as_deref(), Some(hex::encode([7u8; 32]).as_str()));
-        assert_eq!(a.events[1].prev, Some(hex::encode(hash_bytes(&sealed[0].bytes))));
+        assert_eq!(
+            a.events[0].prev.as_deref(),
+            Some(hex::encode([7u8; 32]).as_str())
+        );
+        assert_eq!(
+            a.events[1].prev,
+            Some(hex::encode(hash_bytes(&sealed[0].bytes)))
+        );
         assert_eq!(sealed[1].hash, hash_bytes(&sealed[1].bytes));
     }
 }

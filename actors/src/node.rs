@@ -41,7 +41,12 @@ pub struct NodeCore {
 
 impl NodeCore {
     pub fn new(config: NodeConfig) -> Self {
-        NodeCore { config, containers: HashMap::new(), by_replica: HashMap::new(), heads: HashMap::new() }
+        NodeCore {
+            config,
+            containers: HashMap::new(),
+            by_replica: HashMap::new(),
+            heads: HashMap::new(),
+        }
     }
 
     pub fn running(&self) -> usize {
@@ -49,7 +54,9 @@ impl NodeCore {
     }
 
     pub fn container_of(&self, workload: &str, replica: u32) -> Option<&str> {
-        self.by_replica.get(&(workload.to_owned(), replica)).map(String::as_str)
+        self.by_replica
+            .get(&(workload.to_owned(), replica))
+            .map(String::as_str)
     }
 
     fn service(&self) -> String {
@@ -58,8 +65,13 @@ impl NodeCore {
 
     /// Remembers the newest head known for a workload.
     fn learn(&mut self, workload: &str, head: &ChainHead) {
-        let Some(hash) = parse_hash(&head.hash) else { return };
-        let h = Head { seq: head.seq, hash };
+        let Some(hash) = parse_hash(&head.hash) else {
+            return;
+        };
+        let h = Head {
+            seq: head.seq,
+            hash,
+        };
         let e = self.heads.entry(workload.to_owned()).or_insert(h);
         if h.seq > e.seq {
             *e = h;
@@ -67,8 +79,16 @@ impl NodeCore {
     }
 
     fn record(&mut self, container: String, workload: &str, replica: u32, need: Resources) {
-        self.by_replica.insert((workload.to_owned(), replica), container.clone());
-        self.containers.insert(container, Container { workload: workload.to_owned(), replica, need });
+        self.by_replica
+            .insert((workload.to_owned(), replica), container.clone());
+        self.containers.insert(
+            container,
+            Container {
+                workload: workload.to_owned(),
+                replica,
+                need,
+            },
+        );
     }
 
     fn forget(&mut self, container: &str) -> Option<Container> {
@@ -99,7 +119,13 @@ impl NodeCore {
             match o {
                 Outcome::Stored(s) => {
                     if let Some(last) = s.last() {
-                        self.heads.insert(a.workload.clone(), Head { seq: last.seq, hash: last.hash });
+                        self.heads.insert(
+                            a.workload.clone(),
+                            Head {
+                                seq: last.seq,
+                                hash: last.hash,
+                            },
+                        );
                     }
                 }
                 Outcome::Conflict => failures.push(format!("{}: conflict", a.workload)),
@@ -109,8 +135,15 @@ impl NodeCore {
         failures
     }
 
-    pub fn heartbeat(&self, runtime: &str, classes: Vec<bulkhead_schemas::RuntimeClass>) -> NodeHeartbeat {
-        let used = self.containers.values().fold(Resources::default(), |acc, c| acc.add(&c.need));
+    pub fn heartbeat(
+        &self,
+        runtime: &str,
+        classes: Vec<bulkhead_schemas::RuntimeClass>,
+    ) -> NodeHeartbeat {
+        let used = self
+            .containers
+            .values()
+            .fold(Resources::default(), |acc, c| acc.add(&c.need));
         NodeHeartbeat {
             name: self.config.name.clone(),
             capacity: self.config.capacity,
@@ -169,21 +202,37 @@ impl<R: ContainerRuntime, L: EventLog, H: HeartbeatSink> Actor for NodeActor<R, 
     type State = NodeState<R, L, H>;
     type Arguments = NodeArgs<R, L, H>;
 
-    async fn pre_start(&self, myself: ActorRef<NodeMsg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let every = std::time::Duration::from_millis(args.config.heartbeat_ms.max(10));
         myself.send_interval(every, || NodeMsg::Heartbeat);
         let _ = myself.send_message(NodeMsg::Heartbeat);
-        Ok(NodeState { core: NodeCore::new(args.config), runtime: args.runtime, log: args.log, sink: args.sink })
+        Ok(NodeState {
+            core: NodeCore::new(args.config),
+            runtime: args.runtime,
+            log: args.log,
+            sink: args.sink,
+        })
     }
 
-    async fn handle(&self, _me: ActorRef<NodeMsg>, msg: NodeMsg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<NodeMsg>,
+        msg: NodeMsg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             NodeMsg::Ops(ops, reply) => {
                 let r = handle_ops(st, ops).await;
                 let _ = reply.send(r);
             }
             NodeMsg::Exit(notice) => {
-                let Some(c) = st.core.forget(&notice.container) else { return Ok(()) };
+                let Some(c) = st.core.forget(&notice.container) else {
+                    return Ok(());
+                };
                 let node = st.core.config.name.clone();
                 let body = EventBody::Exited(Exited {
                     replica: c.replica,
@@ -200,7 +249,9 @@ impl<R: ContainerRuntime, L: EventLog, H: HeartbeatSink> Actor for NodeActor<R, 
                 }
             }
             NodeMsg::Heartbeat => {
-                let hb = st.core.heartbeat(st.runtime.kind(), st.runtime.runtime_classes());
+                let hb = st
+                    .core
+                    .heartbeat(st.runtime.kind(), st.runtime.runtime_classes());
                 if let Err(e) = st.sink.beat(hb).await {
                     warn!(error = %e, "heartbeat failed");
                 }
@@ -220,7 +271,13 @@ async fn handle_ops<R: ContainerRuntime, L: EventLog, H: HeartbeatSink>(
     let mut events: Vec<(String, Event)> = Vec::new();
     for op in ops {
         match op {
-            NodeOp::Start { workload, replica, spec, head, traceparent } => {
+            NodeOp::Start {
+                workload,
+                replica,
+                spec,
+                head,
+                traceparent,
+            } => {
                 st.core.learn(&workload, &head);
                 if st.core.container_of(&workload, replica).is_some() {
                     continue; // already running: a redelivered op
@@ -229,18 +286,47 @@ async fn handle_ops<R: ContainerRuntime, L: EventLog, H: HeartbeatSink>(
                 crate::set_parent(&span, traceparent.as_deref());
                 let need = Resources::of(&spec);
                 let rt = st.runtime.clone();
-                let req = StartSpec { workload: workload.clone(), replica, node: node.clone(), spec };
-                starts.push(async move { (workload, replica, need, traceparent, rt.start(req).instrument(span).await) });
+                let req = StartSpec {
+                    workload: workload.clone(),
+                    replica,
+                    node: node.clone(),
+                    spec,
+                };
+                starts.push(async move {
+                    (
+                        workload,
+                        replica,
+                        need,
+                        traceparent,
+                        rt.start(req).instrument(span).await,
+                    )
+                });
             }
-            NodeOp::Stop { workload, replica, head, .. } => {
+            NodeOp::Stop {
+                workload,
+                replica,
+                head,
+                ..
+            } => {
                 st.core.learn(&workload, &head);
-                let Some(container) = st.core.container_of(&workload, replica).map(str::to_owned) else { continue };
+                let Some(container) = st.core.container_of(&workload, replica).map(str::to_owned)
+                else {
+                    continue;
+                };
                 if let Err(e) = st.runtime.stop(&container).await {
                     warn!(%workload, replica, error = %e, "stop failed");
                     continue;
                 }
                 st.core.forget(&container);
-                let ev = Event::new(&service, &workload, None, EventBody::Stopped(Stopped { replica, node: node.clone() }));
+                let ev = Event::new(
+                    &service,
+                    &workload,
+                    None,
+                    EventBody::Stopped(Stopped {
+                        replica,
+                        node: node.clone(),
+                    }),
+                );
                 events.push((workload, ev));
             }
         }
@@ -249,7 +335,11 @@ async fn handle_ops<R: ContainerRuntime, L: EventLog, H: HeartbeatSink>(
         let body = match result {
             Ok(container) => {
                 st.core.record(container.clone(), &workload, replica, need);
-                EventBody::Started(Started { replica, node: node.clone(), container })
+                EventBody::Started(Started {
+                    replica,
+                    node: node.clone(),
+                    container,
+                })
             }
             Err(e) => EventBody::Exited(Exited {
                 replica,
@@ -269,5 +359,9 @@ async fn handle_ops<R: ContainerRuntime, L: EventLog, H: HeartbeatSink>(
     let appends = st.core.appends(events);
     let out = st.log.append(appends.clone()).await;
     let failures = st.core.stored(&out, &appends);
-    if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
 }

@@ -119,12 +119,13 @@ impl Cluster {
             }
             let after = free.saturating_sub(&req.need);
             let ratio = |f: u64, c: u64| if c == 0 { 0.0 } else { f as f64 / c as f64 };
-            let left = ratio(after.memory_mb, n.capacity.memory_mb) + ratio(after.cpu_millicores, n.capacity.cpu_millicores);
+            let left = ratio(after.memory_mb, n.capacity.memory_mb)
+                + ratio(after.cpu_millicores, n.capacity.cpu_millicores);
             let score = match req.strategy {
                 PlacementStrategy::Binpack => -left,
                 PlacementStrategy::Spread => left,
             };
-            let preferred = !req.avoid.iter().any(|a| *a == n.name);
+            let preferred = !req.avoid.contains(&n.name);
             let better = match best {
                 None => true,
                 Some((bp, bs, _)) => (preferred, score) > (bp, bs),
@@ -133,7 +134,8 @@ impl Cluster {
                 best = Some((preferred, score, i));
             }
         }
-        best.map(|(_, _, i)| i).ok_or_else(|| tally.explain(req, self.nodes.len()))
+        best.map(|(_, _, i)| i)
+            .ok_or_else(|| tally.explain(req, self.nodes.len()))
     }
 }
 
@@ -150,9 +152,16 @@ impl Tally {
         let reason = if self.ready == 0 {
             format!("no ready node ({known} known)")
         } else if self.with_class == 0 {
-            format!("no ready node offers runtime class {} ({} ready nodes)", req.class, self.ready)
+            format!(
+                "no ready node offers runtime class {} ({} ready nodes)",
+                req.class, self.ready
+            )
         } else if self.matching == 0 {
-            let sel: Vec<_> = req.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let sel: Vec<_> = req
+                .selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             format!(
                 "no node offering {} matches node_selector {{{}}} ({} offer the class)",
                 req.class,
@@ -188,23 +197,48 @@ mod tests {
     use proptest::prelude::*;
 
     fn res(m: u64, c: u64, s: u32) -> Resources {
-        Resources { memory_mb: m, cpu_millicores: c, slots: s }
+        Resources {
+            memory_mb: m,
+            cpu_millicores: c,
+            slots: s,
+        }
     }
 
-    fn cluster(nodes: &[(&str, Resources, &[RuntimeClass], &[(&str, &str)])]) -> Cluster {
+    type NodeDef<'a> = (
+        &'a str,
+        Resources,
+        &'a [RuntimeClass],
+        &'a [(&'a str, &'a str)],
+    );
+
+    fn cluster(nodes: &[NodeDef<'_>]) -> Cluster {
         let mut c = Cluster::default();
         for (name, cap, classes, labels) in nodes {
             let (_, s) = c.slot_mut(name);
             s.capacity = *cap;
             s.classes = classes.to_vec();
-            s.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            s.labels = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             s.ready = true;
         }
         c
     }
 
-    fn req<'a>(need: Resources, class: RuntimeClass, sel: &'a BTreeMap<String, String>, strategy: PlacementStrategy) -> Request<'a> {
-        Request { need, class, selector: sel, strategy, avoid: &[] }
+    fn req<'a>(
+        need: Resources,
+        class: RuntimeClass,
+        sel: &'a BTreeMap<String, String>,
+        strategy: PlacementStrategy,
+    ) -> Request<'a> {
+        Request {
+            need,
+            class,
+            selector: sel,
+            strategy,
+            avoid: &[],
+        }
     }
 
     const RUNC: &[RuntimeClass] = &[RuntimeClass::Runc];
@@ -212,50 +246,135 @@ mod tests {
 
     #[test]
     fn filters_by_class_then_labels_then_capacity_with_reasons() {
-        let mut c = cluster(&[("a", res(1000, 1000, 10), RUNC, &[("zone", "x")]), ("b", res(4000, 4000, 10), BOTH, &[])]);
+        let mut c = cluster(&[
+            ("a", res(1000, 1000, 10), RUNC, &[("zone", "x")]),
+            ("b", res(4000, 4000, 10), BOTH, &[]),
+        ]);
         let none = BTreeMap::new();
         let need = res(500, 100, 1);
         let o = Overlay::new();
-        assert_eq!(c.place(&req(need, RuntimeClass::Gvisor, &none, PlacementStrategy::Binpack), &o), Ok(1));
-        let err = c.place(&req(need, RuntimeClass::Kata, &none, PlacementStrategy::Binpack), &o).unwrap_err();
-        assert!(err.reason.contains("no ready node offers runtime class kata"), "{err}");
+        assert_eq!(
+            c.place(
+                &req(
+                    need,
+                    RuntimeClass::Gvisor,
+                    &none,
+                    PlacementStrategy::Binpack
+                ),
+                &o
+            ),
+            Ok(1)
+        );
+        let err = c
+            .place(
+                &req(need, RuntimeClass::Kata, &none, PlacementStrategy::Binpack),
+                &o,
+            )
+            .unwrap_err();
+        assert!(
+            err.reason
+                .contains("no ready node offers runtime class kata"),
+            "{err}"
+        );
         let zone_y: BTreeMap<_, _> = [("zone".to_string(), "y".to_string())].into();
-        let err = c.place(&req(need, RuntimeClass::Runc, &zone_y, PlacementStrategy::Binpack), &o).unwrap_err();
-        assert!(err.reason.contains("matches node_selector {zone=y}"), "{err}");
-        let err = c.place(&req(res(5000, 1, 1), RuntimeClass::Runc, &none, PlacementStrategy::Binpack), &o).unwrap_err();
+        let err = c
+            .place(
+                &req(
+                    need,
+                    RuntimeClass::Runc,
+                    &zone_y,
+                    PlacementStrategy::Binpack,
+                ),
+                &o,
+            )
+            .unwrap_err();
+        assert!(
+            err.reason.contains("matches node_selector {zone=y}"),
+            "{err}"
+        );
+        let err = c
+            .place(
+                &req(
+                    res(5000, 1, 1),
+                    RuntimeClass::Runc,
+                    &none,
+                    PlacementStrategy::Binpack,
+                ),
+                &o,
+            )
+            .unwrap_err();
         assert!(err.reason.starts_with("insufficient capacity"), "{err}");
         c.slot_mut("b").1.ready = false;
         c.slot_mut("a").1.ready = false;
-        assert!(c.place(&req(need, RuntimeClass::Runc, &none, PlacementStrategy::Binpack), &o).unwrap_err().reason.starts_with("no ready node"));
+        assert!(
+            c.place(
+                &req(need, RuntimeClass::Runc, &none, PlacementStrategy::Binpack),
+                &o
+            )
+            .unwrap_err()
+            .reason
+            .starts_with("no ready node")
+        );
     }
 
     #[test]
     fn binpack_fills_the_fullest_and_spread_the_emptiest() {
-        let mut c = cluster(&[("a", res(1000, 1000, 10), RUNC, &[]), ("b", res(1000, 1000, 10), RUNC, &[])]);
+        let mut c = cluster(&[
+            ("a", res(1000, 1000, 10), RUNC, &[]),
+            ("b", res(1000, 1000, 10), RUNC, &[]),
+        ]);
         c.allocate("a", &res(600, 600, 1));
         let none = BTreeMap::new();
         let need = res(100, 100, 1);
         let o = Overlay::new();
-        assert_eq!(c.place(&req(need, RuntimeClass::Runc, &none, PlacementStrategy::Binpack), &o), Ok(0));
-        assert_eq!(c.place(&req(need, RuntimeClass::Runc, &none, PlacementStrategy::Spread), &o), Ok(1));
+        assert_eq!(
+            c.place(
+                &req(need, RuntimeClass::Runc, &none, PlacementStrategy::Binpack),
+                &o
+            ),
+            Ok(0)
+        );
+        assert_eq!(
+            c.place(
+                &req(need, RuntimeClass::Runc, &none, PlacementStrategy::Spread),
+                &o
+            ),
+            Ok(1)
+        );
     }
 
     #[test]
     fn overlay_counts_undecided_allocations_and_avoid_is_soft() {
-        let c = cluster(&[("a", res(1000, 1000, 1), RUNC, &[]), ("b", res(1000, 1000, 1), RUNC, &[])]);
+        let c = cluster(&[
+            ("a", res(1000, 1000, 1), RUNC, &[]),
+            ("b", res(1000, 1000, 1), RUNC, &[]),
+        ]);
         let none = BTreeMap::new();
         let need = res(100, 100, 1);
         let mut o = Overlay::new();
         o.insert(0, res(0, 0, 1));
-        assert_eq!(c.place(&req(need, RuntimeClass::Runc, &none, PlacementStrategy::Binpack), &o), Ok(1));
+        assert_eq!(
+            c.place(
+                &req(need, RuntimeClass::Runc, &none, PlacementStrategy::Binpack),
+                &o
+            ),
+            Ok(1)
+        );
         let avoid = [Arc::from("a")];
-        let r = Request { avoid: &avoid, ..req(need, RuntimeClass::Runc, &none, PlacementStrategy::Binpack) };
+        let r = Request {
+            avoid: &avoid,
+            ..req(need, RuntimeClass::Runc, &none, PlacementStrategy::Binpack)
+        };
         assert_eq!(c.place(&r, &Overlay::new()), Ok(1));
         o.insert(1, res(0, 0, 1));
         let b_full = o.clone();
         let mut only_a = b_full.clone();
         only_a.remove(&0);
-        assert_eq!(c.place(&r, &only_a), Ok(0), "avoided node is still used when nothing else fits");
+        assert_eq!(
+            c.place(&r, &only_a),
+            Ok(0),
+            "avoided node is still used when nothing else fits"
+        );
     }
 
     proptest! {

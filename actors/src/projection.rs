@@ -26,11 +26,20 @@ pub struct Replica {
 
 impl Replica {
     fn pending() -> Self {
-        Replica { state: WorkloadState::Pending, node: None, container: None, exit_code: None, reason: None }
+        Replica {
+            state: WorkloadState::Pending,
+            node: None,
+            container: None,
+            exit_code: None,
+            reason: None,
+        }
     }
     /// Holds resources on its node.
     pub fn holds(&self) -> bool {
-        matches!(self.state, WorkloadState::Scheduled | WorkloadState::Starting | WorkloadState::Running)
+        matches!(
+            self.state,
+            WorkloadState::Scheduled | WorkloadState::Starting | WorkloadState::Running
+        )
     }
 }
 
@@ -52,7 +61,12 @@ impl Workload {
         if self.rejected {
             return WorkloadState::Rejected;
         }
-        let live = self.replicas.iter().filter(|r| !r.state.is_terminal()).map(|r| r.state).min();
+        let live = self
+            .replicas
+            .iter()
+            .filter(|r| !r.state.is_terminal())
+            .map(|r| r.state)
+            .min();
         if let Some(s) = live {
             return s;
         }
@@ -153,7 +167,10 @@ impl Projection {
     }
 
     /// Workloads with ids after `after`, in id order.
-    pub fn range_after<'a>(&'a self, after: Option<&str>) -> Box<dyn Iterator<Item = (&'a String, &'a Workload)> + 'a> {
+    pub fn range_after<'a>(
+        &'a self,
+        after: Option<&str>,
+    ) -> Box<dyn Iterator<Item = (&'a String, &'a Workload)> + 'a> {
         match after {
             Some(a) => Box::new(
                 self.workloads
@@ -182,7 +199,10 @@ impl Projection {
         match &ev.body {
             EventBody::Accepted(a) => {
                 if let Some(w) = self.workloads.get(id) {
-                    return Err(Skip::Stale { seq, head: w.head.seq });
+                    return Err(Skip::Stale {
+                        seq,
+                        head: w.head.seq,
+                    });
                 }
                 let n = a.spec.replicas as usize;
                 self.workloads.insert(
@@ -202,7 +222,10 @@ impl Projection {
             }
             EventBody::Rejected(r) => {
                 if let Some(w) = self.workloads.get(id) {
-                    return Err(Skip::Stale { seq, head: w.head.seq });
+                    return Err(Skip::Stale {
+                        seq,
+                        head: w.head.seq,
+                    });
                 }
                 self.workloads.insert(
                     id.to_owned(),
@@ -219,7 +242,10 @@ impl Projection {
                 );
                 return Ok(changes);
             }
-            EventBody::Joined(_) | EventBody::Drained(_) | EventBody::ScanRequested(_) | EventBody::ScanCompleted(_) => {
+            EventBody::Joined(_)
+            | EventBody::Drained(_)
+            | EventBody::ScanRequested(_)
+            | EventBody::ScanCompleted(_) => {
                 return Err(Skip::NotWorkload);
             }
             _ => {}
@@ -229,19 +255,32 @@ impl Projection {
             _ => None,
         };
         let interned = node_of(&ev.body).map(|n| self.intern(&n));
-        let w = self.workloads.get_mut(id).ok_or_else(|| Skip::UnknownWorkload(id.to_owned()))?;
+        let w = self
+            .workloads
+            .get_mut(id)
+            .ok_or_else(|| Skip::UnknownWorkload(id.to_owned()))?;
         if seq <= w.head.seq {
-            return Err(Skip::Stale { seq, head: w.head.seq });
+            return Err(Skip::Stale {
+                seq,
+                head: w.head.seq,
+            });
         }
         let need = w.spec.as_deref().map(Resources::of).unwrap_or_default();
         let replica = |w: &mut Workload, r: u32| -> Result<usize, Skip> {
-            if (r as usize) < w.replicas.len() { Ok(r as usize) } else { Err(Skip::BadReplica(r)) }
+            if (r as usize) < w.replicas.len() {
+                Ok(r as usize)
+            } else {
+                Err(Skip::BadReplica(r))
+            }
         };
         let release = |rep: &mut Replica, changes: &mut Vec<Change>| {
             if rep.holds()
                 && let Some(node) = &rep.node
             {
-                changes.push(Change::Released { node: node.clone(), need });
+                changes.push(Change::Released {
+                    node: node.clone(),
+                    need,
+                });
             }
         };
         match &ev.body {
@@ -250,8 +289,15 @@ impl Projection {
                 let rep = &mut w.replicas[i];
                 release(rep, &mut changes);
                 let node = interned.expect("interned above");
-                changes.push(Change::Placed { node: node.clone(), need });
-                *rep = Replica { state: WorkloadState::Scheduled, node: Some(node), ..Replica::pending() };
+                changes.push(Change::Placed {
+                    node: node.clone(),
+                    need,
+                });
+                *rep = Replica {
+                    state: WorkloadState::Scheduled,
+                    node: Some(node),
+                    ..Replica::pending()
+                };
                 w.reason = None;
             }
             EventBody::Started(s) => {
@@ -266,7 +312,11 @@ impl Projection {
                 let i = replica(w, x.replica)?;
                 let rep = &mut w.replicas[i];
                 release(rep, &mut changes);
-                rep.state = if x.code == 0 { WorkloadState::Succeeded } else { WorkloadState::Failed };
+                rep.state = if x.code == 0 {
+                    WorkloadState::Succeeded
+                } else {
+                    WorkloadState::Failed
+                };
                 rep.exit_code = Some(x.code);
                 rep.reason = Some(x.reason.as_str().into());
             }
@@ -287,7 +337,11 @@ impl Projection {
             }
             EventBody::StopRequested(_) => {
                 w.stop_requested = true;
-                for rep in w.replicas.iter_mut().filter(|r| r.state == WorkloadState::Pending) {
+                for rep in w
+                    .replicas
+                    .iter_mut()
+                    .filter(|r| r.state == WorkloadState::Pending)
+                {
                     rep.state = WorkloadState::Stopped;
                 }
             }
@@ -311,8 +365,10 @@ mod tests {
     use bulkhead_schemas::event::*;
 
     fn spec(replicas: u32) -> WorkloadSpec {
-        let mut s: WorkloadSpec =
-            serde_json::from_value(serde_json::json!({"image": "i", "memory_mb": 10, "cpu_millicores": 5})).unwrap();
+        let mut s: WorkloadSpec = serde_json::from_value(
+            serde_json::json!({"image": "i", "memory_mb": 10, "cpu_millicores": 5}),
+        )
+        .unwrap();
         s.replicas = replicas;
         s.id = Some("w".into());
         s
@@ -326,30 +382,95 @@ mod tests {
     fn lifecycle_moves_state_and_allocations() {
         let mut p = Projection::default();
         let h = [0u8; 32];
-        p.apply(1, h, &ev(EventBody::Accepted(Accepted { spec: spec(2), cmd_seq: 9, pending: None }))).unwrap();
+        p.apply(
+            1,
+            h,
+            &ev(EventBody::Accepted(Accepted {
+                spec: spec(2),
+                cmd_seq: 9,
+                pending: None,
+            })),
+        )
+        .unwrap();
         assert_eq!(p.get("w").unwrap().state(), WorkloadState::Pending);
         let ch = p
-            .apply(2, h, &ev(EventBody::Scheduled(Scheduled { replica: 0, node: "n".into(), runtime_class: Default::default() })))
+            .apply(
+                2,
+                h,
+                &ev(EventBody::Scheduled(Scheduled {
+                    replica: 0,
+                    node: "n".into(),
+                    runtime_class: Default::default(),
+                })),
+            )
             .unwrap();
-        assert!(matches!(&ch[..], [Change::Placed { node, need }] if &**node == "n" && need.memory_mb == 10));
-        assert_eq!(p.get("w").unwrap().state(), WorkloadState::Pending, "replica 1 still pending");
-        p.apply(3, h, &ev(EventBody::Scheduled(Scheduled { replica: 1, node: "n".into(), runtime_class: Default::default() })))
-            .unwrap();
-        p.apply(4, h, &ev(EventBody::Started(Started { replica: 0, node: "n".into(), container: "c0".into() }))).unwrap();
+        assert!(
+            matches!(&ch[..], [Change::Placed { node, need }] if &**node == "n" && need.memory_mb == 10)
+        );
+        assert_eq!(
+            p.get("w").unwrap().state(),
+            WorkloadState::Pending,
+            "replica 1 still pending"
+        );
+        p.apply(
+            3,
+            h,
+            &ev(EventBody::Scheduled(Scheduled {
+                replica: 1,
+                node: "n".into(),
+                runtime_class: Default::default(),
+            })),
+        )
+        .unwrap();
+        p.apply(
+            4,
+            h,
+            &ev(EventBody::Started(Started {
+                replica: 0,
+                node: "n".into(),
+                container: "c0".into(),
+            })),
+        )
+        .unwrap();
         assert_eq!(p.get("w").unwrap().state(), WorkloadState::Scheduled);
-        p.apply(5, h, &ev(EventBody::Started(Started { replica: 1, node: "n".into(), container: "c1".into() }))).unwrap();
+        p.apply(
+            5,
+            h,
+            &ev(EventBody::Started(Started {
+                replica: 1,
+                node: "n".into(),
+                container: "c1".into(),
+            })),
+        )
+        .unwrap();
         assert_eq!(p.get("w").unwrap().state(), WorkloadState::Running);
         let ch = p
             .apply(
                 6,
                 h,
-                &ev(EventBody::Exited(Exited { replica: 0, node: "n".into(), code: 7, reason: "error".into(), finished_at: "t".into() })),
+                &ev(EventBody::Exited(Exited {
+                    replica: 0,
+                    node: "n".into(),
+                    code: 7,
+                    reason: "error".into(),
+                    finished_at: "t".into(),
+                })),
             )
             .unwrap();
         assert!(matches!(&ch[..], [Change::Released { .. }]));
         assert_eq!(p.get("w").unwrap().state(), WorkloadState::Running);
-        p.apply(7, h, &ev(EventBody::Exited(Exited { replica: 1, node: "n".into(), code: 0, reason: "completed".into(), finished_at: "t".into() })))
-            .unwrap();
+        p.apply(
+            7,
+            h,
+            &ev(EventBody::Exited(Exited {
+                replica: 1,
+                node: "n".into(),
+                code: 0,
+                reason: "completed".into(),
+                finished_at: "t".into(),
+            })),
+        )
+        .unwrap();
         let w = p.get("w").unwrap();
         assert_eq!(w.state(), WorkloadState::Failed);
         assert_eq!(w.replicas[0].exit_code, Some(7));
@@ -361,17 +482,32 @@ mod tests {
     fn replays_are_skipped_and_unknown_workloads_reported() {
         let mut p = Projection::default();
         let h = [1u8; 32];
-        let acc = ev(EventBody::Accepted(Accepted { spec: spec(1), cmd_seq: 1, pending: Some("no node".into()) }));
+        let acc = ev(EventBody::Accepted(Accepted {
+            spec: spec(1),
+            cmd_seq: 1,
+            pending: Some("no node".into()),
+        }));
         p.apply(5, h, &acc).unwrap();
         assert_eq!(p.get("w").unwrap().reason.as_deref(), Some("no node"));
         assert!(matches!(p.apply(5, h, &acc), Err(Skip::Stale { .. })));
-        let sch = ev(EventBody::Scheduled(Scheduled { replica: 0, node: "n".into(), runtime_class: Default::default() }));
+        let sch = ev(EventBody::Scheduled(Scheduled {
+            replica: 0,
+            node: "n".into(),
+            runtime_class: Default::default(),
+        }));
         p.apply(6, h, &sch).unwrap();
         assert!(matches!(p.apply(6, h, &sch), Err(Skip::Stale { .. })));
         let mut other = sch.clone();
         other.subject = "x".into();
-        assert!(matches!(p.apply(7, h, &other), Err(Skip::UnknownWorkload(_))));
-        let bad = ev(EventBody::Scheduled(Scheduled { replica: 3, node: "n".into(), runtime_class: Default::default() }));
+        assert!(matches!(
+            p.apply(7, h, &other),
+            Err(Skip::UnknownWorkload(_))
+        ));
+        let bad = ev(EventBody::Scheduled(Scheduled {
+            replica: 3,
+            node: "n".into(),
+            runtime_class: Default::default(),
+        }));
         assert_eq!(p.apply(8, h, &bad), Err(Skip::BadReplica(3)));
     }
 
@@ -379,13 +515,44 @@ mod tests {
     fn stop_ends_pending_replicas_and_releases_placed_ones() {
         let mut p = Projection::default();
         let h = [0u8; 32];
-        p.apply(1, h, &ev(EventBody::Accepted(Accepted { spec: spec(2), cmd_seq: 1, pending: None }))).unwrap();
-        p.apply(2, h, &ev(EventBody::Scheduled(Scheduled { replica: 0, node: "n".into(), runtime_class: Default::default() })))
-            .unwrap();
-        p.apply(3, h, &ev(EventBody::StopRequested(StopRequested { cmd_seq: 2 }))).unwrap();
+        p.apply(
+            1,
+            h,
+            &ev(EventBody::Accepted(Accepted {
+                spec: spec(2),
+                cmd_seq: 1,
+                pending: None,
+            })),
+        )
+        .unwrap();
+        p.apply(
+            2,
+            h,
+            &ev(EventBody::Scheduled(Scheduled {
+                replica: 0,
+                node: "n".into(),
+                runtime_class: Default::default(),
+            })),
+        )
+        .unwrap();
+        p.apply(
+            3,
+            h,
+            &ev(EventBody::StopRequested(StopRequested { cmd_seq: 2 })),
+        )
+        .unwrap();
         assert_eq!(p.get("w").unwrap().pending_replicas().count(), 0);
         assert_eq!(p.get("w").unwrap().state(), WorkloadState::Scheduled);
-        let ch = p.apply(4, h, &ev(EventBody::Stopped(Stopped { replica: 0, node: "n".into() }))).unwrap();
+        let ch = p
+            .apply(
+                4,
+                h,
+                &ev(EventBody::Stopped(Stopped {
+                    replica: 0,
+                    node: "n".into(),
+                })),
+            )
+            .unwrap();
         assert_eq!(ch.len(), 1);
         assert_eq!(p.get("w").unwrap().state(), WorkloadState::Stopped);
     }

@@ -86,7 +86,10 @@ pub struct SchedulerCore {
 impl SchedulerCore {
     /// Applies a stored event (own append or from the log) and its allocation changes.
     pub fn apply(&mut self, stored: &Stored) {
-        if let Ok(changes) = self.projection.apply(stored.seq, stored.hash, &stored.event) {
+        if let Ok(changes) = self
+            .projection
+            .apply(stored.seq, stored.hash, &stored.event)
+        {
             for c in changes {
                 match c {
                     Change::Placed { node, need } => self.cluster.allocate(&node, &need),
@@ -96,9 +99,16 @@ impl SchedulerCore {
                     }
                 }
             }
-            if matches!(stored.event.body, EventBody::Accepted(_) | EventBody::ReplicaRequested(_)) {
+            if matches!(
+                stored.event.body,
+                EventBody::Accepted(_) | EventBody::ReplicaRequested(_)
+            ) {
                 let id = &stored.event.subject;
-                if self.projection.get(id).is_some_and(|w| w.pending_replicas().next().is_some()) {
+                if self
+                    .projection
+                    .get(id)
+                    .is_some_and(|w| w.pending_replicas().next().is_some())
+                {
                     self.pending.push_back(id.clone());
                 }
             }
@@ -108,7 +118,10 @@ impl SchedulerCore {
     /// A heartbeat: the node is ready with this capacity.
     pub fn heartbeat(&mut self, hb: &NodeHeartbeat) {
         let (_, slot) = self.cluster.slot_mut(&hb.name);
-        let changed = !slot.ready || slot.capacity != hb.capacity || slot.classes != hb.runtime_classes || slot.labels != hb.labels;
+        let changed = !slot.ready
+            || slot.capacity != hb.capacity
+            || slot.classes != hb.runtime_classes
+            || slot.labels != hb.labels;
         slot.capacity = hb.capacity;
         slot.classes = hb.runtime_classes.clone();
         slot.labels = hb.labels.clone();
@@ -136,21 +149,33 @@ impl SchedulerCore {
         let mut in_plan: HashMap<String, u64> = HashMap::new();
         for cmd in commands {
             match cmd.kind {
-                CommandKind::Submit => self.decide_submit(cmd, &mut plan, &mut overlay, &mut in_plan),
+                CommandKind::Submit => {
+                    self.decide_submit(cmd, &mut plan, &mut overlay, &mut in_plan)
+                }
                 CommandKind::Stop => self.decide_stop(cmd, &mut plan, &in_plan),
             }
         }
         plan
     }
 
-    fn decide_submit(&self, cmd: &Command, plan: &mut Plan, overlay: &mut Overlay, in_plan: &mut HashMap<String, u64>) {
+    fn decide_submit(
+        &self,
+        cmd: &Command,
+        plan: &mut Plan,
+        overlay: &mut Overlay,
+        in_plan: &mut HashMap<String, u64>,
+    ) {
         let derived = || ids::derived_workload_id(cmd.cmd_seq, cmd.stored_ms);
         let parsed = parse_submission(&cmd.payload);
         let id = match &parsed {
             Ok(spec) => spec.id.clone().unwrap_or_else(derived),
             Err(_) => loose_id(&cmd.payload).unwrap_or_else(derived),
         };
-        let existing = self.projection.get(&id).map(|w| w.cmd_seq).or_else(|| in_plan.get(&id).copied());
+        let existing = self
+            .projection
+            .get(&id)
+            .map(|w| w.cmd_seq)
+            .or_else(|| in_plan.get(&id).copied());
         let (id, outcome) = match existing {
             Some(seq) if seq == cmd.cmd_seq => {
                 plan.commands.push((cmd.cmd_seq, None));
@@ -162,31 +187,62 @@ impl SchedulerCore {
                     plan.commands.push((cmd.cmd_seq, None));
                     return;
                 }
-                plan.notes.push(format!("submission {} reuses workload id {id}", cmd.cmd_seq));
-                let reason = format!("workload id {id} already exists (submitted as command {})", existing.unwrap_or(0));
-                (dup, Err(Rejection { code: RejectCode::Duplicate, field: Some("id".into()), reason }))
+                plan.notes.push(format!(
+                    "submission {} reuses workload id {id}",
+                    cmd.cmd_seq
+                ));
+                let reason = format!(
+                    "workload id {id} already exists (submitted as command {})",
+                    existing.unwrap_or(0)
+                );
+                (
+                    dup,
+                    Err(Rejection {
+                        code: RejectCode::Duplicate,
+                        field: Some("id".into()),
+                        reason,
+                    }),
+                )
             }
             None => (id, parsed),
         };
         in_plan.insert(id.clone(), cmd.cmd_seq);
-        let mut effect = Effect { traceparent: cmd.traceparent.clone(), ..Effect::default() };
+        let mut effect = Effect {
+            traceparent: cmd.traceparent.clone(),
+            ..Effect::default()
+        };
         let mut events = Vec::new();
         match outcome {
             Err(rejection) => {
-                events.push(self.event(&id, EventBody::Rejected(Rejected { rejection, cmd_seq: cmd.cmd_seq }), cmd));
+                events.push(self.event(
+                    &id,
+                    EventBody::Rejected(Rejected {
+                        rejection,
+                        cmd_seq: cmd.cmd_seq,
+                    }),
+                    cmd,
+                ));
             }
             Ok(mut spec) => {
                 spec.id = Some(id.clone());
                 let replicas: Vec<u32> = (0..spec.replicas).collect();
                 let (scheduled, pending) = self.place_replicas(&spec, &replicas, &[], overlay);
                 effect.new_pending = pending.is_some();
-                let accepted = Accepted { spec, cmd_seq: cmd.cmd_seq, pending };
+                let accepted = Accepted {
+                    spec,
+                    cmd_seq: cmd.cmd_seq,
+                    pending,
+                };
                 let class = accepted.spec.runtime_class;
                 events.push(self.event(&id, EventBody::Accepted(accepted), cmd));
                 for (replica, node) in scheduled {
                     events.push(self.event(
                         &id,
-                        EventBody::Scheduled(Scheduled { replica, node: node.to_string(), runtime_class: class }),
+                        EventBody::Scheduled(Scheduled {
+                            replica,
+                            node: node.to_string(),
+                            runtime_class: class,
+                        }),
                         cmd,
                     ));
                     effect.starts.push((replica, node));
@@ -194,7 +250,12 @@ impl SchedulerCore {
             }
         }
         plan.commands.push((cmd.cmd_seq, Some(plan.appends.len())));
-        plan.appends.push(WorkloadAppend { workload: id, head: None, events, rechain_on_conflict: false });
+        plan.appends.push(WorkloadAppend {
+            workload: id,
+            head: None,
+            events,
+            rechain_on_conflict: false,
+        });
         plan.effects.push(effect);
     }
 
@@ -202,7 +263,10 @@ impl SchedulerCore {
         let stop: StopCommand = match serde_json::from_slice(&cmd.payload) {
             Ok(s) => s,
             Err(e) => {
-                plan.notes.push(format!("stop command {} ignored: not {{\"id\": …}}: {e}", cmd.cmd_seq));
+                plan.notes.push(format!(
+                    "stop command {} ignored: not {{\"id\": …}}: {e}",
+                    cmd.cmd_seq
+                ));
                 plan.commands.push((cmd.cmd_seq, None));
                 return;
             }
@@ -212,7 +276,10 @@ impl SchedulerCore {
                 // Submitted in this very batch: stop it once the submission is in the log.
                 plan.commands.push((cmd.cmd_seq, Some(usize::MAX)));
             } else {
-                plan.notes.push(format!("stop command {} ignored: no workload {}", cmd.cmd_seq, stop.id));
+                plan.notes.push(format!(
+                    "stop command {} ignored: no workload {}",
+                    cmd.cmd_seq, stop.id
+                ));
                 plan.commands.push((cmd.cmd_seq, None));
             }
             return;
@@ -221,10 +288,25 @@ impl SchedulerCore {
             plan.commands.push((cmd.cmd_seq, None));
             return;
         }
-        let ev = self.event(&stop.id, EventBody::StopRequested(StopRequested { cmd_seq: cmd.cmd_seq }), cmd);
+        let ev = self.event(
+            &stop.id,
+            EventBody::StopRequested(StopRequested {
+                cmd_seq: cmd.cmd_seq,
+            }),
+            cmd,
+        );
         plan.commands.push((cmd.cmd_seq, Some(plan.appends.len())));
-        plan.appends.push(WorkloadAppend { workload: stop.id, head: Some(w.head), events: vec![ev], rechain_on_conflict: false });
-        plan.effects.push(Effect { stop: true, traceparent: cmd.traceparent.clone(), ..Effect::default() });
+        plan.appends.push(WorkloadAppend {
+            workload: stop.id,
+            head: Some(w.head),
+            events: vec![ev],
+            rechain_on_conflict: false,
+        });
+        plan.effects.push(Effect {
+            stop: true,
+            traceparent: cmd.traceparent.clone(),
+            ..Effect::default()
+        });
     }
 
     /// Tries again to place replicas that wait for capacity. Only runs when the cluster
@@ -240,13 +322,20 @@ impl SchedulerCore {
         let n = self.pending.len().min(limit);
         for _ in 0..n {
             let id = self.pending.pop_front().expect("counted");
-            let Some(w) = self.projection.get(&id) else { continue };
+            let Some(w) = self.projection.get(&id) else {
+                continue;
+            };
             let Some(spec) = w.spec.clone() else { continue };
             let waiting: Vec<u32> = w.pending_replicas().collect();
             if waiting.is_empty() {
                 continue;
             }
-            let placed: Vec<Arc<str>> = w.replicas.iter().filter(|r| r.holds()).filter_map(|r| r.node.clone()).collect();
+            let placed: Vec<Arc<str>> = w
+                .replicas
+                .iter()
+                .filter(|r| r.holds())
+                .filter_map(|r| r.node.clone())
+                .collect();
             let (scheduled, still) = self.place_replicas(&spec, &waiting, &placed, &mut overlay);
             if still.is_some() {
                 keep.push_back(id.clone());
@@ -260,11 +349,20 @@ impl SchedulerCore {
                 .into_iter()
                 .map(|(replica, node)| {
                     effect.starts.push((replica, node.clone()));
-                    let body = EventBody::Scheduled(Scheduled { replica, node: node.to_string(), runtime_class: spec.runtime_class });
+                    let body = EventBody::Scheduled(Scheduled {
+                        replica,
+                        node: node.to_string(),
+                        runtime_class: spec.runtime_class,
+                    });
                     Event::new(SERVICE, &id, None, body)
                 })
                 .collect();
-            plan.appends.push(WorkloadAppend { workload: id, head: Some(head), events, rechain_on_conflict: false });
+            plan.appends.push(WorkloadAppend {
+                workload: id,
+                head: Some(head),
+                events,
+                rechain_on_conflict: false,
+            });
             plan.effects.push(effect);
         }
         keep.extend(self.pending.drain(..));
@@ -316,11 +414,16 @@ impl SchedulerCore {
     pub fn unstarted_ops(&self) -> BTreeMap<Arc<str>, Vec<NodeOp>> {
         let mut ops: BTreeMap<Arc<str>, Vec<NodeOp>> = BTreeMap::new();
         for (id, w) in self.projection.iter() {
-            let Some(spec) = w.spec.as_deref() else { continue };
+            let Some(spec) = w.spec.as_deref() else {
+                continue;
+            };
             if w.stop_requested {
                 continue;
             }
-            let head = ChainHead { seq: w.head.seq, hash: hex::encode(w.head.hash) };
+            let head = ChainHead {
+                seq: w.head.seq,
+                hash: hex::encode(w.head.hash),
+            };
             for (i, r) in w.replicas.iter().enumerate() {
                 if let (WorkloadState::Scheduled, Some(node)) = (r.state, &r.node) {
                     ops.entry(node.clone()).or_default().push(NodeOp::Start {
@@ -350,30 +453,43 @@ impl SchedulerCore {
                     }
                     let last = stored.last().expect("appends are never empty");
                     let workload = &plan.appends[i].workload;
-                    let head = ChainHead { seq: last.seq, hash: hex::encode(last.hash) };
+                    let head = ChainHead {
+                        seq: last.seq,
+                        hash: hex::encode(last.hash),
+                    };
                     let w = self.projection.get(workload);
                     for (replica, node) in &effect.starts {
-                        let Some(spec) = w.and_then(|w| w.spec.as_deref()) else { continue };
+                        let Some(spec) = w.and_then(|w| w.spec.as_deref()) else {
+                            continue;
+                        };
                         commit.placed += 1;
-                        commit.ops.entry(node.clone()).or_default().push(NodeOp::Start {
-                            workload: workload.clone(),
-                            replica: *replica,
-                            spec: spec.clone(),
-                            head: head.clone(),
-                            traceparent: effect.traceparent.clone(),
-                        });
+                        commit
+                            .ops
+                            .entry(node.clone())
+                            .or_default()
+                            .push(NodeOp::Start {
+                                workload: workload.clone(),
+                                replica: *replica,
+                                spec: spec.clone(),
+                                head: head.clone(),
+                                traceparent: effect.traceparent.clone(),
+                            });
                     }
                     if effect.stop
                         && let Some(w) = w
                     {
                         for (replica, r) in w.replicas.iter().enumerate() {
                             if let (true, Some(node)) = (r.holds(), &r.node) {
-                                commit.ops.entry(node.clone()).or_default().push(NodeOp::Stop {
-                                    workload: workload.clone(),
-                                    replica: replica as u32,
-                                    head: head.clone(),
-                                    traceparent: effect.traceparent.clone(),
-                                });
+                                commit
+                                    .ops
+                                    .entry(node.clone())
+                                    .or_default()
+                                    .push(NodeOp::Stop {
+                                        workload: workload.clone(),
+                                        replica: replica as u32,
+                                        head: head.clone(),
+                                        traceparent: effect.traceparent.clone(),
+                                    });
                             }
                         }
                     }
@@ -386,7 +502,9 @@ impl SchedulerCore {
                         self.pending.push_back(plan.appends[i].workload.clone());
                     }
                 }
-                Outcome::Failed(why) => commit.failures.push(format!("{}: {why}", plan.appends[i].workload)),
+                Outcome::Failed(why) => commit
+                    .failures
+                    .push(format!("{}: {why}", plan.appends[i].workload)),
             }
         }
         for (cmd_seq, append) in plan.commands {
@@ -423,7 +541,11 @@ mod tests {
     use bulkhead_schemas::spec::RuntimeClass;
 
     fn hb(name: &str, mem: u64) -> NodeHeartbeat {
-        let cap = Resources { memory_mb: mem, cpu_millicores: 4000, slots: 100 };
+        let cap = Resources {
+            memory_mb: mem,
+            cpu_millicores: 4000,
+            slots: 100,
+        };
         NodeHeartbeat {
             name: name.into(),
             capacity: cap,
@@ -438,7 +560,13 @@ mod tests {
     }
 
     fn submit(seq: u64, json: serde_json::Value) -> Command {
-        Command { cmd_seq: seq, stored_ms: 1_700_000_000_000, kind: CommandKind::Submit, payload: json.to_string().into_bytes(), traceparent: None }
+        Command {
+            cmd_seq: seq,
+            stored_ms: 1_700_000_000_000,
+            kind: CommandKind::Submit,
+            payload: json.to_string().into_bytes(),
+            traceparent: None,
+        }
     }
 
     /// Stores every append at consecutive sequences, as the log would.
@@ -453,7 +581,11 @@ mod tests {
                         .zip(a.events.clone())
                         .map(|(s, event)| {
                             *next_seq += 1;
-                            Stored { seq: *next_seq, hash: s.hash, event }
+                            Stored {
+                                seq: *next_seq,
+                                hash: s.hash,
+                                event,
+                            }
                         })
                         .collect(),
                 )
@@ -480,15 +612,27 @@ mod tests {
         let ops = &commit.ops[&Arc::from("n1")];
         assert_eq!(ops.len(), 2);
         match &ops[1] {
-            NodeOp::Start { workload, replica, head, .. } => {
+            NodeOp::Start {
+                workload,
+                replica,
+                head,
+                ..
+            } => {
                 assert_eq!((workload.as_str(), *replica, head.seq), ("a", 1, 3));
                 assert_eq!(head.hash, hex::encode(last_hash));
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(core.cluster.get("n1").unwrap().allocated.memory_mb, 200);
-        assert_eq!(core.projection.get("a").unwrap().state(), WorkloadState::Scheduled);
-        assert_eq!(core.unstarted_ops()[&Arc::from("n1")].len(), 2, "both replicas await their start");
+        assert_eq!(
+            core.projection.get("a").unwrap().state(),
+            WorkloadState::Scheduled
+        );
+        assert_eq!(
+            core.unstarted_ops()[&Arc::from("n1")].len(),
+            2,
+            "both replicas await their start"
+        );
     }
 
     #[test]
@@ -511,7 +655,10 @@ mod tests {
         assert_eq!(plan.appends.len(), 2);
         assert_eq!(plan.appends[0].workload, "x");
         assert_eq!(plan.appends[1].events[0].kind(), "rejected");
-        assert_eq!(plan.appends[1].workload, ids::derived_workload_id(7, 1_700_000_000_000));
+        assert_eq!(
+            plan.appends[1].workload,
+            ids::derived_workload_id(7, 1_700_000_000_000)
+        );
         let out = store_all(&mut plan, &mut seq);
         core.commit(plan, out);
         assert_eq!(core.cluster.get("n1").unwrap().allocated.memory_mb, 200);
@@ -539,15 +686,28 @@ mod tests {
     fn unplaceable_workloads_wait_with_a_reason_and_are_placed_when_capacity_appears() {
         let mut core = SchedulerCore::default();
         let mut seq = 0;
-        let mut plan = core.decide(&[submit(1, serde_json::json!({"id": "p", "image": "i", "memory_mb": 500, "cpu_millicores": 10}))]);
+        let mut plan = core.decide(&[submit(
+            1,
+            serde_json::json!({"id": "p", "image": "i", "memory_mb": 500, "cpu_millicores": 10}),
+        )]);
         match &plan.appends[0].events[0].body {
-            EventBody::Accepted(a) => assert!(a.pending.as_deref().unwrap().contains("no ready node"), "{:?}", a.pending),
+            EventBody::Accepted(a) => assert!(
+                a.pending.as_deref().unwrap().contains("no ready node"),
+                "{:?}",
+                a.pending
+            ),
             other => panic!("{other:?}"),
         }
         let out = store_all(&mut plan, &mut seq);
         core.commit(plan, out);
-        assert_eq!(core.projection.get("p").unwrap().state(), WorkloadState::Pending);
-        assert!(core.place_pending(100).appends.is_empty(), "nothing changed, no pass");
+        assert_eq!(
+            core.projection.get("p").unwrap().state(),
+            WorkloadState::Pending
+        );
+        assert!(
+            core.place_pending(100).appends.is_empty(),
+            "nothing changed, no pass"
+        );
         core.heartbeat(&hb("n1", 1000));
         let mut plan = core.place_pending(100);
         assert_eq!(plan.appends.len(), 1);
@@ -555,7 +715,10 @@ mod tests {
         let out = store_all(&mut plan, &mut seq);
         let commit = core.commit(plan, out);
         assert_eq!(commit.placed, 1);
-        assert_eq!(core.projection.get("p").unwrap().state(), WorkloadState::Scheduled);
+        assert_eq!(
+            core.projection.get("p").unwrap().state(),
+            WorkloadState::Scheduled
+        );
         assert_eq!(core.pending_count(), 0);
     }
 
@@ -563,11 +726,23 @@ mod tests {
     fn conflicting_new_workload_is_acked_and_failed_appends_retried() {
         let mut core = SchedulerCore::default();
         let plan = core.decide(&[
-            submit(1, serde_json::json!({"id": "a", "image": "i", "memory_mb": 1, "cpu_millicores": 1})),
-            submit(2, serde_json::json!({"id": "b", "image": "i", "memory_mb": 1, "cpu_millicores": 1})),
+            submit(
+                1,
+                serde_json::json!({"id": "a", "image": "i", "memory_mb": 1, "cpu_millicores": 1}),
+            ),
+            submit(
+                2,
+                serde_json::json!({"id": "b", "image": "i", "memory_mb": 1, "cpu_millicores": 1}),
+            ),
         ]);
-        let commit = core.commit(plan, vec![Outcome::Conflict, Outcome::Failed("timeout".into())]);
-        assert_eq!(commit.commands, [(1, Disposition::Ack), (2, Disposition::Retry)]);
+        let commit = core.commit(
+            plan,
+            vec![Outcome::Conflict, Outcome::Failed("timeout".into())],
+        );
+        assert_eq!(
+            commit.commands,
+            [(1, Disposition::Ack), (2, Disposition::Retry)]
+        );
     }
 
     #[test]
@@ -575,19 +750,32 @@ mod tests {
         let mut core = SchedulerCore::default();
         core.heartbeat(&hb("n1", 1000));
         let mut seq = 0;
-        let mut plan = core.decide(&[submit(1, serde_json::json!({"id": "s", "image": "i", "memory_mb": 1, "cpu_millicores": 1}))]);
+        let mut plan = core.decide(&[submit(
+            1,
+            serde_json::json!({"id": "s", "image": "i", "memory_mb": 1, "cpu_millicores": 1}),
+        )]);
         let out = store_all(&mut plan, &mut seq);
         core.commit(plan, out);
         let head = core.projection.get("s").unwrap().head;
-        let stop = Command { kind: CommandKind::Stop, payload: br#"{"id":"s"}"#.to_vec(), ..submit(2, serde_json::json!({})) };
+        let stop = Command {
+            kind: CommandKind::Stop,
+            payload: br#"{"id":"s"}"#.to_vec(),
+            ..submit(2, serde_json::json!({}))
+        };
         let mut plan = core.decide(std::slice::from_ref(&stop));
         assert_eq!(plan.appends[0].head, Some(head));
         let out = store_all(&mut plan, &mut seq);
         let commit = core.commit(plan, out);
-        assert!(matches!(&commit.ops[&Arc::from("n1")][..], [NodeOp::Stop { replica: 0, .. }]));
+        assert!(matches!(
+            &commit.ops[&Arc::from("n1")][..],
+            [NodeOp::Stop { replica: 0, .. }]
+        ));
         // a second stop is a no-op
         let plan = core.decide(&[stop]);
         assert!(plan.appends.is_empty());
-        let _ = Head { seq: 0, hash: hash_bytes(b"") };
+        let _ = Head {
+            seq: 0,
+            hash: hash_bytes(b""),
+        };
     }
 }

@@ -16,7 +16,10 @@ use crate::scheduler::{Command, Disposition, Plan, SchedulerCore};
 /// Where node operations go (`bulkhead.node.<node>.ops`).
 pub trait OpsSink: Clone + Send + Sync + 'static {
     /// Sends each node its operations; returns the nodes that could not be reached.
-    fn send(&self, ops: BTreeMap<Arc<str>, Vec<NodeOp>>) -> impl Future<Output = Vec<(Arc<str>, String)>> + Send;
+    fn send(
+        &self,
+        ops: BTreeMap<Arc<str>, Vec<NodeOp>>,
+    ) -> impl Future<Output = Vec<(Arc<str>, String)>> + Send;
 }
 
 pub enum SchedulerMsg {
@@ -84,12 +87,25 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
     type State = SchedulerState<L, O>;
     type Arguments = SchedulerArgs<L, O>;
 
-    async fn pre_start(&self, myself: ActorRef<SchedulerMsg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SchedulerMsg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(args.tick, || SchedulerMsg::Tick);
-        Ok(SchedulerState { core: args.core, log: args.log, ops: args.ops })
+        Ok(SchedulerState {
+            core: args.core,
+            log: args.log,
+            ops: args.ops,
+        })
     }
 
-    async fn handle(&self, _me: ActorRef<SchedulerMsg>, msg: SchedulerMsg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<SchedulerMsg>,
+        msg: SchedulerMsg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SchedulerMsg::Commands(cmds, reply) => {
                 let plan = st.core.decide(&cmds);

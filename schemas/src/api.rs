@@ -9,7 +9,9 @@ use crate::node::{NodeHeartbeat, Resources};
 use crate::spec::WorkloadSpec;
 
 /// Lifecycle state of a workload or of one of its replicas.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkloadState {
     Pending,
@@ -39,9 +41,11 @@ impl WorkloadState {
     }
     pub fn parse(s: &str) -> Option<Self> {
         use WorkloadState::*;
-        [Pending, Scheduled, Starting, Running, Succeeded, Failed, Lost, Stopped, Rejected]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Pending, Scheduled, Starting, Running, Succeeded, Failed, Lost, Stopped, Rejected,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
     /// No further transition happens by itself.
     pub fn is_terminal(self) -> bool {

@@ -212,7 +212,10 @@ impl Event {
             id: uuid::Uuid::now_v7().to_string(),
             subject: subject.to_owned(),
             at: crate::now_rfc3339(),
-            actor: Actor { service: service.to_owned(), key: String::new() },
+            actor: Actor {
+                service: service.to_owned(),
+                key: String::new(),
+            },
             prev: prev.map(hex::encode),
             body,
             traceparent: None,
@@ -246,7 +249,11 @@ mod tests {
             "scheduler",
             "w1",
             None,
-            EventBody::Scheduled(Scheduled { replica: 0, node: "n1".into(), runtime_class: RuntimeClass::Gvisor }),
+            EventBody::Scheduled(Scheduled {
+                replica: 0,
+                node: "n1".into(),
+                runtime_class: RuntimeClass::Gvisor,
+            }),
         );
         let (bytes, hash) = e.seal();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -255,8 +262,19 @@ mod tests {
         assert_eq!(v["body"]["runtime_class"], "gvisor");
         assert!(v.get("prev").is_none());
         assert_eq!(Event::parse(&bytes).unwrap(), e);
-        let next = Event::new("node/n1", "w1", Some(&hash), EventBody::Stopped(Stopped { replica: 0, node: "n1".into() }));
-        assert_eq!(next.prev.as_deref(), Some(hex::encode(hash_bytes(&bytes)).as_str()));
+        let next = Event::new(
+            "node/n1",
+            "w1",
+            Some(&hash),
+            EventBody::Stopped(Stopped {
+                replica: 0,
+                node: "n1".into(),
+            }),
+        );
+        assert_eq!(
+            next.prev.as_deref(),
+            Some(hex::encode(hash_bytes(&bytes)).as_str())
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@ pub fn derived_workload_id(cmd_seq: u64, stored_unix_ms: u64) -> String {
     let digest = Sha256::digest(format!("bulkhead-cmd/{cmd_seq}").as_bytes());
     let mut rand = [0u8; 10];
     rand.copy_from_slice(&digest[..10]);
-    uuid::Builder::from_unix_timestamp_millis(stored_unix_ms, &rand).into_uuid().to_string()
+    uuid::Builder::from_unix_timestamp_millis(stored_unix_ms, &rand)
+        .into_uuid()
+        .to_string()
 }
 
 #[cfg(test)]

@@ -23,5 +23,7 @@ pub fn rfc3339_ms(t: time::OffsetDateTime) -> String {
     let f = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    t.to_offset(time::UtcOffset::UTC).format(f).expect("formats")
+    t.to_offset(time::UtcOffset::UTC)
+        .format(f)
+        .expect("formats")
 }

@@ -18,7 +18,9 @@ pub struct Resources {
 
 impl Resources {
     pub fn fits_in(&self, free: &Resources) -> bool {
-        self.memory_mb <= free.memory_mb && self.cpu_millicores <= free.cpu_millicores && self.slots <= free.slots
+        self.memory_mb <= free.memory_mb
+            && self.cpu_millicores <= free.cpu_millicores
+            && self.slots <= free.slots
     }
     pub fn saturating_sub(&self, o: &Resources) -> Resources {
         Resources {
@@ -36,7 +38,11 @@ impl Resources {
     }
     /// What one replica of `spec` takes.
     pub fn of(spec: &WorkloadSpec) -> Resources {
-        Resources { memory_mb: spec.memory_mb, cpu_millicores: spec.cpu_millicores, slots: 1 }
+        Resources {
+            memory_mb: spec.memory_mb,
+            cpu_millicores: spec.cpu_millicores,
+            slots: 1,
+        }
     }
 }
 
@@ -66,6 +72,7 @@ pub struct NodeOps {
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // ops are built once and serialized; boxing buys nothing
 pub enum NodeOp {
     Start {
         workload: String,

@@ -5,17 +5,42 @@ use schemars::schema_for;
 
 /// `(file name, pretty JSON Schema)` for every public wire type.
 pub fn all() -> Vec<(&'static str, String)> {
-    let pretty = |s: schemars::Schema| serde_json::to_string_pretty(&s).expect("schema serializes") + "\n";
+    let pretty =
+        |s: schemars::Schema| serde_json::to_string_pretty(&s).expect("schema serializes") + "\n";
     vec![
-        ("workload-spec.json", pretty(schema_for!(crate::spec::WorkloadSpec))),
-        ("stop-command.json", pretty(schema_for!(crate::command::StopCommand))),
-        ("scale-command.json", pretty(schema_for!(crate::command::ScaleCommand))),
+        (
+            "workload-spec.json",
+            pretty(schema_for!(crate::spec::WorkloadSpec)),
+        ),
+        (
+            "stop-command.json",
+            pretty(schema_for!(crate::command::StopCommand)),
+        ),
+        (
+            "scale-command.json",
+            pretty(schema_for!(crate::command::ScaleCommand)),
+        ),
         ("event.json", pretty(schema_for!(crate::event::Event))),
-        ("node-heartbeat.json", pretty(schema_for!(crate::node::NodeHeartbeat))),
+        (
+            "node-heartbeat.json",
+            pretty(schema_for!(crate::node::NodeHeartbeat)),
+        ),
         ("node-ops.json", pretty(schema_for!(crate::node::NodeOps))),
-        ("api-list-request.json", pretty(schema_for!(crate::api::ListRequest))),
-        ("api-list-reply.json", pretty(schema_for!(crate::api::ListReply))),
-        ("api-workload.json", pretty(schema_for!(crate::api::WorkloadView))),
-        ("api-nodes-reply.json", pretty(schema_for!(crate::api::NodesReply))),
+        (
+            "api-list-request.json",
+            pretty(schema_for!(crate::api::ListRequest)),
+        ),
+        (
+            "api-list-reply.json",
+            pretty(schema_for!(crate::api::ListReply)),
+        ),
+        (
+            "api-workload.json",
+            pretty(schema_for!(crate::api::WorkloadView)),
+        ),
+        (
+            "api-nodes-reply.json",
+            pretty(schema_for!(crate::api::NodesReply)),
+        ),
     ]
 }

@@ -62,7 +62,18 @@ fn one() -> u32 {
 }
 
 #[derive(
-    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum RuntimeClass {
@@ -221,7 +232,11 @@ pub enum RejectCode {
 
 impl Rejection {
     fn new(code: RejectCode, field: Option<&str>, reason: impl Into<String>) -> Self {
-        Rejection { code, field: field.map(str::to_owned), reason: reason.into() }
+        Rejection {
+            code,
+            field: field.map(str::to_owned),
+            reason: reason.into(),
+        }
     }
     fn value(field: &str, reason: impl Into<String>) -> Self {
         Self::new(RejectCode::InvalidValue, Some(field), reason)
@@ -240,7 +255,10 @@ pub fn parse_submission(raw: &[u8]) -> Result<WorkloadSpec, Rejection> {
         return Err(Rejection::new(
             RejectCode::TooLarge,
             None,
-            format!("payload too large: {} bytes, the limit is {MAX_SUBMISSION_BYTES}", raw.len()),
+            format!(
+                "payload too large: {} bytes, the limit is {MAX_SUBMISSION_BYTES}",
+                raw.len()
+            ),
         ));
     }
     let first = raw.iter().copied().find(|b| !b.is_ascii_whitespace());
@@ -250,7 +268,10 @@ pub fn parse_submission(raw: &[u8]) -> Result<WorkloadSpec, Rejection> {
             Ok(v) => Rejection::new(
                 RejectCode::InvalidField,
                 None,
-                format!("invalid workload spec: expected a JSON object, got {}", json_kind(&v)),
+                format!(
+                    "invalid workload spec: expected a JSON object, got {}",
+                    json_kind(&v)
+                ),
             ),
         });
     }
@@ -263,14 +284,26 @@ pub fn parse_submission(raw: &[u8]) -> Result<WorkloadSpec, Rejection> {
             return Err(if inner.is_syntax() || inner.is_eof() {
                 Rejection::new(RejectCode::NotJson, None, format!("not JSON: {inner}"))
             } else if path == "." {
-                Rejection::new(RejectCode::InvalidField, None, format!("invalid workload spec: {inner}"))
+                Rejection::new(
+                    RejectCode::InvalidField,
+                    None,
+                    format!("invalid workload spec: {inner}"),
+                )
             } else {
-                Rejection::new(RejectCode::InvalidField, Some(&path), format!("{path}: {inner}"))
+                Rejection::new(
+                    RejectCode::InvalidField,
+                    Some(&path),
+                    format!("{path}: {inner}"),
+                )
             });
         }
     };
     if let Err(e) = de.end() {
-        return Err(Rejection::new(RejectCode::NotJson, None, format!("not JSON: {e}")));
+        return Err(Rejection::new(
+            RejectCode::NotJson,
+            None,
+            format!("not JSON: {e}"),
+        ));
     }
     validate(&spec)?;
     Ok(spec)
@@ -292,29 +325,48 @@ pub fn validate(spec: &WorkloadSpec) -> Result<(), Rejection> {
     if let Some(id) = &spec.id
         && !is_valid_token(id)
     {
-        return Err(Rejection::value("id", format!("id {id:?} must be 1-64 characters of [A-Za-z0-9_-]")));
+        return Err(Rejection::value(
+            "id",
+            format!("id {id:?} must be 1-64 characters of [A-Za-z0-9_-]"),
+        ));
     }
     let image = spec.image.trim();
     if image.is_empty() {
         return Err(Rejection::value("image", "image is empty"));
     }
-    if spec.image.len() > MAX_IMAGE_LEN || spec.image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if spec.image.len() > MAX_IMAGE_LEN
+        || spec
+            .image
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(Rejection::value(
             "image",
-            format!("image must be an OCI reference without spaces, at most {MAX_IMAGE_LEN} characters"),
+            format!(
+                "image must be an OCI reference without spaces, at most {MAX_IMAGE_LEN} characters"
+            ),
         ));
     }
     if spec.memory_mb == 0 {
-        return Err(Rejection::value("memory_mb", "memory_mb must be at least 1 (MiB)"));
+        return Err(Rejection::value(
+            "memory_mb",
+            "memory_mb must be at least 1 (MiB)",
+        ));
     }
     if spec.memory_mb > MAX_MEMORY_MB {
         return Err(Rejection::value(
             "memory_mb",
-            format!("memory_mb {} exceeds the ceiling of {MAX_MEMORY_MB} MiB (1 TiB)", spec.memory_mb),
+            format!(
+                "memory_mb {} exceeds the ceiling of {MAX_MEMORY_MB} MiB (1 TiB)",
+                spec.memory_mb
+            ),
         ));
     }
     if spec.cpu_millicores == 0 {
-        return Err(Rejection::value("cpu_millicores", "cpu_millicores must be at least 1"));
+        return Err(Rejection::value(
+            "cpu_millicores",
+            "cpu_millicores must be at least 1",
+        ));
     }
     if spec.cpu_millicores > MAX_CPU_MILLICORES {
         return Err(Rejection::value(
@@ -328,7 +380,10 @@ pub fn validate(spec: &WorkloadSpec) -> Result<(), Rejection> {
     if spec.replicas == 0 || spec.replicas > MAX_REPLICAS {
         return Err(Rejection::value(
             "replicas",
-            format!("replicas must be between 1 and {MAX_REPLICAS}, got {}", spec.replicas),
+            format!(
+                "replicas must be between 1 and {MAX_REPLICAS}, got {}",
+                spec.replicas
+            ),
         ));
     }
     if !spec.runtime_class.allowed_for(spec.trust) {
@@ -353,7 +408,10 @@ pub fn validate(spec: &WorkloadSpec) -> Result<(), Rejection> {
     check_map("node_selector", &spec.node_selector)?;
     for key in spec.env.keys() {
         if key.is_empty() || key.contains(['=', '\0']) {
-            return Err(Rejection::value("env", format!("env name {key:?} is empty or contains '=' or NUL")));
+            return Err(Rejection::value(
+                "env",
+                format!("env name {key:?} is empty or contains '=' or NUL"),
+            ));
         }
     }
     Ok(())
@@ -361,17 +419,27 @@ pub fn validate(spec: &WorkloadSpec) -> Result<(), Rejection> {
 
 fn check_map(field: &str, map: &BTreeMap<String, String>) -> Result<(), Rejection> {
     if map.len() > MAX_LABELS {
-        return Err(Rejection::value(field, format!("{field}: at most {MAX_LABELS} entries")));
+        return Err(Rejection::value(
+            field,
+            format!("{field}: at most {MAX_LABELS} entries"),
+        ));
     }
     for (k, v) in map {
         let key_ok = !k.is_empty()
             && k.len() <= 63
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
         if !key_ok {
-            return Err(Rejection::value(field, format!("{field}: key {k:?} must be 1-63 characters of [A-Za-z0-9._/-]")));
+            return Err(Rejection::value(
+                field,
+                format!("{field}: key {k:?} must be 1-63 characters of [A-Za-z0-9._/-]"),
+            ));
         }
         if v.len() > 255 {
-            return Err(Rejection::value(field, format!("{field}: value of {k:?} is longer than 255 characters")));
+            return Err(Rejection::value(
+                field,
+                format!("{field}: value of {k:?} is longer than 255 characters"),
+            ));
         }
     }
     Ok(())
@@ -409,7 +477,10 @@ mod tests {
         let mut v = ok();
         v["memory_mb"] = "lots".into();
         let r = reject(v);
-        assert_eq!((r.code, r.field.as_deref()), (RejectCode::InvalidField, Some("memory_mb")));
+        assert_eq!(
+            (r.code, r.field.as_deref()),
+            (RejectCode::InvalidField, Some("memory_mb"))
+        );
         assert!(r.reason.contains("invalid type"), "{}", r.reason);
 
         let mut v = ok();
@@ -421,7 +492,11 @@ mod tests {
         v["runtime_class"] = "firecracker".into();
         let r = reject(v);
         assert_eq!(r.field.as_deref(), Some("runtime_class"));
-        assert!(r.reason.contains("unknown variant `firecracker`"), "{}", r.reason);
+        assert!(
+            r.reason.contains("unknown variant `firecracker`"),
+            "{}",
+            r.reason
+        );
 
         let mut v = ok();
         v["memory_mb"] = 0.into();
@@ -437,7 +512,10 @@ mod tests {
         assert_eq!(reject(v).field.as_deref(), Some("replicas"));
 
         let big = vec![b' '; MAX_SUBMISSION_BYTES + 1];
-        assert_eq!(parse_submission(&big).unwrap_err().code, RejectCode::TooLarge);
+        assert_eq!(
+            parse_submission(&big).unwrap_err().code,
+            RejectCode::TooLarge
+        );
 
         let mut v = ok();
         v["image"] = "".into();
@@ -448,7 +526,12 @@ mod tests {
         let mut v = ok();
         v["memroy_mb"] = 1.into();
         assert!(reject(v).reason.contains("unknown field `memroy_mb`"));
-        assert!(parse_submission(b"[1,2]").unwrap_err().reason.contains("invalid workload spec"));
+        assert!(
+            parse_submission(b"[1,2]")
+                .unwrap_err()
+                .reason
+                .contains("invalid workload spec")
+        );
         assert!(parse_submission(b"{} trailing").is_err());
     }
 

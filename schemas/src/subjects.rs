@@ -71,7 +71,8 @@ pub fn workload_of(subject: &str) -> Option<&str> {
 pub fn is_valid_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -80,7 +81,10 @@ mod tests {
 
     #[test]
     fn workload_of_parses_event_subjects() {
-        assert_eq!(workload_of(&workload_event("abc-1", "started")), Some("abc-1"));
+        assert_eq!(
+            workload_of(&workload_event("abc-1", "started")),
+            Some("abc-1")
+        );
         assert_eq!(workload_of("bulkhead.evt.node.n1.joined"), None);
         assert_eq!(workload_of("bulkhead.evt.wl.x"), None);
     }

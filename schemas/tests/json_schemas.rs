@@ -33,8 +33,16 @@ fn committed_json_schemas_are_current() {
 
 #[test]
 fn spec_schema_describes_required_fields() {
-    let (_, text) = bulkhead_schemas::schema::all().into_iter().find(|(n, _)| *n == "workload-spec.json").unwrap();
+    let (_, text) = bulkhead_schemas::schema::all()
+        .into_iter()
+        .find(|(n, _)| *n == "workload-spec.json")
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let required: Vec<_> = v["required"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    let required: Vec<_> = v["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
     assert_eq!(required, ["image", "memory_mb", "cpu_millicores"]);
 }

@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::service::ServiceExt;
 use bulkhead_actors::projection::Projection;
-use bulkhead_schemas::api::{ApiError, GetRequest, ListReply, ListRequest, NodeView, NodesReply, parse_label};
+use bulkhead_schemas::api::{
+    ApiError, GetRequest, ListReply, ListRequest, NodeView, NodesReply, parse_label,
+};
 use bulkhead_schemas::{NodeHeartbeat, Resources, subjects};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -49,9 +51,18 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
         .await
         .map_err(|e| anyhow::anyhow!("starting the query service: {e}"))?;
     let group = service.group(subjects::API_PREFIX);
-    let mut get = group.endpoint("workloads.get").await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut list = group.endpoint("workloads.list").await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut nodes = group.endpoint("nodes.list").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut get = group
+        .endpoint("workloads.get")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut list = group
+        .endpoint("workloads.list")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut nodes = group
+        .endpoint("nodes.list")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let nodes_kv = bus.js.get_key_value(subjects::NODES_BUCKET).await?;
 
     let m = model.clone();
@@ -78,14 +89,22 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
     });
     info!("query API serving on {}.>", subjects::API_PREFIX);
     Ok(ApiHandle {
-        _tasks: vec![AbortOnDrop(follow_task), AbortOnDrop(get_task), AbortOnDrop(list_task), AbortOnDrop(nodes_task)],
+        _tasks: vec![
+            AbortOnDrop(follow_task),
+            AbortOnDrop(get_task),
+            AbortOnDrop(list_task),
+            AbortOnDrop(nodes_task),
+        ],
     })
 }
 
 type Reply = Result<Bytes, async_nats::service::error::Error>;
 
 fn bad(code: usize, msg: String) -> Reply {
-    Err(async_nats::service::error::Error { status: serde_json::to_string(&ApiError { error: msg }).expect("json"), code })
+    Err(async_nats::service::error::Error {
+        status: serde_json::to_string(&ApiError { error: msg }).expect("json"),
+        code,
+    })
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Reply {
@@ -132,7 +151,10 @@ fn workload_list(model: &RwLock<Projection>, payload: &[u8]) -> Reply {
             continue;
         }
         if let Some(node) = &req.node
-            && !w.replicas.iter().any(|r| r.node.as_deref() == Some(node.as_str()))
+            && !w
+                .replicas
+                .iter()
+                .any(|r| r.node.as_deref() == Some(node.as_str()))
         {
             continue;
         }
@@ -145,10 +167,16 @@ fn workload_list(model: &RwLock<Projection>, payload: &[u8]) -> Reply {
         if workloads.len() < limit {
             workloads.push(w.view(id));
         } else if next.is_none() {
-            next = workloads.last().map(|v: &bulkhead_schemas::api::WorkloadView| v.id.clone());
+            next = workloads
+                .last()
+                .map(|v: &bulkhead_schemas::api::WorkloadView| v.id.clone());
         }
     }
-    json(&ListReply { workloads, total, next })
+    json(&ListReply {
+        workloads,
+        total,
+        next,
+    })
 }
 
 async fn nodes_list(model: &RwLock<Projection>, kv: &async_nats::jetstream::kv::Store) -> Reply {
@@ -183,14 +211,20 @@ async fn nodes_list(model: &RwLock<Projection>, kv: &async_nats::jetstream::kv::
         .into_iter()
         .map(|hb| {
             let (allocated, workloads) = alloc.get(hb.name.as_str()).copied().unwrap_or_default();
-            let age_ms = time::OffsetDateTime::parse(&hb.at, &time::format_description::well_known::Rfc3339)
-                .ok()
-                .map(|t| {
-                    let at: SystemTime = t.into();
-                    now.duration_since(at).unwrap_or(Duration::ZERO).as_millis() as u64
-                })
-                .unwrap_or(u64::MAX);
-            NodeView { heartbeat: hb, allocated, workloads, age_ms }
+            let age_ms =
+                time::OffsetDateTime::parse(&hb.at, &time::format_description::well_known::Rfc3339)
+                    .ok()
+                    .map(|t| {
+                        let at: SystemTime = t.into();
+                        now.duration_since(at).unwrap_or(Duration::ZERO).as_millis() as u64
+                    })
+                    .unwrap_or(u64::MAX);
+            NodeView {
+                heartbeat: hb,
+                allocated,
+                workloads,
+                age_ms,
+            }
         })
         .collect();
     nodes.sort_by(|a, b| a.heartbeat.name.cmp(&b.heartbeat.name));

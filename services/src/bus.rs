@@ -26,7 +26,10 @@ const CONCURRENT_BATCHES: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("cannot reach NATS at {url}: {source}")]
-    Connect { url: String, source: async_nats::ConnectError },
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
     #[error("setting up {what}: {msg}")]
     Setup { what: String, msg: String },
     #[error("{0}")]
@@ -53,7 +56,11 @@ pub struct Topology {
 
 impl Default for Topology {
     fn default() -> Self {
-        Topology { duplicate_window: Duration::from_secs(600), node_ttl: Duration::from_secs(30), lease_ttl: Duration::from_secs(3) }
+        Topology {
+            duplicate_window: Duration::from_secs(600),
+            node_ttl: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(3),
+        }
     }
 }
 
@@ -64,7 +71,10 @@ impl Bus {
             .connection_timeout(Duration::from_secs(3))
             .connect(url)
             .await
-            .map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
+            .map_err(|source| BusError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
         let js = jetstream::new(client.clone());
         Ok(Bus { client, js })
     }
@@ -73,7 +83,10 @@ impl Bus {
     pub async fn ensure(&self, topo: &Topology) -> Result<(), BusError> {
         let setup = |what: &str| {
             let what = what.to_owned();
-            move |e: &dyn std::fmt::Display| BusError::Setup { what: what.clone(), msg: e.to_string() }
+            move |e: &dyn std::fmt::Display| BusError::Setup {
+                what: what.clone(),
+                msg: e.to_string(),
+            }
         };
         let streams = [
             stream::Config {
@@ -107,11 +120,18 @@ impl Bus {
         ];
         for cfg in streams {
             let name = cfg.name.clone();
-            self.js.create_or_update_stream(cfg).await.map_err(|e| setup(&format!("stream {name}"))(&e))?;
+            self.js
+                .create_or_update_stream(cfg)
+                .await
+                .map_err(|e| setup(&format!("stream {name}"))(&e))?;
         }
         let buckets = [
             (subjects::NODES_BUCKET, "node heartbeats", topo.node_ttl),
-            (subjects::LEASES_BUCKET, "leases of active service instances", topo.lease_ttl),
+            (
+                subjects::LEASES_BUCKET,
+                "leases of active service instances",
+                topo.lease_ttl,
+            ),
         ];
         for (bucket, description, ttl) in buckets {
             let cfg = kv::Config {
@@ -122,7 +142,10 @@ impl Bus {
                 storage: stream::StorageType::File,
                 ..Default::default()
             };
-            self.js.create_or_update_key_value(cfg).await.map_err(|e| setup(&format!("bucket {bucket}"))(&e))?;
+            self.js
+                .create_or_update_key_value(cfg)
+                .await
+                .map_err(|e| setup(&format!("bucket {bucket}"))(&e))?;
         }
         Ok(())
     }
@@ -154,12 +177,20 @@ impl Bus {
         let seq = headers
             .and_then(|h| h.get("Nats-Sequence"))
             .and_then(|v| v.as_str().parse::<u64>().ok())
-            .ok_or_else(|| BusError::Nats(format!("direct get of {filter}: no sequence in reply")))?;
-        Ok(Some(Head { seq, hash: hash_bytes(&msg.payload) }))
+            .ok_or_else(|| {
+                BusError::Nats(format!("direct get of {filter}: no sequence in reply"))
+            })?;
+        Ok(Some(Head {
+            seq,
+            hash: hash_bytes(&msg.payload),
+        }))
     }
 
     /// Publishes messages as one atomic batch; returns the sequence of the first.
-    pub async fn publish_atomic(&self, msgs: &[(String, HeaderMap, Bytes)]) -> Result<u64, PublishFailure> {
+    pub async fn publish_atomic(
+        &self,
+        msgs: &[(String, HeaderMap, Bytes)],
+    ) -> Result<u64, PublishFailure> {
         let n = msgs.len();
         assert!((1..=MAX_BATCH).contains(&n), "batch of {n} messages");
         if n == 1 {
@@ -190,7 +221,9 @@ impl Bus {
                     .map_err(|e| PublishFailure::Other(e.to_string()))?;
                 let (last, count) = parse_ack(&reply.payload)?;
                 if count != n as u64 {
-                    return Err(PublishFailure::Other(format!("batch stored {count} of {n} messages")));
+                    return Err(PublishFailure::Other(format!(
+                        "batch stored {count} of {n} messages"
+                    )));
                 }
                 return Ok(last + 1 - n as u64);
             }
@@ -226,10 +259,16 @@ struct ApiErr {
 }
 
 fn parse_ack(payload: &[u8]) -> Result<(u64, u64), PublishFailure> {
-    let ack: PubAck = serde_json::from_slice(payload)
-        .map_err(|e| PublishFailure::Other(format!("bad publish ack {:?}: {e}", String::from_utf8_lossy(payload))))?;
+    let ack: PubAck = serde_json::from_slice(payload).map_err(|e| {
+        PublishFailure::Other(format!(
+            "bad publish ack {:?}: {e}",
+            String::from_utf8_lossy(payload)
+        ))
+    })?;
     match ack.error {
-        Some(e) if e.err_code == WRONG_LAST_SEQUENCE => Err(PublishFailure::WrongLastSequence(e.description)),
+        Some(e) if e.err_code == WRONG_LAST_SEQUENCE => {
+            Err(PublishFailure::WrongLastSequence(e.description))
+        }
         Some(e) => Err(PublishFailure::Other(e.description)),
         None => Ok((ack.seq, ack.count.unwrap_or(1))),
     }
@@ -249,8 +288,14 @@ fn messages(append: &WorkloadAppend, sealed: &[Sealed]) -> Vec<(String, HeaderMa
         .map(|(i, s)| {
             let mut h = HeaderMap::new();
             if i == 0 {
-                h.insert("Nats-Expected-Last-Subject-Sequence", append.expected_seq().to_string().as_str());
-                h.insert("Nats-Expected-Last-Subject-Sequence-Subject", subjects::workload_events(&append.workload).as_str());
+                h.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    append.expected_seq().to_string().as_str(),
+                );
+                h.insert(
+                    "Nats-Expected-Last-Subject-Sequence-Subject",
+                    subjects::workload_events(&append.workload).as_str(),
+                );
             }
             if let Some(tp) = &append.events[i].traceparent {
                 h.insert("traceparent", tp.as_str());
@@ -267,7 +312,11 @@ fn stored(append: &WorkloadAppend, sealed: &[Sealed], first: u64) -> Outcome {
             .iter()
             .zip(&append.events)
             .enumerate()
-            .map(|(i, (s, e))| Stored { seq: first + i as u64, hash: s.hash, event: e.clone() })
+            .map(|(i, (s, e))| Stored {
+                seq: first + i as u64,
+                hash: s.hash,
+                event: e.clone(),
+            })
             .collect(),
     )
 }
@@ -295,19 +344,23 @@ impl NatsLog {
     /// A group of whole appends as one atomic batch; on failure each goes alone.
     async fn append_group(&self, mut group: Vec<WorkloadAppend>) -> Vec<Outcome> {
         let sealed: Vec<Vec<Sealed>> = group.iter_mut().map(WorkloadAppend::seal).collect();
-        let msgs: Vec<_> = group.iter().zip(&sealed).flat_map(|(a, s)| messages(a, s)).collect();
-        if group.len() > 1 {
-            if let Ok(mut first) = self.bus.publish_atomic(&msgs).await {
-                return group
-                    .iter()
-                    .zip(&sealed)
-                    .map(|(a, s)| {
-                        let o = stored(a, s, first);
-                        first += s.len() as u64;
-                        o
-                    })
-                    .collect();
-            }
+        let msgs: Vec<_> = group
+            .iter()
+            .zip(&sealed)
+            .flat_map(|(a, s)| messages(a, s))
+            .collect();
+        if group.len() > 1
+            && let Ok(mut first) = self.bus.publish_atomic(&msgs).await
+        {
+            return group
+                .iter()
+                .zip(&sealed)
+                .map(|(a, s)| {
+                    let o = stored(a, s, first);
+                    first += s.len() as u64;
+                    o
+                })
+                .collect();
         }
         let singles: FuturesOrdered<_> = group.into_iter().map(|a| self.append_one(a)).collect();
         singles.collect().await
@@ -326,10 +379,11 @@ impl EventLog for NatsLog {
             size += a.events.len();
             groups.last_mut().expect("pushed").push(a);
         }
-        let outcomes: Vec<Vec<Outcome>> = futures::stream::iter(groups.into_iter().map(|g| self.append_group(g)))
-            .buffered(CONCURRENT_BATCHES)
-            .collect()
-            .await;
+        let outcomes: Vec<Vec<Outcome>> =
+            futures::stream::iter(groups.into_iter().map(|g| self.append_group(g)))
+                .buffered(CONCURRENT_BATCHES)
+                .collect()
+                .await;
         outcomes.into_iter().flatten().collect()
     }
 }
@@ -352,8 +406,15 @@ impl OpsSink for NatsOps {
         let mut nodes = Vec::new();
         for (node, ops) in ops {
             for chunk in ops.chunks(256) {
-                let payload = serde_json::to_vec(&NodeOps { ops: chunk.to_vec() }).expect("ops serialize");
-                msgs.push((subjects::node_ops(&node), HeaderMap::new(), Bytes::from(payload)));
+                let payload = serde_json::to_vec(&NodeOps {
+                    ops: chunk.to_vec(),
+                })
+                .expect("ops serialize");
+                msgs.push((
+                    subjects::node_ops(&node),
+                    HeaderMap::new(),
+                    Bytes::from(payload),
+                ));
                 nodes.push(node.clone());
             }
         }
@@ -379,7 +440,11 @@ pub struct KvHeartbeat {
 
 impl KvHeartbeat {
     pub async fn new(bus: &Bus) -> Result<Self, BusError> {
-        let kv = bus.js.get_key_value(subjects::NODES_BUCKET).await.map_err(|e| BusError::Nats(e.to_string()))?;
+        let kv = bus
+            .js
+            .get_key_value(subjects::NODES_BUCKET)
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))?;
         Ok(KvHeartbeat { kv })
     }
 }
@@ -387,6 +452,10 @@ impl KvHeartbeat {
 impl HeartbeatSink for KvHeartbeat {
     async fn beat(&self, hb: NodeHeartbeat) -> Result<(), String> {
         let payload = serde_json::to_vec(&hb).expect("heartbeat serializes");
-        self.kv.put(&hb.name, payload.into()).await.map(|_| ()).map_err(|e| e.to_string())
+        self.kv
+            .put(&hb.name, payload.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }

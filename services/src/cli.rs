@@ -27,7 +27,9 @@ pub mod exit {
 pub async fn submit(bus: &Bus, file: &str, follow: bool, timeout: Duration) -> anyhow::Result<i32> {
     let raw = if file == "-" {
         let mut s = Vec::new();
-        std::io::stdin().read_to_end(&mut s).context("reading the spec from stdin")?;
+        std::io::stdin()
+            .read_to_end(&mut s)
+            .context("reading the spec from stdin")?;
         s
     } else {
         std::fs::read(file).with_context(|| format!("reading {file}"))?
@@ -84,18 +86,31 @@ pub async fn follow_workload(bus: &Bus, id: &str, timeout: Duration) -> anyhow::
             Ok(Some(Err(e))) => anyhow::bail!("following {id}: {e}"),
             Ok(None) => anyhow::bail!("event stream ended"),
             Err(_) => {
-                let state = p.get(id).map(|w| w.state().to_string()).unwrap_or_else(|| "not yet admitted".into());
+                let state = p
+                    .get(id)
+                    .map(|w| w.state().to_string())
+                    .unwrap_or_else(|| "not yet admitted".into());
                 eprintln!("\ntimed out after {timeout:?}; {id} is {state}");
                 return Ok(exit::TIMEOUT);
             }
         };
         let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
-        let Ok(ev) = Event::parse(&m.payload) else { continue };
+        let Ok(ev) = Event::parse(&m.payload) else {
+            continue;
+        };
         let _ = p.apply(seq, hash_bytes(&m.payload), &ev);
         let Some(w) = p.get(id) else { continue };
         let state = w.state();
-        let running = w.replicas.iter().filter(|r| r.state == WorkloadState::Running).count();
-        let line = format!("{id}: {state} ({running}/{} running) after {}", w.replicas.len(), ev.kind());
+        let running = w
+            .replicas
+            .iter()
+            .filter(|r| r.state == WorkloadState::Running)
+            .count();
+        let line = format!(
+            "{id}: {state} ({running}/{} running) after {}",
+            w.replicas.len(),
+            ev.kind()
+        );
         if tty {
             eprint!("\r\x1b[2K{line}");
         } else {
@@ -104,14 +119,20 @@ pub async fn follow_workload(bus: &Bus, id: &str, timeout: Duration) -> anyhow::
         let done = match state {
             WorkloadState::Running | WorkloadState::Succeeded => Some(exit::OK),
             WorkloadState::Rejected => Some(exit::REJECTED),
-            WorkloadState::Failed | WorkloadState::Lost | WorkloadState::Stopped => Some(exit::FAILED),
+            WorkloadState::Failed | WorkloadState::Lost | WorkloadState::Stopped => {
+                Some(exit::FAILED)
+            }
             _ => None,
         };
         if let Some(code) = done {
             if tty {
                 eprintln!();
             }
-            if let Some(reason) = w.reason.as_deref().or_else(|| w.replicas.iter().find_map(|r| r.reason.as_deref())) {
+            if let Some(reason) = w
+                .reason
+                .as_deref()
+                .or_else(|| w.replicas.iter().find_map(|r| r.reason.as_deref()))
+            {
                 eprintln!("reason: {reason}");
             }
             return Ok(code);
@@ -122,11 +143,22 @@ pub async fn follow_workload(bus: &Bus, id: &str, timeout: Duration) -> anyhow::
     }
 }
 
-async fn api_request(bus: &Bus, subject: &str, payload: Vec<u8>) -> anyhow::Result<Result<Vec<u8>, String>> {
-    let reply = tokio::time::timeout(Duration::from_secs(5), bus.client.request(subject.to_owned(), payload.into()))
-        .await
-        .map_err(|_| anyhow::anyhow!("no reply from {subject} in 5 s (is `bulkhead up` or the query API running?)"))?
-        .map_err(|e| anyhow::anyhow!("{subject}: {e} (is the query API running?)"))?;
+async fn api_request(
+    bus: &Bus,
+    subject: &str,
+    payload: Vec<u8>,
+) -> anyhow::Result<Result<Vec<u8>, String>> {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        bus.client.request(subject.to_owned(), payload.into()),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "no reply from {subject} in 5 s (is `bulkhead up` or the query API running?)"
+        )
+    })?
+    .map_err(|e| anyhow::anyhow!("{subject}: {e} (is the query API running?)"))?;
     if let Some(h) = &reply.headers
         && let Some(err) = h.get("Nats-Service-Error")
     {
@@ -154,28 +186,58 @@ pub async fn get(bus: &Bus, id: &str) -> anyhow::Result<i32> {
 }
 
 pub async fn list(bus: &Bus, req: ListRequest, json: bool) -> anyhow::Result<i32> {
-    let body = match api_request(bus, subjects::API_WORKLOADS_LIST, serde_json::to_vec(&req)?).await? {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(exit::ERROR);
-        }
-    };
+    let body =
+        match api_request(bus, subjects::API_WORKLOADS_LIST, serde_json::to_vec(&req)?).await? {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(exit::ERROR);
+            }
+        };
     let reply: ListReply = serde_json::from_slice(&body)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&reply)?);
         return Ok(exit::OK);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<38} {:<10} {:<9} {:<24} IMAGE", "ID", "STATE", "REPLICAS", "NODES")?;
+    writeln!(
+        out,
+        "{:<38} {:<10} {:<9} {:<24} IMAGE",
+        "ID", "STATE", "REPLICAS", "NODES"
+    )?;
     for w in &reply.workloads {
-        let running = w.replicas.iter().filter(|r| r.state == WorkloadState::Running).count();
-        let mut nodes: Vec<&str> = w.replicas.iter().filter_map(|r| r.node.as_deref()).collect();
+        let running = w
+            .replicas
+            .iter()
+            .filter(|r| r.state == WorkloadState::Running)
+            .count();
+        let mut nodes: Vec<&str> = w
+            .replicas
+            .iter()
+            .filter_map(|r| r.node.as_deref())
+            .collect();
         nodes.dedup();
         let image = w.spec.as_ref().map(|s| s.image.as_str()).unwrap_or("-");
-        writeln!(out, "{:<38} {:<10} {:<9} {:<24} {}", w.id, w.state, format!("{running}/{}", w.replicas.len()), nodes.join(","), image)?;
+        writeln!(
+            out,
+            "{:<38} {:<10} {:<9} {:<24} {}",
+            w.id,
+            w.state,
+            format!("{running}/{}", w.replicas.len()),
+            nodes.join(","),
+            image
+        )?;
     }
-    writeln!(out, "{} of {} shown{}", reply.workloads.len(), reply.total, reply.next.map(|n| format!("; next page: --after {n}")).unwrap_or_default())?;
+    writeln!(
+        out,
+        "{} of {} shown{}",
+        reply.workloads.len(),
+        reply.total,
+        reply
+            .next
+            .map(|n| format!("; next page: --after {n}"))
+            .unwrap_or_default()
+    )?;
     Ok(exit::OK)
 }
 
@@ -193,7 +255,11 @@ pub async fn nodes(bus: &Bus, json: bool) -> anyhow::Result<i32> {
         return Ok(exit::OK);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<20} {:<5} {:<22} {:>16} {:>16} {:>9} {:>8}", "NODE", "RT", "CLASSES", "MEM MiB used/cap", "CPU m used/cap", "WORKLOADS", "AGE ms")?;
+    writeln!(
+        out,
+        "{:<20} {:<5} {:<22} {:>16} {:>16} {:>9} {:>8}",
+        "NODE", "RT", "CLASSES", "MEM MiB used/cap", "CPU m used/cap", "WORKLOADS", "AGE ms"
+    )?;
     for n in &reply.nodes {
         let hb = &n.heartbeat;
         let classes: Vec<&str> = hb.runtime_classes.iter().map(|c| c.as_str()).collect();
@@ -204,7 +270,10 @@ pub async fn nodes(bus: &Bus, json: bool) -> anyhow::Result<i32> {
             hb.runtime,
             classes.join(","),
             format!("{}/{}", n.allocated.memory_mb, hb.capacity.memory_mb),
-            format!("{}/{}", n.allocated.cpu_millicores, hb.capacity.cpu_millicores),
+            format!(
+                "{}/{}",
+                n.allocated.cpu_millicores, hb.capacity.cpu_millicores
+            ),
             n.workloads,
             n.age_ms
         )?;
@@ -213,9 +282,19 @@ pub async fn nodes(bus: &Bus, json: bool) -> anyhow::Result<i32> {
 }
 
 /// `bulkhead events`: follows the log, one line per event (or raw JSON).
-pub async fn events(bus: &Bus, workload: Option<&str>, types: &[String], from_start: bool, json: bool) -> anyhow::Result<i32> {
+pub async fn events(
+    bus: &Bus,
+    workload: Option<&str>,
+    types: &[String],
+    from_start: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
     for t in types {
-        anyhow::ensure!(EventBody::KINDS.contains(&t.as_str()), "unknown event type {t}; known: {}", EventBody::KINDS.join(", "));
+        anyhow::ensure!(
+            EventBody::KINDS.contains(&t.as_str()),
+            "unknown event type {t}; known: {}",
+            EventBody::KINDS.join(", ")
+        );
     }
     let filter = match workload {
         Some(id) => subjects::workload_events(id),
@@ -225,7 +304,11 @@ pub async fn events(bus: &Bus, workload: Option<&str>, types: &[String], from_st
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: filter,
-            deliver_policy: if from_start { DeliverPolicy::All } else { DeliverPolicy::New },
+            deliver_policy: if from_start {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::New
+            },
             ..Default::default()
         })
         .await?;
@@ -243,8 +326,17 @@ pub async fn events(bus: &Bus, workload: Option<&str>, types: &[String], from_st
         let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
         match Event::parse(&m.payload) {
             Ok(ev) => {
-                let body = serde_json::to_value(&ev.body).ok().map(|v| v["body"].to_string()).unwrap_or_default();
-                println!("{seq:>8} {} {:<17} {:<38} {} {body}", ev.at, ev.kind(), ev.subject, ev.actor.service);
+                let body = serde_json::to_value(&ev.body)
+                    .ok()
+                    .map(|v| v["body"].to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{seq:>8} {} {:<17} {:<38} {} {body}",
+                    ev.at,
+                    ev.kind(),
+                    ev.subject,
+                    ev.actor.service
+                );
             }
             Err(e) => println!("{seq:>8} (malformed event on {}: {e})", m.subject),
         }
@@ -253,8 +345,12 @@ pub async fn events(bus: &Bus, workload: Option<&str>, types: &[String], from_st
 }
 
 pub async fn stop(bus: &Bus, id: &str) -> anyhow::Result<i32> {
-    let payload = serde_json::to_vec(&bulkhead_schemas::command::StopCommand { id: id.to_owned() })?;
-    bus.js.publish(subjects::CMD_STOP, payload.into()).await?.await?;
+    let payload =
+        serde_json::to_vec(&bulkhead_schemas::command::StopCommand { id: id.to_owned() })?;
+    bus.js
+        .publish(subjects::CMD_STOP, payload.into())
+        .await?
+        .await?;
     println!("stop requested for {id}");
     Ok(exit::OK)
 }

@@ -28,15 +28,25 @@ impl Drop for Follower {
 impl Follower {
     pub async fn start(bus: &Bus, from_seq: u64) -> Result<Follower, BusError> {
         let err = |e: &dyn std::fmt::Display| BusError::Nats(format!("reading the event log: {e}"));
-        let stream = bus.js.get_stream(subjects::EVT_STREAM).await.map_err(|e| err(&e))?;
-        let end_at_start = bus.last_event(subjects::EVT_WORKLOADS).await?.map(|h| h.seq).unwrap_or(0);
+        let stream = bus
+            .js
+            .get_stream(subjects::EVT_STREAM)
+            .await
+            .map_err(|e| err(&e))?;
+        let end_at_start = bus
+            .last_event(subjects::EVT_WORKLOADS)
+            .await?
+            .map(|h| h.seq)
+            .unwrap_or(0);
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
                 filter_subject: subjects::EVT_WORKLOADS.into(),
                 deliver_policy: if from_seq <= 1 {
                     DeliverPolicy::All
                 } else {
-                    DeliverPolicy::ByStartSequence { start_sequence: from_seq }
+                    DeliverPolicy::ByStartSequence {
+                        start_sequence: from_seq,
+                    }
                 },
                 ..Default::default()
             })
@@ -59,8 +69,14 @@ impl Follower {
                     let Ok(info) = m.info() else { continue };
                     let seq = info.stream_sequence;
                     match Event::parse(&m.payload) {
-                        Ok(event) => batch.push(Stored { seq, hash: hash_bytes(&m.payload), event }),
-                        Err(e) => warn!(seq, subject = %m.subject, error = %e, "skipping malformed event"),
+                        Ok(event) => batch.push(Stored {
+                            seq,
+                            hash: hash_bytes(&m.payload),
+                            event,
+                        }),
+                        Err(e) => {
+                            warn!(seq, subject = %m.subject, error = %e, "skipping malformed event")
+                        }
                     }
                 }
                 if !batch.is_empty() && tx.send(batch).await.is_err() {
@@ -68,7 +84,11 @@ impl Follower {
                 }
             }
         });
-        Ok(Follower { rx, end_at_start, task })
+        Ok(Follower {
+            rx,
+            end_at_start,
+            task,
+        })
     }
 
     /// Feeds `apply` every event up to the stream's end at start; returns how many.
@@ -76,7 +96,9 @@ impl Follower {
         let mut n = 0;
         let mut last = 0;
         while last < self.end_at_start {
-            let Some(batch) = self.rx.recv().await else { break };
+            let Some(batch) = self.rx.recv().await else {
+                break;
+            };
             for s in &batch {
                 apply(s);
                 last = s.seq;

@@ -24,7 +24,12 @@ impl Drop for Lease {
 
 impl Lease {
     /// Waits until `holder` holds `key`, then keeps renewing it every `ttl / 3`.
-    pub async fn acquire(bus: &Bus, key: &str, holder: &str, ttl: Duration) -> Result<Lease, BusError> {
+    pub async fn acquire(
+        bus: &Bus,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Lease, BusError> {
         let store = bus
             .js
             .get_key_value(bulkhead_schemas::subjects::LEASES_BUCKET)
@@ -39,7 +44,9 @@ impl Lease {
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                     if !waiting_logged {
                         let current = store.get(key).await.ok().flatten();
-                        let who = current.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+                        let who = current
+                            .map(|v| String::from_utf8_lossy(&v).into_owned())
+                            .unwrap_or_default();
                         info!(key, holder = %who, "standby: lease held by another instance");
                         waiting_logged = true;
                     }

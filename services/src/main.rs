@@ -13,17 +13,26 @@ use bulkhead::scheduler_svc::{self, SchedulerConfig};
 use bulkhead::sim::SimRuntime;
 use bulkhead::{api, cli, node_svc, telemetry};
 use bulkhead_actors::node::NodeConfig;
+use bulkhead_schemas::Resources;
 use bulkhead_schemas::api::{ListRequest, WorkloadState};
 use bulkhead_schemas::spec::RuntimeClass;
-use bulkhead_schemas::Resources;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing::info;
 
 #[derive(Parser)]
-#[command(name = "bulkhead", version, about = "A secure container orchestrator on NATS")]
+#[command(
+    name = "bulkhead",
+    version,
+    about = "A secure container orchestrator on NATS"
+)]
 struct Cli {
     /// NATS server URL.
-    #[arg(long, global = true, env = "BULKHEAD_NATS", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        global = true,
+        env = "BULKHEAD_NATS",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     nats: String,
     #[command(subcommand)]
     cmd: Cmd,
@@ -146,20 +155,42 @@ impl NodeArgs {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut labels = BTreeMap::new();
         for l in &self.labels {
-            let (k, v) = l.split_once('=').with_context(|| format!("label {l} is not key=value"))?;
+            let (k, v) = l
+                .split_once('=')
+                .with_context(|| format!("label {l} is not key=value"))?;
             labels.insert(k.to_owned(), v.to_owned());
         }
-        let capacity = Resources { memory_mb: self.memory_mb, cpu_millicores: self.cpu_millicores, slots: self.slots };
-        Ok((NodeConfig { name, capacity, labels, heartbeat_ms: self.heartbeat_ms }, classes))
+        let capacity = Resources {
+            memory_mb: self.memory_mb,
+            cpu_millicores: self.cpu_millicores,
+            slots: self.slots,
+        };
+        Ok((
+            NodeConfig {
+                name,
+                capacity,
+                labels,
+                heartbeat_ms: self.heartbeat_ms,
+            },
+            classes,
+        ))
     }
 }
 
-async fn start_node(bus: &Bus, args: &NodeArgs, name: String) -> anyhow::Result<node_svc::NodeHandle> {
+async fn start_node(
+    bus: &Bus,
+    args: &NodeArgs,
+    name: String,
+) -> anyhow::Result<node_svc::NodeHandle> {
     if args.runtime == RuntimeKind::Cri {
         anyhow::bail!("the cri runtime is not available in this version; use --runtime sim");
     }
     let (config, classes) = args.config(name.clone())?;
-    let (rt, exits) = SimRuntime::new(&name, classes, Duration::from_millis(args.sim_start_delay_ms));
+    let (rt, exits) = SimRuntime::new(
+        &name,
+        classes,
+        Duration::from_millis(args.sim_start_delay_ms),
+    );
     node_svc::start(bus, config, Arc::new(rt), exits).await
 }
 
@@ -171,7 +202,8 @@ async fn connect_service(url: &str, name: &str) -> anyhow::Result<Bus> {
 
 /// Ctrl-C or SIGTERM: return, so that children (a started nats-server) are cleaned up.
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -206,14 +238,19 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         None => telemetry::init("bulkhead-cli", "warn")?,
     };
     match cli.cmd {
-        Cmd::Up { node, nodes, data_dir } => {
+        Cmd::Up {
+            node,
+            nodes,
+            data_dir,
+        } => {
             let mut _server = None;
             let bus = match Bus::connect(&cli.nats, "bulkhead-up").await {
                 Ok(b) => b,
                 Err(_) => {
                     let (host, port) = host_port(&cli.nats)?;
                     info!(url = %cli.nats, "no NATS server answers; starting nats-server with JetStream in {}", data_dir.display());
-                    let server = NatsServer::start(&data_dir.join("nats"), &host, port, Sync::Always)?;
+                    let server =
+                        NatsServer::start(&data_dir.join("nats"), &host, port, Sync::Always)?;
                     let bus = Bus::connect(&server.url, "bulkhead-up").await?;
                     _server = Some(server);
                     bus
@@ -224,10 +261,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let sched = tokio::spawn(scheduler_svc::run(bus.clone(), SchedulerConfig::default()));
             let mut handles = Vec::new();
             for i in 0..nodes {
-                let name = if nodes == 1 { node.name.clone() } else { format!("{}-{}", node.name, i + 1) };
+                let name = if nodes == 1 {
+                    node.name.clone()
+                } else {
+                    format!("{}-{}", node.name, i + 1)
+                };
                 handles.push(start_node(&bus, &node, name).await?);
             }
-            info!(nodes, "bulkhead is up; submit with `bulkhead submit spec.json` or `nats pub bulkhead.cmd.submit`");
+            info!(
+                nodes,
+                "bulkhead is up; submit with `bulkhead submit spec.json` or `nats pub bulkhead.cmd.submit`"
+            );
             tokio::select! {
                 _ = shutdown_signal() => {}
                 r = sched => { r??; }
@@ -253,21 +297,52 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             shutdown_signal().await;
             Ok(cli::exit::OK)
         }
-        Cmd::Submit { file, no_follow, timeout } => {
+        Cmd::Submit {
+            file,
+            no_follow,
+            timeout,
+        } => {
             let bus = Bus::connect(&cli.nats, "bulkhead-cli").await?;
             cli::submit(&bus, &file, !no_follow, Duration::from_secs(timeout)).await
         }
         Cmd::Get { id } => cli::get(&Bus::connect(&cli.nats, "bulkhead-cli").await?, &id).await,
-        Cmd::List { state, node, label, limit, after, json } => {
+        Cmd::List {
+            state,
+            node,
+            label,
+            limit,
+            after,
+            json,
+        } => {
             let state = match state {
-                Some(s) => Some(WorkloadState::parse(&s).with_context(|| format!("unknown state {s}"))?),
+                Some(s) => {
+                    Some(WorkloadState::parse(&s).with_context(|| format!("unknown state {s}"))?)
+                }
                 None => None,
             };
             let bus = Bus::connect(&cli.nats, "bulkhead-cli").await?;
-            cli::list(&bus, ListRequest { state, node, label, limit, after }, json).await
+            cli::list(
+                &bus,
+                ListRequest {
+                    state,
+                    node,
+                    label,
+                    limit,
+                    after,
+                },
+                json,
+            )
+            .await
         }
-        Cmd::Nodes { json } => cli::nodes(&Bus::connect(&cli.nats, "bulkhead-cli").await?, json).await,
-        Cmd::Events { workload, types, from_start, json } => {
+        Cmd::Nodes { json } => {
+            cli::nodes(&Bus::connect(&cli.nats, "bulkhead-cli").await?, json).await
+        }
+        Cmd::Events {
+            workload,
+            types,
+            from_start,
+            json,
+        } => {
             let bus = Bus::connect(&cli.nats, "bulkhead-cli").await?;
             cli::events(&bus, workload.as_deref(), &types, from_start, json).await
         }
@@ -279,5 +354,10 @@ fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
     let rest = url.split("://").last().unwrap_or(url);
     let rest = rest.rsplit('@').next().unwrap_or(rest);
     let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "4222"));
-    Ok((host.to_owned(), port.trim_end_matches('/').parse().with_context(|| format!("bad port in {url}"))?))
+    Ok((
+        host.to_owned(),
+        port.trim_end_matches('/')
+            .parse()
+            .with_context(|| format!("bad port in {url}"))?,
+    ))
 }

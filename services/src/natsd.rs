@@ -48,7 +48,10 @@ pub fn find_binary() -> Result<PathBuf, NatsdError> {
         return Ok(PathBuf::from(p));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|d| d.join("nats-server")).find(|p| p.is_file()).ok_or(NatsdError::NotFound)
+    std::env::split_paths(&path)
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+        .ok_or(NatsdError::NotFound)
 }
 
 fn check_version(bin: &Path) -> Result<(), NatsdError> {
@@ -94,13 +97,19 @@ impl NatsServer {
             .stderr(log)
             .spawn()?;
         let pid = child.id();
-        let mut server = NatsServer { url: String::new(), child, dir: dir.to_owned() };
+        let mut server = NatsServer {
+            url: String::new(),
+            child,
+            dir: dir.to_owned(),
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         let wait = Duration::from_secs(15);
         loop {
             if let Ok(entries) = std::fs::read_dir(&ports) {
                 for e in entries.flatten() {
-                    if e.file_name().to_string_lossy().ends_with(&format!("_{pid}.ports"))
+                    if e.file_name()
+                        .to_string_lossy()
+                        .ends_with(&format!("_{pid}.ports"))
                         && let Ok(text) = std::fs::read_to_string(e.path())
                         && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
                         && let Some(url) = v["nats"][0].as_str()

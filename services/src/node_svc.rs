@@ -54,14 +54,22 @@ pub async fn start<R: ContainerRuntime>(
         }),
     );
     bus.js
-        .publish(subjects::node_event(&name, "joined"), joined.seal().0.into())
+        .publish(
+            subjects::node_event(&name, "joined"),
+            joined.seal().0.into(),
+        )
         .await?
         .await?;
     let sink = KvHeartbeat::new(bus).await?;
     let (actor, _) = Actor::spawn(
         None,
         NodeActor::<R, NatsLog, KvHeartbeat>::default(),
-        NodeArgs { config, runtime, log: bus.log(), sink },
+        NodeArgs {
+            config,
+            runtime,
+            log: bus.log(),
+            sink,
+        },
     )
     .await?;
 
@@ -120,5 +128,9 @@ pub async fn start<R: ContainerRuntime>(
         }
     });
     info!(node = %name, "node up");
-    Ok(NodeHandle { name, actor, _tasks: vec![AbortOnDrop(exit_task), AbortOnDrop(ops_task)] })
+    Ok(NodeHandle {
+        name,
+        actor,
+        _tasks: vec![AbortOnDrop(exit_task), AbortOnDrop(ops_task)],
+    })
 }

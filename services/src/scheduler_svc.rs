@@ -42,7 +42,13 @@ impl Default for SchedulerConfig {
 /// Runs forever: standby until the lease is won, active until it is lost, and again.
 pub async fn run(bus: Bus, cfg: SchedulerConfig) -> anyhow::Result<()> {
     loop {
-        let lease = Lease::acquire(&bus, subjects::SCHEDULER_LEASE_KEY, &cfg.instance, cfg.topology.lease_ttl).await?;
+        let lease = Lease::acquire(
+            &bus,
+            subjects::SCHEDULER_LEASE_KEY,
+            &cfg.instance,
+            cfg.topology.lease_ttl,
+        )
+        .await?;
         match run_active(&bus, &cfg, lease).await {
             Ok(()) => warn!("scheduler lease lost; back to standby"),
             Err(e) => {
@@ -74,7 +80,10 @@ async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyho
     let ops = NatsOps::new(bus);
     let resend = core.unstarted_ops();
     if !resend.is_empty() {
-        info!(nodes = resend.len(), "resending start ops of replicas not yet started");
+        info!(
+            nodes = resend.len(),
+            "resending start ops of replicas not yet started"
+        );
         for (node, err) in ops.send(resend).await {
             warn!(%node, error = %err, "could not resend ops");
         }
@@ -82,7 +91,12 @@ async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyho
     let (actor, handle) = Actor::spawn(
         None,
         SchedulerActor::<crate::bus::NatsLog, NatsOps>::default(),
-        SchedulerArgs { core, log: bus.log(), ops, tick: cfg.tick },
+        SchedulerArgs {
+            core,
+            log: bus.log(),
+            ops,
+            tick: cfg.tick,
+        },
     )
     .await?;
     let _guard = StopOnDrop(actor.clone());
@@ -113,7 +127,12 @@ async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyho
             },
         )
         .await?;
-    let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await?.ready_chunks(1000);
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(1000)
+        .messages()
+        .await?
+        .ready_chunks(1000);
     info!(instance = %cfg.instance, "scheduler active");
     loop {
         tokio::select! {
@@ -137,9 +156,13 @@ async fn handle_closed(handle: &tokio::task::JoinHandle<()>) {
     }
 }
 
-type PullMessage = Result<async_nats::jetstream::Message, async_nats::jetstream::consumer::pull::MessagesError>;
+type PullMessage =
+    Result<async_nats::jetstream::Message, async_nats::jetstream::consumer::pull::MessagesError>;
 
-async fn handle_chunk(actor: &ActorRef<SchedulerMsg>, chunk: Vec<PullMessage>) -> anyhow::Result<()> {
+async fn handle_chunk(
+    actor: &ActorRef<SchedulerMsg>,
+    chunk: Vec<PullMessage>,
+) -> anyhow::Result<()> {
     let mut msgs = Vec::with_capacity(chunk.len());
     let mut cmds = Vec::with_capacity(chunk.len());
     let mut spans = Vec::with_capacity(chunk.len());
@@ -151,15 +174,31 @@ async fn handle_chunk(actor: &ActorRef<SchedulerMsg>, chunk: Vec<PullMessage>) -
                 continue;
             }
         };
-        let info = m.info().map_err(|e| anyhow::anyhow!("command without metadata: {e}"))?;
+        let info = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("command without metadata: {e}"))?;
         let cmd_seq = info.stream_sequence;
         let stored_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
-        let kind = if m.subject.as_str() == subjects::CMD_STOP { CommandKind::Stop } else { CommandKind::Submit };
+        let kind = if m.subject.as_str() == subjects::CMD_STOP {
+            CommandKind::Stop
+        } else {
+            CommandKind::Submit
+        };
         let span = info_span!("admit", cmd_seq, subject = %m.subject);
-        let parent = m.headers.as_ref().and_then(|h| h.get("traceparent")).map(|v| v.as_str().to_owned());
+        let parent = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("traceparent"))
+            .map(|v| v.as_str().to_owned());
         trace::set_parent(&span, parent.as_deref());
         let traceparent = trace::traceparent(&span);
-        cmds.push(Command { cmd_seq, stored_ms, kind, payload: m.payload.to_vec(), traceparent });
+        cmds.push(Command {
+            cmd_seq,
+            stored_ms,
+            kind,
+            payload: m.payload.to_vec(),
+            traceparent,
+        });
         spans.push(span);
         msgs.push(m);
     }

@@ -26,7 +26,11 @@ pub struct SimRuntime {
 
 impl SimRuntime {
     /// A runtime offering `classes`; exits are reported on the returned channel.
-    pub fn new(node: &str, classes: Vec<RuntimeClass>, start_delay: Duration) -> (SimRuntime, mpsc::UnboundedReceiver<ExitNotice>) {
+    pub fn new(
+        node: &str,
+        classes: Vec<RuntimeClass>,
+        start_delay: Duration,
+    ) -> (SimRuntime, mpsc::UnboundedReceiver<ExitNotice>) {
         let (exits, rx) = mpsc::unbounded_channel();
         let rt = SimRuntime {
             classes,
@@ -63,7 +67,11 @@ fn notice(container: &str, code: i32) -> ExitNotice {
     ExitNotice {
         container: container.to_owned(),
         code,
-        reason: if code == 0 { "completed".into() } else { "error".into() },
+        reason: if code == 0 {
+            "completed".into()
+        } else {
+            "error".into()
+        },
         finished_at: bulkhead_schemas::now_rfc3339(),
     }
 }
@@ -84,9 +92,22 @@ impl ContainerRuntime for SimRuntime {
         if !self.start_delay.is_zero() {
             tokio::time::sleep(self.start_delay).await;
         }
-        let id = format!("{}{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed));
-        let exit_after = req.spec.env.get(SIM_EXIT_AFTER_MS).and_then(|v| v.parse::<u64>().ok());
-        let code = req.spec.env.get(SIM_EXIT_CODE).and_then(|v| v.parse::<i32>().ok()).unwrap_or(0);
+        let id = format!(
+            "{}{}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        let exit_after = req
+            .spec
+            .env
+            .get(SIM_EXIT_AFTER_MS)
+            .and_then(|v| v.parse::<u64>().ok());
+        let code = req
+            .spec
+            .env
+            .get(SIM_EXIT_CODE)
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(0);
         let mut containers = self.containers.lock().expect("lock");
         let task = exit_after.map(|ms| {
             let exits = self.exits.clone();

@@ -22,16 +22,21 @@ impl Drop for Telemetry {
 /// `default_filter` applies when RUST_LOG is unset.
 pub fn init(service: &str, default_filter: &str) -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service.to_owned()).build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service.to_owned())
+        .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     let exporting = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
     if exporting {
-        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()?;
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();
     let tracer = provider.tracer("bulkhead");
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt::layer().with_writer(std::io::stderr).with_target(false))

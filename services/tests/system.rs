@@ -17,15 +17,25 @@ const LONG: Duration = Duration::from_secs(60);
 async fn raw_submission_runs_with_an_unbroken_chain_and_is_queryable() {
     let mut env = env().await;
     // Submitted while no scheduler runs: kept and processed once one starts.
-    env.natspy_pub(subjects::CMD_SUBMIT, spec(Some("web-1")).to_string().as_bytes(), None);
+    env.natspy_pub(
+        subjects::CMD_SUBMIT,
+        spec(Some("web-1")).to_string().as_bytes(),
+        None,
+    );
     env.spawn("up", &["up", "--nodes", "2", "--heartbeat-ms", "200"]);
-    env.wait_for("web-1 to start", LONG, |by| by.get("web-1").is_some_and(|k| done(k))).await;
+    env.wait_for("web-1 to start", LONG, |by| {
+        by.get("web-1").is_some_and(|k| done(k))
+    })
+    .await;
 
     let events = env.events(&subjects::workload_events("web-1")).await;
     let kinds: Vec<_> = events.iter().map(|(_, _, e)| e.kind()).collect();
     assert_eq!(kinds, ["accepted", "scheduled", "started"]);
     assert_chains(&events);
-    let actors: Vec<_> = events.iter().map(|(_, _, e)| e.actor.service.as_str()).collect();
+    let actors: Vec<_> = events
+        .iter()
+        .map(|(_, _, e)| e.actor.service.as_str())
+        .collect();
     assert_eq!(actors[..2], ["scheduler", "scheduler"]);
     assert!(actors[2].starts_with("node/"), "{actors:?}");
     let node = match &events[1].2.body {
@@ -35,16 +45,22 @@ async fn raw_submission_runs_with_an_unbroken_chain_and_is_queryable() {
 
     let mut reply = String::new();
     wait_until("the query API to show web-1 running", LONG, async || {
-        reply = env.natspy_req(subjects::API_WORKLOADS_GET, "web-1").unwrap_or_default();
+        reply = env
+            .natspy_req(subjects::API_WORKLOADS_GET, "web-1")
+            .unwrap_or_default();
         reply.contains("\"state\":\"running\"")
     })
     .await;
     let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
     assert_eq!(v["replicas"][0]["node"], node.as_str());
     assert_eq!(v["spec"]["image"], "localhost/busybox:1");
-    let err = env.natspy_req(subjects::API_WORKLOADS_GET, "nope").unwrap_err();
+    let err = env
+        .natspy_req(subjects::API_WORKLOADS_GET, "nope")
+        .unwrap_err();
     assert!(err.contains("no workload nope"), "{err}");
-    let list = env.natspy_req(subjects::API_WORKLOADS_LIST, r#"{"state":"running"}"#).unwrap();
+    let list = env
+        .natspy_req(subjects::API_WORKLOADS_LIST, r#"{"state":"running"}"#)
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(v["total"], 1);
     let nodes = env.natspy_req(subjects::API_NODES_LIST, "").unwrap();
@@ -71,20 +87,59 @@ async fn malformed_submissions_are_rejected_with_reasons_and_service_goes_on() {
     let mut big = spec(Some("too-big"));
     big["env"] = serde_json::json!({"PAD": "x".repeat(70 * 1024)});
     let cases: Vec<(Vec<u8>, RejectCode, &str)> = vec![
-        (b"{this is not json".to_vec(), RejectCode::NotJson, "not JSON"),
-        (wrong_type.to_string().into_bytes(), RejectCode::InvalidField, "memory_mb: invalid type"),
-        (missing.to_string().into_bytes(), RejectCode::InvalidField, "missing field `image`"),
-        (class.to_string().into_bytes(), RejectCode::InvalidField, "unknown variant `firecracker`"),
-        (zero.to_string().into_bytes(), RejectCode::InvalidValue, "at least 1"),
-        (absurd.to_string().into_bytes(), RejectCode::InvalidValue, "exceeds the ceiling"),
-        (replicas.to_string().into_bytes(), RejectCode::InvalidValue, "replicas must be between"),
-        (big.to_string().into_bytes(), RejectCode::TooLarge, "payload too large"),
+        (
+            b"{this is not json".to_vec(),
+            RejectCode::NotJson,
+            "not JSON",
+        ),
+        (
+            wrong_type.to_string().into_bytes(),
+            RejectCode::InvalidField,
+            "memory_mb: invalid type",
+        ),
+        (
+            missing.to_string().into_bytes(),
+            RejectCode::InvalidField,
+            "missing field `image`",
+        ),
+        (
+            class.to_string().into_bytes(),
+            RejectCode::InvalidField,
+            "unknown variant `firecracker`",
+        ),
+        (
+            zero.to_string().into_bytes(),
+            RejectCode::InvalidValue,
+            "at least 1",
+        ),
+        (
+            absurd.to_string().into_bytes(),
+            RejectCode::InvalidValue,
+            "exceeds the ceiling",
+        ),
+        (
+            replicas.to_string().into_bytes(),
+            RejectCode::InvalidValue,
+            "replicas must be between",
+        ),
+        (
+            big.to_string().into_bytes(),
+            RejectCode::TooLarge,
+            "payload too large",
+        ),
     ];
     for (payload, _, _) in &cases {
         env.natspy_pub(subjects::CMD_SUBMIT, payload, None);
     }
-    env.natspy_pub(subjects::CMD_SUBMIT, spec(Some("good")).to_string().as_bytes(), None);
-    env.wait_for("the valid submission to start", LONG, |by| by.get("good").is_some_and(|k| done(k))).await;
+    env.natspy_pub(
+        subjects::CMD_SUBMIT,
+        spec(Some("good")).to_string().as_bytes(),
+        None,
+    );
+    env.wait_for("the valid submission to start", LONG, |by| {
+        by.get("good").is_some_and(|k| done(k))
+    })
+    .await;
 
     let rejected: Vec<_> = env
         .events(subjects::EVT_WORKLOADS)
@@ -98,7 +153,11 @@ async fn malformed_submissions_are_rejected_with_reasons_and_service_goes_on() {
     assert_eq!(rejected.len(), cases.len(), "{rejected:?}");
     for (r, (_, code, text)) in rejected.iter().zip(&cases) {
         assert_eq!(r.rejection.code, *code, "{r:?}");
-        assert!(r.rejection.reason.contains(text), "{:?} should mention {text:?}", r.rejection.reason);
+        assert!(
+            r.rejection.reason.contains(text),
+            "{:?} should mention {text:?}",
+            r.rejection.reason
+        );
     }
 }
 
@@ -109,25 +168,59 @@ async fn same_msg_id_twice_gives_one_workload() {
     let body = spec(None).to_string();
     env.natspy_pub(subjects::CMD_SUBMIT, body.as_bytes(), Some("order-42"));
     env.natspy_pub(subjects::CMD_SUBMIT, body.as_bytes(), Some("order-42"));
-    env.natspy_pub(subjects::CMD_SUBMIT, spec(Some("marker")).to_string().as_bytes(), None);
-    env.wait_for("the marker to start", LONG, |by| by.get("marker").is_some_and(|k| done(k))).await;
+    env.natspy_pub(
+        subjects::CMD_SUBMIT,
+        spec(Some("marker")).to_string().as_bytes(),
+        None,
+    );
+    env.wait_for("the marker to start", LONG, |by| {
+        by.get("marker").is_some_and(|k| done(k))
+    })
+    .await;
     let by = env.kinds_by_workload().await;
-    assert_eq!(by.len(), 2, "one workload from the two publishes, plus the marker: {by:?}");
+    assert_eq!(
+        by.len(),
+        2,
+        "one workload from the two publishes, plus the marker: {by:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_scheduler_loses_nothing_and_places_nothing_twice() {
     let mut env = env().await;
-    env.spawn("node", &["node", "--name", "n1", "--heartbeat-ms", "200", "--slots", "5000", "--memory-mb", "1000000", "--cpu-millicores", "1000000"]);
+    env.spawn(
+        "node",
+        &[
+            "node",
+            "--name",
+            "n1",
+            "--heartbeat-ms",
+            "200",
+            "--slots",
+            "5000",
+            "--memory-mb",
+            "1000000",
+            "--cpu-millicores",
+            "1000000",
+        ],
+    );
     let first = env.spawn("sched-a", &["scheduler"]);
-    wait_until("scheduler a to be active", LONG, async || env.log("sched-a").contains("scheduler active")).await;
+    wait_until("scheduler a to be active", LONG, async || {
+        env.log("sched-a").contains("scheduler active")
+    })
+    .await;
     const N: usize = 2000;
-    let payloads: Vec<Vec<u8>> = (0..N).map(|i| spec(Some(&format!("w{i}"))).to_string().into_bytes()).collect();
+    let payloads: Vec<Vec<u8>> = (0..N)
+        .map(|i| spec(Some(&format!("w{i}"))).to_string().into_bytes())
+        .collect();
     env.natspy_pub_many(subjects::CMD_SUBMIT, &payloads[..N / 2]);
     env.sigkill(first);
     env.natspy_pub_many(subjects::CMD_SUBMIT, &payloads[N / 2..]);
     env.spawn("sched-b", &["scheduler"]);
-    env.wait_for("every submission to start", LONG, |by| by.len() == N && by.values().all(|k| done(k))).await;
+    env.wait_for("every submission to start", LONG, |by| {
+        by.len() == N && by.values().all(|k| done(k))
+    })
+    .await;
     for (id, kinds) in env.kinds_by_workload().await {
         assert_eq!(kinds, ["accepted", "scheduled", "started"], "{id}");
     }
@@ -147,19 +240,42 @@ async fn one_of_two_schedulers_is_active_and_the_other_takes_over() {
     })
     .await;
     let holder = holder.unwrap();
-    let (active, active_log, standby, standby_log) =
-        if holder == format!("scheduler-{a}") { (a, "sched-a", b, "sched-b") } else { (b, "sched-b", a, "sched-a") };
+    let (active, active_log, standby, standby_log) = if holder == format!("scheduler-{a}") {
+        (a, "sched-a", b, "sched-b")
+    } else {
+        (b, "sched-b", a, "sched-a")
+    };
     assert_eq!(holder, format!("scheduler-{active}"));
-    env.natspy_pub(subjects::CMD_SUBMIT, spec(Some("before")).to_string().as_bytes(), None);
-    env.wait_for("`before` to start", LONG, |by| by.get("before").is_some_and(|k| done(k))).await;
+    env.natspy_pub(
+        subjects::CMD_SUBMIT,
+        spec(Some("before")).to_string().as_bytes(),
+        None,
+    );
+    env.wait_for("`before` to start", LONG, |by| {
+        by.get("before").is_some_and(|k| done(k))
+    })
+    .await;
     assert!(env.log(active_log).contains("scheduler active"));
-    assert!(!env.log(standby_log).contains("scheduler active"), "standby must not schedule");
+    assert!(
+        !env.log(standby_log).contains("scheduler active"),
+        "standby must not schedule"
+    );
     assert!(env.log(standby_log).contains("standby"));
 
     env.sigkill(active);
-    env.natspy_pub(subjects::CMD_SUBMIT, spec(Some("after")).to_string().as_bytes(), None);
-    env.wait_for("`after` to start under the standby", LONG, |by| by.get("after").is_some_and(|k| done(k))).await;
-    assert_eq!(lease_holder(&env.bus).await, Some(format!("scheduler-{standby}")));
+    env.natspy_pub(
+        subjects::CMD_SUBMIT,
+        spec(Some("after")).to_string().as_bytes(),
+        None,
+    );
+    env.wait_for("`after` to start under the standby", LONG, |by| {
+        by.get("after").is_some_and(|k| done(k))
+    })
+    .await;
+    assert_eq!(
+        lease_holder(&env.bus).await,
+        Some(format!("scheduler-{standby}"))
+    );
     assert!(env.log(standby_log).contains("scheduler active"));
     let by = env.kinds_by_workload().await;
     assert_eq!(by["before"], ["accepted", "scheduled", "started"]);

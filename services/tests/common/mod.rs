@@ -33,10 +33,16 @@ impl Drop for Env {
 
 pub async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(&dir.path().join("nats"), "127.0.0.1", 0, Sync::Default).expect("nats-server starts");
+    let server = NatsServer::start(&dir.path().join("nats"), "127.0.0.1", 0, Sync::Default)
+        .expect("nats-server starts");
     let bus = Bus::connect(&server.url, "test").await.unwrap();
     bus.ensure(&Topology::default()).await.unwrap();
-    Env { server, dir, bus, children: Vec::new() }
+    Env {
+        server,
+        dir,
+        bus,
+        children: Vec::new(),
+    }
 }
 
 impl Env {
@@ -58,7 +64,11 @@ impl Env {
     }
 
     pub fn sigkill(&mut self, pid: u32) {
-        let c = self.children.iter_mut().find(|c| c.id() == pid).expect("our child");
+        let c = self
+            .children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .expect("our child");
         c.kill().unwrap();
         c.wait().unwrap();
     }
@@ -71,11 +81,20 @@ impl Env {
     pub fn natspy_pub(&self, subject: &str, payload: &[u8], msg_id: Option<&str>) {
         let f = self.dir.path().join(format!("payload-{}", uuid_like()));
         std::fs::write(&f, payload).unwrap();
-        let mut args = vec![self.server.url.clone(), "pub".into(), subject.into(), f.display().to_string()];
+        let mut args = vec![
+            self.server.url.clone(),
+            "pub".into(),
+            subject.into(),
+            f.display().to_string(),
+        ];
         if let Some(id) = msg_id {
             args.push(id.into());
         }
-        let st = Command::new("python3").arg(script()).args(&args).status().expect("python3 runs");
+        let st = Command::new("python3")
+            .arg(script())
+            .args(&args)
+            .status()
+            .expect("python3 runs");
         assert!(st.success(), "nats-py publish failed");
     }
 
@@ -88,7 +107,12 @@ impl Env {
         }
         let st = Command::new("python3")
             .arg(script())
-            .args([&self.server.url, "pubmany", subject, &d.display().to_string()])
+            .args([
+                &self.server.url,
+                "pubmany",
+                subject,
+                &d.display().to_string(),
+            ])
             .status()
             .expect("python3 runs");
         assert!(st.success(), "nats-py publish failed");
@@ -102,26 +126,47 @@ impl Env {
             .output()
             .expect("python3 runs");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() { Ok(text) } else { Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr))) }
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+        }
     }
 
     /// Every workload event in the log, in order: (seq, raw bytes, parsed).
     pub async fn events(&self, filter: &str) -> Vec<(u64, Vec<u8>, Event)> {
-        let end = self.bus.last_event(filter).await.unwrap().map(|h| h.seq).unwrap_or(0);
+        let end = self
+            .bus
+            .last_event(filter)
+            .await
+            .unwrap()
+            .map(|h| h.seq)
+            .unwrap_or(0);
         let mut out = Vec::new();
         if end == 0 {
             return out;
         }
         let stream = self.bus.js.get_stream(subjects::EVT_STREAM).await.unwrap();
         let consumer = stream
-            .create_consumer(pull::OrderedConfig { filter_subject: filter.into(), deliver_policy: DeliverPolicy::All, ..Default::default() })
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: filter.into(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
             .await
             .unwrap();
         let mut msgs = consumer.messages().await.unwrap();
-        while let Some(m) = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await.expect("log readable") {
+        while let Some(m) = tokio::time::timeout(Duration::from_secs(10), msgs.next())
+            .await
+            .expect("log readable")
+        {
             let m = m.unwrap();
             let seq = m.info().unwrap().stream_sequence;
-            out.push((seq, m.payload.to_vec(), Event::parse(&m.payload).expect("events parse")));
+            out.push((
+                seq,
+                m.payload.to_vec(),
+                Event::parse(&m.payload).expect("events parse"),
+            ));
             if seq >= end {
                 break;
             }
@@ -162,13 +207,20 @@ pub fn assert_chains(events: &[(u64, Vec<u8>, Event)]) {
     let mut last: BTreeMap<&str, [u8; 32]> = BTreeMap::new();
     for (seq, bytes, e) in events {
         let expected = last.get(e.subject.as_str()).map(hex::encode);
-        assert_eq!(e.prev, expected, "event {seq} ({} of {}) breaks the chain", e.kind(), e.subject);
+        assert_eq!(
+            e.prev,
+            expected,
+            "event {seq} ({} of {}) breaks the chain",
+            e.kind(),
+            e.subject
+        );
         last.insert(e.subject.as_str(), hash_bytes(bytes));
     }
 }
 
 pub fn spec(id: Option<&str>) -> serde_json::Value {
-    let mut v = serde_json::json!({"image": "localhost/busybox:1", "memory_mb": 16, "cpu_millicores": 10});
+    let mut v =
+        serde_json::json!({"image": "localhost/busybox:1", "memory_mb": 16, "cpu_millicores": 10});
     if let Some(id) = id {
         v["id"] = id.into();
     }
@@ -176,11 +228,20 @@ pub fn spec(id: Option<&str>) -> serde_json::Value {
 }
 
 fn script() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/natspy_client.py"))
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/natspy_client.py"
+    ))
 }
 
 fn uuid_like() -> String {
-    format!("{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 pub fn done(kinds: &[&str]) -> bool {
@@ -190,7 +251,10 @@ pub fn done(kinds: &[&str]) -> bool {
 /// Holder of the scheduler lease.
 pub async fn lease_holder(bus: &Bus) -> Option<String> {
     let kv = bus.js.get_key_value(subjects::LEASES_BUCKET).await.unwrap();
-    kv.get(subjects::SCHEDULER_LEASE_KEY).await.unwrap().map(|v| String::from_utf8_lossy(&v).into_owned())
+    kv.get(subjects::SCHEDULER_LEASE_KEY)
+        .await
+        .unwrap()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
 pub async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, timeout: Duration, mut f: F) {

