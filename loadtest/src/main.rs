@@ -1,0 +1,300 @@
+//! Benchmarks. `throughput`: N sim nodes and M workloads submitted through NATS, reporting
+//! placements per second, submit→running latency at a steady rate, scheduler restart-to-ready
+//! and memory per workload, beside the raw JetStream append rate measured in the same run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::stream;
+use bulkhead::bus::{Bus, MAX_BATCH, Topology};
+use bulkhead::natsd::{NatsServer, Sync};
+use bulkhead::scheduler_svc::{self, SchedulerConfig};
+use bulkhead::sim::SimRuntime;
+use bulkhead_actors::node::NodeConfig;
+use bulkhead_schemas::spec::RuntimeClass;
+use bulkhead_schemas::{Resources, subjects};
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    Throughput {
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 100_000)]
+        workloads: usize,
+        /// Submissions per second in the latency phase.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds of the latency phase.
+        #[arg(long, default_value_t = 5)]
+        latency_secs: u64,
+        #[arg(long, value_enum, default_value = "both")]
+        sync: SyncMode,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum SyncMode {
+    Default,
+    Always,
+    Both,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_writer(std::io::stderr)
+        .init();
+    let Scenario::Throughput {
+        nodes,
+        workloads,
+        rate,
+        latency_secs,
+        sync,
+    } = Cli::parse().cmd;
+    let modes: Vec<(Sync, &str)> = match sync {
+        SyncMode::Default => vec![(Sync::Default, "default fsync interval")],
+        SyncMode::Always => vec![(Sync::Always, "sync_interval: always")],
+        SyncMode::Both => vec![
+            (Sync::Default, "default fsync interval"),
+            (Sync::Always, "sync_interval: always"),
+        ],
+    };
+    for (mode, label) in modes {
+        println!("\n## throughput: {nodes} sim nodes, {workloads} workloads, {label}");
+        throughput(mode, nodes, workloads, rate, latency_secs).await?;
+    }
+    Ok(())
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn spec(id: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"id": id, "image": "localhost/app:1", "memory_mb": 64, "cpu_millicores": 50}))
+        .expect("json")
+}
+
+/// Raw append rates on a scratch stream: single async publishes, and atomic batches of 500.
+async fn raw_append_rate(bus: &Bus) -> anyhow::Result<(f64, f64)> {
+    bus.js
+        .create_or_update_stream(stream::Config {
+            name: "RAW".into(),
+            subjects: vec!["raw.>".into()],
+            storage: stream::StorageType::File,
+            allow_atomic_publish: true,
+            ..Default::default()
+        })
+        .await?;
+    let payload = Bytes::from(vec![b'x'; 300]);
+    let n = 20_000;
+    let t = Instant::now();
+    let mut acks = futures::stream::FuturesUnordered::new();
+    for i in 0..n {
+        acks.push(
+            bus.js
+                .publish(format!("raw.s.{i}"), payload.clone())
+                .await?
+                .into_future(),
+        );
+        if acks.len() >= 256 {
+            acks.next().await.transpose()?;
+        }
+    }
+    while acks.next().await.transpose()?.is_some() {}
+    let single = n as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for b in 0..(n / 500) {
+        let msgs: Vec<_> = (0..500)
+            .map(|i| (format!("raw.b.{b}.{i}"), HeaderMap::new(), payload.clone()))
+            .collect();
+        bus.publish_atomic(&msgs)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let batched = n as f64 / t.elapsed().as_secs_f64();
+    Ok((single, batched))
+}
+
+async fn throughput(
+    mode: Sync,
+    nodes: usize,
+    workloads: usize,
+    rate: u64,
+    latency_secs: u64,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = NatsServer::start(dir.path(), "127.0.0.1", 0, mode)?;
+    let bus = Bus::connect(&server.url, "loadtest").await?;
+    let (single, batched) = raw_append_rate(&bus).await?;
+    println!(
+        "raw JetStream appends (300 B): {single:.0}/s one by one (256 in flight), {batched:.0}/s in atomic batches of 500"
+    );
+    bus.ensure(&Topology::default()).await?;
+
+    // Observe `scheduled` and `started` as they are stored.
+    let seen: Arc<std::sync::Mutex<(HashMap<String, Instant>, HashMap<String, Instant>)>> =
+        Default::default();
+    let mut sub = bus.client.subscribe("bulkhead.evt.wl.*.*").await?;
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            let now = Instant::now();
+            let Some(id) = subjects::workload_of(&m.subject) else {
+                continue;
+            };
+            let mut g = s.lock().expect("lock");
+            if m.subject.ends_with(".scheduled") {
+                g.0.insert(id.to_owned(), now);
+            } else if m.subject.ends_with(".started") {
+                g.1.insert(id.to_owned(), now);
+            }
+        }
+    });
+
+    let t = Instant::now();
+    let mut handles = Vec::with_capacity(nodes);
+    for i in 0..nodes {
+        let name = format!("sim-{i}");
+        let (rt, exits) = SimRuntime::new(&name, vec![RuntimeClass::Runc], Duration::ZERO);
+        let cfg = NodeConfig {
+            name,
+            capacity: Resources {
+                memory_mb: 64 * 1024,
+                cpu_millicores: 64_000,
+                slots: 1000,
+            },
+            labels: BTreeMap::new(),
+            heartbeat_ms: 5000,
+        };
+        handles.push(bulkhead::node_svc::start(&bus, cfg, Arc::new(rt), exits).await?);
+    }
+    println!("{nodes} sim nodes up in {:.1} s", t.elapsed().as_secs_f64());
+    let sched = tokio::spawn(scheduler_svc::run(bus.clone(), SchedulerConfig::default()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Phase 1: a burst of `workloads` submissions, published in atomic batches.
+    let t0 = Instant::now();
+    let mut submitted_at = HashMap::with_capacity(workloads);
+    for chunk in (0..workloads).collect::<Vec<_>>().chunks(MAX_BATCH) {
+        let msgs: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                let id = format!("burst-{i}");
+                submitted_at.insert(id.clone(), Instant::now());
+                (
+                    subjects::CMD_SUBMIT.to_owned(),
+                    HeaderMap::new(),
+                    Bytes::from(spec(&id)),
+                )
+            })
+            .collect();
+        bus.publish_atomic(&msgs)
+            .await
+            .map_err(|e| anyhow::anyhow!("submit: {e}"))?;
+    }
+    let ingest = t0.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let started = seen.lock().expect("lock").1.len();
+        if started >= workloads || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (first_sched, last_sched, last_started, n_sched, n_started) = {
+        let g = seen.lock().expect("lock");
+        let first = g.0.values().min().copied().unwrap_or(t0);
+        let last = g.0.values().max().copied().unwrap_or(t0);
+        let last_started = g.1.values().max().copied().unwrap_or(t0);
+        (first, last, last_started, g.0.len(), g.1.len())
+    };
+    let place_rate = n_sched as f64
+        / last_sched
+            .duration_since(first_sched)
+            .as_secs_f64()
+            .max(1e-3);
+    println!(
+        "burst: {workloads} submitted in {:.2} s ({:.0}/s ingest); {n_sched} placed at {place_rate:.0} placements/s; {n_started} running after {:.2} s",
+        ingest.as_secs_f64(),
+        workloads as f64 / ingest.as_secs_f64(),
+        last_started.duration_since(t0).as_secs_f64()
+    );
+
+    // Phase 2: a steady rate, one submission at a time, latency submit → running.
+    let n = (rate * latency_secs) as usize;
+    let every = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut times = Vec::with_capacity(n);
+    let start = tokio::time::Instant::now();
+    for i in 0..n {
+        tokio::time::sleep_until(start + every * i as u32).await;
+        let id = format!("steady-{i}");
+        times.push((id.clone(), Instant::now()));
+        bus.client
+            .publish(subjects::CMD_SUBMIT, spec(&id).into())
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut lat: Vec<Duration> = {
+        let g = seen.lock().expect("lock");
+        times
+            .iter()
+            .filter_map(|(id, t)| g.1.get(id).map(|s| s.duration_since(*t)))
+            .collect()
+    };
+    lat.sort();
+    println!(
+        "steady {rate}/s for {latency_secs} s: {} of {n} running; submit→running p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        lat.len(),
+        pct(&lat, 0.5).as_secs_f64() * 1e3,
+        pct(&lat, 0.99).as_secs_f64() * 1e3,
+        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    sched.abort();
+    drop(handles);
+    let _ = submitted_at;
+
+    // Restart-to-ready and memory: rebuild a scheduler projection from the whole log.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib();
+    let t = Instant::now();
+    let (core, _follower) = scheduler_svc::rebuild(&bus).await?;
+    let ready = t.elapsed();
+    let after = rss_kib();
+    let count = core.projection.len();
+    println!(
+        "scheduler restart-to-ready with {count} workloads in the log: {:.2} s; resident memory +{} KiB ({:.2} KiB per workload)",
+        ready.as_secs_f64(),
+        after.saturating_sub(before),
+        after.saturating_sub(before) as f64 / count.max(1) as f64
+    );
+    drop(core);
+    drop(server);
+    Ok(())
+}
