@@ -54,6 +54,8 @@ pub struct Workload {
     pub events: u32,
     /// Stream sequence of the submission that created it.
     pub cmd_seq: u64,
+    /// Trace context of its admission: later events of the workload join that trace.
+    pub traceparent: Option<Box<str>>,
 }
 
 impl Workload {
@@ -216,6 +218,7 @@ impl Projection {
                         head,
                         events: 1,
                         cmd_seq: a.cmd_seq,
+                        traceparent: ev.traceparent.as_deref().map(Into::into),
                     },
                 );
                 return Ok(changes);
@@ -238,6 +241,7 @@ impl Projection {
                         head,
                         events: 1,
                         cmd_seq: r.cmd_seq,
+                        traceparent: None,
                     },
                 );
                 return Ok(changes);

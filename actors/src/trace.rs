@@ -20,7 +20,8 @@ pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
 
 /// The `traceparent` of `span`, when tracing with OpenTelemetry is on.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    let cx = span.context();
+    // The OpenTelemetry layer starts the span's OTel side on first entry.
+    let cx = span.in_scope(|| span.context());
     if !cx.span().span_context().is_valid() {
         return None;
     }

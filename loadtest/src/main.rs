@@ -78,6 +78,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// When each workload was seen `scheduled` and `started`.
+type Observed = (HashMap<String, Instant>, HashMap<String, Instant>);
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -159,8 +162,7 @@ async fn throughput(
     bus.ensure(&Topology::default()).await?;
 
     // Observe `scheduled` and `started` as they are stored.
-    let seen: Arc<std::sync::Mutex<(HashMap<String, Instant>, HashMap<String, Instant>)>> =
-        Default::default();
+    let seen: Arc<std::sync::Mutex<Observed>> = Default::default();
     let mut sub = bus.client.subscribe("bulkhead.evt.wl.*.*").await?;
     let s = seen.clone();
     tokio::spawn(async move {

@@ -47,3 +47,23 @@ pub fn init(service: &str, default_filter: &str) -> anyhow::Result<Telemetry> {
     }
     Ok(Telemetry { provider })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn spans_carry_w3c_trace_context_across_messages() {
+        let _t = super::init("test", "info").unwrap();
+        let root = tracing::info_span!("admit");
+        let tp = bulkhead_actors::trace::traceparent(&root).expect("a root span has a traceparent");
+        assert_eq!(tp.split('-').count(), 4, "{tp}");
+        let child = tracing::info_span!("start");
+        bulkhead_actors::trace::set_parent(&child, Some(&tp));
+        let child_tp = bulkhead_actors::trace::traceparent(&child).unwrap();
+        assert_eq!(
+            child_tp.split('-').nth(1),
+            tp.split('-').nth(1),
+            "same trace"
+        );
+        assert_ne!(child_tp, tp, "its own span id");
+    }
+}
