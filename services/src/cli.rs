@@ -185,20 +185,41 @@ pub async fn get(bus: &Bus, id: &str) -> anyhow::Result<i32> {
     }
 }
 
-pub async fn list(bus: &Bus, req: ListRequest, json: bool) -> anyhow::Result<i32> {
-    let body =
-        match api_request(bus, subjects::API_WORKLOADS_LIST, serde_json::to_vec(&req)?).await? {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("{e}");
-                return Ok(exit::ERROR);
-            }
-        };
-    let reply: ListReply = serde_json::from_slice(&body)?;
+/// Asks the query API. On a service error, prints it; with `json`, prints the reply.
+/// Either way the command is then done: `Err` carries its exit code.
+async fn query<T: serde::de::DeserializeOwned + serde::Serialize>(
+    bus: &Bus,
+    subject: &str,
+    payload: Vec<u8>,
+    json: bool,
+) -> anyhow::Result<Result<T, i32>> {
+    let body = match api_request(bus, subject, payload).await? {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(Err(exit::ERROR));
+        }
+    };
+    let reply: T = serde_json::from_slice(&body)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&reply)?);
-        return Ok(exit::OK);
+        return Ok(Err(exit::OK));
     }
+    Ok(Ok(reply))
+}
+
+pub async fn list(bus: &Bus, req: ListRequest, json: bool) -> anyhow::Result<i32> {
+    let reply: ListReply = match query(
+        bus,
+        subjects::API_WORKLOADS_LIST,
+        serde_json::to_vec(&req)?,
+        json,
+    )
+    .await?
+    {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -242,18 +263,10 @@ pub async fn list(bus: &Bus, req: ListRequest, json: bool) -> anyhow::Result<i32
 }
 
 pub async fn nodes(bus: &Bus, json: bool) -> anyhow::Result<i32> {
-    let body = match api_request(bus, subjects::API_NODES_LIST, Vec::new()).await? {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(exit::ERROR);
-        }
+    let reply: NodesReply = match query(bus, subjects::API_NODES_LIST, Vec::new(), json).await? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
     };
-    let reply: NodesReply = serde_json::from_slice(&body)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&reply)?);
-        return Ok(exit::OK);
-    }
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
