@@ -5,6 +5,7 @@ pub mod log;
 pub mod node;
 pub mod placement;
 pub mod projection;
+pub mod reconcile;
 pub mod runtime;
 pub mod scheduler;
 pub mod scheduler_actor;

@@ -81,7 +81,12 @@ mod tests {
 
     #[test]
     fn seal_chains_events_after_the_head() {
-        let body = || EventBody::StopRequested(StopRequested { cmd_seq: 1 });
+        let body = || {
+            EventBody::StopRequested(StopRequested {
+                cmd_seq: 1,
+                grace_secs: None,
+            })
+        };
         let mut a = WorkloadAppend {
             workload: "w".into(),
             head: Some(Head {

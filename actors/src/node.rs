@@ -1,19 +1,30 @@
 //! The node: turns operations from its ops subject into runtime calls and runtime facts
-//! into events (`started`, `exited`, `stopped`); reports its capacity by heartbeat.
+//! into events (`started`, `exited`, `stopped`); reconciles with its runtime after a
+//! restart; reports its capacity and isolation by heartbeat.
+//!
+//! Runtime calls (pulls, starts, stops with a grace period) run in tasks, never in the
+//! handler: their results come back as a message, so heartbeats and exits keep flowing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bulkhead_schemas::event::{Event, EventBody, Exited, Started, Stopped};
-use bulkhead_schemas::{ChainHead, NodeHeartbeat, NodeOp, Resources};
-use futures::future::join_all;
+use bulkhead_schemas::node::IsolationReport;
+use bulkhead_schemas::{ChainHead, NodeHeartbeat, NodeOp, Resources, RuntimeClass};
+use futures::FutureExt;
+use futures::future::{BoxFuture, join_all};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::log::{EventLog, Outcome, WorkloadAppend};
 use crate::projection::Head;
-use crate::runtime::{ContainerRuntime, ExitNotice, StartSpec};
+use crate::reconcile::{Action, LogView, reconcile};
+use crate::runtime::{ContainerRuntime, ExitNotice, RuntimeError, StartSpec};
+
+/// Exits seen before their start finished are kept this long (in count) at most.
+const MAX_EARLY_EXITS: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -21,6 +32,8 @@ pub struct NodeConfig {
     pub capacity: Resources,
     pub labels: BTreeMap<String, String>,
     pub heartbeat_ms: u64,
+    /// Grace period of a stop that names none.
+    pub stop_grace: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -37,6 +50,15 @@ pub struct NodeCore {
     containers: HashMap<String, Container>,
     by_replica: HashMap<(String, u32), String>,
     heads: HashMap<String, Head>,
+    /// Per replica, the head sequence of the last start op taken: a redelivered op (same
+    /// or older head) is not started again.
+    handled: HashMap<(String, u32), u64>,
+    /// Containers being stopped: their exit is a `stopped`, not an `exited`.
+    stopping: HashSet<String>,
+    /// Exits reported before the start that made the container was recorded.
+    early_exits: HashMap<String, ExitNotice>,
+    /// Events whose append failed, retried on the next heartbeat.
+    unlogged: Vec<(String, Event)>,
 }
 
 impl NodeCore {
@@ -46,6 +68,10 @@ impl NodeCore {
             containers: HashMap::new(),
             by_replica: HashMap::new(),
             heads: HashMap::new(),
+            handled: HashMap::new(),
+            stopping: HashSet::new(),
+            early_exits: HashMap::new(),
+            unlogged: Vec::new(),
         }
     }
 
@@ -65,17 +91,35 @@ impl NodeCore {
 
     /// Remembers the newest head known for a workload.
     fn learn(&mut self, workload: &str, head: &ChainHead) {
-        let Some(hash) = parse_hash(&head.hash) else {
-            return;
-        };
-        let h = Head {
-            seq: head.seq,
-            hash,
-        };
+        if let Some(hash) = parse_hash(&head.hash) {
+            self.learn_head(
+                workload,
+                Head {
+                    seq: head.seq,
+                    hash,
+                },
+            );
+        }
+    }
+
+    fn learn_head(&mut self, workload: &str, h: Head) {
         let e = self.heads.entry(workload.to_owned()).or_insert(h);
         if h.seq > e.seq {
             *e = h;
         }
+    }
+
+    /// Whether a start op with this head is new for the replica (and takes it if so).
+    fn take_start(&mut self, workload: &str, replica: u32, head_seq: u64) -> bool {
+        if self.container_of(workload, replica).is_some() {
+            return false;
+        }
+        let key = (workload.to_owned(), replica);
+        if self.handled.get(&key).is_some_and(|&s| s >= head_seq) {
+            return false;
+        }
+        self.handled.insert(key, head_seq);
+        true
     }
 
     fn record(&mut self, container: String, workload: &str, replica: u32, need: Resources) {
@@ -97,6 +141,34 @@ impl NodeCore {
         Some(c)
     }
 
+    fn event(&self, workload: &str, body: EventBody) -> Event {
+        Event::new(&self.service(), workload, None, body)
+    }
+
+    fn exited(&self, workload: &str, replica: u32, n: ExitNotice) -> Event {
+        self.event(
+            workload,
+            EventBody::Exited(Exited {
+                replica,
+                node: self.config.name.clone(),
+                code: n.code,
+                reason: n.reason,
+                finished_at: n.finished_at,
+            }),
+        )
+    }
+
+    fn started(&self, workload: &str, replica: u32, container: &str) -> Event {
+        self.event(
+            workload,
+            EventBody::Started(Started {
+                replica,
+                node: self.config.name.clone(),
+                container: container.to_owned(),
+            }),
+        )
+    }
+
     /// Groups events by workload into appends after each workload's known head.
     fn appends(&self, events: Vec<(String, Event)>) -> Vec<WorkloadAppend> {
         let mut by: BTreeMap<String, Vec<Event>> = BTreeMap::new();
@@ -113,9 +185,14 @@ impl NodeCore {
             .collect()
     }
 
-    fn stored(&mut self, outcomes: &[Outcome], appends: &[WorkloadAppend]) -> Vec<String> {
-        let mut failures = Vec::new();
-        for (o, a) in outcomes.iter().zip(appends) {
+    /// Takes the heads of stored appends; returns the events of failed ones.
+    fn stored(
+        &mut self,
+        outcomes: Vec<Outcome>,
+        appends: Vec<WorkloadAppend>,
+    ) -> Vec<(String, Event)> {
+        let mut failed = Vec::new();
+        for (o, a) in outcomes.into_iter().zip(appends) {
             match o {
                 Outcome::Stored(s) => {
                     if let Some(last) = s.last() {
@@ -128,17 +205,22 @@ impl NodeCore {
                         );
                     }
                 }
-                Outcome::Conflict => failures.push(format!("{}: conflict", a.workload)),
-                Outcome::Failed(e) => failures.push(format!("{}: {e}", a.workload)),
+                Outcome::Conflict | Outcome::Failed(_) => {
+                    if let Outcome::Failed(e) = &o {
+                        warn!(workload = %a.workload, error = %e, "could not log; will retry");
+                    }
+                    failed.extend(a.events.into_iter().map(|e| (a.workload.clone(), e)));
+                }
             }
         }
-        failures
+        failed
     }
 
     pub fn heartbeat(
         &self,
         runtime: &str,
-        classes: Vec<bulkhead_schemas::RuntimeClass>,
+        classes: Vec<RuntimeClass>,
+        isolation: Vec<IsolationReport>,
     ) -> NodeHeartbeat {
         let used = self
             .containers
@@ -154,6 +236,7 @@ impl NodeCore {
             running: self.containers.len() as u32,
             interval_ms: self.config.heartbeat_ms,
             at: bulkhead_schemas::now_rfc3339(),
+            isolation,
         }
     }
 }
@@ -168,10 +251,42 @@ pub trait HeartbeatSink: Clone + Send + Sync + 'static {
     fn beat(&self, hb: NodeHeartbeat) -> impl Future<Output = Result<(), String>> + Send;
 }
 
+/// What reconciliation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub adopted: usize,
+    pub exited: usize,
+    pub vanished: usize,
+    pub removed: usize,
+}
+
+/// The result of one runtime call made for an ops message.
+pub enum OpResult {
+    Start {
+        workload: String,
+        replica: u32,
+        need: Resources,
+        traceparent: Option<String>,
+        result: Result<String, RuntimeError>,
+    },
+    Stop {
+        workload: String,
+        replica: u32,
+        container: String,
+        need: Resources,
+        traceparent: Option<String>,
+        result: Result<(), RuntimeError>,
+    },
+}
+
 pub enum NodeMsg {
     /// Operations from the node's ops subject; the reply says when they are done and logged.
     Ops(Vec<NodeOp>, RpcReplyPort<Result<(), String>>),
+    /// The runtime calls of an ops message finished.
+    OpsDone(Vec<OpResult>, RpcReplyPort<Result<(), String>>),
     Exit(ExitNotice),
+    /// Compare the log's view with the runtime and act; sent once at start, before ops.
+    Reconcile(LogView, RpcReplyPort<Result<ReconcileReport, String>>),
     Heartbeat,
 }
 
@@ -207,7 +322,7 @@ impl<R: ContainerRuntime, L: EventLog, H: HeartbeatSink> Actor for NodeActor<R, 
         myself: ActorRef<NodeMsg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let every = std::time::Duration::from_millis(args.config.heartbeat_ms.max(10));
+        let every = Duration::from_millis(args.config.heartbeat_ms.max(10));
         myself.send_interval(every, || NodeMsg::Heartbeat);
         let _ = myself.send_message(NodeMsg::Heartbeat);
         Ok(NodeState {
@@ -220,40 +335,57 @@ impl<R: ContainerRuntime, L: EventLog, H: HeartbeatSink> Actor for NodeActor<R, 
 
     async fn handle(
         &self,
-        _me: ActorRef<NodeMsg>,
+        myself: ActorRef<NodeMsg>,
         msg: NodeMsg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             NodeMsg::Ops(ops, reply) => {
-                let r = handle_ops(st, ops).await;
+                let work = take_ops(st, ops);
+                if work.is_empty() {
+                    let _ = reply.send(Ok(()));
+                } else {
+                    tokio::spawn(async move {
+                        let results = join_all(work).await;
+                        let _ = myself.send_message(NodeMsg::OpsDone(results, reply));
+                    });
+                }
+            }
+            NodeMsg::OpsDone(results, reply) => {
+                let r = ops_done(st, results).await;
                 let _ = reply.send(r);
             }
             NodeMsg::Exit(notice) => {
+                if st.core.stopping.contains(&notice.container) {
+                    return Ok(());
+                }
                 let Some(c) = st.core.forget(&notice.container) else {
+                    if st.core.early_exits.len() >= MAX_EARLY_EXITS {
+                        st.core.early_exits.clear();
+                    }
+                    st.core.early_exits.insert(notice.container.clone(), notice);
                     return Ok(());
                 };
-                let node = st.core.config.name.clone();
-                let body = EventBody::Exited(Exited {
-                    replica: c.replica,
-                    node,
-                    code: notice.code,
-                    reason: notice.reason,
-                    finished_at: notice.finished_at,
-                });
-                let ev = Event::new(&st.core.service(), &c.workload, None, body);
-                let appends = st.core.appends(vec![(c.workload, ev)]);
-                let out = st.log.append(appends.clone()).await;
-                for f in st.core.stored(&out, &appends) {
-                    warn!(failure = %f, "could not log exit");
-                }
+                remove_later(st, &notice.container);
+                let ev = st.core.exited(&c.workload, c.replica, notice);
+                log_events(st, vec![(c.workload, ev)]).await;
+            }
+            NodeMsg::Reconcile(view, reply) => {
+                let r = reconcile_with_runtime(st, view).await;
+                let _ = reply.send(r);
             }
             NodeMsg::Heartbeat => {
-                let hb = st
-                    .core
-                    .heartbeat(st.runtime.kind(), st.runtime.runtime_classes());
+                let hb = st.core.heartbeat(
+                    st.runtime.kind(),
+                    st.runtime.runtime_classes(),
+                    st.runtime.isolation(),
+                );
                 if let Err(e) = st.sink.beat(hb).await {
                     warn!(error = %e, "heartbeat failed");
+                }
+                if !st.core.unlogged.is_empty() {
+                    let retry = std::mem::take(&mut st.core.unlogged);
+                    log_events(st, retry).await;
                 }
             }
         }
@@ -261,14 +393,13 @@ impl<R: ContainerRuntime, L: EventLog, H: HeartbeatSink> Actor for NodeActor<R, 
     }
 }
 
-async fn handle_ops<R: ContainerRuntime, L: EventLog, H: HeartbeatSink>(
+/// Takes the ops that need doing and returns their runtime calls, not yet run.
+fn take_ops<R: ContainerRuntime, L, H>(
     st: &mut NodeState<R, L, H>,
     ops: Vec<NodeOp>,
-) -> Result<(), String> {
+) -> Vec<BoxFuture<'static, OpResult>> {
     let node = st.core.config.name.clone();
-    let service = st.core.service();
-    let mut starts = Vec::new();
-    let mut events: Vec<(String, Event)> = Vec::new();
+    let mut work = Vec::new();
     for op in ops {
         match op {
             NodeOp::Start {
@@ -279,8 +410,8 @@ async fn handle_ops<R: ContainerRuntime, L: EventLog, H: HeartbeatSink>(
                 traceparent,
             } => {
                 st.core.learn(&workload, &head);
-                if st.core.container_of(&workload, replica).is_some() {
-                    continue; // already running: a redelivered op
+                if !st.core.take_start(&workload, replica, head.seq) {
+                    continue; // running already, or a redelivered op
                 }
                 let span = info_span!("start", workload = %workload, replica, node = %node);
                 crate::set_parent(&span, traceparent.as_deref());
@@ -292,76 +423,237 @@ async fn handle_ops<R: ContainerRuntime, L: EventLog, H: HeartbeatSink>(
                     node: node.clone(),
                     spec,
                 };
-                starts.push(async move {
-                    (
-                        workload,
-                        replica,
-                        need,
-                        traceparent,
-                        rt.start(req).instrument(span).await,
-                    )
-                });
+                work.push(
+                    async move {
+                        let result = rt.start(req).instrument(span).await;
+                        OpResult::Start {
+                            workload,
+                            replica,
+                            need,
+                            traceparent,
+                            result,
+                        }
+                    }
+                    .boxed(),
+                );
             }
             NodeOp::Stop {
                 workload,
                 replica,
                 head,
-                ..
+                grace_secs,
+                traceparent,
             } => {
                 st.core.learn(&workload, &head);
                 let Some(container) = st.core.container_of(&workload, replica).map(str::to_owned)
                 else {
                     continue;
                 };
-                if let Err(e) = st.runtime.stop(&container).await {
-                    warn!(%workload, replica, error = %e, "stop failed");
+                let Some(c) = st.core.forget(&container) else {
+                    continue;
+                };
+                st.core.stopping.insert(container.clone());
+                let grace = grace_secs
+                    .map(|s| Duration::from_secs(s.into()))
+                    .unwrap_or(st.core.config.stop_grace);
+                let span = info_span!("stop", workload = %workload, replica, node = %node);
+                crate::set_parent(&span, traceparent.as_deref());
+                let rt = st.runtime.clone();
+                work.push(
+                    async move {
+                        let result = rt.stop(&container, grace).instrument(span).await;
+                        OpResult::Stop {
+                            workload,
+                            replica,
+                            container,
+                            need: c.need,
+                            traceparent,
+                            result,
+                        }
+                    }
+                    .boxed(),
+                );
+            }
+        }
+    }
+    work
+}
+
+/// Records what the runtime calls did and logs it.
+async fn ops_done<R: ContainerRuntime, L: EventLog, H>(
+    st: &mut NodeState<R, L, H>,
+    results: Vec<OpResult>,
+) -> Result<(), String> {
+    let node = st.core.config.name.clone();
+    let mut events: Vec<(String, Event)> = Vec::new();
+    let mut failures = Vec::new();
+    for r in results {
+        match r {
+            OpResult::Start {
+                workload,
+                replica,
+                need,
+                traceparent,
+                result,
+            } => {
+                let mut evs = match result {
+                    Ok(container) => {
+                        let mut evs = vec![st.core.started(&workload, replica, &container)];
+                        match st.core.early_exits.remove(&container) {
+                            Some(exit) => {
+                                remove_later(st, &container);
+                                evs.push(st.core.exited(&workload, replica, exit));
+                            }
+                            None => st.core.record(container, &workload, replica, need),
+                        }
+                        evs
+                    }
+                    Err(e) => vec![st.core.exited(
+                        &workload,
+                        replica,
+                        ExitNotice {
+                            container: String::new(),
+                            code: -1,
+                            reason: e.to_string(),
+                            finished_at: bulkhead_schemas::now_rfc3339(),
+                        },
+                    )],
+                };
+                for ev in &mut evs {
+                    ev.traceparent = traceparent.clone();
+                }
+                events.extend(evs.into_iter().map(|e| (workload.clone(), e)));
+            }
+            OpResult::Stop {
+                workload,
+                replica,
+                container,
+                need,
+                traceparent,
+                result,
+            } => {
+                st.core.stopping.remove(&container);
+                if let Err(e) = result {
+                    // Still there: keep it, and let the redelivered op try again.
+                    failures.push(format!("{workload}/{replica}: {e}"));
+                    st.core.record(container, &workload, replica, need);
                     continue;
                 }
-                st.core.forget(&container);
-                let ev = Event::new(
-                    &service,
+                let mut ev = st.core.event(
                     &workload,
-                    None,
                     EventBody::Stopped(Stopped {
                         replica,
                         node: node.clone(),
                     }),
                 );
+                ev.traceparent = traceparent;
                 events.push((workload, ev));
             }
         }
     }
-    for (workload, replica, need, traceparent, result) in join_all(starts).await {
-        let body = match result {
-            Ok(container) => {
-                st.core.record(container.clone(), &workload, replica, need);
-                EventBody::Started(Started {
-                    replica,
-                    node: node.clone(),
-                    container,
-                })
-            }
-            Err(e) => EventBody::Exited(Exited {
-                replica,
-                node: node.clone(),
-                code: -1,
-                reason: e.to_string(),
-                finished_at: bulkhead_schemas::now_rfc3339(),
-            }),
-        };
-        let mut ev = Event::new(&service, &workload, None, body);
-        ev.traceparent = traceparent;
-        events.push((workload, ev));
-    }
-    if events.is_empty() {
-        return Ok(());
-    }
-    let appends = st.core.appends(events);
-    let out = st.log.append(appends.clone()).await;
-    let failures = st.core.stored(&out, &appends);
+    log_events(st, events).await;
     if failures.is_empty() {
         Ok(())
     } else {
         Err(failures.join("; "))
     }
+}
+
+/// Appends events; what fails is kept and retried on the next heartbeat.
+async fn log_events<R, L: EventLog, H>(st: &mut NodeState<R, L, H>, events: Vec<(String, Event)>) {
+    if events.is_empty() {
+        return;
+    }
+    let appends = st.core.appends(events);
+    let out = st.log.append(appends.clone()).await;
+    let failed = st.core.stored(out, appends);
+    st.core.unlogged.extend(failed);
+}
+
+/// Removes an ended container in the background (its log file stays).
+fn remove_later<R: ContainerRuntime, L, H>(st: &NodeState<R, L, H>, container: &str) {
+    let rt = st.runtime.clone();
+    let container = container.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = rt.stop(&container, Duration::ZERO).await {
+            warn!(%container, error = %e, "could not remove an ended container");
+        }
+    });
+}
+
+async fn reconcile_with_runtime<R: ContainerRuntime, L: EventLog, H>(
+    st: &mut NodeState<R, L, H>,
+    view: LogView,
+) -> Result<ReconcileReport, String> {
+    for (w, h) in view.heads {
+        st.core.learn_head(&w, h);
+    }
+    st.core.handled.extend(view.handled);
+    let node = st.core.config.name.clone();
+    let observed = st.runtime.observe(&node).await.map_err(|e| e.to_string())?;
+    let mut report = ReconcileReport::default();
+    let mut events = Vec::new();
+    for action in reconcile(&view.desired, &observed) {
+        match action {
+            Action::Adopt {
+                workload,
+                replica,
+                container,
+                need,
+                log_started,
+            } => {
+                info!(%workload, replica, %container, "adopting a running container");
+                if log_started {
+                    events.push((
+                        workload.clone(),
+                        st.core.started(&workload, replica, &container),
+                    ));
+                }
+                st.core.record(container, &workload, replica, need);
+                report.adopted += 1;
+            }
+            Action::LogExit {
+                workload,
+                replica,
+                exit,
+                log_started,
+            } => {
+                info!(%workload, replica, code = exit.code, "container exited while the node was down");
+                let container = exit.container.clone();
+                if log_started {
+                    events.push((
+                        workload.clone(),
+                        st.core.started(&workload, replica, &container),
+                    ));
+                }
+                events.push((workload.clone(), st.core.exited(&workload, replica, exit)));
+                remove_later(st, &container);
+                report.exited += 1;
+            }
+            Action::Vanished {
+                workload,
+                replica,
+                container,
+            } => {
+                warn!(%workload, replica, %container, "container vanished while the node was down");
+                let exit = ExitNotice {
+                    container,
+                    code: -1,
+                    reason: "vanished: the runtime no longer has the container".into(),
+                    finished_at: bulkhead_schemas::now_rfc3339(),
+                };
+                events.push((workload.clone(), st.core.exited(&workload, replica, exit)));
+                report.vanished += 1;
+            }
+            Action::Remove { container, why } => {
+                info!(%container, why, "removing a container");
+                if let Err(e) = st.runtime.stop(&container, Duration::ZERO).await {
+                    warn!(%container, error = %e, "could not remove");
+                }
+                report.removed += 1;
+            }
+        }
+    }
+    log_events(st, events).await;
+    Ok(report)
 }

@@ -542,7 +542,10 @@ mod tests {
         p.apply(
             3,
             h,
-            &ev(EventBody::StopRequested(StopRequested { cmd_seq: 2 })),
+            &ev(EventBody::StopRequested(StopRequested {
+                cmd_seq: 2,
+                grace_secs: None,
+            })),
         )
         .unwrap();
         assert_eq!(p.get("w").unwrap().pending_replicas().count(), 0);

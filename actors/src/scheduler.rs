@@ -59,6 +59,7 @@ pub struct Plan {
 struct Effect {
     starts: Vec<(u32, Arc<str>)>,
     stop: bool,
+    grace_secs: Option<u32>,
     traceparent: Option<String>,
     new_pending: bool,
 }
@@ -288,10 +289,14 @@ impl SchedulerCore {
             plan.commands.push((cmd.cmd_seq, None));
             return;
         }
+        let grace_secs = stop
+            .grace_secs
+            .map(|g| g.min(bulkhead_schemas::command::MAX_GRACE_SECS));
         let ev = self.event(
             &stop.id,
             EventBody::StopRequested(StopRequested {
                 cmd_seq: cmd.cmd_seq,
+                grace_secs,
             }),
             cmd,
         );
@@ -304,6 +309,7 @@ impl SchedulerCore {
         });
         plan.effects.push(Effect {
             stop: true,
+            grace_secs,
             traceparent: cmd.traceparent.clone(),
             ..Effect::default()
         });
@@ -488,6 +494,7 @@ impl SchedulerCore {
                                         workload: workload.clone(),
                                         replica: replica as u32,
                                         head: head.clone(),
+                                        grace_secs: effect.grace_secs,
                                         traceparent: effect.traceparent.clone(),
                                     });
                             }
@@ -556,6 +563,7 @@ mod tests {
             running: 0,
             interval_ms: 1000,
             at: String::new(),
+            isolation: Vec::new(),
         }
     }
 

@@ -194,6 +194,7 @@ async fn throughput(
             },
             labels: BTreeMap::new(),
             heartbeat_ms: 5000,
+            stop_grace: Duration::from_secs(10),
         };
         handles.push(bulkhead::node_svc::start(&bus, cfg, Arc::new(rt), exits).await?);
     }

@@ -165,6 +165,8 @@ pub struct ReplicaRequested {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct StopRequested {
     pub cmd_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_secs: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]

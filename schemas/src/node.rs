@@ -62,6 +62,33 @@ pub struct NodeHeartbeat {
     /// Milliseconds between heartbeats.
     pub interval_ms: u64,
     pub at: String,
+    /// What the node's isolation probes observed, one report per runtime class it maps.
+    /// A class whose probe failed is not in `runtime_classes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub isolation: Vec<IsolationReport>,
+}
+
+/// The result of running a tiny probe workload in one runtime class.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct IsolationReport {
+    pub class: RuntimeClass,
+    /// The CRI runtime handler the class maps to.
+    pub handler: String,
+    /// The probe ran and the class isolates as it promises; only then is it advertised.
+    pub ok: bool,
+    /// Whether the sandbox saw the host's kernel (`/proc/version` identical to the host's).
+    /// Expected for `runc`; a failure for every other class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_kernel_visible: Option<bool>,
+    /// Kernel release seen inside the sandbox (`uname -r`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kernel: String,
+    /// What went wrong, or what was seen.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// Milliseconds the probe took, sandbox to exit.
+    pub took_ms: u64,
+    pub at: String,
 }
 
 /// A message on `bulkhead.node.<node>.ops`: operations for one node, in order.
@@ -86,6 +113,9 @@ pub enum NodeOp {
         workload: String,
         replica: u32,
         head: ChainHead,
+        /// Seconds the container gets between SIGTERM and SIGKILL; the node's default when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_secs: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         traceparent: Option<String>,
     },

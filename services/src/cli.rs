@@ -357,9 +357,11 @@ pub async fn events(
     Ok(exit::OK)
 }
 
-pub async fn stop(bus: &Bus, id: &str) -> anyhow::Result<i32> {
-    let payload =
-        serde_json::to_vec(&bulkhead_schemas::command::StopCommand { id: id.to_owned() })?;
+pub async fn stop(bus: &Bus, id: &str, grace_secs: Option<u32>) -> anyhow::Result<i32> {
+    let payload = serde_json::to_vec(&bulkhead_schemas::command::StopCommand {
+        id: id.to_owned(),
+        grace_secs,
+    })?;
     bus.js
         .publish(subjects::CMD_STOP, payload.into())
         .await?

@@ -4,9 +4,11 @@
 pub mod api;
 pub mod bus;
 pub mod cli;
+pub mod cri;
 pub mod follow;
 pub mod lease;
 pub mod natsd;
+pub mod node_config;
 pub mod node_svc;
 pub mod scheduler_svc;
 pub mod sim;

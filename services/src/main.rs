@@ -1,19 +1,19 @@
 //! `bulkhead`: run the services (`up`, `scheduler`, `node`, `api`) or talk to them
 //! (`submit`, `get`, `list`, `nodes`, `events`, `stop`).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use bulkhead::bus::{Bus, Topology};
+use bulkhead::cri::CriRuntime;
 use bulkhead::natsd::{NatsServer, Sync};
+use bulkhead::node_config::NodeFile;
 use bulkhead::scheduler_svc::{self, SchedulerConfig};
 use bulkhead::sim::SimRuntime;
 use bulkhead::{api, cli, node_svc, telemetry};
-use bulkhead_actors::node::NodeConfig;
-use bulkhead_schemas::Resources;
+use bulkhead_actors::runtime::ContainerRuntime;
 use bulkhead_schemas::api::{ListRequest, WorkloadState};
 use bulkhead_schemas::spec::RuntimeClass;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -110,88 +110,132 @@ enum Cmd {
         json: bool,
     },
     /// Stop every replica of a workload.
-    Stop { id: String },
+    Stop {
+        id: String,
+        /// Seconds each container gets between SIGTERM and SIGKILL (node default: 10).
+        #[arg(long)]
+        grace: Option<u32>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum RuntimeKind {
     /// In-memory containers for load tests: runs nothing.
     Sim,
-    /// A CRI runtime (containerd, CRI-O, …): not available yet.
+    /// A CRI v1 runtime (containerd, CRI-O, Edera, Kata …) over its unix socket.
     Cri,
 }
 
+/// Node settings: a TOML file (`--config`), overridden by flags.
 #[derive(Args, Clone)]
 struct NodeArgs {
-    #[arg(long, default_value = "node")]
-    name: String,
-    #[arg(long, value_enum, default_value = "sim")]
-    runtime: RuntimeKind,
-    /// Runtime classes this node offers (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "runc")]
+    /// Node configuration file (TOML); see deploy/node.example.toml.
+    #[arg(long = "config")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, value_enum)]
+    runtime: Option<RuntimeKind>,
+    /// Runtime classes a sim node offers (comma-separated).
+    #[arg(long, value_delimiter = ',')]
     classes: Vec<String>,
-    #[arg(long, default_value_t = 16_384)]
-    memory_mb: u64,
-    #[arg(long, default_value_t = 8_000)]
-    cpu_millicores: u64,
-    #[arg(long, default_value_t = 110)]
-    slots: u32,
+    /// CRI endpoint (unix socket path).
+    #[arg(long)]
+    cri_socket: Option<PathBuf>,
+    /// Runtime class → CRI handler, CLASS=HANDLER (repeatable), e.g. gvisor=runsc.
+    #[arg(long = "handler")]
+    handlers: Vec<String>,
+    /// Directory of workload logs (CRI runtime).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// Image of the isolation probe (needs sh, uname, cat).
+    #[arg(long)]
+    probe_image: Option<String>,
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    #[arg(long)]
+    cpu_millicores: Option<u64>,
+    #[arg(long)]
+    slots: Option<u32>,
     /// Node labels, key=value (repeatable).
     #[arg(long = "label")]
     labels: Vec<String>,
-    #[arg(long, default_value_t = 1000)]
-    heartbeat_ms: u64,
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
     /// Start delay of sim containers, milliseconds.
-    #[arg(long, default_value_t = 0)]
-    sim_start_delay_ms: u64,
+    #[arg(long)]
+    sim_start_delay_ms: Option<u64>,
 }
 
 impl NodeArgs {
-    fn config(&self, name: String) -> anyhow::Result<(NodeConfig, Vec<RuntimeClass>)> {
-        let classes = self
-            .classes
-            .iter()
-            .map(|c| RuntimeClass::parse(c).with_context(|| format!("unknown runtime class {c}")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut labels = BTreeMap::new();
+    /// The configuration file (or the defaults) with the flags applied.
+    fn resolve(&self) -> anyhow::Result<NodeFile> {
+        let mut f = match &self.config {
+            Some(p) => NodeFile::load(p)?,
+            None => NodeFile::default(),
+        };
+        macro_rules! set {
+            ($($field:ident => $target:expr),* $(,)?) => {
+                $(if let Some(v) = &self.$field { $target = v.clone(); })*
+            };
+        }
+        set!(name => f.name, memory_mb => f.memory_mb, cpu_millicores => f.cpu_millicores,
+            slots => f.slots, heartbeat_ms => f.heartbeat_ms,
+            sim_start_delay_ms => f.sim_start_delay_ms, cri_socket => f.cri.socket,
+            log_dir => f.cri.log_dir, probe_image => f.cri.probe_image);
+        if let Some(r) = self.runtime {
+            f.runtime = match r {
+                RuntimeKind::Sim => "sim",
+                RuntimeKind::Cri => "cri",
+            }
+            .into();
+        }
+        if !self.classes.is_empty() {
+            f.classes = self
+                .classes
+                .iter()
+                .map(|c| {
+                    RuntimeClass::parse(c).with_context(|| format!("unknown runtime class {c}"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        for h in &self.handlers {
+            f.add_handler(h)?;
+        }
         for l in &self.labels {
             let (k, v) = l
                 .split_once('=')
                 .with_context(|| format!("label {l} is not key=value"))?;
-            labels.insert(k.to_owned(), v.to_owned());
+            f.labels.insert(k.to_owned(), v.to_owned());
         }
-        let capacity = Resources {
-            memory_mb: self.memory_mb,
-            cpu_millicores: self.cpu_millicores,
-            slots: self.slots,
-        };
-        Ok((
-            NodeConfig {
-                name,
-                capacity,
-                labels,
-                heartbeat_ms: self.heartbeat_ms,
-            },
-            classes,
-        ))
+        Ok(f)
     }
 }
 
-async fn start_node(
-    bus: &Bus,
-    args: &NodeArgs,
-    name: String,
-) -> anyhow::Result<node_svc::NodeHandle> {
-    if args.runtime == RuntimeKind::Cri {
-        anyhow::bail!("the cri runtime is not available in this version; use --runtime sim");
+async fn start_node(bus: &Bus, f: &NodeFile, name: String) -> anyhow::Result<node_svc::NodeHandle> {
+    let config = f.node_config(name.clone());
+    match f.runtime.as_str() {
+        "sim" => {
+            let (rt, exits) = SimRuntime::new(
+                &name,
+                f.classes.clone(),
+                Duration::from_millis(f.sim_start_delay_ms),
+            );
+            node_svc::start(bus, config, Arc::new(rt), exits).await
+        }
+        "cri" => {
+            let (rt, exits) = CriRuntime::connect(&name, f.cri.clone()).await?;
+            let offered = rt.runtime_classes();
+            for r in rt.isolation() {
+                info!(node = %name, class = %r.class, handler = %r.handler, ok = r.ok, detail = %r.detail, "isolation");
+            }
+            if offered.is_empty() {
+                tracing::warn!(node = %name, "no runtime class passed its isolation probe: this node offers nothing");
+            }
+            node_svc::start(bus, config, rt, exits).await
+        }
+        other => anyhow::bail!("unknown runtime {other:?} (sim or cri)"),
     }
-    let (config, classes) = args.config(name.clone())?;
-    let (rt, exits) = SimRuntime::new(
-        &name,
-        classes,
-        Duration::from_millis(args.sim_start_delay_ms),
-    );
-    node_svc::start(bus, config, Arc::new(rt), exits).await
 }
 
 async fn connect_service(url: &str, name: &str) -> anyhow::Result<Bus> {
@@ -259,6 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             bus.ensure(&Topology::default()).await?;
             let _api = api::start(&bus).await?;
             let sched = tokio::spawn(scheduler_svc::run(bus.clone(), SchedulerConfig::default()));
+            let node = node.resolve()?;
             let mut handles = Vec::new();
             for i in 0..nodes {
                 let name = if nodes == 1 {
@@ -287,6 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Node { node } => {
             let bus = connect_service(&cli.nats, "bulkhead-node").await?;
+            let node = node.resolve()?;
             let _h = start_node(&bus, &node, node.name.clone()).await?;
             shutdown_signal().await;
             Ok(cli::exit::OK)
@@ -346,7 +392,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let bus = Bus::connect(&cli.nats, "bulkhead-cli").await?;
             cli::events(&bus, workload.as_deref(), &types, from_start, json).await
         }
-        Cmd::Stop { id } => cli::stop(&Bus::connect(&cli.nats, "bulkhead-cli").await?, &id).await,
+        Cmd::Stop { id, grace } => {
+            cli::stop(&Bus::connect(&cli.nats, "bulkhead-cli").await?, &id, grace).await
+        }
     }
 }
 

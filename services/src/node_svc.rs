@@ -1,12 +1,15 @@
 //! The node service: announces the node, runs the node actor over a container runtime,
-//! feeds it the node's ops subject and the runtime's exits.
+//! reconciles the runtime with the log, then feeds the actor the node's ops subject and
+//! the runtime's exits.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
-use bulkhead_actors::node::{NodeActor, NodeArgs, NodeConfig, NodeMsg};
+use bulkhead_actors::node::{NodeActor, NodeArgs, NodeConfig, NodeMsg, ReconcileReport};
+use bulkhead_actors::projection::Projection;
+use bulkhead_actors::reconcile::LogView;
 use bulkhead_actors::runtime::{ContainerRuntime, ExitNotice};
 use bulkhead_schemas::event::{Event, EventBody, NodeJoined};
 use bulkhead_schemas::{NodeOps, subjects};
@@ -16,12 +19,15 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::bus::{Bus, KvHeartbeat, NatsLog};
+use crate::follow::Follower;
 use crate::scheduler_svc::AbortOnDrop;
 
 /// A running node; dropping it stops the node.
 pub struct NodeHandle {
     pub name: String,
     pub actor: ActorRef<NodeMsg>,
+    /// What reconciliation with the runtime did at start.
+    pub reconciled: ReconcileReport,
     _tasks: Vec<AbortOnDrop>,
 }
 
@@ -72,6 +78,12 @@ pub async fn start<R: ContainerRuntime>(
         },
     )
     .await?;
+
+    let view = log_view(bus, &name).await?;
+    let reconciled = ractor::call!(actor, NodeMsg::Reconcile, view)?
+        .map_err(|e| anyhow::anyhow!("reconciling with the runtime: {e}"))?;
+    info!(node = %name, adopted = reconciled.adopted, exited = reconciled.exited,
+        vanished = reconciled.vanished, removed = reconciled.removed, "reconciled with the runtime");
 
     let a = actor.clone();
     let exit_task = tokio::spawn(async move {
@@ -131,6 +143,19 @@ pub async fn start<R: ContainerRuntime>(
     Ok(NodeHandle {
         name,
         actor,
+        reconciled,
         _tasks: vec![AbortOnDrop(exit_task), AbortOnDrop(ops_task)],
     })
+}
+
+/// What the log says this node should run: a projection of the whole log, cut to the node.
+async fn log_view(bus: &Bus, node: &str) -> anyhow::Result<LogView> {
+    let mut follower = Follower::start(bus, 1).await?;
+    let mut projection = Projection::default();
+    follower
+        .catch_up(|s| {
+            let _ = projection.apply(s.seq, s.hash, &s.event);
+        })
+        .await;
+    Ok(LogView::of(&projection, node))
 }

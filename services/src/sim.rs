@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bulkhead_actors::runtime::{ContainerRuntime, ExitNotice, RuntimeError, StartSpec};
+use bulkhead_actors::runtime::{
+    ContainerRuntime, ExitNotice, Observed, ObservedStatus, RuntimeError, StartSpec,
+};
 use bulkhead_schemas::spec::RuntimeClass;
 use tokio::sync::mpsc;
 
@@ -15,11 +17,17 @@ use tokio::sync::mpsc;
 pub const SIM_EXIT_AFTER_MS: &str = "SIM_EXIT_AFTER_MS";
 pub const SIM_EXIT_CODE: &str = "SIM_EXIT_CODE";
 
+struct SimContainer {
+    workload: String,
+    replica: u32,
+    exit_task: Option<tokio::task::JoinHandle<()>>,
+}
+
 pub struct SimRuntime {
     classes: Vec<RuntimeClass>,
     start_delay: Duration,
     exits: mpsc::UnboundedSender<ExitNotice>,
-    containers: Mutex<HashMap<String, Option<tokio::task::JoinHandle<()>>>>,
+    containers: Mutex<HashMap<String, SimContainer>>,
     next: AtomicU64,
     prefix: String,
 }
@@ -51,8 +59,8 @@ impl SimRuntime {
     pub fn inject_exit(&self, container: &str, code: i32) -> bool {
         let found = self.containers.lock().expect("lock").remove(container);
         match found {
-            Some(task) => {
-                if let Some(t) = task {
+            Some(c) => {
+                if let Some(t) = c.exit_task {
                     t.abort();
                 }
                 let _ = self.exits.send(notice(container, code));
@@ -117,14 +125,36 @@ impl ContainerRuntime for SimRuntime {
                 let _ = exits.send(notice(&id, code));
             })
         });
-        containers.insert(id.clone(), task);
+        containers.insert(
+            id.clone(),
+            SimContainer {
+                workload: req.workload,
+                replica: req.replica,
+                exit_task: task,
+            },
+        );
         Ok(id)
     }
 
-    async fn stop(&self, container: &str) -> Result<(), RuntimeError> {
-        if let Some(Some(task)) = self.containers.lock().expect("lock").remove(container) {
-            task.abort();
+    async fn stop(&self, container: &str, _grace: Duration) -> Result<(), RuntimeError> {
+        let found = self.containers.lock().expect("lock").remove(container);
+        if let Some(t) = found.and_then(|c| c.exit_task) {
+            t.abort();
         }
         Ok(())
+    }
+
+    /// Sim containers live in this process only: a restarted sim node holds none.
+    async fn observe(&self, _node: &str) -> Result<Vec<Observed>, RuntimeError> {
+        let containers = self.containers.lock().expect("lock");
+        Ok(containers
+            .iter()
+            .map(|(id, c)| Observed {
+                container: id.clone(),
+                workload: c.workload.clone(),
+                replica: c.replica,
+                status: ObservedStatus::Running,
+            })
+            .collect())
     }
 }

@@ -1,0 +1,490 @@
+//! Real containers: a bulkhead node driving a real containerd over CRI (runc and gVisor's
+//! runsc), with a real nats-server, images imported offline and pulled from a loopback
+//! registry. The environment comes from `scripts/cri-env.sh start DIR` (the README's test
+//! command starts it and exports its variables).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bulkhead::cri::{Cri, LABEL_NODE, LABEL_REPLICA, LABEL_ROLE, LABEL_WORKLOAD};
+use bulkhead_schemas::event::{Event, EventBody, Exited};
+use bulkhead_schemas::subjects;
+use common::*;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ImageSpec, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata,
+};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// The CRI test environment's coordinates.
+struct CriEnv {
+    socket: PathBuf,
+    image: String,
+    pull_image: String,
+}
+
+fn cri_env() -> CriEnv {
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!(
+                "{k} is not set: these tests need the CRI test environment. Run ./scripts/test.sh, \
+                 or `eval \"$(scripts/cri-env.sh start /tmp/bulkhead-cri)\"` before cargo nextest"
+            )
+        })
+    };
+    CriEnv {
+        socket: var("BULKHEAD_TEST_CRI_SOCKET").into(),
+        image: var("BULKHEAD_TEST_IMAGE"),
+        pull_image: var("BULKHEAD_TEST_PULL_IMAGE"),
+    }
+}
+
+/// A scheduler, the query API and one CRI node named `node` (separate processes).
+struct Cluster {
+    env: Env,
+    cri: CriEnv,
+    node: String,
+    handlers: Vec<&'static str>,
+    node_pid: u32,
+}
+
+impl Cluster {
+    async fn start(node: &str, handlers: &[&'static str]) -> Cluster {
+        let mut env = env().await;
+        let cri = cri_env();
+        env.spawn("scheduler", &["scheduler"]);
+        env.spawn("api", &["api"]);
+        let mut c = Cluster {
+            env,
+            cri,
+            node: node.to_owned(),
+            handlers: handlers.to_vec(),
+            node_pid: 0,
+        };
+        c.start_node().await;
+        c
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        self.env.dir.path().join("logs")
+    }
+
+    /// Starts the node process and waits until it has announced itself.
+    async fn start_node(&mut self) {
+        let socket = self.cri.socket.display().to_string();
+        let log_dir = self.log_dir().display().to_string();
+        let mut args = vec![
+            "node",
+            "--runtime",
+            "cri",
+            "--name",
+            &self.node,
+            "--cri-socket",
+            &socket,
+            "--log-dir",
+            &log_dir,
+            "--probe-image",
+            &self.cri.image,
+            "--heartbeat-ms",
+            "200",
+        ];
+        for h in &self.handlers {
+            args.extend(["--handler", h]);
+        }
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = format!("node-{}", self.node_pid);
+        self.node_pid = self.env.spawn(&log, &args);
+        let node = self.node.clone();
+        let env = &self.env;
+        wait_until("the node to come up", LONG, async || {
+            env.log(&log).contains("node up")
+        })
+        .await;
+        let _ = node;
+    }
+
+    fn submit(&self, spec: serde_json::Value) {
+        self.env
+            .natspy_pub(subjects::CMD_SUBMIT, spec.to_string().as_bytes(), None);
+    }
+
+    fn spec(&self, id: &str, class: &str, script: &str) -> serde_json::Value {
+        serde_json::json!({
+            "id": id,
+            "image": self.cri.image,
+            "runtime_class": class,
+            "memory_mb": 64,
+            "cpu_millicores": 200,
+            "command": ["sh", "-c", script],
+        })
+    }
+
+    async fn events(&self, id: &str) -> Vec<Event> {
+        self.env
+            .events(&subjects::workload_events(id))
+            .await
+            .into_iter()
+            .map(|(_, _, e)| e)
+            .collect()
+    }
+
+    /// Waits until workload `id` has an event of type `kind`; returns its events.
+    async fn wait_event(&self, id: &str, kind: &str) -> Vec<Event> {
+        self.env
+            .wait_for(&format!("{id} to log {kind}"), LONG, |by| {
+                by.get(id).is_some_and(|k| k.contains(&kind))
+            })
+            .await;
+        self.events(id).await
+    }
+
+    fn workload_log(&self, id: &str, replica: u32) -> String {
+        std::fs::read_to_string(self.log_dir().join(id).join(format!("{replica}.log")))
+            .unwrap_or_default()
+    }
+
+    async fn runtime(&self) -> Cri {
+        Cri::connect(&self.cri.socket)
+            .await
+            .expect("containerd answers")
+            .0
+    }
+
+    /// Containers and sandboxes containerd holds for workload `id` of this node.
+    async fn held(&self, id: &str) -> (usize, usize) {
+        let cri = self.runtime().await;
+        let sel = [(LABEL_NODE, self.node.as_str()), (LABEL_WORKLOAD, id)];
+        (
+            cri.list_containers(&sel, None).await.unwrap().len(),
+            cri.list_sandboxes(&sel).await.unwrap().len(),
+        )
+    }
+
+    fn api(&self, subject: &str, data: &str) -> serde_json::Value {
+        let reply = self.env.natspy_req(subject, data).expect("API answers");
+        serde_json::from_str(&reply).expect("JSON reply")
+    }
+}
+
+fn exited(events: &[Event]) -> &Exited {
+    events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::Exited(x) => Some(x),
+            _ => None,
+        })
+        .expect("an exited event")
+}
+
+fn kinds(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(Event::kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_logs_and_cleanup_on_runc() {
+    let c = Cluster::start("cri-exit", &["runc=runc"]).await;
+    c.submit(c.spec("seven", "runc", "echo hello from seven; exit 7"));
+    c.submit(c.spec("zero", "runc", "echo all good; exit 0"));
+
+    let ev = c.wait_event("seven", "exited").await;
+    assert_eq!(
+        kinds(&ev),
+        ["accepted", "scheduled", "started", "exited"],
+        "{ev:?}"
+    );
+    let x = exited(&ev);
+    assert_eq!((x.code, x.reason.as_str()), (7, "error"));
+    assert!(
+        c.workload_log("seven", 0)
+            .contains("stdout F hello from seven"),
+        "log: {}",
+        c.workload_log("seven", 0)
+    );
+
+    let ev = c.wait_event("zero", "exited").await;
+    let x = exited(&ev);
+    assert_eq!((x.code, x.reason.as_str()), (0, "completed"));
+    assert!(c.workload_log("zero", 0).contains("all good"));
+
+    let v = c.api(subjects::API_WORKLOADS_GET, "seven");
+    assert_eq!(v["state"], "failed");
+    let v = c.api(subjects::API_WORKLOADS_GET, "zero");
+    assert_eq!(v["state"], "succeeded");
+
+    // Ended containers are removed (their logs stay).
+    wait_until("ended containers to be removed", LONG, async || {
+        c.held("seven").await == (0, 0) && c.held("zero").await == (0, 0)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gvisor_hides_the_host_kernel_runc_does_not_and_unoffered_classes_wait() {
+    // kata is mapped to a handler containerd does not have: its probe fails, so it is not offered.
+    let c = Cluster::start("cri-iso", &["runc=runc", "gvisor=runsc", "kata=kata"]).await;
+    let host = std::fs::read_to_string("/proc/version").unwrap();
+    let host = host.trim();
+
+    // The node's own probes, as `bulkhead nodes` shows them.
+    let v = c.api(subjects::API_NODES_LIST, "");
+    let node = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == c.node.as_str())
+        .expect("node listed")
+        .clone();
+    let iso: HashMap<String, serde_json::Value> = node["isolation"]
+        .as_array()
+        .expect("isolation reports")
+        .iter()
+        .map(|r| (r["class"].as_str().unwrap().to_owned(), r.clone()))
+        .collect();
+    assert_eq!(iso["runc"]["ok"], true);
+    assert_eq!(iso["runc"]["host_kernel_visible"], true);
+    assert_eq!(iso["gvisor"]["ok"], true, "{:?}", iso["gvisor"]);
+    assert_eq!(iso["gvisor"]["host_kernel_visible"], false);
+    assert_eq!(iso["kata"]["ok"], false);
+    assert!(
+        iso["kata"]["detail"].as_str().unwrap().contains("kata"),
+        "{:?}",
+        iso["kata"]
+    );
+    assert_eq!(
+        node["runtime_classes"],
+        serde_json::json!(["runc", "gvisor"])
+    );
+
+    // Workloads see the same.
+    let script = "cat /proc/version";
+    c.submit(c.spec("in-gvisor", "gvisor", script));
+    c.submit(c.spec("in-runc", "runc", script));
+    let ev = c.wait_event("in-gvisor", "exited").await;
+    assert_eq!(exited(&ev).code, 0);
+    let seen = c.workload_log("in-gvisor", 0);
+    assert!(seen.contains("Linux version"), "gVisor log: {seen}");
+    assert!(
+        !seen.contains(host),
+        "gVisor showed the host kernel: {seen}"
+    );
+    c.wait_event("in-runc", "exited").await;
+    let seen = c.workload_log("in-runc", 0);
+    assert!(seen.contains(host), "runc log: {seen} (host: {host})");
+
+    // No node offers kata: the workload waits, saying why.
+    c.submit(serde_json::json!({
+        "id": "wants-kata", "image": c.cri.image, "runtime_class": "kata",
+        "memory_mb": 64, "cpu_millicores": 100,
+    }));
+    let mut v = serde_json::Value::Null;
+    wait_until("wants-kata to be listed", LONG, async || {
+        v = c
+            .env
+            .natspy_req(subjects::API_WORKLOADS_GET, "wants-kata")
+            .ok()
+            .and_then(|r| serde_json::from_str(&r).ok())
+            .unwrap_or_default();
+        !v.is_null()
+    })
+    .await;
+    assert_eq!(v["state"], "pending");
+    let reason = v["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("kata"), "reason: {reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_is_enforced_by_an_oom_kill() {
+    let c = Cluster::start("cri-oom", &["runc=runc"]).await;
+    let mut spec = c.spec("hog", "runc", "tail /dev/zero");
+    spec["memory_mb"] = 16.into();
+    c.submit(spec);
+    let ev = c.wait_event("hog", "exited").await;
+    let x = exited(&ev);
+    assert_eq!(x.reason, "oom_killed", "{x:?}");
+    assert_eq!(x.code, 137);
+    assert_eq!(c.api(subjects::API_WORKLOADS_GET, "hog")["state"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_a_running_container_and_leaves_nothing_behind() {
+    let c = Cluster::start("cri-stop", &["runc=runc"]).await;
+    c.submit(c.spec("sleeper", "runc", "echo up; sleep 3600"));
+    c.wait_event("sleeper", "started").await;
+    assert_eq!(c.held("sleeper").await, (1, 1));
+
+    // As `nats pub bulkhead.cmd.stop '{"id": "sleeper", "grace_secs": 1}'` would.
+    c.env.natspy_pub(
+        subjects::CMD_STOP,
+        br#"{"id": "sleeper", "grace_secs": 1}"#,
+        None,
+    );
+    let ev = c.wait_event("sleeper", "stopped").await;
+    assert_eq!(
+        kinds(&ev),
+        [
+            "accepted",
+            "scheduled",
+            "started",
+            "stop_requested",
+            "stopped"
+        ]
+    );
+    assert_eq!(c.held("sleeper").await, (0, 0));
+    assert_eq!(
+        c.api(subjects::API_WORKLOADS_GET, "sleeper")["state"],
+        "stopped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_adopts_running_containers_and_reports_exits_it_missed() {
+    let mut c = Cluster::start("cri-restart", &["runc=runc"]).await;
+    c.submit(c.spec("keeps", "runc", "echo started once; sleep 3600"));
+    c.submit(c.spec("dies", "runc", "sleep 4; exit 5"));
+    c.wait_event("keeps", "started").await;
+    c.wait_event("dies", "started").await;
+    let container = |ev: &[Event]| {
+        ev.iter()
+            .find_map(|e| match &e.body {
+                EventBody::Started(s) => Some(s.container.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let keeps = container(&c.events("keeps").await);
+
+    // The node dies; its containers do not.
+    let pid = c.node_pid;
+    c.env.sigkill(pid);
+    // A container of this node the log never heard of (as if a start was cut short).
+    let cri = c.runtime().await;
+    let ghost = start_ghost(&cri, &c.node, &c.cri.image).await;
+    // `dies` exits while the node is down.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(kinds(&c.events("dies").await).ends_with(&["started"]));
+
+    c.start_node().await;
+    let ev = c.wait_event("dies", "exited").await;
+    let x = exited(&ev);
+    assert_eq!((x.code, x.reason.as_str()), (5, "error"));
+
+    // `keeps` was adopted: same container, still running, started once, no new event.
+    let ev = c.events("keeps").await;
+    assert_eq!(kinds(&ev), ["accepted", "scheduled", "started"]);
+    let running = cri
+        .list_containers(
+            &[(LABEL_NODE, c.node.as_str()), (LABEL_WORKLOAD, "keeps")],
+            Some(k8s_cri::v1::ContainerState::ContainerRunning),
+        )
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].id, keeps);
+    assert_eq!(
+        c.workload_log("keeps", 0).matches("started once").count(),
+        1
+    );
+
+    // The ghost is gone.
+    wait_until("the unknown container to be removed", LONG, async || {
+        cri.list_containers(&[(LABEL_WORKLOAD, "ghost")], None)
+            .await
+            .unwrap()
+            .iter()
+            .all(|g| g.id != ghost)
+    })
+    .await;
+
+    // The adopted container is still this node's: a stop reaches it.
+    c.env.natspy_pub(
+        subjects::CMD_STOP,
+        br#"{"id": "keeps", "grace_secs": 0}"#,
+        None,
+    );
+    c.wait_event("keeps", "stopped").await;
+    assert_eq!(c.held("keeps").await, (0, 0));
+}
+
+/// Starts a container labelled as a workload of `node` that no log knows.
+async fn start_ghost(cri: &Cri, node: &str, image: &str) -> String {
+    let labels: HashMap<String, String> = [
+        (LABEL_NODE, node),
+        (LABEL_ROLE, "workload"),
+        (LABEL_WORKLOAD, "ghost"),
+        (LABEL_REPLICA, "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let sandbox = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: format!("ghost-{node}"),
+            uid: format!("ghost-{node}"),
+            namespace: "bulkhead".into(),
+            attempt: 0,
+        }),
+        labels: labels.clone(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let sb = cri.run_sandbox(&sandbox, "runc").await.unwrap();
+    let config = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: "main".into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "3600".into()],
+        labels,
+        ..Default::default()
+    };
+    let id = cri.create_container(&sb, config, &sandbox).await.unwrap();
+    cri.start_container(&id).await.unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_pulled_and_an_unpullable_one_fails_with_the_pull_error() {
+    let c = Cluster::start("cri-pull", &["runc=runc"]).await;
+    let mut spec = c.spec("pulled", "runc", "echo pulled and ran");
+    spec["image"] = c.cri.pull_image.clone().into();
+    c.submit(spec);
+    let ev = c.wait_event("pulled", "exited").await;
+    assert_eq!(exited(&ev).code, 0, "{ev:?}");
+    assert!(c.workload_log("pulled", 0).contains("pulled and ran"));
+
+    let mut spec = c.spec("unpullable", "runc", "true");
+    spec["image"] = "127.0.0.1:9/no/such:image".into();
+    c.submit(spec);
+    let ev = c.wait_event("unpullable", "exited").await;
+    let x = exited(&ev);
+    assert_eq!(x.code, -1);
+    assert!(
+        x.reason
+            .starts_with("pulling image 127.0.0.1:9/no/such:image failed:"),
+        "{}",
+        x.reason
+    );
+    assert_eq!(
+        c.api(subjects::API_WORKLOADS_GET, "unpullable")["state"],
+        "failed"
+    );
+}
