@@ -182,7 +182,7 @@ stop() {
     fi
   done
   sleep 0.5
-  pkill -f "containerd-shim-runc-v2 -namespace k8s.io -address $sock" 2>/dev/null || true
+  pkill -f -- "-address $sock" 2>/dev/null || true
   grep " $dir/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 }
 

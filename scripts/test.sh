@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh machine, then runs every
 # check and test (formatting, lints, unit, property and system tests against a real
-# nats-server on loopback).
+# nats-server on loopback, real-container tests against a private containerd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,8 @@ if ! command -v docker-compose >/dev/null; then
   fi
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# containerd, runc, runsc (gVisor), umoci, skopeo, busybox-static, docker-registry, protoc
+./scripts/cri-env.sh install
 
 echo "== deploy/docker-compose.yml"
 if command -v docker-compose >/dev/null; then
@@ -28,6 +30,11 @@ fi
 echo "== rustfmt, clippy"
 cargo fmt --all --check
 cargo clippy --all-targets --locked -- -D warnings
+
+echo "== CRI test environment (containerd on a private socket, loopback registry)"
+cri_dir=$(mktemp -d /tmp/bulkhead-cri.XXXXXX)
+trap './scripts/cri-env.sh stop "$cri_dir"; rm -rf --one-file-system "$cri_dir"' EXIT
+eval "$(./scripts/cri-env.sh start "$cri_dir")"
 
 echo "== tests"
 cargo nextest run --workspace --locked --no-fail-fast

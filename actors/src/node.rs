@@ -657,3 +657,59 @@ async fn reconcile_with_runtime<R: ContainerRuntime, L: EventLog, H>(
     log_events(st, events).await;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core() -> NodeCore {
+        NodeCore::new(NodeConfig {
+            name: "n".into(),
+            capacity: Resources {
+                memory_mb: 1024,
+                cpu_millicores: 1000,
+                slots: 10,
+            },
+            labels: BTreeMap::new(),
+            heartbeat_ms: 1000,
+            stop_grace: Duration::from_secs(10),
+        })
+    }
+
+    #[test]
+    fn a_start_op_is_taken_once_per_head() {
+        let mut c = core();
+        assert!(c.take_start("w", 0, 5));
+        assert!(!c.take_start("w", 0, 5), "redelivered op");
+        assert!(!c.take_start("w", 0, 4), "older op");
+        assert!(c.take_start("w", 1, 5), "other replica");
+        assert!(
+            c.take_start("w", 0, 9),
+            "a later placement of the same replica"
+        );
+    }
+
+    #[test]
+    fn a_running_replica_is_not_started_again() {
+        let mut c = core();
+        c.record("c1".into(), "w", 0, Resources::default());
+        assert!(!c.take_start("w", 0, 100));
+        c.forget("c1");
+        assert!(c.take_start("w", 0, 100));
+    }
+
+    #[test]
+    fn heartbeat_counts_what_runs() {
+        let mut c = core();
+        let need = Resources {
+            memory_mb: 256,
+            cpu_millicores: 100,
+            slots: 1,
+        };
+        c.record("c1".into(), "w", 0, need);
+        let hb = c.heartbeat("cri", vec![RuntimeClass::Runc], Vec::new());
+        assert_eq!(hb.free.memory_mb, 768);
+        assert_eq!(hb.free.slots, 9);
+        assert_eq!(hb.running, 1);
+    }
+}

@@ -320,6 +320,48 @@ mod tests {
     }
 
     #[test]
+    fn log_view_keeps_what_runs_here_and_remembers_what_ran() {
+        use bulkhead_schemas::event::*;
+        let spec: bulkhead_schemas::WorkloadSpec = serde_json::from_value(serde_json::json!(
+            {"id": "w", "image": "i", "memory_mb": 64, "cpu_millicores": 100, "replicas": 3}
+        ))
+        .unwrap();
+        let mut p = Projection::default();
+        let mut seq = 0;
+        let mut apply = |body: EventBody| {
+            seq += 1;
+            p.apply(seq, [seq as u8; 32], &Event::new("t", "w", None, body))
+                .unwrap();
+        };
+        apply(EventBody::Accepted(Accepted {
+            spec,
+            cmd_seq: 1,
+            pending: None,
+        }));
+        for (replica, node) in [(0, "me"), (1, "me"), (2, "other")] {
+            apply(EventBody::Scheduled(Scheduled {
+                replica,
+                node: node.into(),
+                runtime_class: bulkhead_schemas::RuntimeClass::Runc,
+            }));
+        }
+        apply(EventBody::Started(Started {
+            replica: 0,
+            node: "me".into(),
+            container: "c0".into(),
+        }));
+        let v = LogView::of(&p, "me");
+        assert_eq!(
+            v.desired,
+            vec![want("w", 0, Some("c0")), want("w", 1, None)]
+        );
+        // replica 0 started once; replica 1's start op is still due
+        assert_eq!(v.handled, vec![(("w".to_owned(), 0), 5)]);
+        assert_eq!(v.heads.len(), 1);
+        assert!(LogView::of(&p, "nobody").desired.is_empty());
+    }
+
+    #[test]
     fn other_replicas_of_a_wanted_workload_are_not_adopted() {
         let a = reconcile(
             &[want("w", 0, Some("c1"))],

@@ -290,6 +290,23 @@ pub async fn nodes(bus: &Bus, json: bool) -> anyhow::Result<i32> {
             n.workloads,
             n.age_ms
         )?;
+        for r in &hb.isolation {
+            let kernel = match r.host_kernel_visible {
+                Some(true) => "host kernel",
+                Some(false) => "own kernel",
+                None => "-",
+            };
+            writeln!(
+                out,
+                "  {:<12} handler {:<10} {:<4} {:<11} {:>6} ms  {}",
+                r.class,
+                r.handler,
+                if r.ok { "ok" } else { "FAIL" },
+                kernel,
+                r.took_ms,
+                r.detail
+            )?;
+        }
     }
     Ok(exit::OK)
 }

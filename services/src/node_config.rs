@@ -204,6 +204,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let f = NodeFile::parse(include_str!("../../deploy/node.example.toml")).unwrap();
+        assert_eq!(f.runtime, "cri");
+        assert_eq!(f.cri.handlers[&RuntimeClass::Gvisor], "runsc");
+    }
+
+    #[test]
     fn no_handlers_means_runc() {
         let f = NodeFile::default();
         assert_eq!(

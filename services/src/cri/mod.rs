@@ -439,8 +439,11 @@ impl ContainerRuntime for CriRuntime {
             let status = if c.state == ContainerState::ContainerRunning as i32 {
                 ObservedStatus::Running
             } else if c.state == ContainerState::ContainerExited as i32 {
-                let s = self.cri.container_status(&c.id).await.map_err(list_err)?;
-                ObservedStatus::Exited(exit_notice(&s))
+                match self.cri.container_status(&c.id).await {
+                    Ok(s) => ObservedStatus::Exited(exit_notice(&s)),
+                    Err(e) if e.is_not_found() => continue, // removed meanwhile
+                    Err(e) => return Err(list_err(e)),
+                }
             } else {
                 ObservedStatus::Stale
             };

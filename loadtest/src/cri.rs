@@ -1,0 +1,133 @@
+//! The `cri` scenario: submit → running on a real CRI runtime, one workload at a time per
+//! runtime class, with the time of each CRI call on that path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bulkhead::bus::{Bus, Topology};
+use bulkhead::cri::CriRuntime;
+use bulkhead::natsd::{NatsServer, Sync};
+use bulkhead::node_config::NodeFile;
+use bulkhead::scheduler_svc::{self, SchedulerConfig};
+use bulkhead_actors::runtime::ContainerRuntime;
+use bulkhead_schemas::subjects;
+use futures::StreamExt;
+
+use crate::pct;
+
+pub struct Args {
+    pub socket: PathBuf,
+    pub image: String,
+    pub handlers: Vec<String>,
+    pub workloads: usize,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = NatsServer::start(dir.path(), "127.0.0.1", 0, Sync::Always)?;
+    let bus = Bus::connect(&server.url, "loadtest").await?;
+    bus.ensure(&Topology::default()).await?;
+
+    let mut file = NodeFile::default();
+    for h in &args.handlers {
+        file.add_handler(h)?;
+    }
+    file.cri.socket = args.socket.clone();
+    file.cri.log_dir = dir.path().join("logs");
+    file.cri.probe_image = args.image.clone();
+    file.memory_mb = 1024 * 1024;
+    file.slots = 10_000;
+    let (rt, exits) = CriRuntime::connect("bench", file.cri.clone()).await?;
+    println!(
+        "{}; classes offered: {:?}",
+        rt.version,
+        rt.runtime_classes()
+    );
+    let node = bulkhead::node_svc::start(&bus, file.node_config("bench".into()), rt.clone(), exits)
+        .await?;
+    let sched = tokio::spawn(scheduler_svc::run(bus.clone(), SchedulerConfig::default()));
+
+    let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut sub = bus.client.subscribe("bulkhead.evt.wl.*.started").await?;
+    let s = started.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(id) = subjects::workload_of(&m.subject) {
+                s.lock()
+                    .expect("lock")
+                    .insert(id.to_owned(), Instant::now());
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    for class in rt.runtime_classes() {
+        let before: BTreeMap<&str, usize> = rt
+            .client()
+            .call_times()
+            .into_iter()
+            .map(|(k, v)| (k, v.len()))
+            .collect();
+        let mut lat = Vec::new();
+        let mut ids = Vec::new();
+        for i in 0..args.workloads {
+            let id = format!("{class}-{i}");
+            let spec = serde_json::json!({
+                "id": id, "image": args.image, "runtime_class": class,
+                "memory_mb": 32, "cpu_millicores": 10,
+                "command": ["sleep", "3600"],
+            });
+            let t = Instant::now();
+            bus.client
+                .publish(subjects::CMD_SUBMIT, serde_json::to_vec(&spec)?.into())
+                .await?;
+            let deadline = t + Duration::from_secs(60);
+            let at = loop {
+                if let Some(at) = started.lock().expect("lock").get(&id) {
+                    break *at;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "{id} did not start in 60 s");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            };
+            lat.push(at.duration_since(t));
+            ids.push(id);
+        }
+        lat.sort();
+        println!(
+            "\n## {class}: submit → running over {} workloads: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            lat.len(),
+            pct(&lat, 0.5).as_secs_f64() * 1e3,
+            pct(&lat, 0.99).as_secs_f64() * 1e3,
+            lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        );
+        println!("| CRI call | calls | p50 ms | p99 ms |\n|---|---|---|---|");
+        for (call, times) in rt.client().call_times() {
+            let mut t = times[before.get(call).copied().unwrap_or(0)..].to_vec();
+            if t.is_empty() {
+                continue;
+            }
+            t.sort();
+            println!(
+                "| {call} | {} | {:.1} | {:.1} |",
+                t.len(),
+                pct(&t, 0.5).as_secs_f64() * 1e3,
+                pct(&t, 0.99).as_secs_f64() * 1e3
+            );
+        }
+        for id in &ids {
+            let stop = serde_json::json!({"id": id, "grace_secs": 0});
+            bus.client
+                .publish(subjects::CMD_STOP, serde_json::to_vec(&stop)?.into())
+                .await?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while rt.observe("bench").await?.len() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    sched.abort();
+    drop(node);
+    Ok(())
+}
