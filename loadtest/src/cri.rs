@@ -123,7 +123,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await?;
         }
         let deadline = Instant::now() + Duration::from_secs(120);
-        while rt.observe("bench").await?.len() > 0 && Instant::now() < deadline {
+        while !rt.observe("bench").await?.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
