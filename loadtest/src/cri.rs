@@ -22,6 +22,9 @@ pub struct Args {
     pub image: String,
     pub handlers: Vec<String>,
     pub workloads: usize,
+    /// CPU of each workload. Under gVisor the sandbox's own kernel runs inside this quota,
+    /// so a tiny quota makes the start itself slow.
+    pub cpu_millicores: u64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -76,7 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let id = format!("{class}-{i}");
             let spec = serde_json::json!({
                 "id": id, "image": args.image, "runtime_class": class,
-                "memory_mb": 32, "cpu_millicores": 10,
+                "memory_mb": 32, "cpu_millicores": args.cpu_millicores,
                 "command": ["sleep", "3600"],
             });
             let t = Instant::now();

@@ -55,6 +55,8 @@ enum Scenario {
         handlers: Vec<String>,
         #[arg(long, default_value_t = 50)]
         workloads: usize,
+        #[arg(long, default_value_t = 250)]
+        cpu_millicores: u64,
     },
 }
 
@@ -84,12 +86,14 @@ async fn main() -> anyhow::Result<()> {
             image,
             handlers,
             workloads,
+            cpu_millicores,
         } => {
             return cri::run(cri::Args {
                 socket,
                 image,
                 handlers,
                 workloads,
+                cpu_millicores,
             })
             .await;
         }
