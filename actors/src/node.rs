@@ -593,6 +593,7 @@ async fn reconcile_with_runtime<R: ContainerRuntime, L: EventLog, H>(
     let observed = st.runtime.observe(&node).await.map_err(|e| e.to_string())?;
     let mut report = ReconcileReport::default();
     let mut events = Vec::new();
+    let mut removals = Vec::new();
     for action in reconcile(&view.desired, &observed) {
         match action {
             Action::Adopt {
@@ -647,11 +648,17 @@ async fn reconcile_with_runtime<R: ContainerRuntime, L: EventLog, H>(
             }
             Action::Remove { container, why } => {
                 info!(%container, why, "removing a container");
-                if let Err(e) = st.runtime.stop(&container, Duration::ZERO).await {
-                    warn!(%container, error = %e, "could not remove");
-                }
-                report.removed += 1;
+                removals.push(container);
             }
+        }
+    }
+    // Removals are independent (and slow under a sandboxed runtime): all at once.
+    let rt = &st.runtime;
+    let removed = join_all(removals.iter().map(|c| rt.stop(c, Duration::ZERO))).await;
+    for (c, r) in removals.iter().zip(removed) {
+        match r {
+            Ok(()) => report.removed += 1,
+            Err(e) => warn!(container = %c, error = %e, "could not remove"),
         }
     }
     log_events(st, events).await;

@@ -41,6 +41,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     file.cri.log_dir = dir.path().join("logs");
     file.cri.probe_image = args.image.clone();
     file.memory_mb = 1024 * 1024;
+    file.cpu_millicores = 1_000_000;
     file.slots = 10_000;
     let (rt, exits) = CriRuntime::connect("bench", file.cri.clone()).await?;
     println!(

@@ -20,6 +20,9 @@ use tracing::{info, warn};
 
 use crate::bus::{Bus, KvHeartbeat, NatsLog};
 use crate::follow::Follower;
+
+/// How often a node tells JetStream it still works on an ops message (ack wait is 30 s).
+const OPS_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 use crate::scheduler_svc::AbortOnDrop;
 
 /// A running node; dropping it stops the node.
@@ -128,7 +131,18 @@ pub async fn start<R: ContainerRuntime>(
                     continue;
                 }
             };
-            let kind = match ractor::call!(a, NodeMsg::Ops, ops.ops) {
+            // Pulls and slow starts can outlast the ack wait: say the work is in progress.
+            let call = async { ractor::call!(a, NodeMsg::Ops, ops.ops) };
+            tokio::pin!(call);
+            let mut progress = tokio::time::interval(OPS_PROGRESS_EVERY);
+            progress.tick().await;
+            let result = loop {
+                tokio::select! {
+                    r = &mut call => break r,
+                    _ = progress.tick() => { let _ = m.ack_with(AckKind::Progress).await; }
+                }
+            };
+            let kind = match result {
                 Ok(Ok(())) => AckKind::Ack,
                 Ok(Err(e)) => {
                     warn!(node = %node, error = %e, "ops partly failed; will retry");
