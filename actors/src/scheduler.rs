@@ -350,7 +350,12 @@ impl SchedulerCore {
                 continue;
             }
             let head = w.head;
-            let mut effect = Effect::default();
+            // A later placement joins the trace of the workload's admission.
+            let traceparent = w.traceparent.as_deref().map(str::to_owned);
+            let mut effect = Effect {
+                traceparent: traceparent.clone(),
+                ..Effect::default()
+            };
             let events = scheduled
                 .into_iter()
                 .map(|(replica, node)| {
@@ -360,7 +365,9 @@ impl SchedulerCore {
                         node: node.to_string(),
                         runtime_class: spec.runtime_class,
                     });
-                    Event::new(SERVICE, &id, None, body)
+                    let mut e = Event::new(SERVICE, &id, None, body);
+                    e.traceparent = traceparent.clone();
+                    e
                 })
                 .collect();
             plan.appends.push(WorkloadAppend {
@@ -437,7 +444,7 @@ impl SchedulerCore {
                         replica: i as u32,
                         spec: spec.clone(),
                         head: head.clone(),
-                        traceparent: None,
+                        traceparent: w.traceparent.as_deref().map(str::to_owned),
                     });
                 }
             }
@@ -694,10 +701,13 @@ mod tests {
     fn unplaceable_workloads_wait_with_a_reason_and_are_placed_when_capacity_appears() {
         let mut core = SchedulerCore::default();
         let mut seq = 0;
-        let mut plan = core.decide(&[submit(
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut cmd = submit(
             1,
             serde_json::json!({"id": "p", "image": "i", "memory_mb": 500, "cpu_millicores": 10}),
-        )]);
+        );
+        cmd.traceparent = Some(tp.into());
+        let mut plan = core.decide(&[cmd]);
         match &plan.appends[0].events[0].body {
             EventBody::Accepted(a) => assert!(
                 a.pending.as_deref().unwrap().contains("no ready node"),
@@ -720,9 +730,16 @@ mod tests {
         let mut plan = core.place_pending(100);
         assert_eq!(plan.appends.len(), 1);
         assert_eq!(plan.appends[0].head.map(|h| h.seq), Some(1));
+        // The later placement stays in the admission's trace: event and start op.
+        assert_eq!(plan.appends[0].events[0].traceparent.as_deref(), Some(tp));
         let out = store_all(&mut plan, &mut seq);
         let commit = core.commit(plan, out);
         assert_eq!(commit.placed, 1);
+        let op_tp = commit.ops.values().flatten().find_map(|op| match op {
+            NodeOp::Start { traceparent, .. } => traceparent.clone(),
+            _ => None,
+        });
+        assert_eq!(op_tp.as_deref(), Some(tp));
         assert_eq!(
             core.projection.get("p").unwrap().state(),
             WorkloadState::Scheduled

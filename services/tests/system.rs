@@ -38,6 +38,21 @@ async fn raw_submission_runs_with_an_unbroken_chain_and_is_queryable() {
         .collect();
     assert_eq!(actors[..2], ["scheduler", "scheduler"]);
     assert!(actors[2].starts_with("node/"), "{actors:?}");
+    // One trace covers admit → scheduled → started: every event names the same trace id.
+    let trace_ids: Vec<_> = events
+        .iter()
+        .map(|(_, _, e)| {
+            e.traceparent
+                .as_deref()
+                .and_then(|t| t.split('-').nth(1))
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(trace_ids[0].is_some(), "accepted carries a traceparent");
+    assert!(
+        trace_ids.iter().all(|t| *t == trace_ids[0]),
+        "{trace_ids:?}"
+    );
     let node = match &events[1].2.body {
         EventBody::Scheduled(s) => s.node.clone(),
         other => panic!("{other:?}"),
