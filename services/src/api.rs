@@ -26,13 +26,7 @@ pub struct ApiHandle {
 }
 
 pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
-    let mut follower = Follower::start(bus, 1).await?;
-    let mut rebuilt = Projection::default();
-    follower
-        .catch_up(|s| {
-            let _ = rebuilt.apply(s.seq, s.hash, &s.event);
-        })
-        .await;
+    let (rebuilt, mut follower) = Follower::rebuild(bus).await?;
     let model = Arc::new(RwLock::new(rebuilt));
     let m = model.clone();
     let follow_task = tokio::spawn(async move {

@@ -3,6 +3,7 @@
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use bulkhead_actors::log::Stored;
+use bulkhead_actors::projection::Projection;
 use bulkhead_schemas::event::{Event, hash_bytes};
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
@@ -89,6 +90,18 @@ impl Follower {
             end_at_start,
             task,
         })
+    }
+
+    /// A projection of the whole log as it is now, and the follower to go on from there.
+    pub async fn rebuild(bus: &Bus) -> Result<(Projection, Follower), BusError> {
+        let mut follower = Follower::start(bus, 1).await?;
+        let mut projection = Projection::default();
+        follower
+            .catch_up(|s| {
+                let _ = projection.apply(s.seq, s.hash, &s.event);
+            })
+            .await;
+        Ok((projection, follower))
     }
 
     /// Feeds `apply` every event up to the stream's end at start; returns how many.

@@ -8,7 +8,6 @@ use std::time::Duration;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use bulkhead_actors::node::{NodeActor, NodeArgs, NodeConfig, NodeMsg, ReconcileReport};
-use bulkhead_actors::projection::Projection;
 use bulkhead_actors::reconcile::LogView;
 use bulkhead_actors::runtime::{ContainerRuntime, ExitNotice};
 use bulkhead_schemas::event::{Event, EventBody, NodeJoined};
@@ -164,12 +163,6 @@ pub async fn start<R: ContainerRuntime>(
 
 /// What the log says this node should run: a projection of the whole log, cut to the node.
 async fn log_view(bus: &Bus, node: &str) -> anyhow::Result<LogView> {
-    let mut follower = Follower::start(bus, 1).await?;
-    let mut projection = Projection::default();
-    follower
-        .catch_up(|s| {
-            let _ = projection.apply(s.seq, s.hash, &s.event);
-        })
-        .await;
+    let (projection, _) = Follower::rebuild(bus).await?;
     Ok(LogView::of(&projection, node))
 }
