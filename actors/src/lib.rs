@@ -2,10 +2,12 @@
 //! pure core (placement, projection, decisions) with its side effects behind traits.
 
 pub mod log;
+pub mod lru;
 pub mod node;
 pub mod placement;
 pub mod projection;
 pub mod reconcile;
+pub mod ring;
 pub mod runtime;
 pub mod scheduler;
 pub mod scheduler_actor;
