@@ -11,7 +11,7 @@
 # one ../shared/CRI-ON-THIS-MACHINE.md verified on this kind of machine.
 set -euo pipefail
 
-PACKAGES=(containerd runc runsc umoci skopeo busybox-static docker-registry jq protobuf-compiler)
+PACKAGES=(containerd runc runsc umoci skopeo busybox-static docker-registry jq zstd protobuf-compiler)
 
 install() {
   local missing=()
@@ -81,6 +81,94 @@ build_images() {
   umoci config --image "$oci:base" --tag pause --config.env PATH=/bin \
     --config.cmd /bin/sleep --config.cmd 2147483647
   rm -rf "$bundle"
+}
+
+# Adds tag `<tag>-zstd` to an OCI layout: image `<tag>` with its gzip layers recompressed
+# with zstd (umoci writes gzip only; skopeo 1.9 keeps blobs as they are).
+zstd_variant() {
+  local oci=$1 tag=$2 m manifest layers=()
+  m=$(jq -r --arg t "$tag" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t) | .digest' "$oci/index.json")
+  manifest=$(cat "$oci/blobs/sha256/${m#sha256:}")
+  local n i digest blob
+  n=$(jq '.layers | length' <<<"$manifest")
+  for ((i = 0; i < n; i++)); do
+    digest=$(jq -r ".layers[$i].digest" <<<"$manifest")
+    blob=$(mktemp "$oci/zst.XXXXXX")
+    gzip -dc "$oci/blobs/sha256/${digest#sha256:}" | zstd -q -c >"$blob"
+    local sum size
+    sum=$(sha256sum "$blob" | cut -d' ' -f1)
+    size=$(stat -c %s "$blob")
+    mv "$blob" "$oci/blobs/sha256/$sum"
+    manifest=$(jq -c --argjson i "$i" --arg d "sha256:$sum" --argjson s "$size" \
+      '.layers[$i].digest = $d | .layers[$i].size = $s | .layers[$i].mediaType = "application/vnd.oci.image.layer.v1.tar+zstd"' <<<"$manifest")
+  done
+  printf '%s' "$manifest" >"$oci/manifest.tmp"
+  local msum msize
+  msum=$(sha256sum "$oci/manifest.tmp" | cut -d' ' -f1)
+  msize=$(stat -c %s "$oci/manifest.tmp")
+  mv "$oci/manifest.tmp" "$oci/blobs/sha256/$msum"
+  jq --arg d "sha256:$msum" --argjson s "$msize" --arg t "$tag-zstd" \
+    '.manifests += [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": $d, "size": $s, "annotations": {"org.opencontainers.image.ref.name": $t}}]' \
+    "$oci/index.json" >"$oci/index.tmp" && mv "$oci/index.tmp" "$oci/index.json"
+}
+
+# Images for the scanner: real Debian and Alpine package databases in layers, where a
+# later layer removes packages (a rewritten status file, a whiteout), pushed to the
+# loopback registry (gzip, and zstd for Debian).
+build_scan_images() {
+  local dir=$1 port=$2 oci=$1/oci-scan b=$1/bundle-scan
+  rm -rf "$oci" "$b"
+  umoci init --layout "$oci"
+  local deb_status='Package: libssl3
+Status: install ok installed
+Source: openssl
+Version: 3.0.11-1~deb12u2
+
+Package: openssl
+Status: install ok installed
+Version: 3.0.11-1~deb12u2
+
+Package: libc6
+Status: install ok installed
+Source: glibc
+Version: 2.36-9+deb12u3'
+  umoci new --image "$oci:deb"
+  umoci unpack --image "$oci:deb" "$b" >/dev/null
+  mkdir -p "$b/rootfs/usr/lib" "$b/rootfs/etc" "$b/rootfs/var/lib/dpkg/status.d"
+  printf 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n' >"$b/rootfs/usr/lib/os-release"
+  ln -s ../usr/lib/os-release "$b/rootfs/etc/os-release"
+  printf '%s\n\nPackage: zlib1g\nStatus: install ok installed\nSource: zlib (1:1.2.13.dfsg-1)\nVersion: 1:1.2.13.dfsg-1\n' "$deb_status" >"$b/rootfs/var/lib/dpkg/status"
+  printf 'Package: curl\nVersion: 7.88.1-10\n' >"$b/rootfs/var/lib/dpkg/status.d/curl"
+  umoci repack --image "$oci:deb" "$b"
+  rm -rf "$b" && umoci unpack --image "$oci:deb" "$b" >/dev/null
+  printf '%s\n' "$deb_status" >"$b/rootfs/var/lib/dpkg/status" # zlib1g removed
+  rm "$b/rootfs/var/lib/dpkg/status.d/curl"                     # a whiteout
+  umoci repack --image "$oci:deb" "$b"
+  rm -rf "$b"
+
+  umoci new --image "$oci:apk"
+  umoci unpack --image "$oci:apk" "$b" >/dev/null
+  mkdir -p "$b/rootfs/etc" "$b/rootfs/lib/apk/db"
+  printf 'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.19.1\n' >"$b/rootfs/etc/os-release"
+  local apk_base='P:busybox
+V:1.36.1-r15
+o:busybox
+
+P:musl
+V:1.2.4_git20230717-r4
+o:musl'
+  printf '%s\n\nP:libcrypto3\nV:3.1.4-r1\no:openssl\n' "$apk_base" >"$b/rootfs/lib/apk/db/installed"
+  umoci repack --image "$oci:apk" "$b"
+  rm -rf "$b" && umoci unpack --image "$oci:apk" "$b" >/dev/null
+  printf '%s\n' "$apk_base" >"$b/rootfs/lib/apk/db/installed" # libcrypto3 removed
+  umoci repack --image "$oci:apk" "$b"
+  rm -rf "$b"
+
+  zstd_variant "$oci" deb
+  local to="docker://127.0.0.1:$port/bulkhead"
+  skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:deb" "$to/debian-vuln:1"
+  skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:deb-zstd" "$to/debian-vuln:zstd"
+  skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:apk" "$to/alpine-vuln:1"
 }
 
 start() {
@@ -155,6 +243,7 @@ EOF
   wait_for 20 curl -sf "http://127.0.0.1:$port/v2/"
   skopeo --insecure-policy copy -q --dest-tls-verify=false \
     "oci:$dir/oci:busybox" "docker://127.0.0.1:$port/bulkhead/pulled:1"
+  build_scan_images "$dir" "$port" >>"$dir/images.log" 2>&1
 
   cat >"$dir/env" <<EOF
 export BULKHEAD_TEST_CRI_SOCKET=$sock

@@ -21,6 +21,8 @@ pub mod exit {
     pub const REJECTED: i32 = 2;
     pub const FAILED: i32 = 3;
     pub const TIMEOUT: i32 = 4;
+    /// `bulkhead scan --fail-on S`: a finding at or above S.
+    pub const VULNERABLE: i32 = 6;
 }
 
 /// `bulkhead submit FILE|-`: sends the spec, prints the id, follows it to running or its end.
@@ -385,4 +387,90 @@ pub async fn stop(bus: &Bus, id: &str, grace_secs: Option<u32>) -> anyhow::Resul
         .await?;
     println!("stop requested for {id}");
     Ok(exit::OK)
+}
+
+/// `bulkhead scan IMAGE`: scans an image straight from its registry against an offline
+/// OSV database; progress per layer on stderr, then the findings.
+pub async fn scan(
+    image: &str,
+    db_path: &std::path::Path,
+    fail_on: Option<bulkhead_scan::severity::Severity>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    use crate::scan::{Progress, registry};
+    let image = registry::ImageRef::parse(image)?;
+    let loaded = crate::scan::vulndb::load(db_path)?;
+    eprintln!(
+        "advisories: {} loaded from {} ({} files skipped)",
+        loaded.db.len(),
+        db_path.display(),
+        loaded.skipped
+    );
+    let creds = registry::Credentials {
+        basic: std::env::var("BULKHEAD_REGISTRY_AUTH")
+            .ok()
+            .and_then(|v| v.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))),
+    };
+    let reg = registry::Registry::new(creds)?;
+    let report = crate::scan::scan_image(&reg, &image, &loaded.db, |p| match p {
+        Progress::Resolved { digest, layers } => {
+            eprintln!("{image}: {digest}, {layers} layers")
+        }
+        Progress::Layer {
+            index,
+            diff_id,
+            packages,
+            uncompressed_bytes,
+        } => eprintln!(
+            "  layer {index} {}: {packages} packages in the databases, {} KiB",
+            diff_id.get(..19).unwrap_or(&diff_id),
+            uncompressed_bytes / 1024
+        ),
+    })
+    .await?;
+    let v = &report.verdict;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{} ({}): {} packages, {} findings",
+            if v.os.is_empty() { "unknown OS" } else { &v.os },
+            v.ecosystem.as_deref().unwrap_or("-"),
+            v.packages,
+            v.findings.len()
+        )?;
+        if let Some(n) = &v.note {
+            writeln!(out, "note: {n}")?;
+        }
+        let counts: Vec<String> = bulkhead_scan::severity::Severity::ALL
+            .iter()
+            .filter_map(|s| v.counts.get(s).map(|n| format!("{s} {n}")))
+            .collect();
+        if !counts.is_empty() {
+            writeln!(out, "{}", counts.join(", "))?;
+            writeln!(
+                out,
+                "{:<9} {:<28} {:<20} {:<26} FIXED",
+                "SEVERITY", "ADVISORY", "PACKAGE", "INSTALLED"
+            )?;
+        }
+        for f in &v.findings {
+            writeln!(
+                out,
+                "{:<9} {:<28} {:<20} {:<26} {}",
+                f.severity,
+                f.advisory,
+                f.package,
+                f.installed,
+                f.fixed.as_deref().unwrap_or("-")
+            )?;
+        }
+    }
+    Ok(match (fail_on, v.worst()) {
+        (Some(limit), Some(worst)) if worst >= limit => exit::VULNERABLE,
+        _ => exit::OK,
+    })
 }

@@ -10,6 +10,7 @@ pub mod lease;
 pub mod natsd;
 pub mod node_config;
 pub mod node_svc;
+pub mod scan;
 pub mod scheduler_svc;
 pub mod sim;
 pub mod telemetry;

@@ -109,6 +109,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Scan an image from its registry against an offline OSV database (a directory of
+    /// advisory JSON files or an OSV all.zip). Exit 6 with --fail-on when a finding is at or
+    /// above that severity. Registry credentials: BULKHEAD_REGISTRY_AUTH=user:password.
+    Scan {
+        image: String,
+        #[arg(long, env = "BULKHEAD_VULNDB")]
+        db: PathBuf,
+        /// low, medium, high or critical.
+        #[arg(long, value_parser = parse_severity)]
+        fail_on: Option<bulkhead_scan::severity::Severity>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop every replica of a workload.
     Stop {
         id: String,
@@ -392,10 +405,21 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let bus = Bus::connect(&cli.nats, "bulkhead-cli").await?;
             cli::events(&bus, workload.as_deref(), &types, from_start, json).await
         }
+        Cmd::Scan {
+            image,
+            db,
+            fail_on,
+            json,
+        } => cli::scan(&image, &db, fail_on, json).await,
         Cmd::Stop { id, grace } => {
             cli::stop(&Bus::connect(&cli.nats, "bulkhead-cli").await?, &id, grace).await
         }
     }
+}
+
+fn parse_severity(s: &str) -> Result<bulkhead_scan::severity::Severity, String> {
+    bulkhead_scan::severity::Severity::from_label(s)
+        .ok_or_else(|| format!("{s}: expected low, medium, high or critical"))
 }
 
 fn host_port(url: &str) -> anyhow::Result<(String, u16)> {

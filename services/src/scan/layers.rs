@@ -1,0 +1,220 @@
+//! Inventories a layer as it streams from the registry: decompress (gzip, zstd or none)
+//! on a blocking thread fed through a channel, read the tar, and check the uncompressed
+//! bytes against the layer's diffID. Nothing is written to disk.
+
+use std::io::{self, Read};
+
+use bulkhead_scan::inventory::LayerInventory;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("layer {digest}: unsupported media type {media_type}")]
+    MediaType { digest: String, media_type: String },
+    #[error("layer {digest}: {reason}")]
+    Read { digest: String, reason: String },
+    #[error("layer {digest}: content is {got}, the image config says {want}")]
+    DiffId {
+        digest: String,
+        want: String,
+        got: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn of(media_type: &str) -> Option<Compression> {
+        if media_type.ends_with("+gzip") || media_type.ends_with(".tar.gzip") {
+            Some(Compression::Gzip)
+        } else if media_type.ends_with("+zstd") {
+            Some(Compression::Zstd)
+        } else if media_type.ends_with(".tar") || media_type.ends_with("layer.v1.tar") {
+            Some(Compression::None)
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads what an async task sends, from a blocking thread.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    buf: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.buf = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Hashes what passes through, and counts it.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.hash.update(&out[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// What reading a layer took.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LayerStats {
+    pub uncompressed_bytes: u64,
+}
+
+/// Inventories one layer from its blob stream.
+pub async fn inventory(
+    digest: &str,
+    diff_id: &str,
+    media_type: &str,
+    blob: impl Stream<Item = reqwest::Result<Bytes>>,
+) -> Result<(LayerInventory, LayerStats), LayerError> {
+    let compression = Compression::of(media_type).ok_or_else(|| LayerError::MediaType {
+        digest: digest.to_owned(),
+        media_type: media_type.to_owned(),
+    })?;
+    let (tx, rx) = mpsc::channel(16);
+    let want = diff_id.to_owned();
+    let d = digest.to_owned();
+    let reader = tokio::task::spawn_blocking(move || {
+        let source = ChannelReader {
+            rx,
+            buf: Bytes::new(),
+        };
+        let plain: Box<dyn Read> = match compression {
+            Compression::None => Box::new(source),
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(source)),
+            Compression::Zstd => Box::new(
+                ruzstd::decoding::StreamingDecoder::new(source)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?,
+            ),
+        };
+        let mut h = Hashing {
+            inner: plain,
+            hash: Sha256::new(),
+            bytes: 0,
+        };
+        let inv = LayerInventory::from_tar(&mut h)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        io::copy(&mut h, &mut io::sink())?; // the tar's padding: part of the diffID
+        let got = format!("sha256:{}", hex::encode(h.hash.finalize()));
+        Ok::<_, io::Error>((inv, got, h.bytes))
+    });
+    let mut blob = std::pin::pin!(blob);
+    while let Some(chunk) = blob.next().await {
+        let chunk = chunk.map_err(io::Error::other);
+        if tx.send(chunk).await.is_err() {
+            break; // the reader stopped (an error it will report)
+        }
+    }
+    drop(tx);
+    let (inv, got, bytes) = reader
+        .await
+        .map_err(|e| LayerError::Read {
+            digest: d.clone(),
+            reason: e.to_string(),
+        })?
+        .map_err(|e| LayerError::Read {
+            digest: d.clone(),
+            reason: e.to_string(),
+        })?;
+    if got != want {
+        return Err(LayerError::DiffId {
+            digest: d,
+            want,
+            got,
+        });
+    }
+    Ok((
+        inv,
+        LayerStats {
+            uncompressed_bytes: bytes,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer_tar() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let text = "P:musl\nV:1.2.4-r2\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "lib/apk/db/installed", text.as_bytes())
+            .unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn diff_id(b: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(b)))
+    }
+
+    fn chunks(b: Vec<u8>) -> impl Stream<Item = reqwest::Result<Bytes>> {
+        let parts: Vec<reqwest::Result<Bytes>> = b
+            .chunks(100)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures::stream::iter(parts)
+    }
+
+    #[tokio::test]
+    async fn gzip_layer_streams_into_an_inventory_and_its_diff_id_is_checked() {
+        let tar = layer_tar();
+        let id = diff_id(&tar);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let mt = "application/vnd.oci.image.layer.v1.tar+gzip";
+        let (inv, stats) = inventory("sha256:x", &id, mt, chunks(gz.clone()))
+            .await
+            .unwrap();
+        assert_eq!(inv.files.len(), 1);
+        assert_eq!(stats.uncompressed_bytes, tar.len() as u64);
+        let e = inventory("sha256:x", "sha256:00", mt, chunks(gz))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LayerError::DiffId { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn plain_tar_and_unknown_media_types() {
+        let tar = layer_tar();
+        let id = diff_id(&tar);
+        let mt = "application/vnd.oci.image.layer.v1.tar";
+        assert!(inventory("d", &id, mt, chunks(tar.clone())).await.is_ok());
+        let e = inventory("d", &id, "text/plain", chunks(tar))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("unsupported media type"), "{e}");
+    }
+}

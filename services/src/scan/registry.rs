@@ -1,0 +1,497 @@
+//! An OCI distribution client: resolves an image reference to its platform manifest,
+//! reads the config's `rootfs.diff_ids`, and opens layer blobs as byte streams. Speaks
+//! plain HTTP to loopback registries, HTTPS elsewhere; answers Basic and Bearer challenges.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures::Stream;
+use reqwest::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::{Response, StatusCode};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0} is not an image reference (registry/repository[:tag][@digest])")]
+    BadReference(String),
+    #[error("{url}: {reason}")]
+    Http { url: String, reason: String },
+    #[error("{what}: {reason}")]
+    Format { what: String, reason: String },
+    #[error("no manifest for {os}/{arch} in {image}")]
+    NoPlatform {
+        image: String,
+        os: String,
+        arch: String,
+    },
+}
+
+/// `registry/repository[:tag][@digest]`; Docker Hub names get their defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRef {
+    pub registry: String,
+    pub repository: String,
+    /// Tag or digest to fetch.
+    pub reference: String,
+}
+
+impl ImageRef {
+    pub fn parse(s: &str) -> Result<ImageRef, RegistryError> {
+        let bad = || RegistryError::BadReference(s.to_owned());
+        if s.is_empty() || s.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        let (name, digest) = match s.split_once('@') {
+            Some((n, d)) => (n, Some(d)),
+            None => (s, None),
+        };
+        let (first, rest) = name.split_once('/').unwrap_or(("", name));
+        let (registry, path) =
+            if !first.is_empty() && (first.contains(['.', ':']) || first == "localhost") {
+                (first.to_owned(), rest.to_owned())
+            } else {
+                let path = if name.contains('/') {
+                    name.to_owned()
+                } else {
+                    format!("library/{name}")
+                };
+                ("registry-1.docker.io".to_owned(), path)
+            };
+        // A tag follows the last ':' of the last path component.
+        let (repository, tag) = match path.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r.to_owned(), Some(t.to_owned())),
+            _ => (path, None),
+        };
+        if repository.is_empty() {
+            return Err(bad());
+        }
+        let reference = match (digest, tag) {
+            (Some(d), _) => d.to_owned(),
+            (None, Some(t)) => t,
+            (None, None) => "latest".to_owned(),
+        };
+        Ok(ImageRef {
+            registry,
+            repository,
+            reference,
+        })
+    }
+
+    fn loopback(&self) -> bool {
+        let host = self
+            .registry
+            .rsplit_once(':')
+            .map_or(&*self.registry, |(h, _)| h);
+        matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+    }
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sep = if self.reference.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
+        write!(
+            f,
+            "{}/{}{sep}{}",
+            self.registry, self.repository, self.reference
+        )
+    }
+}
+
+#[derive(Deserialize, Debug)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize, Debug)]
+struct Platform {
+    architecture: String,
+    os: String,
+}
+
+#[derive(Deserialize, Debug)]
+struct ManifestDoc {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Deserialize, Debug)]
+struct ConfigDoc {
+    rootfs: RootFs,
+}
+
+#[derive(Deserialize, Debug)]
+struct RootFs {
+    diff_ids: Vec<String>,
+}
+
+/// One layer of an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    /// Digest of the blob as stored (compressed).
+    pub digest: String,
+    /// Digest of the uncompressed tar: the cache key.
+    pub diff_id: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// An image resolved to one platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedImage {
+    pub image: ImageRef,
+    /// Digest of the platform manifest.
+    pub digest: String,
+    pub layers: Vec<Layer>,
+}
+
+/// Credentials for registries that ask (`user:password`).
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub basic: Option<(String, String)>,
+}
+
+pub struct Registry {
+    http: reqwest::Client,
+    creds: Credentials,
+    /// Bearer tokens by (registry, scope).
+    tokens: Mutex<HashMap<(String, String), String>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    pub fn new(creds: Credentials) -> Result<Registry, RegistryError> {
+        // HTTPS needs a process-wide crypto provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("bulkhead/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RegistryError::Http {
+                url: String::new(),
+                reason: e.to_string(),
+            })?;
+        Ok(Registry {
+            http,
+            creds,
+            tokens: Mutex::default(),
+        })
+    }
+
+    fn base(image: &ImageRef) -> String {
+        let scheme = if image.loopback() { "http" } else { "https" };
+        format!("{scheme}://{}/v2/{}", image.registry, image.repository)
+    }
+
+    /// GET with the registry's auth dance: on 401, answer the challenge once and retry.
+    async fn get(
+        &self,
+        image: &ImageRef,
+        url: &str,
+        accept: &str,
+    ) -> Result<Response, RegistryError> {
+        let err = |e: &dyn std::fmt::Display| RegistryError::Http {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        };
+        let scope = format!("repository:{}:pull", image.repository);
+        let key = (image.registry.clone(), scope.clone());
+        let token = self.tokens.lock().expect("lock").get(&key).cloned();
+        let mut req = self.http.get(url).header(ACCEPT, accept);
+        if let Some(t) = &token {
+            req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let resp = req.send().await.map_err(|e| err(&e))?;
+        let resp = if resp.status() == StatusCode::UNAUTHORIZED {
+            let challenge = resp
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let auth = self.answer(&challenge, &scope).await.map_err(|e| err(&e))?;
+            if let Some(t) = auth.strip_prefix("Bearer ") {
+                self.tokens.lock().expect("lock").insert(key, t.to_owned());
+            }
+            self.http
+                .get(url)
+                .header(ACCEPT, accept)
+                .header(AUTHORIZATION, auth)
+                .send()
+                .await
+                .map_err(|e| err(&e))?
+        } else {
+            resp
+        };
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(err(&format!("{status}: {}", body.trim())));
+        }
+        Ok(resp)
+    }
+
+    /// The `Authorization` value answering a `WWW-Authenticate` challenge.
+    async fn answer(&self, challenge: &str, scope: &str) -> Result<String, String> {
+        let (scheme, params) = parse_challenge(challenge);
+        match scheme.to_ascii_lowercase().as_str() {
+            "basic" => {
+                let (u, p) = self
+                    .creds
+                    .basic
+                    .as_ref()
+                    .ok_or("the registry asks for a user and password (set BULKHEAD_REGISTRY_AUTH=user:password)")?;
+                Ok(format!("Basic {}", base64(&format!("{u}:{p}"))))
+            }
+            "bearer" => {
+                let realm = params
+                    .get("realm")
+                    .ok_or("bearer challenge without a realm")?;
+                let mut query = vec![("scope", scope)];
+                if let Some(service) = params.get("service") {
+                    query.push(("service", service.as_str()));
+                }
+                let url = reqwest::Url::parse_with_params(realm, &query)
+                    .map_err(|e| format!("token realm {realm}: {e}"))?;
+                let mut req = self.http.get(url);
+                if let Some((u, p)) = &self.creds.basic {
+                    req = req.basic_auth(u, Some(p));
+                }
+                let resp = req.send().await.map_err(|e| e.to_string())?;
+                if !resp.status().is_success() {
+                    return Err(format!("token service {realm}: {}", resp.status()));
+                }
+                let t: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+                let token = t
+                    .get("token")
+                    .or_else(|| t.get("access_token"))
+                    .and_then(|v| v.as_str())
+                    .ok_or("token service replied without a token")?;
+                Ok(format!("Bearer {token}"))
+            }
+            _ => Err(format!("unsupported auth challenge {challenge:?}")),
+        }
+    }
+
+    async fn manifest(
+        &self,
+        image: &ImageRef,
+        reference: &str,
+    ) -> Result<(ManifestDoc, String), RegistryError> {
+        let url = format!("{}/manifests/{reference}", Self::base(image));
+        let resp = self.get(image, &url, MANIFEST_TYPES).await?;
+        let body = resp.bytes().await.map_err(|e| RegistryError::Http {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+        let doc = serde_json::from_slice(&body).map_err(|e| RegistryError::Format {
+            what: format!("manifest {url}"),
+            reason: e.to_string(),
+        })?;
+        Ok((doc, digest))
+    }
+
+    /// Resolves an image to the manifest for `os`/`arch` and its layers with diffIDs.
+    pub async fn resolve(
+        &self,
+        image: &ImageRef,
+        os: &str,
+        arch: &str,
+    ) -> Result<ResolvedImage, RegistryError> {
+        let (mut doc, mut digest) = self.manifest(image, &image.reference).await?;
+        if !doc.manifests.is_empty() {
+            let pick = doc
+                .manifests
+                .iter()
+                .find(|m| {
+                    m.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == os && p.architecture == arch)
+                })
+                .ok_or_else(|| RegistryError::NoPlatform {
+                    image: image.to_string(),
+                    os: os.into(),
+                    arch: arch.into(),
+                })?;
+            let d = pick.digest.clone();
+            (doc, digest) = self.manifest(image, &d).await?;
+        }
+        let config = doc.config.ok_or_else(|| RegistryError::Format {
+            what: format!("manifest of {image} ({})", doc.media_type),
+            reason: "no config".into(),
+        })?;
+        let url = format!("{}/blobs/{}", Self::base(image), config.digest);
+        let cfg: ConfigDoc = self
+            .get(image, &url, "*/*")
+            .await?
+            .json()
+            .await
+            .map_err(|e| RegistryError::Format {
+                what: format!("config of {image}"),
+                reason: e.to_string(),
+            })?;
+        if cfg.rootfs.diff_ids.len() != doc.layers.len() {
+            return Err(RegistryError::Format {
+                what: format!("config of {image}"),
+                reason: format!(
+                    "{} diff_ids for {} layers",
+                    cfg.rootfs.diff_ids.len(),
+                    doc.layers.len()
+                ),
+            });
+        }
+        let layers = doc
+            .layers
+            .into_iter()
+            .zip(cfg.rootfs.diff_ids)
+            .map(|(l, diff_id)| Layer {
+                digest: l.digest,
+                diff_id,
+                media_type: l.media_type,
+                size: l.size,
+            })
+            .collect();
+        Ok(ResolvedImage {
+            image: image.clone(),
+            digest,
+            layers,
+        })
+    }
+
+    /// The layer blob, as a stream of bytes.
+    pub async fn layer(
+        &self,
+        image: &ImageRef,
+        layer: &Layer,
+    ) -> Result<impl Stream<Item = reqwest::Result<Bytes>> + use<>, RegistryError> {
+        let url = format!("{}/blobs/{}", Self::base(image), layer.digest);
+        Ok(self.get(image, &url, "*/*").await?.bytes_stream())
+    }
+}
+
+/// `Bearer realm="…",service="…",scope="…"` → ("Bearer", {realm: …, …}).
+fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
+    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while let Some((k, after)) = rest.split_once('=') {
+        let k = k.trim().trim_start_matches(',').trim().to_owned();
+        let (v, next) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"').unwrap_or(q.len());
+            (q[..end].to_owned(), q.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_owned(), &after[end..])
+        };
+        params.insert(k, v);
+        rest = next.trim_start_matches(',').trim();
+    }
+    (scheme.to_owned(), params)
+}
+
+fn base64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references() {
+        let r = ImageRef::parse("127.0.0.1:5000/bulkhead/debian:1").unwrap();
+        assert_eq!(
+            (
+                r.registry.as_str(),
+                r.repository.as_str(),
+                r.reference.as_str()
+            ),
+            ("127.0.0.1:5000", "bulkhead/debian", "1")
+        );
+        assert!(r.loopback());
+        let r = ImageRef::parse("busybox").unwrap();
+        assert_eq!(
+            (
+                r.registry.as_str(),
+                r.repository.as_str(),
+                r.reference.as_str()
+            ),
+            ("registry-1.docker.io", "library/busybox", "latest")
+        );
+        let r = ImageRef::parse("ghcr.io/org/app@sha256:abc").unwrap();
+        assert_eq!(r.reference, "sha256:abc");
+        assert_eq!(r.to_string(), "ghcr.io/org/app@sha256:abc");
+        let r = ImageRef::parse("localhost:5000/app").unwrap();
+        assert_eq!(
+            (r.repository.as_str(), r.reference.as_str()),
+            ("app", "latest")
+        );
+        assert!(ImageRef::parse("").is_err());
+        assert!(ImageRef::parse("a b").is_err());
+    }
+
+    #[test]
+    fn challenges() {
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
+        );
+        assert_eq!(s, "Bearer");
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:a/b:pull");
+        let (s, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
+        assert_eq!(
+            (s.as_str(), p["realm"].as_str()),
+            ("Basic", "Registry Realm")
+        );
+    }
+
+    #[test]
+    fn base64_encodes_credentials() {
+        assert_eq!(base64("user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(base64("a"), "YQ==");
+        assert_eq!(base64("ab"), "YWI=");
+    }
+}
