@@ -145,6 +145,12 @@ Version: 2.36-9+deb12u3'
   rm "$b/rootfs/var/lib/dpkg/status.d/curl"                     # a whiteout
   umoci repack --image "$oci:deb" "$b"
   rm -rf "$b"
+  # Another image on the same two base layers, with an application layer on top.
+  umoci unpack --image "$oci:deb" "$b" >/dev/null
+  mkdir -p "$b/rootfs/srv/app"
+  echo "app 1.0" >"$b/rootfs/srv/app/VERSION"
+  umoci repack --image "$oci:deb-app" "$b"
+  rm -rf "$b"
 
   umoci new --image "$oci:apk"
   umoci unpack --image "$oci:apk" "$b" >/dev/null
@@ -168,6 +174,7 @@ o:musl'
   local to="docker://127.0.0.1:$port/bulkhead"
   skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:deb" "$to/debian-vuln:1"
   skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:deb-zstd" "$to/debian-vuln:zstd"
+  skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:deb-app" "$to/debian-app:1"
   skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:apk" "$to/alpine-vuln:1"
 }
 

@@ -106,7 +106,7 @@ impl Advisory {
             .severity
             .iter()
             .chain(&self.severity)
-            .filter_map(|s| Severity::from_score(&s.kind, &s.score))
+            .filter_map(|s| crate::severity::from_score(&s.kind, &s.score))
             .chain(from_db)
             .max()
             .unwrap_or(Severity::Unknown)

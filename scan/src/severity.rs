@@ -1,76 +1,26 @@
 //! Severity of a finding: from a CVSS v3 vector (base score, computed as the CVSS 3.1
 //! specification says) or from a label an advisory database gives.
 
-use serde::{Deserialize, Serialize};
+pub use bulkhead_schemas::scan::Severity;
 
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    #[default]
-    Unknown,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub const ALL: [Severity; 5] = [
-        Severity::Critical,
-        Severity::High,
-        Severity::Medium,
-        Severity::Low,
-        Severity::Unknown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Unknown => "unknown",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    /// `LOW`, `MODERATE`/`MEDIUM`, `HIGH`/`IMPORTANT`, `CRITICAL` (any case).
-    pub fn from_label(s: &str) -> Option<Severity> {
-        match s.to_ascii_lowercase().as_str() {
-            "low" | "negligible" => Some(Severity::Low),
-            "medium" | "moderate" => Some(Severity::Medium),
-            "high" | "important" => Some(Severity::High),
-            "critical" => Some(Severity::Critical),
-            _ => None,
-        }
-    }
-
-    /// From an OSV `severity` entry; only CVSS v3 vectors are scored.
-    pub fn from_score(kind: &str, score: &str) -> Option<Severity> {
-        match kind {
-            "CVSS_V3" => cvss3_base(score).map(Severity::from_base_score),
-            _ => None,
-        }
-    }
-
-    /// The CVSS qualitative rating of a base score.
-    pub fn from_base_score(s: f64) -> Severity {
-        if s >= 9.0 {
-            Severity::Critical
-        } else if s >= 7.0 {
-            Severity::High
-        } else if s >= 4.0 {
-            Severity::Medium
-        } else {
-            Severity::Low
-        }
+/// From an OSV `severity` entry; only CVSS v3 vectors are scored.
+pub fn from_score(kind: &str, score: &str) -> Option<Severity> {
+    match kind {
+        "CVSS_V3" => cvss3_base(score).map(from_base_score),
+        _ => None,
     }
 }
 
-impl std::fmt::Display for Severity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
+/// The CVSS qualitative rating of a base score.
+pub fn from_base_score(s: f64) -> Severity {
+    if s >= 9.0 {
+        Severity::Critical
+    } else if s >= 7.0 {
+        Severity::High
+    } else if s >= 4.0 {
+        Severity::Medium
+    } else {
+        Severity::Low
     }
 }
 
@@ -180,7 +130,7 @@ mod tests {
     #[test]
     fn ratings() {
         assert_eq!(
-            Severity::from_score("CVSS_V3", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"),
+            from_score("CVSS_V3", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"),
             Some(Severity::Critical)
         );
         assert_eq!(Severity::from_label("Moderate"), Some(Severity::Medium));

@@ -4,11 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::inventory::{ImageInventory, PackageKind};
 use crate::osv::{self, Advisory};
-use crate::severity::Severity;
 use crate::version::Ecosystem;
 
 /// Advisories indexed by (ecosystem without release, package name).
@@ -71,45 +68,7 @@ fn bare(eco: &str) -> &str {
     eco.split(':').next().unwrap_or(eco)
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Finding {
-    pub severity: Severity,
-    pub advisory: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub aliases: Vec<String>,
-    /// The source (Debian) or origin (Alpine) package the advisory names.
-    pub package: String,
-    pub installed: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fixed: Option<String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub summary: String,
-}
-
-/// What a scan concludes about an image.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct Verdict {
-    /// `Debian:12`, `Alpine:v3.19`; absent when the OS is unknown or unsupported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ecosystem: Option<String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub os: String,
-    pub packages: usize,
-    /// Findings per severity name.
-    pub counts: BTreeMap<Severity, u32>,
-    /// Most severe first.
-    pub findings: Vec<Finding>,
-    /// Why the scan could not judge the packages, if it could not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-impl Verdict {
-    /// The worst severity found (None: no findings).
-    pub fn worst(&self) -> Option<Severity> {
-        self.findings.iter().map(|f| f.severity).max()
-    }
-}
+pub use bulkhead_schemas::scan::{Finding, Verdict};
 
 /// Matches every installed package against the database.
 pub fn assess(image: &ImageInventory, db: &AdvisoryDb) -> Verdict {
@@ -170,6 +129,7 @@ pub fn assess(image: &ImageInventory, db: &AdvisoryDb) -> Verdict {
 mod tests {
     use super::*;
     use crate::inventory::{InstalledPackage, OsRelease};
+    use crate::severity::Severity;
 
     fn adv(id: &str, eco: &str, pkg: &str, fixed: &str, sev: &str) -> Advisory {
         Advisory::parse(

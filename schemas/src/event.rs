@@ -178,12 +178,27 @@ pub struct Stopped {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct ScanRequested {
     pub image: String,
+    pub job: String,
 }
 
+/// On `bulkhead.evt.scan.<digest hex>.scan_completed`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct ScanCompleted {
+    /// The reference scanned.
     pub image: String,
-    pub verdict: String,
+    /// Digest of the platform manifest scanned.
+    pub digest: String,
+    pub job: String,
+    /// The worker that ran the job.
+    pub worker: String,
+    /// Present when the scan succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::scan::Verdict>,
+    /// Why the scan failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<crate::scan::LayerReport>,
 }
 
 /// A node came up (or back) with this capacity.

@@ -6,6 +6,7 @@ pub mod command;
 pub mod event;
 pub mod ids;
 pub mod node;
+pub mod scan;
 pub mod schema;
 pub mod spec;
 pub mod subjects;

@@ -38,6 +38,7 @@ pub fn all() -> Vec<(&'static str, String)> {
             "api-workload.json",
             pretty(schema_for!(crate::api::WorkloadView)),
         ),
+        ("scan-job.json", pretty(schema_for!(crate::scan::ScanJob))),
         (
             "api-nodes-reply.json",
             pretty(schema_for!(crate::api::NodesReply)),

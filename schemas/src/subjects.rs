@@ -20,6 +20,17 @@ pub const API_WORKLOADS_GET: &str = "bulkhead.api.workloads.get";
 pub const API_WORKLOADS_LIST: &str = "bulkhead.api.workloads.list";
 pub const API_NODES_LIST: &str = "bulkhead.api.nodes.list";
 
+/// Scan jobs (work queue [`SCAN_STREAM`]), per-job progress, per-worker layer requests.
+pub const SCAN_JOBS: &str = "bulkhead.scan.jobs";
+pub const EVT_SCANS: &str = "bulkhead.evt.scan.>";
+pub const SCAN_STREAM: &str = "BULKHEAD_SCAN";
+/// Durable consumer shared by every scan worker.
+pub const SCAN_CONSUMER: &str = "bulkhead-scanners";
+/// KV bucket of layer inventories (key `f<format>-<diffID hex>`).
+pub const LAYERS_BUCKET: &str = "bulkhead-layers";
+/// KV bucket of live scan workers (key: worker id; entries expire): the hash ring's members.
+pub const SCANNERS_BUCKET: &str = "bulkhead-scanners";
+
 pub const CMD_STREAM: &str = "BULKHEAD_CMD";
 pub const EVT_STREAM: &str = "BULKHEAD_EVT";
 pub const OPS_STREAM: &str = "BULKHEAD_OPS";
@@ -32,6 +43,22 @@ pub const SCHEDULER_LEASE_KEY: &str = "scheduler";
 
 /// Durable consumer through which the active scheduler reads commands.
 pub const SCHEDULER_CONSUMER: &str = "bulkhead-scheduler";
+
+/// `bulkhead.scan.progress.<job>`: what a worker is doing on a job (core NATS).
+pub fn scan_progress(job: &str) -> String {
+    format!("bulkhead.scan.progress.{job}")
+}
+
+/// `bulkhead.scan.layer.<worker>`: requests to the worker owning a layer.
+pub fn scan_layer(worker: &str) -> String {
+    format!("bulkhead.scan.layer.{worker}")
+}
+
+/// `bulkhead.evt.scan.<digest hex>.<type>` (the `sha256:` prefix dropped).
+pub fn scan_event(digest: &str, kind: &str) -> String {
+    let hex = digest.rsplit(':').next().unwrap_or(digest);
+    format!("bulkhead.evt.scan.{hex}.{kind}")
+}
 
 /// `bulkhead.evt.wl.<workload>.<type>`
 pub fn workload_event(workload: &str, kind: &str) -> String {

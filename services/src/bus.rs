@@ -52,6 +52,8 @@ pub struct Topology {
     pub node_ttl: Duration,
     /// Lifetime of the scheduler lease unless renewed.
     pub lease_ttl: Duration,
+    /// A scan worker silent this long leaves the hash ring.
+    pub scanner_ttl: Duration,
 }
 
 impl Default for Topology {
@@ -60,6 +62,7 @@ impl Default for Topology {
             duplicate_window: Duration::from_secs(600),
             node_ttl: Duration::from_secs(30),
             lease_ttl: Duration::from_secs(3),
+            scanner_ttl: Duration::from_secs(6),
         }
     }
 }
@@ -109,6 +112,14 @@ impl Bus {
                 ..Default::default()
             },
             stream::Config {
+                name: subjects::SCAN_STREAM.into(),
+                description: Some("bulkhead scan jobs".into()),
+                subjects: vec![subjects::SCAN_JOBS.into()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::WorkQueue,
+                ..Default::default()
+            },
+            stream::Config {
                 name: subjects::OPS_STREAM.into(),
                 description: Some("bulkhead node operations".into()),
                 subjects: vec![subjects::OPS_ALL.into()],
@@ -127,6 +138,16 @@ impl Bus {
         }
         let buckets = [
             (subjects::NODES_BUCKET, "node heartbeats", topo.node_ttl),
+            (
+                subjects::SCANNERS_BUCKET,
+                "live scan workers (the layer cache's hash ring)",
+                topo.scanner_ttl,
+            ),
+            (
+                subjects::LAYERS_BUCKET,
+                "layer inventories by diffID and format",
+                Duration::ZERO,
+            ),
             (
                 subjects::LEASES_BUCKET,
                 "leases of active service instances",

@@ -406,12 +406,7 @@ pub async fn scan(
         db_path.display(),
         loaded.skipped
     );
-    let creds = registry::Credentials {
-        basic: std::env::var("BULKHEAD_REGISTRY_AUTH")
-            .ok()
-            .and_then(|v| v.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))),
-    };
-    let reg = registry::Registry::new(creds)?;
+    let reg = registry::Registry::new(registry_credentials())?;
     let report = crate::scan::scan_image(&reg, &image, &loaded.db, |p| match p {
         Progress::Resolved { digest, layers } => {
             eprintln!("{image}: {digest}, {layers} layers")
@@ -420,15 +415,41 @@ pub async fn scan(
             index,
             diff_id,
             packages,
-            uncompressed_bytes,
+            source,
         } => eprintln!(
-            "  layer {index} {}: {packages} packages in the databases, {} KiB",
+            "  layer {index} {}: {packages} packages in the databases ({source:?})",
             diff_id.get(..19).unwrap_or(&diff_id),
-            uncompressed_bytes / 1024
         ),
     })
     .await?;
-    let v = &report.verdict;
+    print_verdict(&report, &report.verdict, json)?;
+    Ok(fail_code(&report.verdict, fail_on))
+}
+
+/// `BULKHEAD_REGISTRY_AUTH=user:password`, for registries that ask.
+pub fn registry_credentials() -> crate::scan::registry::Credentials {
+    crate::scan::registry::Credentials {
+        basic: std::env::var("BULKHEAD_REGISTRY_AUTH")
+            .ok()
+            .and_then(|v| v.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))),
+    }
+}
+
+fn fail_code(
+    v: &bulkhead_schemas::scan::Verdict,
+    fail_on: Option<bulkhead_scan::severity::Severity>,
+) -> i32 {
+    match (fail_on, v.worst()) {
+        (Some(limit), Some(worst)) if worst >= limit => exit::VULNERABLE,
+        _ => exit::OK,
+    }
+}
+
+fn print_verdict(
+    report: &impl serde::Serialize,
+    v: &bulkhead_schemas::scan::Verdict,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &report)?;
@@ -469,8 +490,57 @@ pub async fn scan(
             )?;
         }
     }
-    Ok(match (fail_on, v.worst()) {
-        (Some(limit), Some(worst)) if worst >= limit => exit::VULNERABLE,
-        _ => exit::OK,
-    })
+    Ok(())
+}
+
+/// `bulkhead scan IMAGE` without `--db`: a job for the scan workers; shows their progress,
+/// then the verdict from the `scan_completed` event.
+pub async fn scan_remote(
+    bus: &Bus,
+    image: &str,
+    timeout: Duration,
+    fail_on: Option<bulkhead_scan::severity::Severity>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    crate::scan::registry::ImageRef::parse(image)?;
+    let job = bulkhead_schemas::scan::ScanJob {
+        id: uuid::Uuid::now_v7().to_string(),
+        image: image.to_owned(),
+    };
+    let mut progress = bus
+        .client
+        .subscribe(subjects::scan_progress(&job.id))
+        .await?;
+    let mut done = bus.client.subscribe(subjects::EVT_SCANS).await?;
+    bus.js
+        .publish(subjects::SCAN_JOBS, serde_json::to_vec(&job)?.into())
+        .await?
+        .await?;
+    eprintln!("scan job {} queued for {image}", job.id);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                eprintln!("no verdict after {} s (are scan workers running? `bulkhead scanner --db PATH`)", timeout.as_secs());
+                return Ok(exit::TIMEOUT);
+            }
+            Some(p) = progress.next() => {
+                eprintln!("  {}", String::from_utf8_lossy(&p.payload));
+            }
+            Some(m) = done.next() => {
+                let Ok(ev) = Event::parse(&m.payload) else { continue };
+                let EventBody::ScanCompleted(c) = ev.body else { continue };
+                if c.job != job.id {
+                    continue;
+                }
+                if let Some(e) = &c.error {
+                    eprintln!("scan failed on {}: {e}", c.worker);
+                    return Ok(exit::FAILED);
+                }
+                let v = c.verdict.clone().unwrap_or_default();
+                print_verdict(&c, &v, json)?;
+                return Ok(fail_code(&v, fail_on));
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@ use bulkhead::bus::{Bus, Topology};
 use bulkhead::cri::CriRuntime;
 use bulkhead::natsd::{NatsServer, Sync};
 use bulkhead::node_config::NodeFile;
+use bulkhead::scan::worker;
 use bulkhead::scheduler_svc::{self, SchedulerConfig};
 use bulkhead::sim::SimRuntime;
 use bulkhead::{api, cli, node_svc, telemetry};
@@ -114,13 +115,29 @@ enum Cmd {
     /// above that severity. Registry credentials: BULKHEAD_REGISTRY_AUTH=user:password.
     Scan {
         image: String,
+        /// Scan here against this database; without it, the scan workers do the job.
         #[arg(long, env = "BULKHEAD_VULNDB")]
-        db: PathBuf,
+        db: Option<PathBuf>,
+        /// Give up waiting for the workers after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
         /// low, medium, high or critical.
         #[arg(long, value_parser = parse_severity)]
         fail_on: Option<bulkhead_scan::severity::Severity>,
         #[arg(long)]
         json: bool,
+    },
+    /// Run a scan worker: takes jobs from the scan queue, owns its share of the layer cache.
+    Scanner {
+        /// Offline OSV database: a directory of advisory JSON files or an OSV all.zip.
+        #[arg(long, env = "BULKHEAD_VULNDB")]
+        db: PathBuf,
+        /// Worker id (default: scanner-<pid>).
+        #[arg(long)]
+        id: Option<String>,
+        /// Memory for cached layer inventories.
+        #[arg(long, default_value_t = 256)]
+        lru_mib: usize,
     },
     /// Stop every replica of a workload.
     Stop {
@@ -249,6 +266,28 @@ async fn start_node(bus: &Bus, f: &NodeFile, name: String) -> anyhow::Result<nod
         }
         other => anyhow::bail!("unknown runtime {other:?} (sim or cri)"),
     }
+}
+
+async fn start_scanner(
+    bus: &Bus,
+    db: &std::path::Path,
+    id: Option<String>,
+    lru_mib: usize,
+) -> anyhow::Result<bulkhead::scan::worker::WorkerHandle> {
+    let loaded = bulkhead::scan::vulndb::load(db)?;
+    info!(advisories = loaded.db.len(), skipped = loaded.skipped, db = %db.display(), "advisory database loaded");
+    let mut cfg =
+        worker::WorkerConfig::new(id.unwrap_or_else(|| format!("scanner-{}", std::process::id())));
+    cfg.lru_bytes = lru_mib * 1024 * 1024;
+    cfg.credentials = cli::registry_credentials();
+    // Test hook: a pause before each layer makes a scan last long enough to kill it.
+    if let Some(ms) = std::env::var("BULKHEAD_SCAN_LAYER_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.layer_delay = Duration::from_millis(ms);
+    }
+    worker::start(bus, cfg, Arc::new(loaded.db)).await
 }
 
 async fn connect_service(url: &str, name: &str) -> anyhow::Result<Bus> {
@@ -408,9 +447,22 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Scan {
             image,
             db,
+            timeout,
             fail_on,
             json,
-        } => cli::scan(&image, &db, fail_on, json).await,
+        } => match db {
+            Some(db) => cli::scan(&image, &db, fail_on, json).await,
+            None => {
+                let bus = connect_service(&cli.nats, "bulkhead-cli").await?;
+                cli::scan_remote(&bus, &image, Duration::from_secs(timeout), fail_on, json).await
+            }
+        },
+        Cmd::Scanner { db, id, lru_mib } => {
+            let bus = connect_service(&cli.nats, "bulkhead-scanner").await?;
+            let _w = start_scanner(&bus, &db, id, lru_mib).await?;
+            shutdown_signal().await;
+            Ok(cli::exit::OK)
+        }
         Cmd::Stop { id, grace } => {
             cli::stop(&Bus::connect(&cli.nats, "bulkhead-cli").await?, &id, grace).await
         }

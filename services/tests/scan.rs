@@ -1,8 +1,21 @@
 //! `bulkhead scan` against real images in a loopback registry (built offline by
 //! `scripts/cri-env.sh` from Debian and Alpine package databases, in layers where a later
-//! one removes packages) and OSV advisories in the real OSV format (`tests/osv/`).
+//! one removes packages) and OSV advisories in the real OSV format (`tests/osv/`); scan
+//! workers on a real nats-server sharing the layer cache and taking over dead jobs.
 
+mod common;
+
+use std::collections::BTreeMap;
 use std::process::Command;
+use std::time::Duration;
+
+use bulkhead_schemas::event::{Event, EventBody, ScanCompleted};
+use bulkhead_schemas::scan::{LayerSource, ScanJob};
+use bulkhead_schemas::subjects;
+use common::*;
+use futures::StreamExt;
+
+const OSV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/osv");
 
 fn registry() -> String {
     std::env::var("BULKHEAD_TEST_REGISTRY").unwrap_or_else(|_| {
@@ -16,8 +29,7 @@ fn registry() -> String {
 /// Runs `bulkhead scan --json`; returns the exit code and the report.
 fn scan(image: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-        .args(["scan", "--json", "--db"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/osv"))
+        .args(["scan", "--json", "--db", OSV])
         .args(extra)
         .arg(format!("{}/bulkhead/{image}", registry()))
         .output()
@@ -94,5 +106,160 @@ fn a_missing_image_is_a_clear_error() {
     assert!(
         stderr.contains("no-such-image") && stderr.contains("404"),
         "{stderr}"
+    );
+}
+
+fn image(name: &str) -> String {
+    format!("{}/bulkhead/{name}", registry())
+}
+
+/// Starts a scan worker process.
+fn scanner(env: &mut Env, id: &str, vars: &[(&str, &str)]) -> u32 {
+    env.spawn_env(id, &["scanner", "--db", OSV, "--id", id], vars)
+}
+
+async fn wait_members(env: &Env, n: usize) {
+    let kv = env
+        .bus
+        .js
+        .get_key_value(subjects::SCANNERS_BUCKET)
+        .await
+        .unwrap();
+    wait_until(
+        &format!("{n} scan workers"),
+        Duration::from_secs(30),
+        async || match kv.keys().await {
+            Ok(keys) => keys.filter_map(|k| async move { k.ok() }).count().await >= n,
+            Err(_) => false,
+        },
+    )
+    .await;
+    // Each worker rebuilds its ring every second: let both see both.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+}
+
+async fn queue(env: &Env, id: &str, image: &str) {
+    let job = ScanJob {
+        id: id.into(),
+        image: image.into(),
+    };
+    env.bus
+        .js
+        .publish(
+            subjects::SCAN_JOBS,
+            serde_json::to_vec(&job).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// Waits for the `scan_completed` events of these jobs.
+async fn completions(
+    sub: &mut async_nats::Subscriber,
+    jobs: &[&str],
+) -> BTreeMap<String, ScanCompleted> {
+    let mut out = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while out.len() < jobs.len() {
+        let m = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("no scan_completed for all of {jobs:?}; got {out:?}"))
+            .unwrap();
+        let ev = Event::parse(&m.payload).unwrap();
+        if let EventBody::ScanCompleted(c) = ev.body
+            && jobs.contains(&c.job.as_str())
+        {
+            out.insert(c.job.clone(), c);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_layers_are_inventoried_once_across_workers_even_at_the_same_moment() {
+    let mut env = env().await;
+    scanner(&mut env, "scan-a", &[]);
+    scanner(&mut env, "scan-b", &[]);
+    wait_members(&env, 2).await;
+    let mut events = env.bus.client.subscribe(subjects::EVT_SCANS).await.unwrap();
+    // Two images on the same two base layers, queued together: each worker takes one.
+    let (a, b) = (image("debian-vuln:1"), image("debian-app:1"));
+    tokio::join!(queue(&env, "j1", &a), queue(&env, "j2", &b));
+    let done = completions(&mut events, &["j1", "j2"]).await;
+    assert_ne!(done["j1"].worker, done["j2"].worker, "one job per worker");
+
+    let mut computed: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in done.values() {
+        assert_eq!(c.error, None, "{c:?}");
+        let v = c.verdict.as_ref().unwrap();
+        assert_eq!(v.findings.len(), 1, "{v:?}");
+        assert_eq!(v.findings[0].advisory, "DEBIAN-CVE-2023-5678");
+        for l in &c.layers {
+            *seen.entry(&l.diff_id).or_default() += 1;
+            if l.source == LayerSource::Computed {
+                *computed.entry(&l.diff_id).or_default() += 1;
+            }
+        }
+    }
+    let shared: Vec<&str> = seen
+        .iter()
+        .filter(|(_, n)| **n == 2)
+        .map(|(d, _)| *d)
+        .collect();
+    assert_eq!(
+        shared.len(),
+        2,
+        "the base layers appear in both scans: {seen:?}"
+    );
+    assert_eq!(seen.len(), 3);
+    for d in seen.keys() {
+        assert_eq!(
+            computed.get(d),
+            Some(&1),
+            "{d} inventoried once in the cluster: {done:?}"
+        );
+    }
+
+    // A rescan reads nothing: every layer comes from its owner's memory.
+    queue(&env, "j3", &a).await;
+    let again = completions(&mut events, &["j3"]).await;
+    let sources: Vec<LayerSource> = again["j3"].layers.iter().map(|l| l.source).collect();
+    assert_eq!(sources, [LayerSource::Memory, LayerSource::Memory]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_worker_dies_mid_scan_is_finished_by_another() {
+    let mut env = env().await;
+    let slow = scanner(
+        &mut env,
+        "scan-slow",
+        &[("BULKHEAD_SCAN_LAYER_DELAY_MS", "4000")],
+    );
+    wait_members(&env, 1).await;
+    let mut progress = env
+        .bus
+        .client
+        .subscribe(subjects::scan_progress("jk"))
+        .await
+        .unwrap();
+    let mut events = env.bus.client.subscribe(subjects::EVT_SCANS).await.unwrap();
+    queue(&env, "jk", &image("alpine-vuln:1")).await;
+    let first = tokio::time::timeout(Duration::from_secs(30), progress.next())
+        .await
+        .expect("the slow worker starts the job")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first.payload).contains("scan-slow"));
+    env.sigkill(slow);
+    scanner(&mut env, "scan-rescue", &[]);
+    let done = completions(&mut events, &["jk"]).await;
+    let c = &done["jk"];
+    assert_eq!(c.worker, "scan-rescue");
+    assert_eq!(c.error, None);
+    assert_eq!(
+        c.verdict.as_ref().unwrap().findings[0].advisory,
+        "ALPINE-CVE-2023-42366"
     );
 }

@@ -5,12 +5,18 @@
 pub mod layers;
 pub mod registry;
 pub mod vulndb;
+pub mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
 
 use bulkhead_scan::inventory::{self, LayerInventory};
 use bulkhead_scan::verdict::{self, AdvisoryDb, Verdict};
+use bulkhead_schemas::scan::{LayerReport, LayerSource};
 use serde::Serialize;
 
-use registry::{ImageRef, Registry, ResolvedImage};
+use layers::LayerStats;
+use registry::{ImageRef, Layer, Registry, ResolvedImage};
 
 /// Progress of one scan, as it goes.
 #[derive(Clone, Debug, Serialize)]
@@ -24,7 +30,7 @@ pub enum Progress {
         index: usize,
         diff_id: String,
         packages: usize,
-        uncompressed_bytes: u64,
+        source: LayerSource,
     },
 }
 
@@ -33,7 +39,7 @@ pub enum Progress {
 pub struct Report {
     pub image: String,
     pub digest: String,
-    pub layers: Vec<String>,
+    pub layers: Vec<LayerReport>,
     pub verdict: Verdict,
 }
 
@@ -43,6 +49,8 @@ pub enum ScanError {
     Registry(#[from] registry::RegistryError),
     #[error(transparent)]
     Layer(#[from] layers::LayerError),
+    #[error("{0}")]
+    Other(String),
 }
 
 /// The platform scanned: this machine's.
@@ -55,23 +63,39 @@ pub fn platform() -> (&'static str, &'static str) {
     ("linux", arch)
 }
 
-/// Inventories every layer of `image` (one at a time, streamed) and matches the result.
-pub async fn scan_image(
+/// Reads one layer's inventory from its blob.
+pub async fn compute_layer(
+    reg: &Registry,
+    image: &ImageRef,
+    l: &Layer,
+) -> Result<(LayerInventory, LayerStats), ScanError> {
+    let blob = reg.layer(image, l).await?;
+    Ok(layers::inventory(&l.digest, &l.diff_id, &l.media_type, blob).await?)
+}
+
+/// Scans `image`: resolves it, gets each layer's inventory from `inventory_of` (which
+/// may compute it or find it cached), merges them in order and matches the result.
+pub async fn scan_with<F, Fut>(
     reg: &Registry,
     image: &ImageRef,
     db: &AdvisoryDb,
+    mut inventory_of: F,
     mut progress: impl FnMut(Progress),
-) -> Result<Report, ScanError> {
+) -> Result<Report, ScanError>
+where
+    F: FnMut(Layer) -> Fut,
+    Fut: Future<Output = Result<(Arc<LayerInventory>, LayerReport), ScanError>>,
+{
     let (os, arch) = platform();
     let resolved: ResolvedImage = reg.resolve(image, os, arch).await?;
     progress(Progress::Resolved {
         digest: resolved.digest.clone(),
         layers: resolved.layers.len(),
     });
-    let mut inventories: Vec<LayerInventory> = Vec::new();
+    let mut inventories = Vec::new();
+    let mut reports = Vec::new();
     for (index, l) in resolved.layers.iter().enumerate() {
-        let blob = reg.layer(image, l).await?;
-        let (inv, stats) = layers::inventory(&l.digest, &l.diff_id, &l.media_type, blob).await?;
+        let (inv, report) = inventory_of(l.clone()).await?;
         progress(Progress::Layer {
             index,
             diff_id: l.diff_id.clone(),
@@ -83,15 +107,41 @@ pub async fn scan_image(
                     inventory::DbFile::OsRelease(_) => 0,
                 })
                 .sum(),
-            uncompressed_bytes: stats.uncompressed_bytes,
+            source: report.source,
         });
         inventories.push(inv);
+        reports.push(report);
     }
-    let merged = inventory::merge(&inventories);
+    let merged = inventory::merge(inventories.iter().map(Arc::as_ref));
     Ok(Report {
         image: image.to_string(),
         digest: resolved.digest,
-        layers: resolved.layers.iter().map(|l| l.diff_id.clone()).collect(),
+        layers: reports,
         verdict: verdict::assess(&merged, db),
     })
+}
+
+/// Scans `image` in this process, reading every layer.
+pub async fn scan_image(
+    reg: &Registry,
+    image: &ImageRef,
+    db: &AdvisoryDb,
+    progress: impl FnMut(Progress),
+) -> Result<Report, ScanError> {
+    scan_with(
+        reg,
+        image,
+        db,
+        |l| async move {
+            let (inv, _) = compute_layer(reg, image, &l).await?;
+            let report = LayerReport {
+                diff_id: l.diff_id,
+                source: LayerSource::Computed,
+                owner: "local".into(),
+            };
+            Ok((Arc::new(inv), report))
+        },
+        progress,
+    )
+    .await
 }

@@ -48,11 +48,17 @@ pub async fn env() -> Env {
 impl Env {
     /// Starts `bulkhead <args>` against this server; its log goes to `<dir>/<log>.log`.
     pub fn spawn(&mut self, log: &str, args: &[&str]) -> u32 {
+        self.spawn_env(log, args, &[])
+    }
+
+    /// As [`Env::spawn`], with extra environment variables.
+    pub fn spawn_env(&mut self, log: &str, args: &[&str], vars: &[(&str, &str)]) -> u32 {
         let out = std::fs::File::create(self.dir.path().join(format!("{log}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
             .arg("--nats")
             .arg(&self.server.url)
             .args(args)
+            .envs(vars.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(out)
