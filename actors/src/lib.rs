@@ -9,6 +9,7 @@ pub mod projection;
 pub mod reconcile;
 pub mod ring;
 pub mod runtime;
+pub mod scan_policy;
 pub mod scheduler;
 pub mod scheduler_actor;
 pub mod trace;

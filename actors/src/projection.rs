@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bulkhead_schemas::api::{ReplicaView, WorkloadState, WorkloadView};
+use bulkhead_schemas::api::{ReplicaView, ScanSummary, WorkloadState, WorkloadView};
 use bulkhead_schemas::event::{Event, EventBody, Hash};
 use bulkhead_schemas::{Resources, WorkloadSpec};
 
@@ -56,6 +56,10 @@ pub struct Workload {
     pub cmd_seq: u64,
     /// Trace context of its admission: later events of the workload join that trace.
     pub traceparent: Option<Box<str>>,
+    /// A scan of its image was requested; `Some(true)`: placement waits for the verdict.
+    pub scan_gate: Option<bool>,
+    /// Its image's verdict, once recorded on the workload.
+    pub scan: Option<Box<ScanSummary>>,
 }
 
 impl Workload {
@@ -88,13 +92,25 @@ impl Workload {
         self.spec.as_deref().map(Resources::of).unwrap_or_default()
     }
 
-    /// Replicas waiting for a node (none once a stop was requested).
+    /// Replicas waiting for a node (none once a stop was requested or the workload was
+    /// rejected, or while a scan verdict is awaited).
     pub fn pending_replicas(&self) -> impl Iterator<Item = u32> + '_ {
+        let held = self.stop_requested || self.rejected || self.awaits_verdict();
         self.replicas
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.state == WorkloadState::Pending && !self.stop_requested)
+            .filter(move |(_, r)| r.state == WorkloadState::Pending && !held)
             .map(|(i, _)| i as u32)
+    }
+
+    /// Placement waits for the image's scan verdict (scan policy `gate`).
+    pub fn awaits_verdict(&self) -> bool {
+        self.scan_gate == Some(true) && self.scan.is_none() && !self.rejected
+    }
+
+    /// A scan was requested and its verdict is not recorded yet.
+    pub fn wants_verdict(&self) -> bool {
+        self.scan_gate.is_some() && self.scan.is_none() && !self.rejected
     }
 
     pub fn view(&self, id: &str) -> WorkloadView {
@@ -118,6 +134,7 @@ impl Workload {
             reason: self.reason.as_deref().map(str::to_owned),
             last_seq: self.head.seq,
             events: self.events,
+            scan: self.scan.as_deref().cloned(),
         }
     }
 }
@@ -219,16 +236,26 @@ impl Projection {
                         events: 1,
                         cmd_seq: a.cmd_seq,
                         traceparent: ev.traceparent.as_deref().map(Into::into),
+                        scan_gate: None,
+                        scan: None,
                     },
                 );
                 return Ok(changes);
             }
             EventBody::Rejected(r) => {
-                if let Some(w) = self.workloads.get(id) {
-                    return Err(Skip::Stale {
-                        seq,
-                        head: w.head.seq,
-                    });
+                if let Some(w) = self.workloads.get_mut(id) {
+                    if seq <= w.head.seq {
+                        return Err(Skip::Stale {
+                            seq,
+                            head: w.head.seq,
+                        });
+                    }
+                    // An accepted workload rejected later (its scan verdict failed the gate).
+                    w.rejected = true;
+                    w.reason = Some(r.rejection.reason.as_str().into());
+                    w.head = head;
+                    w.events += 1;
+                    return Ok(changes);
                 }
                 self.workloads.insert(
                     id.to_owned(),
@@ -242,14 +269,13 @@ impl Projection {
                         events: 1,
                         cmd_seq: r.cmd_seq,
                         traceparent: None,
+                        scan_gate: None,
+                        scan: None,
                     },
                 );
                 return Ok(changes);
             }
-            EventBody::Joined(_)
-            | EventBody::Drained(_)
-            | EventBody::ScanRequested(_)
-            | EventBody::ScanCompleted(_) => {
+            EventBody::Joined(_) | EventBody::Drained(_) => {
                 return Err(Skip::NotWorkload);
             }
             _ => {}
@@ -331,6 +357,23 @@ impl Projection {
                     release(rep, &mut changes);
                     rep.state = WorkloadState::Lost;
                     rep.reason = Some(l.reason.as_str().into());
+                }
+            }
+            EventBody::ScanRequested(r) => {
+                w.scan_gate = Some(r.gate);
+                if r.gate {
+                    w.reason = Some(format!("waiting for the scan verdict of {}", r.image).into());
+                }
+            }
+            EventBody::ScanCompleted(c) => {
+                w.scan = Some(Box::new(ScanSummary {
+                    digest: c.digest.clone(),
+                    worst: c.verdict.as_ref().and_then(|v| v.worst()),
+                    findings: c.verdict.as_ref().map_or(0, |v| v.findings.len()),
+                    error: c.error.clone(),
+                }));
+                if w.scan_gate == Some(true) && !w.rejected {
+                    w.reason = None;
                 }
             }
             EventBody::ReplicaRequested(r) => {

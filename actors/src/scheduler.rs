@@ -6,13 +6,17 @@ use std::sync::Arc;
 
 use bulkhead_schemas::api::WorkloadState;
 use bulkhead_schemas::command::StopCommand;
-use bulkhead_schemas::event::{Accepted, Event, EventBody, Rejected, Scheduled, StopRequested};
+use bulkhead_schemas::event::{
+    Accepted, Event, EventBody, Rejected, ScanCompleted, ScanRequested, Scheduled, StopRequested,
+};
+use bulkhead_schemas::scan::ScanJob;
 use bulkhead_schemas::spec::{RejectCode, Rejection, parse_submission};
 use bulkhead_schemas::{ChainHead, NodeHeartbeat, NodeOp, Resources, WorkloadSpec, ids, subjects};
 
 use crate::log::{Outcome, Stored, WorkloadAppend};
 use crate::placement::{Cluster, Overlay, Request};
 use crate::projection::{Change, Projection};
+use crate::scan_policy::{ScanMode, ScanPolicy};
 
 /// The name the scheduler signs its events with.
 pub const SERVICE: &str = "scheduler";
@@ -62,6 +66,8 @@ struct Effect {
     grace_secs: Option<u32>,
     traceparent: Option<String>,
     new_pending: bool,
+    /// A scan to queue once the append is stored.
+    scan_job: Option<ScanJob>,
 }
 
 /// What committing a plan leaves to do.
@@ -71,6 +77,8 @@ pub struct Commit {
     pub commands: Vec<(u64, Disposition)>,
     pub placed: usize,
     pub failures: Vec<String>,
+    /// Scan jobs to queue (`bulkhead.scan.jobs`, deduplicated by job id).
+    pub scan_jobs: Vec<ScanJob>,
 }
 
 /// The scheduler's state: projection, cluster and the queue of workloads awaiting capacity.
@@ -82,6 +90,17 @@ pub struct SchedulerCore {
     /// Cluster generation at the last full pending pass; retry only when it changed.
     pending_pass_gen: u64,
     generation: u64,
+    pub policy: ScanPolicy,
+    /// The latest scan outcome per image reference.
+    verdicts: HashMap<String, ScanCompleted>,
+}
+
+/// The scan job of a workload: one per admission, named so that requeueing it is idempotent.
+fn scan_job(workload: &str, cmd_seq: u64, image: &str) -> ScanJob {
+    ScanJob {
+        id: format!("{workload}-{cmd_seq}"),
+        image: image.to_owned(),
+    }
 }
 
 impl SchedulerCore {
@@ -141,6 +160,99 @@ impl SchedulerCore {
 
     pub fn pending_count(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Why the known verdict of `spec`'s image fails its trust level's scan policy.
+    fn verdict_fails(&self, spec: &WorkloadSpec) -> Option<String> {
+        if self.policy.mode(spec.trust) == ScanMode::Off {
+            return None;
+        }
+        let c = self.verdicts.get(&spec.image)?;
+        self.policy.judge(c.verdict.as_ref(), c.error.as_deref())
+    }
+
+    /// A scan finished: record it, and decide for every workload waiting on that image.
+    /// `gate`: place it (the verdict passes) or reject it; `async`: keep it, or
+    /// quarantine it by stopping it.
+    pub fn scan_completed(&mut self, c: ScanCompleted) -> Plan {
+        let mut plan = Plan::default();
+        let record = ScanCompleted {
+            layers: Vec::new(),
+            ..c.clone()
+        };
+        self.verdicts.insert(c.image.clone(), c);
+        let fails = self
+            .policy
+            .judge(record.verdict.as_ref(), record.error.as_deref());
+        for (id, w) in self.projection.iter() {
+            let Some(spec) = w.spec.as_deref() else {
+                continue;
+            };
+            if spec.image != record.image || !w.wants_verdict() || w.state().is_terminal() {
+                continue;
+            }
+            let mut events =
+                vec![self.plain_event(id, EventBody::ScanCompleted(record.clone()), w)];
+            let mut effect = Effect {
+                traceparent: w.traceparent.as_deref().map(str::to_owned),
+                ..Effect::default()
+            };
+            match (&fails, w.scan_gate) {
+                (None, _) => effect.new_pending = w.scan_gate == Some(true),
+                (Some(why), Some(true)) => events.push(self.plain_event(
+                    id,
+                    EventBody::Rejected(Rejected {
+                        rejection: Rejection {
+                            code: RejectCode::Vulnerable,
+                            field: Some("image".into()),
+                            reason: format!("image {}: {why}", record.image),
+                        },
+                        cmd_seq: w.cmd_seq,
+                    }),
+                    w,
+                )),
+                (Some(why), _) => {
+                    plan.notes.push(format!("quarantining {id}: {why}"));
+                    events.push(self.plain_event(
+                        id,
+                        EventBody::StopRequested(StopRequested {
+                            cmd_seq: 0,
+                            grace_secs: None,
+                        }),
+                        w,
+                    ));
+                    effect.stop = true;
+                }
+            }
+            plan.appends.push(WorkloadAppend {
+                workload: id.clone(),
+                head: Some(w.head),
+                events,
+                rechain_on_conflict: false,
+            });
+            plan.effects.push(effect);
+        }
+        plan
+    }
+
+    /// Scan jobs for workloads still waiting for a verdict (a scheduler that died after
+    /// `scan_requested` but before queueing the job): queued again, idempotently.
+    pub fn unqueued_scans(&self) -> Vec<ScanJob> {
+        self.projection
+            .iter()
+            .filter(|(_, w)| w.wants_verdict() && !w.state().is_terminal())
+            .filter_map(|(id, w)| {
+                let spec = w.spec.as_deref()?;
+                (!self.verdicts.contains_key(&spec.image))
+                    .then(|| scan_job(id, w.cmd_seq, &spec.image))
+            })
+            .collect()
+    }
+
+    fn plain_event(&self, id: &str, body: EventBody, w: &crate::projection::Workload) -> Event {
+        let mut e = Event::new(SERVICE, id, None, body);
+        e.traceparent = w.traceparent.as_deref().map(str::to_owned);
+        e
     }
 
     /// Decides what a batch of commands does.
@@ -224,11 +336,38 @@ impl SchedulerCore {
                     cmd,
                 ));
             }
+            Ok(spec) if self.verdict_fails(&spec).is_some() => {
+                // The image's verdict is already known and over the threshold.
+                let reason = self.verdict_fails(&spec).unwrap_or_default();
+                events.push(self.event(
+                    &id,
+                    EventBody::Rejected(Rejected {
+                        rejection: Rejection {
+                            code: RejectCode::Vulnerable,
+                            field: Some("image".into()),
+                            reason: format!("image {}: {reason}", spec.image),
+                        },
+                        cmd_seq: cmd.cmd_seq,
+                    }),
+                    cmd,
+                ));
+            }
             Ok(mut spec) => {
                 spec.id = Some(id.clone());
-                let replicas: Vec<u32> = (0..spec.replicas).collect();
-                let (scheduled, pending) = self.place_replicas(&spec, &replicas, &[], overlay);
-                effect.new_pending = pending.is_some();
+                let mode = self.policy.mode(spec.trust);
+                let known = self.verdicts.get(&spec.image).cloned();
+                let gate = mode == ScanMode::Gate && known.is_none();
+                let replicas: Vec<u32> = if gate {
+                    Vec::new()
+                } else {
+                    (0..spec.replicas).collect()
+                };
+                let (scheduled, mut pending) = self.place_replicas(&spec, &replicas, &[], overlay);
+                if gate {
+                    pending = Some(format!("waiting for the scan verdict of {}", spec.image));
+                }
+                effect.new_pending = pending.is_some() && !gate;
+                let image = spec.image.clone();
                 let accepted = Accepted {
                     spec,
                     cmd_seq: cmd.cmd_seq,
@@ -236,6 +375,32 @@ impl SchedulerCore {
                 };
                 let class = accepted.spec.runtime_class;
                 events.push(self.event(&id, EventBody::Accepted(accepted), cmd));
+                if mode != ScanMode::Off {
+                    match known {
+                        // Known and within the threshold: recorded, nothing to wait for.
+                        Some(c) => events.push(self.event(
+                            &id,
+                            EventBody::ScanCompleted(ScanCompleted {
+                                layers: Vec::new(),
+                                ..c
+                            }),
+                            cmd,
+                        )),
+                        None => {
+                            let job = scan_job(&id, cmd.cmd_seq, &image);
+                            events.push(self.event(
+                                &id,
+                                EventBody::ScanRequested(ScanRequested {
+                                    image,
+                                    job: job.id.clone(),
+                                    gate,
+                                }),
+                                cmd,
+                            ));
+                            effect.scan_job = Some(job);
+                        }
+                    }
+                }
                 for (replica, node) in scheduled {
                     events.push(self.event(
                         &id,
@@ -470,7 +635,18 @@ impl SchedulerCore {
                         seq: last.seq,
                         hash: hex::encode(last.hash),
                     };
+                    if let Some(job) = &effect.scan_job {
+                        commit.scan_jobs.push(job.clone());
+                    }
                     let w = self.projection.get(workload);
+                    if effect.new_pending
+                        && w.is_some_and(|w| w.pending_replicas().next().is_some())
+                        && !self.pending.contains(workload)
+                    {
+                        // A verdict let a gated workload through: place it on the next pass.
+                        self.generation += 1;
+                        self.pending.push_back(workload.clone());
+                    }
                     for (replica, node) in &effect.starts {
                         let Some(spec) = w.and_then(|w| w.spec.as_deref()) else {
                             continue;
@@ -802,5 +978,181 @@ mod tests {
             seq: 0,
             hash: hash_bytes(b""),
         };
+    }
+}
+
+#[cfg(test)]
+mod scan_policy_tests {
+    use super::*;
+    use bulkhead_schemas::scan::{Finding, Severity, Verdict};
+    use bulkhead_schemas::spec::RuntimeClass;
+
+    fn core() -> SchedulerCore {
+        let mut core = SchedulerCore::default();
+        let mut hb = NodeHeartbeat {
+            name: "n1".into(),
+            capacity: Resources {
+                memory_mb: 4096,
+                cpu_millicores: 4000,
+                slots: 10,
+            },
+            free: Resources::default(),
+            runtime_classes: vec![RuntimeClass::Runc, RuntimeClass::Gvisor],
+            labels: Default::default(),
+            runtime: "sim".into(),
+            running: 0,
+            interval_ms: 1000,
+            at: String::new(),
+            isolation: Vec::new(),
+        };
+        hb.free = hb.capacity;
+        core.heartbeat(&hb);
+        core
+    }
+
+    fn submit(seq: u64, id: &str, trust: &str) -> Command {
+        Command {
+            cmd_seq: seq,
+            stored_ms: 1_700_000_000_000,
+            kind: CommandKind::Submit,
+            payload: serde_json::json!({"id": id, "image": "reg/app:1", "trust": trust,
+                "runtime_class": "gvisor", "memory_mb": 64, "cpu_millicores": 10})
+            .to_string()
+            .into_bytes(),
+            traceparent: None,
+        }
+    }
+
+    /// Stores a plan's appends at consecutive sequences and commits it.
+    fn run(core: &mut SchedulerCore, mut plan: Plan, seq: &mut u64) -> Commit {
+        let out = plan
+            .appends
+            .iter_mut()
+            .map(|a| {
+                let sealed = a.seal();
+                Outcome::Stored(
+                    sealed
+                        .into_iter()
+                        .zip(a.events.clone())
+                        .map(|(s, event)| {
+                            *seq += 1;
+                            Stored {
+                                seq: *seq,
+                                hash: s.hash,
+                                event,
+                            }
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        core.commit(plan, out)
+    }
+
+    fn verdict(sev: Option<Severity>) -> ScanCompleted {
+        ScanCompleted {
+            image: "reg/app:1".into(),
+            digest: "sha256:abc".into(),
+            job: "j".into(),
+            worker: "w".into(),
+            verdict: Some(Verdict {
+                findings: sev
+                    .into_iter()
+                    .map(|s| Finding {
+                        severity: s,
+                        advisory: "CVE-1".into(),
+                        aliases: vec![],
+                        package: "openssl".into(),
+                        installed: "1".into(),
+                        fixed: Some("2".into()),
+                        summary: String::new(),
+                    })
+                    .collect(),
+                ..Verdict::default()
+            }),
+            error: None,
+            layers: Vec::new(),
+        }
+    }
+
+    fn kinds(plan: &Plan) -> Vec<&'static str> {
+        plan.appends
+            .iter()
+            .flat_map(|a| a.events.iter().map(|e| e.kind()))
+            .collect()
+    }
+
+    #[test]
+    fn gate_waits_for_a_clean_verdict_then_places() {
+        let mut c = core();
+        let mut seq = 0;
+        let plan = c.decide(&[submit(1, "u", "untrusted")]);
+        assert_eq!(kinds(&plan), ["accepted", "scan_requested"]);
+        let commit = run(&mut c, plan, &mut seq);
+        assert_eq!(commit.placed, 0);
+        assert_eq!(commit.scan_jobs.len(), 1);
+        assert_eq!(commit.scan_jobs[0].image, "reg/app:1");
+        assert!(c.place_pending(10).appends.is_empty(), "held by the gate");
+        assert_eq!(c.unqueued_scans().len(), 1);
+
+        let plan = c.scan_completed(verdict(Some(Severity::Medium)));
+        assert_eq!(kinds(&plan), ["scan_completed"]);
+        run(&mut c, plan, &mut seq);
+        let plan = c.place_pending(10);
+        assert_eq!(kinds(&plan), ["scheduled"]);
+        assert_eq!(run(&mut c, plan, &mut seq).placed, 1);
+        assert!(c.unqueued_scans().is_empty());
+    }
+
+    #[test]
+    fn gate_rejects_a_bad_verdict_with_the_findings() {
+        let mut c = core();
+        let mut seq = 0;
+        let plan = c.decide(&[submit(1, "u", "untrusted")]);
+        run(&mut c, plan, &mut seq);
+        let plan = c.scan_completed(verdict(Some(Severity::Critical)));
+        assert_eq!(kinds(&plan), ["scan_completed", "rejected"]);
+        run(&mut c, plan, &mut seq);
+        assert!(
+            c.place_pending(10).appends.is_empty(),
+            "a rejected workload is never placed"
+        );
+        let w = c.projection.get("u").unwrap();
+        assert_eq!(w.state(), WorkloadState::Rejected);
+        let reason = w.reason.as_deref().unwrap();
+        assert!(reason.contains("critical CVE-1 in openssl"), "{reason}");
+        // The verdict is known now: the next untrusted submission is rejected at once.
+        let plan = c.decide(&[submit(2, "u2", "untrusted")]);
+        assert_eq!(kinds(&plan), ["rejected"]);
+    }
+
+    #[test]
+    fn async_places_at_once_and_quarantines_on_a_bad_verdict() {
+        let mut c = core();
+        let mut seq = 0;
+        let plan = c.decide(&[submit(1, "t", "multi_tenant")]);
+        assert_eq!(kinds(&plan), ["accepted", "scan_requested", "scheduled"]);
+        let commit = run(&mut c, plan, &mut seq);
+        assert_eq!((commit.placed, commit.scan_jobs.len()), (1, 1));
+        let plan = c.scan_completed(verdict(Some(Severity::High)));
+        assert_eq!(kinds(&plan), ["scan_completed", "stop_requested"]);
+        let commit = run(&mut c, plan, &mut seq);
+        assert!(matches!(
+            commit.ops.values().flatten().next(),
+            Some(NodeOp::Stop { .. })
+        ));
+    }
+
+    #[test]
+    fn internal_is_not_scanned_and_a_clean_known_verdict_is_recorded() {
+        let mut c = core();
+        let mut seq = 0;
+        let plan = c.decide(&[submit(1, "i", "internal")]);
+        assert_eq!(kinds(&plan), ["accepted", "scheduled"]);
+        run(&mut c, plan, &mut seq);
+        let plan = c.scan_completed(verdict(None));
+        assert!(plan.appends.is_empty(), "nobody waited for it");
+        let plan = c.decide(&[submit(2, "u", "untrusted")]);
+        assert_eq!(kinds(&plan), ["accepted", "scan_completed", "scheduled"]);
     }
 }

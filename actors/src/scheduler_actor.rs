@@ -6,6 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bulkhead_schemas::event::ScanCompleted;
+use bulkhead_schemas::scan::ScanJob;
 use bulkhead_schemas::{NodeHeartbeat, NodeOp};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{debug, info, warn};
@@ -20,6 +22,9 @@ pub trait OpsSink: Clone + Send + Sync + 'static {
         &self,
         ops: BTreeMap<Arc<str>, Vec<NodeOp>>,
     ) -> impl Future<Output = Vec<(Arc<str>, String)>> + Send;
+    /// Queues scan jobs (`bulkhead.scan.jobs`); returns the ones that could not be queued.
+    fn queue_scans(&self, jobs: Vec<ScanJob>)
+    -> impl Future<Output = Vec<(String, String)>> + Send;
 }
 
 pub enum SchedulerMsg {
@@ -28,6 +33,8 @@ pub enum SchedulerMsg {
     Logged(Vec<Stored>),
     Heartbeat(NodeHeartbeat),
     NodeGone(String),
+    /// A scan finished (from `bulkhead.evt.scan.>`, in stream order).
+    ScanCompleted(Box<ScanCompleted>),
     /// Retry pending placements.
     Tick,
     /// How many workloads the projection holds and how many wait for capacity.
@@ -69,6 +76,12 @@ impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
         let commit = self.core.commit(plan, outcomes);
         for f in &commit.failures {
             warn!(failure = %f, "append failed; the command will be retried");
+        }
+        if !commit.scan_jobs.is_empty() {
+            for (job, err) in self.ops.queue_scans(commit.scan_jobs).await {
+                // `scan_requested` is in the log: the job is queued again at takeover.
+                warn!(%job, error = %err, "could not queue a scan");
+            }
         }
         if !commit.ops.is_empty() {
             for (node, err) in self.ops.send(commit.ops).await {
@@ -119,6 +132,12 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
             }
             SchedulerMsg::Heartbeat(hb) => st.core.heartbeat(&hb),
             SchedulerMsg::NodeGone(name) => st.core.node_gone(&name),
+            SchedulerMsg::ScanCompleted(c) => {
+                let plan = st.core.scan_completed(*c);
+                if !plan.appends.is_empty() {
+                    st.execute(plan).await;
+                }
+            }
             SchedulerMsg::Tick => {
                 let plan = st.core.place_pending(5_000);
                 if !plan.appends.is_empty() {

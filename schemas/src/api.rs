@@ -81,6 +81,20 @@ pub struct WorkloadView {
     /// Stream sequence of the workload's last event.
     pub last_seq: u64,
     pub events: u32,
+    /// The scan verdict of its image, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanSummary>,
+}
+
+/// A workload's view of its image's scan.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct ScanSummary {
+    pub digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst: Option<crate::scan::Severity>,
+    pub findings: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]

@@ -179,6 +179,8 @@ pub struct Stopped {
 pub struct ScanRequested {
     pub image: String,
     pub job: String,
+    /// Scan policy `gate`: the workload waits for the verdict before it is placed.
+    pub gate: bool,
 }
 
 /// On `bulkhead.evt.scan.<digest hex>.scan_completed`.

@@ -228,6 +228,8 @@ pub enum RejectCode {
     InvalidValue,
     Policy,
     Duplicate,
+    /// The image's scan verdict is over the trust level's threshold (scan policy `gate`).
+    Vulnerable,
 }
 
 impl Rejection {

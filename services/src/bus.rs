@@ -12,6 +12,7 @@ use bulkhead_actors::node::HeartbeatSink;
 use bulkhead_actors::projection::Head;
 use bulkhead_actors::scheduler_actor::OpsSink;
 use bulkhead_schemas::event::hash_bytes;
+use bulkhead_schemas::scan::ScanJob;
 use bulkhead_schemas::{NodeHeartbeat, NodeOp, NodeOps, subjects};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -422,6 +423,29 @@ impl NatsOps {
 }
 
 impl OpsSink for NatsOps {
+    async fn queue_scans(&self, jobs: Vec<ScanJob>) -> Vec<(String, String)> {
+        let mut failed = Vec::new();
+        for job in jobs {
+            let mut headers = HeaderMap::new();
+            // Queued again after a takeover: the job id makes it a duplicate, not a second job.
+            headers.insert("Nats-Msg-Id", job.id.as_str());
+            let body = serde_json::to_vec(&job).expect("job serializes");
+            let r = match self
+                .bus
+                .js
+                .publish_with_headers(subjects::SCAN_JOBS, headers, body.into())
+                .await
+            {
+                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = r {
+                failed.push((job.id, e));
+            }
+        }
+        failed
+    }
+
     async fn send(&self, ops: BTreeMap<Arc<str>, Vec<NodeOp>>) -> Vec<(Arc<str>, String)> {
         let mut msgs = Vec::new();
         let mut nodes = Vec::new();

@@ -15,6 +15,7 @@ use bulkhead::scheduler_svc::{self, SchedulerConfig};
 use bulkhead::sim::SimRuntime;
 use bulkhead::{api, cli, node_svc, telemetry};
 use bulkhead_actors::runtime::ContainerRuntime;
+use bulkhead_actors::scan_policy::ScanPolicy;
 use bulkhead_schemas::api::{ListRequest, WorkloadState};
 use bulkhead_schemas::spec::RuntimeClass;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -52,9 +53,17 @@ enum Cmd {
         /// Where the started nats-server keeps its data.
         #[arg(long, default_value = ".bulkhead")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        scan: ScanArgs,
+        /// Also run a scan worker with this OSV database (directory or all.zip).
+        #[arg(long, env = "BULKHEAD_VULNDB")]
+        scan_db: Option<PathBuf>,
     },
     /// Run a scheduler (one is active; others stand by and take over).
-    Scheduler,
+    Scheduler {
+        #[command(flatten)]
+        scan: ScanArgs,
+    },
     /// Run a node.
     Node {
         #[command(flatten)]
@@ -146,6 +155,32 @@ enum Cmd {
         #[arg(long)]
         grace: Option<u32>,
     },
+}
+
+/// The scheduler's scan policy.
+#[derive(Args, Clone)]
+struct ScanArgs {
+    /// Scan mode per trust level: gate (place after a clean verdict), async (place at
+    /// once, stop on a bad verdict) or off, e.g. `untrusted=gate,multi_tenant=async`.
+    /// Default: untrusted=gate, multi_tenant=async, internal=off.
+    #[arg(long, default_value = "")]
+    scan_policy: String,
+    /// A finding at or above this severity fails a verdict.
+    #[arg(long, default_value = "high", value_parser = parse_severity)]
+    scan_threshold: bulkhead_scan::severity::Severity,
+}
+
+impl ScanArgs {
+    fn config(&self) -> anyhow::Result<SchedulerConfig> {
+        let mut policy = ScanPolicy::default()
+            .with_modes(&self.scan_policy)
+            .map_err(|e| anyhow::anyhow!("--scan-policy {e}"))?;
+        policy.threshold = self.scan_threshold;
+        Ok(SchedulerConfig {
+            scan_policy: policy,
+            ..SchedulerConfig::default()
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -323,7 +358,8 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     let service = match &cli.cmd {
         Cmd::Up { .. } => Some("bulkhead"),
-        Cmd::Scheduler => Some("bulkhead-scheduler"),
+        Cmd::Scheduler { .. } => Some("bulkhead-scheduler"),
+        Cmd::Scanner { .. } => Some("bulkhead-scanner"),
         Cmd::Node { .. } => Some("bulkhead-node"),
         Cmd::Api => Some("bulkhead-api"),
         _ => None,
@@ -338,6 +374,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             node,
             nodes,
             data_dir,
+            scan,
+            scan_db,
         } => {
             let mut _server = None;
             let bus = match Bus::connect(&cli.nats, "bulkhead-up").await {
@@ -354,7 +392,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             bus.ensure(&Topology::default()).await?;
             let _api = api::start(&bus).await?;
-            let sched = tokio::spawn(scheduler_svc::run(bus.clone(), SchedulerConfig::default()));
+            let sched = tokio::spawn(scheduler_svc::run(bus.clone(), scan.config()?));
+            let _scanner = match &scan_db {
+                Some(db) => Some(start_scanner(&bus, db, None, 256).await?),
+                None => None,
+            };
             let node = node.resolve()?;
             let mut handles = Vec::new();
             for i in 0..nodes {
@@ -375,11 +417,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(cli::exit::OK)
         }
-        Cmd::Scheduler => {
+        Cmd::Scheduler { scan } => {
             let bus = connect_service(&cli.nats, "bulkhead-scheduler").await?;
+            let cfg = scan.config()?;
             tokio::select! {
                 _ = shutdown_signal() => Ok(cli::exit::OK),
-                r = scheduler_svc::run(bus, SchedulerConfig::default()) => r.map(|_| cli::exit::OK),
+                r = scheduler_svc::run(bus, cfg) => r.map(|_| cli::exit::OK),
             }
         }
         Cmd::Node { node } => {

@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
+use bulkhead_actors::scan_policy::ScanPolicy;
 use bulkhead_actors::scheduler::{Command, CommandKind, Disposition, SchedulerCore};
 use bulkhead_actors::scheduler_actor::{OpsSink, SchedulerActor, SchedulerArgs, SchedulerMsg};
 use bulkhead_actors::trace;
+use bulkhead_schemas::event::{Event, EventBody};
 use bulkhead_schemas::{NodeHeartbeat, subjects};
 use futures::StreamExt;
 use ractor::{Actor, ActorRef};
@@ -26,6 +28,7 @@ pub struct SchedulerConfig {
     /// How long a delivered command may stay unacknowledged before redelivery.
     pub ack_wait: Duration,
     pub tick: Duration,
+    pub scan_policy: ScanPolicy,
 }
 
 impl Default for SchedulerConfig {
@@ -35,6 +38,7 @@ impl Default for SchedulerConfig {
             topology: Topology::default(),
             ack_wait: Duration::from_secs(5),
             tick: Duration::from_millis(200),
+            scan_policy: ScanPolicy::default(),
         }
     }
 }
@@ -76,8 +80,19 @@ pub async fn rebuild(bus: &Bus) -> anyhow::Result<(SchedulerCore, Follower)> {
 }
 
 async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyhow::Result<()> {
-    let (core, mut follower) = rebuild(bus).await?;
+    let (mut core, mut follower) = rebuild(bus).await?;
+    core.policy = cfg.scan_policy.clone();
     let ops = NatsOps::new(bus);
+    let requeue = core.unqueued_scans();
+    if !requeue.is_empty() {
+        info!(
+            jobs = requeue.len(),
+            "queueing scans of workloads still waiting for a verdict"
+        );
+        for (job, err) in ops.queue_scans(requeue).await {
+            warn!(%job, error = %err, "could not queue a scan");
+        }
+    }
     let resend = core.unstarted_ops();
     if !resend.is_empty() {
         info!(
@@ -111,6 +126,7 @@ async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyho
     });
     let _log_guard = AbortOnDrop(log_task);
     let _hb_guard = AbortOnDrop(tokio::spawn(watch_nodes(bus.clone(), actor.clone())));
+    let _scan_guard = AbortOnDrop(tokio::spawn(watch_scans(bus.clone(), actor.clone())));
 
     let stream = bus.js.get_stream(subjects::CMD_STREAM).await?;
     let consumer = stream
@@ -229,6 +245,44 @@ async fn handle_chunk(
 
 /// Watches the nodes bucket: heartbeats go to the actor; a node silent for three
 /// intervals is reported gone.
+/// Every scan outcome in the log, from the first: past verdicts settle workloads that
+/// waited while no scheduler ran; new ones arrive as they are stored.
+async fn watch_scans(bus: Bus, actor: ActorRef<SchedulerMsg>) {
+    use async_nats::jetstream::consumer::DeliverPolicy;
+    let consumer = async {
+        bus.js
+            .get_stream(subjects::EVT_STREAM)
+            .await?
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: subjects::EVT_SCANS.into(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    let mut messages = match consumer.await {
+        Ok(c) => match c.messages().await {
+            Ok(m) => m,
+            Err(e) => return warn!(error = %e, "cannot read scan events"),
+        },
+        Err(e) => return warn!(error = %e, "cannot read scan events"),
+    };
+    while let Some(m) = messages.next().await {
+        let Ok(m) = m else { continue };
+        let Ok(ev) = Event::parse(&m.payload) else {
+            continue;
+        };
+        if let EventBody::ScanCompleted(c) = ev.body
+            && actor
+                .send_message(SchedulerMsg::ScanCompleted(Box::new(c)))
+                .is_err()
+        {
+            return;
+        }
+    }
+}
+
 async fn watch_nodes(bus: Bus, actor: ActorRef<SchedulerMsg>) {
     let store = match bus.js.get_key_value(subjects::NODES_BUCKET).await {
         Ok(s) => s,

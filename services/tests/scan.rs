@@ -263,3 +263,76 @@ async fn a_job_whose_worker_dies_mid_scan_is_finished_by_another() {
         "ALPINE-CVE-2023-42366"
     );
 }
+
+fn submit(env: &Env, id: &str, image: &str, trust: &str) {
+    let spec = serde_json::json!({
+        "id": id, "image": image, "trust": trust, "runtime_class": "gvisor",
+        "memory_mb": 64, "cpu_millicores": 100,
+    });
+    env.natspy_pub(subjects::CMD_SUBMIT, spec.to_string().as_bytes(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_rejects_a_vulnerable_image_and_async_quarantines_one() {
+    let mut env = env().await;
+    env.spawn(
+        "up",
+        &[
+            "up",
+            "--classes",
+            "runc,gvisor",
+            "--heartbeat-ms",
+            "200",
+            "--scan-db",
+            OSV,
+        ],
+    );
+    // untrusted → gate: openssl (high) keeps the Debian image out; the Alpine image's
+    // worst finding is medium, under the default threshold (high), so it runs.
+    submit(&env, "gated-bad", &image("debian-vuln:1"), "untrusted");
+    submit(&env, "gated-ok", &image("alpine-vuln:1"), "untrusted");
+    // multi_tenant → async: starts at once, is stopped when the verdict comes.
+    submit(&env, "tenant", &image("debian-app:1"), "multi_tenant");
+    let long = Duration::from_secs(60);
+    env.wait_for("the verdicts to act", long, |by| {
+        by.get("gated-bad").is_some_and(|k| k.contains(&"rejected"))
+            && by.get("gated-ok").is_some_and(|k| k.contains(&"started"))
+            && by.get("tenant").is_some_and(|k| k.contains(&"stopped"))
+    })
+    .await;
+    let by = env.kinds_by_workload().await;
+    assert_eq!(
+        by["gated-bad"],
+        ["accepted", "scan_requested", "scan_completed", "rejected"]
+    );
+    assert_eq!(
+        by["gated-ok"],
+        [
+            "accepted",
+            "scan_requested",
+            "scan_completed",
+            "scheduled",
+            "started"
+        ]
+    );
+    let t = &by["tenant"];
+    assert_eq!(t[..2], ["accepted", "scan_requested"]);
+    assert!(
+        t.contains(&"started") && t.ends_with(&["stop_requested", "stopped"]),
+        "{t:?}"
+    );
+
+    let get = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&env.natspy_req(subjects::API_WORKLOADS_GET, id).unwrap()).unwrap()
+    };
+    let bad = get("gated-bad");
+    assert_eq!(bad["state"], "rejected");
+    let reason = bad["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("DEBIAN-CVE-2023-5678") && reason.contains("openssl"),
+        "{reason}"
+    );
+    assert_eq!(bad["scan"]["worst"], "high");
+    assert_eq!(get("gated-ok")["scan"]["worst"], "medium");
+    assert_eq!(get("tenant")["state"], "stopped");
+}

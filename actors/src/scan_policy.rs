@@ -1,0 +1,189 @@
+//! Scan policy per trust level: `gate` (place only after a verdict within the threshold),
+//! `async` (place at once; a verdict over the threshold quarantines the workload), `off`.
+//! Pure: the scheduler asks it what a verdict means.
+
+use bulkhead_schemas::scan::{Severity, Verdict};
+use bulkhead_schemas::spec::TrustLevel;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanMode {
+    Gate,
+    Async,
+    Off,
+}
+
+impl ScanMode {
+    pub fn parse(s: &str) -> Option<ScanMode> {
+        match s {
+            "gate" => Some(ScanMode::Gate),
+            "async" => Some(ScanMode::Async),
+            "off" => Some(ScanMode::Off),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPolicy {
+    pub untrusted: ScanMode,
+    pub multi_tenant: ScanMode,
+    pub internal: ScanMode,
+    /// A finding at or above this severity fails the verdict.
+    pub threshold: Severity,
+}
+
+impl Default for ScanPolicy {
+    /// Untrusted code waits for a clean verdict; tenants start at once and are
+    /// quarantined on a bad one; internal workloads are not scanned.
+    fn default() -> Self {
+        ScanPolicy {
+            untrusted: ScanMode::Gate,
+            multi_tenant: ScanMode::Async,
+            internal: ScanMode::Off,
+            threshold: Severity::High,
+        }
+    }
+}
+
+impl ScanPolicy {
+    /// Every trust level off: nothing is scanned.
+    pub fn off() -> Self {
+        ScanPolicy {
+            untrusted: ScanMode::Off,
+            multi_tenant: ScanMode::Off,
+            internal: ScanMode::Off,
+            threshold: Severity::High,
+        }
+    }
+
+    pub fn mode(&self, trust: TrustLevel) -> ScanMode {
+        match trust {
+            TrustLevel::Untrusted => self.untrusted,
+            TrustLevel::MultiTenant => self.multi_tenant,
+            TrustLevel::Internal => self.internal,
+        }
+    }
+
+    /// `untrusted=gate,multi_tenant=async,internal=off` (levels left out keep their mode).
+    pub fn with_modes(mut self, spec: &str) -> Result<Self, String> {
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            let (level, mode) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part}: expected LEVEL=MODE"))?;
+            let mode = ScanMode::parse(mode)
+                .ok_or_else(|| format!("{part}: mode is gate, async or off"))?;
+            match level {
+                "untrusted" => self.untrusted = mode,
+                "multi_tenant" => self.multi_tenant = mode,
+                "internal" => self.internal = mode,
+                _ => {
+                    return Err(format!(
+                        "{part}: level is untrusted, multi_tenant or internal"
+                    ));
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Why a verdict fails the policy (None: it passes). A scan that could not run
+    /// fails too: nothing unknown gets through a gate.
+    pub fn judge(&self, verdict: Option<&Verdict>, error: Option<&str>) -> Option<String> {
+        if let Some(e) = error {
+            return Some(format!("the image could not be scanned: {e}"));
+        }
+        let v = verdict?;
+        let over: Vec<String> = v
+            .findings
+            .iter()
+            .filter(|f| f.severity >= self.threshold)
+            .map(|f| {
+                format!(
+                    "{} {} in {} {}{}",
+                    f.severity,
+                    f.advisory,
+                    f.package,
+                    f.installed,
+                    f.fixed
+                        .as_deref()
+                        .map(|x| format!(" (fixed in {x})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        if over.is_empty() {
+            return None;
+        }
+        let shown = over.iter().take(10).cloned().collect::<Vec<_>>().join("; ");
+        let more = over.len().saturating_sub(10);
+        Some(format!(
+            "{} finding(s) at or above {}: {shown}{}",
+            over.len(),
+            self.threshold,
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_schemas::scan::Finding;
+
+    fn verdict(sev: &[Severity]) -> Verdict {
+        Verdict {
+            findings: sev
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Finding {
+                    severity: *s,
+                    advisory: format!("CVE-{i}"),
+                    aliases: vec![],
+                    package: "openssl".into(),
+                    installed: "1.0".into(),
+                    fixed: Some("1.1".into()),
+                    summary: String::new(),
+                })
+                .collect(),
+            ..Verdict::default()
+        }
+    }
+
+    #[test]
+    fn verdicts_fail_at_the_threshold_and_name_the_findings() {
+        let p = ScanPolicy::default();
+        assert_eq!(
+            p.judge(Some(&verdict(&[Severity::Medium, Severity::Low])), None),
+            None
+        );
+        let why = p
+            .judge(Some(&verdict(&[Severity::Critical, Severity::Low])), None)
+            .unwrap();
+        assert!(why.contains("1 finding(s) at or above high"), "{why}");
+        assert!(
+            why.contains("critical CVE-0 in openssl 1.0 (fixed in 1.1)"),
+            "{why}"
+        );
+        assert!(
+            p.judge(None, Some("404"))
+                .unwrap()
+                .contains("could not be scanned")
+        );
+    }
+
+    #[test]
+    fn modes_per_trust_level() {
+        let p = ScanPolicy::default()
+            .with_modes("internal=gate,untrusted=off")
+            .unwrap();
+        assert_eq!(p.mode(TrustLevel::Internal), ScanMode::Gate);
+        assert_eq!(p.mode(TrustLevel::Untrusted), ScanMode::Off);
+        assert_eq!(p.mode(TrustLevel::MultiTenant), ScanMode::Async);
+        assert!(ScanPolicy::default().with_modes("root=gate").is_err());
+        assert!(ScanPolicy::default().with_modes("internal=maybe").is_err());
+    }
+}
