@@ -2,8 +2,10 @@
 //! placements per second, submit→running latency at a steady rate, scheduler restart-to-ready
 //! and memory per workload, beside the raw JetStream append rate measured in the same run.
 //! `cri`: submit → running on a real CRI runtime per runtime class, with per-call times.
+//! `scan-cache`: CPU of cold scans, rescans, and many images sharing base layers.
 
 mod cri;
+mod scan_cache;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -58,6 +60,16 @@ enum Scenario {
         #[arg(long, default_value_t = 250)]
         cpu_millicores: u64,
     },
+    /// Scan CPU cold vs rescan, and N images sharing base layers (needs a loopback
+    /// registry: scripts/cri-env.sh starts one).
+    ScanCache {
+        #[arg(long, env = "BULKHEAD_TEST_REGISTRY")]
+        registry: String,
+        #[arg(long, default_value_t = 100)]
+        images: usize,
+        #[arg(long, default_value_t = 40)]
+        base_mib: u64,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -81,6 +93,18 @@ async fn main() -> anyhow::Result<()> {
             latency_secs,
             sync,
         } => (nodes, workloads, rate, latency_secs, sync),
+        Scenario::ScanCache {
+            registry,
+            images,
+            base_mib,
+        } => {
+            return scan_cache::run(scan_cache::Args {
+                registry,
+                images,
+                base_mib,
+            })
+            .await;
+        }
         Scenario::Cri {
             socket,
             image,

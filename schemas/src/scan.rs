@@ -119,7 +119,9 @@ impl Verdict {
 }
 
 /// Where a layer's inventory came from in one scan.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LayerSource {
     /// Read from the blob, now (the only case that costs a download and parse).

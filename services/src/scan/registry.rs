@@ -188,8 +188,7 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     pub fn new(creds: Credentials) -> Result<Registry, RegistryError> {
-        // HTTPS needs a process-wide crypto provider; installing it twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto();
         let http = reqwest::Client::builder()
             .user_agent(concat!("bulkhead/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -394,6 +393,11 @@ impl Registry {
         let url = format!("{}/blobs/{}", Self::base(image), layer.digest);
         Ok(self.get(image, &url, "*/*").await?.bytes_stream())
     }
+}
+
+/// HTTPS clients need a process-wide crypto provider (ring); installing it twice is harmless.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// `Bearer realm="…",service="…",scope="…"` → ("Bearer", {realm: …, …}).
