@@ -201,7 +201,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let server = NatsServer::start(dir.path(), "127.0.0.1", 0, Sync::Default)?;
     let bus = Bus::connect(&server.url, "loadtest").await?;
     bus.ensure(&Topology::default()).await?;
-    let db = Arc::new(AdvisoryDb::default());
+    let db = Arc::new(worker::Advisories::fixed(AdvisoryDb::default()));
     let mut workers = Vec::new();
     for id in ["w1", "w2"] {
         workers.push(worker::start(&bus, WorkerConfig::new(id.into()), db.clone()).await?);

@@ -139,14 +139,20 @@ enum Cmd {
     /// Run a scan worker: takes jobs from the scan queue, owns its share of the layer cache.
     Scanner {
         /// Offline OSV database: a directory of advisory JSON files or an OSV all.zip.
+        /// Without it, the database imported with `bulkhead vulndb import` is used.
         #[arg(long, env = "BULKHEAD_VULNDB")]
-        db: PathBuf,
+        db: Option<PathBuf>,
         /// Worker id (default: scanner-<pid>).
         #[arg(long)]
         id: Option<String>,
         /// Memory for cached layer inventories.
         #[arg(long, default_value_t = 256)]
         lru_mib: usize,
+    },
+    /// The advisory database the scan workers share.
+    Vulndb {
+        #[command(subcommand)]
+        cmd: VulndbCmd,
     },
     /// Stop every replica of a workload.
     Stop {
@@ -155,6 +161,14 @@ enum Cmd {
         #[arg(long)]
         grace: Option<u32>,
     },
+}
+
+#[derive(Subcommand)]
+enum VulndbCmd {
+    /// Import an OSV database (a directory of advisory JSON files, or an OSV all.zip).
+    Import { path: PathBuf },
+    /// Download an OSV all.zip (e.g. https://osv-vulnerabilities.storage.googleapis.com/Debian/all.zip) and import it.
+    Sync { url: String },
 }
 
 /// The scheduler's scan policy.
@@ -305,12 +319,18 @@ async fn start_node(bus: &Bus, f: &NodeFile, name: String) -> anyhow::Result<nod
 
 async fn start_scanner(
     bus: &Bus,
-    db: &std::path::Path,
+    db: Option<&std::path::Path>,
     id: Option<String>,
     lru_mib: usize,
 ) -> anyhow::Result<bulkhead::scan::worker::WorkerHandle> {
-    let loaded = bulkhead::scan::vulndb::load(db)?;
-    info!(advisories = loaded.db.len(), skipped = loaded.skipped, db = %db.display(), "advisory database loaded");
+    let advisories = match db {
+        Some(db) => {
+            let loaded = bulkhead::scan::vulndb::load(db)?;
+            info!(advisories = loaded.db.len(), skipped = loaded.skipped, db = %db.display(), "advisory database loaded");
+            worker::Advisories::fixed(loaded.db)
+        }
+        None => worker::Advisories::shared(bus).await?,
+    };
     let mut cfg =
         worker::WorkerConfig::new(id.unwrap_or_else(|| format!("scanner-{}", std::process::id())));
     cfg.lru_bytes = lru_mib * 1024 * 1024;
@@ -322,7 +342,7 @@ async fn start_scanner(
     {
         cfg.layer_delay = Duration::from_millis(ms);
     }
-    worker::start(bus, cfg, Arc::new(loaded.db)).await
+    worker::start(bus, cfg, Arc::new(advisories)).await
 }
 
 async fn connect_service(url: &str, name: &str) -> anyhow::Result<Bus> {
@@ -394,7 +414,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let _api = api::start(&bus).await?;
             let sched = tokio::spawn(scheduler_svc::run(bus.clone(), scan.config()?));
             let _scanner = match &scan_db {
-                Some(db) => Some(start_scanner(&bus, db, None, 256).await?),
+                Some(db) => Some(start_scanner(&bus, Some(db), None, 256).await?),
                 None => None,
             };
             let node = node.resolve()?;
@@ -500,9 +520,29 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 cli::scan_remote(&bus, &image, Duration::from_secs(timeout), fail_on, json).await
             }
         },
+        Cmd::Vulndb { cmd } => {
+            let bus = connect_service(&cli.nats, "bulkhead-cli").await?;
+            let zip = match cmd {
+                VulndbCmd::Import { path } => bulkhead::scan::vulndb::pack(&path)?,
+                VulndbCmd::Sync { url } => {
+                    bulkhead::scan::registry::install_crypto();
+                    let r = reqwest::get(&url).await?.error_for_status()?;
+                    r.bytes().await?.to_vec()
+                }
+            };
+            let size = zip.len();
+            let loaded = bulkhead::scan::vulndb::store(&bus, zip).await?;
+            println!(
+                "imported {} advisories ({} KiB; {} files skipped); scan workers pick them up at their next job",
+                loaded.db.len(),
+                size / 1024,
+                loaded.skipped
+            );
+            Ok(cli::exit::OK)
+        }
         Cmd::Scanner { db, id, lru_mib } => {
             let bus = connect_service(&cli.nats, "bulkhead-scanner").await?;
-            let _w = start_scanner(&bus, &db, id, lru_mib).await?;
+            let _w = start_scanner(&bus, db.as_deref(), id, lru_mib).await?;
             shutdown_signal().await;
             Ok(cli::exit::OK)
         }

@@ -336,3 +336,50 @@ async fn gate_rejects_a_vulnerable_image_and_async_quarantines_one() {
     assert_eq!(get("gated-ok")["scan"]["worst"], "medium");
     assert_eq!(get("tenant")["state"], "stopped");
 }
+
+fn bulkhead(env: &Env, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .arg("--nats")
+        .arg(&env.server.url)
+        .args(args)
+        .output()
+        .expect("bulkhead runs");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_use_the_imported_database_and_pick_up_a_new_one() {
+    let mut env = env().await;
+    // 8 files, one of them withdrawn.
+    let said = bulkhead(&env, &["vulndb", "import", OSV]);
+    assert!(said.contains("imported 7 advisories"), "{said}");
+    env.spawn("scanner", &["scanner", "--id", "shared-db"]);
+    wait_members(&env, 1).await;
+    let mut events = env.bus.client.subscribe(subjects::EVT_SCANS).await.unwrap();
+    let alpine = image("alpine-vuln:1");
+    queue(&env, "v1", &alpine).await;
+    let done = completions(&mut events, &["v1"]).await;
+    assert_eq!(done["v1"].verdict.as_ref().unwrap().findings.len(), 1);
+
+    // A database without the busybox advisory: the next job matches against it.
+    let d = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(OSV).unwrap() {
+        let p = f.unwrap().path();
+        if !p.file_name().unwrap().to_string_lossy().contains("42366") {
+            std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let said = bulkhead(&env, &["vulndb", "import", &d.path().display().to_string()]);
+    assert!(said.contains("imported 6 advisories"), "{said}");
+    queue(&env, "v2", &alpine).await;
+    let done = completions(&mut events, &["v2"]).await;
+    assert!(
+        done["v2"].verdict.as_ref().unwrap().findings.is_empty(),
+        "{done:?}"
+    );
+}

@@ -1,9 +1,18 @@
-//! Loads an offline OSV database: a directory of advisory JSON files (searched
-//! recursively) or an OSV `all.zip` export. Files that are not advisories are counted and
-//! skipped, never fatal.
+//! The offline OSV database: loaded from a directory of advisory JSON files (searched
+//! recursively) or an OSV `all.zip` export, and shared with every scan worker through the
+//! `bulkhead-vulndb` object store (`bulkhead vulndb import PATH`, `bulkhead vulndb sync
+//! URL`). Files that are not advisories are counted and skipped, never fatal.
 
-use std::io::Read;
+use std::io::{Cursor, Read, Seek, Write};
 use std::path::Path;
+
+use async_nats::jetstream::object_store;
+
+use crate::bus::Bus;
+
+/// Object store bucket and object name of the shared database.
+pub const BUCKET: &str = "bulkhead-vulndb";
+pub const OBJECT: &str = "osv.zip";
 
 use bulkhead_scan::osv::Advisory;
 use bulkhead_scan::verdict::AdvisoryDb;
@@ -45,18 +54,112 @@ pub fn load(path: &Path) -> Result<Loaded, VulnDbError> {
         }
     } else {
         let file = std::fs::File::open(path).map_err(|e| err(&e))?;
-        let mut zip = zip::ZipArchive::new(file).map_err(|e| err(&e))?;
-        for i in 0..zip.len() {
-            let mut f = zip.by_index(i).map_err(|e| err(&e))?;
-            if !f.name().map_err(|e| err(&e))?.ends_with(".json") {
-                continue;
-            }
-            let mut buf = Vec::with_capacity(f.size() as usize);
-            f.read_to_end(&mut buf).map_err(|e| err(&e))?;
-            add(&buf);
-        }
+        read_zip(file, &mut add).map_err(|e| err(&e))?;
     }
     Ok(out)
+}
+
+fn read_zip(r: impl Read + Seek, add: &mut impl FnMut(&[u8])) -> Result<(), String> {
+    let mut zip = zip::ZipArchive::new(r).map_err(|e| e.to_string())?;
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).map_err(|e| e.to_string())?;
+        if !f.name().map_err(|e| e.to_string())?.ends_with(".json") {
+            continue;
+        }
+        let mut buf = Vec::with_capacity(f.size() as usize);
+        f.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+        add(&buf);
+    }
+    Ok(())
+}
+
+/// Loads a database from zip bytes (as stored in the object store).
+pub fn load_zip_bytes(bytes: &[u8]) -> Result<Loaded, VulnDbError> {
+    let mut out = Loaded::default();
+    let mut add = |b: &[u8]| match Advisory::parse(b) {
+        Ok(a) => out.db.insert(a),
+        Err(_) => out.skipped += 1,
+    };
+    read_zip(Cursor::new(bytes), &mut add).map_err(|reason| VulnDbError::Read {
+        path: OBJECT.into(),
+        reason,
+    })?;
+    Ok(out)
+}
+
+/// A directory packed as a zip of its advisory files, or a zip file as it is.
+pub fn pack(path: &Path) -> Result<Vec<u8>, VulnDbError> {
+    let err = |e: &dyn std::fmt::Display| VulnDbError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    if !path.is_dir() {
+        return std::fs::read(path).map_err(|e| err(&e));
+    }
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| err(&e))? {
+            let p = entry.map_err(|e| err(&e))?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "json") {
+                let name = p.strip_prefix(path).unwrap_or(&p).display().to_string();
+                w.start_file(name, zip::write::SimpleFileOptions::default())
+                    .map_err(|e| err(&e))?;
+                w.write_all(&std::fs::read(&p).map_err(|e| err(&e))?)
+                    .map_err(|e| err(&e))?;
+            }
+        }
+    }
+    Ok(w.finish().map_err(|e| err(&e))?.into_inner())
+}
+
+async fn bucket(bus: &Bus) -> anyhow::Result<object_store::ObjectStore> {
+    if let Ok(b) = bus.js.get_object_store(BUCKET).await {
+        return Ok(b);
+    }
+    Ok(bus
+        .js
+        .create_object_store(object_store::Config {
+            bucket: BUCKET.into(),
+            description: Some("the OSV advisory database scan workers use".into()),
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// Checks a zip of advisories and stores it for every worker; returns how many it holds.
+pub async fn store(bus: &Bus, zip: Vec<u8>) -> anyhow::Result<Loaded> {
+    let loaded = load_zip_bytes(&zip)?;
+    anyhow::ensure!(
+        !loaded.db.is_empty(),
+        "no OSV advisories in it ({} files skipped)",
+        loaded.skipped
+    );
+    bucket(bus)
+        .await?
+        .put(OBJECT, &mut Cursor::new(zip))
+        .await?;
+    Ok(loaded)
+}
+
+/// The stored database and its version (the object's nuid), if one was imported.
+pub async fn fetch(bus: &Bus) -> anyhow::Result<Option<(Loaded, String)>> {
+    let b = bucket(bus).await?;
+    let Ok(info) = b.info(OBJECT).await else {
+        return Ok(None);
+    };
+    let mut obj = b.get(OBJECT).await?;
+    let mut bytes = Vec::with_capacity(info.size);
+    tokio::io::AsyncReadExt::read_to_end(&mut obj, &mut bytes).await?;
+    Ok(Some((load_zip_bytes(&bytes)?, info.nuid)))
+}
+
+/// The version of the stored database, without reading it.
+pub async fn version(bus: &Bus) -> Option<String> {
+    let b = bus.js.get_object_store(BUCKET).await.ok()?;
+    b.info(OBJECT).await.ok().map(|i| i.nuid)
 }
 
 #[cfg(test)]
@@ -84,5 +187,9 @@ mod tests {
         w.finish().unwrap();
         assert_eq!(load(&z).unwrap().db.len(), 1);
         assert!(load(&d.path().join("missing.zip")).is_err());
+        // A directory packs into a zip holding the same advisories.
+        let packed = pack(d.path()).unwrap();
+        let l = load_zip_bytes(&packed).unwrap();
+        assert_eq!((l.db.len(), l.skipped), (1, 1), "X-1 and the broken file");
     }
 }

@@ -164,10 +164,59 @@ pub struct WorkerHandle {
     _tasks: Vec<AbortOnDrop>,
 }
 
+/// The advisories a worker matches with: a database it was given, or the one imported
+/// into the `bulkhead-vulndb` object store (re-read when a new one is imported).
+pub struct Advisories {
+    shared: bool,
+    current: RwLock<(Arc<AdvisoryDb>, String)>,
+}
+
+impl Advisories {
+    pub fn fixed(db: AdvisoryDb) -> Advisories {
+        Advisories {
+            shared: false,
+            current: RwLock::new((Arc::new(db), String::new())),
+        }
+    }
+
+    /// The database imported with `bulkhead vulndb import`.
+    pub async fn shared(bus: &Bus) -> anyhow::Result<Advisories> {
+        let (loaded, version) = super::vulndb::fetch(bus).await?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no advisory database: import one with `bulkhead vulndb import PATH` (or give --db)"
+            )
+        })?;
+        info!(advisories = loaded.db.len(), %version, "advisory database read from the object store");
+        Ok(Advisories {
+            shared: true,
+            current: RwLock::new((Arc::new(loaded.db), version)),
+        })
+    }
+
+    async fn now(&self, bus: &Bus) -> Arc<AdvisoryDb> {
+        if self.shared {
+            let known = self.current.read().expect("lock").1.clone();
+            if let Some(v) = super::vulndb::version(bus).await
+                && v != known
+            {
+                match super::vulndb::fetch(bus).await {
+                    Ok(Some((loaded, v))) => {
+                        info!(advisories = loaded.db.len(), version = %v, "advisory database updated");
+                        *self.current.write().expect("lock") = (Arc::new(loaded.db), v);
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!(error = %e, "could not read the new advisory database"),
+                }
+            }
+        }
+        self.current.read().expect("lock").0.clone()
+    }
+}
+
 pub async fn start(
     bus: &Bus,
     cfg: WorkerConfig,
-    db: Arc<AdvisoryDb>,
+    db: Arc<Advisories>,
 ) -> anyhow::Result<WorkerHandle> {
     anyhow::ensure!(
         subjects::is_valid_token(&cfg.id),
@@ -264,7 +313,8 @@ pub async fn start(
                 };
                 // Tell JetStream we are alive while the job runs.
                 let every = (cfg.ack_wait / 3).max(Duration::from_millis(100));
-                let work = run_job(&bus, &cfg, &registry, &cache, &ring, &db, &job);
+                let advisories = db.now(&bus).await;
+                let work = run_job(&bus, &cfg, &registry, &cache, &ring, &advisories, &job);
                 tokio::pin!(work);
                 let mut tick = tokio::time::interval(every);
                 tick.tick().await;
