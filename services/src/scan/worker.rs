@@ -179,13 +179,21 @@ impl Advisories {
         }
     }
 
-    /// The database imported with `bulkhead vulndb import`.
+    /// The database imported with `bulkhead vulndb import` (waits until there is one).
     pub async fn shared(bus: &Bus) -> anyhow::Result<Advisories> {
-        let (loaded, version) = super::vulndb::fetch(bus).await?.ok_or_else(|| {
-            anyhow::anyhow!(
-                "no advisory database: import one with `bulkhead vulndb import PATH` (or give --db)"
-            )
-        })?;
+        let mut said = false;
+        let (loaded, version) = loop {
+            if let Some(found) = super::vulndb::fetch(bus).await? {
+                break found;
+            }
+            if !said {
+                warn!(
+                    "no advisory database yet: waiting for `bulkhead vulndb import PATH` (or give --db)"
+                );
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        };
         info!(advisories = loaded.db.len(), %version, "advisory database read from the object store");
         Ok(Advisories {
             shared: true,
