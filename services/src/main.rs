@@ -148,6 +148,12 @@ enum Cmd {
         /// Memory for cached layer inventories.
         #[arg(long, default_value_t = 256)]
         lru_mib: usize,
+        /// Scan with this Trivy binary instead (optional backend; same verdicts).
+        #[arg(long)]
+        trivy: Option<String>,
+        /// A Trivy server for --trivy (`trivy image --server URL`).
+        #[arg(long, requires = "trivy")]
+        trivy_server: Option<String>,
     },
     /// The advisory database the scan workers share.
     Vulndb {
@@ -322,19 +328,22 @@ async fn start_scanner(
     db: Option<&std::path::Path>,
     id: Option<String>,
     lru_mib: usize,
+    trivy: Option<bulkhead::scan::trivy::TrivyConfig>,
 ) -> anyhow::Result<bulkhead::scan::worker::WorkerHandle> {
-    let advisories = match db {
-        Some(db) => {
+    let advisories = match (db, &trivy) {
+        (_, Some(_)) => worker::Advisories::fixed(Default::default()),
+        (Some(db), None) => {
             let loaded = bulkhead::scan::vulndb::load(db)?;
             info!(advisories = loaded.db.len(), skipped = loaded.skipped, db = %db.display(), "advisory database loaded");
             worker::Advisories::fixed(loaded.db)
         }
-        None => worker::Advisories::shared(bus).await?,
+        (None, None) => worker::Advisories::shared(bus).await?,
     };
     let mut cfg =
         worker::WorkerConfig::new(id.unwrap_or_else(|| format!("scanner-{}", std::process::id())));
     cfg.lru_bytes = lru_mib * 1024 * 1024;
     cfg.credentials = cli::registry_credentials();
+    cfg.trivy = trivy;
     // Test hook: a pause before each layer makes a scan last long enough to kill it.
     if let Some(ms) = std::env::var("BULKHEAD_SCAN_LAYER_DELAY_MS")
         .ok()
@@ -414,7 +423,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let _api = api::start(&bus).await?;
             let sched = tokio::spawn(scheduler_svc::run(bus.clone(), scan.config()?));
             let _scanner = match &scan_db {
-                Some(db) => Some(start_scanner(&bus, Some(db), None, 256).await?),
+                Some(db) => Some(start_scanner(&bus, Some(db), None, 256, None).await?),
                 None => None,
             };
             let node = node.resolve()?;
@@ -540,9 +549,19 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(cli::exit::OK)
         }
-        Cmd::Scanner { db, id, lru_mib } => {
+        Cmd::Scanner {
+            db,
+            id,
+            lru_mib,
+            trivy,
+            trivy_server,
+        } => {
             let bus = connect_service(&cli.nats, "bulkhead-scanner").await?;
-            let _w = start_scanner(&bus, db.as_deref(), id, lru_mib).await?;
+            let trivy = trivy.map(|binary| bulkhead::scan::trivy::TrivyConfig {
+                binary,
+                server: trivy_server,
+            });
+            let _w = start_scanner(&bus, db.as_deref(), id, lru_mib, trivy).await?;
             shutdown_signal().await;
             Ok(cli::exit::OK)
         }

@@ -383,3 +383,60 @@ async fn workers_use_the_imported_database_and_pick_up_a_new_one() {
         "{done:?}"
     );
 }
+
+/// Trivy cannot be installed on this machine (no Debian package, no binary downloads), so
+/// this stands in for it: a script named as the fake it is, printing a report in Trivy's
+/// JSON format, and recording how it was called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trivy_backend_is_run_and_its_report_becomes_the_verdict() {
+    let mut env = env().await;
+    let fake = env.dir.path().join("fake-trivy");
+    let calls = env.dir.path().join("fake-trivy.calls");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\ncat <<'EOF'\n{}\nEOF\n",
+            calls.display(),
+            r#"{"SchemaVersion":2,"Metadata":{"OS":{"Family":"debian","Name":"12.5"}},"Results":[{"Packages":[{"Name":"libssl3"}],"Vulnerabilities":[{"VulnerabilityID":"CVE-2024-0727","PkgName":"libssl3","InstalledVersion":"3.0.11-1~deb12u2","FixedVersion":"3.0.13-1~deb12u1","Severity":"HIGH","Title":"openssl: PKCS12"}]}]}"#
+        ),
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&fake).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&fake, perm).unwrap();
+    let fake_s = fake.display().to_string();
+    env.spawn(
+        "scanner",
+        &[
+            "scanner",
+            "--id",
+            "trivy-1",
+            "--trivy",
+            &fake_s,
+            "--trivy-server",
+            "http://trivy.example:4954",
+        ],
+    );
+    wait_members(&env, 1).await;
+    let mut events = env.bus.client.subscribe(subjects::EVT_SCANS).await.unwrap();
+    let img = image("debian-vuln:1");
+    queue(&env, "t1", &img).await;
+    let done = completions(&mut events, &["t1"]).await;
+    let c = &done["t1"];
+    assert_eq!(c.error, None);
+    assert!(
+        c.digest.starts_with("sha256:"),
+        "resolved through the registry: {c:?}"
+    );
+    let v = c.verdict.as_ref().unwrap();
+    assert_eq!(v.findings.len(), 1);
+    assert_eq!(v.findings[0].advisory, "CVE-2024-0727");
+    assert_eq!(v.ecosystem.as_deref(), Some("Debian:12"));
+    let called = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        called.contains("image --format json")
+            && called.contains("--server http://trivy.example:4954")
+            && called.trim_end().ends_with(&img),
+        "{called}"
+    );
+}

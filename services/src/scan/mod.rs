@@ -4,6 +4,7 @@
 
 pub mod layers;
 pub mod registry;
+pub mod trivy;
 pub mod vulndb;
 pub mod worker;
 
