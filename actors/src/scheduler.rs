@@ -761,7 +761,7 @@ mod tests {
     }
 
     /// Stores every append at consecutive sequences, as the log would.
-    fn store_all(plan: &mut Plan, next_seq: &mut u64) -> Vec<Outcome> {
+    pub(super) fn store_all(plan: &mut Plan, next_seq: &mut u64) -> Vec<Outcome> {
         plan.appends
             .iter_mut()
             .map(|a| {
@@ -1025,27 +1025,7 @@ mod scan_policy_tests {
 
     /// Stores a plan's appends at consecutive sequences and commits it.
     fn run(core: &mut SchedulerCore, mut plan: Plan, seq: &mut u64) -> Commit {
-        let out = plan
-            .appends
-            .iter_mut()
-            .map(|a| {
-                let sealed = a.seal();
-                Outcome::Stored(
-                    sealed
-                        .into_iter()
-                        .zip(a.events.clone())
-                        .map(|(s, event)| {
-                            *seq += 1;
-                            Stored {
-                                seq: *seq,
-                                hash: s.hash,
-                                event,
-                            }
-                        })
-                        .collect(),
-                )
-            })
-            .collect();
+        let out = super::tests::store_all(&mut plan, seq);
         core.commit(plan, out)
     }
 

@@ -30,31 +30,51 @@ pub struct Loaded {
     pub skipped: usize,
 }
 
-pub fn load(path: &Path) -> Result<Loaded, VulnDbError> {
-    let err = |e: &dyn std::fmt::Display| VulnDbError::Read {
+impl Loaded {
+    /// Takes one file: an advisory, or something counted as skipped.
+    fn add(&mut self, bytes: &[u8]) {
+        match Advisory::parse(bytes) {
+            Ok(a) => self.db.insert(a),
+            Err(_) => self.skipped += 1,
+        }
+    }
+}
+
+fn read_err(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> VulnDbError + '_ {
+    move |e| VulnDbError::Read {
         path: path.display().to_string(),
         reason: e.to_string(),
-    };
-    let mut out = Loaded::default();
-    let mut add = |bytes: &[u8]| match Advisory::parse(bytes) {
-        Ok(a) => out.db.insert(a),
-        Err(_) => out.skipped += 1,
-    };
-    if path.is_dir() {
-        let mut stack = vec![path.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).map_err(|e| err(&e))? {
-                let p = entry.map_err(|e| err(&e))?.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|e| e == "json") {
-                    add(&std::fs::read(&p).map_err(|e| err(&e))?);
-                }
+    }
+}
+
+/// The `.json` files under a directory, recursively.
+fn json_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, VulnDbError> {
+    let err = read_err(dir);
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| err(&e))? {
+            let p = entry.map_err(|e| err(&e))?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "json") {
+                out.push(p);
             }
+        }
+    }
+    Ok(out)
+}
+
+pub fn load(path: &Path) -> Result<Loaded, VulnDbError> {
+    let err = read_err(path);
+    let mut out = Loaded::default();
+    if path.is_dir() {
+        for p in json_files(path)? {
+            out.add(&std::fs::read(&p).map_err(|e| err(&e))?);
         }
     } else {
         let file = std::fs::File::open(path).map_err(|e| err(&e))?;
-        read_zip(file, &mut add).map_err(|e| err(&e))?;
+        read_zip(file, &mut |b| out.add(b)).map_err(|e| err(&e))?;
     }
     Ok(out)
 }
@@ -76,11 +96,7 @@ fn read_zip(r: impl Read + Seek, add: &mut impl FnMut(&[u8])) -> Result<(), Stri
 /// Loads a database from zip bytes (as stored in the object store).
 pub fn load_zip_bytes(bytes: &[u8]) -> Result<Loaded, VulnDbError> {
     let mut out = Loaded::default();
-    let mut add = |b: &[u8]| match Advisory::parse(b) {
-        Ok(a) => out.db.insert(a),
-        Err(_) => out.skipped += 1,
-    };
-    read_zip(Cursor::new(bytes), &mut add).map_err(|reason| VulnDbError::Read {
+    read_zip(Cursor::new(bytes), &mut |b| out.add(b)).map_err(|reason| VulnDbError::Read {
         path: OBJECT.into(),
         reason,
     })?;
@@ -89,28 +105,17 @@ pub fn load_zip_bytes(bytes: &[u8]) -> Result<Loaded, VulnDbError> {
 
 /// A directory packed as a zip of its advisory files, or a zip file as it is.
 pub fn pack(path: &Path) -> Result<Vec<u8>, VulnDbError> {
-    let err = |e: &dyn std::fmt::Display| VulnDbError::Read {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
+    let err = read_err(path);
     if !path.is_dir() {
         return std::fs::read(path).map_err(|e| err(&e));
     }
     let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| err(&e))? {
-            let p = entry.map_err(|e| err(&e))?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "json") {
-                let name = p.strip_prefix(path).unwrap_or(&p).display().to_string();
-                w.start_file(name, zip::write::SimpleFileOptions::default())
-                    .map_err(|e| err(&e))?;
-                w.write_all(&std::fs::read(&p).map_err(|e| err(&e))?)
-                    .map_err(|e| err(&e))?;
-            }
-        }
+    for p in json_files(path)? {
+        let name = p.strip_prefix(path).unwrap_or(&p).display().to_string();
+        w.start_file(name, zip::write::SimpleFileOptions::default())
+            .map_err(|e| err(&e))?;
+        w.write_all(&std::fs::read(&p).map_err(|e| err(&e))?)
+            .map_err(|e| err(&e))?;
     }
     Ok(w.finish().map_err(|e| err(&e))?.into_inner())
 }
