@@ -11,7 +11,7 @@
 # one ../shared/CRI-ON-THIS-MACHINE.md verified on this kind of machine.
 set -euo pipefail
 
-PACKAGES=(containerd runc runsc umoci skopeo busybox-static docker-registry jq zstd protobuf-compiler)
+PACKAGES=(containerd runc runsc umoci skopeo busybox-static docker-registry apache2-utils jq zstd protobuf-compiler)
 
 install() {
   local missing=()
@@ -240,6 +240,16 @@ EOF
   docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 &
   echo $! >"$dir/registry.pid"
 
+  # A second registry that asks for a user and password (Basic auth).
+  local auth_port
+  auth_port=$(free_port)
+  mkdir -p "$dir/registry-auth"
+  htpasswd -Bbn scanuser s3cret >"$dir/htpasswd"
+  printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\nauth:\n  htpasswd:\n    realm: bulkhead-test\n    path: %s\n' \
+    "$dir/registry-auth" "$auth_port" "$dir/htpasswd" >"$dir/registry-auth.yml"
+  docker-registry serve "$dir/registry-auth.yml" >"$dir/registry-auth.log" 2>&1 &
+  echo $! >"$dir/registry-auth.pid"
+
   build_images "$dir" >"$dir/images.log" 2>&1
   skopeo --insecure-policy copy -q "oci:$dir/oci:pause" "docker-archive:$dir/pause.tar:localhost/pause:1"
   skopeo --insecure-policy copy -q "oci:$dir/oci:busybox" "docker-archive:$dir/busybox.tar:localhost/bulkhead/busybox:1"
@@ -251,12 +261,17 @@ EOF
   skopeo --insecure-policy copy -q --dest-tls-verify=false \
     "oci:$dir/oci:busybox" "docker://127.0.0.1:$port/bulkhead/pulled:1"
   build_scan_images "$dir" "$port" >>"$dir/images.log" 2>&1
+  wait_for 20 curl -s -o /dev/null "http://127.0.0.1:$auth_port/v2/"
+  skopeo --insecure-policy copy -q --dest-tls-verify=false --dest-creds scanuser:s3cret \
+    "oci:$dir/oci-scan:apk" "docker://127.0.0.1:$auth_port/bulkhead/alpine-vuln:1"
 
   cat >"$dir/env" <<EOF
 export BULKHEAD_TEST_CRI_SOCKET=$sock
 export BULKHEAD_TEST_IMAGE=localhost/bulkhead/busybox:1
 export BULKHEAD_TEST_PULL_IMAGE=127.0.0.1:$port/bulkhead/pulled:1
 export BULKHEAD_TEST_REGISTRY=127.0.0.1:$port
+export BULKHEAD_TEST_AUTH_REGISTRY=127.0.0.1:$auth_port
+export BULKHEAD_TEST_AUTH=scanuser:s3cret
 export BULKHEAD_TEST_CRI_DIR=$dir
 EOF
   cat "$dir/env"
@@ -271,7 +286,7 @@ stop() {
       ctr -a "$sock" -n k8s.io tasks kill -s KILL "$id" >/dev/null 2>&1 || true
     done
   fi
-  for p in containerd registry; do
+  for p in containerd registry registry-auth; do
     if [ -f "$dir/$p.pid" ]; then
       kill "$(cat "$dir/$p.pid")" 2>/dev/null || true
       rm -f "$dir/$p.pid"

@@ -440,3 +440,36 @@ async fn the_trivy_backend_is_run_and_its_report_becomes_the_verdict() {
         "{called}"
     );
 }
+
+#[test]
+fn a_registry_that_asks_for_credentials_gets_them() {
+    let reg = std::env::var("BULKHEAD_TEST_AUTH_REGISTRY").expect("the CRI test environment");
+    let creds = std::env::var("BULKHEAD_TEST_AUTH").expect("the CRI test environment");
+    let image = format!("{reg}/bulkhead/alpine-vuln:1");
+    let run = |auth: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bulkhead"));
+        cmd.args(["scan", "--json", "--db", OSV, &image]);
+        cmd.env_remove("BULKHEAD_REGISTRY_AUTH");
+        if let Some(a) = auth {
+            cmd.env("BULKHEAD_REGISTRY_AUTH", a);
+        }
+        cmd.output().expect("bulkhead runs")
+    };
+    let anonymous = run(None);
+    assert_eq!(anonymous.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(said.contains("asks for a user and password"), "{said}");
+    let wrong = run(Some("scanuser:wrong"));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
+    let ok = run(Some(&creds));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(
+        report["verdict"]["findings"][0]["advisory"],
+        "ALPINE-CVE-2023-42366"
+    );
+}
