@@ -16,7 +16,6 @@ use bulkhead_scan::verdict::{self, AdvisoryDb, Verdict};
 use bulkhead_schemas::scan::{LayerReport, LayerSource};
 use serde::Serialize;
 
-use layers::LayerStats;
 use registry::{ImageRef, Layer, Registry, ResolvedImage};
 
 /// Progress of one scan, as it goes.
@@ -69,9 +68,10 @@ pub async fn compute_layer(
     reg: &Registry,
     image: &ImageRef,
     l: &Layer,
-) -> Result<(LayerInventory, LayerStats), ScanError> {
+) -> Result<LayerInventory, ScanError> {
     let blob = reg.layer(image, l).await?;
-    Ok(layers::inventory(&l.digest, &l.diff_id, &l.media_type, blob).await?)
+    let (inv, _) = layers::inventory(&l.digest, &l.diff_id, &l.media_type, blob).await?;
+    Ok(inv)
 }
 
 /// Scans `image`: resolves it, gets each layer's inventory from `inventory_of` (which
@@ -134,7 +134,7 @@ pub async fn scan_image(
         image,
         db,
         |l| async move {
-            let (inv, _) = compute_layer(reg, image, &l).await?;
+            let inv = compute_layer(reg, image, &l).await?;
             let report = LayerReport {
                 diff_id: l.diff_id,
                 source: LayerSource::Computed,

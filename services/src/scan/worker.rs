@@ -5,7 +5,6 @@
 //! diffID however many scans ask for it at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -84,8 +83,6 @@ struct LayerCache {
     kv: kv::Store,
     lru: Mutex<Lru<String, Arc<LayerInventory>>>,
     inflight: Mutex<HashMap<String, Inflight>>,
-    /// Inventories this worker read from blobs.
-    computed: AtomicU64,
 }
 
 fn kv_key(diff_id: &str) -> String {
@@ -140,10 +137,9 @@ impl LayerCache {
             self.remember(&layer.diff_id, &inv);
             return Ok((inv, LayerSource::Kv));
         }
-        let (inv, _) = compute_layer(&self.registry, image, layer)
+        let inv = compute_layer(&self.registry, image, layer)
             .await
             .map_err(|e| e.to_string())?;
-        self.computed.fetch_add(1, Ordering::Relaxed);
         let bytes = serde_json::to_vec(&inv).map_err(|e| e.to_string())?;
         if let Err(e) = self.kv.put(&key, bytes.into()).await {
             warn!(diff_id = %layer.diff_id, error = %e, "could not store a layer inventory");
@@ -240,7 +236,6 @@ pub async fn start(
         kv: bus.js.get_key_value(subjects::LAYERS_BUCKET).await?,
         lru: Mutex::new(Lru::new(cfg.lru_bytes)),
         inflight: Mutex::default(),
-        computed: AtomicU64::new(0),
     });
     let ring = Arc::new(RwLock::new(Ring::new([cfg.id.clone()], DEFAULT_POINTS)));
     let mut tasks = Vec::new();
