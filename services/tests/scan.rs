@@ -473,3 +473,64 @@ fn a_registry_that_asks_for_credentials_gets_them() {
         "ALPINE-CVE-2023-42366"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vulndb_sync_downloads_an_osv_zip() {
+    let env = env().await;
+    // An OSV all.zip served over HTTP on loopback (python's http.server).
+    let web = env.dir.path().join("web");
+    std::fs::create_dir_all(&web).unwrap();
+    let zip = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile, pathlib; z = zipfile.ZipFile(sys.argv[1], 'w'); \
+             [z.write(p, p.name) for p in pathlib.Path(sys.argv[2]).glob('*.json')]; z.close()",
+        ])
+        .arg(web.join("all.zip"))
+        .arg(OSV)
+        .status()
+        .unwrap();
+    assert!(zip.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(&web)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/all.zip");
+    let mut said = String::new();
+    for _ in 0..50 {
+        let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .args(["--nats", &env.server.url, "vulndb", "sync", &url])
+            .output()
+            .unwrap();
+        said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100)); // the server is starting
+    }
+    let missing = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["--nats", &env.server.url, "vulndb", "sync"])
+        .arg(format!("http://127.0.0.1:{port}/nothing.zip"))
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(said.contains("imported 7 advisories"), "{said}");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+}
