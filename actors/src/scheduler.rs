@@ -95,6 +95,18 @@ pub struct SchedulerCore {
     verdicts: HashMap<String, ScanCompleted>,
 }
 
+/// A `rejected` for an image whose verdict fails the scan policy.
+fn vulnerable(image: &str, why: &str, cmd_seq: u64) -> EventBody {
+    EventBody::Rejected(Rejected {
+        rejection: Rejection {
+            code: RejectCode::Vulnerable,
+            field: Some("image".into()),
+            reason: format!("image {image}: {why}"),
+        },
+        cmd_seq,
+    })
+}
+
 /// The scan job of a workload: one per admission, named so that requeueing it is idempotent.
 fn scan_job(workload: &str, cmd_seq: u64, image: &str) -> ScanJob {
     ScanJob {
@@ -199,18 +211,9 @@ impl SchedulerCore {
             };
             match (&fails, w.scan_gate) {
                 (None, _) => effect.new_pending = w.scan_gate == Some(true),
-                (Some(why), Some(true)) => events.push(self.plain_event(
-                    id,
-                    EventBody::Rejected(Rejected {
-                        rejection: Rejection {
-                            code: RejectCode::Vulnerable,
-                            field: Some("image".into()),
-                            reason: format!("image {}: {why}", record.image),
-                        },
-                        cmd_seq: w.cmd_seq,
-                    }),
-                    w,
-                )),
+                (Some(why), Some(true)) => {
+                    events.push(self.plain_event(id, vulnerable(&record.image, why, w.cmd_seq), w))
+                }
                 (Some(why), _) => {
                     plan.notes.push(format!("quarantining {id}: {why}"));
                     events.push(self.plain_event(
@@ -325,6 +328,10 @@ impl SchedulerCore {
             ..Effect::default()
         };
         let mut events = Vec::new();
+        let known_bad = match &outcome {
+            Ok(spec) => self.verdict_fails(spec),
+            Err(_) => None,
+        };
         match outcome {
             Err(rejection) => {
                 events.push(self.event(
@@ -336,21 +343,10 @@ impl SchedulerCore {
                     cmd,
                 ));
             }
-            Ok(spec) if self.verdict_fails(&spec).is_some() => {
+            Ok(spec) if known_bad.is_some() => {
                 // The image's verdict is already known and over the threshold.
-                let reason = self.verdict_fails(&spec).unwrap_or_default();
-                events.push(self.event(
-                    &id,
-                    EventBody::Rejected(Rejected {
-                        rejection: Rejection {
-                            code: RejectCode::Vulnerable,
-                            field: Some("image".into()),
-                            reason: format!("image {}: {reason}", spec.image),
-                        },
-                        cmd_seq: cmd.cmd_seq,
-                    }),
-                    cmd,
-                ));
+                let why = known_bad.as_deref().unwrap_or_default();
+                events.push(self.event(&id, vulnerable(&spec.image, why, cmd.cmd_seq), cmd));
             }
             Ok(mut spec) => {
                 spec.id = Some(id.clone());
