@@ -726,7 +726,7 @@ mod tests {
     use bulkhead_schemas::event::hash_bytes;
     use bulkhead_schemas::spec::RuntimeClass;
 
-    fn hb(name: &str, mem: u64) -> NodeHeartbeat {
+    pub(super) fn hb(name: &str, mem: u64) -> NodeHeartbeat {
         let cap = Resources {
             memory_mb: mem,
             cpu_millicores: 4000,
@@ -985,23 +985,8 @@ mod scan_policy_tests {
 
     fn core() -> SchedulerCore {
         let mut core = SchedulerCore::default();
-        let mut hb = NodeHeartbeat {
-            name: "n1".into(),
-            capacity: Resources {
-                memory_mb: 4096,
-                cpu_millicores: 4000,
-                slots: 10,
-            },
-            free: Resources::default(),
-            runtime_classes: vec![RuntimeClass::Runc, RuntimeClass::Gvisor],
-            labels: Default::default(),
-            runtime: "sim".into(),
-            running: 0,
-            interval_ms: 1000,
-            at: String::new(),
-            isolation: Vec::new(),
-        };
-        hb.free = hb.capacity;
+        let mut hb = super::tests::hb("n1", 4096);
+        hb.runtime_classes = vec![RuntimeClass::Runc, RuntimeClass::Gvisor];
         core.heartbeat(&hb);
         core
     }

@@ -321,7 +321,7 @@ impl Cri {
     }
 }
 
-fn image_spec(image: &str) -> ImageSpec {
+pub(super) fn image_spec(image: &str) -> ImageSpec {
     ImageSpec {
         image: image.to_owned(),
         ..Default::default()

@@ -18,7 +18,7 @@ use bulkhead_schemas::node::IsolationReport;
 use bulkhead_schemas::{RuntimeClass, WorkloadSpec};
 use futures::future::join_all;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ImageSpec, KeyValue,
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, KeyValue,
     LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
     PodSandboxMetadata,
@@ -26,6 +26,7 @@ use k8s_cri::v1::{
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use client::image_spec;
 pub use client::{Cri, CriError};
 
 use crate::node_config::{CriSettings, Network};
@@ -465,13 +466,6 @@ impl ContainerRuntime for CriRuntime {
             }
         }
         Ok(out)
-    }
-}
-
-fn image_spec(image: &str) -> ImageSpec {
-    ImageSpec {
-        image: image.to_owned(),
-        ..Default::default()
     }
 }
 
