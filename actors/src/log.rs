@@ -72,6 +72,10 @@ pub enum Outcome {
 pub trait EventLog: Clone + Send + Sync + 'static {
     /// One outcome per append, in order. Appends are independent of each other.
     fn append(&self, appends: Vec<WorkloadAppend>) -> impl Future<Output = Vec<Outcome>> + Send;
+
+    /// Publishes an event about a node (`bulkhead.evt.node.<node>.<type>`; the event's
+    /// subject is the node). Node events are not chained.
+    fn publish_node(&self, event: Event) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 #[cfg(test)]

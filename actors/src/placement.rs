@@ -18,6 +18,8 @@ pub struct NodeSlot {
     pub labels: BTreeMap<String, String>,
     /// Heartbeating and accepting work.
     pub ready: bool,
+    /// Being drained: nothing new goes there.
+    pub cordoned: bool,
 }
 
 impl NodeSlot {
@@ -35,6 +37,8 @@ pub struct Request<'a> {
     pub strategy: PlacementStrategy,
     /// Nodes to use only when no other fits (e.g. where other replicas already run).
     pub avoid: &'a [Arc<str>],
+    /// Nodes never to use (where the replica's node was lost).
+    pub exclude: &'a [Arc<str>],
 }
 
 /// Tentative allocations of a decision not yet written to the log, by node index.
@@ -69,6 +73,7 @@ impl Cluster {
                     classes: Vec::new(),
                     labels: BTreeMap::new(),
                     ready: false,
+                    cordoned: false,
                 });
                 self.index.insert(name, self.nodes.len() - 1);
                 self.nodes.len() - 1
@@ -97,7 +102,7 @@ impl Cluster {
         let mut tally = Tally::default();
         let mut best: Option<(bool, f64, usize)> = None;
         for (i, n) in self.nodes.iter().enumerate() {
-            if !n.ready {
+            if !n.ready || n.cordoned || req.exclude.contains(&n.name) {
                 continue;
             }
             tally.ready += 1;
@@ -238,6 +243,7 @@ mod tests {
             selector: sel,
             strategy,
             avoid: &[],
+            exclude: &[],
         }
     }
 
@@ -375,6 +381,29 @@ mod tests {
             Ok(0),
             "avoided node is still used when nothing else fits"
         );
+    }
+
+    #[test]
+    fn excluded_and_cordoned_nodes_are_never_used() {
+        let mut c = cluster(&[
+            ("a", res(1000, 1000, 4), RUNC, &[]),
+            ("b", res(1000, 1000, 4), RUNC, &[]),
+        ]);
+        let none = BTreeMap::new();
+        let need = res(100, 100, 1);
+        let a = [Arc::from("a")];
+        let r = Request {
+            exclude: &a,
+            ..req(need, RuntimeClass::Runc, &none, PlacementStrategy::Binpack)
+        };
+        assert_eq!(c.place(&r, &Overlay::new()), Ok(1));
+        c.slot_mut("b").1.cordoned = true;
+        assert!(
+            c.place(&r, &Overlay::new()).is_err(),
+            "a excluded, b cordoned"
+        );
+        let plain = req(need, RuntimeClass::Runc, &none, PlacementStrategy::Binpack);
+        assert_eq!(c.place(&plain, &Overlay::new()), Ok(0));
     }
 
     proptest! {

@@ -20,8 +20,23 @@ pub struct Replica {
     pub state: WorkloadState,
     pub node: Option<Arc<str>>,
     pub container: Option<Box<str>>,
+    /// The last exit's code and reason (kept across restarts).
     pub exit_code: Option<i32>,
     pub reason: Option<Box<str>>,
+    /// Restarts requested by the failover, in all.
+    pub restarts: u32,
+    /// Times (Unix ms) of the latest restarts, newest last, at most `max_restarts + 1`.
+    pub recent_restarts: Vec<u64>,
+    /// A requested restart waits until then (backoff), Unix ms.
+    pub not_before_ms: Option<u64>,
+    /// The node of the copy that ended: placement prefers another one.
+    pub last_node: Option<Arc<str>>,
+    /// The copy ended because its node was lost: never place the replica there again.
+    pub lost_on: Option<Arc<str>>,
+    /// The failover gave up on it.
+    pub gave_up: bool,
+    /// A drain moves it: the copy on this node runs until the new one has started.
+    pub replacing: Option<Arc<str>>,
 }
 
 impl Replica {
@@ -32,7 +47,19 @@ impl Replica {
             container: None,
             exit_code: None,
             reason: None,
+            restarts: 0,
+            recent_restarts: Vec::new(),
+            not_before_ms: None,
+            last_node: None,
+            lost_on: None,
+            gave_up: false,
+            replacing: None,
         }
+    }
+
+    /// Whether a runtime fact from `node` is about this replica's current copy.
+    fn is_on(&self, node: &str) -> bool {
+        self.node.as_deref() == Some(node)
     }
     /// Holds resources on its node.
     pub fn holds(&self) -> bool {
@@ -49,6 +76,9 @@ pub struct Workload {
     pub rejected: bool,
     pub stop_requested: bool,
     pub replicas: Vec<Replica>,
+    /// How many replicas it should run (the spec's count until a scale changes it);
+    /// replicas at or past this index are retired.
+    pub desired: u32,
     pub reason: Option<Box<str>>,
     pub head: Head,
     pub events: u32,
@@ -63,20 +93,28 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// Replicas that count: the desired ones, and retired ones still holding a node.
+    pub fn counted(&self) -> impl Iterator<Item = &Replica> + '_ {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| (*i as u32) < self.desired || r.holds())
+            .map(|(_, r)| r)
+    }
+
     pub fn state(&self) -> WorkloadState {
         if self.rejected {
             return WorkloadState::Rejected;
         }
         let live = self
-            .replicas
-            .iter()
+            .counted()
             .filter(|r| !r.state.is_terminal())
             .map(|r| r.state)
             .min();
         if let Some(s) = live {
             return s;
         }
-        let any = |s| self.replicas.iter().any(|r| r.state == s);
+        let any = |s| self.counted().any(|r| r.state == s);
         if self.stop_requested || any(WorkloadState::Stopped) {
             WorkloadState::Stopped
         } else if any(WorkloadState::Failed) {
@@ -96,10 +134,13 @@ impl Workload {
     /// rejected, or while a scan verdict is awaited).
     pub fn pending_replicas(&self) -> impl Iterator<Item = u32> + '_ {
         let held = self.stop_requested || self.rejected || self.awaits_verdict();
+        let desired = self.desired;
         self.replicas
             .iter()
             .enumerate()
-            .filter(move |(_, r)| r.state == WorkloadState::Pending && !held)
+            .filter(move |(i, r)| {
+                r.state == WorkloadState::Pending && !held && (*i as u32) < desired
+            })
             .map(|(i, _)| i as u32)
     }
 
@@ -129,8 +170,16 @@ impl Workload {
                     container: r.container.as_deref().map(str::to_owned),
                     exit_code: r.exit_code,
                     reason: r.reason.as_deref().map(str::to_owned),
+                    restarts: r.restarts,
+                    backoff_until: r
+                        .not_before_ms
+                        .filter(|_| r.state == WorkloadState::Pending)
+                        .map(bulkhead_schemas::rfc3339_from_ms),
+                    gave_up: r.gave_up,
+                    replacing: r.replacing.as_deref().map(str::to_owned),
                 })
                 .collect(),
+            desired: self.desired,
             reason: self.reason.as_deref().map(str::to_owned),
             last_seq: self.head.seq,
             events: self.events,
@@ -231,6 +280,7 @@ impl Projection {
                         rejected: false,
                         stop_requested: false,
                         replicas: vec![Replica::pending(); n],
+                        desired: a.spec.replicas,
                         reason: a.pending.as_deref().map(Into::into),
                         head,
                         events: 1,
@@ -264,6 +314,7 @@ impl Projection {
                         rejected: true,
                         stop_requested: false,
                         replicas: Vec::new(),
+                        desired: 0,
                         reason: Some(r.rejection.reason.as_str().into()),
                         head,
                         events: 1,
@@ -275,16 +326,18 @@ impl Projection {
                 );
                 return Ok(changes);
             }
-            EventBody::Joined(_) | EventBody::Drained(_) => {
+            b if b.is_node_event() => {
                 return Err(Skip::NotWorkload);
             }
             _ => {}
         }
         let node_of = |b: &EventBody| match b {
             EventBody::Scheduled(s) => Some(s.node.clone()),
+            EventBody::Lost(l) => Some(l.node.clone()),
             _ => None,
         };
         let interned = node_of(&ev.body).map(|n| self.intern(&n));
+        let at_ms = bulkhead_schemas::parse_rfc3339_ms(&ev.at).unwrap_or(0);
         let w = self
             .workloads
             .get_mut(id)
@@ -313,27 +366,40 @@ impl Projection {
                 });
             }
         };
+        // The copy a drain replaces ended: its node's share is free.
+        let retire_old = |rep: &mut Replica, node: &str, changes: &mut Vec<Change>| {
+            if rep.replacing.as_deref() == Some(node)
+                && let Some(old) = rep.replacing.take()
+            {
+                changes.push(Change::Released { node: old, need });
+            }
+        };
         match &ev.body {
             EventBody::Scheduled(s) => {
                 let i = replica(w, s.replica)?;
                 let rep = &mut w.replicas[i];
-                release(rep, &mut changes);
                 let node = interned.expect("interned above");
+                match s.replaces.as_deref() {
+                    // A drain move: the old copy keeps its share until it has stopped.
+                    Some(old) if rep.holds() && rep.is_on(old) => {
+                        rep.replacing = rep.node.take();
+                    }
+                    _ => release(rep, &mut changes),
+                }
                 changes.push(Change::Placed {
                     node: node.clone(),
                     need,
                 });
-                *rep = Replica {
-                    state: WorkloadState::Scheduled,
-                    node: Some(node),
-                    ..Replica::pending()
-                };
+                rep.state = WorkloadState::Scheduled;
+                rep.node = Some(node);
+                rep.container = None;
+                rep.not_before_ms = None;
                 w.reason = None;
             }
             EventBody::Started(s) => {
                 let i = replica(w, s.replica)?;
                 let rep = &mut w.replicas[i];
-                if rep.holds() {
+                if rep.holds() && rep.is_on(&s.node) {
                     rep.state = WorkloadState::Running;
                     rep.container = Some(s.container.as_str().into());
                 }
@@ -341,22 +407,30 @@ impl Projection {
             EventBody::Exited(x) => {
                 let i = replica(w, x.replica)?;
                 let rep = &mut w.replicas[i];
-                release(rep, &mut changes);
-                rep.state = if x.code == 0 {
-                    WorkloadState::Succeeded
-                } else {
-                    WorkloadState::Failed
-                };
-                rep.exit_code = Some(x.code);
-                rep.reason = Some(x.reason.as_str().into());
+                retire_old(rep, &x.node, &mut changes);
+                // A fact about a copy the replica has moved on from changes nothing.
+                if rep.holds() && rep.is_on(&x.node) {
+                    release(rep, &mut changes);
+                    rep.state = if x.code == 0 {
+                        WorkloadState::Succeeded
+                    } else {
+                        WorkloadState::Failed
+                    };
+                    rep.exit_code = Some(x.code);
+                    rep.reason = Some(x.reason.as_str().into());
+                }
             }
             EventBody::Lost(l) => {
                 if let Some(r) = l.replica {
                     let i = replica(w, r)?;
                     let rep = &mut w.replicas[i];
-                    release(rep, &mut changes);
-                    rep.state = WorkloadState::Lost;
-                    rep.reason = Some(l.reason.as_str().into());
+                    retire_old(rep, &l.node, &mut changes);
+                    if rep.holds() && rep.is_on(&l.node) {
+                        release(rep, &mut changes);
+                        rep.state = WorkloadState::Lost;
+                        rep.reason = Some(l.reason.as_str().into());
+                        rep.lost_on = interned.clone();
+                    }
                 }
             }
             EventBody::ScanRequested(r) => {
@@ -378,9 +452,53 @@ impl Projection {
             }
             EventBody::ReplicaRequested(r) => {
                 let i = replica(w, r.replica)?;
+                let keep = w
+                    .spec
+                    .as_deref()
+                    .map_or(1, |s| s.restart.max_restarts as usize + 1);
                 let rep = &mut w.replicas[i];
                 release(rep, &mut changes);
-                *rep = Replica::pending();
+                let lost_on = (rep.state == WorkloadState::Lost)
+                    .then(|| rep.lost_on.clone())
+                    .flatten();
+                rep.last_node = rep.node.take().or(rep.last_node.take());
+                rep.lost_on = lost_on;
+                rep.state = WorkloadState::Pending;
+                rep.container = None;
+                rep.restarts += 1;
+                rep.recent_restarts.push(at_ms);
+                if rep.recent_restarts.len() > keep {
+                    let drop = rep.recent_restarts.len() - keep;
+                    rep.recent_restarts.drain(..drop);
+                }
+                rep.not_before_ms = bulkhead_schemas::parse_rfc3339_ms(&r.not_before);
+                rep.gave_up = false;
+            }
+            EventBody::GaveUp(g) => {
+                let i = replica(w, g.replica)?;
+                let rep = &mut w.replicas[i];
+                rep.gave_up = true;
+                rep.reason = Some(g.reason.as_str().into());
+                w.reason = Some(format!("replica {}: {}", g.replica, g.reason).into());
+            }
+            EventBody::Scaled(sc) => {
+                let n = sc.replicas as usize;
+                if w.replicas.len() < n {
+                    w.replicas.resize(n, Replica::pending());
+                }
+                for (i, rep) in w.replicas.iter_mut().enumerate() {
+                    if i >= n && rep.state == WorkloadState::Pending {
+                        rep.state = WorkloadState::Stopped;
+                    } else if i < n
+                        && i >= w.desired as usize
+                        && rep.state.is_terminal()
+                        && !rep.holds()
+                    {
+                        // Scaled up again into a retired slot: a fresh replica.
+                        *rep = Replica::pending();
+                    }
+                }
+                w.desired = sc.replicas;
             }
             EventBody::StopRequested(_) => {
                 w.stop_requested = true;
@@ -395,8 +513,11 @@ impl Projection {
             EventBody::Stopped(s) => {
                 let i = replica(w, s.replica)?;
                 let rep = &mut w.replicas[i];
-                release(rep, &mut changes);
-                rep.state = WorkloadState::Stopped;
+                retire_old(rep, &s.node, &mut changes);
+                if rep.holds() && rep.is_on(&s.node) {
+                    release(rep, &mut changes);
+                    rep.state = WorkloadState::Stopped;
+                }
             }
             _ => unreachable!("handled above"),
         }
@@ -448,6 +569,7 @@ mod tests {
                     replica: 0,
                     node: "n".into(),
                     runtime_class: Default::default(),
+                    replaces: None,
                 })),
             )
             .unwrap();
@@ -466,6 +588,7 @@ mod tests {
                 replica: 1,
                 node: "n".into(),
                 runtime_class: Default::default(),
+                replaces: None,
             })),
         )
         .unwrap();
@@ -541,6 +664,7 @@ mod tests {
             replica: 0,
             node: "n".into(),
             runtime_class: Default::default(),
+            replaces: None,
         }));
         p.apply(6, h, &sch).unwrap();
         assert!(matches!(p.apply(6, h, &sch), Err(Skip::Stale { .. })));
@@ -554,6 +678,7 @@ mod tests {
             replica: 3,
             node: "n".into(),
             runtime_class: Default::default(),
+            replaces: None,
         }));
         assert_eq!(p.apply(8, h, &bad), Err(Skip::BadReplica(3)));
     }
@@ -579,6 +704,7 @@ mod tests {
                 replica: 0,
                 node: "n".into(),
                 runtime_class: Default::default(),
+                replaces: None,
             })),
         )
         .unwrap();

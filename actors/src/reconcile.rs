@@ -343,6 +343,7 @@ mod tests {
                 replica,
                 node: node.into(),
                 runtime_class: bulkhead_schemas::RuntimeClass::Runc,
+                replaces: None,
             }));
         }
         apply(EventBody::Started(Started {

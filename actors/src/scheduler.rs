@@ -1,13 +1,14 @@
 //! The scheduler: a pure core that admits commands and places replicas, turning them
 //! into per-workload appends and node operations, and the ractor actor that drives it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bulkhead_schemas::api::WorkloadState;
-use bulkhead_schemas::command::StopCommand;
+use bulkhead_schemas::command::{DrainCommand, ScaleCommand, StopCommand};
 use bulkhead_schemas::event::{
-    Accepted, Event, EventBody, Rejected, ScanCompleted, ScanRequested, Scheduled, StopRequested,
+    Accepted, Event, EventBody, NodeDrained, NodeDraining, Rejected, Scaled, ScanCompleted,
+    ScanRequested, Scheduled, StopRequested,
 };
 use bulkhead_schemas::scan::ScanJob;
 use bulkhead_schemas::spec::{RejectCode, Rejection, parse_submission};
@@ -37,6 +38,21 @@ pub struct Command {
 pub enum CommandKind {
     Submit,
     Stop,
+    Scale,
+    Drain,
+}
+
+impl CommandKind {
+    /// The kind of a command by its subject.
+    pub fn of_subject(subject: &str) -> Option<CommandKind> {
+        match subject {
+            subjects::CMD_SUBMIT => Some(CommandKind::Submit),
+            subjects::CMD_STOP => Some(CommandKind::Stop),
+            subjects::CMD_SCALE => Some(CommandKind::Scale),
+            subjects::CMD_DRAIN => Some(CommandKind::Drain),
+            _ => None,
+        }
+    }
 }
 
 /// What to do with a command message once its plan is committed.
@@ -57,12 +73,16 @@ pub struct Plan {
     commands: Vec<(u64, Option<usize>)>,
     /// Things worth a log line (unknown stop target, duplicates).
     pub notes: Vec<String>,
+    /// Node events to publish before the appends, with the command each settles (if any).
+    pub node_events: Vec<(Option<u64>, Event)>,
 }
 
 #[derive(Debug, Default)]
 struct Effect {
     starts: Vec<(u32, Arc<str>)>,
     stop: bool,
+    /// Replicas to stop (scaled away), wherever they hold a node.
+    stop_replicas: Vec<u32>,
     grace_secs: Option<u32>,
     traceparent: Option<String>,
     new_pending: bool,
@@ -93,6 +113,12 @@ pub struct SchedulerCore {
     pub policy: ScanPolicy,
     /// The latest scan outcome per image reference.
     verdicts: HashMap<String, ScanCompleted>,
+    /// The earliest time (Unix ms) a backed-off replica may be placed.
+    next_due_ms: Option<u64>,
+    /// Stop ops for copies a drain replaced, once their successor started.
+    replaced: BTreeMap<Arc<str>, Vec<NodeOp>>,
+    /// Drained nodes whose `drained` event was published.
+    drained: BTreeSet<String>,
 }
 
 /// A `rejected` for an image whose verdict fails the scan policy.
@@ -131,19 +157,80 @@ impl SchedulerCore {
                     }
                 }
             }
-            if matches!(
-                stored.event.body,
-                EventBody::Accepted(_) | EventBody::ReplicaRequested(_)
-            ) {
-                let id = &stored.event.subject;
-                if self
-                    .projection
-                    .get(id)
-                    .is_some_and(|w| w.pending_replicas().next().is_some())
-                {
-                    self.pending.push_back(id.clone());
+            let id = &stored.event.subject;
+            match &stored.event.body {
+                EventBody::Accepted(_) | EventBody::ReplicaRequested(_) | EventBody::Scaled(_) => {
+                    if !matches!(stored.event.body, EventBody::Accepted(_)) {
+                        // New work: worth a placement pass even if no node changed.
+                        self.generation += 1;
+                    }
+                    if self
+                        .projection
+                        .get(id)
+                        .is_some_and(|w| w.pending_replicas().next().is_some())
+                        && !self.pending.contains(id)
+                    {
+                        self.pending.push_back(id.clone());
+                    }
                 }
+                EventBody::Started(st) => self.stop_replaced(id, st.replica),
+                _ => {}
             }
+        }
+    }
+
+    /// The successor of a drained replica runs: stop the copy it replaces.
+    fn stop_replaced(&mut self, id: &str, replica: u32) {
+        let Some(w) = self.projection.get(id) else {
+            return;
+        };
+        let Some(r) = w.replicas.get(replica as usize) else {
+            return;
+        };
+        if let (Some(old), WorkloadState::Running) = (&r.replacing, r.state) {
+            self.replaced
+                .entry(old.clone())
+                .or_default()
+                .push(NodeOp::Stop {
+                    workload: id.to_owned(),
+                    replica,
+                    head: chain_head(w),
+                    grace_secs: None,
+                    traceparent: w.traceparent.as_deref().map(str::to_owned),
+                });
+        }
+    }
+
+    pub fn has_replaced(&self) -> bool {
+        !self.replaced.is_empty()
+    }
+
+    /// Stop ops for copies whose replacements now run (taken once).
+    pub fn take_replaced(&mut self) -> BTreeMap<Arc<str>, Vec<NodeOp>> {
+        std::mem::take(&mut self.replaced)
+    }
+
+    /// An event about a node, from the log: a drain cordons it, a loss takes it out of
+    /// placement until it heartbeats again, a (re)join lifts a drain.
+    pub fn node_event(&mut self, ev: &Event) {
+        let node = ev.subject.as_str();
+        match &ev.body {
+            EventBody::Draining(_) => {
+                self.cluster.slot_mut(node).1.cordoned = true;
+                self.generation += 1;
+            }
+            EventBody::Joined(_) => {
+                if self.cluster.get(node).is_some_and(|n| n.cordoned) {
+                    self.cluster.slot_mut(node).1.cordoned = false;
+                    self.generation += 1;
+                }
+                self.drained.remove(node);
+            }
+            EventBody::Drained(_) => {
+                self.drained.insert(node.to_owned());
+            }
+            EventBody::Lost(_) => self.node_gone(node),
+            _ => {}
         }
     }
 
@@ -168,6 +255,18 @@ impl SchedulerCore {
         if self.cluster.get(name).is_some_and(|n| n.ready) {
             self.cluster.slot_mut(name).1.ready = false;
         }
+    }
+
+    /// Whether work waits for a backoff to pass or a node to change.
+    pub fn placement_due(&self, now_ms: u64) -> bool {
+        !self.pending.is_empty()
+            && (self.pending_pass_gen != self.generation
+                || self.next_due_ms.is_some_and(|t| t <= now_ms))
+    }
+
+    /// When the next backed-off replica may be placed (Unix ms).
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.next_due_ms
     }
 
     pub fn pending_count(&self) -> usize {
@@ -269,6 +368,8 @@ impl SchedulerCore {
                     self.decide_submit(cmd, &mut plan, &mut overlay, &mut in_plan)
                 }
                 CommandKind::Stop => self.decide_stop(cmd, &mut plan, &in_plan),
+                CommandKind::Scale => self.decide_scale(cmd, &mut plan, &mut overlay),
+                CommandKind::Drain => self.decide_drain(cmd, &mut plan),
             }
         }
         plan
@@ -353,10 +454,10 @@ impl SchedulerCore {
                 let mode = self.policy.mode(spec.trust);
                 let known = self.verdicts.get(&spec.image).cloned();
                 let gate = mode == ScanMode::Gate && known.is_none();
-                let replicas: Vec<u32> = if gate {
+                let replicas: Vec<Want> = if gate {
                     Vec::new()
                 } else {
-                    (0..spec.replicas).collect()
+                    (0..spec.replicas).map(Want::new).collect()
                 };
                 let (scheduled, mut pending) = self.place_replicas(&spec, &replicas, &[], overlay);
                 if gate {
@@ -404,6 +505,7 @@ impl SchedulerCore {
                             replica,
                             node: node.to_string(),
                             runtime_class: class,
+                            replaces: None,
                         }),
                         cmd,
                     ));
@@ -476,14 +578,245 @@ impl SchedulerCore {
         });
     }
 
+    fn decide_scale(&self, cmd: &Command, plan: &mut Plan, overlay: &mut Overlay) {
+        plan.commands.push((cmd.cmd_seq, None));
+        let scale: ScaleCommand = match serde_json::from_slice(&cmd.payload) {
+            Ok(s) => s,
+            Err(e) => {
+                plan.notes.push(format!(
+                    "scale command {} ignored: not {{\"id\": …, \"replicas\": n}}: {e}",
+                    cmd.cmd_seq
+                ));
+                return;
+            }
+        };
+        let max = bulkhead_schemas::spec::MAX_REPLICAS;
+        if scale.replicas > max {
+            plan.notes.push(format!(
+                "scale command {} ignored: replicas must be between 0 and {max}, got {}",
+                cmd.cmd_seq, scale.replicas
+            ));
+            return;
+        }
+        let Some(w) = self.projection.get(&scale.id) else {
+            plan.notes.push(format!(
+                "scale command {} ignored: no workload {}",
+                cmd.cmd_seq, scale.id
+            ));
+            return;
+        };
+        let Some(spec) = w.spec.as_deref() else {
+            return;
+        };
+        if w.rejected || w.stop_requested || scale.replicas == w.desired {
+            return;
+        }
+        let mut events = vec![self.event(
+            &scale.id,
+            EventBody::Scaled(Scaled {
+                replicas: scale.replicas,
+                cmd_seq: cmd.cmd_seq,
+            }),
+            cmd,
+        )];
+        let mut effect = Effect {
+            traceparent: cmd.traceparent.clone(),
+            ..Effect::default()
+        };
+        if scale.replicas > w.desired && !w.awaits_verdict() {
+            let new: Vec<Want> = (w.desired..scale.replicas).map(Want::new).collect();
+            let placed: Vec<Arc<str>> = w
+                .counted()
+                .filter(|r| r.holds())
+                .filter_map(|r| r.node.clone())
+                .collect();
+            let (scheduled, pending) = self.place_replicas(spec, &new, &placed, overlay);
+            effect.new_pending = pending.is_some();
+            for (replica, node) in scheduled {
+                events.push(self.event(
+                    &scale.id,
+                    EventBody::Scheduled(Scheduled {
+                        replica,
+                        node: node.to_string(),
+                        runtime_class: spec.runtime_class,
+                        replaces: None,
+                    }),
+                    cmd,
+                ));
+                effect.starts.push((replica, node));
+            }
+        } else {
+            effect.stop_replicas = (scale.replicas..w.replicas.len() as u32).collect();
+        }
+        plan.commands.last_mut().expect("pushed above").1 = Some(plan.appends.len());
+        plan.appends.push(WorkloadAppend {
+            workload: scale.id,
+            head: Some(w.head),
+            events,
+            rechain_on_conflict: false,
+        });
+        plan.effects.push(effect);
+    }
+
+    fn decide_drain(&mut self, cmd: &Command, plan: &mut Plan) {
+        plan.commands.push((cmd.cmd_seq, None));
+        let drain: DrainCommand = match serde_json::from_slice(&cmd.payload) {
+            Ok(d) => d,
+            Err(e) => {
+                plan.notes.push(format!(
+                    "drain command {} ignored: not {{\"node\": …}}: {e}",
+                    cmd.cmd_seq
+                ));
+                return;
+            }
+        };
+        if self.cluster.get(&drain.node).is_none() {
+            plan.notes.push(format!(
+                "drain command {} ignored: no node {}",
+                cmd.cmd_seq, drain.node
+            ));
+            return;
+        }
+        plan.notes.push(format!("draining node {}", drain.node));
+        self.cluster.slot_mut(&drain.node).1.cordoned = true;
+        self.drained.remove(&drain.node);
+        self.generation += 1;
+        let mut ev = Event::new(
+            SERVICE,
+            &drain.node,
+            None,
+            EventBody::Draining(NodeDraining {
+                cmd_seq: cmd.cmd_seq,
+            }),
+        );
+        ev.traceparent = cmd.traceparent.clone();
+        plan.node_events.push((Some(cmd.cmd_seq), ev));
+    }
+
+    /// Moves one replica off each draining node whose previous move has finished: the new
+    /// copy is placed elsewhere and the old one stops once the new one has started. A
+    /// node left with nothing gets its `drained` event.
+    pub fn drain_step(&mut self) -> Plan {
+        let mut plan = Plan::default();
+        let cordoned: Vec<Arc<str>> = self
+            .cluster
+            .nodes()
+            .iter()
+            .filter(|n| n.cordoned && !self.drained.contains(&*n.name))
+            .map(|n| n.name.clone())
+            .collect();
+        let mut overlay = Overlay::new();
+        for node in cordoned {
+            if self.moving_off(&node) {
+                continue; // one move at a time per node
+            }
+            let mut holds_any = false;
+            let mut next = None;
+            for (id, w) in self.projection.iter() {
+                for (i, r) in w.replicas.iter().enumerate() {
+                    if !(r.holds() && r.node.as_deref() == Some(&*node)) {
+                        continue;
+                    }
+                    holds_any = true;
+                    if next.is_none() && r.state == WorkloadState::Running && !w.stop_requested {
+                        next = Some((id.clone(), i as u32));
+                    }
+                }
+            }
+            if let Some((id, replica)) = next {
+                self.plan_move(&id, replica, &node, &mut overlay, &mut plan);
+            } else if !holds_any {
+                self.drained.insert(node.to_string());
+                plan.node_events.push((
+                    None,
+                    Event::new(
+                        SERVICE,
+                        &node,
+                        None,
+                        EventBody::Drained(NodeDrained {
+                            reason: "every replica moved off the node".into(),
+                        }),
+                    ),
+                ));
+            }
+        }
+        plan
+    }
+
+    /// Whether a drain move off `node` is under way (its new copy has not started yet).
+    fn moving_off(&self, node: &str) -> bool {
+        self.projection.iter().any(|(_, w)| {
+            w.replicas
+                .iter()
+                .any(|r| r.replacing.as_deref() == Some(node))
+        })
+    }
+
+    fn plan_move(
+        &self,
+        id: &str,
+        replica: u32,
+        node: &Arc<str>,
+        overlay: &mut Overlay,
+        plan: &mut Plan,
+    ) {
+        let Some(w) = self.projection.get(id) else {
+            return;
+        };
+        let Some(spec) = w.spec.as_deref() else {
+            return;
+        };
+        let others: Vec<Arc<str>> = w
+            .counted()
+            .filter(|r| r.holds())
+            .filter_map(|r| r.node.clone())
+            .filter(|n| n != node)
+            .collect();
+        let want = [Want {
+            replica,
+            prefer_not: None,
+            never: Some(node.clone()),
+        }];
+        let (scheduled, _) = self.place_replicas(spec, &want, &others, overlay);
+        let Some((replica, to)) = scheduled.into_iter().next() else {
+            return; // nowhere to go yet; tried again on the next tick
+        };
+        plan.notes
+            .push(format!("drain: moving {id}/{replica} from {node} to {to}"));
+        let mut ev = Event::new(
+            SERVICE,
+            id,
+            None,
+            EventBody::Scheduled(Scheduled {
+                replica,
+                node: to.to_string(),
+                runtime_class: spec.runtime_class,
+                replaces: Some(node.to_string()),
+            }),
+        );
+        ev.traceparent = w.traceparent.as_deref().map(str::to_owned);
+        plan.appends.push(WorkloadAppend {
+            workload: id.to_owned(),
+            head: Some(w.head),
+            events: vec![ev],
+            rechain_on_conflict: false,
+        });
+        plan.effects.push(Effect {
+            starts: vec![(replica, to)],
+            traceparent: w.traceparent.as_deref().map(str::to_owned),
+            ..Effect::default()
+        });
+    }
+
     /// Tries again to place replicas that wait for capacity. Only runs when the cluster
     /// changed since the last pass, and looks at no more than `limit` workloads.
-    pub fn place_pending(&mut self, limit: usize) -> Plan {
+    pub fn place_pending(&mut self, limit: usize, now_ms: u64) -> Plan {
         let mut plan = Plan::default();
-        if self.pending.is_empty() || self.pending_pass_gen == self.generation {
+        if !self.placement_due(now_ms) {
             return plan;
         }
         self.pending_pass_gen = self.generation;
+        self.next_due_ms = None;
         let mut overlay = Overlay::new();
         let mut keep = VecDeque::new();
         let n = self.pending.len().min(limit);
@@ -493,8 +826,27 @@ impl SchedulerCore {
                 continue;
             };
             let Some(spec) = w.spec.clone() else { continue };
-            let waiting: Vec<u32> = w.pending_replicas().collect();
+            let mut waiting: Vec<Want> = Vec::new();
+            let mut later = false;
+            for i in w.pending_replicas() {
+                let r = &w.replicas[i as usize];
+                match r.not_before_ms {
+                    Some(t) if t > now_ms => {
+                        // Backing off: placed on a pass after `t`.
+                        later = true;
+                        self.next_due_ms = Some(self.next_due_ms.map_or(t, |d| d.min(t)));
+                    }
+                    _ => waiting.push(Want {
+                        replica: i,
+                        prefer_not: r.last_node.clone(),
+                        never: r.lost_on.clone(),
+                    }),
+                }
+            }
             if waiting.is_empty() {
+                if later {
+                    keep.push_back(id.clone());
+                }
                 continue;
             }
             let placed: Vec<Arc<str>> = w
@@ -504,7 +856,7 @@ impl SchedulerCore {
                 .filter_map(|r| r.node.clone())
                 .collect();
             let (scheduled, still) = self.place_replicas(&spec, &waiting, &placed, &mut overlay);
-            if still.is_some() {
+            if still.is_some() || later {
                 keep.push_back(id.clone());
             }
             if scheduled.is_empty() {
@@ -525,6 +877,7 @@ impl SchedulerCore {
                         replica,
                         node: node.to_string(),
                         runtime_class: spec.runtime_class,
+                        replaces: None,
                     });
                     let mut e = Event::new(SERVICE, &id, None, body);
                     e.traceparent = traceparent.clone();
@@ -548,20 +901,26 @@ impl SchedulerCore {
     fn place_replicas(
         &self,
         spec: &WorkloadSpec,
-        replicas: &[u32],
+        replicas: &[Want],
         already: &[Arc<str>],
         overlay: &mut Overlay,
     ) -> (Vec<(u32, Arc<str>)>, Option<String>) {
         let need = Resources::of(spec);
         let mut avoid: Vec<Arc<str>> = already.to_vec();
         let mut placed = Vec::new();
-        for &replica in replicas {
+        for want in replicas {
+            let replica = want.replica;
+            // After a failure, prefer another node than the one it failed on.
+            let mut avoid_here = avoid.clone();
+            avoid_here.extend(want.prefer_not.clone());
+            let never: Vec<Arc<str>> = want.never.iter().cloned().collect();
             let req = Request {
                 need,
                 class: spec.runtime_class,
                 selector: &spec.node_selector,
                 strategy: spec.placement,
-                avoid: &avoid,
+                avoid: &avoid_here,
+                exclude: &never,
             };
             match self.cluster.place(&req, overlay) {
                 Ok(i) => {
@@ -594,10 +953,7 @@ impl SchedulerCore {
             if w.stop_requested {
                 continue;
             }
-            let head = ChainHead {
-                seq: w.head.seq,
-                hash: hex::encode(w.head.hash),
-            };
+            let head = chain_head(w);
             for (i, r) in w.replicas.iter().enumerate() {
                 if let (WorkloadState::Scheduled, Some(node)) = (r.state, &r.node) {
                     ops.entry(node.clone()).or_default().push(NodeOp::Start {
@@ -660,10 +1016,13 @@ impl SchedulerCore {
                                 traceparent: effect.traceparent.clone(),
                             });
                     }
-                    if effect.stop
-                        && let Some(w) = w
+                    if let Some(w) = w
+                        && (effect.stop || !effect.stop_replicas.is_empty())
                     {
                         for (replica, r) in w.replicas.iter().enumerate() {
+                            if !effect.stop && !effect.stop_replicas.contains(&(replica as u32)) {
+                                continue;
+                            }
                             if let (true, Some(node)) = (r.holds(), &r.node) {
                                 commit
                                     .ops
@@ -706,6 +1065,33 @@ impl SchedulerCore {
             commit.commands.push((cmd_seq, d));
         }
         commit
+    }
+}
+
+/// A replica to place, with the nodes it should not (or must not) go to.
+#[derive(Clone, Debug)]
+struct Want {
+    replica: u32,
+    /// Where its last copy ended: used only when nothing else fits.
+    prefer_not: Option<Arc<str>>,
+    /// Where its node was lost: never.
+    never: Option<Arc<str>>,
+}
+
+impl Want {
+    fn new(replica: u32) -> Self {
+        Want {
+            replica,
+            prefer_not: None,
+            never: None,
+        }
+    }
+}
+
+fn chain_head(w: &crate::projection::Workload) -> ChainHead {
+    ChainHead {
+        seq: w.head.seq,
+        hash: hex::encode(w.head.hash),
     }
 }
 
@@ -895,11 +1281,13 @@ mod tests {
             WorkloadState::Pending
         );
         assert!(
-            core.place_pending(100).appends.is_empty(),
+            core.place_pending(100, bulkhead_schemas::now_ms())
+                .appends
+                .is_empty(),
             "nothing changed, no pass"
         );
         core.heartbeat(&hb("n1", 1000));
-        let mut plan = core.place_pending(100);
+        let mut plan = core.place_pending(100, bulkhead_schemas::now_ms());
         assert_eq!(plan.appends.len(), 1);
         assert_eq!(plan.appends[0].head.map(|h| h.seq), Some(1));
         // The later placement stays in the admission's trace: event and start op.
@@ -1053,13 +1441,18 @@ mod scan_policy_tests {
         assert_eq!(commit.placed, 0);
         assert_eq!(commit.scan_jobs.len(), 1);
         assert_eq!(commit.scan_jobs[0].image, "reg/app:1");
-        assert!(c.place_pending(10).appends.is_empty(), "held by the gate");
+        assert!(
+            c.place_pending(10, bulkhead_schemas::now_ms())
+                .appends
+                .is_empty(),
+            "held by the gate"
+        );
         assert_eq!(c.unqueued_scans().len(), 1);
 
         let plan = c.scan_completed(verdict(Some(Severity::Medium)));
         assert_eq!(kinds(&plan), ["scan_completed"]);
         run(&mut c, plan, &mut seq);
-        let plan = c.place_pending(10);
+        let plan = c.place_pending(10, bulkhead_schemas::now_ms());
         assert_eq!(kinds(&plan), ["scheduled"]);
         assert_eq!(run(&mut c, plan, &mut seq).placed, 1);
         assert!(c.unqueued_scans().is_empty());
@@ -1075,7 +1468,9 @@ mod scan_policy_tests {
         assert_eq!(kinds(&plan), ["scan_completed", "rejected"]);
         run(&mut c, plan, &mut seq);
         assert!(
-            c.place_pending(10).appends.is_empty(),
+            c.place_pending(10, bulkhead_schemas::now_ms())
+                .appends
+                .is_empty(),
             "a rejected workload is never placed"
         );
         let w = c.projection.get("u").unwrap();
@@ -1115,5 +1510,272 @@ mod scan_policy_tests {
         assert!(plan.appends.is_empty(), "nobody waited for it");
         let plan = c.decide(&[submit(2, "u", "untrusted")]);
         assert_eq!(kinds(&plan), ["accepted", "scan_completed", "scheduled"]);
+    }
+}
+
+#[cfg(test)]
+mod failover_tests {
+    use super::tests::{hb, store_all};
+    use super::*;
+    use bulkhead_schemas::event::{Exited, Lost, ReplicaRequested, Started};
+
+    struct World {
+        core: SchedulerCore,
+        seq: u64,
+    }
+
+    impl World {
+        fn new(nodes: &[&str]) -> World {
+            let mut core = SchedulerCore::default();
+            for n in nodes {
+                core.heartbeat(&hb(n, 1000));
+            }
+            World { core, seq: 0 }
+        }
+        fn cmd(&mut self, kind: CommandKind, json: serde_json::Value) -> Commit {
+            self.seq += 1;
+            let cmd = Command {
+                cmd_seq: 1000 + self.seq,
+                stored_ms: 1_700_000_000_000,
+                kind,
+                payload: json.to_string().into_bytes(),
+                traceparent: None,
+            };
+            let mut plan = self.core.decide(&[cmd]);
+            self.node_events(&mut plan);
+            let out = store_all(&mut plan, &mut self.seq);
+            self.core.commit(plan, out)
+        }
+        fn node_events(&mut self, plan: &mut Plan) {
+            for (_, ev) in std::mem::take(&mut plan.node_events) {
+                self.core.node_event(&ev);
+            }
+        }
+        /// An event from another writer (node, failover), as the log delivers it.
+        fn logged(&mut self, id: &str, body: EventBody) {
+            self.seq += 1;
+            let event = Event::new("other", id, None, body);
+            self.core.apply(&Stored {
+                seq: self.seq,
+                hash: [0; 32],
+                event,
+            });
+        }
+        fn run(&mut self, plan: Plan) -> Commit {
+            let mut plan = plan;
+            self.node_events(&mut plan);
+            let out = store_all(&mut plan, &mut self.seq);
+            self.core.commit(plan, out)
+        }
+        fn started(&mut self, id: &str, replica: u32) {
+            let node = self.node_of(id, replica);
+            self.logged(
+                id,
+                EventBody::Started(Started {
+                    replica,
+                    node,
+                    container: format!("c{}", self.seq),
+                }),
+            );
+        }
+        fn node_of(&self, id: &str, replica: u32) -> String {
+            self.core.projection.get(id).unwrap().replicas[replica as usize]
+                .node
+                .as_deref()
+                .unwrap()
+                .to_owned()
+        }
+    }
+
+    fn starts(c: &Commit) -> Vec<(String, u32)> {
+        c.ops
+            .iter()
+            .flat_map(|(n, ops)| {
+                ops.iter().filter_map(move |op| match op {
+                    NodeOp::Start { replica, .. } => Some((n.to_string(), *replica)),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    fn stops(ops: &BTreeMap<Arc<str>, Vec<NodeOp>>) -> Vec<(String, u32)> {
+        ops.iter()
+            .flat_map(|(n, ops)| {
+                ops.iter().filter_map(move |op| match op {
+                    NodeOp::Stop { replica, .. } => Some((n.to_string(), *replica)),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    fn spec(id: &str, replicas: u32) -> serde_json::Value {
+        serde_json::json!({"id": id, "image": "i", "memory_mb": 100, "cpu_millicores": 10,
+            "replicas": replicas, "placement": "spread"})
+    }
+
+    #[test]
+    fn a_restart_waits_out_its_backoff_and_prefers_another_node() {
+        let mut w = World::new(&["a", "b"]);
+        w.cmd(CommandKind::Submit, spec("w", 1));
+        let first = w.node_of("w", 0);
+        w.started("w", 0);
+        w.logged(
+            "w",
+            EventBody::Exited(Exited {
+                replica: 0,
+                node: first.clone(),
+                code: 1,
+                reason: "error".into(),
+                finished_at: "t".into(),
+            }),
+        );
+        let now = bulkhead_schemas::now_ms();
+        w.logged(
+            "w",
+            EventBody::ReplicaRequested(ReplicaRequested {
+                replica: 0,
+                cause: "exited".into(),
+                attempt: 1,
+                not_before: bulkhead_schemas::rfc3339_from_ms(now + 5_000),
+            }),
+        );
+        assert!(w.core.placement_due(now), "new work is due for a pass");
+        let plan = w.core.place_pending(100, now);
+        assert!(plan.appends.is_empty(), "still backing off");
+        assert_eq!(w.core.next_due_ms(), Some(now + 5_000));
+        assert!(!w.core.placement_due(now + 1_000));
+        assert!(w.core.placement_due(now + 5_000));
+        let plan = w.core.place_pending(100, now + 5_000);
+        let c = w.run(plan);
+        let again = starts(&c);
+        assert_eq!(again.len(), 1);
+        assert_ne!(again[0].0, first, "placed away from the node it failed on");
+    }
+
+    #[test]
+    fn a_replica_lost_with_its_node_never_returns_there() {
+        let mut w = World::new(&["a", "b"]);
+        w.cmd(CommandKind::Submit, spec("w", 1));
+        let first = w.node_of("w", 0);
+        w.started("w", 0);
+        // Only the lost node has room: the replica waits rather than go back there.
+        let other = if first == "a" { "b" } else { "a" };
+        w.core.node_gone(other);
+        w.logged(
+            "w",
+            EventBody::Lost(Lost {
+                replica: Some(0),
+                node: first.clone(),
+                reason: "silent".into(),
+            }),
+        );
+        w.logged(
+            "w",
+            EventBody::ReplicaRequested(ReplicaRequested {
+                replica: 0,
+                cause: "lost".into(),
+                attempt: 1,
+                not_before: bulkhead_schemas::now_rfc3339(),
+            }),
+        );
+        let now = bulkhead_schemas::now_ms() + 1;
+        assert!(w.core.place_pending(100, now).appends.is_empty());
+        w.core.heartbeat(&hb(other, 1000));
+        let plan = w.core.place_pending(100, now);
+        let c = w.run(plan);
+        assert_eq!(starts(&c), [(other.to_owned(), 0)]);
+    }
+
+    #[test]
+    fn scale_adds_and_retires_replicas() {
+        let mut w = World::new(&["a", "b"]);
+        w.cmd(CommandKind::Submit, spec("w", 1));
+        w.started("w", 0);
+        let c = w.cmd(
+            CommandKind::Scale,
+            serde_json::json!({"id": "w", "replicas": 3}),
+        );
+        assert_eq!(c.commands[0].1, Disposition::Ack);
+        assert_eq!(starts(&c).len(), 2);
+        let wl = w.core.projection.get("w").unwrap();
+        assert_eq!((wl.desired, wl.replicas.len()), (3, 3));
+        w.started("w", 1);
+        w.started("w", 2);
+        let c = w.cmd(
+            CommandKind::Scale,
+            serde_json::json!({"id": "w", "replicas": 1}),
+        );
+        let mut stopped: Vec<u32> = stops(&c.ops).into_iter().map(|(_, r)| r).collect();
+        stopped.sort();
+        assert_eq!(stopped, [1, 2]);
+        let wl = w.core.projection.get("w").unwrap();
+        assert_eq!(wl.desired, 1);
+        assert_eq!(wl.state(), WorkloadState::Running);
+        // Bad scale commands settle without writing anything.
+        let before = w.seq;
+        for bad in [
+            serde_json::json!({"id": "w", "replicas": 5000}),
+            serde_json::json!({"id": "nope", "replicas": 2}),
+            serde_json::json!({"id": "w"}),
+        ] {
+            let c = w.cmd(CommandKind::Scale, bad);
+            assert_eq!(c.commands[0].1, Disposition::Ack);
+        }
+        assert_eq!(w.seq, before + 3, "only the command counter moved");
+    }
+
+    #[test]
+    fn drain_moves_one_replica_at_a_time_and_stops_the_old_copy_after_the_new_one_runs() {
+        let mut w = World::new(&["a", "b"]);
+        w.core.node_gone("b");
+        w.cmd(CommandKind::Submit, spec("w", 2));
+        assert_eq!(w.node_of("w", 0), "a");
+        assert_eq!(w.node_of("w", 1), "a");
+        w.started("w", 0);
+        w.started("w", 1);
+        w.core.heartbeat(&hb("b", 1000));
+        w.cmd(CommandKind::Drain, serde_json::json!({"node": "a"}));
+        assert!(w.core.cluster.get("a").unwrap().cordoned);
+        let plan = w.core.drain_step();
+        let c = w.run(plan);
+        assert_eq!(starts(&c), [("b".to_owned(), 0)], "one move at a time");
+        assert!(w.core.drain_step().appends.is_empty(), "waits for the move");
+        let wl = w.core.projection.get("w").unwrap();
+        assert_eq!(wl.replicas[0].replacing.as_deref(), Some("a"));
+        assert!(w.core.take_replaced().is_empty(), "old copy runs on");
+        w.started("w", 0);
+        assert_eq!(stops(&w.core.take_replaced()), [("a".to_owned(), 0)]);
+        w.logged(
+            "w",
+            EventBody::Stopped(bulkhead_schemas::event::Stopped {
+                replica: 0,
+                node: "a".into(),
+            }),
+        );
+        let wl = w.core.projection.get("w").unwrap();
+        assert_eq!(wl.replicas[0].state, WorkloadState::Running, "the new copy");
+        assert_eq!(wl.replicas[0].replacing, None);
+        let plan = w.core.drain_step();
+        let c = w.run(plan);
+        assert_eq!(starts(&c), [("b".to_owned(), 1)]);
+        w.started("w", 1);
+        w.logged(
+            "w",
+            EventBody::Stopped(bulkhead_schemas::event::Stopped {
+                replica: 1,
+                node: "a".into(),
+            }),
+        );
+        let plan = w.core.drain_step();
+        assert!(plan.appends.is_empty());
+        assert_eq!(plan.node_events.len(), 1);
+        assert_eq!(plan.node_events[0].1.kind(), "drained");
+        assert_eq!(w.core.cluster.get("a").unwrap().allocated.slots, 0);
+        assert_eq!(w.core.cluster.get("b").unwrap().allocated.slots, 2);
+        // Nothing new lands on a drained node.
+        let c = w.cmd(CommandKind::Submit, spec("v", 1));
+        assert_eq!(starts(&c), [("b".to_owned(), 0)]);
     }
 }

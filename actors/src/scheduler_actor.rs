@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulkhead_schemas::event::ScanCompleted;
+use bulkhead_schemas::event::{Event, ScanCompleted};
 use bulkhead_schemas::scan::ScanJob;
 use bulkhead_schemas::{NodeHeartbeat, NodeOp};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -33,10 +33,14 @@ pub enum SchedulerMsg {
     Logged(Vec<Stored>),
     Heartbeat(NodeHeartbeat),
     NodeGone(String),
+    /// An event about a node from the log (`joined`, `lost`, `draining`, `drained`).
+    NodeEvent(Box<Event>),
     /// A scan finished (from `bulkhead.evt.scan.>`, in stream order).
     ScanCompleted(Box<ScanCompleted>),
-    /// Retry pending placements.
+    /// Retry pending placements, move drained replicas.
     Tick,
+    /// A backoff ended: place what is due.
+    Due,
     /// How many workloads the projection holds and how many wait for capacity.
     Stats(RpcReplyPort<(usize, usize)>),
 }
@@ -64,10 +68,27 @@ impl<L, O> Default for SchedulerActor<L, O> {
 }
 
 impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
-    async fn execute(&mut self, plan: Plan) -> Vec<(u64, Disposition)> {
+    async fn execute(&mut self, mut plan: Plan) -> Vec<(u64, Disposition)> {
         for note in &plan.notes {
             info!("{note}");
         }
+        let mut unpublished = Vec::new();
+        for (cmd, ev) in std::mem::take(&mut plan.node_events) {
+            if let Err(e) = self.log.publish_node(ev).await {
+                warn!(error = %e, "could not publish a node event; the command will be retried");
+                unpublished.extend(cmd);
+            }
+        }
+        let mut dispositions = self.commit_plan(plan).await;
+        for (seq, d) in &mut dispositions {
+            if unpublished.contains(seq) {
+                *d = Disposition::Retry;
+            }
+        }
+        dispositions
+    }
+
+    async fn commit_plan(&mut self, plan: Plan) -> Vec<(u64, Disposition)> {
         let appends = plan.appends.clone();
         if appends.is_empty() {
             return self.core.commit(plan, Vec::new()).commands;
@@ -93,6 +114,30 @@ impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
         debug!(placed = commit.placed, "round committed");
         commit.commands
     }
+
+    /// Places what is due (new work, ended backoffs, changed nodes), moves drained
+    /// replicas, stops replaced copies; wakes itself for the next backoff to end.
+    async fn progress(&mut self, me: &ActorRef<SchedulerMsg>) {
+        let now = bulkhead_schemas::now_ms();
+        let plan = self.core.place_pending(5_000, now);
+        if !plan.appends.is_empty() {
+            self.execute(plan).await;
+        }
+        let plan = self.core.drain_step();
+        if !plan.appends.is_empty() || !plan.node_events.is_empty() {
+            self.execute(plan).await;
+        }
+        let stops = self.core.take_replaced();
+        if !stops.is_empty() {
+            for (node, err) in self.ops.send(stops).await {
+                warn!(%node, error = %err, "could not send the stop of a replaced copy");
+            }
+        }
+        if let Some(due) = self.core.next_due_ms() {
+            let wait = Duration::from_millis(due.saturating_sub(bulkhead_schemas::now_ms()));
+            me.send_after(wait, || SchedulerMsg::Due);
+        }
+    }
 }
 
 impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
@@ -115,7 +160,7 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
 
     async fn handle(
         &self,
-        _me: ActorRef<SchedulerMsg>,
+        me: ActorRef<SchedulerMsg>,
         msg: SchedulerMsg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -129,19 +174,24 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                 for s in &events {
                     st.core.apply(s);
                 }
+                // Restarts and scale-ups are placed at once, not on the next tick.
+                if st.core.placement_due(bulkhead_schemas::now_ms()) || st.core.has_replaced() {
+                    st.progress(&me).await;
+                }
             }
             SchedulerMsg::Heartbeat(hb) => st.core.heartbeat(&hb),
             SchedulerMsg::NodeGone(name) => st.core.node_gone(&name),
+            SchedulerMsg::NodeEvent(ev) => st.core.node_event(&ev),
             SchedulerMsg::ScanCompleted(c) => {
                 let plan = st.core.scan_completed(*c);
                 if !plan.appends.is_empty() {
                     st.execute(plan).await;
                 }
             }
-            SchedulerMsg::Tick => {
-                let plan = st.core.place_pending(5_000);
-                if !plan.appends.is_empty() {
-                    st.execute(plan).await;
+            SchedulerMsg::Tick => st.progress(&me).await,
+            SchedulerMsg::Due => {
+                if st.core.placement_due(bulkhead_schemas::now_ms()) {
+                    st.progress(&me).await;
                 }
             }
             SchedulerMsg::Stats(reply) => {

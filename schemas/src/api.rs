@@ -75,6 +75,9 @@ pub struct WorkloadView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<WorkloadSpec>,
     pub replicas: Vec<ReplicaView>,
+    /// Replicas it should run now (`replicas` of the spec until a scale changes it).
+    #[serde(default)]
+    pub desired: u32,
     /// Rejection reason, or why it is still pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -109,6 +112,18 @@ pub struct ReplicaView {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Times the failover restarted the replica.
+    #[serde(default)]
+    pub restarts: u32,
+    /// RFC 3339 time before which a restart waits (backoff), while it is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_until: Option<String>,
+    /// The failover gave up on it (restart budget exhausted).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gave_up: bool,
+    /// A drain is moving it: the node whose copy still runs until this one has started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacing: Option<String>,
 }
 
 /// `bulkhead.api.workloads.get`: the payload is this object or just the id as text.

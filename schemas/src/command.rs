@@ -1,4 +1,4 @@
-//! Commands users send besides submissions: stop and scale.
+//! Commands users send besides submissions: stop, scale and drain.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -23,4 +23,11 @@ pub const MAX_GRACE_SECS: u32 = 3600;
 pub struct ScaleCommand {
     pub id: String,
     pub replicas: u32,
+}
+
+/// `bulkhead.cmd.drain`: move every replica off a node and place nothing new there.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DrainCommand {
+    pub node: String,
 }

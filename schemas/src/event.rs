@@ -59,7 +59,10 @@ pub enum EventBody {
     Stopped(Stopped),
     ScanRequested(ScanRequested),
     ScanCompleted(ScanCompleted),
+    GaveUp(GaveUp),
+    Scaled(Scaled),
     Joined(NodeJoined),
+    Draining(NodeDraining),
     Drained(NodeDrained),
 }
 
@@ -78,12 +81,15 @@ impl EventBody {
             EventBody::Stopped(_) => "stopped",
             EventBody::ScanRequested(_) => "scan_requested",
             EventBody::ScanCompleted(_) => "scan_completed",
+            EventBody::GaveUp(_) => "gave_up",
+            EventBody::Scaled(_) => "scaled",
             EventBody::Joined(_) => "joined",
+            EventBody::Draining(_) => "draining",
             EventBody::Drained(_) => "drained",
         }
     }
 
-    pub const KINDS: [&'static str; 13] = [
+    pub const KINDS: [&'static str; 16] = [
         "accepted",
         "rejected",
         "scheduled",
@@ -95,9 +101,20 @@ impl EventBody {
         "stopped",
         "scan_requested",
         "scan_completed",
+        "gave_up",
+        "scaled",
         "joined",
+        "draining",
         "drained",
     ];
+
+    /// Whether the event is about a node (`bulkhead.evt.node.<node>.<type>`).
+    pub fn is_node_event(&self) -> bool {
+        matches!(
+            self,
+            EventBody::Joined(_) | EventBody::Draining(_) | EventBody::Drained(_)
+        ) || matches!(self, EventBody::Lost(l) if l.replica.is_none())
+    }
 }
 
 /// The workload was admitted. Carries the full spec (with its id filled in), so the
@@ -124,6 +141,10 @@ pub struct Scheduled {
     pub replica: u32,
     pub node: String,
     pub runtime_class: RuntimeClass,
+    /// A drain moves the replica: the copy on this node keeps running until the new one
+    /// has started, then it is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
@@ -156,10 +177,30 @@ pub struct Lost {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaRequested {
     pub replica: u32,
+    /// Why: `exited: code 3 (error)`, `lost: …`.
     pub cause: String,
+    /// Restart number within the policy's window (1 for the first restart).
     pub attempt: u32,
     /// RFC 3339 time before which the replica must not start (backoff).
     pub not_before: String,
+}
+
+/// The failover gave up on a replica: its restart budget is spent. The replica stays
+/// ended (`failed` or `lost`) and nothing respawns it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct GaveUp {
+    pub replica: u32,
+    /// `restart budget exhausted: …`
+    pub reason: String,
+    /// Restarts of the replica so far.
+    pub restarts: u32,
+}
+
+/// `bulkhead.cmd.scale` took effect: the workload now wants this many replicas.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Scaled {
+    pub replicas: u32,
+    pub cmd_seq: u64,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
@@ -211,6 +252,14 @@ pub struct NodeJoined {
     pub runtime: String,
 }
 
+/// `bulkhead.cmd.drain` took effect: nothing new is placed on the node and its replicas
+/// move off it one by one. A later `joined` (the node restarted) lifts it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct NodeDraining {
+    pub cmd_seq: u64,
+}
+
+/// The node runs no replica any more after a drain.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct NodeDrained {
     pub reason: String,
@@ -272,6 +321,7 @@ mod tests {
                 replica: 0,
                 node: "n1".into(),
                 runtime_class: RuntimeClass::Gvisor,
+                replaces: None,
             }),
         );
         let (bytes, hash) = e.seal();

@@ -4,6 +4,7 @@
 pub const CMD_SUBMIT: &str = "bulkhead.cmd.submit";
 pub const CMD_STOP: &str = "bulkhead.cmd.stop";
 pub const CMD_SCALE: &str = "bulkhead.cmd.scale";
+pub const CMD_DRAIN: &str = "bulkhead.cmd.drain";
 pub const CMD_ALL: &str = "bulkhead.cmd.>";
 
 /// The event log (stream [`EVT_STREAM`]).
@@ -40,6 +41,8 @@ pub const NODES_BUCKET: &str = "bulkhead-nodes";
 /// KV bucket of leases (key `scheduler`: the active scheduler instance).
 pub const LEASES_BUCKET: &str = "bulkhead-leases";
 pub const SCHEDULER_LEASE_KEY: &str = "scheduler";
+/// Key of the active failover instance in [`LEASES_BUCKET`].
+pub const FAILOVER_LEASE_KEY: &str = "failover";
 
 /// Durable consumer through which the active scheduler reads commands.
 pub const SCHEDULER_CONSUMER: &str = "bulkhead-scheduler";

@@ -11,7 +11,7 @@ use bulkhead_actors::log::{EventLog, Outcome, Sealed, Stored, WorkloadAppend};
 use bulkhead_actors::node::HeartbeatSink;
 use bulkhead_actors::projection::Head;
 use bulkhead_actors::scheduler_actor::OpsSink;
-use bulkhead_schemas::event::hash_bytes;
+use bulkhead_schemas::event::{Event, hash_bytes};
 use bulkhead_schemas::scan::ScanJob;
 use bulkhead_schemas::{NodeHeartbeat, NodeOp, NodeOps, subjects};
 use bytes::Bytes;
@@ -407,6 +407,24 @@ impl EventLog for NatsLog {
                 .collect()
                 .await;
         outcomes.into_iter().flatten().collect()
+    }
+
+    async fn publish_node(&self, event: Event) -> Result<(), String> {
+        let subject = subjects::node_event(&event.subject, event.kind());
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Msg-Id", event.id.as_str());
+        if let Some(tp) = &event.traceparent {
+            h.insert("traceparent", tp.as_str());
+        }
+        let (bytes, _) = event.seal();
+        self.bus
+            .js
+            .publish_with_headers(subject, h, bytes.into())
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 
