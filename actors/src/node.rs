@@ -621,6 +621,7 @@ async fn reconcile_with_runtime<R: ContainerRuntime, L: EventLog, H>(
             } => {
                 info!(%workload, replica, code = exit.code, "container exited while the node was down");
                 let container = exit.container.clone();
+                st.core.forget(&container);
                 if log_started {
                     events.push((
                         workload.clone(),
@@ -637,6 +638,7 @@ async fn reconcile_with_runtime<R: ContainerRuntime, L: EventLog, H>(
                 container,
             } => {
                 warn!(%workload, replica, %container, "container vanished while the node was down");
+                st.core.forget(&container);
                 let exit = ExitNotice {
                     container,
                     code: -1,
@@ -648,6 +650,9 @@ async fn reconcile_with_runtime<R: ContainerRuntime, L: EventLog, H>(
             }
             Action::Remove { container, why } => {
                 info!(%container, why, "removing a container");
+                // Its end is not news: the log has moved on from it.
+                st.core.forget(&container);
+                st.core.stopping.insert(container.clone());
                 removals.push(container);
             }
         }
@@ -656,6 +661,7 @@ async fn reconcile_with_runtime<R: ContainerRuntime, L: EventLog, H>(
     let rt = &st.runtime;
     let removed = join_all(removals.iter().map(|c| rt.stop(c, Duration::ZERO))).await;
     for (c, r) in removals.iter().zip(removed) {
+        st.core.stopping.remove(c);
         match r {
             Ok(()) => report.removed += 1,
             Err(e) => warn!(container = %c, error = %e, "could not remove"),

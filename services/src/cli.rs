@@ -246,7 +246,7 @@ pub async fn list(bus: &Bus, req: ListRequest, json: bool) -> anyhow::Result<i32
             "{:<38} {:<10} {:<9} {:<24} {}",
             w.id,
             w.state,
-            format!("{running}/{}", w.replicas.len()),
+            format!("{running}/{}", w.desired),
             nodes.join(","),
             image
         )?;
@@ -386,6 +386,44 @@ pub async fn stop(bus: &Bus, id: &str, grace_secs: Option<u32>) -> anyhow::Resul
         .await?
         .await?;
     println!("stop requested for {id}");
+    Ok(exit::OK)
+}
+
+/// `bulkhead scale ID N`: publishes a scale command.
+pub async fn scale(bus: &Bus, id: &str, replicas: u32) -> anyhow::Result<i32> {
+    let max = bulkhead_schemas::spec::MAX_REPLICAS;
+    anyhow::ensure!(
+        replicas <= max,
+        "replicas must be between 0 and {max}, got {replicas}"
+    );
+    let payload = serde_json::to_vec(&bulkhead_schemas::command::ScaleCommand {
+        id: id.to_owned(),
+        replicas,
+    })?;
+    bus.js
+        .publish(subjects::CMD_SCALE, payload.into())
+        .await?
+        .await?;
+    println!("scale of {id} to {replicas} requested");
+    Ok(exit::OK)
+}
+
+/// `bulkhead node drain NODE`: publishes a drain command.
+pub async fn drain(bus: &Bus, node: &str) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        subjects::is_valid_token(node),
+        "node name {node:?} must be 1-64 characters of [A-Za-z0-9_-]"
+    );
+    let payload = serde_json::to_vec(&bulkhead_schemas::command::DrainCommand {
+        node: node.to_owned(),
+    })?;
+    bus.js
+        .publish(subjects::CMD_DRAIN, payload.into())
+        .await?
+        .await?;
+    println!(
+        "drain of {node} requested: follow it with `bulkhead events --type draining,scheduled,stopped,drained`"
+    );
     Ok(exit::OK)
 }
 

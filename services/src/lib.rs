@@ -5,6 +5,7 @@ pub mod api;
 pub mod bus;
 pub mod cli;
 pub mod cri;
+pub mod failover_svc;
 pub mod follow;
 pub mod lease;
 pub mod natsd;

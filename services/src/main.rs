@@ -1,5 +1,5 @@
-//! `bulkhead`: run the services (`up`, `scheduler`, `node`, `api`) or talk to them
-//! (`submit`, `get`, `list`, `nodes`, `events`, `stop`).
+//! `bulkhead`: run the services (`up`, `scheduler`, `failover`, `node`, `api`, `scanner`)
+//! or talk to them (`submit`, `get`, `list`, `nodes`, `events`, `stop`, `scale`, `node drain`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use bulkhead::node_config::NodeFile;
 use bulkhead::scan::worker;
 use bulkhead::scheduler_svc::{self, SchedulerConfig};
 use bulkhead::sim::SimRuntime;
-use bulkhead::{api, cli, node_svc, telemetry};
+use bulkhead::{api, cli, failover_svc, node_svc, telemetry};
 use bulkhead_actors::runtime::ContainerRuntime;
 use bulkhead_actors::scan_policy::ScanPolicy;
 use bulkhead_schemas::api::{ListRequest, WorkloadState};
@@ -58,14 +58,25 @@ enum Cmd {
         /// Also run a scan worker with this OSV database (directory or all.zip).
         #[arg(long, env = "BULKHEAD_VULNDB")]
         scan_db: Option<PathBuf>,
+        #[command(flatten)]
+        failover: FailoverArgs,
+    },
+    /// Run the failover (one is active; others stand by): restarts ended replicas by
+    /// their restart policy and declares silent nodes lost.
+    Failover {
+        #[command(flatten)]
+        failover: FailoverArgs,
     },
     /// Run a scheduler (one is active; others stand by and take over).
     Scheduler {
         #[command(flatten)]
         scan: ScanArgs,
     },
-    /// Run a node.
+    /// Run a node (or, with `drain`, move every replica off one).
+    #[command(args_conflicts_with_subcommands = true)]
     Node {
+        #[command(subcommand)]
+        action: Option<NodeAction>,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -160,6 +171,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VulndbCmd,
     },
+    /// Change how many replicas a workload runs (0 … 1000).
+    Scale { id: String, replicas: u32 },
     /// Stop every replica of a workload.
     Stop {
         id: String,
@@ -167,6 +180,29 @@ enum Cmd {
         #[arg(long)]
         grace: Option<u32>,
     },
+}
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Move every replica off NODE, one at a time (each new copy runs before the old one
+    /// stops), and place nothing new there until the node restarts.
+    Drain { node: String },
+}
+
+#[derive(Args, Clone)]
+struct FailoverArgs {
+    /// A node whose heartbeats stop for this long is lost and its replicas replaced.
+    #[arg(long, default_value_t = 3000)]
+    lost_timeout_ms: u64,
+}
+
+impl FailoverArgs {
+    fn config(&self) -> failover_svc::FailoverConfig {
+        failover_svc::FailoverConfig {
+            lost_timeout: Duration::from_millis(self.lost_timeout_ms.max(100)),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -388,8 +424,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     let service = match &cli.cmd {
         Cmd::Up { .. } => Some("bulkhead"),
         Cmd::Scheduler { .. } => Some("bulkhead-scheduler"),
+        Cmd::Failover { .. } => Some("bulkhead-failover"),
         Cmd::Scanner { .. } => Some("bulkhead-scanner"),
-        Cmd::Node { .. } => Some("bulkhead-node"),
+        Cmd::Node { action: None, .. } => Some("bulkhead-node"),
         Cmd::Api => Some("bulkhead-api"),
         _ => None,
     };
@@ -405,6 +442,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             data_dir,
             scan,
             scan_db,
+            failover,
         } => {
             let mut _server = None;
             let bus = match Bus::connect(&cli.nats, "bulkhead-up").await {
@@ -422,6 +460,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             bus.ensure(&Topology::default()).await?;
             let _api = api::start(&bus).await?;
             let sched = tokio::spawn(scheduler_svc::run(bus.clone(), scan.config()?));
+            let fail = tokio::spawn(failover_svc::run(bus.clone(), failover.config()));
             let _scanner = match &scan_db {
                 Some(db) => Some(start_scanner(&bus, Some(db), None, 256, None).await?),
                 None => None,
@@ -443,6 +482,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             tokio::select! {
                 _ = shutdown_signal() => {}
                 r = sched => { r??; }
+                r = fail => { r??; }
             }
             Ok(cli::exit::OK)
         }
@@ -454,7 +494,26 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 r = scheduler_svc::run(bus, cfg) => r.map(|_| cli::exit::OK),
             }
         }
-        Cmd::Node { node } => {
+        Cmd::Failover { failover } => {
+            let bus = connect_service(&cli.nats, "bulkhead-failover").await?;
+            tokio::select! {
+                _ = shutdown_signal() => Ok(cli::exit::OK),
+                r = failover_svc::run(bus, failover.config()) => r.map(|_| cli::exit::OK),
+            }
+        }
+        Cmd::Node {
+            action: Some(NodeAction::Drain { node }),
+            ..
+        } => cli::drain(&Bus::connect(&cli.nats, "bulkhead-cli").await?, &node).await,
+        Cmd::Scale { id, replicas } => {
+            cli::scale(
+                &Bus::connect(&cli.nats, "bulkhead-cli").await?,
+                &id,
+                replicas,
+            )
+            .await
+        }
+        Cmd::Node { action: None, node } => {
             let bus = connect_service(&cli.nats, "bulkhead-node").await?;
             let node = node.resolve()?;
             let _h = start_node(&bus, &node, node.name.clone()).await?;

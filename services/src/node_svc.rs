@@ -152,13 +152,53 @@ pub async fn start<R: ContainerRuntime>(
             let _ = m.ack_with(kind).await;
         }
     });
+    let lost_task = tokio::spawn(reconcile_when_lost(
+        bus.clone(),
+        name.clone(),
+        actor.clone(),
+    ));
     info!(node = %name, "node up");
     Ok(NodeHandle {
         name,
         actor,
         reconciled,
-        _tasks: vec![AbortOnDrop(exit_task), AbortOnDrop(ops_task)],
+        _tasks: vec![
+            AbortOnDrop(exit_task),
+            AbortOnDrop(ops_task),
+            AbortOnDrop(lost_task),
+        ],
     })
+}
+
+/// A node declared lost while it still runs (a pause, a partition) learns it from its own
+/// `lost` event and reconciles again: copies replaced elsewhere meanwhile are removed.
+async fn reconcile_when_lost(bus: Bus, name: String, actor: ActorRef<NodeMsg>) {
+    let mut sub = match bus
+        .client
+        .subscribe(subjects::node_event(&name, "lost"))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return warn!(node = %name, error = %e, "cannot watch for this node's loss"),
+    };
+    while sub.next().await.is_some() {
+        warn!(node = %name, "this node was declared lost; reconciling with the log");
+        // The failover appends the replicas' fate right after the node's loss.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let view = match log_view(&bus, &name).await {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(node = %name, error = %e, "cannot read the log to reconcile");
+                continue;
+            }
+        };
+        match ractor::call!(actor, NodeMsg::Reconcile, view) {
+            Ok(Ok(r)) => info!(node = %name, adopted = r.adopted, removed = r.removed,
+                exited = r.exited, "reconciled after being declared lost"),
+            Ok(Err(e)) => warn!(node = %name, error = %e, "reconciling failed"),
+            Err(_) => return,
+        }
+    }
 }
 
 /// What the log says this node should run: a projection of the whole log, cut to the node.

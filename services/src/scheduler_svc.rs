@@ -127,21 +127,25 @@ async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyho
     let _log_guard = AbortOnDrop(log_task);
     let _hb_guard = AbortOnDrop(tokio::spawn(watch_nodes(bus.clone(), actor.clone())));
     let _scan_guard = AbortOnDrop(tokio::spawn(watch_scans(bus.clone(), actor.clone())));
+    let _node_guard = AbortOnDrop(tokio::spawn(watch_node_events(bus.clone(), actor.clone())));
 
     let stream = bus.js.get_stream(subjects::CMD_STREAM).await?;
-    let consumer = stream
-        .get_or_create_consumer(
-            subjects::SCHEDULER_CONSUMER,
-            pull::Config {
-                durable_name: Some(subjects::SCHEDULER_CONSUMER.into()),
-                description: Some("the active bulkhead scheduler".into()),
-                filter_subjects: vec![subjects::CMD_SUBMIT.into(), subjects::CMD_STOP.into()],
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: cfg.ack_wait,
-                max_ack_pending: 20_000,
-                ..Default::default()
-            },
-        )
+    // Created or updated: a consumer from an older release gains the newer subjects.
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(subjects::SCHEDULER_CONSUMER.into()),
+            description: Some("the active bulkhead scheduler".into()),
+            filter_subjects: vec![
+                subjects::CMD_SUBMIT.into(),
+                subjects::CMD_STOP.into(),
+                subjects::CMD_SCALE.into(),
+                subjects::CMD_DRAIN.into(),
+            ],
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: cfg.ack_wait,
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
         .await?;
     let mut messages = consumer
         .stream()
@@ -195,11 +199,7 @@ async fn handle_chunk(
             .map_err(|e| anyhow::anyhow!("command without metadata: {e}"))?;
         let cmd_seq = info.stream_sequence;
         let stored_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
-        let kind = if m.subject.as_str() == subjects::CMD_STOP {
-            CommandKind::Stop
-        } else {
-            CommandKind::Submit
-        };
+        let kind = CommandKind::of_subject(m.subject.as_str()).unwrap_or(CommandKind::Submit);
         let span = info_span!("admit", cmd_seq, subject = %m.subject);
         let parent = m
             .headers
@@ -243,8 +243,6 @@ async fn handle_chunk(
     Ok(())
 }
 
-/// Watches the nodes bucket: heartbeats go to the actor; a node silent for three
-/// intervals is reported gone.
 /// Every scan outcome in the log, from the first: past verdicts settle workloads that
 /// waited while no scheduler ran; new ones arrive as they are stored.
 async fn watch_scans(bus: Bus, actor: ActorRef<SchedulerMsg>) {
@@ -283,6 +281,45 @@ async fn watch_scans(bus: Bus, actor: ActorRef<SchedulerMsg>) {
     }
 }
 
+/// Every node event in the log, from the first: drains in force survive a restart, a lost
+/// node takes no work until it heartbeats again.
+async fn watch_node_events(bus: Bus, actor: ActorRef<SchedulerMsg>) {
+    use async_nats::jetstream::consumer::DeliverPolicy;
+    let consumer = async {
+        bus.js
+            .get_stream(subjects::EVT_STREAM)
+            .await?
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: subjects::EVT_NODES.into(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    let mut messages = match consumer.await {
+        Ok(c) => match c.messages().await {
+            Ok(m) => m,
+            Err(e) => return warn!(error = %e, "cannot read node events"),
+        },
+        Err(e) => return warn!(error = %e, "cannot read node events"),
+    };
+    while let Some(m) = messages.next().await {
+        let Ok(m) = m else { continue };
+        let Ok(ev) = Event::parse(&m.payload) else {
+            continue;
+        };
+        if actor
+            .send_message(SchedulerMsg::NodeEvent(Box::new(ev)))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Watches the nodes bucket: heartbeats go to the actor; a node silent for three
+/// intervals is reported gone.
 async fn watch_nodes(bus: Bus, actor: ActorRef<SchedulerMsg>) {
     let store = match bus.js.get_key_value(subjects::NODES_BUCKET).await {
         Ok(s) => s,

@@ -1,0 +1,416 @@
+//! Failover across processes: a real nats-server, the scheduler, the failover and sim
+//! nodes as separate `bulkhead` processes, commands published with nats-py. Restart
+//! policy, crash loops and backoff, a SIGKILLed node, a SIGKILLed failover mid-storm,
+//! scale and drain.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bulkhead_schemas::event::{Event, EventBody};
+use bulkhead_schemas::{parse_rfc3339_ms, subjects};
+use common::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn node_args<'a>(name: &'a str, hb: &'a str) -> Vec<&'a str> {
+    vec![
+        "node",
+        "--name",
+        name,
+        "--heartbeat-ms",
+        hb,
+        "--slots",
+        "1000",
+        "--memory-mb",
+        "1000000",
+        "--cpu-millicores",
+        "1000000",
+    ]
+}
+
+/// A workload of the sim runtime that exits with `code` after `after_ms`.
+fn crashing(id: &str, policy: &str, after_ms: u64, code: i32) -> serde_json::Value {
+    let mut s = spec(Some(id));
+    s["env"] = serde_json::json!({"SIM_EXIT_AFTER_MS": after_ms.to_string(),
+                                  "SIM_EXIT_CODE": code.to_string()});
+    s["restart"] = serde_json::json!({"policy": policy, "max_restarts": 4, "window_s": 600,
+        "backoff_initial_ms": 200, "backoff_max_ms": 1000});
+    s
+}
+
+async fn workload_events(env: &Env) -> BTreeMap<String, Vec<Event>> {
+    let mut by: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+    for (_, _, e) in env.events(subjects::EVT_WORKLOADS).await {
+        by.entry(e.subject.clone()).or_default().push(e);
+    }
+    by
+}
+
+fn kinds(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(Event::kind).collect()
+}
+
+/// Each `exited` of a replica is followed by exactly one failover decision before the
+/// replica is placed again: never none (a missed exit), never two (a double restart).
+fn assert_each_exit_decided_once(id: &str, events: &[Event]) {
+    let mut open: BTreeMap<u32, bool> = BTreeMap::new(); // replica → undecided exit
+    for e in events {
+        match &e.body {
+            EventBody::Exited(x) => {
+                assert!(
+                    !open.get(&x.replica).copied().unwrap_or(false),
+                    "{id}: two exits of replica {} without a decision: {:?}",
+                    x.replica,
+                    kinds(events)
+                );
+                open.insert(x.replica, true);
+            }
+            EventBody::ReplicaRequested(r) => {
+                assert_eq!(
+                    open.insert(r.replica, false),
+                    Some(true),
+                    "{id}: replica {} requested without an undecided exit: {:?}",
+                    r.replica,
+                    kinds(events)
+                );
+            }
+            EventBody::GaveUp(g) => {
+                assert_eq!(
+                    open.insert(g.replica, false),
+                    Some(true),
+                    "{id}: gave up without an exit: {:?}",
+                    kinds(events)
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+fn at_ms(e: &Event) -> u64 {
+    parse_rfc3339_ms(&e.at).expect("event times parse")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_policy_backoff_and_budget() {
+    let mut env = env().await;
+    env.spawn("node", &node_args("n1", "200"));
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("failover", &["failover"]);
+    env.spawn("api", &["api"]);
+    for s in [
+        crashing("loop", "always", 100, 1),
+        crashing("ok-once", "on-failure", 100, 0),
+        crashing("never", "never", 100, 3),
+    ] {
+        env.natspy_pub(subjects::CMD_SUBMIT, s.to_string().as_bytes(), None);
+    }
+    env.wait_for("the crash loop to be given up", LONG, |by| {
+        by.get("loop").is_some_and(|k| k.contains(&"gave_up"))
+    })
+    .await;
+    let by = workload_events(&env).await;
+
+    // on-failure: exit 0 ends it, succeeded; never: an exit 3 stays failed. The failover
+    // read both before it gave up on `loop` (one log, in order), so nothing is pending.
+    assert_eq!(
+        kinds(&by["ok-once"]),
+        ["accepted", "scheduled", "started", "exited"]
+    );
+    assert_eq!(
+        kinds(&by["never"]),
+        ["accepted", "scheduled", "started", "exited"]
+    );
+
+    let lp = &by["loop"];
+    assert_each_exit_decided_once("loop", lp);
+    let requested: Vec<_> = lp
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ReplicaRequested(r) => Some((e, r)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requested.len(), 4, "max_restarts 4: {:?}", kinds(lp));
+    let EventBody::GaveUp(g) = &lp.last().unwrap().body else {
+        panic!("ends with gave_up: {:?}", kinds(lp))
+    };
+    assert!(
+        g.reason.contains("restart budget exhausted"),
+        "{}",
+        g.reason
+    );
+    // The gaps follow the backoff: 200, 400, 800, 1000 ms (jitter takes up to a quarter
+    // off), from the decision to the next placement.
+    for (i, (ev, r)) in requested.iter().enumerate() {
+        assert_eq!(r.attempt, i as u32 + 1);
+        let full = (200u64 << i).min(1000);
+        let nb = parse_rfc3339_ms(&r.not_before).unwrap();
+        let delay = nb - at_ms(ev);
+        assert!(
+            delay >= full * 3 / 4 && delay <= full + 5,
+            "attempt {}: backoff {delay} ms, expected {}..={full}",
+            r.attempt,
+            full * 3 / 4
+        );
+        let pos = lp.iter().position(|e| e.id == ev.id).unwrap();
+        let placed = lp[pos..]
+            .iter()
+            .find(|e| e.kind() == "scheduled")
+            .expect("placed after the request");
+        assert!(
+            at_ms(placed) + 2 >= nb,
+            "attempt {} placed {} ms before its backoff ended",
+            r.attempt,
+            nb - at_ms(placed)
+        );
+    }
+    // What `bulkhead get` shows: restarts, the last exit, that the failover gave up.
+    let w: serde_json::Value =
+        serde_json::from_str(&env.natspy_req(subjects::API_WORKLOADS_GET, "loop").unwrap())
+            .unwrap();
+    assert_eq!(w["state"], "failed", "{w}");
+    let r = &w["replicas"][0];
+    assert_eq!(
+        (r["restarts"].as_u64(), r["exit_code"].as_i64()),
+        (Some(4), Some(1)),
+        "{w}"
+    );
+    assert_eq!(r["gave_up"], true);
+    assert!(
+        w["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restart budget exhausted")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_node_is_lost_and_its_workloads_run_on_the_other() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("failover", &["failover", "--lost-timeout-ms", "1000"]);
+    let n1 = env.spawn("n1", &node_args("n1", "200"));
+    env.spawn("n2", &node_args("n2", "200"));
+    wait_until("both nodes to heartbeat", LONG, async || {
+        let kv = env
+            .bus
+            .js
+            .get_key_value(subjects::NODES_BUCKET)
+            .await
+            .unwrap();
+        kv.get("n1").await.unwrap().is_some() && kv.get("n2").await.unwrap().is_some()
+    })
+    .await;
+    const N: usize = 40;
+    let payloads: Vec<Vec<u8>> = (0..N)
+        .map(|i| {
+            let mut s = spec(Some(&format!("w{i}")));
+            s["placement"] = "spread".into();
+            s["restart"] = serde_json::json!({"policy": "on-failure"});
+            s.to_string().into_bytes()
+        })
+        .collect();
+    env.natspy_pub_many(subjects::CMD_SUBMIT, &payloads);
+    env.wait_for("every workload to run", LONG, |by| {
+        by.len() == N && by.values().all(|k| k.contains(&"started"))
+    })
+    .await;
+    let on_n1: Vec<String> = workload_events(&env)
+        .await
+        .into_iter()
+        .filter(|(_, evs)| {
+            evs.iter()
+                .any(|e| matches!(&e.body, EventBody::Scheduled(s) if s.node == "n1"))
+        })
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!on_n1.is_empty(), "spread placed work on n1");
+
+    env.sigkill(n1);
+    env.wait_for("n1's workloads to run on n2", LONG, |by| {
+        on_n1.iter().all(|id| {
+            let k = &by[id];
+            k.ends_with(&["lost", "replica_requested", "scheduled", "started"])
+        })
+    })
+    .await;
+    let by = workload_events(&env).await;
+    for id in &on_n1 {
+        let evs = &by[id];
+        let EventBody::Scheduled(s) = &evs[evs.len() - 2].body else {
+            unreachable!()
+        };
+        assert_eq!(s.node, "n2", "{id} replaced on the live node");
+        let lost = evs.iter().find(|e| e.kind() == "lost").unwrap();
+        assert_eq!(lost.actor.service, "failover");
+    }
+    // None lost, none doubled: every workload has exactly one running copy, on n2 or
+    // where it always ran.
+    for (id, evs) in &by {
+        let started = evs.iter().filter(|e| e.kind() == "started").count();
+        let ended = evs
+            .iter()
+            .filter(|e| matches!(e.kind(), "lost" | "exited"))
+            .count();
+        assert_eq!(started - ended, 1, "{id}: {:?}", kinds(evs));
+    }
+    let node_lost = env.events("bulkhead.evt.node.n1.lost").await;
+    assert_eq!(node_lost.len(), 1, "n1 declared lost once");
+    assert_chains(&env.events(subjects::EVT_WORKLOADS).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_killed_mid_storm_decides_every_exit_exactly_once() {
+    let mut env = env().await;
+    env.spawn("node", &node_args("n1", "200"));
+    env.spawn("scheduler", &["scheduler"]);
+    let first = env.spawn("failover-a", &["failover"]);
+    wait_until("failover a to be active", LONG, async || {
+        env.log("failover-a").contains("failover active")
+    })
+    .await;
+    const N: usize = 60;
+    let payloads: Vec<Vec<u8>> = (0..N)
+        .map(|i| {
+            let mut s = crashing(&format!("c{i}"), "always", 150, 2);
+            s["restart"]["backoff_initial_ms"] = 50.into();
+            s["restart"]["backoff_max_ms"] = 200.into();
+            s["restart"]["max_restarts"] = 3.into();
+            s.to_string().into_bytes()
+        })
+        .collect();
+    env.natspy_pub_many(subjects::CMD_SUBMIT, &payloads);
+    // Kill the failover while the storm is under way: some restarts requested, not all.
+    env.wait_for("the storm to be under way", LONG, |by| {
+        by.values()
+            .filter(|k| k.contains(&"replica_requested"))
+            .count()
+            >= N / 4
+    })
+    .await;
+    env.sigkill(first);
+    let killed_at = workload_events(&env).await;
+    let decided_before: usize = killed_at
+        .values()
+        .flatten()
+        .filter(|e| matches!(e.kind(), "replica_requested" | "gave_up"))
+        .count();
+    assert!(
+        decided_before < N * 4,
+        "the failover died before the storm ended"
+    );
+    env.spawn("failover-b", &["failover"]);
+    env.wait_for("every crash loop to end", LONG, |by| {
+        by.len() == N && by.values().all(|k| k.contains(&"gave_up"))
+    })
+    .await;
+    let by = workload_events(&env).await;
+    for (id, evs) in &by {
+        assert_each_exit_decided_once(id, evs);
+        let restarts = evs
+            .iter()
+            .filter(|e| e.kind() == "replica_requested")
+            .count();
+        assert_eq!(restarts, 3, "{id}: {:?}", kinds(evs));
+        assert_eq!(evs.iter().filter(|e| e.kind() == "exited").count(), 4);
+    }
+    assert_chains(&env.events(subjects::EVT_WORKLOADS).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_and_drain_keep_the_replica_count() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("failover", &["failover"]);
+    env.spawn("n1", &node_args("n1", "200"));
+    let mut s = spec(Some("web"));
+    s["replicas"] = 2.into();
+    env.natspy_pub(subjects::CMD_SUBMIT, s.to_string().as_bytes(), None);
+    env.wait_for("both replicas on n1", LONG, |by| {
+        by.get("web")
+            .is_some_and(|k| k.iter().filter(|x| **x == "started").count() == 2)
+    })
+    .await;
+    env.spawn("n2", &node_args("n2", "200"));
+
+    // Scale up to 4, then down to 3, as `nats pub` would.
+    env.natspy_pub(subjects::CMD_SCALE, br#"{"id":"web","replicas":4}"#, None);
+    env.wait_for("four replicas", LONG, |by| {
+        by["web"].iter().filter(|x| **x == "started").count() == 4
+    })
+    .await;
+    env.natspy_pub(subjects::CMD_SCALE, br#"{"id":"web","replicas":3}"#, None);
+    env.wait_for("replica 3 stopped", LONG, |by| {
+        by["web"].contains(&"stopped")
+    })
+    .await;
+    let evs = &workload_events(&env).await["web"];
+    let stopped: Vec<u32> = evs
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Stopped(s) => Some(s.replica),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stopped, [3], "the highest replica is retired");
+    assert!(evs.iter().any(|e| e.kind() == "scaled"));
+
+    // Drain n1: each of its replicas starts on n2 before its n1 copy stops.
+    env.natspy_pub(subjects::CMD_DRAIN, br#"{"node":"n1"}"#, None);
+    wait_until("n1 drained", LONG, async || {
+        !env.events("bulkhead.evt.node.n1.drained").await.is_empty()
+    })
+    .await;
+    let evs = &workload_events(&env).await["web"];
+    let mut running: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let mut min_running = usize::MAX;
+    let mut moved = 0;
+    let mut drain_started = false;
+    for e in evs {
+        match &e.body {
+            EventBody::Scheduled(s) if s.replaces.is_some() => {
+                drain_started = true;
+                moved += 1;
+                assert_eq!(s.node, "n2");
+            }
+            EventBody::Started(s) => running.entry(s.replica).or_default().push(s.node.clone()),
+            EventBody::Stopped(s) => {
+                running
+                    .entry(s.replica)
+                    .or_default()
+                    .retain(|n| *n != s.node);
+            }
+            _ => {}
+        }
+        if drain_started {
+            let live = running.values().filter(|v| !v.is_empty()).count();
+            min_running = min_running.min(live);
+        }
+    }
+    assert!(moved >= 1, "n1's replicas moved: {:?}", kinds(evs));
+    assert_eq!(min_running, 3, "the count never dropped during the drain");
+    for (replica, nodes) in &running {
+        if *replica < 3 {
+            assert_eq!(nodes, &["n2"], "replica {replica} ends on n2 only");
+        }
+    }
+    // Nothing new lands on the drained node.
+    env.natspy_pub(
+        subjects::CMD_SUBMIT,
+        spec(Some("later")).to_string().as_bytes(),
+        None,
+    );
+    env.wait_for("`later` to start", LONG, |by| {
+        by.get("later").is_some_and(|k| done(k))
+    })
+    .await;
+    let later = &workload_events(&env).await["later"];
+    assert!(
+        later
+            .iter()
+            .any(|e| matches!(&e.body, EventBody::Scheduled(s) if s.node == "n2"))
+    );
+}
