@@ -488,3 +488,117 @@ async fn images_are_pulled_and_an_unpullable_one_fails_with_the_pull_error() {
         "failed"
     );
 }
+
+fn container_of(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Started(s) => Some(s.container.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_killed_from_outside_is_replaced_by_a_new_one() {
+    let mut c = Cluster::start("fo1", &[]).await;
+    c.env.spawn("failover", &["failover"]);
+    let mut s = c.spec("phoenix", "runc", "exec sleep 3600");
+    s["restart"] = serde_json::json!({"policy": "always"});
+    c.submit(s);
+    let events = c.wait_event("phoenix", "started").await;
+    let first = container_of(&events).remove(0);
+    let pid = c
+        .runtime()
+        .await
+        .container_pid(&first)
+        .await
+        .unwrap()
+        .expect("containerd reports the container's pid");
+    let st = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -9 {pid}");
+    c.env
+        .wait_for("a second start", LONG, |by| {
+            by["phoenix"].iter().filter(|k| **k == "started").count() == 2
+        })
+        .await;
+    let events = c.events("phoenix").await;
+    assert_eq!(
+        kinds(&events),
+        [
+            "accepted",
+            "scheduled",
+            "started",
+            "exited",
+            "replica_requested",
+            "scheduled",
+            "started"
+        ]
+    );
+    let x = exited(&events);
+    assert_eq!(x.code, 137, "SIGKILL: {x:?}");
+    let containers = container_of(&events);
+    assert_ne!(containers[0], containers[1], "a new container");
+    let cri = c.runtime().await;
+    let st = cri.container_status(&containers[1]).await.unwrap();
+    assert_eq!(
+        st.state,
+        k8s_cri::v1::ContainerState::ContainerRunning as i32
+    );
+    // The killed one is cleaned up: one container and one sandbox are left.
+    wait_until("the dead container to be removed", LONG, async || {
+        c.held("phoenix").await == (1, 1)
+    })
+    .await;
+    // One trace: the restart joins the submission's trace.
+    let EventBody::ReplicaRequested(r) = &events[4].body else {
+        unreachable!()
+    };
+    assert_eq!(r.attempt, 1);
+    assert!(r.cause.starts_with("exited: code 137"), "{}", r.cause);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_restarts_only_failures_and_never_restarts_nothing() {
+    let mut c = Cluster::start("fo2", &[]).await;
+    c.env.spawn("failover", &["failover"]);
+    let with = |id: &str, policy: &str, script: &str| {
+        let mut s = c.spec(id, "runc", script);
+        s["restart"] = serde_json::json!({"policy": policy, "max_restarts": 1});
+        s
+    };
+    c.submit(with("zero", "on-failure", "exit 0"));
+    c.submit(with("never", "never", "exit 3"));
+    c.wait_event("zero", "exited").await;
+    c.wait_event("never", "exited").await;
+    c.submit(with("three", "on-failure", "exit 3"));
+    let three = c.wait_event("three", "gave_up").await;
+    assert_eq!(
+        kinds(&three),
+        [
+            "accepted",
+            "scheduled",
+            "started",
+            "exited",
+            "replica_requested",
+            "scheduled",
+            "started",
+            "exited",
+            "gave_up"
+        ]
+    );
+    // The failover reads the log in order: it saw both earlier exits before this one.
+    let plain = ["accepted", "scheduled", "started", "exited"];
+    assert_eq!(kinds(&c.events("zero").await), plain);
+    assert_eq!(kinds(&c.events("never").await), plain);
+    let get = |id: &str| c.api(subjects::API_WORKLOADS_GET, id);
+    assert_eq!(get("zero")["state"], "succeeded");
+    assert_eq!(get("never")["state"], "failed");
+    let t = get("three");
+    assert_eq!(t["state"], "failed");
+    assert_eq!(t["replicas"][0]["restarts"], 1);
+    assert_eq!(t["replicas"][0]["exit_code"], 3);
+}

@@ -227,6 +227,28 @@ impl Cri {
         })
     }
 
+    /// The host PID of a running container's process (from the runtime's verbose status,
+    /// containerd's `info.pid`); None when the runtime does not say.
+    pub async fn container_pid(&self, id: &str) -> Result<Option<u32>, CriError> {
+        let r = self
+            .call(
+                "ContainerStatus",
+                self.runtime
+                    .clone()
+                    .container_status(ContainerStatusRequest {
+                        container_id: id.to_owned(),
+                        verbose: true,
+                    }),
+            )
+            .await?;
+        Ok(r.info
+            .get("info")
+            .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+            .and_then(|v| v["pid"].as_u64())
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|&p| p > 0))
+    }
+
     pub async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), CriError> {
         self.call(
             "StopContainer",
