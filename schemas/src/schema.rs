@@ -20,6 +20,10 @@ pub fn all() -> Vec<(&'static str, String)> {
             "scale-command.json",
             pretty(schema_for!(crate::command::ScaleCommand)),
         ),
+        (
+            "drain-command.json",
+            pretty(schema_for!(crate::command::DrainCommand)),
+        ),
         ("event.json", pretty(schema_for!(crate::event::Event))),
         (
             "node-heartbeat.json",
