@@ -3,8 +3,11 @@
 //! and memory per workload, beside the raw JetStream append rate measured in the same run.
 //! `cri`: submit → running on a real CRI runtime per runtime class, with per-call times.
 //! `scan-cache`: CPU of cold scans, rescans, and many images sharing base layers.
+//! `failover`: die → replacement running (sim fleet and real containerd), node lost → all
+//! its replicas running elsewhere.
 
 mod cri;
+mod failover;
 mod scan_cache;
 
 use std::collections::{BTreeMap, HashMap};
@@ -60,6 +63,26 @@ enum Scenario {
         #[arg(long, default_value_t = 250)]
         cpu_millicores: u64,
     },
+    /// Die → replacement running, and node lost → its replicas running elsewhere.
+    Failover {
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 2000)]
+        workloads: usize,
+        #[arg(long, default_value_t = 300)]
+        kills: usize,
+        /// Replicas on the node that is lost.
+        #[arg(long, default_value_t = 1000)]
+        lost_workloads: usize,
+        #[arg(long, default_value_t = 3000)]
+        lost_timeout_ms: u64,
+        #[arg(long, env = "BULKHEAD_TEST_CRI_SOCKET")]
+        cri_socket: Option<std::path::PathBuf>,
+        #[arg(long, env = "BULKHEAD_TEST_IMAGE")]
+        cri_image: Option<String>,
+        #[arg(long, default_value_t = 30)]
+        cri_kills: usize,
+    },
     /// Scan CPU cold vs rescan, and N images sharing base layers (needs a loopback
     /// registry: scripts/cri-env.sh starts one).
     ScanCache {
@@ -93,6 +116,28 @@ async fn main() -> anyhow::Result<()> {
             latency_secs,
             sync,
         } => (nodes, workloads, rate, latency_secs, sync),
+        Scenario::Failover {
+            nodes,
+            workloads,
+            kills,
+            lost_workloads,
+            lost_timeout_ms,
+            cri_socket,
+            cri_image,
+            cri_kills,
+        } => {
+            return failover::run(failover::Args {
+                nodes,
+                workloads,
+                kills,
+                lost_workloads,
+                lost_timeout_ms,
+                cri_socket,
+                cri_image,
+                cri_kills,
+            })
+            .await;
+        }
         Scenario::ScanCache {
             registry,
             images,

@@ -37,6 +37,9 @@ pub enum BusError {
     Nats(String),
 }
 
+/// Consumers a stream may have (nats-server's own default is 1,000 per stream).
+pub const MAX_CONSUMERS: i32 = 1_000_000;
+
 /// Connection plus JetStream context.
 #[derive(Clone)]
 pub struct Bus {
@@ -130,7 +133,11 @@ impl Bus {
                 ..Default::default()
             },
         ];
-        for cfg in streams {
+        for mut cfg in streams {
+            // nats-server 2.15 caps a stream at 1,000 consumers unless it sets its own
+            // limit: a thousand nodes have a thousand ops consumers, and every node start
+            // reads the log through an ephemeral one.
+            cfg.max_consumers = MAX_CONSUMERS;
             let name = cfg.name.clone();
             self.js
                 .create_or_update_stream(cfg)

@@ -1,0 +1,368 @@
+//! The `failover` scenario: how fast a replacement runs after a container dies (sim nodes
+//! by the thousand, and real containerd), and after a node carrying many replicas is lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bulkhead::bus::{Bus, MAX_BATCH, Topology};
+use bulkhead::cri::CriRuntime;
+use bulkhead::failover_svc::{self, FailoverConfig};
+use bulkhead::natsd::{NatsServer, Sync};
+use bulkhead::node_config::NodeFile;
+use bulkhead::node_svc::NodeHandle;
+use bulkhead::scheduler_svc::{self, SchedulerConfig};
+use bulkhead::sim::SimRuntime;
+use bulkhead_actors::node::NodeConfig;
+use bulkhead_schemas::event::{Event, EventBody};
+use bulkhead_schemas::spec::RuntimeClass;
+use bulkhead_schemas::{Resources, subjects};
+use futures::StreamExt;
+
+use crate::pct;
+
+pub struct Args {
+    pub nodes: usize,
+    pub workloads: usize,
+    pub kills: usize,
+    pub lost_workloads: usize,
+    pub lost_timeout_ms: u64,
+    /// Real containerd (from scripts/cri-env.sh); skipped when absent.
+    pub cri_socket: Option<PathBuf>,
+    pub cri_image: Option<String>,
+    pub cri_kills: usize,
+}
+
+/// Starts (workload id → times of each `started`), as they are stored.
+type Starts = Arc<Mutex<HashMap<String, Vec<(Instant, String, String)>>>>;
+
+async fn watch_starts(bus: &Bus) -> anyhow::Result<Starts> {
+    let starts: Starts = Arc::default();
+    let mut sub = bus.client.subscribe("bulkhead.evt.wl.*.started").await?;
+    let s = starts.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            let Ok(e) = Event::parse(&m.payload) else {
+                continue;
+            };
+            if let EventBody::Started(st) = e.body {
+                s.lock().expect("lock").entry(e.subject).or_default().push((
+                    Instant::now(),
+                    st.node,
+                    st.container,
+                ));
+            }
+        }
+    });
+    Ok(starts)
+}
+
+fn count(starts: &Starts, id: &str) -> usize {
+    starts.lock().expect("lock").get(id).map_or(0, Vec::len)
+}
+
+async fn wait_starts(starts: &Starts, ids: &[String], n: usize, secs: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while ids.iter().any(|id| count(starts, id) < n) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} of {} workloads did not reach {n} starts in {secs} s",
+            ids.iter().filter(|id| count(starts, id) < n).count(),
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+fn sim_node(
+    name: &str,
+    slots: u32,
+    heartbeat_ms: u64,
+) -> (
+    NodeConfig,
+    SimRuntime,
+    tokio::sync::mpsc::UnboundedReceiver<bulkhead_actors::runtime::ExitNotice>,
+) {
+    let (rt, exits) = SimRuntime::new(name, vec![RuntimeClass::Runc], Duration::ZERO);
+    let cfg = NodeConfig {
+        name: name.to_owned(),
+        capacity: Resources {
+            memory_mb: 1024 * 1024,
+            cpu_millicores: 1_000_000,
+            slots,
+        },
+        labels: BTreeMap::new(),
+        heartbeat_ms,
+        stop_grace: Duration::from_secs(1),
+    };
+    (cfg, rt, exits)
+}
+
+fn spec(id: &str, image: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "image": image, "memory_mb": 16, "cpu_millicores": 10,
+        "placement": "spread",
+        "restart": {"policy": "always", "max_restarts": 1000, "backoff_initial_ms": 1,
+                    "backoff_max_ms": 1000}})
+}
+
+async fn submit_all(bus: &Bus, specs: &[serde_json::Value]) -> anyhow::Result<()> {
+    for chunk in specs.chunks(MAX_BATCH) {
+        let msgs: Vec<_> = chunk
+            .iter()
+            .map(|s| {
+                (
+                    subjects::CMD_SUBMIT.to_owned(),
+                    async_nats::HeaderMap::new(),
+                    bytes::Bytes::from(serde_json::to_vec(s).expect("json")),
+                )
+            })
+            .collect();
+        bus.publish_atomic(&msgs)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    Ok(())
+}
+
+fn report(label: &str, lat: &mut [Duration]) {
+    lat.sort();
+    println!(
+        "{label}: n {}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        lat.len(),
+        pct(lat, 0.5).as_secs_f64() * 1e3,
+        pct(lat, 0.99).as_secs_f64() * 1e3,
+        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    sim_die(&args).await?;
+    node_lost(&args).await?;
+    if let (Some(socket), Some(image)) = (&args.cri_socket, &args.cri_image) {
+        cri_die(socket, image, args.cri_kills).await?;
+    } else {
+        println!("\n(real containerd part skipped: no BULKHEAD_TEST_CRI_SOCKET)");
+    }
+    Ok(())
+}
+
+async fn start_control(
+    bus: &Bus,
+    lost_timeout_ms: u64,
+) -> anyhow::Result<failover_svc::FailoverHandle> {
+    tokio::spawn(scheduler_svc::run(bus.clone(), SchedulerConfig::default()));
+    failover_svc::start(
+        bus,
+        FailoverConfig {
+            lost_timeout: Duration::from_millis(lost_timeout_ms),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Containers die one by one on a fleet of sim nodes: kill → replacement `started`.
+async fn sim_die(args: &Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = NatsServer::start(dir.path(), "127.0.0.1", 0, Sync::Always)?;
+    let bus = Bus::connect(&server.url, "loadtest").await?;
+    bus.ensure(&Topology::default()).await?;
+    println!(
+        "\n## failover, sim: {} nodes, {} workloads (restart always, backoff_initial_ms 1), {} kills, sync_interval: always",
+        args.nodes, args.workloads, args.kills
+    );
+    let t = Instant::now();
+    let mut runtimes = HashMap::new();
+    let mut handles = Vec::new();
+    for i in 0..args.nodes {
+        let name = format!("sim-{i}");
+        let (cfg, rt, exits) = sim_node(&name, 1000, 1000);
+        let rt = Arc::new(rt);
+        runtimes.insert(name, rt.clone());
+        handles.push(bulkhead::node_svc::start(&bus, cfg, rt, exits).await?);
+    }
+    println!(
+        "{} sim nodes up in {:.1} s",
+        args.nodes,
+        t.elapsed().as_secs_f64()
+    );
+    let failover = start_control(&bus, args.lost_timeout_ms).await?;
+    let starts = watch_starts(&bus).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids: Vec<String> = (0..args.workloads).map(|i| format!("die-{i}")).collect();
+    let specs: Vec<_> = ids.iter().map(|id| spec(id, "localhost/app:1")).collect();
+    submit_all(&bus, &specs).await?;
+    wait_starts(&starts, &ids, 1, 120).await?;
+    println!("{} workloads running", ids.len());
+
+    let mut lat = Vec::new();
+    for id in ids.iter().cycle().step_by(7).take(args.kills) {
+        let (node, container) = {
+            let s = starts.lock().expect("lock");
+            let last = s[id].last().expect("started").clone();
+            (last.1, last.2)
+        };
+        let before = count(&starts, id);
+        let t = Instant::now();
+        anyhow::ensure!(
+            runtimes[&node].inject_exit(&container, 137),
+            "{container} not on {node}"
+        );
+        let deadline = t + Duration::from_secs(10);
+        while count(&starts, id) == before {
+            anyhow::ensure!(Instant::now() < deadline, "{id} not replaced in 10 s");
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        let at = starts.lock().expect("lock")[id].last().expect("started").0;
+        lat.push(at.duration_since(t));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    report("die → replacement running (sim)", &mut lat);
+    println!("failover: {:?}", failover.stats().await?);
+    drop(handles);
+    Ok(())
+}
+
+/// A node carrying `lost_workloads` replicas vanishes: kill → every replica running
+/// elsewhere.
+async fn node_lost(args: &Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = NatsServer::start(dir.path(), "127.0.0.1", 0, Sync::Always)?;
+    let bus = Bus::connect(&server.url, "loadtest").await?;
+    bus.ensure(&Topology::default()).await?;
+    println!(
+        "\n## failover, node lost: {} workloads on the lost node, {} other sim nodes, heartbeat 1 s, lost timeout {} ms",
+        args.lost_workloads, args.nodes, args.lost_timeout_ms
+    );
+    let (cfg, rt, exits) = sim_node("victim", args.lost_workloads as u32 + 10, 1000);
+    let victim: NodeHandle = bulkhead::node_svc::start(&bus, cfg, Arc::new(rt), exits).await?;
+    let failover = start_control(&bus, args.lost_timeout_ms).await?;
+    let starts = watch_starts(&bus).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids: Vec<String> = (0..args.lost_workloads)
+        .map(|i| format!("lost-{i}"))
+        .collect();
+    let specs: Vec<_> = ids.iter().map(|id| spec(id, "localhost/app:1")).collect();
+    submit_all(&bus, &specs).await?;
+    wait_starts(&starts, &ids, 1, 120).await?;
+    let mut others = Vec::new();
+    for i in 0..args.nodes {
+        let (cfg, rt, exits) = sim_node(&format!("sim-{i}"), 1000, 1000);
+        others.push(bulkhead::node_svc::start(&bus, cfg, Arc::new(rt), exits).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut lost_sub = bus
+        .client
+        .subscribe(subjects::node_event("victim", "lost"))
+        .await?;
+    let t = Instant::now();
+    drop(victim);
+    let lost_at = tokio::time::timeout(Duration::from_secs(60), lost_sub.next())
+        .await?
+        .map(|_| Instant::now())
+        .ok_or_else(|| anyhow::anyhow!("no lost event"))?;
+    wait_starts(&starts, &ids, 2, 120).await?;
+    let mut lat: Vec<Duration> = {
+        let s = starts.lock().expect("lock");
+        ids.iter().map(|id| s[id][1].0.duration_since(t)).collect()
+    };
+    let elsewhere = {
+        let s = starts.lock().expect("lock");
+        ids.iter().filter(|id| s[*id][1].1 != "victim").count()
+    };
+    println!(
+        "node silent → declared lost: {:.2} s; all {} replicas running elsewhere ({} on other nodes) {:.2} s after the kill, {:.0} ms after the loss",
+        lost_at.duration_since(t).as_secs_f64(),
+        ids.len(),
+        elsewhere,
+        lat.iter().max().copied().unwrap_or_default().as_secs_f64(),
+        (lat.iter().max().copied().unwrap_or_default() - lost_at.duration_since(t)).as_secs_f64()
+            * 1e3
+    );
+    report("kill → replica running elsewhere", &mut lat);
+    println!("failover: {:?}", failover.stats().await?);
+    drop(others);
+    Ok(())
+}
+
+/// Real containerd: kill -9 a container's process → the replacement runs.
+async fn cri_die(socket: &std::path::Path, image: &str, kills: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = NatsServer::start(dir.path(), "127.0.0.1", 0, Sync::Always)?;
+    let bus = Bus::connect(&server.url, "loadtest").await?;
+    bus.ensure(&Topology::default()).await?;
+    println!(
+        "\n## failover, real containerd (runc): {kills} kills of `sleep` containers, restart always, backoff_initial_ms 1"
+    );
+    let mut file = NodeFile::default();
+    file.add_handler("runc=runc")?;
+    file.cri.socket = socket.to_owned();
+    file.cri.log_dir = dir.path().join("logs");
+    file.cri.probe_image = image.to_owned();
+    file.slots = 1000;
+    let (rt, exits) = CriRuntime::connect("fo-bench", file.cri.clone()).await?;
+    let node =
+        bulkhead::node_svc::start(&bus, file.node_config("fo-bench".into()), rt.clone(), exits)
+            .await?;
+    let failover = start_control(&bus, 3000).await?;
+    let starts = watch_starts(&bus).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids: Vec<String> = (0..kills.min(10)).map(|i| format!("cri-{i}")).collect();
+    let specs: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let mut s = spec(id, image);
+            s["command"] = serde_json::json!(["sleep", "3600"]);
+            s
+        })
+        .collect();
+    submit_all(&bus, &specs).await?;
+    wait_starts(&starts, &ids, 1, 120).await?;
+    let cri = rt.client();
+    let mut lat = Vec::new();
+    for id in ids.iter().cycle().take(kills) {
+        let container = starts.lock().expect("lock")[id]
+            .last()
+            .expect("started")
+            .2
+            .clone();
+        let pid = cri
+            .container_pid(&container)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no pid for {container}"))?;
+        let before = count(&starts, id);
+        let t = Instant::now();
+        let st = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(st.success(), "kill -9 {pid}");
+        let deadline = t + Duration::from_secs(30);
+        while count(&starts, id) == before {
+            anyhow::ensure!(Instant::now() < deadline, "{id} not replaced in 30 s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let at = starts.lock().expect("lock")[id].last().expect("started").0;
+        lat.push(at.duration_since(t));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    report("die → replacement running (containerd, runc)", &mut lat);
+    println!("failover: {:?}", failover.stats().await?);
+    for id in &ids {
+        let stop = serde_json::json!({"id": id, "grace_secs": 0});
+        bus.client
+            .publish(subjects::CMD_STOP, serde_json::to_vec(&stop)?.into())
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !bulkhead_actors::runtime::ContainerRuntime::observe(&*rt, "fo-bench")
+        .await?
+        .is_empty()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(node);
+    Ok(())
+}
