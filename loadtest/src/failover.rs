@@ -27,6 +27,8 @@ pub struct Args {
     pub workloads: usize,
     pub kills: usize,
     pub lost_workloads: usize,
+    /// Nodes that take over the lost node's replicas.
+    pub lost_nodes: usize,
     pub lost_timeout_ms: u64,
     /// Real containerd (from scripts/cri-env.sh); skipped when absent.
     pub cri_socket: Option<PathBuf>,
@@ -170,7 +172,7 @@ async fn sim_die(args: &Args) -> anyhow::Result<()> {
     let bus = Bus::connect(&server.url, "loadtest").await?;
     bus.ensure(&Topology::default()).await?;
     println!(
-        "\n## failover, sim: {} nodes, {} workloads (restart always, backoff_initial_ms 1), {} kills, sync_interval: always",
+        "\n## failover, sim: {} nodes (heartbeat 5 s), {} workloads (restart always, backoff_initial_ms 1), {} kills, sync_interval: always",
         args.nodes, args.workloads, args.kills
     );
     let t = Instant::now();
@@ -178,7 +180,9 @@ async fn sim_die(args: &Args) -> anyhow::Result<()> {
     let mut handles = Vec::new();
     for i in 0..args.nodes {
         let name = format!("sim-{i}");
-        let (cfg, rt, exits) = sim_node(&name, 1000, 1000);
+        // Heartbeats every 5 s: a thousand in-process nodes beating every second saturate
+        // this 2-core machine (the lost-node part below beats every second).
+        let (cfg, rt, exits) = sim_node(&name, 1000, 5000);
         let rt = Arc::new(rt);
         runtimes.insert(name, rt.clone());
         handles.push(bulkhead::node_svc::start(&bus, cfg, rt, exits).await?);
@@ -188,7 +192,7 @@ async fn sim_die(args: &Args) -> anyhow::Result<()> {
         args.nodes,
         t.elapsed().as_secs_f64()
     );
-    let failover = start_control(&bus, args.lost_timeout_ms).await?;
+    let failover = start_control(&bus, 20_000).await?;
     let starts = watch_starts(&bus).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ids: Vec<String> = (0..args.workloads).map(|i| format!("die-{i}")).collect();
@@ -234,7 +238,7 @@ async fn node_lost(args: &Args) -> anyhow::Result<()> {
     bus.ensure(&Topology::default()).await?;
     println!(
         "\n## failover, node lost: {} workloads on the lost node, {} other sim nodes, heartbeat 1 s, lost timeout {} ms",
-        args.lost_workloads, args.nodes, args.lost_timeout_ms
+        args.lost_workloads, args.lost_nodes, args.lost_timeout_ms
     );
     let (cfg, rt, exits) = sim_node("victim", args.lost_workloads as u32 + 10, 1000);
     let victim: NodeHandle = bulkhead::node_svc::start(&bus, cfg, Arc::new(rt), exits).await?;
@@ -248,7 +252,7 @@ async fn node_lost(args: &Args) -> anyhow::Result<()> {
     submit_all(&bus, &specs).await?;
     wait_starts(&starts, &ids, 1, 120).await?;
     let mut others = Vec::new();
-    for i in 0..args.nodes {
+    for i in 0..args.lost_nodes {
         let (cfg, rt, exits) = sim_node(&format!("sim-{i}"), 1000, 1000);
         others.push(bulkhead::node_svc::start(&bus, cfg, Arc::new(rt), exits).await?);
     }

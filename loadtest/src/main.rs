@@ -74,6 +74,9 @@ enum Scenario {
         /// Replicas on the node that is lost.
         #[arg(long, default_value_t = 1000)]
         lost_workloads: usize,
+        /// Nodes that take the lost node's replicas over.
+        #[arg(long, default_value_t = 100)]
+        lost_nodes: usize,
         #[arg(long, default_value_t = 3000)]
         lost_timeout_ms: u64,
         #[arg(long, env = "BULKHEAD_TEST_CRI_SOCKET")]
@@ -121,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             workloads,
             kills,
             lost_workloads,
+            lost_nodes,
             lost_timeout_ms,
             cri_socket,
             cri_image,
@@ -131,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
                 workloads,
                 kills,
                 lost_workloads,
+                lost_nodes,
                 lost_timeout_ms,
                 cri_socket,
                 cri_image,
