@@ -246,51 +246,38 @@ async fn handle_chunk(
 /// Every scan outcome in the log, from the first: past verdicts settle workloads that
 /// waited while no scheduler ran; new ones arrive as they are stored.
 async fn watch_scans(bus: Bus, actor: ActorRef<SchedulerMsg>) {
-    use async_nats::jetstream::consumer::DeliverPolicy;
-    let consumer = async {
-        bus.js
-            .get_stream(subjects::EVT_STREAM)
-            .await?
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: subjects::EVT_SCANS.into(),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(anyhow::Error::from)
-    };
-    let mut messages = match consumer.await {
-        Ok(c) => match c.messages().await {
-            Ok(m) => m,
-            Err(e) => return warn!(error = %e, "cannot read scan events"),
-        },
-        Err(e) => return warn!(error = %e, "cannot read scan events"),
-    };
-    while let Some(m) = messages.next().await {
-        let Ok(m) = m else { continue };
-        let Ok(ev) = Event::parse(&m.payload) else {
-            continue;
-        };
-        if let EventBody::ScanCompleted(c) = ev.body
-            && actor
+    read_events(&bus, subjects::EVT_SCANS, "scan events", |ev| {
+        match ev.body {
+            EventBody::ScanCompleted(c) => actor
                 .send_message(SchedulerMsg::ScanCompleted(Box::new(c)))
-                .is_err()
-        {
-            return;
+                .is_ok(),
+            _ => true,
         }
-    }
+    })
+    .await;
 }
 
 /// Every node event in the log, from the first: drains in force survive a restart, a lost
 /// node takes no work until it heartbeats again.
 async fn watch_node_events(bus: Bus, actor: ActorRef<SchedulerMsg>) {
+    read_events(&bus, subjects::EVT_NODES, "node events", |ev| {
+        actor
+            .send_message(SchedulerMsg::NodeEvent(Box::new(ev)))
+            .is_ok()
+    })
+    .await;
+}
+
+/// Feeds `each` every event on `filter`, from the start of the log, then live, until it
+/// returns false (the receiver is gone).
+async fn read_events(bus: &Bus, filter: &str, what: &str, mut each: impl FnMut(Event) -> bool) {
     use async_nats::jetstream::consumer::DeliverPolicy;
     let consumer = async {
         bus.js
             .get_stream(subjects::EVT_STREAM)
             .await?
             .create_consumer(pull::OrderedConfig {
-                filter_subject: subjects::EVT_NODES.into(),
+                filter_subject: filter.into(),
                 deliver_policy: DeliverPolicy::All,
                 ..Default::default()
             })
@@ -300,19 +287,16 @@ async fn watch_node_events(bus: Bus, actor: ActorRef<SchedulerMsg>) {
     let mut messages = match consumer.await {
         Ok(c) => match c.messages().await {
             Ok(m) => m,
-            Err(e) => return warn!(error = %e, "cannot read node events"),
+            Err(e) => return warn!(error = %e, "cannot read {what}"),
         },
-        Err(e) => return warn!(error = %e, "cannot read node events"),
+        Err(e) => return warn!(error = %e, "cannot read {what}"),
     };
     while let Some(m) = messages.next().await {
         let Ok(m) = m else { continue };
         let Ok(ev) = Event::parse(&m.payload) else {
             continue;
         };
-        if actor
-            .send_message(SchedulerMsg::NodeEvent(Box::new(ev)))
-            .is_err()
-        {
+        if !each(ev) {
             return;
         }
     }
