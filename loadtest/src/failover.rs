@@ -34,6 +34,7 @@ pub struct Args {
     pub cri_socket: Option<PathBuf>,
     pub cri_image: Option<String>,
     pub cri_kills: usize,
+    pub cri_only: bool,
 }
 
 /// Starts (workload id → times of each `started`), as they are stored.
@@ -58,6 +59,25 @@ async fn watch_starts(bus: &Bus) -> anyhow::Result<Starts> {
         }
     });
     Ok(starts)
+}
+
+/// Times each workload's `exited` was stored.
+async fn watch_exits(bus: &Bus) -> anyhow::Result<Arc<Mutex<HashMap<String, Vec<Instant>>>>> {
+    let exits: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
+    let mut sub = bus.client.subscribe("bulkhead.evt.wl.*.exited").await?;
+    let x = exits.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Ok(e) = Event::parse(&m.payload) {
+                x.lock()
+                    .expect("lock")
+                    .entry(e.subject)
+                    .or_default()
+                    .push(Instant::now());
+            }
+        }
+    });
+    Ok(exits)
 }
 
 fn count(starts: &Starts, id: &str) -> usize {
@@ -140,10 +160,13 @@ fn report(label: &str, lat: &mut [Duration]) {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    sim_die(&args).await?;
-    node_lost(&args).await?;
+    if !args.cri_only {
+        sim_die(&args).await?;
+        node_lost(&args).await?;
+    }
     if let (Some(socket), Some(image)) = (&args.cri_socket, &args.cri_image) {
-        cri_die(socket, image, args.cri_kills).await?;
+        cri_die(socket, image, args.cri_kills, true).await?;
+        cri_die(socket, image, args.cri_kills, false).await?;
     } else {
         println!("\n(real containerd part skipped: no BULKHEAD_TEST_CRI_SOCKET)");
     }
@@ -291,14 +314,25 @@ async fn node_lost(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Real containerd: kill -9 a container's process → the replacement runs.
-async fn cri_die(socket: &std::path::Path, image: &str, kills: usize) -> anyhow::Result<()> {
+/// Real containerd: kill -9 a container's process → its `exited` is logged → the
+/// replacement runs; exits found by containerd's `/tasks/exit` events or by the poll alone.
+async fn cri_die(
+    socket: &std::path::Path,
+    image: &str,
+    kills: usize,
+    events: bool,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let server = NatsServer::start(dir.path(), "127.0.0.1", 0, Sync::Always)?;
     let bus = Bus::connect(&server.url, "loadtest").await?;
     bus.ensure(&Topology::default()).await?;
     println!(
-        "\n## failover, real containerd (runc): {kills} kills of `sleep` containers, restart always, backoff_initial_ms 1"
+        "\n## failover, real containerd (runc): {kills} kills of `sleep` containers, restart always, backoff_initial_ms 1, exits by {}",
+        if events {
+            "containerd's /tasks/exit events"
+        } else {
+            "a 200 ms poll"
+        }
     );
     let mut file = NodeFile::default();
     file.add_handler("runc=runc")?;
@@ -306,12 +340,14 @@ async fn cri_die(socket: &std::path::Path, image: &str, kills: usize) -> anyhow:
     file.cri.log_dir = dir.path().join("logs");
     file.cri.probe_image = image.to_owned();
     file.slots = 1000;
+    file.cri.exit_events = events;
     let (rt, exits) = CriRuntime::connect("fo-bench", file.cri.clone()).await?;
     let node =
         bulkhead::node_svc::start(&bus, file.node_config("fo-bench".into()), rt.clone(), exits)
             .await?;
     let failover = start_control(&bus, 3000).await?;
     let starts = watch_starts(&bus).await?;
+    let exited = watch_exits(&bus).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ids: Vec<String> = (0..kills.min(10)).map(|i| format!("cri-{i}")).collect();
     let specs: Vec<_> = ids
@@ -326,6 +362,7 @@ async fn cri_die(socket: &std::path::Path, image: &str, kills: usize) -> anyhow:
     wait_starts(&starts, &ids, 1, 120).await?;
     let cri = rt.client();
     let mut lat = Vec::new();
+    let mut detect = Vec::new();
     for id in ids.iter().cycle().take(kills) {
         let container = starts.lock().expect("lock")[id]
             .last()
@@ -349,8 +386,12 @@ async fn cri_die(socket: &std::path::Path, image: &str, kills: usize) -> anyhow:
         }
         let at = starts.lock().expect("lock")[id].last().expect("started").0;
         lat.push(at.duration_since(t));
+        if let Some(x) = exited.lock().expect("lock").get(id).and_then(|v| v.last()) {
+            detect.push(x.duration_since(t));
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    report("kill → `exited` stored (containerd, runc)", &mut detect);
     report("die → replacement running (containerd, runc)", &mut lat);
     println!("failover: {:?}", failover.stats().await?);
     for id in &ids {

@@ -85,6 +85,9 @@ enum Scenario {
         cri_image: Option<String>,
         #[arg(long, default_value_t = 30)]
         cri_kills: usize,
+        /// Only the real containerd part (events, then polling).
+        #[arg(long)]
+        cri_only: bool,
     },
     /// Scan CPU cold vs rescan, and N images sharing base layers (needs a loopback
     /// registry: scripts/cri-env.sh starts one).
@@ -129,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
             cri_socket,
             cri_image,
             cri_kills,
+            cri_only,
         } => {
             return failover::run(failover::Args {
                 nodes,
@@ -140,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
                 cri_socket,
                 cri_image,
                 cri_kills,
+                cri_only,
             })
             .await;
         }

@@ -272,6 +272,15 @@ struct NodeArgs {
     /// Image of the isolation probe (needs sh, uname, cat).
     #[arg(long)]
     probe_image: Option<String>,
+    /// Milliseconds between looks for exited containers without exit events.
+    #[arg(long)]
+    exit_poll_ms: Option<u64>,
+    /// containerd's API socket for `/tasks/exit` events (default: the CRI socket).
+    #[arg(long)]
+    events_socket: Option<PathBuf>,
+    /// Do not follow containerd's exit events; poll only.
+    #[arg(long)]
+    no_exit_events: bool,
     #[arg(long)]
     memory_mb: Option<u64>,
     #[arg(long)]
@@ -303,7 +312,14 @@ impl NodeArgs {
         set!(name => f.name, memory_mb => f.memory_mb, cpu_millicores => f.cpu_millicores,
             slots => f.slots, heartbeat_ms => f.heartbeat_ms,
             sim_start_delay_ms => f.sim_start_delay_ms, cri_socket => f.cri.socket,
-            log_dir => f.cri.log_dir, probe_image => f.cri.probe_image);
+            log_dir => f.cri.log_dir, probe_image => f.cri.probe_image,
+            exit_poll_ms => f.cri.exit_poll_ms);
+        if let Some(p) = &self.events_socket {
+            f.cri.events_socket = Some(p.clone());
+        }
+        if self.no_exit_events {
+            f.cri.exit_events = false;
+        }
         if let Some(r) = self.runtime {
             f.runtime = match r {
                 RuntimeKind::Sim => "sim",

@@ -66,8 +66,17 @@ pub struct CriSettings {
     /// `host` (the node's network namespace; no CNI needed) or `pod` (a network namespace
     /// per sandbox, set up by the runtime's CNI configuration).
     pub network: Network,
-    /// Milliseconds between looks for exited containers.
+    /// Milliseconds between looks for exited containers when no exit events flow (while
+    /// they do, the look is a safety net every 5 s).
     pub exit_poll_ms: u64,
+    /// Follow containerd's `/tasks/exit` events for prompt exits. An endpoint without
+    /// containerd's events service (CRI-O…) is detected and polled instead.
+    pub exit_events: bool,
+    /// containerd's own API socket, when it is not the CRI socket (containerd serves both
+    /// on one socket by default).
+    pub events_socket: Option<PathBuf>,
+    /// The containerd namespace CRI keeps its containers in.
+    pub events_namespace: String,
 }
 
 impl Default for CriSettings {
@@ -80,6 +89,9 @@ impl Default for CriSettings {
             probe_interval_secs: 300,
             network: Network::Host,
             exit_poll_ms: 200,
+            exit_events: true,
+            events_socket: None,
+            events_namespace: "k8s.io".into(),
         }
     }
 }

@@ -50,11 +50,17 @@ struct Cluster {
     cri: CriEnv,
     node: String,
     handlers: Vec<&'static str>,
+    /// Further node flags.
+    node_flags: Vec<String>,
     node_pid: u32,
 }
 
 impl Cluster {
     async fn start(node: &str, handlers: &[&'static str]) -> Cluster {
+        Cluster::start_with(node, handlers, &[]).await
+    }
+
+    async fn start_with(node: &str, handlers: &[&'static str], flags: &[&str]) -> Cluster {
         let mut env = env().await;
         let cri = cri_env();
         env.spawn("scheduler", &["scheduler"]);
@@ -64,6 +70,7 @@ impl Cluster {
             cri,
             node: node.to_owned(),
             handlers: handlers.to_vec(),
+            node_flags: flags.iter().map(|f| f.to_string()).collect(),
             node_pid: 0,
         };
         c.start_node().await;
@@ -96,7 +103,8 @@ impl Cluster {
         for h in &self.handlers {
             args.extend(["--handler", h]);
         }
-        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        let mut args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        args.extend(self.node_flags.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = format!("node-{}", self.node_pid);
         self.node_pid = self.env.spawn(&log, &args);
@@ -601,4 +609,65 @@ async fn on_failure_restarts_only_failures_and_never_restarts_nothing() {
     assert_eq!(t["state"], "failed");
     assert_eq!(t["replicas"][0]["restarts"], 1);
     assert_eq!(t["replicas"][0]["exit_code"], 3);
+}
+
+/// The node's log (the first node process of the cluster).
+fn node_log(c: &Cluster) -> String {
+    c.env.log("node-0")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exits_arrive_by_containerd_events_with_polling_slowed_to_ten_minutes() {
+    // The poll looks once at start and after subscribing, then not for ten minutes: an exit
+    // reported within the test's time came through containerd's /tasks/exit events.
+    let c = Cluster::start_with("ev1", &[], &["--exit-poll-ms", "600000"]).await;
+    assert!(
+        node_log(&c).contains("following containerd's /tasks/exit"),
+        "{}",
+        node_log(&c)
+    );
+    c.submit(c.spec("evented", "runc", "sleep 1; exit 4"));
+    let ev = c.wait_event("evented", "exited").await;
+    let x = exited(&ev);
+    assert_eq!((x.code, x.reason.as_str()), (4, "error"), "{x:?}");
+    // one report for one exit, though the event and a poll could both see it
+    assert_eq!(
+        kinds(&c.events("evented").await)
+            .iter()
+            .filter(|k| **k == "exited")
+            .count(),
+        1
+    );
+
+    // OOM: the reason comes from CRI's status, read once the event has been handled there
+    let mut s = c.spec("evented-oom", "runc", "tail /dev/zero");
+    s["memory_mb"] = serde_json::json!(16);
+    c.submit(s);
+    let ev = c.wait_event("evented-oom", "exited").await;
+    let x = exited(&ev);
+    assert_eq!((x.code, x.reason.as_str()), (137, "oom_killed"), "{x:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exits_are_polled_when_containerd_events_cannot_be_had() {
+    let c = Cluster::start_with(
+        "ev2",
+        &[],
+        &[
+            "--events-socket",
+            "/nonexistent/containerd.sock",
+            "--exit-poll-ms",
+            "200",
+        ],
+    )
+    .await;
+    assert!(
+        node_log(&c).contains("subscribing to containerd's exit events failed; polling"),
+        "{}",
+        node_log(&c)
+    );
+    c.submit(c.spec("polled", "runc", "sleep 1; exit 4"));
+    let ev = c.wait_event("polled", "exited").await;
+    let x = exited(&ev);
+    assert_eq!((x.code, x.reason.as_str()), (4, "error"), "{x:?}");
 }

@@ -41,6 +41,11 @@ impl CriError {
         }
     }
 
+    /// The endpoint does not serve the called method at all.
+    pub fn is_unimplemented(&self) -> bool {
+        matches!(self, CriError::Call { status, .. } if status.code() == tonic::Code::Unimplemented)
+    }
+
     /// The runtime's own message, without the call name.
     pub fn message(&self) -> String {
         match self {
@@ -64,25 +69,33 @@ impl std::fmt::Debug for Cri {
     }
 }
 
+/// A gRPC channel over the unix socket at `socket`.
+pub async fn unix_channel(socket: &Path) -> Result<Channel, CriError> {
+    let path = socket.to_path_buf();
+    Endpoint::try_from("http://[::]:50051")
+        .map_err(|e| CriError::Connect {
+            path: socket.display().to_string(),
+            reason: e.to_string(),
+        })?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .map_err(|e| CriError::Connect {
+            path: socket.display().to_string(),
+            reason: format!("{e} ({e:?})"),
+        })
+}
+
 impl Cri {
     /// Connects and asks the runtime its name and version.
     pub async fn connect(socket: &Path) -> Result<(Cri, String), CriError> {
-        let path = socket.to_path_buf();
         let err = |e: &dyn std::fmt::Display| CriError::Connect {
             path: socket.display().to_string(),
             reason: e.to_string(),
         };
-        let channel =
-            Endpoint::try_from("http://[::]:50051")
-                .map_err(|e| err(&e))?
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
-                    }
-                }))
-                .await
-                .map_err(|e| err(&format!("{e} ({e:?})")))?;
+        let channel = unix_channel(socket).await?;
         let cri = Cri {
             runtime: RuntimeServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel),

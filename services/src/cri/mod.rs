@@ -3,6 +3,7 @@
 //! replica; runtime classes map to CRI handlers and are advertised once probed.
 
 pub mod client;
+pub mod events;
 pub mod probe;
 mod watch;
 
@@ -85,6 +86,14 @@ impl CriRuntime {
             rt.cri.clone(),
             node.to_owned(),
             Duration::from_millis(rt.settings.exit_poll_ms.max(10)),
+            rt.settings.exit_events.then(|| watch::EventSource {
+                socket: rt
+                    .settings
+                    .events_socket
+                    .clone()
+                    .unwrap_or_else(|| rt.settings.socket.clone()),
+                namespace: rt.settings.events_namespace.clone(),
+            }),
             tx,
         ));
         let every = Duration::from_secs(rt.settings.probe_interval_secs.max(1));
