@@ -184,6 +184,20 @@ impl Bus {
     }
 
     /// The last event of a workload's chain, read from the stream.
+    /// Every heartbeat in the `bulkhead-nodes` bucket (and each deletion or expiry), as it
+    /// is written, starting with each node's latest.
+    pub async fn watch_nodes(&self) -> Result<kv::Watch, BusError> {
+        let store = self
+            .js
+            .get_key_value(subjects::NODES_BUCKET)
+            .await
+            .map_err(|e| BusError::Nats(format!("opening the nodes bucket: {e}")))?;
+        store
+            .watch_all()
+            .await
+            .map_err(|e| BusError::Nats(format!("watching the nodes bucket: {e}")))
+    }
+
     pub async fn head(&self, workload: &str) -> Result<Option<Head>, BusError> {
         self.last_event(&subjects::workload_events(workload)).await
     }

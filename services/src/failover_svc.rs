@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::bus::{Bus, NatsLog, Topology};
 use crate::follow::Follower;
-use crate::lease::Lease;
+use crate::lease::{Lease, StopOnDrop};
 use crate::scheduler_svc::AbortOnDrop;
 
 #[derive(Clone, Debug)]
@@ -37,22 +37,17 @@ impl Default for FailoverConfig {
 
 /// Runs forever: standby until the lease is won, active until it is lost, and again.
 pub async fn run(bus: Bus, cfg: FailoverConfig) -> anyhow::Result<()> {
-    loop {
-        let lease = Lease::acquire(
-            &bus,
-            subjects::FAILOVER_LEASE_KEY,
-            &cfg.instance,
-            cfg.topology.lease_ttl,
-        )
-        .await?;
-        match run_active(&bus, &cfg, lease).await {
-            Ok(()) => warn!("failover lease lost; back to standby"),
-            Err(e) => {
-                error!(error = %e, "active failover failed; back to standby");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
+    crate::lease::serve(
+        &bus,
+        subjects::FAILOVER_LEASE_KEY,
+        &cfg.instance,
+        cfg.topology.lease_ttl,
+        |lease| {
+            let (bus, cfg) = (bus.clone(), cfg.clone());
+            async move { run_active(&bus, &cfg, lease).await }
+        },
+    )
+    .await
 }
 
 /// A running failover (for tests and load tests): the actor, to ask for its stats.
@@ -145,13 +140,9 @@ async fn run_active_inner(
 
 /// Every heartbeat put in the nodes bucket, as it arrives.
 async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>) {
-    let store = match bus.js.get_key_value(subjects::NODES_BUCKET).await {
-        Ok(s) => s,
-        Err(e) => return error!(error = %e, "cannot open the nodes bucket"),
-    };
-    let mut watch = match store.watch_all().await {
+    let mut watch = match bus.watch_nodes().await {
         Ok(w) => w,
-        Err(e) => return error!(error = %e, "cannot watch the nodes bucket"),
+        Err(e) => return error!(error = %e, "no node heartbeats"),
     };
     while let Some(entry) = watch.next().await {
         let Ok(entry) = entry else { continue };
@@ -162,11 +153,4 @@ async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>) {
         }
     }
     warn!("node watch ended");
-}
-
-struct StopOnDrop(ActorRef<FailoverMsg>);
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.stop(None);
-    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::bus::{Bus, BusError};
 
@@ -72,5 +72,38 @@ impl Lease {
             }
         });
         Ok(Lease { held, task })
+    }
+}
+
+/// Runs forever: standby until `holder` wins `key`, then `active` with the lease until it
+/// returns (the lease was lost) or fails, and again. The scheduler and the failover serve so.
+pub async fn serve<Fut>(
+    bus: &Bus,
+    key: &str,
+    holder: &str,
+    ttl: Duration,
+    mut active: impl FnMut(Lease) -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    loop {
+        let lease = Lease::acquire(bus, key, holder, ttl).await?;
+        match active(lease).await {
+            Ok(()) => warn!(key, "lease lost; back to standby"),
+            Err(e) => {
+                error!(key, error = %e, "active instance failed; back to standby");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Stops an actor when its service's task ends or is dropped.
+pub(crate) struct StopOnDrop<T: ractor::Message>(pub ractor::ActorRef<T>);
+
+impl<T: ractor::Message> Drop for StopOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.stop(None);
     }
 }

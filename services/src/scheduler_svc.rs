@@ -18,7 +18,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::bus::{Bus, NatsOps, Topology};
 use crate::follow::Follower;
-use crate::lease::Lease;
+use crate::lease::{Lease, StopOnDrop};
 
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -45,22 +45,17 @@ impl Default for SchedulerConfig {
 
 /// Runs forever: standby until the lease is won, active until it is lost, and again.
 pub async fn run(bus: Bus, cfg: SchedulerConfig) -> anyhow::Result<()> {
-    loop {
-        let lease = Lease::acquire(
-            &bus,
-            subjects::SCHEDULER_LEASE_KEY,
-            &cfg.instance,
-            cfg.topology.lease_ttl,
-        )
-        .await?;
-        match run_active(&bus, &cfg, lease).await {
-            Ok(()) => warn!("scheduler lease lost; back to standby"),
-            Err(e) => {
-                error!(error = %e, "active scheduler failed; back to standby");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
+    crate::lease::serve(
+        &bus,
+        subjects::SCHEDULER_LEASE_KEY,
+        &cfg.instance,
+        cfg.topology.lease_ttl,
+        |lease| {
+            let (bus, cfg) = (bus.clone(), cfg.clone());
+            async move { run_active(&bus, &cfg, lease).await }
+        },
+    )
+    .await
 }
 
 /// Rebuilds the scheduler's state from the log.
@@ -305,13 +300,9 @@ async fn read_events(bus: &Bus, filter: &str, what: &str, mut each: impl FnMut(E
 /// Watches the nodes bucket: heartbeats go to the actor; a node silent for three
 /// intervals is reported gone.
 async fn watch_nodes(bus: Bus, actor: ActorRef<SchedulerMsg>) {
-    let store = match bus.js.get_key_value(subjects::NODES_BUCKET).await {
-        Ok(s) => s,
-        Err(e) => return error!(error = %e, "cannot open the nodes bucket"),
-    };
-    let mut watch = match store.watch_all().await {
+    let mut watch = match bus.watch_nodes().await {
         Ok(w) => w,
-        Err(e) => return error!(error = %e, "cannot watch the nodes bucket"),
+        Err(e) => return error!(error = %e, "no node heartbeats"),
     };
     let mut seen: HashMap<String, (Instant, Duration)> = HashMap::new();
     let mut check = tokio::time::interval(Duration::from_millis(500));
@@ -347,13 +338,6 @@ async fn watch_nodes(bus: Bus, actor: ActorRef<SchedulerMsg>) {
                 }
             }
         }
-    }
-}
-
-struct StopOnDrop(ActorRef<SchedulerMsg>);
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.stop(None);
     }
 }
 
