@@ -37,6 +37,9 @@ pub struct Replica {
     pub gave_up: bool,
     /// A drain moves it: the copy on this node runs until the new one has started.
     pub replacing: Option<Arc<str>>,
+    /// A quarantine moves it to a stronger class: once its copy has stopped, it is placed
+    /// again (pending) instead of ending.
+    pub requeue: bool,
 }
 
 impl Replica {
@@ -54,6 +57,7 @@ impl Replica {
             lost_on: None,
             gave_up: false,
             replacing: None,
+            requeue: false,
         }
     }
 
@@ -90,6 +94,8 @@ pub struct Workload {
     pub scan_gate: Option<bool>,
     /// Its image's verdict, once recorded on the workload.
     pub scan: Option<Box<ScanSummary>>,
+    /// What a failed `async` verdict did to it.
+    pub quarantine: Option<Box<str>>,
 }
 
 impl Workload {
@@ -184,6 +190,7 @@ impl Workload {
             last_seq: self.head.seq,
             events: self.events,
             scan: self.scan.as_deref().cloned(),
+            quarantine: self.quarantine.as_deref().map(str::to_owned),
         }
     }
 }
@@ -288,6 +295,7 @@ impl Projection {
                         traceparent: ev.traceparent.as_deref().map(Into::into),
                         scan_gate: None,
                         scan: None,
+                        quarantine: None,
                     },
                 );
                 return Ok(changes);
@@ -322,6 +330,7 @@ impl Projection {
                         traceparent: None,
                         scan_gate: None,
                         scan: None,
+                        quarantine: None,
                     },
                 );
                 return Ok(changes);
@@ -411,6 +420,7 @@ impl Projection {
                 // A fact about a copy the replica has moved on from changes nothing.
                 if rep.holds() && rep.is_on(&x.node) {
                     release(rep, &mut changes);
+                    rep.requeue = false;
                     rep.state = if x.code == 0 {
                         WorkloadState::Succeeded
                     } else {
@@ -427,6 +437,7 @@ impl Projection {
                     retire_old(rep, &l.node, &mut changes);
                     if rep.holds() && rep.is_on(&l.node) {
                         release(rep, &mut changes);
+                        rep.requeue = false;
                         rep.state = WorkloadState::Lost;
                         rep.reason = Some(l.reason.as_str().into());
                         rep.lost_on = interned.clone();
@@ -516,8 +527,32 @@ impl Projection {
                 retire_old(rep, &s.node, &mut changes);
                 if rep.holds() && rep.is_on(&s.node) {
                     release(rep, &mut changes);
-                    rep.state = WorkloadState::Stopped;
+                    if std::mem::take(&mut rep.requeue) && !w.stop_requested {
+                        // Stopped for a quarantine move: placed again in the new class.
+                        rep.last_node = rep.node.take();
+                        rep.container = None;
+                        rep.state = WorkloadState::Pending;
+                    } else {
+                        rep.state = WorkloadState::Stopped;
+                    }
                 }
+            }
+            EventBody::Quarantined(q) => {
+                use bulkhead_schemas::event::QuarantineAction;
+                let what = match (q.action, q.to) {
+                    (QuarantineAction::Move, Some(to)) => {
+                        if let Some(spec) = w.spec.as_mut() {
+                            Arc::make_mut(spec).runtime_class = to;
+                        }
+                        for rep in w.replicas.iter_mut().filter(|r| r.holds()) {
+                            rep.requeue = true;
+                        }
+                        format!("moved from {} to {to}", q.from)
+                    }
+                    (QuarantineAction::Contained, _) => format!("left running in {}", q.from),
+                    _ => "stopped".to_owned(),
+                };
+                w.quarantine = Some(format!("{what}: {}", q.reason).into());
             }
             _ => unreachable!("handled above"),
         }

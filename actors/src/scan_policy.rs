@@ -2,6 +2,8 @@
 //! `async` (place at once; a verdict over the threshold quarantines the workload), `off`.
 //! Pure: the scheduler asks it what a verdict means.
 
+use bulkhead_schemas::RuntimeClass;
+use bulkhead_schemas::event::QuarantineAction;
 use bulkhead_schemas::scan::{Severity, Verdict};
 use bulkhead_schemas::spec::TrustLevel;
 
@@ -30,6 +32,8 @@ pub struct ScanPolicy {
     pub internal: ScanMode,
     /// A finding at or above this severity fails the verdict.
     pub threshold: Severity,
+    /// `async` quarantine: `None` stops the workload; a class moves it there.
+    pub quarantine_class: Option<RuntimeClass>,
 }
 
 impl Default for ScanPolicy {
@@ -41,6 +45,7 @@ impl Default for ScanPolicy {
             multi_tenant: ScanMode::Async,
             internal: ScanMode::Off,
             threshold: Severity::High,
+            quarantine_class: None,
         }
     }
 }
@@ -53,6 +58,20 @@ impl ScanPolicy {
             multi_tenant: ScanMode::Off,
             internal: ScanMode::Off,
             threshold: Severity::High,
+            quarantine_class: None,
+        }
+    }
+
+    /// What quarantine does to a workload running in `class`: stop it (no quarantine
+    /// class), move it to the quarantine class (a stronger one), or leave it where it is
+    /// (it is in that class or a stronger one already).
+    pub fn quarantine(&self, class: RuntimeClass) -> (QuarantineAction, Option<RuntimeClass>) {
+        match self.quarantine_class {
+            None => (QuarantineAction::Stop, None),
+            Some(to) if to.isolation_rank() > class.isolation_rank() => {
+                (QuarantineAction::Move, Some(to))
+            }
+            Some(_) => (QuarantineAction::Contained, None),
         }
     }
 
@@ -185,5 +204,28 @@ mod tests {
         assert_eq!(p.mode(TrustLevel::MultiTenant), ScanMode::Async);
         assert!(ScanPolicy::default().with_modes("root=gate").is_err());
         assert!(ScanPolicy::default().with_modes("internal=maybe").is_err());
+    }
+
+    #[test]
+    fn quarantine_stops_moves_up_or_leaves_a_strong_enough_class() {
+        use QuarantineAction::*;
+        let mut p = ScanPolicy::default();
+        assert_eq!(p.quarantine(RuntimeClass::Runc), (Stop, None));
+        assert_eq!(p.quarantine(RuntimeClass::Kata), (Stop, None));
+        p.quarantine_class = Some(RuntimeClass::Gvisor);
+        assert_eq!(
+            p.quarantine(RuntimeClass::Runc),
+            (Move, Some(RuntimeClass::Gvisor))
+        );
+        assert_eq!(p.quarantine(RuntimeClass::Gvisor), (Contained, None));
+        assert_eq!(p.quarantine(RuntimeClass::Kata), (Contained, None));
+        p.quarantine_class = Some(RuntimeClass::Kata);
+        assert_eq!(
+            p.quarantine(RuntimeClass::Gvisor),
+            (Move, Some(RuntimeClass::Kata))
+        );
+        // a Xen zone is as strong as a VM: no move sideways
+        assert_eq!(p.quarantine(RuntimeClass::EderaZone), (Contained, None));
+        assert_eq!(p.quarantine(RuntimeClass::Confidential), (Contained, None));
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use bulkhead_schemas::api::WorkloadState;
 use bulkhead_schemas::command::{DrainCommand, ScaleCommand, StopCommand};
 use bulkhead_schemas::event::{
-    Accepted, Event, EventBody, NodeDrained, NodeDraining, Rejected, Scaled, ScanCompleted,
-    ScanRequested, Scheduled, StopRequested,
+    Accepted, Event, EventBody, NodeDrained, NodeDraining, QuarantineAction, Quarantined, Rejected,
+    Scaled, ScanCompleted, ScanRequested, Scheduled, StopRequested,
 };
 use bulkhead_schemas::scan::ScanJob;
 use bulkhead_schemas::spec::{RejectCode, Rejection, parse_submission};
@@ -174,6 +174,19 @@ impl SchedulerCore {
                     }
                 }
                 EventBody::Started(st) => self.stop_replaced(id, st.replica),
+                EventBody::Stopped(_) | EventBody::Quarantined(_) => {
+                    // A quarantine move: the stopped copy is placed again in its new class
+                    // (pending replicas left over from before the move too).
+                    if self
+                        .projection
+                        .get(id)
+                        .is_some_and(|w| w.pending_replicas().next().is_some())
+                        && !self.pending.contains(id)
+                    {
+                        self.generation += 1;
+                        self.pending.push_back(id.clone());
+                    }
+                }
                 _ => {}
             }
         }
@@ -314,16 +327,37 @@ impl SchedulerCore {
                     events.push(self.plain_event(id, vulnerable(&record.image, why, w.cmd_seq), w))
                 }
                 (Some(why), _) => {
-                    plan.notes.push(format!("quarantining {id}: {why}"));
+                    let from = spec.runtime_class;
+                    let (action, to) = self.policy.quarantine(from);
+                    plan.notes
+                        .push(format!("quarantining {id} ({}): {why}", action.as_str()));
                     events.push(self.plain_event(
                         id,
-                        EventBody::StopRequested(StopRequested {
-                            cmd_seq: 0,
-                            grace_secs: None,
+                        EventBody::Quarantined(Quarantined {
+                            action,
+                            from,
+                            to,
+                            reason: why.clone(),
                         }),
                         w,
                     ));
-                    effect.stop = true;
+                    match action {
+                        QuarantineAction::Stop => {
+                            events.push(self.plain_event(
+                                id,
+                                EventBody::StopRequested(StopRequested {
+                                    cmd_seq: 0,
+                                    grace_secs: None,
+                                }),
+                                w,
+                            ));
+                            effect.stop = true;
+                        }
+                        // Every copy stops; the projection makes each pending again, in
+                        // the new class, as its `stopped` comes in.
+                        QuarantineAction::Move => effect.stop = true,
+                        QuarantineAction::Contained => {}
+                    }
                 }
             }
             plan.appends.push(WorkloadAppend {
@@ -433,6 +467,22 @@ impl SchedulerCore {
             Ok(spec) => self.verdict_fails(spec),
             Err(_) => None,
         };
+        // `async` with a known bad verdict: admitted already quarantined when the policy
+        // moves (or leaves) rather than stops; otherwise rejected.
+        let quarantine = match (&outcome, &known_bad) {
+            (Ok(spec), Some(why)) if self.policy.mode(spec.trust) == ScanMode::Async => {
+                match self.policy.quarantine(spec.runtime_class) {
+                    (QuarantineAction::Stop, _) => None,
+                    (action, to) => Some(Quarantined {
+                        action,
+                        from: spec.runtime_class,
+                        to,
+                        reason: why.clone(),
+                    }),
+                }
+            }
+            _ => None,
+        };
         match outcome {
             Err(rejection) => {
                 events.push(self.event(
@@ -444,7 +494,7 @@ impl SchedulerCore {
                     cmd,
                 ));
             }
-            Ok(spec) if known_bad.is_some() => {
+            Ok(spec) if known_bad.is_some() && quarantine.is_none() => {
                 // The image's verdict is already known and over the threshold.
                 let why = known_bad.as_deref().unwrap_or_default();
                 events.push(self.event(&id, vulnerable(&spec.image, why, cmd.cmd_seq), cmd));
@@ -459,7 +509,12 @@ impl SchedulerCore {
                 } else {
                     (0..spec.replicas).map(Want::new).collect()
                 };
-                let (scheduled, mut pending) = self.place_replicas(&spec, &replicas, &[], overlay);
+                let mut placed_as = spec.clone();
+                if let Some(to) = quarantine.as_ref().and_then(|q| q.to) {
+                    placed_as.runtime_class = to;
+                }
+                let (scheduled, mut pending) =
+                    self.place_replicas(&placed_as, &replicas, &[], overlay);
                 if gate {
                     pending = Some(format!("waiting for the scan verdict of {}", spec.image));
                 }
@@ -470,7 +525,7 @@ impl SchedulerCore {
                     cmd_seq: cmd.cmd_seq,
                     pending,
                 };
-                let class = accepted.spec.runtime_class;
+                let class = placed_as.runtime_class;
                 events.push(self.event(&id, EventBody::Accepted(accepted), cmd));
                 if mode != ScanMode::Off {
                     match known {
@@ -497,6 +552,9 @@ impl SchedulerCore {
                             effect.scan_job = Some(job);
                         }
                     }
+                }
+                if let Some(q) = quarantine {
+                    events.push(self.event(&id, EventBody::Quarantined(q), cmd));
                 }
                 for (replica, node) in scheduled {
                     events.push(self.event(
@@ -1491,12 +1549,146 @@ mod scan_policy_tests {
         let commit = run(&mut c, plan, &mut seq);
         assert_eq!((commit.placed, commit.scan_jobs.len()), (1, 1));
         let plan = c.scan_completed(verdict(Some(Severity::High)));
-        assert_eq!(kinds(&plan), ["scan_completed", "stop_requested"]);
+        assert_eq!(
+            kinds(&plan),
+            ["scan_completed", "quarantined", "stop_requested"]
+        );
         let commit = run(&mut c, plan, &mut seq);
         assert!(matches!(
             commit.ops.values().flatten().next(),
             Some(NodeOp::Stop { .. })
         ));
+    }
+
+    #[test]
+    fn async_quarantine_moves_to_the_stronger_class_after_the_old_copy_stopped() {
+        let mut c = core();
+        let mut hb = super::tests::hb("n1", 4096);
+        hb.runtime_classes = vec![RuntimeClass::Runc, RuntimeClass::Gvisor, RuntimeClass::Kata];
+        c.heartbeat(&hb);
+        c.policy.quarantine_class = Some(RuntimeClass::Kata);
+        let mut seq = 0;
+        let plan = c.decide(&[submit(1, "t", "multi_tenant")]);
+        run(&mut c, plan, &mut seq);
+        let plan = c.scan_completed(verdict(Some(Severity::High)));
+        assert_eq!(kinds(&plan), ["scan_completed", "quarantined"]);
+        let EventBody::Quarantined(q) = &plan.appends[0].events[1].body else {
+            unreachable!()
+        };
+        assert_eq!(
+            (q.action, q.from, q.to),
+            (
+                QuarantineAction::Move,
+                RuntimeClass::Gvisor,
+                Some(RuntimeClass::Kata)
+            )
+        );
+        assert!(q.reason.contains("CVE-1"), "{}", q.reason);
+        let commit = run(&mut c, plan, &mut seq);
+        let ops: Vec<_> = commit.ops.values().flatten().collect();
+        assert!(
+            matches!(ops[..], [NodeOp::Stop { replica: 0, .. }]),
+            "{ops:?}"
+        );
+        // Nothing is placed while the old copy still runs.
+        assert!(
+            c.place_pending(10, bulkhead_schemas::now_ms())
+                .appends
+                .is_empty()
+        );
+        // The node reports the stop: the replica is placed again, now in kata.
+        seq += 1;
+        c.apply(&Stored {
+            seq,
+            hash: Default::default(),
+            event: Event::new(
+                "node/n1",
+                "t",
+                None,
+                EventBody::Stopped(bulkhead_schemas::event::Stopped {
+                    replica: 0,
+                    node: "n1".into(),
+                }),
+            ),
+        });
+        let plan = c.place_pending(10, bulkhead_schemas::now_ms());
+        assert_eq!(kinds(&plan), ["scheduled"]);
+        let EventBody::Scheduled(s) = &plan.appends[0].events[0].body else {
+            unreachable!()
+        };
+        assert_eq!(s.runtime_class, RuntimeClass::Kata);
+        let commit = run(&mut c, plan, &mut seq);
+        let Some(NodeOp::Start { spec, .. }) = commit.ops.values().flatten().next() else {
+            panic!("a start op")
+        };
+        assert_eq!(
+            spec.runtime_class,
+            RuntimeClass::Kata,
+            "the node starts it in kata"
+        );
+        let view = c.projection.get("t").unwrap().view("t");
+        assert!(
+            view.quarantine
+                .as_deref()
+                .is_some_and(|q| q.starts_with("moved from gvisor to kata: ")),
+            "{view:?}"
+        );
+    }
+
+    #[test]
+    fn a_known_bad_verdict_rejects_async_work_or_admits_it_quarantined() {
+        let mut c = core();
+        let mut hb = super::tests::hb("n1", 4096);
+        hb.runtime_classes = vec![RuntimeClass::Gvisor, RuntimeClass::Kata];
+        c.heartbeat(&hb);
+        let mut seq = 0;
+        c.scan_completed(verdict(Some(Severity::High)));
+        let plan = c.decide(&[submit(1, "a", "multi_tenant")]);
+        assert_eq!(
+            kinds(&plan),
+            ["rejected"],
+            "quarantine stops: never started"
+        );
+        run(&mut c, plan, &mut seq);
+        c.policy.quarantine_class = Some(RuntimeClass::Kata);
+        let plan = c.decide(&[submit(2, "b", "multi_tenant")]);
+        assert_eq!(
+            kinds(&plan),
+            ["accepted", "scan_completed", "quarantined", "scheduled"]
+        );
+        let EventBody::Accepted(a) = &plan.appends[0].events[0].body else {
+            unreachable!()
+        };
+        assert_eq!(a.spec.runtime_class, RuntimeClass::Gvisor, "as submitted");
+        let EventBody::Scheduled(s) = &plan.appends[0].events[3].body else {
+            unreachable!()
+        };
+        assert_eq!(s.runtime_class, RuntimeClass::Kata);
+        let commit = run(&mut c, plan, &mut seq);
+        let Some(NodeOp::Start { spec, .. }) = commit.ops.values().flatten().next() else {
+            panic!("a start op")
+        };
+        assert_eq!(spec.runtime_class, RuntimeClass::Kata);
+    }
+
+    #[test]
+    fn async_quarantine_leaves_a_workload_already_in_the_quarantine_class() {
+        let mut c = core();
+        c.policy.quarantine_class = Some(RuntimeClass::Gvisor);
+        let mut seq = 0;
+        let plan = c.decide(&[submit(1, "t", "multi_tenant")]);
+        run(&mut c, plan, &mut seq);
+        let plan = c.scan_completed(verdict(Some(Severity::Critical)));
+        assert_eq!(kinds(&plan), ["scan_completed", "quarantined"]);
+        let commit = run(&mut c, plan, &mut seq);
+        assert!(commit.ops.is_empty(), "no stop: {:?}", commit.ops);
+        let view = c.projection.get("t").unwrap().view("t");
+        assert_eq!(view.state, WorkloadState::Scheduled);
+        assert!(
+            view.quarantine
+                .unwrap()
+                .starts_with("left running in gvisor")
+        );
     }
 
     #[test]

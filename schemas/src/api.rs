@@ -87,6 +87,9 @@ pub struct WorkloadView {
     /// The scan verdict of its image, once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan: Option<ScanSummary>,
+    /// What a failed `async` verdict did: `moved from runc to gvisor: …`, `stopped: …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
 }
 
 /// A workload's view of its image's scan.

@@ -61,6 +61,7 @@ pub enum EventBody {
     ScanCompleted(ScanCompleted),
     GaveUp(GaveUp),
     Scaled(Scaled),
+    Quarantined(Quarantined),
     Joined(NodeJoined),
     Draining(NodeDraining),
     Drained(NodeDrained),
@@ -83,13 +84,14 @@ impl EventBody {
             EventBody::ScanCompleted(_) => "scan_completed",
             EventBody::GaveUp(_) => "gave_up",
             EventBody::Scaled(_) => "scaled",
+            EventBody::Quarantined(_) => "quarantined",
             EventBody::Joined(_) => "joined",
             EventBody::Draining(_) => "draining",
             EventBody::Drained(_) => "drained",
         }
     }
 
-    pub const KINDS: [&'static str; 16] = [
+    pub const KINDS: [&'static str; 17] = [
         "accepted",
         "rejected",
         "scheduled",
@@ -103,6 +105,7 @@ impl EventBody {
         "scan_completed",
         "gave_up",
         "scaled",
+        "quarantined",
         "joined",
         "draining",
         "drained",
@@ -194,6 +197,40 @@ pub struct GaveUp {
     pub reason: String,
     /// Restarts of the replica so far.
     pub restarts: u32,
+}
+
+/// Scan policy `async`: the image's verdict failed the policy while the workload ran.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Quarantined {
+    pub action: QuarantineAction,
+    /// The class the workload ran in.
+    pub from: crate::RuntimeClass,
+    /// The class it runs in from now on (`move` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<crate::RuntimeClass>,
+    /// The findings over the policy's threshold.
+    pub reason: String,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineAction {
+    /// Every copy is stopped; a `stop_requested` follows.
+    Stop,
+    /// Every copy is stopped and placed again in the stronger class `to`.
+    Move,
+    /// It already runs in the policy's quarantine class or a stronger one: left running.
+    Contained,
+}
+
+impl QuarantineAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuarantineAction::Stop => "stop",
+            QuarantineAction::Move => "move",
+            QuarantineAction::Contained => "contained",
+        }
+    }
 }
 
 /// `bulkhead.cmd.scale` took effect: the workload now wants this many replicas.

@@ -113,6 +113,17 @@ impl RuntimeClass {
         Self::ALL.into_iter().find(|c| c.as_str() == s)
     }
 
+    /// How strongly the class isolates a workload from the host and its neighbours:
+    /// shared kernel 0, user-space kernel 1, a VM or Xen zone 2, a confidential VM 3.
+    pub fn isolation_rank(self) -> u8 {
+        match self {
+            RuntimeClass::Runc => 0,
+            RuntimeClass::Gvisor => 1,
+            RuntimeClass::Kata | RuntimeClass::EderaZone => 2,
+            RuntimeClass::Confidential => 3,
+        }
+    }
+
     /// Whether a workload of trust level `trust` may run in this class. The default
     /// policy: `internal` may use any class; `multi_tenant` and `untrusted` never share
     /// the host kernel.

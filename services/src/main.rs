@@ -217,13 +217,18 @@ enum VulndbCmd {
 #[derive(Args, Clone)]
 struct ScanArgs {
     /// Scan mode per trust level: gate (place after a clean verdict), async (place at
-    /// once, stop on a bad verdict) or off, e.g. `untrusted=gate,multi_tenant=async`.
+    /// once, quarantine on a bad verdict) or off, e.g. `untrusted=gate,multi_tenant=async`.
     /// Default: untrusted=gate, multi_tenant=async, internal=off.
     #[arg(long, default_value = "")]
     scan_policy: String,
     /// A finding at or above this severity fails a verdict.
     #[arg(long, default_value = "high", value_parser = parse_severity)]
     scan_threshold: bulkhead_scan::severity::Severity,
+    /// What quarantine does to a running workload whose verdict fails (`async`): `stop`
+    /// it, or move it to a runtime class (e.g. `gvisor`, `kata`) when it runs in a weaker
+    /// one (one already that strong is left running, marked quarantined).
+    #[arg(long, default_value = "stop")]
+    scan_quarantine: String,
 }
 
 impl ScanArgs {
@@ -232,6 +237,12 @@ impl ScanArgs {
             .with_modes(&self.scan_policy)
             .map_err(|e| anyhow::anyhow!("--scan-policy {e}"))?;
         policy.threshold = self.scan_threshold;
+        policy.quarantine_class = match self.scan_quarantine.as_str() {
+            "stop" => None,
+            c => Some(RuntimeClass::parse(c).with_context(|| {
+                format!("--scan-quarantine {c}: stop, or a runtime class (runc, gvisor, kata, edera-zone, confidential)")
+            })?),
+        };
         Ok(SchedulerConfig {
             scan_policy: policy,
             ..SchedulerConfig::default()

@@ -335,6 +335,169 @@ async fn gate_rejects_a_vulnerable_image_and_async_quarantines_one() {
     assert_eq!(bad["scan"]["worst"], "high");
     assert_eq!(get("gated-ok")["scan"]["worst"], "medium");
     assert_eq!(get("tenant")["state"], "stopped");
+    let i = t
+        .iter()
+        .position(|k| *k == "quarantined")
+        .expect("quarantined");
+    assert_eq!(t[i + 1], "stop_requested", "{t:?}");
+    let q = get("tenant")["quarantine"].as_str().unwrap().to_owned();
+    assert!(q.starts_with("stopped: ") && q.contains("openssl"), "{q}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_quarantine_moves_a_running_workload_to_a_stronger_class() {
+    let mut env = env().await;
+    env.spawn(
+        "up",
+        &[
+            "up",
+            "--classes",
+            "runc,gvisor,kata",
+            "--heartbeat-ms",
+            "200",
+            "--scan-db",
+            OSV,
+            "--scan-quarantine",
+            "kata",
+        ],
+    );
+    // Two replicas in gvisor, each stopped and placed again in kata; one already in kata
+    // stays where it is.
+    let spec = serde_json::json!({
+        "id": "mover", "image": image("debian-app:1"), "trust": "multi_tenant",
+        "runtime_class": "gvisor", "replicas": 2, "memory_mb": 64, "cpu_millicores": 100,
+    });
+    env.natspy_pub(subjects::CMD_SUBMIT, spec.to_string().as_bytes(), None);
+    let mut stays = spec.clone();
+    stays["id"] = "stayer".into();
+    stays["runtime_class"] = "kata".into();
+    stays["replicas"] = 1.into();
+    env.natspy_pub(subjects::CMD_SUBMIT, stays.to_string().as_bytes(), None);
+    env.wait_for("the move", Duration::from_secs(60), |by| {
+        by.get("mover").is_some_and(|k| {
+            k.iter()
+                .skip_while(|k| **k != "quarantined")
+                .filter(|k| **k == "started")
+                .count()
+                == 2
+        }) && by.get("stayer").is_some_and(|k| k.contains(&"quarantined"))
+    })
+    .await;
+    let events: Vec<Event> = env
+        .events(&subjects::workload_events("mover"))
+        .await
+        .into_iter()
+        .map(|(_, _, e)| e)
+        .collect();
+    let q = events
+        .iter()
+        .position(|e| e.kind() == "quarantined")
+        .unwrap();
+    let EventBody::Quarantined(qe) = &events[q].body else {
+        unreachable!()
+    };
+    assert_eq!(
+        (
+            qe.action.as_str(),
+            qe.from.as_str(),
+            qe.to.map(|c| c.as_str())
+        ),
+        ("move", "gvisor", Some("kata"))
+    );
+    assert!(qe.reason.contains("openssl"), "{}", qe.reason);
+    // Before: two copies in gvisor started. After: each replica's copy stops first, then
+    // it is scheduled in kata and starts; nothing else.
+    let before = &events[..q];
+    assert_eq!(
+        before.iter().filter(|e| e.kind() == "started").count(),
+        2,
+        "{:?}",
+        before.iter().map(Event::kind).collect::<Vec<_>>()
+    );
+    for replica in 0..2u32 {
+        let after: Vec<&str> = events[q + 1..]
+            .iter()
+            .filter(|e| match &e.body {
+                EventBody::Stopped(s) => s.replica == replica,
+                EventBody::Scheduled(s) => s.replica == replica,
+                EventBody::Started(s) => s.replica == replica,
+                _ => true,
+            })
+            .map(Event::kind)
+            .collect();
+        assert_eq!(
+            after,
+            ["stopped", "scheduled", "started"],
+            "replica {replica}"
+        );
+    }
+    for e in &events[q + 1..] {
+        if let EventBody::Scheduled(s) = &e.body {
+            assert_eq!(s.runtime_class.as_str(), "kata", "{s:?}");
+        }
+    }
+    let get = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&env.natspy_req(subjects::API_WORKLOADS_GET, id).unwrap()).unwrap()
+    };
+    let view = get("mover");
+    assert_eq!(view["state"], "running");
+    assert_eq!(view["spec"]["runtime_class"], "kata");
+    assert!(
+        view["quarantine"]
+            .as_str()
+            .unwrap()
+            .starts_with("moved from gvisor to kata: "),
+        "{view}"
+    );
+    // Submitted once the verdict is known: admitted straight into kata.
+    let mut late = spec.clone();
+    late["id"] = "late".into();
+    late["replicas"] = 1.into();
+    env.natspy_pub(subjects::CMD_SUBMIT, late.to_string().as_bytes(), None);
+    env.wait_for("the late one to start", Duration::from_secs(30), |by| {
+        by.get("late").is_some_and(|k| k.contains(&"started"))
+    })
+    .await;
+    let late: Vec<Event> = env
+        .events(&subjects::workload_events("late"))
+        .await
+        .into_iter()
+        .map(|(_, _, e)| e)
+        .collect();
+    assert_eq!(
+        late.iter().map(Event::kind).collect::<Vec<_>>(),
+        [
+            "accepted",
+            "scan_completed",
+            "quarantined",
+            "scheduled",
+            "started"
+        ]
+    );
+    let EventBody::Scheduled(s) = &late[3].body else {
+        unreachable!()
+    };
+    assert_eq!(s.runtime_class.as_str(), "kata");
+    // Already in kata: left running, marked.
+    let kinds: Vec<&str> = env
+        .events(&subjects::workload_events("stayer"))
+        .await
+        .iter()
+        .map(|(_, _, e)| e.kind())
+        .collect();
+    assert!(
+        !kinds.contains(&"stopped") && !kinds.contains(&"stop_requested"),
+        "{kinds:?}"
+    );
+    let view = get("stayer");
+    assert_eq!(view["state"], "running", "{view}");
+    assert!(
+        view["quarantine"]
+            .as_str()
+            .unwrap()
+            .starts_with("left running in kata: "),
+        "{view}"
+    );
 }
 
 fn bulkhead(env: &Env, args: &[&str]) -> String {
