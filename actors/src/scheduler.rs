@@ -159,7 +159,13 @@ impl SchedulerCore {
             }
             let id = &stored.event.subject;
             match &stored.event.body {
-                EventBody::Accepted(_) | EventBody::ReplicaRequested(_) | EventBody::Scaled(_) => {
+                // New work; a stopped copy that a quarantine moves (placed again in
+                // its new class) is new work too.
+                EventBody::Accepted(_)
+                | EventBody::ReplicaRequested(_)
+                | EventBody::Scaled(_)
+                | EventBody::Stopped(_)
+                | EventBody::Quarantined(_) => {
                     if !matches!(stored.event.body, EventBody::Accepted(_)) {
                         // New work: worth a placement pass even if no node changed.
                         self.generation += 1;
@@ -174,19 +180,6 @@ impl SchedulerCore {
                     }
                 }
                 EventBody::Started(st) => self.stop_replaced(id, st.replica),
-                EventBody::Stopped(_) | EventBody::Quarantined(_) => {
-                    // A quarantine move: the stopped copy is placed again in its new class
-                    // (pending replicas left over from before the move too).
-                    if self
-                        .projection
-                        .get(id)
-                        .is_some_and(|w| w.pending_replicas().next().is_some())
-                        && !self.pending.contains(id)
-                    {
-                        self.generation += 1;
-                        self.pending.push_back(id.clone());
-                    }
-                }
                 _ => {}
             }
         }
