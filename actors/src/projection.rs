@@ -92,6 +92,8 @@ pub struct Workload {
     pub traceparent: Option<Box<str>>,
     /// A scan of its image was requested; `Some(true)`: placement waits for the verdict.
     pub scan_gate: Option<bool>,
+    /// When the scan was requested (Unix ms; 0 if never).
+    pub scan_requested_ms: u64,
     /// Its image's verdict, once recorded on the workload.
     pub scan: Option<Box<ScanSummary>>,
     /// What a failed `async` verdict did to it.
@@ -294,6 +296,7 @@ impl Projection {
                         cmd_seq: a.cmd_seq,
                         traceparent: ev.traceparent.as_deref().map(Into::into),
                         scan_gate: None,
+                        scan_requested_ms: 0,
                         scan: None,
                         quarantine: None,
                     },
@@ -329,6 +332,7 @@ impl Projection {
                         cmd_seq: r.cmd_seq,
                         traceparent: None,
                         scan_gate: None,
+                        scan_requested_ms: 0,
                         scan: None,
                         quarantine: None,
                     },
@@ -446,6 +450,7 @@ impl Projection {
             }
             EventBody::ScanRequested(r) => {
                 w.scan_gate = Some(r.gate);
+                w.scan_requested_ms = at_ms;
                 if r.gate {
                     w.reason = Some(format!("waiting for the scan verdict of {}", r.image).into());
                 }

@@ -34,7 +34,13 @@ pub struct ScanPolicy {
     pub threshold: Severity,
     /// `async` quarantine: `None` stops the workload; a class moves it there.
     pub quarantine_class: Option<RuntimeClass>,
+    /// How long an image's verdict answers for later submissions of the same reference.
+    pub verdict_ttl_ms: u64,
 }
+
+/// Ten minutes: a tag re-pushed with a fix, or a new advisory database, is seen within
+/// that; rescans in between cost little thanks to the layer cache.
+pub const DEFAULT_VERDICT_TTL_MS: u64 = 600_000;
 
 impl Default for ScanPolicy {
     /// Untrusted code waits for a clean verdict; tenants start at once and are
@@ -46,6 +52,7 @@ impl Default for ScanPolicy {
             internal: ScanMode::Off,
             threshold: Severity::High,
             quarantine_class: None,
+            verdict_ttl_ms: DEFAULT_VERDICT_TTL_MS,
         }
     }
 }
@@ -59,6 +66,7 @@ impl ScanPolicy {
             internal: ScanMode::Off,
             threshold: Severity::High,
             quarantine_class: None,
+            verdict_ttl_ms: DEFAULT_VERDICT_TTL_MS,
         }
     }
 
@@ -73,6 +81,12 @@ impl ScanPolicy {
             }
             Some(_) => (QuarantineAction::Contained, None),
         }
+    }
+
+    /// Whether a verdict from `done_ms` still answers at `at_ms` (a verdict newer than
+    /// the question always does).
+    pub fn fresh(&self, done_ms: u64, at_ms: u64) -> bool {
+        at_ms.saturating_sub(done_ms) < self.verdict_ttl_ms
     }
 
     pub fn mode(&self, trust: TrustLevel) -> ScanMode {

@@ -111,8 +111,9 @@ pub struct SchedulerCore {
     pending_pass_gen: u64,
     generation: u64,
     pub policy: ScanPolicy,
-    /// The latest scan outcome per image reference.
-    verdicts: HashMap<String, ScanCompleted>,
+    /// The latest scan outcome per image reference, with its time (Unix ms); it answers
+    /// for the image for the policy's `verdict_ttl_ms`.
+    verdicts: HashMap<String, (ScanCompleted, u64)>,
     /// The earliest time (Unix ms) a backed-off replica may be placed.
     next_due_ms: Option<u64>,
     /// Stop ops for copies a drain replaced, once their successor started.
@@ -279,25 +280,43 @@ impl SchedulerCore {
         self.pending.len()
     }
 
+    /// The verdict of `image` that still answers for it at `at_ms`: a tag can be pushed
+    /// again with a fix, and the advisory database changes, so an older one is scanned anew.
+    fn fresh_verdict(&self, image: &str, at_ms: u64) -> Option<&ScanCompleted> {
+        self.verdicts
+            .get(image)
+            .filter(|(_, done)| self.policy.fresh(*done, at_ms))
+            .map(|(c, _)| c)
+    }
+
     /// Why the known verdict of `spec`'s image fails its trust level's scan policy.
-    fn verdict_fails(&self, spec: &WorkloadSpec) -> Option<String> {
+    fn verdict_fails(&self, spec: &WorkloadSpec, now_ms: u64) -> Option<String> {
         if self.policy.mode(spec.trust) == ScanMode::Off {
             return None;
         }
-        let c = self.verdicts.get(&spec.image)?;
+        let c = self.fresh_verdict(&spec.image, now_ms)?;
         self.policy.judge(c.verdict.as_ref(), c.error.as_deref())
     }
 
     /// A scan finished: record it, and decide for every workload waiting on that image.
     /// `gate`: place it (the verdict passes) or reject it; `async`: keep it, or
     /// quarantine it by stopping it.
-    pub fn scan_completed(&mut self, c: ScanCompleted) -> Plan {
+    /// `done_ms`: when the scan finished. It settles only workloads that asked for a scan
+    /// within the verdict's lifetime (an old verdict replayed from the log does not settle a
+    /// workload that asked for a new scan).
+    pub fn scan_completed(&mut self, c: ScanCompleted, done_ms: u64) -> Plan {
         let mut plan = Plan::default();
         let record = ScanCompleted {
             layers: Vec::new(),
             ..c.clone()
         };
-        self.verdicts.insert(c.image.clone(), c);
+        if self
+            .verdicts
+            .get(&c.image)
+            .is_none_or(|(_, at)| *at <= done_ms)
+        {
+            self.verdicts.insert(c.image.clone(), (c, done_ms));
+        }
         let fails = self
             .policy
             .judge(record.verdict.as_ref(), record.error.as_deref());
@@ -305,7 +324,11 @@ impl SchedulerCore {
             let Some(spec) = w.spec.as_deref() else {
                 continue;
             };
-            if spec.image != record.image || !w.wants_verdict() || w.state().is_terminal() {
+            if spec.image != record.image
+                || !w.wants_verdict()
+                || w.state().is_terminal()
+                || !self.policy.fresh(done_ms, w.scan_requested_ms)
+            {
                 continue;
             }
             let mut events =
@@ -364,6 +387,12 @@ impl SchedulerCore {
         plan
     }
 
+    /// A verdict finished just now (tests).
+    #[cfg(test)]
+    fn scan_completed_now(&mut self, c: ScanCompleted) -> Plan {
+        self.scan_completed(c, bulkhead_schemas::now_ms())
+    }
+
     /// Scan jobs for workloads still waiting for a verdict (a scheduler that died after
     /// `scan_requested` but before queueing the job): queued again, idempotently.
     pub fn unqueued_scans(&self) -> Vec<ScanJob> {
@@ -372,7 +401,8 @@ impl SchedulerCore {
             .filter(|(_, w)| w.wants_verdict() && !w.state().is_terminal())
             .filter_map(|(id, w)| {
                 let spec = w.spec.as_deref()?;
-                (!self.verdicts.contains_key(&spec.image))
+                self.fresh_verdict(&spec.image, w.scan_requested_ms)
+                    .is_none()
                     .then(|| scan_job(id, w.cmd_seq, &spec.image))
             })
             .collect()
@@ -457,7 +487,7 @@ impl SchedulerCore {
         };
         let mut events = Vec::new();
         let known_bad = match &outcome {
-            Ok(spec) => self.verdict_fails(spec),
+            Ok(spec) => self.verdict_fails(spec, cmd.stored_ms),
             Err(_) => None,
         };
         // `async` with a known bad verdict: admitted already quarantined when the policy
@@ -495,7 +525,7 @@ impl SchedulerCore {
             Ok(mut spec) => {
                 spec.id = Some(id.clone());
                 let mode = self.policy.mode(spec.trust);
-                let known = self.verdicts.get(&spec.image).cloned();
+                let known = self.fresh_verdict(&spec.image, cmd.stored_ms).cloned();
                 let gate = mode == ScanMode::Gate && known.is_none();
                 let replicas: Vec<Want> = if gate {
                     Vec::new()
@@ -1500,7 +1530,7 @@ mod scan_policy_tests {
         );
         assert_eq!(c.unqueued_scans().len(), 1);
 
-        let plan = c.scan_completed(verdict(Some(Severity::Medium)));
+        let plan = c.scan_completed_now(verdict(Some(Severity::Medium)));
         assert_eq!(kinds(&plan), ["scan_completed"]);
         run(&mut c, plan, &mut seq);
         let plan = c.place_pending(10, bulkhead_schemas::now_ms());
@@ -1515,7 +1545,7 @@ mod scan_policy_tests {
         let mut seq = 0;
         let plan = c.decide(&[submit(1, "u", "untrusted")]);
         run(&mut c, plan, &mut seq);
-        let plan = c.scan_completed(verdict(Some(Severity::Critical)));
+        let plan = c.scan_completed_now(verdict(Some(Severity::Critical)));
         assert_eq!(kinds(&plan), ["scan_completed", "rejected"]);
         run(&mut c, plan, &mut seq);
         assert!(
@@ -1541,7 +1571,7 @@ mod scan_policy_tests {
         assert_eq!(kinds(&plan), ["accepted", "scan_requested", "scheduled"]);
         let commit = run(&mut c, plan, &mut seq);
         assert_eq!((commit.placed, commit.scan_jobs.len()), (1, 1));
-        let plan = c.scan_completed(verdict(Some(Severity::High)));
+        let plan = c.scan_completed_now(verdict(Some(Severity::High)));
         assert_eq!(
             kinds(&plan),
             ["scan_completed", "quarantined", "stop_requested"]
@@ -1563,7 +1593,7 @@ mod scan_policy_tests {
         let mut seq = 0;
         let plan = c.decide(&[submit(1, "t", "multi_tenant")]);
         run(&mut c, plan, &mut seq);
-        let plan = c.scan_completed(verdict(Some(Severity::High)));
+        let plan = c.scan_completed_now(verdict(Some(Severity::High)));
         assert_eq!(kinds(&plan), ["scan_completed", "quarantined"]);
         let EventBody::Quarantined(q) = &plan.appends[0].events[1].body else {
             unreachable!()
@@ -1635,7 +1665,7 @@ mod scan_policy_tests {
         hb.runtime_classes = vec![RuntimeClass::Gvisor, RuntimeClass::Kata];
         c.heartbeat(&hb);
         let mut seq = 0;
-        c.scan_completed(verdict(Some(Severity::High)));
+        c.scan_completed_now(verdict(Some(Severity::High)));
         let plan = c.decide(&[submit(1, "a", "multi_tenant")]);
         assert_eq!(
             kinds(&plan),
@@ -1665,13 +1695,47 @@ mod scan_policy_tests {
     }
 
     #[test]
+    fn an_old_verdict_is_scanned_again_and_does_not_settle_a_newer_request() {
+        const T: u64 = 1_700_000_000_000; // the commands' stored time
+        let mut c = core();
+        let mut seq = 0;
+        let ttl = c.policy.verdict_ttl_ms;
+        // Bad, and just young enough: the untrusted submission is rejected at once.
+        c.scan_completed(verdict(Some(Severity::High)), T - ttl + 1);
+        assert_eq!(
+            kinds(&c.decide(&[submit(1, "a", "untrusted")])),
+            ["rejected"]
+        );
+        // A millisecond later it is older than the TTL: a new scan is asked for instead.
+        let mut later = submit(2, "b", "untrusted");
+        later.stored_ms = T + 1;
+        let plan = c.decide(&[later]);
+        assert_eq!(kinds(&plan), ["accepted", "scan_requested"]);
+        run(&mut c, plan, &mut seq);
+        let requested = c.projection.get("b").unwrap().scan_requested_ms;
+        assert_eq!(c.unqueued_scans().len(), 1, "its job is still owed");
+        // The old verdict replayed (a restarted scheduler reading the log) settles nothing.
+        let plan = c.scan_completed(verdict(Some(Severity::High)), requested - ttl - 1);
+        assert!(plan.appends.is_empty(), "{:?}", kinds(&plan));
+        // The new scan: the tag was pushed again with the fix.
+        let plan = c.scan_completed(verdict(None), requested + 5);
+        assert_eq!(kinds(&plan), ["scan_completed"]);
+        run(&mut c, plan, &mut seq);
+        assert!(c.unqueued_scans().is_empty());
+        assert_eq!(
+            kinds(&c.place_pending(10, bulkhead_schemas::now_ms())),
+            ["scheduled"]
+        );
+    }
+
+    #[test]
     fn async_quarantine_leaves_a_workload_already_in_the_quarantine_class() {
         let mut c = core();
         c.policy.quarantine_class = Some(RuntimeClass::Gvisor);
         let mut seq = 0;
         let plan = c.decide(&[submit(1, "t", "multi_tenant")]);
         run(&mut c, plan, &mut seq);
-        let plan = c.scan_completed(verdict(Some(Severity::Critical)));
+        let plan = c.scan_completed_now(verdict(Some(Severity::Critical)));
         assert_eq!(kinds(&plan), ["scan_completed", "quarantined"]);
         let commit = run(&mut c, plan, &mut seq);
         assert!(commit.ops.is_empty(), "no stop: {:?}", commit.ops);
@@ -1691,7 +1755,7 @@ mod scan_policy_tests {
         let plan = c.decide(&[submit(1, "i", "internal")]);
         assert_eq!(kinds(&plan), ["accepted", "scheduled"]);
         run(&mut c, plan, &mut seq);
-        let plan = c.scan_completed(verdict(None));
+        let plan = c.scan_completed_now(verdict(None));
         assert!(plan.appends.is_empty(), "nobody waited for it");
         let plan = c.decide(&[submit(2, "u", "untrusted")]);
         assert_eq!(kinds(&plan), ["accepted", "scan_completed", "scheduled"]);

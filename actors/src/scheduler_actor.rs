@@ -36,7 +36,8 @@ pub enum SchedulerMsg {
     /// An event about a node from the log (`joined`, `lost`, `draining`, `drained`).
     NodeEvent(Box<Event>),
     /// A scan finished (from `bulkhead.evt.scan.>`, in stream order).
-    ScanCompleted(Box<ScanCompleted>),
+    /// A scan outcome and when it finished (Unix ms).
+    ScanCompleted(Box<ScanCompleted>, u64),
     /// Retry pending placements, move drained replicas.
     Tick,
     /// A backoff ended: place what is due.
@@ -182,8 +183,8 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
             SchedulerMsg::Heartbeat(hb) => st.core.heartbeat(&hb),
             SchedulerMsg::NodeGone(name) => st.core.node_gone(&name),
             SchedulerMsg::NodeEvent(ev) => st.core.node_event(&ev),
-            SchedulerMsg::ScanCompleted(c) => {
-                let plan = st.core.scan_completed(*c);
+            SchedulerMsg::ScanCompleted(c, done_ms) => {
+                let plan = st.core.scan_completed(*c, done_ms);
                 if !plan.appends.is_empty() {
                     st.execute(plan).await;
                 }

@@ -229,6 +229,10 @@ struct ScanArgs {
     /// one (one already that strong is left running, marked quarantined).
     #[arg(long, default_value = "stop")]
     scan_quarantine: String,
+    /// Seconds an image's verdict answers for later submissions of the same reference;
+    /// after that a submission scans it again (a re-pushed tag, a newer advisory database).
+    #[arg(long, default_value_t = 600)]
+    scan_verdict_ttl_secs: u64,
 }
 
 impl ScanArgs {
@@ -237,6 +241,7 @@ impl ScanArgs {
             .with_modes(&self.scan_policy)
             .map_err(|e| anyhow::anyhow!("--scan-policy {e}"))?;
         policy.threshold = self.scan_threshold;
+        policy.verdict_ttl_ms = self.scan_verdict_ttl_secs.saturating_mul(1000);
         policy.quarantine_class = match self.scan_quarantine.as_str() {
             "stop" => None,
             c => Some(RuntimeClass::parse(c).with_context(|| {

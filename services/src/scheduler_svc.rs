@@ -242,9 +242,10 @@ async fn handle_chunk(
 /// waited while no scheduler ran; new ones arrive as they are stored.
 async fn watch_scans(bus: Bus, actor: ActorRef<SchedulerMsg>) {
     read_events(&bus, subjects::EVT_SCANS, "scan events", |ev| {
+        let done_ms = bulkhead_schemas::parse_rfc3339_ms(&ev.at).unwrap_or(0);
         match ev.body {
             EventBody::ScanCompleted(c) => actor
-                .send_message(SchedulerMsg::ScanCompleted(Box::new(c)))
+                .send_message(SchedulerMsg::ScanCompleted(Box::new(c), done_ms))
                 .is_ok(),
             _ => true,
         }
