@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CRI test environment: a containerd on a private socket, root and state directory
 # (runc, and gVisor's runsc through the runc shim), offline-built busybox images imported
-# into it, and a loopback OCI registry (Debian's docker-registry) serving a pull-only image.
+# into it, and loopback OCI registries (Debian's docker-registry): one open, one asking for
+# Basic auth, one sending clients to a token server for Bearer auth (scripts/token-server.py).
 #
 #   scripts/cri-env.sh install        apt packages (containerd, runc, runsc, umoci, skopeo, …)
 #   scripts/cri-env.sh start DIR      starts everything under DIR, prints `export …` lines
@@ -11,7 +12,8 @@
 # one ../shared/CRI-ON-THIS-MACHINE.md verified on this kind of machine.
 set -euo pipefail
 
-PACKAGES=(containerd runc runsc umoci skopeo busybox-static docker-registry apache2-utils jq zstd protobuf-compiler)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PACKAGES=(containerd runc runsc umoci skopeo busybox-static docker-registry apache2-utils jq zstd protobuf-compiler openssl)
 
 install() {
   local missing=()
@@ -250,6 +252,24 @@ EOF
   docker-registry serve "$dir/registry-auth.yml" >"$dir/registry-auth.log" 2>&1 &
   echo $! >"$dir/registry-auth.pid"
 
+  # A third registry that sends clients to a token server (Bearer auth): the token server
+  # (scripts/token-server.py) checks the same user and password and signs RS256 tokens
+  # with a throwaway key whose certificate the registry trusts.
+  local token_port tokreg_port
+  token_port=$(free_port)
+  tokreg_port=$(free_port)
+  mkdir -p "$dir/registry-token"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bulkhead-test-token \
+    -keyout "$dir/token.key" -out "$dir/token.crt" 2>/dev/null
+  python3 "$HERE/token-server.py" "$token_port" "$dir/token.key" "$dir/token.crt" \
+    scanuser:s3cret bulkhead-registry bulkhead-token-issuer "$dir/tokens.log" \
+    >"$dir/token-server.log" 2>&1 &
+  echo $! >"$dir/token-server.pid"
+  printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\nauth:\n  token:\n    realm: http://127.0.0.1:%s/token\n    service: bulkhead-registry\n    issuer: bulkhead-token-issuer\n    rootcertbundle: %s\n' \
+    "$dir/registry-token" "$tokreg_port" "$token_port" "$dir/token.crt" >"$dir/registry-token.yml"
+  docker-registry serve "$dir/registry-token.yml" >"$dir/registry-token.log" 2>&1 &
+  echo $! >"$dir/registry-token.pid"
+
   build_images "$dir" >"$dir/images.log" 2>&1
   skopeo --insecure-policy copy -q "oci:$dir/oci:pause" "docker-archive:$dir/pause.tar:localhost/pause:1"
   skopeo --insecure-policy copy -q "oci:$dir/oci:busybox" "docker-archive:$dir/busybox.tar:localhost/bulkhead/busybox:1"
@@ -264,6 +284,10 @@ EOF
   wait_for 20 curl -s -o /dev/null "http://127.0.0.1:$auth_port/v2/"
   skopeo --insecure-policy copy -q --dest-tls-verify=false --dest-creds scanuser:s3cret \
     "oci:$dir/oci-scan:apk" "docker://127.0.0.1:$auth_port/bulkhead/alpine-vuln:1"
+  wait_for 20 curl -s -o /dev/null "http://127.0.0.1:$tokreg_port/v2/"
+  wait_for 20 curl -s -o /dev/null "http://127.0.0.1:$token_port/token"
+  skopeo --insecure-policy copy -q --dest-tls-verify=false --dest-creds scanuser:s3cret \
+    "oci:$dir/oci-scan:apk" "docker://127.0.0.1:$tokreg_port/bulkhead/alpine-vuln:1"
 
   cat >"$dir/env" <<EOF
 export BULKHEAD_TEST_CRI_SOCKET=$sock
@@ -272,6 +296,8 @@ export BULKHEAD_TEST_PULL_IMAGE=127.0.0.1:$port/bulkhead/pulled:1
 export BULKHEAD_TEST_REGISTRY=127.0.0.1:$port
 export BULKHEAD_TEST_AUTH_REGISTRY=127.0.0.1:$auth_port
 export BULKHEAD_TEST_AUTH=scanuser:s3cret
+export BULKHEAD_TEST_TOKEN_REGISTRY=127.0.0.1:$tokreg_port
+export BULKHEAD_TEST_TOKEN_LOG=$dir/tokens.log
 export BULKHEAD_TEST_CRI_DIR=$dir
 EOF
   cat "$dir/env"
@@ -286,7 +312,7 @@ stop() {
       ctr -a "$sock" -n k8s.io tasks kill -s KILL "$id" >/dev/null 2>&1 || true
     done
   fi
-  for p in containerd registry registry-auth; do
+  for p in containerd registry registry-auth registry-token token-server; do
     if [ -f "$dir/$p.pid" ]; then
       kill "$(cat "$dir/$p.pid")" 2>/dev/null || true
       rm -f "$dir/$p.pid"

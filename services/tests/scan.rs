@@ -697,3 +697,54 @@ async fn vulndb_sync_downloads_an_osv_zip() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
 }
+
+#[test]
+fn a_registry_that_wants_a_bearer_token_gets_one_from_its_token_server() {
+    // docker-registry with `auth.token`: /v2/ answers 401 with a Bearer challenge naming
+    // the token server (scripts/token-server.py), which wants the user and password.
+    let reg = std::env::var("BULKHEAD_TEST_TOKEN_REGISTRY").expect("the CRI test environment");
+    let log = std::env::var("BULKHEAD_TEST_TOKEN_LOG").expect("the CRI test environment");
+    let creds = std::env::var("BULKHEAD_TEST_AUTH").expect("the CRI test environment");
+    let image = format!("{reg}/bulkhead/alpine-vuln:1");
+    let issued = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("repository:bulkhead/alpine-vuln:pull"))
+            .count()
+    };
+    let run = |auth: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bulkhead"));
+        cmd.args(["scan", "--json", "--db", OSV, &image]);
+        cmd.env_remove("BULKHEAD_REGISTRY_AUTH");
+        if let Some(a) = auth {
+            cmd.env("BULKHEAD_REGISTRY_AUTH", a);
+        }
+        cmd.output().expect("bulkhead runs")
+    };
+    let before = issued();
+    let anonymous = run(None);
+    assert_eq!(anonymous.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(
+        said.contains("401") && said.contains("BULKHEAD_REGISTRY_AUTH"),
+        "{said}"
+    );
+    let wrong = run(Some("scanuser:wrong"));
+    assert_eq!(wrong.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(said.contains("the credentials were refused"), "{said}");
+    assert_eq!(issued(), before, "no token for wrong credentials");
+    let ok = run(Some(&creds));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(issued() > before, "the scan fetched a pull token");
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(
+        report["verdict"]["findings"][0]["advisory"],
+        "ALPINE-CVE-2023-42366"
+    );
+}

@@ -284,7 +284,14 @@ impl Registry {
                 }
                 let resp = req.send().await.map_err(|e| e.to_string())?;
                 if !resp.status().is_success() {
-                    return Err(format!("token service {realm}: {}", resp.status()));
+                    let hint = match (resp.status().as_u16(), &self.creds.basic) {
+                        (401 | 403, None) => {
+                            " (it wants a user and password: set BULKHEAD_REGISTRY_AUTH=user:password)"
+                        }
+                        (401 | 403, Some(_)) => " (the credentials were refused)",
+                        _ => "",
+                    };
+                    return Err(format!("token service {realm}: {}{hint}", resp.status()));
                 }
                 let t: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
                 let token = t
