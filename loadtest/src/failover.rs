@@ -167,6 +167,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let (Some(socket), Some(image)) = (&args.cri_socket, &args.cri_image) {
         cri_die(socket, image, args.cri_kills, true).await?;
         cri_die(socket, image, args.cri_kills, false).await?;
+        cri_overlap(socket, image, 20).await?;
     } else {
         println!("\n(real containerd part skipped: no BULKHEAD_TEST_CRI_SOCKET)");
     }
@@ -409,5 +410,173 @@ async fn cri_die(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(node);
+    Ok(())
+}
+
+/// Waits until `node` has a heartbeat in the nodes bucket.
+async fn wait_heartbeat(bus: &Bus, node: &str) -> anyhow::Result<()> {
+    let kv = bus.js.get_key_value(subjects::NODES_BUCKET).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kv.get(node).await?.is_none() {
+        anyhow::ensure!(Instant::now() < deadline, "node {node} never beat");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// A node process whose name and pid the overlap part needs; killed on drop.
+struct NodeProcess(std::process::Child);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Real containerd, two node processes: node `pa` is frozen (SIGSTOP) with `n` replicas,
+/// they run again on `pb`, then `pa` thaws and removes its replaced copies. Times the
+/// thaw → copies gone, and each replica's overlap (replacement started → old copy gone).
+pub async fn cri_overlap(socket: &std::path::Path, image: &str, n: usize) -> anyhow::Result<()> {
+    let bin = std::env::current_exe()?.with_file_name("bulkhead");
+    if !bin.exists() {
+        println!(
+            "\n(overlap part skipped: no {} — `cargo build --release -p bulkhead` first)",
+            bin.display()
+        );
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let server = NatsServer::start(dir.path(), "127.0.0.1", 0, Sync::Always)?;
+    let bus = Bus::connect(&server.url, "loadtest").await?;
+    bus.ensure(&Topology::default()).await?;
+    println!(
+        "\n## node frozen and thawed, real containerd (runc): {n} replicas on it, heartbeats 200 ms, lost timeout 1.5 s"
+    );
+    let _failover = start_control(&bus, 1500).await?;
+    let spawn = |name: &str| -> anyhow::Result<NodeProcess> {
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
+        Ok(NodeProcess(
+            std::process::Command::new(&bin)
+                .args([
+                    "--nats",
+                    &server.url,
+                    "node",
+                    "--runtime",
+                    "cri",
+                    "--name",
+                    name,
+                ])
+                .arg("--cri-socket")
+                .arg(socket)
+                .arg("--log-dir")
+                .arg(dir.path().join("logs"))
+                .args(["--probe-image", image, "--heartbeat-ms", "200"])
+                .args(["--slots", "1000"])
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()?,
+        ))
+    };
+    let pa = spawn("pa")?;
+    wait_heartbeat(&bus, "pa").await?;
+    let starts = watch_starts(&bus).await?;
+    let ids: Vec<String> = (0..n).map(|i| format!("frozen-{i}")).collect();
+    let specs: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let mut s = spec(id, image);
+            s["command"] = serde_json::json!(["sleep", "3600"]);
+            s
+        })
+        .collect();
+    submit_all(&bus, &specs).await?;
+    wait_starts(&starts, &ids, 1, 120).await?;
+    let pb = spawn("pb")?;
+    wait_heartbeat(&bus, "pb").await?;
+    let (cri, _) = bulkhead::cri::Cri::connect(socket).await?;
+    let on = async |node: &str| -> anyhow::Result<Vec<String>> {
+        Ok(cri
+            .list_containers(
+                &[
+                    (bulkhead::cri::LABEL_NODE, node),
+                    (bulkhead::cri::LABEL_ROLE, "workload"),
+                ],
+                Some(k8s_cri::v1::ContainerState::ContainerRunning),
+            )
+            .await?
+            .into_iter()
+            .map(|c| c.labels[bulkhead::cri::LABEL_WORKLOAD].clone())
+            .collect())
+    };
+    anyhow::ensure!(on("pa").await?.len() == n, "all {n} on pa first");
+    let signal = |sig: &str| -> anyhow::Result<()> {
+        let st = std::process::Command::new("kill")
+            .args([sig, &pa.0.id().to_string()])
+            .status()?;
+        anyhow::ensure!(st.success(), "kill {sig}");
+        Ok(())
+    };
+    let t = Instant::now();
+    signal("-STOP")?;
+    wait_starts(&starts, &ids, 2, 60).await?;
+    let all_again = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let thaw = Instant::now();
+    signal("-CONT")?;
+    let mut gone: HashMap<String, Instant> = HashMap::new();
+    let deadline = thaw + Duration::from_secs(60);
+    loop {
+        let still = on("pa").await?;
+        let now = Instant::now();
+        for id in &ids {
+            if !still.contains(id) {
+                gone.entry(id.clone()).or_insert(now);
+            }
+        }
+        if gone.len() == n {
+            break;
+        }
+        anyhow::ensure!(
+            now < deadline,
+            "{} copies still on pa after 60 s",
+            still.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut after_thaw: Vec<Duration> = gone.values().map(|g| g.duration_since(thaw)).collect();
+    let mut overlap: Vec<Duration> = ids
+        .iter()
+        .map(|id| {
+            let started = starts.lock().expect("lock")[id].last().expect("started").0;
+            gone[id].duration_since(started)
+        })
+        .collect();
+    println!(
+        "frozen → all {n} running on pb: {:.2} s; pa thawed 1 s later",
+        all_again.as_secs_f64()
+    );
+    report("thaw → pa's replaced copy removed", &mut after_thaw);
+    report(
+        "overlap: replacement started → old copy removed (includes the 1 s still frozen)",
+        &mut overlap,
+    );
+    let on_b = on("pb").await?;
+    anyhow::ensure!(
+        ids.iter()
+            .all(|id| on_b.iter().filter(|w| *w == id).count() == 1),
+        "each runs once on pb: {on_b:?}"
+    );
+    for id in &ids {
+        let stop = serde_json::json!({"id": id, "grace_secs": 0});
+        bus.client
+            .publish(subjects::CMD_STOP, serde_json::to_vec(&stop)?.into())
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !on("pb").await?.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop((pa, pb));
     Ok(())
 }

@@ -183,23 +183,33 @@ async fn reconcile_when_lost(bus: Bus, name: String, actor: ActorRef<NodeMsg>) {
     };
     while sub.next().await.is_some() {
         warn!(node = %name, "this node was declared lost; reconciling with the log");
-        // The failover appends the replicas' fate right after the node's loss.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let view = match log_view(&bus, &name).await {
-            Ok(v) => v,
-            Err(e) => {
-                warn!(node = %name, error = %e, "cannot read the log to reconcile");
-                continue;
+        // A node that was frozen or cut off reads a log where its replicas were long since
+        // replaced: reconcile at once. A node that hears of its loss as it happens reads the
+        // log before the failover has appended the replicas' fate: reconcile once more after.
+        for pass in [Duration::ZERO, AFTER_LOSS_AGAIN] {
+            tokio::time::sleep(pass).await;
+            let began = std::time::Instant::now();
+            let view = match log_view(&bus, &name).await {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!(node = %name, error = %e, "cannot read the log to reconcile");
+                    continue;
+                }
+            };
+            let read_ms = began.elapsed().as_millis() as u64;
+            match ractor::call!(actor, NodeMsg::Reconcile, view) {
+                Ok(Ok(r)) => info!(node = %name, adopted = r.adopted, removed = r.removed,
+                    exited = r.exited, read_ms, took_ms = began.elapsed().as_millis() as u64,
+                    "reconciled after being declared lost"),
+                Ok(Err(e)) => warn!(node = %name, error = %e, "reconciling failed"),
+                Err(_) => return,
             }
-        };
-        match ractor::call!(actor, NodeMsg::Reconcile, view) {
-            Ok(Ok(r)) => info!(node = %name, adopted = r.adopted, removed = r.removed,
-                exited = r.exited, "reconciled after being declared lost"),
-            Ok(Err(e)) => warn!(node = %name, error = %e, "reconciling failed"),
-            Err(_) => return,
         }
     }
 }
+
+/// The second reconcile after a `lost` event, once the failover has had time to act on it.
+const AFTER_LOSS_AGAIN: Duration = Duration::from_millis(1000);
 
 /// What the log says this node should run: a projection of the whole log, cut to the node.
 async fn log_view(bus: &Bus, node: &str) -> anyhow::Result<LogView> {

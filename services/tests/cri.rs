@@ -83,6 +83,14 @@ impl Cluster {
 
     /// Starts the node process and waits until it has announced itself.
     async fn start_node(&mut self) {
+        let log = format!("node-{}", self.node_pid);
+        let name = self.node.clone();
+        self.node_pid = self.spawn_node(&name, &log).await;
+    }
+
+    /// Starts a node process named `name` on this containerd, logging to `log`, and waits
+    /// until it has announced itself; returns its pid.
+    async fn spawn_node(&mut self, name: &str, log: &str) -> u32 {
         let socket = self.cri.socket.display().to_string();
         let log_dir = self.log_dir().display().to_string();
         let mut args = vec![
@@ -90,7 +98,7 @@ impl Cluster {
             "--runtime",
             "cri",
             "--name",
-            &self.node,
+            name,
             "--cri-socket",
             &socket,
             "--log-dir",
@@ -106,15 +114,13 @@ impl Cluster {
         let mut args: Vec<String> = args.into_iter().map(str::to_owned).collect();
         args.extend(self.node_flags.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let log = format!("node-{}", self.node_pid);
-        self.node_pid = self.env.spawn(&log, &args);
-        let node = self.node.clone();
+        let pid = self.env.spawn(log, &args);
         let env = &self.env;
         wait_until("the node to come up", LONG, async || {
-            env.log(&log).contains("node up")
+            env.log(log).contains("node up")
         })
         .await;
-        let _ = node;
+        pid
     }
 
     fn submit(&self, spec: serde_json::Value) {
@@ -670,4 +676,105 @@ async fn exits_are_polled_when_containerd_events_cannot_be_had() {
     let ev = c.wait_event("polled", "exited").await;
     let x = exited(&ev);
     assert_eq!((x.code, x.reason.as_str()), (4, "error"), "{x:?}");
+}
+
+/// Running containers containerd holds for `node`, by workload.
+async fn running_on(cri: &Cri, node: &str) -> HashMap<String, usize> {
+    let mut by = HashMap::new();
+    for c in cri
+        .list_containers(
+            &[(LABEL_NODE, node), (LABEL_ROLE, "workload")],
+            Some(k8s_cri::v1::ContainerState::ContainerRunning),
+        )
+        .await
+        .unwrap()
+    {
+        *by.entry(c.labels[LABEL_WORKLOAD].clone()).or_default() += 1;
+    }
+    by
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_is_lost_and_once_back_removes_the_copies_replaced_meanwhile() {
+    // Two nodes on one containerd. Node `pa` is frozen (SIGSTOP): its containers keep
+    // running, its heartbeats stop. The failover declares it lost and the replicas start
+    // on `pb`. When `pa` thaws, it sees its own `lost`, reconciles, and removes its copies:
+    // in the end every workload runs once, on `pb`.
+    let mut c = Cluster::start("pa", &[]).await;
+    let pa = c.node_pid;
+    c.env
+        .spawn("failover", &["failover", "--lost-timeout-ms", "1500"]);
+    let ids: Vec<String> = (0..4).map(|i| format!("frozen-{i}")).collect();
+    for id in &ids {
+        let mut s = c.spec(id, "runc", "exec sleep 3600");
+        s["restart"] = serde_json::json!({"policy": "always"});
+        c.submit(s);
+    }
+    c.env
+        .wait_for("all four to start on pa", LONG, |by| {
+            ids.iter()
+                .all(|id| by.get(id).is_some_and(|k| k.contains(&"started")))
+        })
+        .await;
+    c.spawn_node("pb", "node-pb").await;
+    let cri = c.runtime().await;
+    assert_eq!(running_on(&cri, "pa").await.len(), 4);
+
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &pa.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {sig} {pa}");
+    };
+    signal("-STOP");
+    c.env
+        .wait_for("every replica to start again on pb", LONG, |by| {
+            ids.iter().all(|id| {
+                by.get(id)
+                    .is_some_and(|k| k.iter().filter(|k| **k == "started").count() == 2)
+            })
+        })
+        .await;
+    // Frozen, pa's copies still run: the overlap the thaw ends.
+    assert_eq!(running_on(&cri, "pa").await.len(), 4);
+    assert_eq!(running_on(&cri, "pb").await.len(), 4);
+    signal("-CONT");
+    wait_until("pa to remove its replaced copies", LONG, async || {
+        running_on(&cri, "pa").await.is_empty()
+    })
+    .await;
+    assert!(
+        c.env.log("node-0").contains("lost"),
+        "{}",
+        c.env.log("node-0")
+    );
+    // Every workload: lost → replica_requested → scheduled(pb) → started, and nothing
+    // from pa afterwards changes it; one copy each, on pb, still running.
+    for id in &ids {
+        let ev = c.events(id).await;
+        assert_eq!(
+            kinds(&ev),
+            [
+                "accepted",
+                "scheduled",
+                "started",
+                "lost",
+                "replica_requested",
+                "scheduled",
+                "started"
+            ],
+            "{id}"
+        );
+        let v = c.api(subjects::API_WORKLOADS_GET, id);
+        assert_eq!(v["state"], "running", "{v}");
+        assert_eq!(v["replicas"][0]["node"], "pb", "{v}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let on_b = running_on(&cri, "pb").await;
+    assert!(
+        ids.iter().all(|id| on_b.get(id) == Some(&1)),
+        "one copy each on pb: {on_b:?}"
+    );
+    assert!(running_on(&cri, "pa").await.is_empty());
 }
