@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bulkhead_schemas::api::{ReplicaView, ScanSummary, WorkloadState, WorkloadView};
+use bulkhead_schemas::api::{
+    DrainMark, NodeMarks, ReplicaView, ScanSummary, WorkloadState, WorkloadView,
+};
 use bulkhead_schemas::event::{Event, EventBody, Hash};
 use bulkhead_schemas::{Resources, WorkloadSpec};
 
@@ -224,6 +226,8 @@ pub struct Projection {
     pub last_seq: u64,
     /// Interned node names.
     nodes: BTreeMap<Box<str>, Arc<str>>,
+    /// What node events say of each node.
+    marks: BTreeMap<String, NodeMarks>,
 }
 
 impl Projection {
@@ -241,6 +245,30 @@ impl Projection {
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Workload)> {
         self.workloads.iter()
+    }
+
+    /// What the log says of a node (drains, loss); default for a node it never mentioned.
+    pub fn node_marks(&self, node: &str) -> NodeMarks {
+        self.marks.get(node).copied().unwrap_or_default()
+    }
+
+    /// Applies a node event (`bulkhead.evt.node.>`, read apart from the workload events).
+    pub fn node_event(&mut self, ev: &Event) {
+        if ev.body.is_node_event() {
+            self.mark_node(&ev.subject, &ev.body);
+        }
+    }
+
+    fn mark_node(&mut self, node: &str, body: &EventBody) {
+        let m = self.marks.entry(node.to_owned()).or_default();
+        match body {
+            EventBody::Joined(_) => m.lost = false,
+            EventBody::Lost(_) => m.lost = true,
+            EventBody::Draining(_) => m.drain = Some(DrainMark::Draining),
+            EventBody::Drained(_) => m.drain = Some(DrainMark::Drained),
+            EventBody::Undrained(_) => m.drain = None,
+            _ => {}
+        }
     }
 
     /// Workloads with ids after `after`, in id order.
@@ -340,6 +368,7 @@ impl Projection {
                 return Ok(changes);
             }
             b if b.is_node_event() => {
+                self.mark_node(id, b);
                 return Err(Skip::NotWorkload);
             }
             _ => {}
@@ -584,6 +613,47 @@ mod tests {
 
     fn ev(body: EventBody) -> Event {
         Event::new("test", "w", None, body)
+    }
+
+    #[test]
+    fn node_events_mark_drains_and_losses_until_undrained_or_joined() {
+        let mut p = Projection::default();
+        let mut seq = 0;
+        let mut on = |p: &mut Projection, body: EventBody| {
+            seq += 1;
+            let r = p.apply(seq, [0; 32], &Event::new("test", "n", None, body));
+            assert!(matches!(r, Err(Skip::NotWorkload)));
+            p.node_marks("n").status()
+        };
+        let joined = || {
+            EventBody::Joined(NodeJoined {
+                capacity: Default::default(),
+                runtime_classes: vec![],
+                runtime: "sim".into(),
+            })
+        };
+        let lost = || {
+            EventBody::Lost(Lost {
+                replica: None,
+                node: "n".into(),
+                reason: "silent".into(),
+            })
+        };
+        assert_eq!(p.node_marks("n").status(), "ready", "never mentioned");
+        assert_eq!(on(&mut p, joined()), "ready");
+        assert_eq!(
+            on(&mut p, EventBody::Draining(NodeDraining { cmd_seq: 1 })),
+            "draining"
+        );
+        assert_eq!(on(&mut p, lost()), "lost+draining");
+        assert_eq!(on(&mut p, joined()), "draining", "back, still cordoned");
+        let drained = EventBody::Drained(NodeDrained {
+            reason: "empty".into(),
+        });
+        assert_eq!(on(&mut p, drained), "drained");
+        let undrained = EventBody::Undrained(NodeUndrained { cmd_seq: 2 });
+        assert_eq!(on(&mut p, undrained), "ready");
+        assert_eq!(p.node_marks("other").status(), "ready");
     }
 
     #[test]

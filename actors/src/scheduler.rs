@@ -7,8 +7,8 @@ use std::sync::Arc;
 use bulkhead_schemas::api::WorkloadState;
 use bulkhead_schemas::command::{DrainCommand, ScaleCommand, StopCommand};
 use bulkhead_schemas::event::{
-    Accepted, Event, EventBody, NodeDrained, NodeDraining, QuarantineAction, Quarantined, Rejected,
-    Scaled, ScanCompleted, ScanRequested, Scheduled, StopRequested,
+    Accepted, Event, EventBody, NodeDrained, NodeDraining, NodeUndrained, QuarantineAction,
+    Quarantined, Rejected, Scaled, ScanCompleted, ScanRequested, Scheduled, StopRequested,
 };
 use bulkhead_schemas::scan::ScanJob;
 use bulkhead_schemas::spec::{RejectCode, Rejection, parse_submission};
@@ -40,6 +40,7 @@ pub enum CommandKind {
     Stop,
     Scale,
     Drain,
+    Undrain,
 }
 
 impl CommandKind {
@@ -50,6 +51,7 @@ impl CommandKind {
             subjects::CMD_STOP => Some(CommandKind::Stop),
             subjects::CMD_SCALE => Some(CommandKind::Scale),
             subjects::CMD_DRAIN => Some(CommandKind::Drain),
+            subjects::CMD_UNDRAIN => Some(CommandKind::Undrain),
             _ => None,
         }
     }
@@ -217,8 +219,8 @@ impl SchedulerCore {
         std::mem::take(&mut self.replaced)
     }
 
-    /// An event about a node, from the log: a drain cordons it, a loss takes it out of
-    /// placement until it heartbeats again, a (re)join lifts a drain.
+    /// An event about a node, from the log: a drain cordons it (through restarts of the
+    /// node) until an undrain, a loss takes it out of placement until it heartbeats again.
     pub fn node_event(&mut self, ev: &Event) {
         let node = ev.subject.as_str();
         match &ev.body {
@@ -226,12 +228,10 @@ impl SchedulerCore {
                 self.cluster.slot_mut(node).1.cordoned = true;
                 self.generation += 1;
             }
-            EventBody::Joined(_) => {
-                if self.cluster.get(node).is_some_and(|n| n.cordoned) {
-                    self.cluster.slot_mut(node).1.cordoned = false;
-                    self.generation += 1;
-                }
+            EventBody::Undrained(_) => {
+                self.cluster.slot_mut(node).1.cordoned = false;
                 self.drained.remove(node);
+                self.generation += 1;
             }
             EventBody::Drained(_) => {
                 self.drained.insert(node.to_owned());
@@ -427,6 +427,7 @@ impl SchedulerCore {
                 CommandKind::Stop => self.decide_stop(cmd, &mut plan, &in_plan),
                 CommandKind::Scale => self.decide_scale(cmd, &mut plan, &mut overlay),
                 CommandKind::Drain => self.decide_drain(cmd, &mut plan),
+                CommandKind::Undrain => self.decide_undrain(cmd, &mut plan),
             }
         }
         plan
@@ -739,25 +740,61 @@ impl SchedulerCore {
         plan.effects.push(effect);
     }
 
-    fn decide_drain(&mut self, cmd: &Command, plan: &mut Plan) {
+    /// The node a drain or undrain command names, if it is one the scheduler knows.
+    fn drain_target(&self, cmd: &Command, what: &str, plan: &mut Plan) -> Option<String> {
         plan.commands.push((cmd.cmd_seq, None));
         let drain: DrainCommand = match serde_json::from_slice(&cmd.payload) {
             Ok(d) => d,
             Err(e) => {
                 plan.notes.push(format!(
-                    "drain command {} ignored: not {{\"node\": …}}: {e}",
+                    "{what} command {} ignored: not {{\"node\": …}}: {e}",
                     cmd.cmd_seq
                 ));
-                return;
+                return None;
             }
         };
         if self.cluster.get(&drain.node).is_none() {
             plan.notes.push(format!(
-                "drain command {} ignored: no node {}",
+                "{what} command {} ignored: no node {}",
                 cmd.cmd_seq, drain.node
+            ));
+            return None;
+        }
+        Some(drain.node)
+    }
+
+    fn decide_undrain(&mut self, cmd: &Command, plan: &mut Plan) {
+        let Some(node) = self.drain_target(cmd, "undrain", plan) else {
+            return;
+        };
+        if !self.cluster.get(&node).is_some_and(|n| n.cordoned) {
+            plan.notes.push(format!(
+                "undrain command {} ignored: node {node} is not drained",
+                cmd.cmd_seq
             ));
             return;
         }
+        plan.notes.push(format!("node {node} takes work again"));
+        self.cluster.slot_mut(&node).1.cordoned = false;
+        self.drained.remove(&node);
+        self.generation += 1;
+        let mut ev = Event::new(
+            SERVICE,
+            &node,
+            None,
+            EventBody::Undrained(NodeUndrained {
+                cmd_seq: cmd.cmd_seq,
+            }),
+        );
+        ev.traceparent = cmd.traceparent.clone();
+        plan.node_events.push((Some(cmd.cmd_seq), ev));
+    }
+
+    fn decide_drain(&mut self, cmd: &Command, plan: &mut Plan) {
+        let Some(node) = self.drain_target(cmd, "drain", plan) else {
+            return;
+        };
+        let drain = DrainCommand { node };
         plan.notes.push(format!("draining node {}", drain.node));
         self.cluster.slot_mut(&drain.node).1.cordoned = true;
         self.drained.remove(&drain.node);
@@ -2026,5 +2063,58 @@ mod failover_tests {
         // Nothing new lands on a drained node.
         let c = w.cmd(CommandKind::Submit, spec("v", 1));
         assert_eq!(starts(&c), [("b".to_owned(), 0)]);
+    }
+
+    #[test]
+    fn a_drain_outlives_a_restart_of_the_node_and_only_an_undrain_lifts_it() {
+        let mut w = World::new(&["a", "b"]);
+        w.cmd(CommandKind::Drain, serde_json::json!({"node": "a"}));
+        let plan = w.core.drain_step();
+        let c = w.run(plan);
+        assert!(c.ops.is_empty());
+        assert!(w.core.drained.contains("a"), "empty: drained at once");
+        // The node restarts: joined, heartbeats.
+        let joined = Event::new(
+            "node/a",
+            "a",
+            None,
+            EventBody::Joined(bulkhead_schemas::event::NodeJoined {
+                capacity: hb("a", 1000).capacity,
+                runtime_classes: vec![],
+                runtime: "sim".into(),
+            }),
+        );
+        w.core.node_event(&joined);
+        w.core.heartbeat(&hb("a", 1000));
+        let c = w.cmd(CommandKind::Submit, spec("v", 2));
+        assert_eq!(starts(&c), [("b".to_owned(), 0), ("b".to_owned(), 1)]);
+
+        let undrain = |w: &mut World, node: &str| {
+            w.seq += 1;
+            w.core.decide(&[Command {
+                cmd_seq: 1000 + w.seq,
+                stored_ms: 1_700_000_000_000,
+                kind: CommandKind::Undrain,
+                payload: serde_json::json!({ "node": node }).to_string().into_bytes(),
+                traceparent: None,
+            }])
+        };
+        for quiet in ["b", "nope"] {
+            let plan = undrain(&mut w, quiet);
+            assert!(
+                plan.node_events.is_empty() && plan.appends.is_empty(),
+                "{quiet}"
+            );
+            assert_eq!(plan.commands.len(), 1, "the command is settled");
+        }
+        let plan = undrain(&mut w, "a");
+        assert_eq!(plan.node_events.len(), 1);
+        assert_eq!(plan.node_events[0].1.kind(), "undrained");
+        assert_eq!(plan.node_events[0].1.subject, "a");
+        w.run(plan);
+        assert!(!w.core.cluster.get("a").unwrap().cordoned);
+        assert!(!w.core.drained.contains("a"));
+        let c = w.cmd(CommandKind::Submit, spec("u", 1));
+        assert_eq!(starts(&c), [("a".to_owned(), 0)], "the emptier node again");
     }
 }

@@ -174,6 +174,48 @@ pub struct NodeView {
     pub workloads: u32,
     /// Milliseconds since the last heartbeat.
     pub age_ms: u64,
+    /// What the log says of the node: drained or draining, and lost (since its last `joined`).
+    #[serde(default)]
+    pub marks: NodeMarks,
+}
+
+/// A node's standing in the log, beyond its heartbeats.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeMarks {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainMark>,
+    /// Declared lost and not joined since.
+    #[serde(default)]
+    pub lost: bool,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainMark {
+    /// Cordoned; its replicas are moving off.
+    Draining,
+    /// Cordoned and empty.
+    Drained,
+}
+
+impl NodeMarks {
+    /// One word for listings: `lost`, `draining`, `drained` (joined by `+`), else `ready`.
+    pub fn status(&self) -> String {
+        let mut words = Vec::new();
+        if self.lost {
+            words.push("lost");
+        }
+        match self.drain {
+            Some(DrainMark::Draining) => words.push("draining"),
+            Some(DrainMark::Drained) => words.push("drained"),
+            None => {}
+        }
+        if words.is_empty() {
+            "ready".into()
+        } else {
+            words.join("+")
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]

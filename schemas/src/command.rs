@@ -26,6 +26,7 @@ pub struct ScaleCommand {
 }
 
 /// `bulkhead.cmd.drain`: move every replica off a node and place nothing new there.
+/// `bulkhead.cmd.undrain` takes the same body and lets the node take work again.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DrainCommand {

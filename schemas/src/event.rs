@@ -65,6 +65,7 @@ pub enum EventBody {
     Joined(NodeJoined),
     Draining(NodeDraining),
     Drained(NodeDrained),
+    Undrained(NodeUndrained),
 }
 
 impl EventBody {
@@ -88,10 +89,11 @@ impl EventBody {
             EventBody::Joined(_) => "joined",
             EventBody::Draining(_) => "draining",
             EventBody::Drained(_) => "drained",
+            EventBody::Undrained(_) => "undrained",
         }
     }
 
-    pub const KINDS: [&'static str; 17] = [
+    pub const KINDS: [&'static str; 18] = [
         "accepted",
         "rejected",
         "scheduled",
@@ -109,13 +111,17 @@ impl EventBody {
         "joined",
         "draining",
         "drained",
+        "undrained",
     ];
 
     /// Whether the event is about a node (`bulkhead.evt.node.<node>.<type>`).
     pub fn is_node_event(&self) -> bool {
         matches!(
             self,
-            EventBody::Joined(_) | EventBody::Draining(_) | EventBody::Drained(_)
+            EventBody::Joined(_)
+                | EventBody::Draining(_)
+                | EventBody::Drained(_)
+                | EventBody::Undrained(_)
         ) || matches!(self, EventBody::Lost(l) if l.replica.is_none())
     }
 }
@@ -290,7 +296,7 @@ pub struct NodeJoined {
 }
 
 /// `bulkhead.cmd.drain` took effect: nothing new is placed on the node and its replicas
-/// move off it one by one. A later `joined` (the node restarted) lifts it.
+/// move off it one by one. It outlives a restart of the node; only `undrained` lifts it.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct NodeDraining {
     pub cmd_seq: u64,
@@ -300,6 +306,13 @@ pub struct NodeDraining {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct NodeDrained {
     pub reason: String,
+}
+
+/// `bulkhead.cmd.undrain` took effect: the node takes new placements again (replicas moved
+/// off it stay where they went).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct NodeUndrained {
+    pub cmd_seq: u64,
 }
 
 /// SHA-256 of an event's stored bytes: what the next event's `prev` names.

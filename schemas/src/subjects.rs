@@ -1,10 +1,11 @@
 //! Every NATS subject, stream, consumer and bucket name of the public contract, in one place.
 
-/// Commands from users: submissions, stops, scales (stream [`CMD_STREAM`]).
+/// Commands from users: submissions, stops, scales, drains (stream [`CMD_STREAM`]).
 pub const CMD_SUBMIT: &str = "bulkhead.cmd.submit";
 pub const CMD_STOP: &str = "bulkhead.cmd.stop";
 pub const CMD_SCALE: &str = "bulkhead.cmd.scale";
 pub const CMD_DRAIN: &str = "bulkhead.cmd.drain";
+pub const CMD_UNDRAIN: &str = "bulkhead.cmd.undrain";
 pub const CMD_ALL: &str = "bulkhead.cmd.>";
 
 /// The event log (stream [`EVT_STREAM`]).

@@ -28,6 +28,7 @@ pub struct ApiHandle {
 pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
     let (rebuilt, mut follower) = Follower::rebuild(bus).await?;
     let model = Arc::new(RwLock::new(rebuilt));
+    let bus_for_nodes = bus.clone();
     let m = model.clone();
     let follow_task = tokio::spawn(async move {
         while let Some(batch) = follower.rx.recv().await {
@@ -36,6 +37,15 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
                 let _ = p.apply(s.seq, s.hash, &s.event);
             }
         }
+    });
+    // Drains and losses, for the nodes listing.
+    let m = model.clone();
+    let node_events_task = tokio::spawn(async move {
+        crate::follow::read_events(&bus_for_nodes, subjects::EVT_NODES, "node events", |ev| {
+            m.write().expect("lock").node_event(&ev);
+            true
+        })
+        .await
     });
     let service = bus
         .client
@@ -85,6 +95,7 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
     Ok(ApiHandle {
         _tasks: vec![
             AbortOnDrop(follow_task),
+            AbortOnDrop(node_events_task),
             AbortOnDrop(get_task),
             AbortOnDrop(list_task),
             AbortOnDrop(nodes_task),
@@ -214,6 +225,7 @@ async fn nodes_list(model: &RwLock<Projection>, kv: &async_nats::jetstream::kv::
                     })
                     .unwrap_or(u64::MAX);
             NodeView {
+                marks: p.node_marks(&hb.name),
                 heartbeat: hb,
                 allocated,
                 workloads,

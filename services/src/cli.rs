@@ -272,16 +272,24 @@ pub async fn nodes(bus: &Bus, json: bool) -> anyhow::Result<i32> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<20} {:<5} {:<22} {:>16} {:>16} {:>9} {:>8}",
-        "NODE", "RT", "CLASSES", "MEM MiB used/cap", "CPU m used/cap", "WORKLOADS", "AGE ms"
+        "{:<20} {:<14} {:<5} {:<22} {:>16} {:>16} {:>9} {:>8}",
+        "NODE",
+        "STATUS",
+        "RT",
+        "CLASSES",
+        "MEM MiB used/cap",
+        "CPU m used/cap",
+        "WORKLOADS",
+        "AGE ms"
     )?;
     for n in &reply.nodes {
         let hb = &n.heartbeat;
         let classes: Vec<&str> = hb.runtime_classes.iter().map(|c| c.as_str()).collect();
         writeln!(
             out,
-            "{:<20} {:<5} {:<22} {:>16} {:>16} {:>9} {:>8}",
+            "{:<20} {:<14} {:<5} {:<22} {:>16} {:>16} {:>9} {:>8}",
             hb.name,
+            n.marks.status(),
             hb.runtime,
             classes.join(","),
             format!("{}/{}", n.allocated.memory_mb, hb.capacity.memory_mb),
@@ -408,8 +416,8 @@ pub async fn scale(bus: &Bus, id: &str, replicas: u32) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-/// `bulkhead node drain NODE`: publishes a drain command.
-pub async fn drain(bus: &Bus, node: &str) -> anyhow::Result<i32> {
+/// `bulkhead node drain NODE` (`drain`) or `bulkhead node undrain NODE`: publishes the command.
+pub async fn drain(bus: &Bus, node: &str, drain: bool) -> anyhow::Result<i32> {
     anyhow::ensure!(
         subjects::is_valid_token(node),
         "node name {node:?} must be 1-64 characters of [A-Za-z0-9_-]"
@@ -417,13 +425,19 @@ pub async fn drain(bus: &Bus, node: &str) -> anyhow::Result<i32> {
     let payload = serde_json::to_vec(&bulkhead_schemas::command::DrainCommand {
         node: node.to_owned(),
     })?;
-    bus.js
-        .publish(subjects::CMD_DRAIN, payload.into())
-        .await?
-        .await?;
-    println!(
-        "drain of {node} requested: follow it with `bulkhead events --type draining,scheduled,stopped,drained`"
-    );
+    let subject = if drain {
+        subjects::CMD_DRAIN
+    } else {
+        subjects::CMD_UNDRAIN
+    };
+    bus.js.publish(subject, payload.into()).await?.await?;
+    if drain {
+        println!(
+            "drain of {node} requested: follow it with `bulkhead events --type draining,scheduled,stopped,drained`"
+        );
+    } else {
+        println!("undrain of {node} requested: `bulkhead nodes` shows it ready once it takes work");
+    }
     Ok(exit::OK)
 }
 

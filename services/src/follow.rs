@@ -1,5 +1,6 @@
 //! Reads the event log in stream order: first up to its current end (rebuilding a
-//! projection), then live, in batches of whatever has arrived.
+//! projection), then live, in batches of whatever has arrived; or one subject filter of it,
+//! event by event.
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use bulkhead_actors::log::Stored;
@@ -119,5 +120,38 @@ impl Follower {
             }
         }
         n
+    }
+}
+
+/// Feeds `each` every event on `filter`, from the start of the log, then live, until it
+/// returns false (the receiver is gone).
+pub async fn read_events(bus: &Bus, filter: &str, what: &str, mut each: impl FnMut(Event) -> bool) {
+    let consumer = async {
+        bus.js
+            .get_stream(subjects::EVT_STREAM)
+            .await?
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: filter.into(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    let mut messages = match consumer.await {
+        Ok(c) => match c.messages().await {
+            Ok(m) => m,
+            Err(e) => return warn!(error = %e, "cannot read {what}"),
+        },
+        Err(e) => return warn!(error = %e, "cannot read {what}"),
+    };
+    while let Some(m) = messages.next().await {
+        let Ok(m) = m else { continue };
+        let Ok(ev) = Event::parse(&m.payload) else {
+            continue;
+        };
+        if !each(ev) {
+            return;
+        }
     }
 }

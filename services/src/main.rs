@@ -185,8 +185,10 @@ enum Cmd {
 #[derive(Subcommand)]
 enum NodeAction {
     /// Move every replica off NODE, one at a time (each new copy runs before the old one
-    /// stops), and place nothing new there until the node restarts.
+    /// stops), and place nothing new there until `undrain` (a restart of the node keeps it).
     Drain { node: String },
+    /// Let a drained (or draining) NODE take new placements again.
+    Undrain { node: String },
 }
 
 #[derive(Args, Clone)]
@@ -536,7 +538,18 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Node {
             action: Some(NodeAction::Drain { node }),
             ..
-        } => cli::drain(&Bus::connect(&cli.nats, "bulkhead-cli").await?, &node).await,
+        } => cli::drain(&Bus::connect(&cli.nats, "bulkhead-cli").await?, &node, true).await,
+        Cmd::Node {
+            action: Some(NodeAction::Undrain { node }),
+            ..
+        } => {
+            cli::drain(
+                &Bus::connect(&cli.nats, "bulkhead-cli").await?,
+                &node,
+                false,
+            )
+            .await
+        }
         Cmd::Scale { id, replicas } => {
             cli::scale(
                 &Bus::connect(&cli.nats, "bulkhead-cli").await?,

@@ -51,23 +51,12 @@ pub async fn start<R: ContainerRuntime>(
         config.name
     );
     let name = config.name.clone();
-    let joined = Event::new(
-        &format!("node/{name}"),
-        &name,
-        None,
-        EventBody::Joined(NodeJoined {
-            capacity: config.capacity,
-            runtime_classes: runtime.runtime_classes(),
-            runtime: runtime.kind().into(),
-        }),
-    );
-    bus.js
-        .publish(
-            subjects::node_event(&name, "joined"),
-            joined.seal().0.into(),
-        )
-        .await?
-        .await?;
+    let hello = NodeJoined {
+        capacity: config.capacity,
+        runtime_classes: runtime.runtime_classes(),
+        runtime: runtime.kind().into(),
+    };
+    announce(bus, &name, &hello).await?;
     let sink = KvHeartbeat::new(bus).await?;
     let (actor, _) = Actor::spawn(
         None,
@@ -155,6 +144,7 @@ pub async fn start<R: ContainerRuntime>(
     let lost_task = tokio::spawn(reconcile_when_lost(
         bus.clone(),
         name.clone(),
+        hello,
         actor.clone(),
     ));
     info!(node = %name, "node up");
@@ -170,9 +160,25 @@ pub async fn start<R: ContainerRuntime>(
     })
 }
 
+/// Appends the node's `joined` event: it is up (or back) with this capacity.
+async fn announce(bus: &Bus, name: &str, hello: &NodeJoined) -> anyhow::Result<()> {
+    let joined = Event::new(
+        &format!("node/{name}"),
+        name,
+        None,
+        EventBody::Joined(hello.clone()),
+    );
+    bus.js
+        .publish(subjects::node_event(name, "joined"), joined.seal().0.into())
+        .await?
+        .await?;
+    Ok(())
+}
+
 /// A node declared lost while it still runs (a pause, a partition) learns it from its own
-/// `lost` event and reconciles again: copies replaced elsewhere meanwhile are removed.
-async fn reconcile_when_lost(bus: Bus, name: String, actor: ActorRef<NodeMsg>) {
+/// `lost` event, reconciles again (copies replaced elsewhere meanwhile are removed) and
+/// says it is back with a new `joined`.
+async fn reconcile_when_lost(bus: Bus, name: String, hello: NodeJoined, actor: ActorRef<NodeMsg>) {
     let mut sub = match bus
         .client
         .subscribe(subjects::node_event(&name, "lost"))
@@ -203,6 +209,11 @@ async fn reconcile_when_lost(bus: Bus, name: String, actor: ActorRef<NodeMsg>) {
                     "reconciled after being declared lost"),
                 Ok(Err(e)) => warn!(node = %name, error = %e, "reconciling failed"),
                 Err(_) => return,
+            }
+            if pass.is_zero()
+                && let Err(e) = announce(&bus, &name, &hello).await
+            {
+                warn!(node = %name, error = %e, "cannot say the node is back");
             }
         }
     }

@@ -10,14 +10,14 @@ use bulkhead_actors::scan_policy::ScanPolicy;
 use bulkhead_actors::scheduler::{Command, CommandKind, Disposition, SchedulerCore};
 use bulkhead_actors::scheduler_actor::{OpsSink, SchedulerActor, SchedulerArgs, SchedulerMsg};
 use bulkhead_actors::trace;
-use bulkhead_schemas::event::{Event, EventBody};
+use bulkhead_schemas::event::EventBody;
 use bulkhead_schemas::{NodeHeartbeat, subjects};
 use futures::StreamExt;
 use ractor::{Actor, ActorRef};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::bus::{Bus, NatsOps, Topology};
-use crate::follow::Follower;
+use crate::follow::{Follower, read_events};
 use crate::lease::{Lease, StopOnDrop};
 
 #[derive(Clone, Debug)]
@@ -135,6 +135,7 @@ async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyho
                 subjects::CMD_STOP.into(),
                 subjects::CMD_SCALE.into(),
                 subjects::CMD_DRAIN.into(),
+                subjects::CMD_UNDRAIN.into(),
             ],
             ack_policy: AckPolicy::Explicit,
             ack_wait: cfg.ack_wait,
@@ -262,40 +263,6 @@ async fn watch_node_events(bus: Bus, actor: ActorRef<SchedulerMsg>) {
             .is_ok()
     })
     .await;
-}
-
-/// Feeds `each` every event on `filter`, from the start of the log, then live, until it
-/// returns false (the receiver is gone).
-async fn read_events(bus: &Bus, filter: &str, what: &str, mut each: impl FnMut(Event) -> bool) {
-    use async_nats::jetstream::consumer::DeliverPolicy;
-    let consumer = async {
-        bus.js
-            .get_stream(subjects::EVT_STREAM)
-            .await?
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: filter.into(),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(anyhow::Error::from)
-    };
-    let mut messages = match consumer.await {
-        Ok(c) => match c.messages().await {
-            Ok(m) => m,
-            Err(e) => return warn!(error = %e, "cannot read {what}"),
-        },
-        Err(e) => return warn!(error = %e, "cannot read {what}"),
-    };
-    while let Some(m) = messages.next().await {
-        let Ok(m) = m else { continue };
-        let Ok(ev) = Event::parse(&m.payload) else {
-            continue;
-        };
-        if !each(ev) {
-            return;
-        }
-    }
 }
 
 /// Watches the nodes bucket: heartbeats go to the actor; a node silent for three

@@ -8,6 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bulkhead_schemas::api::WorkloadState;
 use bulkhead_schemas::event::{Event, EventBody};
 use bulkhead_schemas::{parse_rfc3339_ms, subjects};
 use common::*;
@@ -325,7 +326,8 @@ async fn scale_and_drain_keep_the_replica_count() {
     let mut env = env().await;
     env.spawn("scheduler", &["scheduler"]);
     env.spawn("failover", &["failover"]);
-    env.spawn("n1", &node_args("n1", "200"));
+    env.spawn("api", &["api"]);
+    let n1 = env.spawn("n1", &node_args("n1", "200"));
     let mut s = spec(Some("web"));
     s["replicas"] = 2.into();
     env.natspy_pub(subjects::CMD_SUBMIT, s.to_string().as_bytes(), None);
@@ -397,7 +399,18 @@ async fn scale_and_drain_keep_the_replica_count() {
             assert_eq!(nodes, &["n2"], "replica {replica} ends on n2 only");
         }
     }
-    // Nothing new lands on the drained node.
+    wait_until("the API to show n1 drained", LONG, async || {
+        node_status(&env, "n1") == "drained"
+    })
+    .await;
+
+    // Nothing new lands on the drained node, even once it has restarted.
+    env.sigkill(n1);
+    env.spawn("n1-again", &node_args("n1", "200"));
+    wait_until("n1 to join again", LONG, async || {
+        env.events("bulkhead.evt.node.n1.joined").await.len() == 2
+    })
+    .await;
     env.natspy_pub(
         subjects::CMD_SUBMIT,
         spec(Some("later")).to_string().as_bytes(),
@@ -407,10 +420,71 @@ async fn scale_and_drain_keep_the_replica_count() {
         by.get("later").is_some_and(|k| done(k))
     })
     .await;
-    let later = &workload_events(&env).await["later"];
-    assert!(
-        later
-            .iter()
-            .any(|e| matches!(&e.body, EventBody::Scheduled(s) if s.node == "n2"))
+    assert_eq!(nodes_of(&workload_events(&env).await["later"]), ["n2"]);
+    assert_eq!(
+        node_status(&env, "n1"),
+        "drained",
+        "a restart keeps the drain"
     );
+
+    // Undrained (with the CLI), n1 takes work again: draining n2 moves everything to n1.
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["--nats", &env.server.url, "node", "undrain", "n1"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_until("the API to show n1 ready", LONG, async || {
+        node_status(&env, "n1") == "ready"
+    })
+    .await;
+    assert_eq!(env.events("bulkhead.evt.node.n1.undrained").await.len(), 1);
+    env.natspy_pub(subjects::CMD_DRAIN, br#"{"node":"n2"}"#, None);
+    wait_until("n2 drained", LONG, async || {
+        !env.events("bulkhead.evt.node.n2.drained").await.is_empty()
+    })
+    .await;
+    for id in ["web", "later"] {
+        let view: bulkhead_schemas::api::WorkloadView =
+            serde_json::from_str(&env.natspy_req(subjects::API_WORKLOADS_GET, id).unwrap())
+                .unwrap();
+        let running: Vec<_> = view
+            .replicas
+            .iter()
+            .take(view.desired as usize)
+            .map(|r| (r.state, r.node.as_deref()))
+            .collect();
+        let on_n1 = (WorkloadState::Running, Some("n1"));
+        assert!(running.iter().all(|r| *r == on_n1), "{id}: {running:?}");
+    }
+    // Undraining a node that is not drained writes nothing.
+    env.natspy_pub(subjects::CMD_UNDRAIN, br#"{"node":"n1"}"#, None);
+    env.natspy_pub(subjects::CMD_UNDRAIN, br#"{"node":"n2"}"#, None);
+    wait_until("n2 ready", LONG, async || {
+        node_status(&env, "n2") == "ready"
+    })
+    .await;
+    assert_eq!(env.events("bulkhead.evt.node.n1.undrained").await.len(), 1);
+}
+
+/// The nodes a workload's replicas were scheduled on, in log order.
+fn nodes_of(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Scheduled(s) => Some(s.node.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A node's status as `bulkhead.api.nodes.list` gives it.
+fn node_status(env: &Env, node: &str) -> String {
+    let reply: bulkhead_schemas::api::NodesReply =
+        serde_json::from_str(&env.natspy_req(subjects::API_NODES_LIST, "").unwrap()).unwrap();
+    reply
+        .nodes
+        .iter()
+        .find(|n| n.heartbeat.name == node)
+        .map(|n| n.marks.status())
+        .unwrap_or_default()
 }
