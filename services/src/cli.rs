@@ -458,7 +458,7 @@ pub async fn scan(
         db_path.display(),
         loaded.skipped
     );
-    let reg = registry::Registry::new(registry_credentials())?;
+    let reg = registry::Registry::new(registry_credentials()?)?;
     let report = crate::scan::scan_image(&reg, &image, &loaded.db, |p| match p {
         Progress::Resolved { digest, layers } => {
             eprintln!("{image}: {digest}, {layers} layers")
@@ -478,12 +478,12 @@ pub async fn scan(
     Ok(fail_code(&report.verdict, fail_on))
 }
 
-/// `BULKHEAD_REGISTRY_AUTH=user:password`, for registries that ask.
-pub fn registry_credentials() -> crate::scan::registry::Credentials {
-    crate::scan::registry::Credentials {
-        basic: std::env::var("BULKHEAD_REGISTRY_AUTH")
-            .ok()
-            .and_then(|v| v.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))),
+/// `BULKHEAD_REGISTRY_AUTH=HOST=user:password[,…]`, for registries that ask.
+pub fn registry_credentials() -> anyhow::Result<crate::scan::registry::Credentials> {
+    use crate::scan::registry::{AUTH_VAR, Credentials};
+    match std::env::var(AUTH_VAR) {
+        Ok(v) => Credentials::parse(&v).map_err(anyhow::Error::msg),
+        Err(_) => Ok(Credentials::default()),
     }
 }
 

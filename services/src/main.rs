@@ -132,7 +132,7 @@ enum Cmd {
     },
     /// Scan an image from its registry against an offline OSV database (a directory of
     /// advisory JSON files or an OSV all.zip). Exit 6 with --fail-on when a finding is at or
-    /// above that severity. Registry credentials: BULKHEAD_REGISTRY_AUTH=user:password.
+    /// above that severity. Registry credentials: BULKHEAD_REGISTRY_AUTH=HOST=user:password[,…].
     Scan {
         image: String,
         /// Scan here against this database; without it, the scan workers do the job.
@@ -412,7 +412,7 @@ async fn start_scanner(
     let mut cfg =
         worker::WorkerConfig::new(id.unwrap_or_else(|| format!("scanner-{}", std::process::id())));
     cfg.lru_bytes = lru_mib * 1024 * 1024;
-    cfg.credentials = cli::registry_credentials();
+    cfg.credentials = cli::registry_credentials()?;
     cfg.trivy = trivy;
     // Test hook: a pause before each layer makes a scan last long enough to kill it.
     if let Some(ms) = std::env::var("BULKHEAD_SCAN_LAYER_DELAY_MS")

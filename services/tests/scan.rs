@@ -622,9 +622,17 @@ fn a_registry_that_asks_for_credentials_gets_them() {
     assert_eq!(anonymous.status.code(), Some(1));
     let said = String::from_utf8_lossy(&anonymous.stderr);
     assert!(said.contains("asks for a user and password"), "{said}");
-    let wrong = run(Some("scanuser:wrong"));
+    let wrong = run(Some(&format!("{reg}=scanuser:wrong")));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
-    let ok = run(Some(&creds));
+    // Credentials for another registry are not offered to this one; unscoped ones are refused.
+    let elsewhere = run(Some(&format!("127.0.0.1:1={creds}")));
+    let said = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(said.contains("asks for a user and password"), "{said}");
+    let unscoped = run(Some(&creds));
+    assert_eq!(unscoped.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&unscoped.stderr);
+    assert!(said.contains("HOST=user:password"), "{said}");
+    let ok = run(Some(&format!("{reg}={creds}")));
     assert!(
         ok.status.success(),
         "{}",
@@ -730,12 +738,20 @@ fn a_registry_that_wants_a_bearer_token_gets_one_from_its_token_server() {
         said.contains("401") && said.contains("BULKHEAD_REGISTRY_AUTH"),
         "{said}"
     );
-    let wrong = run(Some("scanuser:wrong"));
+    let wrong = run(Some(&format!("{reg}=scanuser:wrong")));
     assert_eq!(wrong.status.code(), Some(1));
     let said = String::from_utf8_lossy(&wrong.stderr);
     assert!(said.contains("the credentials were refused"), "{said}");
-    assert_eq!(issued(), before, "no token for wrong credentials");
-    let ok = run(Some(&creds));
+    // The token service of a registry gets that registry's credentials only.
+    let elsewhere = run(Some(&format!("127.0.0.1:1={creds}")));
+    let said = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(said.contains("it wants a user and password"), "{said}");
+    assert_eq!(
+        issued(),
+        before,
+        "no token for wrong or missing credentials"
+    );
+    let ok = run(Some(&format!("{reg}={creds}")));
     assert!(
         ok.status.success(),
         "{}",

@@ -167,10 +167,49 @@ pub struct ResolvedImage {
     pub layers: Vec<Layer>,
 }
 
-/// Credentials for registries that ask (`user:password`).
-#[derive(Clone, Debug, Default)]
+/// Credentials for registries that ask, each for one registry (`host[:port]`): a
+/// registry is never sent another's password, however an image reference names it.
+#[derive(Clone, Default)]
 pub struct Credentials {
-    pub basic: Option<(String, String)>,
+    by_registry: HashMap<String, (String, String)>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts: Vec<&String> = self.by_registry.keys().collect();
+        f.debug_struct("Credentials").field("for", &hosts).finish()
+    }
+}
+
+/// The variable holding credentials: `HOST=user:password`, entries separated by commas.
+pub const AUTH_VAR: &str = "BULKHEAD_REGISTRY_AUTH";
+
+impl Credentials {
+    /// Parses `HOST=user:password[,HOST2=user:password]` (a password holds no comma).
+    pub fn parse(s: &str) -> Result<Credentials, String> {
+        let mut by_registry = HashMap::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let parsed = entry.split_once('=').and_then(|(host, cred)| {
+                let (user, password) = cred.split_once(':')?;
+                (!host.is_empty() && !host.contains('/') && !user.is_empty())
+                    .then(|| (host.to_owned(), (user.to_owned(), password.to_owned())))
+            });
+            let Some((host, cred)) = parsed else {
+                return Err(format!(
+                    "{AUTH_VAR}: an entry is not HOST=user:password (name the registry the \
+                     credentials are for, e.g. registry.example:5000=ci:secret; they are sent \
+                     to that registry only)"
+                ));
+            };
+            by_registry.insert(host, cred);
+        }
+        Ok(Credentials { by_registry })
+    }
+
+    /// The user and password for `registry` (`host[:port]` as the image reference names it).
+    pub fn for_registry(&self, registry: &str) -> Option<&(String, String)> {
+        self.by_registry.get(registry)
+    }
 }
 
 pub struct Registry {
@@ -234,7 +273,10 @@ impl Registry {
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            let auth = self.answer(&challenge, &scope).await.map_err(|e| err(&e))?;
+            let auth = self
+                .answer(&image.registry, &challenge, &scope)
+                .await
+                .map_err(|e| err(&e))?;
             if let Some(t) = auth.strip_prefix("Bearer ") {
                 self.tokens.lock().expect("lock").insert(key, t.to_owned());
             }
@@ -256,16 +298,17 @@ impl Registry {
         Ok(resp)
     }
 
-    /// The `Authorization` value answering a `WWW-Authenticate` challenge.
-    async fn answer(&self, challenge: &str, scope: &str) -> Result<String, String> {
+    /// The `Authorization` value answering `registry`'s `WWW-Authenticate` challenge: the
+    /// credentials configured for that registry go to it (Basic) or to the token service
+    /// it names (Bearer), as docker and containerd do; no others go anywhere.
+    async fn answer(&self, registry: &str, challenge: &str, scope: &str) -> Result<String, String> {
         let (scheme, params) = parse_challenge(challenge);
+        let creds = self.creds.for_registry(registry);
         match scheme.to_ascii_lowercase().as_str() {
             "basic" => {
-                let (u, p) = self
-                    .creds
-                    .basic
-                    .as_ref()
-                    .ok_or("the registry asks for a user and password (set BULKHEAD_REGISTRY_AUTH=user:password)")?;
+                let (u, p) = creds.ok_or_else(|| {
+                    format!("the registry asks for a user and password (set {AUTH_VAR}={registry}=user:password)")
+                })?;
                 Ok(format!("Basic {}", base64(&format!("{u}:{p}"))))
             }
             "bearer" => {
@@ -279,17 +322,17 @@ impl Registry {
                 let url = reqwest::Url::parse_with_params(realm, &query)
                     .map_err(|e| format!("token realm {realm}: {e}"))?;
                 let mut req = self.http.get(url);
-                if let Some((u, p)) = &self.creds.basic {
+                if let Some((u, p)) = creds {
                     req = req.basic_auth(u, Some(p));
                 }
                 let resp = req.send().await.map_err(|e| e.to_string())?;
                 if !resp.status().is_success() {
-                    let hint = match (resp.status().as_u16(), &self.creds.basic) {
-                        (401 | 403, None) => {
-                            " (it wants a user and password: set BULKHEAD_REGISTRY_AUTH=user:password)"
-                        }
-                        (401 | 403, Some(_)) => " (the credentials were refused)",
-                        _ => "",
+                    let hint = match (resp.status().as_u16(), creds) {
+                        (401 | 403, None) => format!(
+                            " (it wants a user and password: set {AUTH_VAR}={registry}=user:password)"
+                        ),
+                        (401 | 403, Some(_)) => " (the credentials were refused)".into(),
+                        _ => String::new(),
                     };
                     return Err(format!("token service {realm}: {}{hint}", resp.status()));
                 }
@@ -497,6 +540,33 @@ mod tests {
             (s.as_str(), p["realm"].as_str()),
             ("Basic", "Registry Realm")
         );
+    }
+
+    #[test]
+    fn credentials_are_scoped_to_the_registry_they_name() {
+        let c = Credentials::parse("127.0.0.1:5000=ci:s3:cr=t, reg.example=bob:pw").unwrap();
+        assert_eq!(
+            c.for_registry("127.0.0.1:5000"),
+            Some(&("ci".to_owned(), "s3:cr=t".to_owned()))
+        );
+        assert_eq!(
+            c.for_registry("reg.example").map(|c| c.0.as_str()),
+            Some("bob")
+        );
+        assert_eq!(c.for_registry("127.0.0.1:5001"), None);
+        assert_eq!(c.for_registry("evil.example"), None);
+        assert!(!format!("{c:?}").contains("pw"), "Debug shows no password");
+        assert!(Credentials::parse("").unwrap().for_registry("x").is_none());
+        for bad in [
+            "user:password",
+            "=u:p",
+            "host=nocolon",
+            "host=:p",
+            "a/b=u:p",
+        ] {
+            let e = Credentials::parse(bad).unwrap_err();
+            assert!(e.contains("HOST=user:password"), "{bad}: {e}");
+        }
     }
 
     #[test]
