@@ -114,6 +114,30 @@ zstd_variant() {
     "$oci/index.json" >"$oci/index.tmp" && mv "$oci/index.tmp" "$oci/index.json"
 }
 
+# Adds tag `<tag>-multi` to an OCI layout: an image index whose entry for this machine's
+# platform is image `<tag>` and whose entry for linux/s390x is image `<other>`.
+index_variant() {
+  local oci=$1 tag=$2 other=$3 arch entry
+  case "$(uname -m)" in
+  x86_64) arch=amd64 ;;
+  aarch64) arch=arm64 ;;
+  *) arch=$(uname -m) ;;
+  esac
+  entry() {
+    jq -c --arg t "$1" --arg a "$2" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t)
+      | {mediaType, digest, size, platform: {os: "linux", architecture: $a}}' "$oci/index.json"
+  }
+  jq -n -c --argjson a "$(entry "$other" s390x)" --argjson b "$(entry "$tag" "$arch")" \
+    '{schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: [$a, $b]}' >"$oci/multi.tmp"
+  local sum size
+  sum=$(sha256sum "$oci/multi.tmp" | cut -d' ' -f1)
+  size=$(stat -c %s "$oci/multi.tmp")
+  mv "$oci/multi.tmp" "$oci/blobs/sha256/$sum"
+  jq --arg d "sha256:$sum" --argjson s "$size" --arg t "$tag-multi" \
+    '.manifests += [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": $d, "size": $s, "annotations": {"org.opencontainers.image.ref.name": $t}}]' \
+    "$oci/index.json" >"$oci/index.tmp" && mv "$oci/index.tmp" "$oci/index.json"
+}
+
 # Images for the scanner: real Debian and Alpine package databases in layers, where a
 # later layer removes packages (a rewritten status file, a whiteout), pushed to the
 # loopback registry (gzip, and zstd for Debian).
@@ -173,11 +197,13 @@ o:musl'
   rm -rf "$b"
 
   zstd_variant "$oci" deb
+  index_variant "$oci" deb apk
   local to="docker://127.0.0.1:$port/bulkhead"
   skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:deb" "$to/debian-vuln:1"
   skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:deb-zstd" "$to/debian-vuln:zstd"
   skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:deb-app" "$to/debian-app:1"
   skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$oci:apk" "$to/alpine-vuln:1"
+  skopeo --insecure-policy copy -q --all --dest-tls-verify=false "oci:$oci:deb-multi" "$to/debian-multi:1"
 }
 
 start() {

@@ -81,6 +81,26 @@ fn debian_image_findings_skip_packages_a_later_layer_removed() {
 }
 
 #[test]
+fn an_image_index_resolves_to_this_platform_and_digests_are_checked() {
+    // debian-multi:1 is an OCI index: this machine's platform → the Debian image, linux/s390x
+    // → the Alpine one.
+    let (_, plain, _) = scan("debian-vuln:1", &[]);
+    let (code, multi, stderr) = scan("debian-multi:1", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(multi["verdict"]["ecosystem"], "Debian:12", "{stderr}");
+    assert_eq!(findings(&multi), findings(&plain));
+    let digest = plain["digest"].as_str().expect("digest");
+    assert_eq!(
+        multi["digest"], digest,
+        "the platform manifest, not the index"
+    );
+    // By digest: fetched and checked against it.
+    let (code, pinned, stderr) = scan(&format!("debian-vuln@{digest}"), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(pinned["digest"], digest);
+}
+
+#[test]
 fn alpine_image_uses_origins_ignores_withdrawn_and_last_affected_bounds() {
     let (code, report, stderr) = scan("alpine-vuln:1", &["--fail-on", "high"]);
     // busybox is vulnerable; libcrypto3 (origin openssl) was removed by the second layer;

@@ -109,7 +109,8 @@ pub async fn inventory(
         };
         let plain: Box<dyn Read> = match compression {
             Compression::None => Box::new(source),
-            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(source)),
+            // Every member: eStargz and other seekable layers are many gzip members in a row.
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(source)),
             Compression::Zstd => Box::new(
                 ruzstd::decoding::StreamingDecoder::new(source)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?,
@@ -204,6 +205,24 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, LayerError::DiffId { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_gzip_layer_of_many_members_is_read_whole() {
+        // As eStargz writes them: the tar cut in two, each part its own gzip member.
+        let tar = layer_tar();
+        let mut gz = Vec::new();
+        for part in [&tar[..700], &tar[700..]] {
+            let mut m = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut m, part).unwrap();
+            gz.extend(m.finish().unwrap());
+        }
+        let mt = "application/vnd.oci.image.layer.v1.tar+gzip";
+        let (inv, stats) = inventory("sha256:x", &diff_id(&tar), mt, chunks(gz))
+            .await
+            .unwrap();
+        assert_eq!(inv.files.len(), 1);
+        assert_eq!(stats.uncompressed_bytes, tar.len() as u64);
     }
 
     #[tokio::test]

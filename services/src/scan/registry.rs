@@ -167,6 +167,21 @@ pub struct ResolvedImage {
     pub layers: Vec<Layer>,
 }
 
+/// Whether `body` is the content `digest` (`sha256:<hex>`) names.
+fn check_digest(digest: &str, body: &[u8]) -> Result<(), String> {
+    let Some(want) = digest.strip_prefix("sha256:") else {
+        return Err(format!("unsupported digest {digest} (sha256 only)"));
+    };
+    let got = hex::encode(Sha256::digest(body));
+    if got.eq_ignore_ascii_case(want) {
+        Ok(())
+    } else {
+        Err(format!(
+            "content does not match its digest: asked for {digest}, got sha256:{got}"
+        ))
+    }
+}
+
 /// Credentials for registries that ask, each for one registry (`host[:port]`): a
 /// registry is never sent another's password, however an image reference names it.
 #[derive(Clone, Default)]
@@ -360,6 +375,12 @@ impl Registry {
             reason: e.to_string(),
         })?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+        if reference.starts_with("sha256:") {
+            check_digest(reference, &body).map_err(|reason| RegistryError::Format {
+                what: format!("manifest {url}"),
+                reason,
+            })?;
+        }
         let doc = serde_json::from_slice(&body).map_err(|e| RegistryError::Format {
             what: format!("manifest {url}"),
             reason: e.to_string(),
@@ -397,15 +418,23 @@ impl Registry {
             reason: "no config".into(),
         })?;
         let url = format!("{}/blobs/{}", Self::base(image), config.digest);
-        let cfg: ConfigDoc = self
+        let body = self
             .get(image, &url, "*/*")
             .await?
-            .json()
+            .bytes()
             .await
-            .map_err(|e| RegistryError::Format {
-                what: format!("config of {image}"),
+            .map_err(|e| RegistryError::Http {
+                url: url.clone(),
                 reason: e.to_string(),
             })?;
+        // The diffIDs that check every layer come from here: the config must be the one
+        // the manifest names.
+        let bad = |reason: String| RegistryError::Format {
+            what: format!("config of {image}"),
+            reason,
+        };
+        check_digest(&config.digest, &body).map_err(bad)?;
+        let cfg: ConfigDoc = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
         if cfg.rootfs.diff_ids.len() != doc.layers.len() {
             return Err(RegistryError::Format {
                 what: format!("config of {image}"),
@@ -567,6 +596,20 @@ mod tests {
             let e = Credentials::parse(bad).unwrap_err();
             assert!(e.contains("HOST=user:password"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn content_must_match_its_digest() {
+        let body = br#"{"schemaVersion":2}"#;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(body)));
+        assert_eq!(check_digest(&digest, body), Ok(()));
+        let e = check_digest(&digest, br#"{"schemaVersion":3}"#).unwrap_err();
+        assert!(e.contains("does not match") && e.contains(&digest), "{e}");
+        assert!(
+            check_digest("md5:00", body)
+                .unwrap_err()
+                .contains("sha256 only")
+        );
     }
 
     #[test]
