@@ -30,6 +30,8 @@ pub const SCAN_STREAM: &str = "BULKHEAD_SCAN";
 pub const SCAN_CONSUMER: &str = "bulkhead-scanners";
 /// KV bucket of layer inventories (key `f<format>-<diffID hex>`).
 pub const LAYERS_BUCKET: &str = "bulkhead-layers";
+/// Object store holding the cluster's advisory database (`bulkhead vulndb import`).
+pub const VULNDB_BUCKET: &str = "bulkhead-vulndb";
 /// KV bucket of live scan workers (key: worker id; entries expire): the hash ring's members.
 pub const SCANNERS_BUCKET: &str = "bulkhead-scanners";
 

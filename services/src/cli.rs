@@ -564,8 +564,11 @@ pub async fn scan_remote(
         .subscribe(subjects::scan_progress(&job.id))
         .await?;
     let mut done = bus.client.subscribe(subjects::EVT_SCANS).await?;
+    // The job id as message id, as the contract says: a repeated publish queues one job.
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", job.id.as_str());
     bus.js
-        .publish(subjects::SCAN_JOBS, serde_json::to_vec(&job)?.into())
+        .publish_with_headers(subjects::SCAN_JOBS, h, serde_json::to_vec(&job)?.into())
         .await?
         .await?;
     eprintln!("scan job {} queued for {image}", job.id);

@@ -619,8 +619,13 @@ async fn the_trivy_backend_is_run_and_its_report_becomes_the_verdict() {
     assert!(
         called.contains("image --format json")
             && called.contains("--server http://trivy.example:4954")
-            && called.trim_end().ends_with(&img),
-        "{called}"
+            && called.contains("--insecure")
+            && called.trim_end().ends_with(&format!(
+                "{}@{}",
+                img.rsplit_once(':').unwrap().0,
+                c.digest
+            )),
+        "Trivy reads the manifest that was resolved, by digest: {called}"
     );
 }
 

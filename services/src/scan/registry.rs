@@ -84,7 +84,8 @@ impl ImageRef {
         })
     }
 
-    fn loopback(&self) -> bool {
+    /// Whether the registry is on this machine (spoken to in plain HTTP).
+    pub fn loopback(&self) -> bool {
         let host = self
             .registry
             .rsplit_once(':')

@@ -5,8 +5,13 @@
 use std::collections::BTreeMap;
 
 use bulkhead_scan::inventory::OsRelease;
+
+use super::registry::ImageRef;
 use bulkhead_schemas::scan::{Finding, Severity, Verdict};
 use serde::Deserialize;
+
+/// A Trivy run that takes longer is killed and the scan fails.
+const TRIVY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How to run Trivy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,16 +109,20 @@ pub fn parse_report(json: &[u8]) -> Result<Verdict, String> {
 }
 
 /// Runs Trivy on `image`.
-pub async fn scan(cfg: &TrivyConfig, image: &str) -> Result<Verdict, String> {
+pub async fn scan(cfg: &TrivyConfig, image: &ImageRef, digest: &str) -> Result<Verdict, String> {
     let mut cmd = tokio::process::Command::new(&cfg.binary);
     cmd.args(["image", "--format", "json", "--quiet", "--list-all-pkgs"]);
     if let Some(server) = &cfg.server {
         cmd.args(["--server", server]);
     }
-    let out = cmd
-        .arg(image)
-        .output()
+    if image.loopback() {
+        cmd.arg("--insecure"); // plain HTTP, as bulkhead's own client uses there
+    }
+    let pinned = format!("{}/{}@{digest}", image.registry, image.repository);
+    let run = cmd.arg(&pinned).kill_on_drop(true).output();
+    let out = tokio::time::timeout(TRIVY_TIMEOUT, run)
         .await
+        .map_err(|_| format!("trivy did not finish within {} s", TRIVY_TIMEOUT.as_secs()))?
         .map_err(|e| format!("running {}: {e}", cfg.binary))?;
     if !out.status.success() {
         return Err(format!(
@@ -172,7 +181,8 @@ mod tests {
             binary: "/nonexistent/trivy".into(),
             server: None,
         };
-        let e = scan(&cfg, "x").await.unwrap_err();
+        let image = ImageRef::parse("127.0.0.1:5000/x:1").unwrap();
+        let e = scan(&cfg, &image, "sha256:00").await.unwrap_err();
         assert!(e.contains("running /nonexistent/trivy"), "{e}");
     }
 }

@@ -11,7 +11,7 @@ use async_nats::jetstream::object_store;
 use crate::bus::Bus;
 
 /// Object store bucket and object name of the shared database.
-pub const BUCKET: &str = "bulkhead-vulndb";
+pub const BUCKET: &str = bulkhead_schemas::subjects::VULNDB_BUCKET;
 pub const OBJECT: &str = "osv.zip";
 
 use bulkhead_scan::osv::Advisory;

@@ -309,8 +309,13 @@ pub async fn start(
                         continue;
                     }
                 };
-                let job: ScanJob = match serde_json::from_slice(&m.payload) {
-                    Ok(j) => j,
+                let job = match serde_json::from_slice::<ScanJob>(&m.payload) {
+                    Ok(j) if subjects::is_valid_token(&j.id) => j,
+                    Ok(j) => {
+                        warn!(id = %j.id, "dropping a scan job whose id is not 1-64 of [A-Za-z0-9_-]");
+                        let _ = m.ack_with(AckKind::Term).await;
+                        continue;
+                    }
                     Err(e) => {
                         warn!(error = %e, "dropping a malformed scan job");
                         let _ = m.ack_with(AckKind::Term).await;
@@ -414,29 +419,36 @@ async fn layer_via_ring(
             size: layer.size,
         };
         let body = serde_json::to_vec(&req).expect("json");
-        let asked = tokio::time::timeout(
-            Duration::from_secs(120),
-            bus.client
-                .request(subjects::scan_layer(&owner), body.into()),
-        )
-        .await;
+        // The owner may read a large layer for a while: wait for it rather than read the
+        // layer a second time (the client's default request timeout is 10 s).
+        let asked = bus
+            .client
+            .send_request(
+                subjects::scan_layer(&owner),
+                async_nats::Request::new()
+                    .payload(body.into())
+                    .timeout(Some(OWNER_WAIT)),
+            )
+            .await;
         match asked {
-            Ok(Ok(m)) => match serde_json::from_slice::<LayerReply>(&m.payload) {
+            Ok(m) => match serde_json::from_slice::<LayerReply>(&m.payload) {
                 Ok(LayerReply::Ok { inventory, source }) => {
                     return Ok((Arc::new(inventory), report(source, &owner)));
                 }
                 Ok(LayerReply::Err(e)) => return Err(ScanError::Other(e)),
                 Err(e) => warn!(%owner, error = %e, "bad reply from a layer owner"),
             },
-            Ok(Err(e)) => {
+            Err(e) => {
                 warn!(%owner, error = %e, "layer owner did not answer; reading the layer here")
             }
-            Err(_) => warn!(%owner, "layer owner timed out; reading the layer here"),
         }
     }
     let (inv, source) = cache.get(image, &layer).await.map_err(ScanError::Other)?;
     Ok((inv, report(source, me)))
 }
+
+/// How long a worker waits for a layer's owner to inventory it before reading it itself.
+const OWNER_WAIT: Duration = Duration::from_secs(120);
 
 #[allow(clippy::too_many_arguments)]
 async fn run_job(
@@ -468,7 +480,8 @@ async fn run_job(
             let trivy = cfg.trivy.as_ref().expect("checked");
             let (os, arch) = super::platform();
             match registry.resolve(&image, os, arch).await {
-                Ok(resolved) => super::trivy::scan(trivy, &job.image)
+                // The manifest just resolved, by digest: what Trivy reads is what the verdict names.
+                Ok(resolved) => super::trivy::scan(trivy, &image, &resolved.digest)
                     .await
                     .map(|verdict| super::Report {
                         image: image.to_string(),
