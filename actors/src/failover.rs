@@ -180,14 +180,21 @@ pub fn nodes_in_use(projection: &Projection) -> Vec<String> {
 #[derive(Debug, Default)]
 pub struct NodeWatch {
     last: HashMap<String, u64>,
+    /// Each node's heartbeat interval, as it last said.
+    interval: HashMap<String, u64>,
     /// Declared lost and silent since.
     lost: HashMap<String, u64>,
 }
 
+/// A node is lost only after missing this many heartbeats in a row, whatever the timeout.
+pub const MISSED_BEATS: u64 = 3;
+
 impl NodeWatch {
-    /// A heartbeat arrived. Returns true when the node had been declared lost (it is back).
-    pub fn beat(&mut self, node: &str, now_ms: u64) -> bool {
+    /// A heartbeat arrived from a node beating every `interval_ms` (0: unknown). Returns
+    /// true when the node had been declared lost (it is back).
+    pub fn beat(&mut self, node: &str, now_ms: u64, interval_ms: u64) -> bool {
         self.last.insert(node.to_owned(), now_ms);
+        self.interval.insert(node.to_owned(), interval_ms);
         self.lost.remove(node).is_some()
     }
 
@@ -196,13 +203,16 @@ impl NodeWatch {
         self.last.entry(node.to_owned()).or_insert(now_ms);
     }
 
-    /// Nodes silent for longer than `timeout_ms`, each reported once, with its silence.
+    /// Nodes silent for longer than `timeout_ms` (or than [`MISSED_BEATS`] of their own
+    /// intervals, when that is longer), each reported once, with its silence.
     pub fn silent(&mut self, now_ms: u64, timeout_ms: u64) -> Vec<(String, u64)> {
         let gone: Vec<(String, u64)> = self
             .last
             .iter()
             .filter(|(n, at)| {
-                now_ms.saturating_sub(**at) > timeout_ms && !self.lost.contains_key(*n)
+                let every = self.interval.get(*n).copied().unwrap_or(0);
+                let limit = timeout_ms.max(every.saturating_mul(MISSED_BEATS));
+                now_ms.saturating_sub(**at) > limit && !self.lost.contains_key(*n)
             })
             .map(|(n, at)| (n.clone(), now_ms - at))
             .collect();
@@ -415,10 +425,10 @@ mod tests {
     #[test]
     fn silent_nodes_are_reported_once_until_they_beat_again() {
         let mut nw = NodeWatch::default();
-        nw.beat("a", 1000);
-        nw.beat("b", 1000);
+        nw.beat("a", 1000, 1000);
+        nw.beat("b", 1000, 1000);
         nw.expect("c", 1500);
-        nw.beat("b", 3500);
+        nw.beat("b", 3500, 1000);
         assert!(nw.silent(3900, 3000).is_empty());
         let mut lost = nw.silent(4100, 3000);
         lost.sort();
@@ -426,7 +436,25 @@ mod tests {
         assert!(nw.silent(4200, 3000).is_empty(), "reported once");
         assert!(nw.is_lost("a"));
         assert_eq!(nw.silent(4600, 3000), [("c".to_owned(), 3100)]);
-        assert!(nw.beat("a", 5000), "back");
+        assert!(nw.beat("a", 5000, 1000), "back");
         assert!(!nw.is_lost("a"));
+    }
+
+    #[test]
+    fn a_node_that_beats_slowly_is_lost_only_after_three_missed_beats() {
+        let mut nw = NodeWatch::default();
+        nw.beat("slow", 0, 5000);
+        nw.beat("fast", 0, 200);
+        let lost = nw.silent(3100, 3000);
+        assert_eq!(
+            lost,
+            [("fast".to_owned(), 3100)],
+            "3 s timeout for a 200 ms beat"
+        );
+        assert!(
+            nw.silent(14_000, 3000).is_empty(),
+            "5 s beats: not before 15 s"
+        );
+        assert_eq!(nw.silent(15_100, 3000), [("slow".to_owned(), 15_100)]);
     }
 }

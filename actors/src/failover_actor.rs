@@ -15,8 +15,8 @@ use crate::projection::Projection;
 pub enum FailoverMsg {
     /// Events read from the log, in stream order.
     Logged(Vec<Stored>),
-    /// A heartbeat of this node arrived.
-    Beat(String),
+    /// A heartbeat of this node arrived, with the interval it beats at (ms).
+    Beat(String, u64),
     /// Check for silent nodes and retry what did not land.
     Tick,
     /// Decisions taken (restarts requested, replicas given up) and nodes declared lost.
@@ -215,8 +215,11 @@ impl<L: EventLog> Actor for FailoverActor<L> {
                 touched.extend(std::mem::take(&mut st.retry));
                 st.decide(touched).await;
             }
-            FailoverMsg::Beat(node) => {
-                if st.watch.beat(&node, bulkhead_schemas::now_ms()) {
+            FailoverMsg::Beat(node, interval_ms) => {
+                if st
+                    .watch
+                    .beat(&node, bulkhead_schemas::now_ms(), interval_ms)
+                {
                     info!(%node, "lost node heartbeats again");
                 }
             }

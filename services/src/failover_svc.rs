@@ -146,8 +146,16 @@ async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>) {
     };
     while let Some(entry) = watch.next().await {
         let Ok(entry) = entry else { continue };
-        if entry.operation == async_nats::jetstream::kv::Operation::Put
-            && actor.send_message(FailoverMsg::Beat(entry.key)).is_err()
+        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            continue;
+        }
+        // Its interval sets how long a silence means lost (no fewer than three beats).
+        let interval_ms = serde_json::from_slice::<bulkhead_schemas::NodeHeartbeat>(&entry.value)
+            .map(|hb| hb.interval_ms)
+            .unwrap_or(0);
+        if actor
+            .send_message(FailoverMsg::Beat(entry.key, interval_ms))
+            .is_err()
         {
             return;
         }

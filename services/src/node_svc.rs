@@ -70,6 +70,8 @@ pub async fn start<R: ContainerRuntime>(
     )
     .await?;
 
+    // A loss already in the log is settled by this first reconcile.
+    let lost_seen = last_loss(bus, &name).await?;
     let view = log_view(bus, &name).await?;
     let reconciled = ractor::call!(actor, NodeMsg::Reconcile, view)?
         .map_err(|e| anyhow::anyhow!("reconciling with the runtime: {e}"))?;
@@ -145,6 +147,7 @@ pub async fn start<R: ContainerRuntime>(
         bus.clone(),
         name.clone(),
         hello,
+        lost_seen,
         actor.clone(),
     ));
     info!(node = %name, "node up");
@@ -175,10 +178,27 @@ async fn announce(bus: &Bus, name: &str, hello: &NodeJoined) -> anyhow::Result<(
     Ok(())
 }
 
+/// Stream sequence of this node's last `lost` event (0: never lost).
+async fn last_loss(bus: &Bus, name: &str) -> anyhow::Result<u64> {
+    let subject = subjects::node_event(name, "lost");
+    Ok(bus.last_event(&subject).await?.map_or(0, |h| h.seq))
+}
+
+/// How often a node looks in the log for its own `lost` event, in case it missed the
+/// message (it was cut off from NATS when the failover appended it).
+const LOSS_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// A node declared lost while it still runs (a pause, a partition) learns it from its own
-/// `lost` event, reconciles again (copies replaced elsewhere meanwhile are removed) and
+/// `lost` event (as it is appended, or from the log within [`LOSS_CHECK_EVERY`] if it
+/// missed that), reconciles again (copies replaced elsewhere meanwhile are removed) and
 /// says it is back with a new `joined`.
-async fn reconcile_when_lost(bus: Bus, name: String, hello: NodeJoined, actor: ActorRef<NodeMsg>) {
+async fn reconcile_when_lost(
+    bus: Bus,
+    name: String,
+    hello: NodeJoined,
+    mut lost_seen: u64,
+    actor: ActorRef<NodeMsg>,
+) {
     let mut sub = match bus
         .client
         .subscribe(subjects::node_event(&name, "lost"))
@@ -187,7 +207,24 @@ async fn reconcile_when_lost(bus: Bus, name: String, hello: NodeJoined, actor: A
         Ok(s) => s,
         Err(e) => return warn!(node = %name, error = %e, "cannot watch for this node's loss"),
     };
-    while sub.next().await.is_some() {
+    let mut check = tokio::time::interval(LOSS_CHECK_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // The message is news in itself (the log may not show it yet); the log is checked.
+        let heard = tokio::select! {
+            m = sub.next() => if m.is_none() { return } else { true },
+            _ = check.tick() => false,
+        };
+        if !heard {
+            match last_loss(&bus, &name).await {
+                Ok(seq) if seq > lost_seen => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!(node = %name, error = %e, "cannot read this node's losses");
+                    continue;
+                }
+            }
+        }
         warn!(node = %name, "this node was declared lost; reconciling with the log");
         // A node that was frozen or cut off reads a log where its replicas were long since
         // replaced: reconcile at once. A node that hears of its loss as it happens reads the
@@ -215,6 +252,10 @@ async fn reconcile_when_lost(bus: Bus, name: String, hello: NodeJoined, actor: A
             {
                 warn!(node = %name, error = %e, "cannot say the node is back");
             }
+        }
+        // Settled up to here (by now the log holds what was heard).
+        if let Ok(seq) = last_loss(&bus, &name).await {
+            lost_seen = lost_seen.max(seq);
         }
     }
 }

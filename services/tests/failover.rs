@@ -263,6 +263,134 @@ async fn a_sigkilled_node_is_lost_and_its_workloads_run_on_the_other() {
     assert_chains(&env.events(subjects::EVT_WORKLOADS).await);
 }
 
+/// A TCP proxy in front of the nats-server that can cut a client off and let it back.
+struct Cutter {
+    port: u16,
+    upstream: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Cutter {
+    async fn start(upstream_url: &str) -> Cutter {
+        let upstream = upstream_url.trim_start_matches("nats://").to_owned();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut c = Cutter {
+            port,
+            upstream,
+            task: None,
+        };
+        c.serve(l);
+        c
+    }
+
+    fn serve(&mut self, l: tokio::net::TcpListener) {
+        let upstream = self.upstream.clone();
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut down, _)) = l.accept().await {
+                let upstream = upstream.clone();
+                conns.spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Closes every connection and refuses new ones.
+    fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort(); // drops the listener and, with the JoinSet, every connection
+        }
+    }
+
+    async fn restore(&mut self) {
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.serve(l);
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_nats_learns_from_the_log_it_was_lost_and_removes_replaced_copies() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("failover", &["failover", "--lost-timeout-ms", "1000"]);
+    env.spawn("n2", &node_args("n2", "200"));
+    let mut cutter = Cutter::start(&env.server.url).await;
+    let log = std::fs::File::create(env.dir.path().join("n1.log")).unwrap();
+    let mut n1 = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["--nats", &cutter.url()])
+        .args(node_args("n1", "200"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until("both nodes to heartbeat", LONG, async || {
+        let kv = env
+            .bus
+            .js
+            .get_key_value(subjects::NODES_BUCKET)
+            .await
+            .unwrap();
+        kv.get("n1").await.unwrap().is_some() && kv.get("n2").await.unwrap().is_some()
+    })
+    .await;
+    let payloads: Vec<Vec<u8>> = (0..6)
+        .map(|i| {
+            let mut s = spec(Some(&format!("c{i}")));
+            s["placement"] = "spread".into();
+            s.to_string().into_bytes()
+        })
+        .collect();
+    env.natspy_pub_many(subjects::CMD_SUBMIT, &payloads);
+    env.wait_for("every workload to run", LONG, |by| {
+        by.len() == 6 && by.values().all(|k| k.contains(&"started"))
+    })
+    .await;
+    let on_n1: Vec<String> = workload_events(&env)
+        .await
+        .into_iter()
+        .filter(|(_, evs)| nodes_of(evs) == ["n1"])
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!on_n1.is_empty(), "spread placed work on n1");
+
+    // Cut off, n1 runs on but misses the `lost` message: its copies are replaced on n2.
+    cutter.cut();
+    env.wait_for("n1's workloads to run on n2", LONG, |by| {
+        on_n1
+            .iter()
+            .all(|id| by[id].ends_with(&["lost", "replica_requested", "scheduled", "started"]))
+    })
+    .await;
+    cutter.restore().await;
+    // Back, it finds its loss in the log, removes the copies replaced meanwhile, and says
+    // it is back.
+    wait_until("n1 to join again", LONG, async || {
+        env.events("bulkhead.evt.node.n1.joined").await.len() == 2
+    })
+    .await;
+    let removed = format!("removed={}", on_n1.len());
+    wait_until("n1 to remove its replaced copies", LONG, async || {
+        env.log("n1")
+            .lines()
+            .any(|l| l.contains("reconciled after being declared lost") && l.contains(&removed))
+    })
+    .await;
+    let _ = n1.kill();
+    let _ = n1.wait();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_killed_mid_storm_decides_every_exit_exactly_once() {
     let mut env = env().await;
