@@ -36,6 +36,9 @@ pub struct ScanPolicy {
     pub quarantine_class: Option<RuntimeClass>,
     /// How long an image's verdict answers for later submissions of the same reference.
     pub verdict_ttl_ms: u64,
+    /// Whether `gate` lets through an image whose packages could not be judged (no OS
+    /// package database, or an OS without advisories here): no findings is not clean.
+    pub gate_allows_unjudged: bool,
 }
 
 /// Ten minutes: a tag re-pushed with a fix, or a new advisory database, is seen within
@@ -53,6 +56,7 @@ impl Default for ScanPolicy {
             threshold: Severity::High,
             quarantine_class: None,
             verdict_ttl_ms: DEFAULT_VERDICT_TTL_MS,
+            gate_allows_unjudged: false,
         }
     }
 }
@@ -67,6 +71,7 @@ impl ScanPolicy {
             threshold: Severity::High,
             quarantine_class: None,
             verdict_ttl_ms: DEFAULT_VERDICT_TTL_MS,
+            gate_allows_unjudged: false,
         }
     }
 
@@ -119,13 +124,28 @@ impl ScanPolicy {
         Ok(self)
     }
 
-    /// Why a verdict fails the policy (None: it passes). A scan that could not run
-    /// fails too: nothing unknown gets through a gate.
-    pub fn judge(&self, verdict: Option<&Verdict>, error: Option<&str>) -> Option<String> {
+    /// Why a verdict fails the policy under `mode` (None: it passes). A scan that could
+    /// not run fails too, and under `gate` so does a verdict that could not judge the
+    /// packages (unless the policy allows it): nothing unknown gets through a gate.
+    pub fn judge(
+        &self,
+        mode: ScanMode,
+        verdict: Option<&Verdict>,
+        error: Option<&str>,
+    ) -> Option<String> {
         if let Some(e) = error {
             return Some(format!("the image could not be scanned: {e}"));
         }
         let v = verdict?;
+        if let Some(note) = &v.note
+            && mode == ScanMode::Gate
+            && !self.gate_allows_unjudged
+        {
+            return Some(format!(
+                "the image could not be judged: {note} (a gate lets no unjudged image through; \
+                 --scan-gate-unjudged allow)"
+            ));
+        }
         let over: Vec<String> = v
             .findings
             .iter()
@@ -190,11 +210,19 @@ mod tests {
     fn verdicts_fail_at_the_threshold_and_name_the_findings() {
         let p = ScanPolicy::default();
         assert_eq!(
-            p.judge(Some(&verdict(&[Severity::Medium, Severity::Low])), None),
+            p.judge(
+                ScanMode::Gate,
+                Some(&verdict(&[Severity::Medium, Severity::Low])),
+                None
+            ),
             None
         );
         let why = p
-            .judge(Some(&verdict(&[Severity::Critical, Severity::Low])), None)
+            .judge(
+                ScanMode::Async,
+                Some(&verdict(&[Severity::Critical, Severity::Low])),
+                None,
+            )
             .unwrap();
         assert!(why.contains("1 finding(s) at or above high"), "{why}");
         assert!(
@@ -202,10 +230,33 @@ mod tests {
             "{why}"
         );
         assert!(
-            p.judge(None, Some("404"))
+            p.judge(ScanMode::Async, None, Some("404"))
                 .unwrap()
                 .contains("could not be scanned")
         );
+    }
+
+    #[test]
+    fn a_gate_lets_no_unjudged_image_through_unless_allowed() {
+        let unjudged = Verdict {
+            note: Some("no os-release in the image: packages not matched".into()),
+            ..Verdict::default()
+        };
+        let mut p = ScanPolicy::default();
+        let why = p.judge(ScanMode::Gate, Some(&unjudged), None).unwrap();
+        assert!(why.contains("could not be judged: no os-release"), "{why}");
+        assert_eq!(
+            p.judge(ScanMode::Async, Some(&unjudged), None),
+            None,
+            "not bad"
+        );
+        assert_eq!(
+            p.judge(ScanMode::Gate, Some(&verdict(&[])), None),
+            None,
+            "clean"
+        );
+        p.gate_allows_unjudged = true;
+        assert_eq!(p.judge(ScanMode::Gate, Some(&unjudged), None), None);
     }
 
     #[test]

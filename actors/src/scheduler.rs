@@ -291,11 +291,13 @@ impl SchedulerCore {
 
     /// Why the known verdict of `spec`'s image fails its trust level's scan policy.
     fn verdict_fails(&self, spec: &WorkloadSpec, now_ms: u64) -> Option<String> {
-        if self.policy.mode(spec.trust) == ScanMode::Off {
+        let mode = self.policy.mode(spec.trust);
+        if mode == ScanMode::Off {
             return None;
         }
         let c = self.fresh_verdict(&spec.image, now_ms)?;
-        self.policy.judge(c.verdict.as_ref(), c.error.as_deref())
+        self.policy
+            .judge(mode, c.verdict.as_ref(), c.error.as_deref())
     }
 
     /// A scan finished: record it, and decide for every workload waiting on that image.
@@ -317,9 +319,11 @@ impl SchedulerCore {
         {
             self.verdicts.insert(c.image.clone(), (c, done_ms));
         }
-        let fails = self
-            .policy
-            .judge(record.verdict.as_ref(), record.error.as_deref());
+        let judge = |mode| {
+            self.policy
+                .judge(mode, record.verdict.as_ref(), record.error.as_deref())
+        };
+        let (fails_gate, fails_async) = (judge(ScanMode::Gate), judge(ScanMode::Async));
         for (id, w) in self.projection.iter() {
             let Some(spec) = w.spec.as_deref() else {
                 continue;
@@ -337,7 +341,12 @@ impl SchedulerCore {
                 traceparent: w.traceparent.as_deref().map(str::to_owned),
                 ..Effect::default()
             };
-            match (&fails, w.scan_gate) {
+            let fails = if w.scan_gate == Some(true) {
+                &fails_gate
+            } else {
+                &fails_async
+            };
+            match (fails, w.scan_gate) {
                 (None, _) => effect.new_pending = w.scan_gate == Some(true),
                 (Some(why), Some(true)) => {
                     events.push(self.plain_event(id, vulnerable(&record.image, why, w.cmd_seq), w))

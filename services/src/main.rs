@@ -235,6 +235,10 @@ struct ScanArgs {
     /// after that a submission scans it again (a re-pushed tag, a newer advisory database).
     #[arg(long, default_value_t = 600)]
     scan_verdict_ttl_secs: u64,
+    /// Whether `gate` lets through an image whose packages could not be judged (no OS
+    /// package database, an unsupported OS): `reject` (no findings is not clean) or `allow`.
+    #[arg(long, default_value = "reject", value_parser = ["reject", "allow"])]
+    scan_gate_unjudged: String,
 }
 
 impl ScanArgs {
@@ -244,6 +248,7 @@ impl ScanArgs {
             .map_err(|e| anyhow::anyhow!("--scan-policy {e}"))?;
         policy.threshold = self.scan_threshold;
         policy.verdict_ttl_ms = self.scan_verdict_ttl_secs.saturating_mul(1000);
+        policy.gate_allows_unjudged = self.scan_gate_unjudged == "allow";
         policy.quarantine_class = match self.scan_quarantine.as_str() {
             "stop" => None,
             c => Some(RuntimeClass::parse(c).with_context(|| {

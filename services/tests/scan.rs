@@ -311,11 +311,18 @@ async fn gate_rejects_a_vulnerable_image_and_async_quarantines_one() {
     // worst finding is medium, under the default threshold (high), so it runs.
     submit(&env, "gated-bad", &image("debian-vuln:1"), "untrusted");
     submit(&env, "gated-ok", &image("alpine-vuln:1"), "untrusted");
+    // busybox alone: no OS package database, so no verdict on its packages. A gate does not
+    // take that for clean.
+    let unjudged = std::env::var("BULKHEAD_TEST_PULL_IMAGE").expect("the CRI test environment");
+    submit(&env, "gated-unjudged", &unjudged, "untrusted");
     // multi_tenant → async: starts at once, is stopped when the verdict comes.
     submit(&env, "tenant", &image("debian-app:1"), "multi_tenant");
     let long = Duration::from_secs(60);
     env.wait_for("the verdicts to act", long, |by| {
         by.get("gated-bad").is_some_and(|k| k.contains(&"rejected"))
+            && by
+                .get("gated-unjudged")
+                .is_some_and(|k| k.contains(&"rejected"))
             && by.get("gated-ok").is_some_and(|k| k.contains(&"started"))
             && by.get("tenant").is_some_and(|k| k.contains(&"stopped"))
     })
@@ -353,6 +360,12 @@ async fn gate_rejects_a_vulnerable_image_and_async_quarantines_one() {
         "{reason}"
     );
     assert_eq!(bad["scan"]["worst"], "high");
+    let unjudged = get("gated-unjudged");
+    let reason = unjudged["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("could not be judged: no os-release"),
+        "{reason}"
+    );
     assert_eq!(get("gated-ok")["scan"]["worst"], "medium");
     assert_eq!(get("tenant")["state"], "stopped");
     let i = t
