@@ -102,7 +102,34 @@ pub struct Workload {
     pub quarantine: Option<Box<str>>,
 }
 
+/// `image` pinned to `digest`: `registry/repo:tag` → `registry/repo@digest`. A reference
+/// that names a digest already is left as it is.
+pub fn pin_image(image: &str, digest: &str) -> String {
+    if image.contains('@') || !digest.starts_with("sha256:") {
+        return image.to_owned();
+    }
+    let slash = image.rfind('/').map_or(0, |i| i + 1);
+    let name = match image[slash..].find(':') {
+        Some(colon) => &image[..slash + colon],
+        None => image,
+    };
+    format!("{name}@{digest}")
+}
+
 impl Workload {
+    /// The spec a node runs: once the image was scanned, pinned to the digest the verdict
+    /// is about, so a tag pushed again (or an older copy cached on a node) cannot run in
+    /// place of what was judged.
+    pub fn run_spec(&self) -> Option<WorkloadSpec> {
+        let mut spec = self.spec.as_deref()?.clone();
+        if let Some(scan) = &self.scan
+            && scan.error.is_none()
+        {
+            spec.image = pin_image(&spec.image, &scan.digest);
+        }
+        Some(spec)
+    }
+
     /// Replicas that count: the desired ones, and retired ones still holding a node.
     pub fn counted(&self) -> impl Iterator<Item = &Replica> + '_ {
         self.replicas
@@ -613,6 +640,31 @@ mod tests {
 
     fn ev(body: EventBody) -> Event {
         Event::new("test", "w", None, body)
+    }
+
+    #[test]
+    fn images_are_pinned_to_the_scanned_digest() {
+        let d = "sha256:abc";
+        assert_eq!(
+            pin_image("127.0.0.1:5000/bulkhead/app:1", d),
+            "127.0.0.1:5000/bulkhead/app@sha256:abc"
+        );
+        assert_eq!(
+            pin_image("127.0.0.1:5000/app", d),
+            "127.0.0.1:5000/app@sha256:abc"
+        );
+        assert_eq!(pin_image("busybox:1.36", d), "busybox@sha256:abc");
+        assert_eq!(pin_image("busybox", d), "busybox@sha256:abc");
+        assert_eq!(
+            pin_image("r/app:1@sha256:def", d),
+            "r/app:1@sha256:def",
+            "pinned already"
+        );
+        assert_eq!(
+            pin_image("r/app:1", ""),
+            "r/app:1",
+            "no digest (a failed scan)"
+        );
     }
 
     #[test]

@@ -1074,7 +1074,7 @@ impl SchedulerCore {
     pub fn unstarted_ops(&self) -> BTreeMap<Arc<str>, Vec<NodeOp>> {
         let mut ops: BTreeMap<Arc<str>, Vec<NodeOp>> = BTreeMap::new();
         for (id, w) in self.projection.iter() {
-            let Some(spec) = w.spec.as_deref() else {
+            let Some(spec) = w.run_spec() else {
                 continue;
             };
             if w.stop_requested {
@@ -1127,7 +1127,7 @@ impl SchedulerCore {
                         self.pending.push_back(workload.clone());
                     }
                     for (replica, node) in &effect.starts {
-                        let Some(spec) = w.and_then(|w| w.spec.as_deref()) else {
+                        let Some(spec) = w.and_then(|w| w.run_spec()) else {
                             continue;
                         };
                         commit.placed += 1;
@@ -1581,8 +1581,30 @@ mod scan_policy_tests {
         run(&mut c, plan, &mut seq);
         let plan = c.place_pending(10, bulkhead_schemas::now_ms());
         assert_eq!(kinds(&plan), ["scheduled"]);
-        assert_eq!(run(&mut c, plan, &mut seq).placed, 1);
+        let commit = run(&mut c, plan, &mut seq);
+        assert_eq!(commit.placed, 1);
         assert!(c.unqueued_scans().is_empty());
+        // The node runs what was judged: the image pinned to the scanned digest.
+        let Some(NodeOp::Start { spec, .. }) = commit.ops.values().flatten().next() else {
+            panic!("a start op")
+        };
+        assert_eq!(spec.image, "reg/app@sha256:abc");
+        let again = c.unstarted_ops();
+        let Some(NodeOp::Start { spec, .. }) = again.values().flatten().next() else {
+            panic!("sent again to a new scheduler")
+        };
+        assert_eq!(spec.image, "reg/app@sha256:abc");
+        assert_eq!(
+            c.projection
+                .get("u")
+                .unwrap()
+                .spec
+                .as_deref()
+                .unwrap()
+                .image,
+            "reg/app:1",
+            "the spec in the log keeps its reference"
+        );
     }
 
     #[test]

@@ -61,9 +61,19 @@ impl Cluster {
     }
 
     async fn start_with(node: &str, handlers: &[&'static str], flags: &[&str]) -> Cluster {
+        Cluster::start_full(node, handlers, flags, &["scheduler"]).await
+    }
+
+    /// With the scheduler run as `scheduler` (its command line).
+    async fn start_full(
+        node: &str,
+        handlers: &[&'static str],
+        flags: &[&str],
+        scheduler: &[&str],
+    ) -> Cluster {
         let mut env = env().await;
         let cri = cri_env();
-        env.spawn("scheduler", &["scheduler"]);
+        env.spawn("scheduler", scheduler);
         env.spawn("api", &["api"]);
         let mut c = Cluster {
             env,
@@ -692,6 +702,59 @@ async fn running_on(cri: &Cri, node: &str) -> HashMap<String, usize> {
         *by.entry(c.labels[LABEL_WORKLOAD].clone()).or_default() += 1;
     }
     by
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_image_runs_pinned_to_the_digest_its_verdict_is_about() {
+    // `internal` is gated here, and busybox (no OS package database) allowed through.
+    let mut c = Cluster::start_full(
+        "cri-pin",
+        &["runc=runc"],
+        &[],
+        &[
+            "scheduler",
+            "--scan-policy",
+            "internal=gate",
+            "--scan-gate-unjudged",
+            "allow",
+        ],
+    )
+    .await;
+    let osv = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/osv");
+    c.env.spawn("scanner", &["scanner", "--db", osv]);
+    let mut spec = c.spec("pinned", "runc", "exec sleep 3600");
+    spec["image"] = c.cri.pull_image.clone().into();
+    c.submit(spec);
+    let ev = c.wait_event("pinned", "started").await;
+    let digest = ev
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::ScanCompleted(s) => Some(s.digest.clone()),
+            _ => None,
+        })
+        .expect("the verdict came before the start");
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let cri = c.runtime().await;
+    let running = cri
+        .list_containers(
+            &[(LABEL_WORKLOAD, "pinned")],
+            Some(k8s_cri::v1::ContainerState::ContainerRunning),
+        )
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    let name = c.cri.pull_image.rsplit_once(':').unwrap().0;
+    assert_eq!(
+        running[0].image.as_ref().map(|i| i.image.as_str()),
+        Some(format!("{name}@{digest}").as_str()),
+        "containerd was asked for the scanned digest, not the tag"
+    );
+    c.env.natspy_pub(
+        subjects::CMD_STOP,
+        br#"{"id":"pinned","grace_secs":0}"#,
+        None,
+    );
+    c.wait_event("pinned", "stopped").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
