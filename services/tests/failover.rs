@@ -186,6 +186,46 @@ async fn restart_policy_backoff_and_budget() {
             .unwrap()
             .contains("restart budget exhausted")
     );
+    // The CLI says the same.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .args(["--nats", &env.server.url])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let got = cli(&["get", "loop"]).wait_with_output().unwrap();
+    assert!(got.status.success());
+    let shown: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(shown["replicas"][0]["restarts"], 4, "{shown}");
+    assert_eq!(shown["replicas"][0]["exit_code"], 1);
+    // `bulkhead events --type exited,replica_requested` follows the failovers (it follows
+    // until stopped: read what it printed in two seconds).
+    let follower = cli(&[
+        "events",
+        "--workload",
+        "loop",
+        "--type",
+        "exited,replica_requested",
+        "--from-start",
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = follower.id().to_string();
+    let _ = std::process::Command::new("kill").arg(&pid).status();
+    let out = follower.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "exited").count(), 5, "{text}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "replica_requested").count(),
+        4,
+        "{text}"
+    );
+    assert_eq!(kinds.len(), 9, "nothing else: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
