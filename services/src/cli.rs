@@ -478,6 +478,30 @@ pub async fn scan(
     Ok(fail_code(&report.verdict, fail_on))
 }
 
+/// One line for a scan worker's progress message, as a local scan prints it.
+fn progress_line(payload: &[u8]) -> String {
+    let Ok(p) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return format!("  {}", String::from_utf8_lossy(payload));
+    };
+    let s = |k: &str| p[k].as_str().unwrap_or("?").to_owned();
+    match p["step"].as_str() {
+        Some("started") => format!("worker {} started on {}", s("worker"), s("image")),
+        Some("resolved") => format!("{}, {} layers", s("digest"), p["layers"]),
+        Some("layer") => {
+            let diff_id = s("diff_id");
+            format!(
+                "  layer {} {}: {} packages in the databases ({}, worker {})",
+                p["index"],
+                diff_id.get(..19).unwrap_or(&diff_id),
+                p["packages"],
+                s("source"),
+                s("worker")
+            )
+        }
+        _ => format!("  {p}"),
+    }
+}
+
 /// `BULKHEAD_REGISTRY_AUTH=HOST=user:password[,…]`, for registries that ask.
 pub fn registry_credentials() -> anyhow::Result<crate::scan::registry::Credentials> {
     use crate::scan::registry::{AUTH_VAR, Credentials};
@@ -579,9 +603,7 @@ pub async fn scan_remote(
                 eprintln!("no verdict after {} s (are scan workers running? `bulkhead scanner --db PATH`)", timeout.as_secs());
                 return Ok(exit::TIMEOUT);
             }
-            Some(p) = progress.next() => {
-                eprintln!("  {}", String::from_utf8_lossy(&p.payload));
-            }
+            Some(p) = progress.next() => eprintln!("{}", progress_line(&p.payload)),
             Some(m) = done.next() => {
                 let Ok(ev) = Event::parse(&m.payload) else { continue };
                 let EventBody::ScanCompleted(c) = ev.body else { continue };

@@ -219,7 +219,11 @@ async fn restart_policy_backoff_and_budget() {
         .lines()
         .filter_map(|l| l.split_whitespace().nth(2))
         .collect();
-    assert_eq!(kinds.iter().filter(|k| **k == "exited").count(), 5, "{text}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "exited").count(),
+        5,
+        "{text}"
+    );
     assert_eq!(
         kinds.iter().filter(|k| **k == "replica_requested").count(),
         4,

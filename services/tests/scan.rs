@@ -284,6 +284,46 @@ async fn a_job_whose_worker_dies_mid_scan_is_finished_by_another() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulkhead_scan_without_a_db_asks_the_workers_and_prints_a_findings_table() {
+    let mut env = env().await;
+    scanner(&mut env, "cli-worker", &[]);
+    wait_members(&env, 1).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["--nats", &env.server.url, "scan", "--fail-on", "high"])
+        .arg(image("debian-vuln:1"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "--fail-on high: {stdout}{stderr}"
+    );
+    // Progress per layer from the worker, then the table.
+    assert!(
+        stderr.contains("queued") && stderr.matches("layer ").count() >= 2,
+        "{stderr}"
+    );
+    assert!(stdout.contains("Debian GNU/Linux 12"), "{stdout}");
+    let row = stdout
+        .lines()
+        .find(|l| l.contains("DEBIAN-CVE-2023-5678"))
+        .unwrap_or_else(|| panic!("a row for the finding: {stdout}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cols,
+        [
+            "high",
+            "DEBIAN-CVE-2023-5678",
+            "openssl",
+            "3.0.11-1~deb12u2",
+            "3.0.13-1~deb12u1"
+        ]
+    );
+}
+
 fn submit(env: &Env, id: &str, image: &str, trust: &str) {
     let spec = serde_json::json!({
         "id": id, "image": image, "trust": trust, "runtime_class": "gvisor",
