@@ -337,8 +337,12 @@ async fn memory_limit_is_enforced_by_an_oom_kill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_ends_a_running_container_and_leaves_nothing_behind() {
-    let c = Cluster::start("cri-stop", &["runc=runc"]).await;
-    c.submit(c.spec("sleeper", "runc", "echo up; sleep 3600"));
+    let mut c = Cluster::start("cri-stop", &["runc=runc"]).await;
+    // A failover with `always`: a stop is not a death, nothing respawns it.
+    c.env.spawn("failover", &["failover"]);
+    let mut spec = c.spec("sleeper", "runc", "echo up; sleep 3600");
+    spec["restart"] = serde_json::json!({"policy": "always", "backoff_initial_ms": 1});
+    c.submit(spec);
     c.wait_event("sleeper", "started").await;
     assert_eq!(c.held("sleeper").await, (1, 1));
 
@@ -364,6 +368,10 @@ async fn stop_ends_a_running_container_and_leaves_nothing_behind() {
         c.api(subjects::API_WORKLOADS_GET, "sleeper")["state"],
         "stopped"
     );
+    // Give the failover time to (wrongly) act: with backoff_initial_ms 1 it would by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(kinds(&c.events("sleeper").await).last(), Some(&"stopped"));
+    assert_eq!(c.held("sleeper").await, (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
