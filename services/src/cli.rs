@@ -610,6 +610,11 @@ pub async fn scan_remote(
                 if c.job != job.id {
                     continue;
                 }
+                // The worker sent its progress before the verdict; the two subscriptions
+                // are read apart, so print what is still waiting first.
+                while let Some(Some(p)) = futures::FutureExt::now_or_never(progress.next()) {
+                    eprintln!("{}", progress_line(&p.payload));
+                }
                 if let Some(e) = &c.error {
                     eprintln!("scan failed on {}: {e}", c.worker);
                     return Ok(exit::FAILED);

@@ -464,15 +464,17 @@ async fn run_job(
     let progress_subject = subjects::scan_progress(&job.id);
     let client = bus.client.clone();
     let worker = cfg.id.clone();
+    // Progress goes out in order, and all of it before the verdict.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let publisher = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            let _ = client.publish(progress_subject.clone(), b.into()).await;
+        }
+    });
     let say = move |p: Progress| {
         let mut v = serde_json::to_value(&p).expect("json");
         v["worker"] = worker.clone().into();
-        let (client, subject) = (client.clone(), progress_subject.clone());
-        tokio::spawn(async move {
-            let _ = client
-                .publish(subject, serde_json::to_vec(&v).expect("json").into())
-                .await;
-        });
+        let _ = tx.send(serde_json::to_vec(&v).expect("json"));
     };
     say_started(&bus.client, job, &cfg.id).await;
     let result = match ImageRef::parse(&job.image) {
@@ -507,12 +509,14 @@ async fn run_job(
                         layer_via_ring(bus, &cfg.id, cache, ring, &image, layer).await
                     }
                 },
-                say,
+                &say,
             )
             .await
         }
         Err(e) => Err(e.into()),
     };
+    drop(say);
+    let _ = publisher.await;
     let body = match result {
         Ok(r) => ScanCompleted {
             image: job.image.clone(),
