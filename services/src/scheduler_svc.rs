@@ -286,8 +286,12 @@ async fn watch_nodes(bus: Bus, actor: ActorRef<SchedulerMsg>) {
                 match serde_json::from_slice::<NodeHeartbeat>(&entry.value) {
                     Ok(hb) => {
                         let interval = Duration::from_millis(hb.interval_ms.max(100));
-                        seen.insert(hb.name.clone(), (Instant::now(), interval));
+                        let new = seen.insert(hb.name.clone(), (Instant::now(), interval)).is_none();
+                        let name = new.then(|| hb.name.clone());
                         let _ = actor.send_message(SchedulerMsg::Heartbeat(hb));
+                        if let Some(name) = name {
+                            info!("node {name} heartbeats: it takes placements");
+                        }
                     }
                     Err(e) => warn!(key = %entry.key, error = %e, "ignoring malformed heartbeat"),
                 }

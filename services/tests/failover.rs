@@ -239,14 +239,9 @@ async fn a_sigkilled_node_is_lost_and_its_workloads_run_on_the_other() {
     env.spawn("failover", &["failover", "--lost-timeout-ms", "1000"]);
     let n1 = env.spawn("n1", &node_args("n1", "200"));
     env.spawn("n2", &node_args("n2", "200"));
-    wait_until("both nodes to heartbeat", LONG, async || {
-        let kv = env
-            .bus
-            .js
-            .get_key_value(subjects::NODES_BUCKET)
-            .await
-            .unwrap();
-        kv.get("n1").await.unwrap().is_some() && kv.get("n2").await.unwrap().is_some()
+    wait_until("the scheduler to see both nodes", LONG, async || {
+        let log = env.log("scheduler");
+        log.contains("node n1 heartbeats") && log.contains("node n2 heartbeats")
     })
     .await;
     const N: usize = 40;
@@ -379,14 +374,9 @@ async fn a_node_cut_off_from_nats_learns_from_the_log_it_was_lost_and_removes_re
         .stderr(log)
         .spawn()
         .unwrap();
-    wait_until("both nodes to heartbeat", LONG, async || {
-        let kv = env
-            .bus
-            .js
-            .get_key_value(subjects::NODES_BUCKET)
-            .await
-            .unwrap();
-        kv.get("n1").await.unwrap().is_some() && kv.get("n2").await.unwrap().is_some()
+    wait_until("the scheduler to see both nodes", LONG, async || {
+        let log = env.log("scheduler");
+        log.contains("node n1 heartbeats") && log.contains("node n2 heartbeats")
     })
     .await;
     let payloads: Vec<Vec<u8>> = (0..6)
