@@ -105,12 +105,17 @@ zstd_variant() {
       '.layers[$i].digest = $d | .layers[$i].size = $s | .layers[$i].mediaType = "application/vnd.oci.image.layer.v1.tar+zstd"' <<<"$manifest")
   done
   printf '%s' "$manifest" >"$oci/manifest.tmp"
-  local msum msize
-  msum=$(sha256sum "$oci/manifest.tmp" | cut -d' ' -f1)
-  msize=$(stat -c %s "$oci/manifest.tmp")
-  mv "$oci/manifest.tmp" "$oci/blobs/sha256/$msum"
-  jq --arg d "sha256:$msum" --argjson s "$msize" --arg t "$tag-zstd" \
-    '.manifests += [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": $d, "size": $s, "annotations": {"org.opencontainers.image.ref.name": $t}}]' \
+  tag_blob "$oci" "$oci/manifest.tmp" application/vnd.oci.image.manifest.v1+json "$tag-zstd"
+}
+
+# Moves file `<file>` into an OCI layout's blobs and tags it `<tag>` (media type `<type>`).
+tag_blob() {
+  local oci=$1 file=$2 type=$3 tag=$4 sum size
+  sum=$(sha256sum "$file" | cut -d' ' -f1)
+  size=$(stat -c %s "$file")
+  mv "$file" "$oci/blobs/sha256/$sum"
+  jq --arg d "sha256:$sum" --argjson s "$size" --arg t "$tag" --arg m "$type" \
+    '.manifests += [{"mediaType": $m, "digest": $d, "size": $s, "annotations": {"org.opencontainers.image.ref.name": $t}}]' \
     "$oci/index.json" >"$oci/index.tmp" && mv "$oci/index.tmp" "$oci/index.json"
 }
 
@@ -129,13 +134,7 @@ index_variant() {
   }
   jq -n -c --argjson a "$(entry "$other" s390x)" --argjson b "$(entry "$tag" "$arch")" \
     '{schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: [$a, $b]}' >"$oci/multi.tmp"
-  local sum size
-  sum=$(sha256sum "$oci/multi.tmp" | cut -d' ' -f1)
-  size=$(stat -c %s "$oci/multi.tmp")
-  mv "$oci/multi.tmp" "$oci/blobs/sha256/$sum"
-  jq --arg d "sha256:$sum" --argjson s "$size" --arg t "$tag-multi" \
-    '.manifests += [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": $d, "size": $s, "annotations": {"org.opencontainers.image.ref.name": $t}}]' \
-    "$oci/index.json" >"$oci/index.tmp" && mv "$oci/index.tmp" "$oci/index.json"
+  tag_blob "$oci" "$oci/multi.tmp" application/vnd.oci.image.index.v1+json "$tag-multi"
 }
 
 # Images for the scanner: real Debian and Alpine package databases in layers, where a

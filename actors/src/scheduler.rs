@@ -226,6 +226,7 @@ impl SchedulerCore {
         match &ev.body {
             EventBody::Draining(_) => {
                 self.cluster.slot_mut(node).1.cordoned = true;
+                self.drained.remove(node);
                 self.generation += 1;
             }
             EventBody::Undrained(_) => {
@@ -784,39 +785,29 @@ impl SchedulerCore {
             return;
         }
         plan.notes.push(format!("node {node} takes work again"));
-        self.cluster.slot_mut(&node).1.cordoned = false;
-        self.drained.remove(&node);
-        self.generation += 1;
-        let mut ev = Event::new(
-            SERVICE,
-            &node,
-            None,
-            EventBody::Undrained(NodeUndrained {
-                cmd_seq: cmd.cmd_seq,
-            }),
-        );
-        ev.traceparent = cmd.traceparent.clone();
-        plan.node_events.push((Some(cmd.cmd_seq), ev));
+        let body = EventBody::Undrained(NodeUndrained {
+            cmd_seq: cmd.cmd_seq,
+        });
+        self.command_node_event(cmd, &node, body, plan);
     }
 
     fn decide_drain(&mut self, cmd: &Command, plan: &mut Plan) {
         let Some(node) = self.drain_target(cmd, "drain", plan) else {
             return;
         };
-        let drain = DrainCommand { node };
-        plan.notes.push(format!("draining node {}", drain.node));
-        self.cluster.slot_mut(&drain.node).1.cordoned = true;
-        self.drained.remove(&drain.node);
-        self.generation += 1;
-        let mut ev = Event::new(
-            SERVICE,
-            &drain.node,
-            None,
-            EventBody::Draining(NodeDraining {
-                cmd_seq: cmd.cmd_seq,
-            }),
-        );
+        plan.notes.push(format!("draining node {node}"));
+        let body = EventBody::Draining(NodeDraining {
+            cmd_seq: cmd.cmd_seq,
+        });
+        self.command_node_event(cmd, &node, body, plan);
+    }
+
+    /// A node event a command causes: it takes effect here at once (as it will again when
+    /// the log delivers it) and is appended with the plan.
+    fn command_node_event(&mut self, cmd: &Command, node: &str, body: EventBody, plan: &mut Plan) {
+        let mut ev = Event::new(SERVICE, node, None, body);
         ev.traceparent = cmd.traceparent.clone();
+        self.node_event(&ev);
         plan.node_events.push((Some(cmd.cmd_seq), ev));
     }
 

@@ -120,12 +120,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 pct(&t, 0.99).as_secs_f64() * 1e3
             );
         }
-        for id in &ids {
-            let stop = serde_json::json!({"id": id, "grace_secs": 0});
-            bus.client
-                .publish(subjects::CMD_STOP, serde_json::to_vec(&stop)?.into())
-                .await?;
-        }
+        crate::failover::stop_all(&bus, &ids).await?;
         let deadline = Instant::now() + Duration::from_secs(120);
         while !rt.observe("bench").await?.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;

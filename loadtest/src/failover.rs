@@ -129,6 +129,24 @@ fn spec(id: &str, image: &str) -> serde_json::Value {
                     "backoff_max_ms": 1000}})
 }
 
+/// A workload of `spec` that runs `sleep 3600` (for real containers to kill).
+fn sleeper(id: &str, image: &str) -> serde_json::Value {
+    let mut s = spec(id, image);
+    s["command"] = serde_json::json!(["sleep", "3600"]);
+    s
+}
+
+/// Publishes `bulkhead.cmd.stop` with no grace for each of `ids`.
+pub(crate) async fn stop_all(bus: &Bus, ids: &[String]) -> anyhow::Result<()> {
+    for id in ids {
+        let stop = serde_json::json!({"id": id, "grace_secs": 0});
+        bus.client
+            .publish(subjects::CMD_STOP, serde_json::to_vec(&stop)?.into())
+            .await?;
+    }
+    Ok(())
+}
+
 async fn submit_all(bus: &Bus, specs: &[serde_json::Value]) -> anyhow::Result<()> {
     for chunk in specs.chunks(MAX_BATCH) {
         let msgs: Vec<_> = chunk
@@ -351,14 +369,7 @@ async fn cri_die(
     let exited = watch_exits(&bus).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ids: Vec<String> = (0..kills.min(10)).map(|i| format!("cri-{i}")).collect();
-    let specs: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            let mut s = spec(id, image);
-            s["command"] = serde_json::json!(["sleep", "3600"]);
-            s
-        })
-        .collect();
+    let specs: Vec<_> = ids.iter().map(|id| sleeper(id, image)).collect();
     submit_all(&bus, &specs).await?;
     wait_starts(&starts, &ids, 1, 120).await?;
     let cri = rt.client();
@@ -395,12 +406,7 @@ async fn cri_die(
     report("kill → `exited` stored (containerd, runc)", &mut detect);
     report("die → replacement running (containerd, runc)", &mut lat);
     println!("failover: {:?}", failover.stats().await?);
-    for id in &ids {
-        let stop = serde_json::json!({"id": id, "grace_secs": 0});
-        bus.client
-            .publish(subjects::CMD_STOP, serde_json::to_vec(&stop)?.into())
-            .await?;
-    }
+    stop_all(&bus, &ids).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !bulkhead_actors::runtime::ContainerRuntime::observe(&*rt, "fo-bench")
         .await?
@@ -482,14 +488,7 @@ pub async fn cri_overlap(socket: &std::path::Path, image: &str, n: usize) -> any
     wait_heartbeat(&bus, "pa").await?;
     let starts = watch_starts(&bus).await?;
     let ids: Vec<String> = (0..n).map(|i| format!("frozen-{i}")).collect();
-    let specs: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            let mut s = spec(id, image);
-            s["command"] = serde_json::json!(["sleep", "3600"]);
-            s
-        })
-        .collect();
+    let specs: Vec<_> = ids.iter().map(|id| sleeper(id, image)).collect();
     submit_all(&bus, &specs).await?;
     wait_starts(&starts, &ids, 1, 120).await?;
     let pb = spawn("pb")?;
@@ -567,12 +566,7 @@ pub async fn cri_overlap(socket: &std::path::Path, image: &str, n: usize) -> any
             .all(|id| on_b.iter().filter(|w| *w == id).count() == 1),
         "each runs once on pb: {on_b:?}"
     );
-    for id in &ids {
-        let stop = serde_json::json!({"id": id, "grace_secs": 0});
-        bus.client
-            .publish(subjects::CMD_STOP, serde_json::to_vec(&stop)?.into())
-            .await?;
-    }
+    stop_all(&bus, &ids).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !on("pb").await?.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;

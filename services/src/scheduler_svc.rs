@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
+use bulkhead_actors::failover::MISSED_BEATS;
 use bulkhead_actors::scan_policy::ScanPolicy;
 use bulkhead_actors::scheduler::{Command, CommandKind, Disposition, SchedulerCore};
 use bulkhead_actors::scheduler_actor::{OpsSink, SchedulerActor, SchedulerArgs, SchedulerMsg};
@@ -265,7 +266,7 @@ async fn watch_node_events(bus: Bus, actor: ActorRef<SchedulerMsg>) {
     .await;
 }
 
-/// Watches the nodes bucket: heartbeats go to the actor; a node silent for three
+/// Watches the nodes bucket: heartbeats go to the actor; a node silent for [`MISSED_BEATS`]
 /// intervals is reported gone.
 async fn watch_nodes(bus: Bus, actor: ActorRef<SchedulerMsg>) {
     let mut watch = match bus.watch_nodes().await {
@@ -300,7 +301,7 @@ async fn watch_nodes(bus: Bus, actor: ActorRef<SchedulerMsg>) {
                 let now = Instant::now();
                 let gone: Vec<String> = seen
                     .iter()
-                    .filter(|(_, (at, every))| now.duration_since(*at) > *every * 3)
+                    .filter(|(_, (at, every))| now.duration_since(*at) > *every * MISSED_BEATS as u32)
                     .map(|(n, _)| n.clone())
                     .collect();
                 for name in gone {

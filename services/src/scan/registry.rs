@@ -168,17 +168,21 @@ pub struct ResolvedImage {
     pub layers: Vec<Layer>,
 }
 
-/// Whether `body` is the content `digest` (`sha256:<hex>`) names.
-fn check_digest(digest: &str, body: &[u8]) -> Result<(), String> {
-    let Some(want) = digest.strip_prefix("sha256:") else {
-        return Err(format!("unsupported digest {digest} (sha256 only)"));
-    };
-    let got = hex::encode(Sha256::digest(body));
+/// The digest of `body`: `sha256:<hex>`.
+fn digest_of(body: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
+}
+
+/// Whether content whose digest is `got` (from [`digest_of`]) is what `want` names.
+fn check_digest(want: &str, got: &str) -> Result<(), String> {
+    if !want.starts_with("sha256:") {
+        return Err(format!("unsupported digest {want} (sha256 only)"));
+    }
     if got.eq_ignore_ascii_case(want) {
         Ok(())
     } else {
         Err(format!(
-            "content does not match its digest: asked for {digest}, got sha256:{got}"
+            "content does not match its digest: asked for {want}, got {got}"
         ))
     }
 }
@@ -375,9 +379,9 @@ impl Registry {
             url: url.clone(),
             reason: e.to_string(),
         })?;
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+        let digest = digest_of(&body);
         if reference.starts_with("sha256:") {
-            check_digest(reference, &body).map_err(|reason| RegistryError::Format {
+            check_digest(reference, &digest).map_err(|reason| RegistryError::Format {
                 what: format!("manifest {url}"),
                 reason,
             })?;
@@ -434,7 +438,7 @@ impl Registry {
             what: format!("config of {image}"),
             reason,
         };
-        check_digest(&config.digest, &body).map_err(bad)?;
+        check_digest(&config.digest, &digest_of(&body)).map_err(bad)?;
         let cfg: ConfigDoc = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
         if cfg.rootfs.diff_ids.len() != doc.layers.len() {
             return Err(RegistryError::Format {
@@ -603,11 +607,12 @@ mod tests {
     fn content_must_match_its_digest() {
         let body = br#"{"schemaVersion":2}"#;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(body)));
-        assert_eq!(check_digest(&digest, body), Ok(()));
-        let e = check_digest(&digest, br#"{"schemaVersion":3}"#).unwrap_err();
+        assert_eq!(digest_of(body), digest);
+        assert_eq!(check_digest(&digest, &digest_of(body)), Ok(()));
+        let e = check_digest(&digest, &digest_of(br#"{"schemaVersion":3}"#)).unwrap_err();
         assert!(e.contains("does not match") && e.contains(&digest), "{e}");
         assert!(
-            check_digest("md5:00", body)
+            check_digest("md5:00", &digest_of(body))
                 .unwrap_err()
                 .contains("sha256 only")
         );
