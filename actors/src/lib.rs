@@ -1,21 +1,28 @@
 //! bulkhead's actors: the scheduler, the node and the failover, each a thin ractor shell
-//! around a pure core (placement, projection, restart policy, decisions) with its side
-//! effects behind traits.
+//! around a pure core, with every side effect behind a port.
+//!
+//! The layout, concept by concept (`docs/ARCHITECTURE.md` has the whole map):
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`projection`] | the log folded into workloads and replicas; one handler per event type |
+//! | [`scheduler`] | admission, scan policy, placement, drains, commit, and the scheduler actor |
+//! | [`node`] | a node's bookkeeping, reconciliation with its runtime, and the node actor |
+//! | [`failover`] | restart decisions, lost nodes, and the failover actor |
+//! | [`liveness`] | the one rule that says a node went silent |
+//! | [`aside`] | what readers refuse to apply: counted, logged, listed |
+//! | [`ports`] | the event log, ops, heartbeats and container runtime: traits and their twins |
+//! | [`trace`] | W3C trace context across NATS |
+//!
+//! The in-memory twins of the log, the ops and the heartbeats ship with feature `testing`.
 
+pub mod aside;
 pub mod failover;
-pub mod failover_actor;
-pub mod log;
-pub mod lru;
+pub mod liveness;
 pub mod node;
-pub mod placement;
+pub mod ports;
 pub mod projection;
-pub mod reconcile;
-pub mod restart;
-pub mod ring;
-pub mod runtime;
-pub mod scan_policy;
 pub mod scheduler;
-pub mod scheduler_actor;
 pub mod trace;
 
 pub use trace::set_parent;

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulkhead::bus::{Bus, Topology};
-use bulkhead::cri::CriRuntime;
 use bulkhead::natsd::{NatsServer, Sync};
-use bulkhead::node_config::NodeFile;
-use bulkhead::scheduler_svc::{self, SchedulerConfig};
-use bulkhead_actors::runtime::ContainerRuntime;
+use bulkhead::node::config::NodeFile;
+use bulkhead::node::cri::CriRuntime;
+use bulkhead::scheduler::{self, SchedulerConfig};
+use bulkhead_actors::ports::runtime::ContainerRuntime;
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
 
@@ -49,9 +49,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rt.version,
         rt.runtime_classes()
     );
-    let node = bulkhead::node_svc::start(&bus, file.node_config("bench".into()), rt.clone(), exits)
-        .await?;
-    let sched = tokio::spawn(scheduler_svc::run(bus.clone(), SchedulerConfig::default()));
+    let node =
+        bulkhead::node::start(&bus, file.node_config("bench".into()), rt.clone(), exits).await?;
+    let sched = tokio::spawn(scheduler::run(bus.clone(), SchedulerConfig::default()));
 
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let mut sub = bus.client.subscribe("bulkhead.evt.wl.*.started").await?;

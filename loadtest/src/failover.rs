@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulkhead::bus::{Bus, MAX_BATCH, Topology};
-use bulkhead::cri::CriRuntime;
-use bulkhead::failover_svc::{self, FailoverConfig};
+use bulkhead::failover::{self, FailoverConfig};
 use bulkhead::natsd::{NatsServer, Sync};
-use bulkhead::node_config::NodeFile;
-use bulkhead::node_svc::NodeHandle;
-use bulkhead::scheduler_svc::{self, SchedulerConfig};
-use bulkhead::sim::SimRuntime;
+use bulkhead::node::NodeHandle;
+use bulkhead::node::config::NodeFile;
+use bulkhead::node::cri::CriRuntime;
+use bulkhead::scheduler::{self, SchedulerConfig};
 use bulkhead_actors::node::NodeConfig;
+use bulkhead_actors::ports::sim::SimRuntime;
 use bulkhead_schemas::event::{Event, EventBody};
 use bulkhead_schemas::spec::RuntimeClass;
 use bulkhead_schemas::{Resources, subjects};
@@ -105,7 +105,7 @@ fn sim_node(
 ) -> (
     NodeConfig,
     SimRuntime,
-    tokio::sync::mpsc::UnboundedReceiver<bulkhead_actors::runtime::ExitNotice>,
+    tokio::sync::mpsc::UnboundedReceiver<bulkhead_actors::ports::runtime::ExitNotice>,
 ) {
     let (rt, exits) = SimRuntime::new(name, vec![RuntimeClass::Runc], Duration::ZERO);
     let cfg = NodeConfig {
@@ -195,9 +195,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 async fn start_control(
     bus: &Bus,
     lost_timeout_ms: u64,
-) -> anyhow::Result<failover_svc::FailoverHandle> {
-    tokio::spawn(scheduler_svc::run(bus.clone(), SchedulerConfig::default()));
-    failover_svc::start(
+) -> anyhow::Result<failover::FailoverHandle> {
+    tokio::spawn(scheduler::run(bus.clone(), SchedulerConfig::default()));
+    failover::start(
         bus,
         FailoverConfig {
             lost_timeout: Duration::from_millis(lost_timeout_ms),
@@ -227,7 +227,7 @@ async fn sim_die(args: &Args) -> anyhow::Result<()> {
         let (cfg, rt, exits) = sim_node(&name, 1000, 5000);
         let rt = Arc::new(rt);
         runtimes.insert(name, rt.clone());
-        handles.push(bulkhead::node_svc::start(&bus, cfg, rt, exits).await?);
+        handles.push(bulkhead::node::start(&bus, cfg, rt, exits).await?);
     }
     println!(
         "{} sim nodes up in {:.1} s",
@@ -283,7 +283,7 @@ async fn node_lost(args: &Args) -> anyhow::Result<()> {
         args.lost_workloads, args.lost_nodes, args.lost_timeout_ms
     );
     let (cfg, rt, exits) = sim_node("victim", args.lost_workloads as u32 + 10, 1000);
-    let victim: NodeHandle = bulkhead::node_svc::start(&bus, cfg, Arc::new(rt), exits).await?;
+    let victim: NodeHandle = bulkhead::node::start(&bus, cfg, Arc::new(rt), exits).await?;
     let failover = start_control(&bus, args.lost_timeout_ms).await?;
     let starts = watch_starts(&bus).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -296,7 +296,7 @@ async fn node_lost(args: &Args) -> anyhow::Result<()> {
     let mut others = Vec::new();
     for i in 0..args.lost_nodes {
         let (cfg, rt, exits) = sim_node(&format!("sim-{i}"), 1000, 1000);
-        others.push(bulkhead::node_svc::start(&bus, cfg, Arc::new(rt), exits).await?);
+        others.push(bulkhead::node::start(&bus, cfg, Arc::new(rt), exits).await?);
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut lost_sub = bus
@@ -362,8 +362,7 @@ async fn cri_die(
     file.cri.exit_events = events;
     let (rt, exits) = CriRuntime::connect("fo-bench", file.cri.clone()).await?;
     let node =
-        bulkhead::node_svc::start(&bus, file.node_config("fo-bench".into()), rt.clone(), exits)
-            .await?;
+        bulkhead::node::start(&bus, file.node_config("fo-bench".into()), rt.clone(), exits).await?;
     let failover = start_control(&bus, 3000).await?;
     let starts = watch_starts(&bus).await?;
     let exited = watch_exits(&bus).await?;
@@ -408,7 +407,7 @@ async fn cri_die(
     println!("failover: {:?}", failover.stats().await?);
     stop_all(&bus, &ids).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !bulkhead_actors::runtime::ContainerRuntime::observe(&*rt, "fo-bench")
+    while !bulkhead_actors::ports::runtime::ContainerRuntime::observe(&*rt, "fo-bench")
         .await?
         .is_empty()
         && Instant::now() < deadline
@@ -493,19 +492,19 @@ pub async fn cri_overlap(socket: &std::path::Path, image: &str, n: usize) -> any
     wait_starts(&starts, &ids, 1, 120).await?;
     let pb = spawn("pb")?;
     wait_heartbeat(&bus, "pb").await?;
-    let (cri, _) = bulkhead::cri::Cri::connect(socket).await?;
+    let (cri, _) = bulkhead::node::cri::Cri::connect(socket).await?;
     let on = async |node: &str| -> anyhow::Result<Vec<String>> {
         Ok(cri
             .list_containers(
                 &[
-                    (bulkhead::cri::LABEL_NODE, node),
-                    (bulkhead::cri::LABEL_ROLE, "workload"),
+                    (bulkhead::node::cri::LABEL_NODE, node),
+                    (bulkhead::node::cri::LABEL_ROLE, "workload"),
                 ],
                 Some(k8s_cri::v1::ContainerState::ContainerRunning),
             )
             .await?
             .into_iter()
-            .map(|c| c.labels[bulkhead::cri::LABEL_WORKLOAD].clone())
+            .map(|c| c.labels[bulkhead::node::cri::LABEL_WORKLOAD].clone())
             .collect())
     };
     anyhow::ensure!(on("pa").await?.len() == n, "all {n} on pa first");

@@ -18,9 +18,9 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::stream;
 use bulkhead::bus::{Bus, MAX_BATCH, Topology};
 use bulkhead::natsd::{NatsServer, Sync};
-use bulkhead::scheduler_svc::{self, SchedulerConfig};
-use bulkhead::sim::SimRuntime;
+use bulkhead::scheduler::{self, SchedulerConfig};
 use bulkhead_actors::node::NodeConfig;
+use bulkhead_actors::ports::sim::SimRuntime;
 use bulkhead_schemas::spec::RuntimeClass;
 use bulkhead_schemas::{Resources, subjects};
 use bytes::Bytes;
@@ -310,10 +310,10 @@ async fn throughput(
             heartbeat_ms: 5000,
             stop_grace: Duration::from_secs(10),
         };
-        handles.push(bulkhead::node_svc::start(&bus, cfg, Arc::new(rt), exits).await?);
+        handles.push(bulkhead::node::start(&bus, cfg, Arc::new(rt), exits).await?);
     }
     println!("{nodes} sim nodes up in {:.1} s", t.elapsed().as_secs_f64());
-    let sched = tokio::spawn(scheduler_svc::run(bus.clone(), SchedulerConfig::default()));
+    let sched = tokio::spawn(scheduler::run(bus.clone(), SchedulerConfig::default()));
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Phase 1: a burst of `workloads` submissions, published in atomic batches.
@@ -398,7 +398,7 @@ async fn throughput(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib();
     let t = Instant::now();
-    let (core, _follower) = scheduler_svc::rebuild(&bus).await?;
+    let (core, _follower) = scheduler::rebuild(&bus).await?;
     let ready = t.elapsed();
     let after = rss_kib();
     let count = core.projection.len();

@@ -1,9 +1,13 @@
 //! bulkhead's scanning core, free of I/O: package version ordering (Debian, Alpine),
-//! OSV advisories and their matching, severities. Layer inventories and the layer
-//! cache's hash ring build on it.
+//! layer inventories, OSV advisories and their matching, severities, image references,
+//! Trivy reports, and the layer cache's hash ring and LRU. The scan workers (crate
+//! `bulkhead`, `scan/`) do the I/O around it.
 
+pub mod cache;
 pub mod inventory;
 pub mod osv;
+pub mod reference;
 pub mod severity;
+pub mod trivy;
 pub mod verdict;
 pub mod version;

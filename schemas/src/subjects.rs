@@ -6,7 +6,9 @@ pub const CMD_STOP: &str = "bulkhead.cmd.stop";
 pub const CMD_SCALE: &str = "bulkhead.cmd.scale";
 pub const CMD_DRAIN: &str = "bulkhead.cmd.drain";
 pub const CMD_UNDRAIN: &str = "bulkhead.cmd.undrain";
-pub const CMD_ALL: &str = "bulkhead.cmd.>";
+/// Every command subject: the command stream stores these and no other (a publish to
+/// `bulkhead.cmd.<anything else>` finds no stream and is refused).
+pub const CMD_SUBJECTS: [&str; 5] = [CMD_SUBMIT, CMD_STOP, CMD_SCALE, CMD_DRAIN, CMD_UNDRAIN];
 
 /// The event log (stream [`EVT_STREAM`]).
 pub const EVT_ALL: &str = "bulkhead.evt.>";

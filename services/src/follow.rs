@@ -3,7 +3,8 @@
 //! event by event.
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use bulkhead_actors::log::Stored;
+use bulkhead_actors::aside::Aside;
+use bulkhead_actors::ports::log::{Batch, Stored};
 use bulkhead_actors::projection::Projection;
 use bulkhead_schemas::event::{Event, hash_bytes};
 use bulkhead_schemas::subjects;
@@ -12,10 +13,12 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::bus::{Bus, BusError};
+use crate::tasks::AbortOnDrop;
 
-/// A running reader of `bulkhead.evt.wl.>` from some sequence on.
+/// A running reader of `bulkhead.evt.wl.>` from some sequence on. What it cannot read as
+/// an event is set aside in the batch it delivers, never dropped in silence.
 pub struct Follower {
-    pub rx: mpsc::Receiver<Vec<Stored>>,
+    pub rx: mpsc::Receiver<Batch>,
     /// Sequence of the last workload event when the follower started: the end of the rebuild.
     pub end_at_start: u64,
     task: tokio::task::JoinHandle<()>,
@@ -59,7 +62,7 @@ impl Follower {
         let task = tokio::spawn(async move {
             let mut chunks = messages.ready_chunks(2048);
             while let Some(chunk) = chunks.next().await {
-                let mut batch = Vec::with_capacity(chunk.len());
+                let mut batch = Batch::default();
                 for m in chunk {
                     let m = match m {
                         Ok(m) => m,
@@ -68,20 +71,26 @@ impl Follower {
                             continue;
                         }
                     };
-                    let Ok(info) = m.info() else { continue };
+                    let subject = m.subject.as_str();
+                    let Ok(info) = m.info() else {
+                        let a = Aside::new(0, subject, "no_metadata", "no stream sequence");
+                        batch.set_aside.push(a);
+                        continue;
+                    };
                     let seq = info.stream_sequence;
                     match Event::parse(&m.payload) {
-                        Ok(event) => batch.push(Stored {
+                        Ok(event) => batch.events.push(Stored {
                             seq,
                             hash: hash_bytes(&m.payload),
                             event,
                         }),
-                        Err(e) => {
-                            warn!(seq, subject = %m.subject, error = %e, "skipping malformed event")
-                        }
+                        Err(e) => batch
+                            .set_aside
+                            .push(Aside::new(seq, subject, "malformed", e)),
                     }
                 }
-                if !batch.is_empty() && tx.send(batch).await.is_err() {
+                let empty = batch.events.is_empty() && batch.set_aside.is_empty();
+                if !empty && tx.send(batch).await.is_err() {
                     return;
                 }
             }
@@ -97,35 +106,54 @@ impl Follower {
     pub async fn rebuild(bus: &Bus) -> Result<(Projection, Follower), BusError> {
         let mut follower = Follower::start(bus, 1).await?;
         let mut projection = Projection::default();
-        follower
-            .catch_up(|s| {
-                let _ = projection.apply(s.seq, s.hash, &s.event);
-            })
-            .await;
+        follower.catch_up(|batch| projection.logged(batch)).await;
         Ok((projection, follower))
     }
 
-    /// Feeds `apply` every event up to the stream's end at start; returns how many.
-    pub async fn catch_up(&mut self, mut apply: impl FnMut(&Stored)) -> usize {
+    /// Hands every batch from here on to `deliver`, in a task, until it returns false;
+    /// the task ends when the guard is dropped.
+    pub fn forward(
+        mut self,
+        mut deliver: impl FnMut(Batch) -> bool + Send + 'static,
+    ) -> AbortOnDrop {
+        AbortOnDrop(tokio::spawn(async move {
+            while let Some(batch) = self.rx.recv().await {
+                if !deliver(batch) {
+                    return;
+                }
+            }
+        }))
+    }
+
+    /// Feeds `apply` every batch up to the stream's end at start; returns how many
+    /// events (and set-aside items) they held.
+    pub async fn catch_up(&mut self, mut apply: impl FnMut(Batch)) -> usize {
         let mut n = 0;
         let mut last = 0;
         while last < self.end_at_start {
             let Some(batch) = self.rx.recv().await else {
                 break;
             };
-            for s in &batch {
-                apply(s);
-                last = s.seq;
-                n += 1;
-            }
+            let seqs = batch.events.iter().map(|s| s.seq);
+            last = seqs
+                .chain(batch.set_aside.iter().map(|a| a.seq))
+                .fold(last, u64::max);
+            n += batch.events.len() + batch.set_aside.len();
+            apply(batch);
         }
         n
     }
 }
 
-/// Feeds `each` every event on `filter`, from the start of the log, then live, until it
-/// returns false (the receiver is gone).
-pub async fn read_events(bus: &Bus, filter: &str, what: &str, mut each: impl FnMut(Event) -> bool) {
+/// Feeds `each` every event on `filter` (or, for what does not parse as one, why it is set
+/// aside), from the start of the log, then live, until it returns false (the receiver is
+/// gone).
+pub async fn read_events(
+    bus: &Bus,
+    filter: &str,
+    what: &str,
+    mut each: impl FnMut(Result<Event, Aside>) -> bool,
+) {
     let consumer = async {
         bus.js
             .get_stream(subjects::EVT_STREAM)
@@ -147,10 +175,10 @@ pub async fn read_events(bus: &Bus, filter: &str, what: &str, mut each: impl FnM
     };
     while let Some(m) = messages.next().await {
         let Ok(m) = m else { continue };
-        let Ok(ev) = Event::parse(&m.payload) else {
-            continue;
-        };
-        if !each(ev) {
+        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let read =
+            Event::parse(&m.payload).map_err(|e| Aside::new(seq, &m.subject, "malformed", e));
+        if !each(read) {
             return;
         }
     }

@@ -98,12 +98,3 @@ where
         }
     }
 }
-
-/// Stops an actor when its service's task ends or is dropped.
-pub(crate) struct StopOnDrop<T: ractor::Message>(pub ractor::ActorRef<T>);
-
-impl<T: ractor::Message> Drop for StopOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.stop(None);
-    }
-}

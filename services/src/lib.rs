@@ -1,17 +1,30 @@
-//! The bulkhead services and their adapters: the NATS/JetStream bus, the scheduler and
-//! node services, the sim runtime, the query API, the local nats-server, telemetry.
+//! The `bulkhead` binary's library: one folder per service over shared plumbing, and the
+//! adapters of the actors' ports. `docs/ARCHITECTURE.md` maps every concept to its files.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`scheduler`] | the scheduler service: lease, rebuild, command consumer, watches |
+//! | [`node`] | the node service: its settings, the CRI runtime, its ops, losing and coming back |
+//! | [`failover`] | the failover service: lease, rebuild, heartbeat watch |
+//! | [`api`] | the query API (a NATS service) over a read model of the log |
+//! | [`scan`] | the scan workers: registry client, layer streaming, advisories, Trivy |
+//! | [`cli`] | the `bulkhead` command: arguments, `up`, and the client commands |
+//! | [`bus`] | plumbing: the NATS connection, streams and buckets, the log/ops/heartbeat adapters |
+//! | [`follow`] | plumbing: reading the log in order (rebuild, then live) |
+//! | [`lease`] | plumbing: one active instance through a KV lease |
+//! | [`natsd`] | plumbing: a local nats-server child |
+//! | [`tasks`] | plumbing: task guards and the ack-progress loop |
+//! | [`telemetry`] | plumbing: logs and OpenTelemetry traces |
 
 pub mod api;
 pub mod bus;
 pub mod cli;
-pub mod cri;
-pub mod failover_svc;
+pub mod failover;
 pub mod follow;
 pub mod lease;
 pub mod natsd;
-pub mod node_config;
-pub mod node_svc;
+pub mod node;
 pub mod scan;
-pub mod scheduler_svc;
-pub mod sim;
+pub mod scheduler;
+pub mod tasks;
 pub mod telemetry;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bulkhead::cri::{Cri, LABEL_NODE, LABEL_REPLICA, LABEL_ROLE, LABEL_WORKLOAD};
+use bulkhead::node::cri::{Cri, LABEL_NODE, LABEL_REPLICA, LABEL_ROLE, LABEL_WORKLOAD};
 use bulkhead_schemas::event::{Event, EventBody, Exited};
 use bulkhead_schemas::subjects;
 use common::*;

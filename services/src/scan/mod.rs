@@ -49,6 +49,11 @@ pub enum ScanError {
     Registry(#[from] registry::RegistryError),
     #[error(transparent)]
     Layer(#[from] layers::LayerError),
+    #[error(transparent)]
+    Reference(#[from] registry::BadReference),
+    #[error(transparent)]
+    Trivy(#[from] trivy::TrivyError),
+    /// What another worker (the owner of a layer) answered.
     #[error("{0}")]
     Other(String),
 }

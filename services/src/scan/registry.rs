@@ -12,6 +12,8 @@ use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+pub use bulkhead_scan::reference::{BadReference, ImageRef};
+
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
@@ -19,8 +21,8 @@ application/vnd.docker.distribution.manifest.v2+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{0} is not an image reference (registry/repository[:tag][@digest])")]
-    BadReference(String),
+    #[error(transparent)]
+    BadReference(#[from] BadReference),
     #[error("{url}: {reason}")]
     Http { url: String, reason: String },
     #[error("{what}: {reason}")]
@@ -31,82 +33,6 @@ pub enum RegistryError {
         os: String,
         arch: String,
     },
-}
-
-/// `registry/repository[:tag][@digest]`; Docker Hub names get their defaults.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImageRef {
-    pub registry: String,
-    pub repository: String,
-    /// Tag or digest to fetch.
-    pub reference: String,
-}
-
-impl ImageRef {
-    pub fn parse(s: &str) -> Result<ImageRef, RegistryError> {
-        let bad = || RegistryError::BadReference(s.to_owned());
-        if s.is_empty() || s.contains(char::is_whitespace) {
-            return Err(bad());
-        }
-        let (name, digest) = match s.split_once('@') {
-            Some((n, d)) => (n, Some(d)),
-            None => (s, None),
-        };
-        let (first, rest) = name.split_once('/').unwrap_or(("", name));
-        let (registry, path) =
-            if !first.is_empty() && (first.contains(['.', ':']) || first == "localhost") {
-                (first.to_owned(), rest.to_owned())
-            } else {
-                let path = if name.contains('/') {
-                    name.to_owned()
-                } else {
-                    format!("library/{name}")
-                };
-                ("registry-1.docker.io".to_owned(), path)
-            };
-        // A tag follows the last ':' of the last path component.
-        let (repository, tag) = match path.rsplit_once(':') {
-            Some((r, t)) if !t.contains('/') => (r.to_owned(), Some(t.to_owned())),
-            _ => (path, None),
-        };
-        if repository.is_empty() {
-            return Err(bad());
-        }
-        let reference = match (digest, tag) {
-            (Some(d), _) => d.to_owned(),
-            (None, Some(t)) => t,
-            (None, None) => "latest".to_owned(),
-        };
-        Ok(ImageRef {
-            registry,
-            repository,
-            reference,
-        })
-    }
-
-    /// Whether the registry is on this machine (spoken to in plain HTTP).
-    pub fn loopback(&self) -> bool {
-        let host = self
-            .registry
-            .rsplit_once(':')
-            .map_or(&*self.registry, |(h, _)| h);
-        matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-    }
-}
-
-impl std::fmt::Display for ImageRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sep = if self.reference.starts_with("sha256:") {
-            '@'
-        } else {
-            ':'
-        };
-        write!(
-            f,
-            "{}/{}{sep}{}",
-            self.registry, self.repository, self.reference
-        )
-    }
 }
 
 #[derive(Deserialize, Debug)]
@@ -173,19 +99,63 @@ fn digest_of(body: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(body)))
 }
 
+/// Content that is not what its digest names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    #[error("unsupported digest {0} (sha256 only)")]
+    Unsupported(String),
+    #[error("content does not match its digest: asked for {want}, got {got}")]
+    Mismatch { want: String, got: String },
+}
+
 /// Whether content whose digest is `got` (from [`digest_of`]) is what `want` names.
-fn check_digest(want: &str, got: &str) -> Result<(), String> {
+fn check_digest(want: &str, got: &str) -> Result<(), DigestError> {
     if !want.starts_with("sha256:") {
-        return Err(format!("unsupported digest {want} (sha256 only)"));
+        return Err(DigestError::Unsupported(want.to_owned()));
     }
     if got.eq_ignore_ascii_case(want) {
         Ok(())
     } else {
-        Err(format!(
-            "content does not match its digest: asked for {want}, got {got}"
-        ))
+        Err(DigestError::Mismatch {
+            want: want.to_owned(),
+            got: got.to_owned(),
+        })
     }
 }
+
+/// Why a registry's challenge could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the registry asks for a user and password (set {AUTH_VAR}={0}=user:password)")]
+    NeedsCredentials(String),
+    #[error("bearer challenge without a realm")]
+    NoRealm,
+    #[error("token realm {realm}: {reason}")]
+    BadRealm { realm: String, reason: String },
+    #[error("token service {realm}: {source}")]
+    Unreachable {
+        realm: String,
+        source: reqwest::Error,
+    },
+    #[error("token service {realm}: {status}{hint}")]
+    Refused {
+        realm: String,
+        status: StatusCode,
+        hint: String,
+    },
+    #[error("token service replied without a token")]
+    NoToken,
+    #[error("unsupported auth challenge {0:?}")]
+    Unsupported(String),
+}
+
+/// `BULKHEAD_REGISTRY_AUTH` holds an entry that is not `HOST=user:password`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{AUTH_VAR}: an entry is not HOST=user:password (name the registry the credentials are \
+     for, e.g. registry.example:5000=ci:secret; they are sent to that registry only)"
+)]
+pub struct BadCredentials;
 
 /// Credentials for registries that ask, each for one registry (`host[:port]`): a
 /// registry is never sent another's password, however an image reference names it.
@@ -206,7 +176,7 @@ pub const AUTH_VAR: &str = "BULKHEAD_REGISTRY_AUTH";
 
 impl Credentials {
     /// Parses `HOST=user:password[,HOST2=user:password]` (a password holds no comma).
-    pub fn parse(s: &str) -> Result<Credentials, String> {
+    pub fn parse(s: &str) -> Result<Credentials, BadCredentials> {
         let mut by_registry = HashMap::new();
         for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let parsed = entry.split_once('=').and_then(|(host, cred)| {
@@ -215,15 +185,19 @@ impl Credentials {
                     .then(|| (host.to_owned(), (user.to_owned(), password.to_owned())))
             });
             let Some((host, cred)) = parsed else {
-                return Err(format!(
-                    "{AUTH_VAR}: an entry is not HOST=user:password (name the registry the \
-                     credentials are for, e.g. registry.example:5000=ci:secret; they are sent \
-                     to that registry only)"
-                ));
+                return Err(BadCredentials);
             };
             by_registry.insert(host, cred);
         }
         Ok(Credentials { by_registry })
+    }
+
+    /// The credentials in [`AUTH_VAR`], if it is set.
+    pub fn from_env() -> Result<Credentials, BadCredentials> {
+        match std::env::var(AUTH_VAR) {
+            Ok(v) => Credentials::parse(&v),
+            Err(_) => Ok(Credentials::default()),
+        }
     }
 
     /// The user and password for `registry` (`host[:port]` as the image reference names it).
@@ -321,31 +295,40 @@ impl Registry {
     /// The `Authorization` value answering `registry`'s `WWW-Authenticate` challenge: the
     /// credentials configured for that registry go to it (Basic) or to the token service
     /// it names (Bearer), as docker and containerd do; no others go anywhere.
-    async fn answer(&self, registry: &str, challenge: &str, scope: &str) -> Result<String, String> {
+    async fn answer(
+        &self,
+        registry: &str,
+        challenge: &str,
+        scope: &str,
+    ) -> Result<String, AuthError> {
         let (scheme, params) = parse_challenge(challenge);
         let creds = self.creds.for_registry(registry);
         match scheme.to_ascii_lowercase().as_str() {
             "basic" => {
-                let (u, p) = creds.ok_or_else(|| {
-                    format!("the registry asks for a user and password (set {AUTH_VAR}={registry}=user:password)")
-                })?;
+                let (u, p) = creds.ok_or_else(|| AuthError::NeedsCredentials(registry.into()))?;
                 Ok(format!("Basic {}", base64(&format!("{u}:{p}"))))
             }
             "bearer" => {
-                let realm = params
-                    .get("realm")
-                    .ok_or("bearer challenge without a realm")?;
+                let realm = params.get("realm").ok_or(AuthError::NoRealm)?;
                 let mut query = vec![("scope", scope)];
                 if let Some(service) = params.get("service") {
                     query.push(("service", service.as_str()));
                 }
-                let url = reqwest::Url::parse_with_params(realm, &query)
-                    .map_err(|e| format!("token realm {realm}: {e}"))?;
+                let url = reqwest::Url::parse_with_params(realm, &query).map_err(|e| {
+                    AuthError::BadRealm {
+                        realm: realm.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
                 let mut req = self.http.get(url);
                 if let Some((u, p)) = creds {
                     req = req.basic_auth(u, Some(p));
                 }
-                let resp = req.send().await.map_err(|e| e.to_string())?;
+                let unreachable = |source| AuthError::Unreachable {
+                    realm: realm.clone(),
+                    source,
+                };
+                let resp = req.send().await.map_err(unreachable)?;
                 if !resp.status().is_success() {
                     let hint = match (resp.status().as_u16(), creds) {
                         (401 | 403, None) => format!(
@@ -354,17 +337,21 @@ impl Registry {
                         (401 | 403, Some(_)) => " (the credentials were refused)".into(),
                         _ => String::new(),
                     };
-                    return Err(format!("token service {realm}: {}{hint}", resp.status()));
+                    return Err(AuthError::Refused {
+                        realm: realm.clone(),
+                        status: resp.status(),
+                        hint,
+                    });
                 }
-                let t: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+                let t: serde_json::Value = resp.json().await.map_err(unreachable)?;
                 let token = t
                     .get("token")
                     .or_else(|| t.get("access_token"))
                     .and_then(|v| v.as_str())
-                    .ok_or("token service replied without a token")?;
+                    .ok_or(AuthError::NoToken)?;
                 Ok(format!("Bearer {token}"))
             }
-            _ => Err(format!("unsupported auth challenge {challenge:?}")),
+            _ => Err(AuthError::Unsupported(challenge.into())),
         }
     }
 
@@ -381,9 +368,9 @@ impl Registry {
         })?;
         let digest = digest_of(&body);
         if reference.starts_with("sha256:") {
-            check_digest(reference, &digest).map_err(|reason| RegistryError::Format {
+            check_digest(reference, &digest).map_err(|e| RegistryError::Format {
                 what: format!("manifest {url}"),
-                reason,
+                reason: e.to_string(),
             })?;
         }
         let doc = serde_json::from_slice(&body).map_err(|e| RegistryError::Format {
@@ -438,7 +425,7 @@ impl Registry {
             what: format!("config of {image}"),
             reason,
         };
-        check_digest(&config.digest, &digest_of(&body)).map_err(bad)?;
+        check_digest(&config.digest, &digest_of(&body)).map_err(|e| bad(e.to_string()))?;
         let cfg: ConfigDoc = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
         if cfg.rootfs.diff_ids.len() != doc.layers.len() {
             return Err(RegistryError::Format {
@@ -528,39 +515,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn references() {
-        let r = ImageRef::parse("127.0.0.1:5000/bulkhead/debian:1").unwrap();
-        assert_eq!(
-            (
-                r.registry.as_str(),
-                r.repository.as_str(),
-                r.reference.as_str()
-            ),
-            ("127.0.0.1:5000", "bulkhead/debian", "1")
-        );
-        assert!(r.loopback());
-        let r = ImageRef::parse("busybox").unwrap();
-        assert_eq!(
-            (
-                r.registry.as_str(),
-                r.repository.as_str(),
-                r.reference.as_str()
-            ),
-            ("registry-1.docker.io", "library/busybox", "latest")
-        );
-        let r = ImageRef::parse("ghcr.io/org/app@sha256:abc").unwrap();
-        assert_eq!(r.reference, "sha256:abc");
-        assert_eq!(r.to_string(), "ghcr.io/org/app@sha256:abc");
-        let r = ImageRef::parse("localhost:5000/app").unwrap();
-        assert_eq!(
-            (r.repository.as_str(), r.reference.as_str()),
-            ("app", "latest")
-        );
-        assert!(ImageRef::parse("").is_err());
-        assert!(ImageRef::parse("a b").is_err());
-    }
-
-    #[test]
     fn challenges() {
         let (s, p) = parse_challenge(
             r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
@@ -598,7 +552,7 @@ mod tests {
             "host=:p",
             "a/b=u:p",
         ] {
-            let e = Credentials::parse(bad).unwrap_err();
+            let e = Credentials::parse(bad).unwrap_err().to_string();
             assert!(e.contains("HOST=user:password"), "{bad}: {e}");
         }
     }
@@ -609,11 +563,14 @@ mod tests {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(body)));
         assert_eq!(digest_of(body), digest);
         assert_eq!(check_digest(&digest, &digest_of(body)), Ok(()));
-        let e = check_digest(&digest, &digest_of(br#"{"schemaVersion":3}"#)).unwrap_err();
+        let e = check_digest(&digest, &digest_of(br#"{"schemaVersion":3}"#))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not match") && e.contains(&digest), "{e}");
         assert!(
             check_digest("md5:00", &digest_of(body))
                 .unwrap_err()
+                .to_string()
                 .contains("sha256 only")
         );
     }

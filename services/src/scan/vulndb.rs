@@ -79,15 +79,27 @@ pub fn load(path: &Path) -> Result<Loaded, VulnDbError> {
     Ok(out)
 }
 
-fn read_zip(r: impl Read + Seek, add: &mut impl FnMut(&[u8])) -> Result<(), String> {
-    let mut zip = zip::ZipArchive::new(r).map_err(|e| e.to_string())?;
+/// A zip archive that could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ZipReadError {
+    #[error(transparent)]
+    Zip(#[from] zip::result::ZipError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The most a zip entry's stated size may reserve up front (it is read whole anyway).
+const MAX_RESERVE: u64 = 1 << 20;
+
+fn read_zip(r: impl Read + Seek, add: &mut impl FnMut(&[u8])) -> Result<(), ZipReadError> {
+    let mut zip = zip::ZipArchive::new(r)?;
     for i in 0..zip.len() {
-        let mut f = zip.by_index(i).map_err(|e| e.to_string())?;
-        if !f.name().map_err(|e| e.to_string())?.ends_with(".json") {
+        let mut f = zip.by_index(i)?;
+        if !f.name()?.ends_with(".json") {
             continue;
         }
-        let mut buf = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+        let mut buf = Vec::with_capacity(f.size().min(MAX_RESERVE) as usize);
+        f.read_to_end(&mut buf)?;
         add(&buf);
     }
     Ok(())
@@ -96,9 +108,9 @@ fn read_zip(r: impl Read + Seek, add: &mut impl FnMut(&[u8])) -> Result<(), Stri
 /// Loads a database from zip bytes (as stored in the object store).
 pub fn load_zip_bytes(bytes: &[u8]) -> Result<Loaded, VulnDbError> {
     let mut out = Loaded::default();
-    read_zip(Cursor::new(bytes), &mut |b| out.add(b)).map_err(|reason| VulnDbError::Read {
+    read_zip(Cursor::new(bytes), &mut |b| out.add(b)).map_err(|e| VulnDbError::Read {
         path: OBJECT.into(),
-        reason,
+        reason: e.to_string(),
     })?;
     Ok(out)
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::kv;
-use bulkhead_actors::lru::Lru;
-use bulkhead_actors::ring::{DEFAULT_POINTS, Ring};
+use bulkhead_scan::cache::lru::Lru;
+use bulkhead_scan::cache::ring::{DEFAULT_POINTS, Ring};
 use bulkhead_scan::inventory::{self, LayerInventory};
 use bulkhead_scan::verdict::AdvisoryDb;
 use bulkhead_schemas::event::{Event, EventBody, ScanCompleted};
@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use super::registry::{Credentials, ImageRef, Layer, Registry};
 use super::{Progress, ScanError, compute_layer, scan_with};
 use crate::bus::Bus;
-use crate::scheduler_svc::AbortOnDrop;
+use crate::tasks::{AbortOnDrop, with_progress};
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -220,6 +220,40 @@ impl Advisories {
     }
 }
 
+/// Starts a worker as `bulkhead scanner` (or `up --scan-db`) asks: advisories from `db`
+/// (a directory or an OSV all.zip), or from the database imported into the cluster, or
+/// none when Trivy judges; registry credentials from `BULKHEAD_REGISTRY_AUTH`.
+pub async fn launch(
+    bus: &Bus,
+    db: Option<&std::path::Path>,
+    id: Option<String>,
+    lru_mib: usize,
+    trivy: Option<super::trivy::TrivyConfig>,
+) -> anyhow::Result<WorkerHandle> {
+    let advisories = match (db, &trivy) {
+        (_, Some(_)) => Advisories::fixed(Default::default()),
+        (Some(db), None) => {
+            let loaded = super::vulndb::load(db)?;
+            info!(advisories = loaded.db.len(), skipped = loaded.skipped, db = %db.display(), "advisory database loaded");
+            Advisories::fixed(loaded.db)
+        }
+        (None, None) => Advisories::shared(bus).await?,
+    };
+    let mut cfg =
+        WorkerConfig::new(id.unwrap_or_else(|| format!("scanner-{}", std::process::id())));
+    cfg.lru_bytes = lru_mib * 1024 * 1024;
+    cfg.credentials = super::registry::Credentials::from_env()?;
+    cfg.trivy = trivy;
+    // Test hook: a pause before each layer makes a scan last long enough to kill it.
+    if let Some(ms) = std::env::var("BULKHEAD_SCAN_LAYER_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.layer_delay = Duration::from_millis(ms);
+    }
+    start(bus, cfg, Arc::new(advisories)).await
+}
+
 pub async fn start(
     bus: &Bus,
     cfg: WorkerConfig,
@@ -326,15 +360,7 @@ pub async fn start(
                 let every = (cfg.ack_wait / 3).max(Duration::from_millis(100));
                 let advisories = db.now(&bus).await;
                 let work = run_job(&bus, &cfg, &registry, &cache, &ring, &advisories, &job);
-                tokio::pin!(work);
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
-                let done = loop {
-                    tokio::select! {
-                        r = &mut work => break r,
-                        _ = tick.tick() => { let _ = m.ack_with(AckKind::Progress).await; }
-                    }
-                };
+                let done = with_progress(&m, every, work).await;
                 match done {
                     Ok(()) => {
                         let _ = m.double_ack().await;
@@ -477,9 +503,8 @@ async fn run_job(
         let _ = tx.send(serde_json::to_vec(&v).expect("json"));
     };
     say_started(&bus.client, job, &cfg.id).await;
-    let result = match ImageRef::parse(&job.image) {
-        Ok(image) if cfg.trivy.is_some() => {
-            let trivy = cfg.trivy.as_ref().expect("checked");
+    let result = match (ImageRef::parse(&job.image), &cfg.trivy) {
+        (Ok(image), Some(trivy)) => {
             let (os, arch) = super::platform();
             match registry.resolve(&image, os, arch).await {
                 // The manifest just resolved, by digest: what Trivy reads is what the verdict names.
@@ -491,11 +516,11 @@ async fn run_job(
                         layers: Vec::new(),
                         verdict,
                     })
-                    .map_err(ScanError::Other),
+                    .map_err(ScanError::from),
                 Err(e) => Err(e.into()),
             }
         }
-        Ok(image) => {
+        (Ok(image), None) => {
             scan_with(
                 registry,
                 &image,
@@ -513,7 +538,7 @@ async fn run_job(
             )
             .await
         }
-        Err(e) => Err(e.into()),
+        (Err(e), _) => Err(e.into()),
     };
     drop(say);
     let _ = publisher.await;

@@ -1,0 +1,253 @@
+//! The failover actor: keeps a projection of the log, decides restarts for replicas that
+//! ended (see [`crate::failover`]), and declares nodes lost when their heartbeats stop.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bulkhead_schemas::event::{Event, EventBody, Lost};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{info, info_span, warn};
+
+use crate::failover::{self, decide};
+use crate::liveness::NodeWatch;
+use crate::ports::log::{Batch, EventLog, LogError, WorkloadAppend};
+use crate::projection::Projection;
+
+pub enum FailoverMsg {
+    /// Events read from the log, in stream order.
+    Logged(Batch),
+    /// A heartbeat of this node arrived, with the interval it beats at (ms).
+    Beat(String, u64),
+    /// Check for silent nodes and retry what did not land.
+    Tick,
+    /// Decisions taken (restarts requested, replicas given up) and nodes declared lost.
+    Stats(RpcReplyPort<FailoverStats>),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FailoverStats {
+    pub restarts: u64,
+    pub gave_up: u64,
+    pub nodes_lost: u64,
+    pub conflicts: u64,
+    /// Events the failover's projection would not apply.
+    pub set_aside: u64,
+}
+
+pub struct FailoverArgs<L> {
+    /// The projection rebuilt from the log before the actor starts.
+    pub projection: Projection,
+    pub log: L,
+    /// A node silent this long is lost.
+    pub lost_timeout: Duration,
+    pub tick: Duration,
+}
+
+pub struct FailoverState<L> {
+    pub projection: Projection,
+    log: L,
+    watch: NodeWatch,
+    lost_timeout_ms: u64,
+    /// Workloads whose decision did not land (the log moved or the append failed).
+    retry: BTreeSet<String>,
+    stats: FailoverStats,
+}
+
+pub struct FailoverActor<L>(std::marker::PhantomData<L>);
+
+impl<L> Default for FailoverActor<L> {
+    fn default() -> Self {
+        FailoverActor(std::marker::PhantomData)
+    }
+}
+
+impl<L: EventLog> FailoverState<L> {
+    /// Decides for these workloads and appends the decisions.
+    async fn decide(&mut self, ids: impl IntoIterator<Item = String>) {
+        let now = bulkhead_schemas::now_ms();
+        let appends: Vec<WorkloadAppend> = ids
+            .into_iter()
+            .filter_map(|id| {
+                let w = self.projection.get(&id)?;
+                decide::plan_workload(&id, w, now)
+            })
+            .collect();
+        self.append(appends).await;
+    }
+
+    /// Appends, applies what was stored, and keeps what did not land for a retry.
+    async fn append(&mut self, mut appends: Vec<WorkloadAppend>) {
+        if appends.is_empty() {
+            return;
+        }
+        for a in &mut appends {
+            // One span per workload decision, in the workload's trace.
+            let span = info_span!("failover", workload = %a.workload, events = a.events.len());
+            crate::set_parent(
+                &span,
+                a.events.first().and_then(|e| e.traceparent.as_deref()),
+            );
+            let tp = crate::trace::traceparent(&span);
+            for e in &mut a.events {
+                if tp.is_some() {
+                    e.traceparent = tp.clone();
+                }
+            }
+        }
+        let ids: Vec<String> = appends.iter().map(|a| a.workload.clone()).collect();
+        let outcomes = self.log.append(appends).await;
+        for (id, outcome) in ids.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(stored) => {
+                    for s in &stored {
+                        match &s.event.body {
+                            EventBody::ReplicaRequested(r) => {
+                                info!(workload = %id, replica = r.replica, attempt = r.attempt,
+                                    cause = %r.cause, not_before = %r.not_before, "replica requested");
+                                self.stats.restarts += 1;
+                            }
+                            EventBody::GaveUp(g) => {
+                                warn!(workload = %id, replica = g.replica, reason = %g.reason, "gave up");
+                                self.stats.gave_up += 1;
+                            }
+                            _ => {}
+                        }
+                        self.projection.ingest(s);
+                    }
+                }
+                Err(LogError::Conflict) => {
+                    // The log moved under us: its events are on their way; decide again then.
+                    self.stats.conflicts += 1;
+                    self.retry.insert(id);
+                }
+                Err(e) => {
+                    warn!(workload = %id, error = %e, "could not append a failover decision; will retry");
+                    self.retry.insert(id);
+                }
+            }
+        }
+    }
+
+    /// Declares silent nodes lost; re-checks nodes already lost for replicas placed there
+    /// since (or whose loss did not land).
+    async fn check_nodes(&mut self) {
+        let now = bulkhead_schemas::now_ms();
+        let mut appends = Vec::new();
+        for (node, silent_ms) in self.watch.silent(now, self.lost_timeout_ms) {
+            let reason = format!(
+                "node {node} stopped heartbeating: silent for {silent_ms} ms (lost timeout {} ms)",
+                self.lost_timeout_ms
+            );
+            warn!(%node, silent_ms, "node lost");
+            self.stats.nodes_lost += 1;
+            let ev = Event::new(
+                failover::SERVICE,
+                &node,
+                None,
+                EventBody::Lost(Lost {
+                    replica: None,
+                    node: node.clone(),
+                    reason: reason.clone(),
+                }),
+            );
+            if let Err(e) = self.log.publish_node(ev).await {
+                warn!(%node, error = %e, "could not publish the node's loss");
+            }
+            appends.extend(decide::lose_node(&self.projection, &node, &reason, now));
+        }
+        self.append(appends).await;
+    }
+
+    async fn sweep_lost(&mut self) {
+        let now = bulkhead_schemas::now_ms();
+        let lost: Vec<String> = decide::nodes_in_use(&self.projection)
+            .into_iter()
+            .filter(|n| self.watch.is_lost(n))
+            .collect();
+        let mut appends = Vec::new();
+        for node in lost {
+            let reason = format!("node {node} is lost (no heartbeat)");
+            appends.extend(decide::lose_node(&self.projection, &node, &reason, now));
+        }
+        self.append(appends).await;
+    }
+}
+
+impl<L: EventLog> Actor for FailoverActor<L> {
+    type Msg = FailoverMsg;
+    type State = FailoverState<L>;
+    type Arguments = FailoverArgs<L>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<FailoverMsg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(args.tick, || FailoverMsg::Tick);
+        let now = bulkhead_schemas::now_ms();
+        let mut watch = NodeWatch::default();
+        // Nodes the log places work on are watched from now, heartbeat or not.
+        for node in decide::nodes_in_use(&args.projection) {
+            watch.expect(&node, now);
+        }
+        let mut st = FailoverState {
+            projection: args.projection,
+            log: args.log,
+            watch,
+            lost_timeout_ms: args.lost_timeout.as_millis() as u64,
+            retry: BTreeSet::new(),
+            stats: FailoverStats::default(),
+        };
+        // Exits that ended while no failover ran are decided now.
+        let all: Vec<String> = st.projection.iter().map(|(id, _)| id.clone()).collect();
+        st.decide(all).await;
+        Ok(st)
+    }
+
+    async fn handle(
+        &self,
+        _me: ActorRef<FailoverMsg>,
+        msg: FailoverMsg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            FailoverMsg::Logged(batch) => {
+                for a in batch.set_aside {
+                    st.projection.set_aside.record(a);
+                }
+                let mut touched = BTreeSet::new();
+                for s in &batch.events {
+                    if st.projection.ingest(s).is_some() {
+                        touched.insert(s.event.subject.clone());
+                    }
+                }
+                touched.extend(std::mem::take(&mut st.retry));
+                st.decide(touched).await;
+            }
+            FailoverMsg::Beat(node, interval_ms) => {
+                if st
+                    .watch
+                    .beat(&node, bulkhead_schemas::now_ms(), interval_ms)
+                {
+                    info!(%node, "lost node heartbeats again");
+                }
+            }
+            FailoverMsg::Tick => {
+                st.check_nodes().await;
+                st.sweep_lost().await;
+                if !st.retry.is_empty() {
+                    let retry = std::mem::take(&mut st.retry);
+                    st.decide(retry).await;
+                }
+            }
+            FailoverMsg::Stats(reply) => {
+                let stats = FailoverStats {
+                    set_aside: st.projection.set_aside.total(),
+                    ..st.stats.clone()
+                };
+                let _ = reply.send(stats);
+            }
+        }
+        Ok(())
+    }
+}

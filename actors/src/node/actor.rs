@@ -1,0 +1,161 @@
+//! The node actor: one message at a time — ops, their results, exits, reconciliation,
+//! heartbeats — over [`NodeCore`] and the ports (runtime, log, heartbeats).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_schemas::NodeOp;
+use bulkhead_schemas::event::Event;
+use futures::future::join_all;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{debug, warn};
+
+use super::ops::{OpResult, ops_done, take_ops};
+use super::reconcile::LogView;
+use super::{NodeConfig, NodeCore, NodeError, ReconcileReport, recover};
+use crate::ports::heartbeat::HeartbeatSink;
+use crate::ports::log::EventLog;
+use crate::ports::runtime::{ContainerRuntime, ExitNotice};
+
+pub enum NodeMsg {
+    /// Operations from the node's ops subject; the reply says when they are done and logged.
+    Ops(Vec<NodeOp>, RpcReplyPort<Result<(), NodeError>>),
+    /// The runtime calls of an ops message finished.
+    OpsDone(Vec<OpResult>, RpcReplyPort<Result<(), NodeError>>),
+    Exit(ExitNotice),
+    /// Compare the log's view with the runtime and act; sent once at start, before ops.
+    Reconcile(LogView, RpcReplyPort<Result<ReconcileReport, NodeError>>),
+    Heartbeat,
+}
+
+pub struct NodeActor<R, L, H>(std::marker::PhantomData<(R, L, H)>);
+
+impl<R, L, H> Default for NodeActor<R, L, H> {
+    fn default() -> Self {
+        NodeActor(std::marker::PhantomData)
+    }
+}
+
+pub struct NodeState<R, L, H> {
+    pub core: NodeCore,
+    pub(super) runtime: Arc<R>,
+    log: L,
+    sink: H,
+}
+
+pub struct NodeArgs<R, L, H> {
+    pub config: NodeConfig,
+    pub runtime: Arc<R>,
+    pub log: L,
+    pub sink: H,
+}
+
+impl<R: ContainerRuntime, L: EventLog, H: HeartbeatSink> Actor for NodeActor<R, L, H> {
+    type Msg = NodeMsg;
+    type State = NodeState<R, L, H>;
+    type Arguments = NodeArgs<R, L, H>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let every = Duration::from_millis(args.config.heartbeat_ms.max(10));
+        myself.send_interval(every, || NodeMsg::Heartbeat);
+        let _ = myself.send_message(NodeMsg::Heartbeat);
+        Ok(NodeState {
+            core: NodeCore::new(args.config),
+            runtime: args.runtime,
+            log: args.log,
+            sink: args.sink,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        msg: NodeMsg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NodeMsg::Ops(ops, reply) => {
+                let work = take_ops(st, ops);
+                if work.is_empty() {
+                    let _ = reply.send(Ok(()));
+                } else {
+                    tokio::spawn(async move {
+                        let results = join_all(work).await;
+                        let _ = myself.send_message(NodeMsg::OpsDone(results, reply));
+                    });
+                }
+            }
+            NodeMsg::OpsDone(results, reply) => {
+                let r = ops_done(st, results).await;
+                let _ = reply.send(r);
+            }
+            NodeMsg::Exit(notice) => exit(st, notice).await,
+            NodeMsg::Reconcile(view, reply) => {
+                let r = recover::with_runtime(st, view).await;
+                let _ = reply.send(r);
+            }
+            NodeMsg::Heartbeat => {
+                let hb = st.core.heartbeat(
+                    st.runtime.kind(),
+                    st.runtime.runtime_classes(),
+                    st.runtime.isolation(),
+                );
+                if let Err(e) = st.sink.beat(hb).await {
+                    warn!(error = %e, "heartbeat failed");
+                }
+                if !st.core.unlogged.is_empty() {
+                    let retry = std::mem::take(&mut st.core.unlogged);
+                    log_events(st, retry).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A container ended by itself: log its exit, or keep the notice for the start under way
+/// that made it.
+async fn exit<R: ContainerRuntime, L: EventLog, H>(st: &mut NodeState<R, L, H>, n: ExitNotice) {
+    if st.core.stopping.contains(&n.container) {
+        return;
+    }
+    let Some(c) = st.core.forget(&n.container) else {
+        let container = n.container.clone();
+        if !st.core.early_exit(n) {
+            debug!(%container, "exit of a container this node does not know; ignored");
+        }
+        return;
+    };
+    remove_later(st, &n.container);
+    let ev = st.core.exited(&c.workload, c.replica, n);
+    log_events(st, vec![(c.workload, ev)]).await;
+}
+
+/// Appends events; what fails is kept and retried on the next heartbeat.
+pub(super) async fn log_events<R, L: EventLog, H>(
+    st: &mut NodeState<R, L, H>,
+    events: Vec<(String, Event)>,
+) {
+    if events.is_empty() {
+        return;
+    }
+    let appends = st.core.appends(events);
+    let out = st.log.append(appends.clone()).await;
+    let failed = st.core.stored(out, appends);
+    st.core.unlogged.extend(failed);
+}
+
+/// Removes an ended container in the background (its log file stays).
+pub(super) fn remove_later<R: ContainerRuntime, L, H>(st: &NodeState<R, L, H>, container: &str) {
+    let rt = st.runtime.clone();
+    let container = container.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = rt.stop(&container, Duration::ZERO).await {
+            warn!(%container, error = %e, "could not remove an ended container");
+        }
+    });
+}

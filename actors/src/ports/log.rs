@@ -1,0 +1,178 @@
+//! The event-log port: what an actor hands to the log (per-workload appends, chained and
+//! checked against the workload's head) and what it gets back. Adapters implement it; the
+//! twin is [`super::mem_log::MemLog`].
+
+use std::future::Future;
+
+use bulkhead_schemas::event::{Event, Hash};
+use bulkhead_schemas::subjects;
+
+use super::Cause;
+
+/// The last stored event of a workload: what the next append expects and chains to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: Hash,
+}
+
+/// Events for one workload, appended in order after `head` (None: the workload is new).
+#[derive(Clone, Debug)]
+pub struct WorkloadAppend {
+    pub workload: String,
+    pub head: Option<Head>,
+    pub events: Vec<Event>,
+    /// On a concurrent write, re-read the head and append after it (node facts such as
+    /// `started` stay true whatever came before); otherwise report the conflict.
+    pub rechain_on_conflict: bool,
+}
+
+/// One event ready to publish.
+#[derive(Clone, Debug)]
+pub struct Sealed {
+    pub subject: String,
+    pub bytes: Vec<u8>,
+    pub hash: Hash,
+}
+
+impl WorkloadAppend {
+    /// The first events of a new workload: the append fails if the workload has any.
+    pub fn new(workload: &str, events: Vec<Event>) -> Self {
+        WorkloadAppend {
+            workload: workload.to_owned(),
+            head: None,
+            events,
+            rechain_on_conflict: false,
+        }
+    }
+
+    /// Events that hold only if nothing was appended after `head` (a decision taken on
+    /// what the writer saw).
+    pub fn after(workload: &str, head: Head, events: Vec<Event>) -> Self {
+        WorkloadAppend {
+            head: Some(head),
+            ..WorkloadAppend::new(workload, events)
+        }
+    }
+
+    /// Facts that stay true whatever came before (a node's `started`): on a concurrent
+    /// write they are chained after the new head instead of failing.
+    pub fn rechaining(mut self) -> Self {
+        self.rechain_on_conflict = true;
+        self
+    }
+
+    /// Chains the events after `head` (setting each `prev`) and serializes them.
+    pub fn seal(&mut self) -> Vec<Sealed> {
+        let mut prev = self.head.map(|h| h.hash);
+        self.events
+            .iter_mut()
+            .map(|e| {
+                e.prev = prev.map(hex::encode);
+                let (bytes, hash) = e.seal();
+                prev = Some(hash);
+                Sealed {
+                    subject: subjects::workload_event(&self.workload, e.kind()),
+                    bytes,
+                    hash,
+                }
+            })
+            .collect()
+    }
+
+    /// The subject sequence the first event must find (0: no event yet).
+    pub fn expected_seq(&self) -> u64 {
+        self.head.map(|h| h.seq).unwrap_or(0)
+    }
+}
+
+/// An event as stored: its stream sequence and hash.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub seq: u64,
+    pub hash: Hash,
+    pub event: Event,
+}
+
+/// What a reader of the log gets at a time: events in stream order, and what could not be
+/// read as events (set aside before they reached a projection).
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub events: Vec<Stored>,
+    pub set_aside: Vec<crate::aside::Aside>,
+}
+
+impl From<Vec<Stored>> for Batch {
+    fn from(events: Vec<Stored>) -> Self {
+        Batch {
+            events,
+            set_aside: Vec::new(),
+        }
+    }
+}
+
+/// Why an append (or a node event) was not stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// The workload's head moved: another writer appended first. The writer's decision
+    /// was taken on an old view; it decides again once it has read what came in.
+    #[error("the workload's head moved (another writer appended first)")]
+    Conflict,
+    /// The log could not be reached or did not answer in time: worth trying again.
+    #[error("the log is unreachable: {0}")]
+    Unavailable(#[source] Cause),
+    /// The log refused the append (too large, no stream for the subject, a bad name):
+    /// trying the same append again will not help.
+    #[error("the log refused the append: {0}")]
+    Refused(String),
+}
+
+/// What became of one append: its events as stored, or why not.
+pub type Outcome = Result<Vec<Stored>, LogError>;
+
+/// Appends workload events durably, each append atomically and only after its head.
+pub trait EventLog: Clone + Send + Sync + 'static {
+    /// One outcome per append, in order. Appends are independent of each other.
+    fn append(&self, appends: Vec<WorkloadAppend>) -> impl Future<Output = Vec<Outcome>> + Send;
+
+    /// Publishes an event about a node (`bulkhead.evt.node.<node>.<type>`; the event's
+    /// subject is the node). Node events are not chained.
+    fn publish_node(&self, event: Event) -> impl Future<Output = Result<(), LogError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_schemas::event::{EventBody, StopRequested, hash_bytes};
+
+    #[test]
+    fn seal_chains_events_after_the_head() {
+        let body = || {
+            EventBody::StopRequested(StopRequested {
+                cmd_seq: 1,
+                grace_secs: None,
+            })
+        };
+        let head = Head {
+            seq: 4,
+            hash: [7; 32],
+        };
+        let events = vec![
+            Event::new("s", "w", None, body()),
+            Event::new("s", "w", None, body()),
+        ];
+        let mut a = WorkloadAppend::after("w", head, events);
+        let sealed = a.seal();
+        assert_eq!(a.expected_seq(), 4);
+        assert_eq!(sealed[0].subject, "bulkhead.evt.wl.w.stop_requested");
+        assert_eq!(
+            a.events[0].prev.as_deref(),
+            Some(hex::encode([7u8; 32]).as_str())
+        );
+        assert_eq!(
+            a.events[1].prev,
+            Some(hex::encode(hash_bytes(&sealed[0].bytes)))
+        );
+        assert_eq!(sealed[1].hash, hash_bytes(&sealed[1].bytes));
+    }
+}

@@ -1,0 +1,281 @@
+//! The workload projection: folds log events, in stream order, into the current state of
+//! every workload and its replicas. Pure; the scheduler, the failover, the query API, the
+//! CLI and a restarting node each run one.
+//!
+//! - [`workload`]: a workload and its replicas, and the views served of them;
+//! - [`events`]: one handler per workload event type;
+//! - this file: the projection, and [`Projection::apply`], which matches every event type
+//!   (a new type is a compile error here, not a panic).
+
+mod events;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bulkhead_schemas::Resources;
+use bulkhead_schemas::api::{DrainMark, NodeMarks};
+use bulkhead_schemas::event::{Event, EventBody, Hash};
+
+use crate::aside::{Aside, SetAside};
+pub use crate::ports::log::Head;
+use crate::ports::log::{Batch, Stored};
+use events::Update;
+pub use workload::{Replica, Workload, pin_image};
+
+/// What applying an event changed in node allocations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Placed { node: Arc<str>, need: Resources },
+    Released { node: Arc<str>, need: Resources },
+}
+
+/// Why an event left the projection unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Skip {
+    /// At or below the workload's head: seen already (a writer's own append coming back
+    /// from the log, or a redelivery). The one benign skip.
+    #[error("already applied (seq {seq} <= {head})")]
+    Stale { seq: u64, head: u64 },
+    #[error("`accepted` for workload {0}, which the log has admitted already")]
+    Exists(String),
+    #[error("event for unknown workload {0}")]
+    UnknownWorkload(String),
+    #[error("replica {0} out of range")]
+    BadReplica(u32),
+    #[error("a node event stored as a workload event")]
+    NotWorkload,
+}
+
+impl Skip {
+    /// Whether the skip is expected in normal operation (nothing to count or report).
+    pub fn is_benign(&self) -> bool {
+        matches!(self, Skip::Stale { .. })
+    }
+
+    /// The set-aside code of a skip that is not benign.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Skip::Stale { .. } => "stale",
+            Skip::Exists(_) => "duplicate_accepted",
+            Skip::UnknownWorkload(_) => "unknown_workload",
+            Skip::BadReplica(_) => "bad_replica",
+            Skip::NotWorkload => "not_a_workload_event",
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct Projection {
+    workloads: BTreeMap<String, Workload>,
+    /// Highest stream sequence applied.
+    pub last_seq: u64,
+    /// Interned node names.
+    nodes: BTreeMap<Box<str>, Arc<str>>,
+    /// What node events say of each node.
+    marks: BTreeMap<String, NodeMarks>,
+    /// Events this projection would not apply.
+    pub set_aside: SetAside,
+}
+
+impl Projection {
+    pub fn get(&self, id: &str) -> Option<&Workload> {
+        self.workloads.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.workloads.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workloads.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Workload)> {
+        self.workloads.iter()
+    }
+
+    /// What the log says of a node (drains, loss); default for a node it never mentioned.
+    pub fn node_marks(&self, node: &str) -> NodeMarks {
+        self.marks.get(node).copied().unwrap_or_default()
+    }
+
+    /// Applies a node event (`bulkhead.evt.node.>`, read apart from the workload events).
+    pub fn node_event(&mut self, ev: &Event) {
+        let m = self.marks.entry(ev.subject.clone()).or_default();
+        match &ev.body {
+            EventBody::Joined(_) => m.lost = false,
+            EventBody::Lost(l) if l.replica.is_none() => m.lost = true,
+            EventBody::Draining(_) => m.drain = Some(DrainMark::Draining),
+            EventBody::Drained(_) => m.drain = Some(DrainMark::Drained),
+            EventBody::Undrained(_) => m.drain = None,
+            EventBody::Lost(_)
+            | EventBody::Accepted(_)
+            | EventBody::Rejected(_)
+            | EventBody::Scheduled(_)
+            | EventBody::Started(_)
+            | EventBody::Exited(_)
+            | EventBody::ReplicaRequested(_)
+            | EventBody::StopRequested(_)
+            | EventBody::Stopped(_)
+            | EventBody::ScanRequested(_)
+            | EventBody::ScanCompleted(_)
+            | EventBody::GaveUp(_)
+            | EventBody::Scaled(_)
+            | EventBody::Quarantined(_) => {}
+        }
+    }
+
+    /// Workloads with ids after `after`, in id order.
+    pub fn range_after<'a>(
+        &'a self,
+        after: Option<&str>,
+    ) -> Box<dyn Iterator<Item = (&'a String, &'a Workload)> + 'a> {
+        match after {
+            Some(a) => Box::new(
+                self.workloads
+                    .range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            ),
+            None => Box::new(self.workloads.iter()),
+        }
+    }
+
+    fn intern(&mut self, node: &str) -> Arc<str> {
+        if let Some(n) = self.nodes.get(node) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(node);
+        self.nodes.insert(node.into(), n.clone());
+        n
+    }
+
+    /// Applies a batch read from the log, counting what its reader set aside.
+    pub fn logged(&mut self, batch: Batch) {
+        for a in batch.set_aside {
+            self.set_aside.record(a);
+        }
+        for s in &batch.events {
+            self.ingest(s);
+        }
+    }
+
+    /// Applies a stored event; what it will not apply (but a repeat) is set aside.
+    pub fn ingest(&mut self, s: &Stored) -> Option<Vec<Change>> {
+        match self.apply(s.seq, s.hash, &s.event) {
+            Ok(changes) => Some(changes),
+            Err(skip) if skip.is_benign() => None,
+            Err(skip) => {
+                let a = Aside::new(s.seq, &s.event.subject, skip.code(), &skip);
+                self.set_aside.record(a);
+                None
+            }
+        }
+    }
+
+    /// Applies one stored event. Events at or below the workload's head are skipped, so
+    /// the same event may arrive twice (own append, then the log) without harm.
+    pub fn apply(&mut self, seq: u64, hash: Hash, ev: &Event) -> Result<Vec<Change>, Skip> {
+        self.last_seq = self.last_seq.max(seq);
+        let id = ev.subject.as_str();
+        let head = Head { seq, hash };
+        match &ev.body {
+            EventBody::Accepted(a) => {
+                if let Some(w) = self.workloads.get(id) {
+                    return Err(if seq <= w.head.seq {
+                        Skip::Stale {
+                            seq,
+                            head: w.head.seq,
+                        }
+                    } else {
+                        Skip::Exists(id.to_owned())
+                    });
+                }
+                let w = Workload::accepted(
+                    &a.spec,
+                    a.cmd_seq,
+                    head,
+                    a.pending.as_deref(),
+                    ev.traceparent.as_deref(),
+                );
+                self.workloads.insert(id.to_owned(), w);
+                Ok(Vec::new())
+            }
+            EventBody::Rejected(r) => {
+                let reason = r.rejection.reason.as_str();
+                if !self.workloads.contains_key(id) {
+                    let w = Workload::rejected(r.cmd_seq, head, reason);
+                    self.workloads.insert(id.to_owned(), w);
+                    return Ok(Vec::new());
+                }
+                // An accepted workload rejected later (its scan verdict failed the gate).
+                self.update(id, head, &ev.at, |u| {
+                    u.w.rejected = true;
+                    u.w.reason = Some(reason.into());
+                    Ok(())
+                })
+            }
+            EventBody::Scheduled(s) => {
+                let node = self.intern(&s.node);
+                self.update(id, head, &ev.at, |u| u.scheduled(s, node))
+            }
+            EventBody::Lost(l) => match l.replica {
+                Some(replica) => {
+                    let node = self.intern(&l.node);
+                    self.update(id, head, &ev.at, |u| u.lost(l, replica, node))
+                }
+                None => Err(Skip::NotWorkload),
+            },
+            EventBody::Started(s) => self.update(id, head, &ev.at, |u| u.started(s)),
+            EventBody::Exited(x) => self.update(id, head, &ev.at, |u| u.exited(x)),
+            EventBody::ReplicaRequested(r) => {
+                self.update(id, head, &ev.at, |u| u.replica_requested(r))
+            }
+            EventBody::StopRequested(_) => self.update(id, head, &ev.at, |u| u.stop_requested()),
+            EventBody::Stopped(s) => self.update(id, head, &ev.at, |u| u.stopped(s)),
+            EventBody::ScanRequested(r) => self.update(id, head, &ev.at, |u| u.scan_requested(r)),
+            EventBody::ScanCompleted(c) => self.update(id, head, &ev.at, |u| u.scan_completed(c)),
+            EventBody::GaveUp(g) => self.update(id, head, &ev.at, |u| u.gave_up(g)),
+            EventBody::Scaled(sc) => self.update(id, head, &ev.at, |u| u.scaled(sc)),
+            EventBody::Quarantined(q) => self.update(id, head, &ev.at, |u| u.quarantined(q)),
+            EventBody::Joined(_)
+            | EventBody::Draining(_)
+            | EventBody::Drained(_)
+            | EventBody::Undrained(_) => Err(Skip::NotWorkload),
+        }
+    }
+
+    /// Applies `handle` to an admitted workload whose head is older than the event, and
+    /// moves the head to the event.
+    fn update(
+        &mut self,
+        id: &str,
+        head: Head,
+        at: &str,
+        handle: impl FnOnce(&mut Update<'_>) -> Result<(), Skip>,
+    ) -> Result<Vec<Change>, Skip> {
+        let w = self
+            .workloads
+            .get_mut(id)
+            .ok_or_else(|| Skip::UnknownWorkload(id.to_owned()))?;
+        if head.seq <= w.head.seq {
+            return Err(Skip::Stale {
+                seq: head.seq,
+                head: w.head.seq,
+            });
+        }
+        let mut u = Update {
+            need: w.need(),
+            at_ms: bulkhead_schemas::parse_rfc3339_ms(at).unwrap_or(0),
+            changes: Vec::new(),
+            w,
+        };
+        handle(&mut u)?;
+        let Update { w, changes, .. } = u;
+        w.head = head;
+        w.events += 1;
+        Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests;

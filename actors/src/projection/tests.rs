@@ -1,0 +1,280 @@
+//! The projection event by event: lifecycles, replays, node marks, pinned images.
+
+use super::*;
+use bulkhead_schemas::WorkloadSpec;
+use bulkhead_schemas::api::WorkloadState;
+use bulkhead_schemas::event::*;
+
+fn spec(replicas: u32) -> WorkloadSpec {
+    let mut s: WorkloadSpec = serde_json::from_value(
+        serde_json::json!({"image": "i", "memory_mb": 10, "cpu_millicores": 5}),
+    )
+    .unwrap();
+    s.replicas = replicas;
+    s.id = Some("w".into());
+    s
+}
+
+fn ev(body: EventBody) -> Event {
+    Event::new("test", "w", None, body)
+}
+
+#[test]
+fn images_are_pinned_to_the_scanned_digest() {
+    let d = "sha256:abc";
+    assert_eq!(
+        pin_image("127.0.0.1:5000/bulkhead/app:1", d),
+        "127.0.0.1:5000/bulkhead/app@sha256:abc"
+    );
+    assert_eq!(
+        pin_image("127.0.0.1:5000/app", d),
+        "127.0.0.1:5000/app@sha256:abc"
+    );
+    assert_eq!(pin_image("busybox:1.36", d), "busybox@sha256:abc");
+    assert_eq!(pin_image("busybox", d), "busybox@sha256:abc");
+    assert_eq!(
+        pin_image("r/app:1@sha256:def", d),
+        "r/app:1@sha256:def",
+        "pinned already"
+    );
+    assert_eq!(
+        pin_image("r/app:1", ""),
+        "r/app:1",
+        "no digest (a failed scan)"
+    );
+}
+
+#[test]
+fn node_events_mark_drains_and_losses_until_undrained_or_joined() {
+    let mut p = Projection::default();
+    let mut seq = 0;
+    let mut on = |p: &mut Projection, body: EventBody| {
+        seq += 1;
+        let ev = Event::new("test", "n", None, body);
+        let before = p.node_marks("n");
+        let r = p.apply(seq, [0; 32], &ev);
+        assert!(
+            matches!(r, Err(Skip::NotWorkload)),
+            "not applied as a workload event"
+        );
+        assert_eq!(p.node_marks("n"), before, "nor does it mark the node");
+        p.node_event(&ev);
+        p.node_marks("n").status()
+    };
+    let joined = || {
+        EventBody::Joined(NodeJoined {
+            capacity: Default::default(),
+            runtime_classes: vec![],
+            runtime: "sim".into(),
+        })
+    };
+    let lost = || {
+        EventBody::Lost(Lost {
+            replica: None,
+            node: "n".into(),
+            reason: "silent".into(),
+        })
+    };
+    assert_eq!(p.node_marks("n").status(), "ready", "never mentioned");
+    assert_eq!(on(&mut p, joined()), "ready");
+    assert_eq!(
+        on(&mut p, EventBody::Draining(NodeDraining { cmd_seq: 1 })),
+        "draining"
+    );
+    assert_eq!(on(&mut p, lost()), "lost+draining");
+    assert_eq!(on(&mut p, joined()), "draining", "back, still cordoned");
+    let drained = EventBody::Drained(NodeDrained {
+        reason: "empty".into(),
+    });
+    assert_eq!(on(&mut p, drained), "drained");
+    let undrained = EventBody::Undrained(NodeUndrained { cmd_seq: 2 });
+    assert_eq!(on(&mut p, undrained), "ready");
+    assert_eq!(p.node_marks("other").status(), "ready");
+}
+
+#[test]
+fn lifecycle_moves_state_and_allocations() {
+    let mut p = Projection::default();
+    let h = [0u8; 32];
+    p.apply(
+        1,
+        h,
+        &ev(EventBody::Accepted(Accepted {
+            spec: spec(2),
+            cmd_seq: 9,
+            pending: None,
+        })),
+    )
+    .unwrap();
+    assert_eq!(p.get("w").unwrap().state(), WorkloadState::Pending);
+    let ch = p
+        .apply(
+            2,
+            h,
+            &ev(EventBody::Scheduled(Scheduled {
+                replica: 0,
+                node: "n".into(),
+                runtime_class: Default::default(),
+                replaces: None,
+            })),
+        )
+        .unwrap();
+    assert!(
+        matches!(&ch[..], [Change::Placed { node, need }] if &**node == "n" && need.memory_mb == 10)
+    );
+    assert_eq!(
+        p.get("w").unwrap().state(),
+        WorkloadState::Pending,
+        "replica 1 still pending"
+    );
+    p.apply(
+        3,
+        h,
+        &ev(EventBody::Scheduled(Scheduled {
+            replica: 1,
+            node: "n".into(),
+            runtime_class: Default::default(),
+            replaces: None,
+        })),
+    )
+    .unwrap();
+    p.apply(
+        4,
+        h,
+        &ev(EventBody::Started(Started {
+            replica: 0,
+            node: "n".into(),
+            container: "c0".into(),
+        })),
+    )
+    .unwrap();
+    assert_eq!(p.get("w").unwrap().state(), WorkloadState::Scheduled);
+    p.apply(
+        5,
+        h,
+        &ev(EventBody::Started(Started {
+            replica: 1,
+            node: "n".into(),
+            container: "c1".into(),
+        })),
+    )
+    .unwrap();
+    assert_eq!(p.get("w").unwrap().state(), WorkloadState::Running);
+    let ch = p
+        .apply(
+            6,
+            h,
+            &ev(EventBody::Exited(Exited {
+                replica: 0,
+                node: "n".into(),
+                code: 7,
+                reason: "error".into(),
+                finished_at: "t".into(),
+            })),
+        )
+        .unwrap();
+    assert!(matches!(&ch[..], [Change::Released { .. }]));
+    assert_eq!(p.get("w").unwrap().state(), WorkloadState::Running);
+    p.apply(
+        7,
+        h,
+        &ev(EventBody::Exited(Exited {
+            replica: 1,
+            node: "n".into(),
+            code: 0,
+            reason: "completed".into(),
+            finished_at: "t".into(),
+        })),
+    )
+    .unwrap();
+    let w = p.get("w").unwrap();
+    assert_eq!(w.state(), WorkloadState::Failed);
+    assert_eq!(w.replicas[0].exit_code, Some(7));
+    assert_eq!(w.events, 7);
+    assert_eq!(w.head.seq, 7);
+}
+
+#[test]
+fn replays_are_skipped_and_unknown_workloads_reported() {
+    let mut p = Projection::default();
+    let h = [1u8; 32];
+    let acc = ev(EventBody::Accepted(Accepted {
+        spec: spec(1),
+        cmd_seq: 1,
+        pending: Some("no node".into()),
+    }));
+    p.apply(5, h, &acc).unwrap();
+    assert_eq!(p.get("w").unwrap().reason.as_deref(), Some("no node"));
+    assert!(matches!(p.apply(5, h, &acc), Err(Skip::Stale { .. })));
+    let sch = ev(EventBody::Scheduled(Scheduled {
+        replica: 0,
+        node: "n".into(),
+        runtime_class: Default::default(),
+        replaces: None,
+    }));
+    p.apply(6, h, &sch).unwrap();
+    assert!(matches!(p.apply(6, h, &sch), Err(Skip::Stale { .. })));
+    let mut other = sch.clone();
+    other.subject = "x".into();
+    assert!(matches!(
+        p.apply(7, h, &other),
+        Err(Skip::UnknownWorkload(_))
+    ));
+    let bad = ev(EventBody::Scheduled(Scheduled {
+        replica: 3,
+        node: "n".into(),
+        runtime_class: Default::default(),
+        replaces: None,
+    }));
+    assert_eq!(p.apply(8, h, &bad), Err(Skip::BadReplica(3)));
+}
+
+#[test]
+fn stop_ends_pending_replicas_and_releases_placed_ones() {
+    let mut p = Projection::default();
+    let h = [0u8; 32];
+    p.apply(
+        1,
+        h,
+        &ev(EventBody::Accepted(Accepted {
+            spec: spec(2),
+            cmd_seq: 1,
+            pending: None,
+        })),
+    )
+    .unwrap();
+    p.apply(
+        2,
+        h,
+        &ev(EventBody::Scheduled(Scheduled {
+            replica: 0,
+            node: "n".into(),
+            runtime_class: Default::default(),
+            replaces: None,
+        })),
+    )
+    .unwrap();
+    p.apply(
+        3,
+        h,
+        &ev(EventBody::StopRequested(StopRequested {
+            cmd_seq: 2,
+            grace_secs: None,
+        })),
+    )
+    .unwrap();
+    assert_eq!(p.get("w").unwrap().pending_replicas().count(), 0);
+    assert_eq!(p.get("w").unwrap().state(), WorkloadState::Scheduled);
+    let ch = p
+        .apply(
+            4,
+            h,
+            &ev(EventBody::Stopped(Stopped {
+                replica: 0,
+                node: "n".into(),
+            })),
+        )
+        .unwrap();
+    assert_eq!(ch.len(), 1);
+    assert_eq!(p.get("w").unwrap().state(), WorkloadState::Stopped);
+}

@@ -1,0 +1,213 @@
+//! The scheduler actor: feeds commands, log events, heartbeats and ticks to the
+//! [`SchedulerCore`] and carries out its plans through the event log and the ops sink.
+
+use std::time::Duration;
+
+use bulkhead_schemas::NodeHeartbeat;
+use bulkhead_schemas::event::{Event, ScanCompleted};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{debug, info, warn};
+
+use crate::aside::Aside;
+use crate::ports::log::{Batch, EventLog};
+use crate::ports::ops::OpsSink;
+use crate::scheduler::{Command, Disposition, Plan, SchedulerCore};
+
+pub enum SchedulerMsg {
+    Commands(Vec<Command>, RpcReplyPort<Vec<(u64, Disposition)>>),
+    /// Events read from the log (any writer's), in stream order.
+    Logged(Batch),
+    Heartbeat(NodeHeartbeat),
+    NodeGone(String),
+    /// A command (or anything else) the service would not hand over: counted, listed.
+    SetAside(Aside),
+    /// An event about a node from the log (`joined`, `lost`, `draining`, `drained`).
+    NodeEvent(Box<Event>),
+    /// A scan finished (from `bulkhead.evt.scan.>`, in stream order), at this time (Unix ms).
+    ScanCompleted(Box<ScanCompleted>, u64),
+    /// Retry pending placements, move drained replicas, notice silent nodes.
+    Tick,
+    /// A backoff ended: place what is due.
+    Due,
+    Stats(RpcReplyPort<SchedulerStats>),
+}
+
+/// What the scheduler holds, for tests and load tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SchedulerStats {
+    /// Workloads in the projection.
+    pub workloads: usize,
+    /// Workloads waiting for capacity (or a backoff).
+    pub pending: usize,
+    /// Events the scheduler would not apply.
+    pub set_aside: u64,
+}
+
+pub struct SchedulerArgs<L, O> {
+    /// The projection rebuilt from the log before the actor starts.
+    pub core: SchedulerCore,
+    pub log: L,
+    pub ops: O,
+    pub tick: Duration,
+}
+
+pub struct SchedulerState<L, O> {
+    pub core: SchedulerCore,
+    log: L,
+    ops: O,
+}
+
+pub struct SchedulerActor<L, O>(std::marker::PhantomData<(L, O)>);
+
+impl<L, O> Default for SchedulerActor<L, O> {
+    fn default() -> Self {
+        SchedulerActor(std::marker::PhantomData)
+    }
+}
+
+impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
+    async fn execute(&mut self, mut plan: Plan) -> Vec<(u64, Disposition)> {
+        for note in &plan.notes {
+            info!("{note}");
+        }
+        let mut unpublished = Vec::new();
+        for (cmd, ev) in std::mem::take(&mut plan.node_events) {
+            if let Err(e) = self.log.publish_node(ev).await {
+                warn!(error = %e, "could not publish a node event; the command will be retried");
+                unpublished.extend(cmd);
+            }
+        }
+        let mut dispositions = self.commit_plan(plan).await;
+        for (seq, d) in &mut dispositions {
+            if unpublished.contains(seq) {
+                *d = Disposition::Retry;
+            }
+        }
+        dispositions
+    }
+
+    async fn commit_plan(&mut self, plan: Plan) -> Vec<(u64, Disposition)> {
+        let appends = plan.appends.clone();
+        if appends.is_empty() {
+            return self.core.commit(plan, Vec::new()).commands;
+        }
+        let outcomes = self.log.append(appends).await;
+        let commit = self.core.commit(plan, outcomes);
+        for (workload, e) in &commit.failures {
+            warn!(%workload, error = %e, "append failed; the command will be retried");
+        }
+        if !commit.scan_jobs.is_empty() {
+            for (job, err) in self.ops.queue_scans(commit.scan_jobs).await {
+                // `scan_requested` is in the log: the job is queued again at takeover.
+                warn!(%job, error = %err, "could not queue a scan");
+            }
+        }
+        if !commit.ops.is_empty() {
+            for (node, err) in self.ops.send(commit.ops).await {
+                // The `scheduled` event is in the log; the op is resent when a scheduler
+                // starts (see `SchedulerCore::unstarted_ops`); nodes ignore duplicates.
+                warn!(%node, error = %err, "could not send ops");
+            }
+        }
+        debug!(placed = commit.placed, "round committed");
+        commit.commands
+    }
+
+    /// Places what is due (new work, ended backoffs, changed nodes), moves drained
+    /// replicas, stops replaced copies; wakes itself for the next backoff to end.
+    async fn progress(&mut self, me: &ActorRef<SchedulerMsg>) {
+        let now = bulkhead_schemas::now_ms();
+        let plan = self.core.place_pending(5_000, now);
+        if !plan.is_empty() {
+            self.execute(plan).await;
+        }
+        let plan = self.core.drain_step();
+        if !plan.is_empty() {
+            self.execute(plan).await;
+        }
+        let stops = self.core.take_replaced();
+        if !stops.is_empty() {
+            for (node, err) in self.ops.send(stops).await {
+                warn!(%node, error = %err, "could not send the stop of a replaced copy");
+            }
+        }
+        if let Some(due) = self.core.next_due_ms() {
+            let wait = Duration::from_millis(due.saturating_sub(bulkhead_schemas::now_ms()));
+            me.send_after(wait, || SchedulerMsg::Due);
+        }
+    }
+}
+
+impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
+    type Msg = SchedulerMsg;
+    type State = SchedulerState<L, O>;
+    type Arguments = SchedulerArgs<L, O>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SchedulerMsg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(args.tick, || SchedulerMsg::Tick);
+        Ok(SchedulerState {
+            core: args.core,
+            log: args.log,
+            ops: args.ops,
+        })
+    }
+
+    async fn handle(
+        &self,
+        me: ActorRef<SchedulerMsg>,
+        msg: SchedulerMsg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SchedulerMsg::Commands(cmds, reply) => {
+                let plan = st.core.decide(&cmds);
+                let dispositions = st.execute(plan).await;
+                let _ = reply.send(dispositions);
+            }
+            SchedulerMsg::Logged(batch) => {
+                st.core.logged(batch);
+                // Restarts and scale-ups are placed at once, not on the next tick.
+                if st.core.placement_due(bulkhead_schemas::now_ms()) || st.core.has_replaced() {
+                    st.progress(&me).await;
+                }
+            }
+            SchedulerMsg::Heartbeat(hb) => {
+                if st.core.heartbeat(&hb, bulkhead_schemas::now_ms()) {
+                    info!("node {} heartbeats: it takes placements", hb.name);
+                }
+            }
+            SchedulerMsg::SetAside(a) => st.core.projection.set_aside.record(a),
+            SchedulerMsg::NodeGone(name) => st.core.node_gone(&name),
+            SchedulerMsg::NodeEvent(ev) => st.core.node_event(&ev),
+            SchedulerMsg::ScanCompleted(c, done_ms) => {
+                let plan = st.core.scan_completed(*c, done_ms);
+                if !plan.is_empty() {
+                    st.execute(plan).await;
+                }
+            }
+            SchedulerMsg::Tick => {
+                for node in st.core.check_silent(bulkhead_schemas::now_ms()) {
+                    warn!(%node, "node stopped heartbeating; no more placements there");
+                }
+                st.progress(&me).await
+            }
+            SchedulerMsg::Due => {
+                if st.core.placement_due(bulkhead_schemas::now_ms()) {
+                    st.progress(&me).await;
+                }
+            }
+            SchedulerMsg::Stats(reply) => {
+                let _ = reply.send(SchedulerStats {
+                    workloads: st.core.projection.len(),
+                    pending: st.core.pending_count(),
+                    set_aside: st.core.projection.set_aside.total(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

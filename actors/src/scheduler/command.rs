@@ -1,0 +1,99 @@
+//! The commands the scheduler reads from `BULKHEAD_CMD`, and what becomes of each.
+
+use bulkhead_schemas::subjects;
+
+use crate::aside::Aside;
+
+use super::SchedulerCore;
+use super::admission::InPlan;
+use super::cluster::Overlay;
+use super::plan::Plan;
+
+/// A command read from `BULKHEAD_CMD`.
+#[derive(Clone, Debug)]
+pub struct Command {
+    pub cmd_seq: u64,
+    /// Stream timestamp of the command, Unix milliseconds.
+    pub stored_ms: u64,
+    pub kind: CommandKind,
+    pub payload: Vec<u8>,
+    /// W3C trace context of the span handling this command.
+    pub traceparent: Option<String>,
+}
+
+impl Command {
+    /// The command stored on `subject` at `cmd_seq`. A subject that carries no command is
+    /// set aside: it is never taken for a submission.
+    pub fn read(
+        subject: &str,
+        cmd_seq: u64,
+        stored_ms: u64,
+        payload: Vec<u8>,
+        traceparent: Option<String>,
+    ) -> Result<Command, Aside> {
+        let kind = CommandKind::of_subject(subject).ok_or_else(|| {
+            let why = format!("no command is published on {subject}");
+            Aside::new(cmd_seq, subject, "unknown_command", why)
+        })?;
+        Ok(Command {
+            cmd_seq,
+            stored_ms,
+            kind,
+            payload,
+            traceparent,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandKind {
+    Submit,
+    Stop,
+    Scale,
+    Drain,
+    Undrain,
+}
+
+impl CommandKind {
+    /// The kind of a command by its subject.
+    pub fn of_subject(subject: &str) -> Option<CommandKind> {
+        match subject {
+            subjects::CMD_SUBMIT => Some(CommandKind::Submit),
+            subjects::CMD_STOP => Some(CommandKind::Stop),
+            subjects::CMD_SCALE => Some(CommandKind::Scale),
+            subjects::CMD_DRAIN => Some(CommandKind::Drain),
+            subjects::CMD_UNDRAIN => Some(CommandKind::Undrain),
+            _ => None,
+        }
+    }
+}
+
+/// What to do with a command message once its plan is committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    Ack,
+    /// Redeliver later (the log moved under us, or the append failed).
+    Retry,
+}
+
+impl SchedulerCore {
+    /// Decides what a batch of commands does (each command in its own file: admission,
+    /// stop, scale, drain).
+    pub fn decide(&mut self, commands: &[Command]) -> Plan {
+        let mut plan = Plan::default();
+        let mut overlay = Overlay::new();
+        let mut in_plan = InPlan::new();
+        for cmd in commands {
+            match cmd.kind {
+                CommandKind::Submit => {
+                    self.decide_submit(cmd, &mut plan, &mut overlay, &mut in_plan)
+                }
+                CommandKind::Stop => self.decide_stop(cmd, &mut plan, &in_plan),
+                CommandKind::Scale => self.decide_scale(cmd, &mut plan, &mut overlay),
+                CommandKind::Drain => self.decide_drain(cmd, &mut plan),
+                CommandKind::Undrain => self.decide_undrain(cmd, &mut plan),
+            }
+        }
+        plan
+    }
+}

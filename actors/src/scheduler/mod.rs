@@ -1,0 +1,277 @@
+//! The scheduler: a pure core that admits commands and places replicas, turning them into
+//! per-workload appends and node operations, and the ractor actor that drives it.
+//!
+//! | file | concern |
+//! |---|---|
+//! | this file | [`SchedulerCore`]: its state, and what the log, heartbeats and node events tell it |
+//! | [`command`] | the commands read from `BULKHEAD_CMD` and their dispositions |
+//! | [`admission`] | `submit`: accept (placing what fits) or reject with a reason |
+//! | [`stop`], [`scale`] | the `stop` and `scale` commands |
+//! | [`drain`] | `drain` / `undrain`, and moving replicas off draining nodes |
+//! | [`verdicts`] | scan verdicts: gate, reject, quarantine |
+//! | [`scan_policy`] | the pure policy per trust level |
+//! | [`placement`] | placing waiting replicas (backoffs, lost nodes) |
+//! | [`cluster`] | the pure filter and score over the nodes |
+//! | [`plan`] | a round's decisions ([`Plan`]) and what is left once stored ([`Commit`]) |
+//! | [`commit`] | committing a round; resending after a takeover |
+//! | [`actor`] | the ractor shell over the core and the ports |
+//!
+//! How the decisions reach the log (atomic batches, one expectation per workload) is in
+//! `docs/ARCHITECTURE.md`.
+
+pub mod actor;
+mod admission;
+pub mod cluster;
+pub mod command;
+mod commit;
+mod drain;
+pub mod placement;
+pub mod plan;
+mod scale;
+pub mod scan_policy;
+mod stop;
+mod verdicts;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bulkhead_schemas::api::WorkloadState;
+use bulkhead_schemas::event::{Event, EventBody, ScanCompleted};
+use bulkhead_schemas::{NodeHeartbeat, NodeOp};
+
+use crate::liveness::NodeWatch;
+use crate::ports::log::{Batch, Stored};
+use crate::projection::{Change, Projection};
+use cluster::Cluster;
+pub use command::{Command, CommandKind, Disposition};
+use plan::chain_head;
+pub use plan::{Commit, Plan};
+use scan_policy::ScanPolicy;
+
+/// The name the scheduler signs its events with.
+pub const SERVICE: &str = "scheduler";
+
+/// The scheduler's state: projection, cluster and the queue of workloads awaiting capacity.
+#[derive(Default, Debug)]
+pub struct SchedulerCore {
+    pub projection: Projection,
+    pub cluster: Cluster,
+    pending: VecDeque<String>,
+    /// Cluster generation at the last full pending pass; retry only when it changed.
+    pending_pass_gen: u64,
+    generation: u64,
+    pub policy: ScanPolicy,
+    /// The latest scan outcome per image reference, with its time (Unix ms); it answers
+    /// for the image for the policy's `verdict_ttl_ms`.
+    verdicts: HashMap<String, (ScanCompleted, u64)>,
+    /// The earliest time (Unix ms) a backed-off replica may be placed.
+    next_due_ms: Option<u64>,
+    /// Stop ops for copies a drain replaced, once their successor started.
+    replaced: BTreeMap<Arc<str>, Vec<NodeOp>>,
+    /// Drained nodes whose `drained` event was published.
+    drained: BTreeSet<String>,
+    /// Which nodes heartbeat: a silent one takes no new placements.
+    watch: NodeWatch,
+}
+
+impl SchedulerCore {
+    /// Events read from the log (any writer's, in stream order), and what the reader set
+    /// aside on the way.
+    pub fn logged(&mut self, batch: Batch) {
+        for a in batch.set_aside {
+            self.projection.set_aside.record(a);
+        }
+        for s in &batch.events {
+            self.apply(s);
+        }
+    }
+
+    /// Applies a stored event (own append or from the log) and its allocation changes.
+    pub fn apply(&mut self, stored: &Stored) {
+        let Some(changes) = self.projection.ingest(stored) else {
+            return;
+        };
+        for c in changes {
+            match c {
+                Change::Placed { node, need } => self.cluster.allocate(&node, &need),
+                Change::Released { node, need } => {
+                    self.cluster.release(&node, &need);
+                    self.generation += 1;
+                }
+            }
+        }
+        let id = &stored.event.subject;
+        match &stored.event.body {
+            // New work: worth a placement pass even if no node changed. A stopped copy that
+            // a quarantine moves (placed again in its new class) is new work too.
+            EventBody::ReplicaRequested(_)
+            | EventBody::Scaled(_)
+            | EventBody::Stopped(_)
+            | EventBody::Quarantined(_) => {
+                self.generation += 1;
+                self.queue_if_pending(id);
+            }
+            EventBody::Accepted(_) => {
+                self.queue_if_pending(id);
+            }
+            EventBody::Started(st) => self.stop_replaced(id, st.replica),
+            EventBody::Rejected(_)
+            | EventBody::Scheduled(_)
+            | EventBody::Exited(_)
+            | EventBody::Lost(_)
+            | EventBody::StopRequested(_)
+            | EventBody::ScanRequested(_)
+            | EventBody::ScanCompleted(_)
+            | EventBody::GaveUp(_)
+            | EventBody::Joined(_)
+            | EventBody::Draining(_)
+            | EventBody::Drained(_)
+            | EventBody::Undrained(_) => {}
+        }
+    }
+
+    /// Puts the workload in the queue of pending placements if it has replicas waiting
+    /// and is not queued yet; returns whether it did.
+    fn queue_if_pending(&mut self, id: &str) -> bool {
+        let queue = self
+            .projection
+            .get(id)
+            .is_some_and(|w| w.pending_replicas().next().is_some())
+            && !self.pending.iter().any(|p| p == id);
+        if queue {
+            self.pending.push_back(id.to_owned());
+        }
+        queue
+    }
+
+    /// The successor of a drained replica runs: stop the copy it replaces.
+    fn stop_replaced(&mut self, id: &str, replica: u32) {
+        let Some(w) = self.projection.get(id) else {
+            return;
+        };
+        let Some(r) = w.replicas.get(replica as usize) else {
+            return;
+        };
+        if let (Some(old), WorkloadState::Running) = (&r.replacing, r.state) {
+            self.replaced
+                .entry(old.clone())
+                .or_default()
+                .push(NodeOp::Stop {
+                    workload: id.to_owned(),
+                    replica,
+                    head: chain_head(w),
+                    grace_secs: None,
+                    traceparent: w.traceparent.as_deref().map(str::to_owned),
+                });
+        }
+    }
+
+    pub fn has_replaced(&self) -> bool {
+        !self.replaced.is_empty()
+    }
+
+    /// Stop ops for copies whose replacements now run (taken once).
+    pub fn take_replaced(&mut self) -> BTreeMap<Arc<str>, Vec<NodeOp>> {
+        std::mem::take(&mut self.replaced)
+    }
+
+    /// An event about a node, from the log: a drain cordons it (through restarts of the
+    /// node) until an undrain, a loss takes it out of placement until it heartbeats again.
+    pub fn node_event(&mut self, ev: &Event) {
+        let node = ev.subject.as_str();
+        match &ev.body {
+            EventBody::Draining(_) => {
+                self.cluster.slot_mut(node).1.cordoned = true;
+                self.drained.remove(node);
+                self.generation += 1;
+            }
+            EventBody::Undrained(_) => {
+                self.cluster.slot_mut(node).1.cordoned = false;
+                self.drained.remove(node);
+                self.generation += 1;
+            }
+            EventBody::Drained(_) => {
+                self.drained.insert(node.to_owned());
+            }
+            EventBody::Lost(l) if l.replica.is_none() => self.node_gone(node),
+            EventBody::Joined(_)
+            | EventBody::Lost(_)
+            | EventBody::Accepted(_)
+            | EventBody::Rejected(_)
+            | EventBody::Scheduled(_)
+            | EventBody::Started(_)
+            | EventBody::Exited(_)
+            | EventBody::ReplicaRequested(_)
+            | EventBody::StopRequested(_)
+            | EventBody::Stopped(_)
+            | EventBody::ScanRequested(_)
+            | EventBody::ScanCompleted(_)
+            | EventBody::GaveUp(_)
+            | EventBody::Scaled(_)
+            | EventBody::Quarantined(_) => {}
+        }
+    }
+
+    /// A heartbeat arrived at `now_ms`: the node is ready with this capacity. Returns true
+    /// when the node was not taking placements before (new, or back from silence).
+    pub fn heartbeat(&mut self, hb: &NodeHeartbeat, now_ms: u64) -> bool {
+        self.watch.beat(&hb.name, now_ms, hb.interval_ms);
+        let (_, slot) = self.cluster.slot_mut(&hb.name);
+        let back = !slot.ready;
+        let changed = back
+            || slot.capacity != hb.capacity
+            || slot.classes != hb.runtime_classes
+            || slot.labels != hb.labels;
+        slot.capacity = hb.capacity;
+        slot.classes = hb.runtime_classes.clone();
+        slot.labels = hb.labels.clone();
+        slot.ready = true;
+        if changed {
+            self.generation += 1;
+        }
+        back
+    }
+
+    /// Nodes silent for [`crate::liveness::MISSED_BEATS`] of their intervals at `now_ms`
+    /// take no new placements until they beat again; returns them (each once).
+    pub fn check_silent(&mut self, now_ms: u64) -> Vec<String> {
+        let silent: Vec<String> = self
+            .watch
+            .silent(now_ms, 0)
+            .into_iter()
+            .map(|(node, _)| node)
+            .filter(|node| self.cluster.get(node).is_some_and(|n| n.ready))
+            .collect();
+        for node in &silent {
+            self.node_gone(node);
+        }
+        silent
+    }
+
+    /// The node stopped heartbeating (or its heartbeat entry was removed): place nothing
+    /// more there.
+    pub fn node_gone(&mut self, name: &str) {
+        if self.cluster.get(name).is_some_and(|n| n.ready) {
+            self.cluster.slot_mut(name).1.ready = false;
+        }
+    }
+
+    /// Whether work waits for a backoff to pass or a node to change.
+    pub fn placement_due(&self, now_ms: u64) -> bool {
+        !self.pending.is_empty()
+            && (self.pending_pass_gen != self.generation
+                || self.next_due_ms.is_some_and(|t| t <= now_ms))
+    }
+
+    /// When the next backed-off replica may be placed (Unix ms).
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.next_due_ms
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! Tests of the scheduler's core, one file per scenario, with the helpers they share: a
+//! heartbeat, a command, a log that stores every append, and a small world of nodes.
+
+mod actor;
+mod admission;
+mod drain;
+mod restarts;
+mod scale;
+mod scan;
+mod stop;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bulkhead_schemas::event::{Event, EventBody, Started};
+use bulkhead_schemas::spec::RuntimeClass;
+use bulkhead_schemas::{NodeHeartbeat, NodeOp, Resources};
+
+use super::*;
+use crate::ports::log::{LogError, Outcome, Stored};
+
+pub(super) fn hb(name: &str, mem: u64) -> NodeHeartbeat {
+    let cap = Resources {
+        memory_mb: mem,
+        cpu_millicores: 4000,
+        slots: 100,
+    };
+    NodeHeartbeat {
+        name: name.into(),
+        capacity: cap,
+        free: cap,
+        runtime_classes: vec![RuntimeClass::Runc],
+        labels: Default::default(),
+        runtime: "sim".into(),
+        running: 0,
+        interval_ms: 1000,
+        at: String::new(),
+        isolation: Vec::new(),
+    }
+}
+
+fn submit(seq: u64, json: serde_json::Value) -> Command {
+    Command {
+        cmd_seq: seq,
+        stored_ms: 1_700_000_000_000,
+        kind: CommandKind::Submit,
+        payload: json.to_string().into_bytes(),
+        traceparent: None,
+    }
+}
+
+/// Stores every append at consecutive sequences, as the log would.
+pub(super) fn store_all(plan: &mut Plan, next_seq: &mut u64) -> Vec<Outcome> {
+    plan.appends
+        .iter_mut()
+        .map(|a| {
+            let sealed = a.seal();
+            Ok(sealed
+                .into_iter()
+                .zip(a.events.clone())
+                .map(|(s, event)| {
+                    *next_seq += 1;
+                    Stored {
+                        seq: *next_seq,
+                        hash: s.hash,
+                        event,
+                    }
+                })
+                .collect())
+        })
+        .collect()
+}
+
+struct World {
+    core: SchedulerCore,
+    seq: u64,
+}
+
+impl World {
+    fn new(nodes: &[&str]) -> World {
+        let mut core = SchedulerCore::default();
+        for n in nodes {
+            core.heartbeat(&hb(n, 1000), 0);
+        }
+        World { core, seq: 0 }
+    }
+    fn cmd(&mut self, kind: CommandKind, json: serde_json::Value) -> Commit {
+        self.seq += 1;
+        let cmd = Command {
+            cmd_seq: 1000 + self.seq,
+            stored_ms: 1_700_000_000_000,
+            kind,
+            payload: json.to_string().into_bytes(),
+            traceparent: None,
+        };
+        let mut plan = self.core.decide(&[cmd]);
+        self.node_events(&mut plan);
+        let out = store_all(&mut plan, &mut self.seq);
+        self.core.commit(plan, out)
+    }
+    fn node_events(&mut self, plan: &mut Plan) {
+        for (_, ev) in std::mem::take(&mut plan.node_events) {
+            self.core.node_event(&ev);
+        }
+    }
+    /// An event from another writer (node, failover), as the log delivers it.
+    fn logged(&mut self, id: &str, body: EventBody) {
+        self.seq += 1;
+        let event = Event::new("other", id, None, body);
+        self.core.apply(&Stored {
+            seq: self.seq,
+            hash: [0; 32],
+            event,
+        });
+    }
+    fn run(&mut self, plan: Plan) -> Commit {
+        let mut plan = plan;
+        self.node_events(&mut plan);
+        let out = store_all(&mut plan, &mut self.seq);
+        self.core.commit(plan, out)
+    }
+    fn started(&mut self, id: &str, replica: u32) {
+        let node = self.node_of(id, replica);
+        self.logged(
+            id,
+            EventBody::Started(Started {
+                replica,
+                node,
+                container: format!("c{}", self.seq),
+            }),
+        );
+    }
+    fn node_of(&self, id: &str, replica: u32) -> String {
+        self.core.projection.get(id).unwrap().replicas[replica as usize]
+            .node
+            .as_deref()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+fn starts(c: &Commit) -> Vec<(String, u32)> {
+    c.ops
+        .iter()
+        .flat_map(|(n, ops)| {
+            ops.iter().filter_map(move |op| match op {
+                NodeOp::Start { replica, .. } => Some((n.to_string(), *replica)),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+fn stops(ops: &BTreeMap<Arc<str>, Vec<NodeOp>>) -> Vec<(String, u32)> {
+    ops.iter()
+        .flat_map(|(n, ops)| {
+            ops.iter().filter_map(move |op| match op {
+                NodeOp::Stop { replica, .. } => Some((n.to_string(), *replica)),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+fn spec(id: &str, replicas: u32) -> serde_json::Value {
+    serde_json::json!({"id": id, "image": "i", "memory_mb": 100, "cpu_millicores": 10,
+        "replicas": replicas, "placement": "spread"})
+}

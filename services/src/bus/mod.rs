@@ -1,0 +1,234 @@
+//! The NATS/JetStream adapter: the connection, the streams and buckets (created
+//! idempotently), and reads of the log's heads.
+//!
+//! - [`publish`]: single and atomic-batch publishes, with typed failures;
+//! - [`log`]: the event log port (`NatsLog`);
+//! - [`ops`]: the ops and heartbeat ports (`NatsOps`, `KvHeartbeat`).
+
+pub mod log;
+pub mod ops;
+pub mod publish;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use bulkhead_actors::projection::Head;
+use bulkhead_schemas::event::hash_bytes;
+use bulkhead_schemas::subjects;
+
+pub use log::NatsLog;
+pub use ops::{KvHeartbeat, NatsOps};
+pub use publish::{MAX_BATCH, PublishFailure};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot reach NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("setting up {what}: {msg}")]
+    Setup { what: String, msg: String },
+    #[error("{0}")]
+    Nats(String),
+}
+
+/// Consumers a stream may have (nats-server's own default is 1,000 per stream).
+pub const MAX_CONSUMERS: i32 = 1_000_000;
+
+/// Connection plus JetStream context.
+#[derive(Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+/// Stream and bucket settings that differ between production and tests.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    /// Window within which a repeated `Nats-Msg-Id` is dropped.
+    pub duplicate_window: Duration,
+    /// Heartbeat entries older than this vanish from the nodes bucket.
+    pub node_ttl: Duration,
+    /// Lifetime of the scheduler lease unless renewed.
+    pub lease_ttl: Duration,
+    /// A scan worker silent this long leaves the hash ring.
+    pub scanner_ttl: Duration,
+    /// Commands waiting for the scheduler, at most: past this a publish is refused (the
+    /// command stream is a work queue: handled commands leave it).
+    pub cmd_backlog: i64,
+    /// The same bound in bytes.
+    pub cmd_backlog_bytes: i64,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            duplicate_window: Duration::from_secs(600),
+            node_ttl: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(3),
+            scanner_ttl: Duration::from_secs(6),
+            cmd_backlog: 1_000_000,
+            cmd_backlog_bytes: 1 << 30,
+        }
+    }
+}
+
+impl Bus {
+    pub async fn connect(url: &str, name: &str) -> Result<Bus, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(3))
+            .connect(url)
+            .await
+            .map_err(|source| BusError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        let js = jetstream::new(client.clone());
+        Ok(Bus { client, js })
+    }
+
+    /// Creates or updates every stream and bucket; safe to run at each start-up.
+    pub async fn ensure(&self, topo: &Topology) -> Result<(), BusError> {
+        let setup = |what: &str| {
+            let what = what.to_owned();
+            move |e: &dyn std::fmt::Display| BusError::Setup {
+                what: what.clone(),
+                msg: e.to_string(),
+            }
+        };
+        let streams = [
+            stream::Config {
+                name: subjects::CMD_STREAM.into(),
+                description: Some("bulkhead commands: submit, stop, scale, drain, undrain".into()),
+                subjects: subjects::CMD_SUBJECTS.map(String::from).into(),
+                storage: stream::StorageType::File,
+                duplicate_window: topo.duplicate_window,
+                retention: stream::RetentionPolicy::WorkQueue,
+                max_messages: topo.cmd_backlog,
+                max_bytes: topo.cmd_backlog_bytes,
+                discard: stream::DiscardPolicy::New,
+                allow_atomic_publish: true,
+                ..Default::default()
+            },
+            stream::Config {
+                name: subjects::EVT_STREAM.into(),
+                description: Some("bulkhead event log".into()),
+                subjects: vec![subjects::EVT_ALL.into()],
+                storage: stream::StorageType::File,
+                duplicate_window: topo.duplicate_window,
+                allow_atomic_publish: true,
+                allow_direct: true,
+                ..Default::default()
+            },
+            stream::Config {
+                name: subjects::SCAN_STREAM.into(),
+                description: Some("bulkhead scan jobs".into()),
+                subjects: vec![subjects::SCAN_JOBS.into()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::WorkQueue,
+                ..Default::default()
+            },
+            stream::Config {
+                name: subjects::OPS_STREAM.into(),
+                description: Some("bulkhead node operations".into()),
+                subjects: vec![subjects::OPS_ALL.into()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::WorkQueue,
+                allow_atomic_publish: true,
+                ..Default::default()
+            },
+        ];
+        for mut cfg in streams {
+            // nats-server 2.15 caps a stream at 1,000 consumers unless it sets its own
+            // limit: a thousand nodes have a thousand ops consumers, and every node start
+            // reads the log through an ephemeral one.
+            cfg.max_consumers = MAX_CONSUMERS;
+            let name = cfg.name.clone();
+            self.js
+                .create_or_update_stream(cfg)
+                .await
+                .map_err(|e| setup(&format!("stream {name}"))(&e))?;
+        }
+        let buckets = [
+            (subjects::NODES_BUCKET, "node heartbeats", topo.node_ttl),
+            (
+                subjects::SCANNERS_BUCKET,
+                "live scan workers (the layer cache's hash ring)",
+                topo.scanner_ttl,
+            ),
+            (
+                subjects::LAYERS_BUCKET,
+                "layer inventories by diffID and format",
+                Duration::ZERO,
+            ),
+            (
+                subjects::LEASES_BUCKET,
+                "leases of active service instances",
+                topo.lease_ttl,
+            ),
+        ];
+        for (bucket, description, ttl) in buckets {
+            let cfg = kv::Config {
+                bucket: bucket.into(),
+                description: description.into(),
+                history: 1,
+                max_age: ttl,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            };
+            self.js
+                .create_or_update_key_value(cfg)
+                .await
+                .map_err(|e| setup(&format!("bucket {bucket}"))(&e))?;
+        }
+        Ok(())
+    }
+
+    /// The last event of a workload's chain, read from the stream.
+    /// Every heartbeat in the `bulkhead-nodes` bucket (and each deletion or expiry), as it
+    /// is written, starting with each node's latest.
+    pub async fn watch_nodes(&self) -> Result<kv::Watch, BusError> {
+        let store = self
+            .js
+            .get_key_value(subjects::NODES_BUCKET)
+            .await
+            .map_err(|e| BusError::Nats(format!("opening the nodes bucket: {e}")))?;
+        store
+            .watch_all()
+            .await
+            .map_err(|e| BusError::Nats(format!("watching the nodes bucket: {e}")))
+    }
+
+    pub async fn head(&self, workload: &str) -> Result<Option<Head>, BusError> {
+        self.last_event(&subjects::workload_events(workload)).await
+    }
+
+    /// The last event on `filter` (wildcards allowed): its sequence and hash.
+    pub async fn last_event(&self, filter: &str) -> Result<Option<Head>, BusError> {
+        let req = serde_json::json!({ "last_by_subj": filter });
+        let subject = format!("$JS.API.DIRECT.GET.{}", subjects::EVT_STREAM);
+        let msg = self
+            .client
+            .request(subject, req.to_string().into())
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))?;
+        let headers = msg.headers.as_ref();
+        if let Some(status) = msg.status
+            && status.as_u16() == 404
+        {
+            return Ok(None);
+        }
+        let seq = headers
+            .and_then(|h| h.get("Nats-Sequence"))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .ok_or_else(|| {
+                BusError::Nats(format!("direct get of {filter}: no sequence in reply"))
+            })?;
+        Ok(Some(Head {
+            seq,
+            hash: hash_bytes(&msg.payload),
+        }))
+    }
+}

@@ -1,0 +1,370 @@
+//! The command line: every subcommand and flag of `bulkhead`, and how node and scan
+//! settings are resolved from them. Parsing only; [`super::run`] carries them out.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use bulkhead_actors::scheduler::scan_policy::ScanPolicy;
+use bulkhead_scan::severity::Severity;
+use bulkhead_schemas::spec::RuntimeClass;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::failover::FailoverConfig;
+use crate::node::config::NodeFile;
+use crate::scheduler::SchedulerConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "bulkhead",
+    version,
+    about = "A secure container orchestrator on NATS"
+)]
+pub struct Cli {
+    /// NATS server URL.
+    #[arg(
+        long,
+        global = true,
+        env = "BULKHEAD_NATS",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats: String,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run everything in one process: scheduler, query API and nodes (starts a local
+    /// nats-server with JetStream when none answers at --nats).
+    Up {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// How many nodes to run in this process (named <name>-1 … when more than one).
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// Where the started nats-server keeps its data.
+        #[arg(long, default_value = ".bulkhead")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        scan: ScanArgs,
+        /// Also run a scan worker with this OSV database (directory or all.zip).
+        #[arg(long, env = "BULKHEAD_VULNDB")]
+        scan_db: Option<PathBuf>,
+        #[command(flatten)]
+        failover: FailoverArgs,
+    },
+    /// Run the failover (one is active; others stand by): restarts ended replicas by
+    /// their restart policy and declares silent nodes lost.
+    Failover {
+        #[command(flatten)]
+        failover: FailoverArgs,
+    },
+    /// Run a scheduler (one is active; others stand by and take over).
+    Scheduler {
+        #[command(flatten)]
+        scan: ScanArgs,
+    },
+    /// Run a node (or, with `drain`, move every replica off one).
+    #[command(args_conflicts_with_subcommands = true)]
+    Node {
+        #[command(subcommand)]
+        action: Option<NodeAction>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Run the query API service.
+    Api,
+    /// Submit a workload spec (JSON file, or - for stdin) and follow it.
+    Submit {
+        file: String,
+        /// Print the id and return without following.
+        #[arg(long)]
+        no_follow: bool,
+        /// Give up following after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Show one workload.
+    Get { id: String },
+    /// List workloads.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+        /// key=value
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List nodes with capacity, allocations and heartbeat age.
+    Nodes {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow the event log.
+    Events {
+        /// Only this workload.
+        #[arg(long)]
+        workload: Option<String>,
+        /// Only these event types (comma-separated).
+        #[arg(long = "type", value_delimiter = ',')]
+        types: Vec<String>,
+        /// Start from the beginning of the log instead of new events.
+        #[arg(long)]
+        from_start: bool,
+        /// Print events as stored (JSON lines).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scan an image from its registry against an offline OSV database (a directory of
+    /// advisory JSON files or an OSV all.zip). Exit 6 with --fail-on when a finding is at or
+    /// above that severity. Registry credentials: BULKHEAD_REGISTRY_AUTH=HOST=user:password[,…].
+    Scan {
+        image: String,
+        /// Scan here against this database; without it, the scan workers do the job.
+        #[arg(long, env = "BULKHEAD_VULNDB")]
+        db: Option<PathBuf>,
+        /// Give up waiting for the workers after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// low, medium, high or critical.
+        #[arg(long, value_parser = parse_severity)]
+        fail_on: Option<Severity>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a scan worker: takes jobs from the scan queue, owns its share of the layer cache.
+    Scanner {
+        /// Offline OSV database: a directory of advisory JSON files or an OSV all.zip.
+        /// Without it, the database imported with `bulkhead vulndb import` is used.
+        #[arg(long, env = "BULKHEAD_VULNDB")]
+        db: Option<PathBuf>,
+        /// Worker id (default: scanner-<pid>).
+        #[arg(long)]
+        id: Option<String>,
+        /// Memory for cached layer inventories.
+        #[arg(long, default_value_t = 256)]
+        lru_mib: usize,
+        /// Scan with this Trivy binary instead (optional backend; same verdicts).
+        #[arg(long)]
+        trivy: Option<String>,
+        /// A Trivy server for --trivy (`trivy image --server URL`).
+        #[arg(long, requires = "trivy")]
+        trivy_server: Option<String>,
+    },
+    /// The advisory database the scan workers share.
+    Vulndb {
+        #[command(subcommand)]
+        cmd: VulndbCmd,
+    },
+    /// Change how many replicas a workload runs (0 … 1000).
+    Scale { id: String, replicas: u32 },
+    /// Stop every replica of a workload.
+    Stop {
+        id: String,
+        /// Seconds each container gets between SIGTERM and SIGKILL (node default: 10).
+        #[arg(long)]
+        grace: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NodeAction {
+    /// Move every replica off NODE, one at a time (each new copy runs before the old one
+    /// stops), and place nothing new there until `undrain` (a restart of the node keeps it).
+    Drain { node: String },
+    /// Let a drained (or draining) NODE take new placements again.
+    Undrain { node: String },
+}
+
+#[derive(Args, Clone)]
+pub struct FailoverArgs {
+    /// A node whose heartbeats stop for this long is lost and its replicas replaced.
+    #[arg(long, default_value_t = 3000)]
+    lost_timeout_ms: u64,
+}
+
+impl FailoverArgs {
+    pub fn config(&self) -> FailoverConfig {
+        FailoverConfig {
+            lost_timeout: Duration::from_millis(self.lost_timeout_ms.max(100)),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum VulndbCmd {
+    /// Import an OSV database (a directory of advisory JSON files, or an OSV all.zip).
+    Import { path: PathBuf },
+    /// Download an OSV all.zip (e.g. https://osv-vulnerabilities.storage.googleapis.com/Debian/all.zip) and import it.
+    Sync { url: String },
+}
+
+/// The scheduler's scan policy.
+#[derive(Args, Clone)]
+pub struct ScanArgs {
+    /// Scan mode per trust level: gate (place after a clean verdict), async (place at
+    /// once, quarantine on a bad verdict) or off, e.g. `untrusted=gate,multi_tenant=async`.
+    /// Default: untrusted=gate, multi_tenant=async, internal=off.
+    #[arg(long, default_value = "")]
+    scan_policy: String,
+    /// A finding at or above this severity fails a verdict.
+    #[arg(long, default_value = "high", value_parser = parse_severity)]
+    scan_threshold: Severity,
+    /// What quarantine does to a running workload whose verdict fails (`async`): `stop`
+    /// it, or move it to a runtime class (e.g. `gvisor`, `kata`) when it runs in a weaker
+    /// one (one already that strong is left running, marked quarantined).
+    #[arg(long, default_value = "stop")]
+    scan_quarantine: String,
+    /// Seconds an image's verdict answers for later submissions of the same reference;
+    /// after that a submission scans it again (a re-pushed tag, a newer advisory database).
+    #[arg(long, default_value_t = 600)]
+    scan_verdict_ttl_secs: u64,
+    /// Whether `gate` lets through an image whose packages could not be judged (no OS
+    /// package database, an unsupported OS): `reject` (no findings is not clean) or `allow`.
+    #[arg(long, default_value = "reject", value_parser = ["reject", "allow"])]
+    scan_gate_unjudged: String,
+}
+
+impl ScanArgs {
+    pub fn config(&self) -> anyhow::Result<SchedulerConfig> {
+        let mut policy = ScanPolicy::default()
+            .with_modes(&self.scan_policy)
+            .map_err(|e| anyhow::anyhow!("--scan-policy {e}"))?;
+        policy.threshold = self.scan_threshold;
+        policy.verdict_ttl_ms = self.scan_verdict_ttl_secs.saturating_mul(1000);
+        policy.gate_allows_unjudged = self.scan_gate_unjudged == "allow";
+        policy.quarantine_class = match self.scan_quarantine.as_str() {
+            "stop" => None,
+            c => Some(RuntimeClass::parse(c).with_context(|| {
+                format!("--scan-quarantine {c}: stop, or a runtime class (runc, gvisor, kata, edera-zone, confidential)")
+            })?),
+        };
+        Ok(SchedulerConfig {
+            scan_policy: policy,
+            ..SchedulerConfig::default()
+        })
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// In-memory containers for load tests: runs nothing.
+    Sim,
+    /// A CRI v1 runtime (containerd, CRI-O, Edera, Kata …) over its unix socket.
+    Cri,
+}
+
+/// Node settings: a TOML file (`--config`), overridden by flags.
+#[derive(Args, Clone)]
+pub struct NodeArgs {
+    /// Node configuration file (TOML); see deploy/node.example.toml.
+    #[arg(long = "config")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, value_enum)]
+    runtime: Option<RuntimeKind>,
+    /// Runtime classes a sim node offers (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    classes: Vec<String>,
+    /// CRI endpoint (unix socket path).
+    #[arg(long)]
+    cri_socket: Option<PathBuf>,
+    /// Runtime class → CRI handler, CLASS=HANDLER (repeatable), e.g. gvisor=runsc.
+    #[arg(long = "handler")]
+    handlers: Vec<String>,
+    /// Directory of workload logs (CRI runtime).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// Image of the isolation probe (needs sh, uname, cat).
+    #[arg(long)]
+    probe_image: Option<String>,
+    /// Milliseconds between looks for exited containers without exit events.
+    #[arg(long)]
+    exit_poll_ms: Option<u64>,
+    /// containerd's API socket for `/tasks/exit` events (default: the CRI socket).
+    #[arg(long)]
+    events_socket: Option<PathBuf>,
+    /// Do not follow containerd's exit events; poll only.
+    #[arg(long)]
+    no_exit_events: bool,
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    #[arg(long)]
+    cpu_millicores: Option<u64>,
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Node labels, key=value (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    /// Start delay of sim containers, milliseconds.
+    #[arg(long)]
+    sim_start_delay_ms: Option<u64>,
+}
+
+impl NodeArgs {
+    /// The configuration file (or the defaults) with the flags applied.
+    pub fn resolve(&self) -> anyhow::Result<NodeFile> {
+        let mut f = match &self.config {
+            Some(p) => NodeFile::load(p)?,
+            None => NodeFile::default(),
+        };
+        macro_rules! set {
+            ($($field:ident => $target:expr),* $(,)?) => {
+                $(if let Some(v) = &self.$field { $target = v.clone(); })*
+            };
+        }
+        set!(name => f.name, memory_mb => f.memory_mb, cpu_millicores => f.cpu_millicores,
+            slots => f.slots, heartbeat_ms => f.heartbeat_ms,
+            sim_start_delay_ms => f.sim_start_delay_ms, cri_socket => f.cri.socket,
+            log_dir => f.cri.log_dir, probe_image => f.cri.probe_image,
+            exit_poll_ms => f.cri.exit_poll_ms);
+        if let Some(p) = &self.events_socket {
+            f.cri.events_socket = Some(p.clone());
+        }
+        if self.no_exit_events {
+            f.cri.exit_events = false;
+        }
+        if let Some(r) = self.runtime {
+            f.runtime = match r {
+                RuntimeKind::Sim => "sim",
+                RuntimeKind::Cri => "cri",
+            }
+            .into();
+        }
+        if !self.classes.is_empty() {
+            f.classes = self
+                .classes
+                .iter()
+                .map(|c| {
+                    RuntimeClass::parse(c).with_context(|| format!("unknown runtime class {c}"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        for h in &self.handlers {
+            f.add_handler(h)?;
+        }
+        for l in &self.labels {
+            let (k, v) = l
+                .split_once('=')
+                .with_context(|| format!("label {l} is not key=value"))?;
+            f.labels.insert(k.to_owned(), v.to_owned());
+        }
+        Ok(f)
+    }
+}
+
+pub fn parse_severity(s: &str) -> Result<Severity, String> {
+    Severity::from_label(s).ok_or_else(|| format!("{s}: expected low, medium, high or critical"))
+}

@@ -1,0 +1,73 @@
+//! `bulkhead events`: the log, one line per event (or as stored), filtered by workload
+//! and type.
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use bulkhead_schemas::event::{Event, EventBody};
+use bulkhead_schemas::subjects;
+use futures::StreamExt;
+
+use super::exit;
+use crate::bus::Bus;
+
+/// `bulkhead events`: follows the log, one line per event (or raw JSON).
+pub async fn events(
+    bus: &Bus,
+    workload: Option<&str>,
+    types: &[String],
+    from_start: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    for t in types {
+        anyhow::ensure!(
+            EventBody::KINDS.contains(&t.as_str()),
+            "unknown event type {t}; known: {}",
+            EventBody::KINDS.join(", ")
+        );
+    }
+    let filter = match workload {
+        Some(id) => subjects::workload_events(id),
+        None => subjects::EVT_ALL.to_owned(),
+    };
+    let stream = bus.js.get_stream(subjects::EVT_STREAM).await?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: filter,
+            deliver_policy: if from_start {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::New
+            },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    while let Some(m) = messages.next().await {
+        let m = m?;
+        let kind = m.subject.rsplit('.').next().unwrap_or_default();
+        if !types.is_empty() && !types.iter().any(|t| t == kind) {
+            continue;
+        }
+        if json {
+            println!("{}", String::from_utf8_lossy(&m.payload));
+            continue;
+        }
+        let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
+        match Event::parse(&m.payload) {
+            Ok(ev) => {
+                let body = serde_json::to_value(&ev.body)
+                    .ok()
+                    .map(|v| v["body"].to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{seq:>8} {} {:<17} {:<38} {} {body}",
+                    ev.at,
+                    ev.kind(),
+                    ev.subject,
+                    ev.actor.service
+                );
+            }
+            Err(e) => println!("{seq:>8} (malformed event on {}: {e})", m.subject),
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,186 @@
+//! Questions for the query API: `get`, `list`, `nodes` (tables, or `--json`).
+
+use std::io::Write;
+use std::time::Duration;
+
+use bulkhead_schemas::api::{ListReply, ListRequest, NodesReply, WorkloadState, WorkloadView};
+use bulkhead_schemas::subjects;
+
+use super::exit;
+use crate::bus::Bus;
+
+async fn api_request(
+    bus: &Bus,
+    subject: &str,
+    payload: Vec<u8>,
+) -> anyhow::Result<Result<Vec<u8>, String>> {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        bus.client.request(subject.to_owned(), payload.into()),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "no reply from {subject} in 5 s (is `bulkhead up` or the query API running?)"
+        )
+    })?
+    .map_err(|e| anyhow::anyhow!("{subject}: {e} (is the query API running?)"))?;
+    if let Some(h) = &reply.headers
+        && let Some(err) = h.get("Nats-Service-Error")
+    {
+        let msg = serde_json::from_str::<serde_json::Value>(err.as_str())
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| err.as_str().to_owned());
+        return Ok(Err(msg));
+    }
+    Ok(Ok(reply.payload.to_vec()))
+}
+
+pub async fn get(bus: &Bus, id: &str) -> anyhow::Result<i32> {
+    match api_request(bus, subjects::API_WORKLOADS_GET, id.as_bytes().to_vec()).await? {
+        Ok(body) => {
+            let w: WorkloadView = serde_json::from_slice(&body)?;
+            println!("{}", serde_json::to_string_pretty(&w)?);
+            Ok(exit::OK)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(exit::ERROR)
+        }
+    }
+}
+
+/// Asks the query API. On a service error, prints it; with `json`, prints the reply.
+/// Either way the command is then done: `Err` carries its exit code.
+async fn query<T: serde::de::DeserializeOwned + serde::Serialize>(
+    bus: &Bus,
+    subject: &str,
+    payload: Vec<u8>,
+    json: bool,
+) -> anyhow::Result<Result<T, i32>> {
+    let body = match api_request(bus, subject, payload).await? {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(Err(exit::ERROR));
+        }
+    };
+    let reply: T = serde_json::from_slice(&body)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+        return Ok(Err(exit::OK));
+    }
+    Ok(Ok(reply))
+}
+
+pub async fn list(bus: &Bus, req: ListRequest, json: bool) -> anyhow::Result<i32> {
+    let reply: ListReply = match query(
+        bus,
+        subjects::API_WORKLOADS_LIST,
+        serde_json::to_vec(&req)?,
+        json,
+    )
+    .await?
+    {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<38} {:<10} {:<9} {:<24} IMAGE",
+        "ID", "STATE", "REPLICAS", "NODES"
+    )?;
+    for w in &reply.workloads {
+        let running = w
+            .replicas
+            .iter()
+            .filter(|r| r.state == WorkloadState::Running)
+            .count();
+        let mut nodes: Vec<&str> = w
+            .replicas
+            .iter()
+            .filter_map(|r| r.node.as_deref())
+            .collect();
+        nodes.dedup();
+        let image = w.spec.as_ref().map(|s| s.image.as_str()).unwrap_or("-");
+        writeln!(
+            out,
+            "{:<38} {:<10} {:<9} {:<24} {}",
+            w.id,
+            w.state,
+            format!("{running}/{}", w.desired),
+            nodes.join(","),
+            image
+        )?;
+    }
+    writeln!(
+        out,
+        "{} of {} shown{}",
+        reply.workloads.len(),
+        reply.total,
+        reply
+            .next
+            .map(|n| format!("; next page: --after {n}"))
+            .unwrap_or_default()
+    )?;
+    Ok(exit::OK)
+}
+
+pub async fn nodes(bus: &Bus, json: bool) -> anyhow::Result<i32> {
+    let reply: NodesReply = match query(bus, subjects::API_NODES_LIST, Vec::new(), json).await? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<20} {:<14} {:<5} {:<22} {:>16} {:>16} {:>9} {:>8}",
+        "NODE",
+        "STATUS",
+        "RT",
+        "CLASSES",
+        "MEM MiB used/cap",
+        "CPU m used/cap",
+        "WORKLOADS",
+        "AGE ms"
+    )?;
+    for n in &reply.nodes {
+        let hb = &n.heartbeat;
+        let classes: Vec<&str> = hb.runtime_classes.iter().map(|c| c.as_str()).collect();
+        writeln!(
+            out,
+            "{:<20} {:<14} {:<5} {:<22} {:>16} {:>16} {:>9} {:>8}",
+            hb.name,
+            n.marks.status(),
+            hb.runtime,
+            classes.join(","),
+            format!("{}/{}", n.allocated.memory_mb, hb.capacity.memory_mb),
+            format!(
+                "{}/{}",
+                n.allocated.cpu_millicores, hb.capacity.cpu_millicores
+            ),
+            n.workloads,
+            n.age_ms
+        )?;
+        for r in &hb.isolation {
+            let kernel = match r.host_kernel_visible {
+                Some(true) => "host kernel",
+                Some(false) => "own kernel",
+                None => "-",
+            };
+            writeln!(
+                out,
+                "  {:<12} handler {:<10} {:<4} {:<11} {:>6} ms  {}",
+                r.class,
+                r.handler,
+                if r.ok { "ok" } else { "FAIL" },
+                kernel,
+                r.took_ms,
+                r.detail
+            )?;
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,137 @@
+//! `bulkhead submit FILE|-`: the spec sent as `nats pub` would, its id printed, then the
+//! workload followed to `running` (or its end) with a progress line.
+
+use std::io::{IsTerminal, Read};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use bulkhead_actors::projection::Projection;
+use bulkhead_schemas::api::WorkloadState;
+use bulkhead_schemas::event::{Event, hash_bytes};
+use bulkhead_schemas::{ids, spec, subjects};
+use futures::StreamExt;
+
+use super::exit;
+use crate::bus::Bus;
+
+/// `bulkhead submit FILE|-`: sends the spec, prints the id, follows it to running or its end.
+pub async fn submit(bus: &Bus, file: &str, follow: bool, timeout: Duration) -> anyhow::Result<i32> {
+    let raw = if file == "-" {
+        let mut s = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut s)
+            .context("reading the spec from stdin")?;
+        s
+    } else {
+        std::fs::read(file).with_context(|| format!("reading {file}"))?
+    };
+    let mut spec = match spec::parse_submission(&raw) {
+        Ok(s) => s,
+        Err(r) => {
+            eprintln!("invalid workload spec: {r}");
+            return Ok(exit::REJECTED);
+        }
+    };
+    let id = spec.id.get_or_insert_with(ids::new_workload_id).clone();
+    let payload = serde_json::to_vec(&spec)?;
+    let mut headers = HeaderMap::new();
+    // The id makes resubmitting the same spec idempotent.
+    headers.insert("Nats-Msg-Id", id.as_str());
+    let span = tracing::info_span!("submit", workload = %id);
+    if let Some(tp) = bulkhead_actors::trace::traceparent(&span) {
+        headers.insert("traceparent", tp.as_str());
+    }
+    let ack = bus
+        .js
+        .publish_with_headers(subjects::CMD_SUBMIT, headers, payload.into())
+        .await?
+        .await
+        .context("the command stream did not acknowledge the submission (is the system set up? run `bulkhead up`)")?;
+    println!("{id}");
+    if ack.duplicate {
+        eprintln!("(already submitted: same id within the deduplication window)");
+    }
+    if !follow {
+        return Ok(exit::OK);
+    }
+    follow_workload(bus, &id, timeout).await
+}
+
+/// Follows one workload's events until it runs or ends; prints a progress line.
+pub async fn follow_workload(bus: &Bus, id: &str, timeout: Duration) -> anyhow::Result<i32> {
+    let stream = bus.js.get_stream(subjects::EVT_STREAM).await?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subjects::workload_events(id),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut p = Projection::default();
+    let tty = std::io::stderr().is_terminal();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let m = match tokio::time::timeout_at(deadline, messages.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => anyhow::bail!("following {id}: {e}"),
+            Ok(None) => anyhow::bail!("event stream ended"),
+            Err(_) => {
+                let state = p
+                    .get(id)
+                    .map(|w| w.state().to_string())
+                    .unwrap_or_else(|| "not yet admitted".into());
+                eprintln!("\ntimed out after {timeout:?}; {id} is {state}");
+                return Ok(exit::TIMEOUT);
+            }
+        };
+        let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
+        let Ok(ev) = Event::parse(&m.payload) else {
+            continue;
+        };
+        let _ = p.apply(seq, hash_bytes(&m.payload), &ev);
+        let Some(w) = p.get(id) else { continue };
+        let state = w.state();
+        let running = w
+            .replicas
+            .iter()
+            .filter(|r| r.state == WorkloadState::Running)
+            .count();
+        let line = format!(
+            "{id}: {state} ({running}/{} running) after {}",
+            w.replicas.len(),
+            ev.kind()
+        );
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+        let done = match state {
+            WorkloadState::Running | WorkloadState::Succeeded => Some(exit::OK),
+            WorkloadState::Rejected => Some(exit::REJECTED),
+            WorkloadState::Failed | WorkloadState::Lost | WorkloadState::Stopped => {
+                Some(exit::FAILED)
+            }
+            _ => None,
+        };
+        if let Some(code) = done {
+            if tty {
+                eprintln!();
+            }
+            if let Some(reason) = w
+                .reason
+                .as_deref()
+                .or_else(|| w.replicas.iter().find_map(|r| r.reason.as_deref()))
+            {
+                eprintln!("reason: {reason}");
+            }
+            return Ok(code);
+        }
+        if let (WorkloadState::Pending, Some(reason)) = (state, w.reason.as_deref()) {
+            eprintln!("\npending: {reason}");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The failover service: campaigns for the failover lease, rebuilds its projection from
+//! the log, then feeds the failover actor the log's events and the nodes' heartbeats.
+
+use std::time::Duration;
+
+use bulkhead_actors::failover::actor::{FailoverActor, FailoverArgs, FailoverMsg, FailoverStats};
+use bulkhead_schemas::subjects;
+use futures::StreamExt;
+use ractor::{Actor, ActorRef};
+use tracing::{error, info, warn};
+
+use crate::bus::{Bus, NatsLog, Topology};
+use crate::follow::Follower;
+use crate::lease::Lease;
+use crate::tasks::{AbortOnDrop, StopOnDrop};
+
+#[derive(Clone, Debug)]
+pub struct FailoverConfig {
+    pub instance: String,
+    pub topology: Topology,
+    /// A node silent this long is lost (default 3 s).
+    pub lost_timeout: Duration,
+    /// How often silent nodes are checked.
+    pub tick: Duration,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            instance: format!("failover-{}", std::process::id()),
+            topology: Topology::default(),
+            lost_timeout: Duration::from_secs(3),
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Runs forever: standby until the lease is won, active until it is lost, and again.
+pub async fn run(bus: Bus, cfg: FailoverConfig) -> anyhow::Result<()> {
+    crate::lease::serve(
+        &bus,
+        subjects::FAILOVER_LEASE_KEY,
+        &cfg.instance,
+        cfg.topology.lease_ttl,
+        |lease| {
+            let (bus, cfg) = (bus.clone(), cfg.clone());
+            async move { run_active(&bus, &cfg, lease).await }
+        },
+    )
+    .await
+}
+
+/// A running failover (for tests and load tests): the actor, to ask for its stats.
+pub struct FailoverHandle {
+    pub actor: ActorRef<FailoverMsg>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FailoverHandle {
+    fn drop(&mut self) {
+        self.actor.stop(None);
+        self.task.abort();
+    }
+}
+
+impl FailoverHandle {
+    pub async fn stats(&self) -> anyhow::Result<FailoverStats> {
+        Ok(ractor::call!(self.actor, FailoverMsg::Stats)?)
+    }
+}
+
+/// Starts an active failover at once (no lease) and returns when it has rebuilt its state.
+pub async fn start(bus: &Bus, cfg: FailoverConfig) -> anyhow::Result<FailoverHandle> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let bus = bus.clone();
+    let task = tokio::spawn(async move {
+        let mut tx = Some(tx);
+        if let Err(e) = run_active_inner(&bus, &cfg, &mut tx).await {
+            error!(error = %e, "failover stopped");
+        }
+    });
+    let actor = rx
+        .await
+        .map_err(|_| anyhow::anyhow!("failover did not start"))?;
+    Ok(FailoverHandle { actor, task })
+}
+
+async fn run_active(bus: &Bus, cfg: &FailoverConfig, mut lease: Lease) -> anyhow::Result<()> {
+    let mut none = None;
+    tokio::select! {
+        r = run_active_inner(bus, cfg, &mut none) => r,
+        _ = async {
+            while lease.held.changed().await.is_ok() && *lease.held.borrow() {}
+        } => Ok(()),
+    }
+}
+
+type Ready = Option<tokio::sync::oneshot::Sender<ActorRef<FailoverMsg>>>;
+
+async fn run_active_inner(
+    bus: &Bus,
+    cfg: &FailoverConfig,
+    ready: &mut Ready,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let (projection, follower) = Follower::rebuild(bus).await?;
+    info!(
+        workloads = projection.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "failover rebuilt its projection from the log"
+    );
+    let (actor, handle) = Actor::spawn(
+        None,
+        FailoverActor::<NatsLog>::default(),
+        FailoverArgs {
+            projection,
+            log: bus.log(),
+            lost_timeout: cfg.lost_timeout,
+            tick: cfg.tick,
+        },
+    )
+    .await?;
+    let _stop = StopOnDrop(actor.clone());
+    let a = actor.clone();
+    let _log = follower.forward(move |batch| a.send_message(FailoverMsg::Logged(batch)).is_ok());
+    let _beats = AbortOnDrop(tokio::spawn(watch_beats(bus.clone(), actor.clone())));
+    info!(instance = %cfg.instance, lost_timeout_ms = cfg.lost_timeout.as_millis() as u64, "failover active");
+    if let Some(tx) = ready.take() {
+        let _ = tx.send(actor.clone());
+    }
+    handle.await?;
+    anyhow::bail!("failover actor stopped")
+}
+
+/// Every heartbeat put in the nodes bucket, as it arrives.
+async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>) {
+    let mut watch = match bus.watch_nodes().await {
+        Ok(w) => w,
+        Err(e) => return error!(error = %e, "no node heartbeats"),
+    };
+    while let Some(entry) = watch.next().await {
+        let Ok(entry) = entry else { continue };
+        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            continue;
+        }
+        // Its interval sets how long a silence means lost (no fewer than three beats).
+        let interval_ms = serde_json::from_slice::<bulkhead_schemas::NodeHeartbeat>(&entry.value)
+            .map(|hb| hb.interval_ms)
+            .unwrap_or(0);
+        if actor
+            .send_message(FailoverMsg::Beat(entry.key, interval_ms))
+            .is_err()
+        {
+            return;
+        }
+    }
+    warn!("node watch ended");
+}

@@ -1,0 +1,132 @@
+//! Commands: the durable consumer of `BULKHEAD_CMD`, the commands handed to the actor in
+//! chunks, and each message acknowledged (or redelivered) as its disposition says. A
+//! message that is no command (an unknown subject, no metadata) is set aside.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull::{MessagesError, Stream};
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::{AckKind, Message};
+use bulkhead_actors::aside::Aside;
+use bulkhead_actors::scheduler::actor::SchedulerMsg;
+use bulkhead_actors::scheduler::{Command, Disposition};
+use bulkhead_actors::trace;
+use bulkhead_schemas::subjects;
+use futures::StreamExt;
+use futures::stream::ReadyChunks;
+use ractor::ActorRef;
+use tracing::{Instrument, info_span, warn};
+
+use super::SchedulerConfig;
+use crate::bus::Bus;
+
+/// Commands handed to the actor at once, at most.
+const CHUNK: usize = 1000;
+
+pub(super) struct Commands(ReadyChunks<Stream>);
+
+impl Commands {
+    pub async fn next_chunk(&mut self) -> Option<Vec<Result<Message, MessagesError>>> {
+        self.0.next().await
+    }
+}
+
+/// The scheduler's durable consumer, created or updated (a consumer from an older release
+/// gains the newer subjects).
+pub(super) async fn consume(bus: &Bus, cfg: &SchedulerConfig) -> anyhow::Result<Commands> {
+    let stream = bus.js.get_stream(subjects::CMD_STREAM).await?;
+    let consumer: PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(subjects::SCHEDULER_CONSUMER.into()),
+            description: Some("the active bulkhead scheduler".into()),
+            filter_subjects: subjects::CMD_SUBJECTS.map(String::from).into(),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: cfg.ack_wait,
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
+        .await?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(CHUNK)
+        .messages()
+        .await?;
+    Ok(Commands(messages.ready_chunks(CHUNK)))
+}
+
+/// The command a message carries, or why it carries none.
+fn command_of(m: &Message) -> Result<Command, Aside> {
+    let subject = m.subject.as_str();
+    let info = m
+        .info()
+        .map_err(|e| Aside::new(0, subject, "no_metadata", e))?;
+    let stored_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let traceparent = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("traceparent"))
+        .map(|v| v.as_str().to_owned());
+    Command::read(
+        subject,
+        info.stream_sequence,
+        stored_ms,
+        m.payload.to_vec(),
+        traceparent,
+    )
+}
+
+/// Hands a chunk of commands to the actor and acknowledges each as it says.
+pub(super) async fn handle_chunk(
+    actor: &ActorRef<SchedulerMsg>,
+    chunk: Vec<Result<Message, MessagesError>>,
+) -> anyhow::Result<()> {
+    let mut msgs = Vec::with_capacity(chunk.len());
+    let mut cmds = Vec::with_capacity(chunk.len());
+    let mut spans = Vec::with_capacity(chunk.len());
+    for m in chunk {
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "command consumer error");
+                continue;
+            }
+        };
+        let mut cmd = match command_of(&m) {
+            Ok(c) => c,
+            Err(aside) => {
+                let _ = actor.send_message(SchedulerMsg::SetAside(aside));
+                let _ = m.ack_with(AckKind::Term).await;
+                continue;
+            }
+        };
+        let span = info_span!("admit", cmd_seq = cmd.cmd_seq, subject = %m.subject);
+        trace::set_parent(&span, cmd.traceparent.as_deref());
+        cmd.traceparent = trace::traceparent(&span);
+        cmds.push(cmd);
+        spans.push(span);
+        msgs.push(m);
+    }
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    let round = info_span!("schedule_round", commands = cmds.len());
+    let dispositions = ractor::call!(actor, SchedulerMsg::Commands, cmds)
+        .map_err(|e| anyhow::anyhow!("scheduler actor: {e}"))?;
+    drop(spans);
+    let by_seq: HashMap<u64, Disposition> = dispositions.into_iter().collect();
+    let acks = msgs.into_iter().map(|m| {
+        let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
+        let kind = match by_seq.get(&seq) {
+            Some(Disposition::Ack) => AckKind::Ack,
+            _ => AckKind::Nak(Some(Duration::from_millis(500))),
+        };
+        async move {
+            if let Err(e) = m.ack_with(kind).await {
+                warn!(seq, error = %e, "ack failed; the command will be redelivered and deduplicated");
+            }
+        }
+    });
+    futures::future::join_all(acks).instrument(round).await;
+    Ok(())
+}

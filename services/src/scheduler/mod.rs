@@ -1,0 +1,149 @@
+//! The scheduler service: campaigns for the scheduler lease, rebuilds its projection from
+//! the log, then feeds commands, log events, heartbeats and node events to the scheduler
+//! actor (`bulkhead_actors::scheduler`).
+//!
+//! - [`commands`]: the durable consumer of `BULKHEAD_CMD` and each command's ack;
+//! - [`watch`]: heartbeats, node events and scan verdicts, as they come.
+
+mod commands;
+mod watch;
+
+use std::time::{Duration, Instant};
+
+use bulkhead_actors::ports::ops::OpsSink;
+use bulkhead_actors::scheduler::SchedulerCore;
+use bulkhead_actors::scheduler::actor::{SchedulerActor, SchedulerArgs, SchedulerMsg};
+use bulkhead_actors::scheduler::scan_policy::ScanPolicy;
+use bulkhead_schemas::subjects;
+use ractor::Actor;
+use tracing::{info, warn};
+
+use crate::bus::{Bus, NatsLog, NatsOps, Topology};
+use crate::follow::Follower;
+use crate::lease::Lease;
+use crate::tasks::StopOnDrop;
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Name of this instance in the lease.
+    pub instance: String,
+    pub topology: Topology,
+    /// How long a delivered command may stay unacknowledged before redelivery.
+    pub ack_wait: Duration,
+    pub tick: Duration,
+    pub scan_policy: ScanPolicy,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            instance: format!("scheduler-{}", std::process::id()),
+            topology: Topology::default(),
+            ack_wait: Duration::from_secs(5),
+            tick: Duration::from_millis(200),
+            scan_policy: ScanPolicy::default(),
+        }
+    }
+}
+
+/// Runs forever: standby until the lease is won, active until it is lost, and again.
+pub async fn run(bus: Bus, cfg: SchedulerConfig) -> anyhow::Result<()> {
+    crate::lease::serve(
+        &bus,
+        subjects::SCHEDULER_LEASE_KEY,
+        &cfg.instance,
+        cfg.topology.lease_ttl,
+        |lease| {
+            let (bus, cfg) = (bus.clone(), cfg.clone());
+            async move { run_active(&bus, &cfg, lease).await }
+        },
+    )
+    .await
+}
+
+/// Rebuilds the scheduler's state from the log.
+pub async fn rebuild(bus: &Bus) -> anyhow::Result<(SchedulerCore, Follower)> {
+    let started = Instant::now();
+    let mut follower = Follower::start(bus, 1).await?;
+    let mut core = SchedulerCore::default();
+    let n = follower.catch_up(|batch| core.logged(batch)).await;
+    info!(
+        events = n,
+        workloads = core.projection.len(),
+        pending = core.pending_count(),
+        set_aside = core.projection.set_aside.total(),
+        ms = started.elapsed().as_millis() as u64,
+        "projection rebuilt from the log"
+    );
+    Ok((core, follower))
+}
+
+/// While the lease is held: the actor, fed by the log, the watches and the commands.
+async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyhow::Result<()> {
+    let (mut core, follower) = rebuild(bus).await?;
+    core.policy = cfg.scan_policy.clone();
+    let ops = NatsOps::new(bus);
+    resend(&core, &ops).await;
+    let (actor, handle) = Actor::spawn(
+        None,
+        SchedulerActor::<NatsLog, NatsOps>::default(),
+        SchedulerArgs {
+            core,
+            log: bus.log(),
+            ops,
+            tick: cfg.tick,
+        },
+    )
+    .await?;
+    let _guard = StopOnDrop(actor.clone());
+    let a = actor.clone();
+    let _log = follower.forward(move |batch| a.send_message(SchedulerMsg::Logged(batch)).is_ok());
+    let _watches = watch::start(bus, &actor);
+    let mut commands = commands::consume(bus, cfg).await?;
+    info!(instance = %cfg.instance, "scheduler active");
+    loop {
+        tokio::select! {
+            changed = lease.held.changed() => {
+                if changed.is_err() || !*lease.held.borrow() {
+                    return Ok(());
+                }
+            }
+            chunk = commands.next_chunk() => {
+                let Some(chunk) = chunk else { anyhow::bail!("command consumer ended") };
+                commands::handle_chunk(&actor, chunk).await?;
+            }
+            _ = handle_closed(&handle) => anyhow::bail!("scheduler actor stopped"),
+        }
+    }
+}
+
+/// After a takeover: what the previous instance may have decided but not sent (scan jobs
+/// of workloads waiting for a verdict, start ops of replicas not started) goes out again.
+async fn resend(core: &SchedulerCore, ops: &NatsOps) {
+    let requeue = core.unqueued_scans();
+    if !requeue.is_empty() {
+        info!(
+            jobs = requeue.len(),
+            "queueing scans of workloads still waiting for a verdict"
+        );
+        for (job, err) in ops.queue_scans(requeue).await {
+            warn!(%job, error = %err, "could not queue a scan");
+        }
+    }
+    let unstarted = core.unstarted_ops();
+    if !unstarted.is_empty() {
+        info!(
+            nodes = unstarted.len(),
+            "resending start ops of replicas not yet started"
+        );
+        for (node, err) in ops.send(unstarted).await {
+            warn!(%node, error = %err, "could not resend ops");
+        }
+    }
+}
+
+async fn handle_closed(handle: &tokio::task::JoinHandle<()>) {
+    while !handle.is_finished() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
