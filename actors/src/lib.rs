@@ -11,12 +11,14 @@
 //! | [`failover`] | restart decisions, lost nodes, and the failover actor |
 //! | [`liveness`] | the one rule that says a node went silent |
 //! | [`aside`] | what readers refuse to apply: counted, logged, listed |
+//! | [`clock`] | the time the actor shells read (the wall, or tokio's in tests) |
 //! | [`ports`] | the event log, ops, heartbeats and container runtime: traits and their twins |
 //! | [`trace`] | W3C trace context across NATS |
 //!
 //! The in-memory twins of the log, the ops and the heartbeats ship with feature `testing`.
 
 pub mod aside;
+pub mod clock;
 pub mod failover;
 pub mod liveness;
 pub mod node;

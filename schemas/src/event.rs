@@ -114,16 +114,47 @@ impl EventBody {
         "undrained",
     ];
 
+    /// The event as a node event (`bulkhead.evt.node.<node>.<type>`), or None for an event
+    /// about a workload. Readers of node events match on this, every type named.
+    pub fn node_event(&self) -> Option<NodeEvent<'_>> {
+        match self {
+            EventBody::Joined(j) => Some(NodeEvent::Joined(j)),
+            EventBody::Lost(l) if l.replica.is_none() => Some(NodeEvent::Lost(l)),
+            EventBody::Draining(d) => Some(NodeEvent::Draining(d)),
+            EventBody::Drained(d) => Some(NodeEvent::Drained(d)),
+            EventBody::Undrained(u) => Some(NodeEvent::Undrained(u)),
+            EventBody::Lost(_)
+            | EventBody::Accepted(_)
+            | EventBody::Rejected(_)
+            | EventBody::Scheduled(_)
+            | EventBody::Started(_)
+            | EventBody::Exited(_)
+            | EventBody::ReplicaRequested(_)
+            | EventBody::StopRequested(_)
+            | EventBody::Stopped(_)
+            | EventBody::ScanRequested(_)
+            | EventBody::ScanCompleted(_)
+            | EventBody::GaveUp(_)
+            | EventBody::Scaled(_)
+            | EventBody::Quarantined(_) => None,
+        }
+    }
+
     /// Whether the event is about a node (`bulkhead.evt.node.<node>.<type>`).
     pub fn is_node_event(&self) -> bool {
-        matches!(
-            self,
-            EventBody::Joined(_)
-                | EventBody::Draining(_)
-                | EventBody::Drained(_)
-                | EventBody::Undrained(_)
-        ) || matches!(self, EventBody::Lost(l) if l.replica.is_none())
+        self.node_event().is_some()
     }
+}
+
+/// The body of an event about a node.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NodeEvent<'a> {
+    Joined(&'a NodeJoined),
+    /// The node's own `lost` (no replica named).
+    Lost(&'a Lost),
+    Draining(&'a NodeDraining),
+    Drained(&'a NodeDrained),
+    Undrained(&'a NodeUndrained),
 }
 
 /// The workload was admitted. Carries the full spec (with its id filled in), so the

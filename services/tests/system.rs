@@ -295,3 +295,49 @@ async fn one_of_two_schedulers_is_active_and_the_other_takes_over() {
     let by = env.kinds_by_workload().await;
     assert_eq!(by["before"], ["accepted", "scheduled", "started"]);
 }
+
+/// The command stream stores the command subjects only, and each command only until the
+/// scheduler has handled it: a publish to `bulkhead.cmd.<anything else>` finds no stream,
+/// and a backlog is bounded (a full stream refuses new commands instead of growing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_stream_keeps_only_commands_and_only_until_handled() {
+    use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy};
+    let mut env = env().await;
+    let refused = env
+        .bus
+        .js
+        .publish("bulkhead.cmd.foo", "{}".into())
+        .await
+        .unwrap()
+        .await;
+    assert!(refused.is_err(), "an unknown command subject is not stored");
+    env.natspy_pub("bulkhead.cmd.foo", br#"{"id":"x"}"#, None);
+    let mut stream = env.bus.js.get_stream(subjects::CMD_STREAM).await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(
+        info.state.messages, 0,
+        "nothing stored from bulkhead.cmd.foo"
+    );
+    assert_eq!(info.config.retention, RetentionPolicy::WorkQueue);
+    assert_eq!(info.config.discard, DiscardPolicy::New);
+    assert!(info.config.max_messages > 0 && info.config.max_bytes > 0);
+
+    for id in ["kept-1", "kept-2"] {
+        env.natspy_pub(
+            subjects::CMD_SUBMIT,
+            spec(Some(id)).to_string().as_bytes(),
+            None,
+        );
+    }
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.messages, 2, "kept while no scheduler runs");
+    env.spawn("scheduler", &["scheduler"]);
+    env.wait_for("both to be admitted", LONG, |by| by.len() == 2)
+        .await;
+    wait_until(
+        "the handled commands to leave the stream",
+        LONG,
+        async || stream.info().await.unwrap().state.messages == 0,
+    )
+    .await;
+}

@@ -8,6 +8,7 @@ use bulkhead_schemas::event::{Event, EventBody, Lost};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{info, info_span, warn};
 
+use crate::clock::Clock;
 use crate::failover::{self, decide};
 use crate::liveness::NodeWatch;
 use crate::ports::log::{Batch, EventLog, LogError, WorkloadAppend};
@@ -41,11 +42,13 @@ pub struct FailoverArgs<L> {
     /// A node silent this long is lost.
     pub lost_timeout: Duration,
     pub tick: Duration,
+    pub clock: Clock,
 }
 
 pub struct FailoverState<L> {
     pub projection: Projection,
     log: L,
+    clock: Clock,
     watch: NodeWatch,
     lost_timeout_ms: u64,
     /// Workloads whose decision did not land (the log moved or the append failed).
@@ -64,7 +67,7 @@ impl<L> Default for FailoverActor<L> {
 impl<L: EventLog> FailoverState<L> {
     /// Decides for these workloads and appends the decisions.
     async fn decide(&mut self, ids: impl IntoIterator<Item = String>) {
-        let now = bulkhead_schemas::now_ms();
+        let now = self.clock.now_ms();
         let appends: Vec<WorkloadAppend> = ids
             .into_iter()
             .filter_map(|id| {
@@ -131,7 +134,7 @@ impl<L: EventLog> FailoverState<L> {
     /// Declares silent nodes lost; re-checks nodes already lost for replicas placed there
     /// since (or whose loss did not land).
     async fn check_nodes(&mut self) {
-        let now = bulkhead_schemas::now_ms();
+        let now = self.clock.now_ms();
         let mut appends = Vec::new();
         for (node, silent_ms) in self.watch.silent(now, self.lost_timeout_ms) {
             let reason = format!(
@@ -159,7 +162,7 @@ impl<L: EventLog> FailoverState<L> {
     }
 
     async fn sweep_lost(&mut self) {
-        let now = bulkhead_schemas::now_ms();
+        let now = self.clock.now_ms();
         let lost: Vec<String> = decide::nodes_in_use(&self.projection)
             .into_iter()
             .filter(|n| self.watch.is_lost(n))
@@ -184,7 +187,7 @@ impl<L: EventLog> Actor for FailoverActor<L> {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(args.tick, || FailoverMsg::Tick);
-        let now = bulkhead_schemas::now_ms();
+        let now = args.clock.now_ms();
         let mut watch = NodeWatch::default();
         // Nodes the log places work on are watched from now, heartbeat or not.
         for node in decide::nodes_in_use(&args.projection) {
@@ -193,6 +196,7 @@ impl<L: EventLog> Actor for FailoverActor<L> {
         let mut st = FailoverState {
             projection: args.projection,
             log: args.log,
+            clock: args.clock,
             watch,
             lost_timeout_ms: args.lost_timeout.as_millis() as u64,
             retry: BTreeSet::new(),
@@ -225,10 +229,7 @@ impl<L: EventLog> Actor for FailoverActor<L> {
                 st.decide(touched).await;
             }
             FailoverMsg::Beat(node, interval_ms) => {
-                if st
-                    .watch
-                    .beat(&node, bulkhead_schemas::now_ms(), interval_ms)
-                {
+                if st.watch.beat(&node, st.clock.now_ms(), interval_ms) {
                     info!(%node, "lost node heartbeats again");
                 }
             }

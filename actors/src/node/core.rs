@@ -277,22 +277,10 @@ fn parse_hash(hex_hash: &str) -> Option<[u8; 32]> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn core() -> NodeCore {
-        NodeCore::new(NodeConfig {
-            name: "n".into(),
-            capacity: Resources {
-                memory_mb: 1024,
-                cpu_millicores: 1000,
-                slots: 10,
-            },
-            labels: BTreeMap::new(),
-            heartbeat_ms: 1000,
-            stop_grace: Duration::from_secs(10),
-        })
+        NodeCore::new(NodeConfig::example("n"))
     }
 
     fn exit(container: &str) -> ExitNotice {

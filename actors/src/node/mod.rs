@@ -39,6 +39,24 @@ pub struct NodeConfig {
     pub stop_grace: Duration,
 }
 
+#[cfg(test)]
+impl NodeConfig {
+    /// A node of 1 GiB, one core and ten slots, beating every second (tests).
+    pub(crate) fn example(name: &str) -> NodeConfig {
+        NodeConfig {
+            name: name.into(),
+            capacity: Resources {
+                memory_mb: 1024,
+                cpu_millicores: 1000,
+                slots: 10,
+            },
+            labels: BTreeMap::new(),
+            heartbeat_ms: 1000,
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
 /// What reconciliation did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReconcileReport {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bulkhead_schemas::Resources;
 use bulkhead_schemas::api::{DrainMark, NodeMarks};
-use bulkhead_schemas::event::{Event, EventBody, Hash};
+use bulkhead_schemas::event::{Event, EventBody, Hash, NodeEvent};
 
 use crate::aside::{Aside, SetAside};
 pub use crate::ports::log::Head;
@@ -102,27 +102,16 @@ impl Projection {
 
     /// Applies a node event (`bulkhead.evt.node.>`, read apart from the workload events).
     pub fn node_event(&mut self, ev: &Event) {
+        let Some(node_event) = ev.body.node_event() else {
+            return;
+        };
         let m = self.marks.entry(ev.subject.clone()).or_default();
-        match &ev.body {
-            EventBody::Joined(_) => m.lost = false,
-            EventBody::Lost(l) if l.replica.is_none() => m.lost = true,
-            EventBody::Draining(_) => m.drain = Some(DrainMark::Draining),
-            EventBody::Drained(_) => m.drain = Some(DrainMark::Drained),
-            EventBody::Undrained(_) => m.drain = None,
-            EventBody::Lost(_)
-            | EventBody::Accepted(_)
-            | EventBody::Rejected(_)
-            | EventBody::Scheduled(_)
-            | EventBody::Started(_)
-            | EventBody::Exited(_)
-            | EventBody::ReplicaRequested(_)
-            | EventBody::StopRequested(_)
-            | EventBody::Stopped(_)
-            | EventBody::ScanRequested(_)
-            | EventBody::ScanCompleted(_)
-            | EventBody::GaveUp(_)
-            | EventBody::Scaled(_)
-            | EventBody::Quarantined(_) => {}
+        match node_event {
+            NodeEvent::Joined(_) => m.lost = false,
+            NodeEvent::Lost(_) => m.lost = true,
+            NodeEvent::Draining(_) => m.drain = Some(DrainMark::Draining),
+            NodeEvent::Drained(_) => m.drain = Some(DrainMark::Drained),
+            NodeEvent::Undrained(_) => m.drain = None,
         }
     }
 

@@ -9,6 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{debug, info, warn};
 
 use crate::aside::Aside;
+use crate::clock::Clock;
 use crate::ports::log::{Batch, EventLog};
 use crate::ports::ops::OpsSink;
 use crate::scheduler::{Command, Disposition, Plan, SchedulerCore};
@@ -49,12 +50,14 @@ pub struct SchedulerArgs<L, O> {
     pub log: L,
     pub ops: O,
     pub tick: Duration,
+    pub clock: Clock,
 }
 
 pub struct SchedulerState<L, O> {
     pub core: SchedulerCore,
     log: L,
     ops: O,
+    clock: Clock,
 }
 
 pub struct SchedulerActor<L, O>(std::marker::PhantomData<(L, O)>);
@@ -116,7 +119,7 @@ impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
     /// Places what is due (new work, ended backoffs, changed nodes), moves drained
     /// replicas, stops replaced copies; wakes itself for the next backoff to end.
     async fn progress(&mut self, me: &ActorRef<SchedulerMsg>) {
-        let now = bulkhead_schemas::now_ms();
+        let now = self.clock.now_ms();
         let plan = self.core.place_pending(5_000, now);
         if !plan.is_empty() {
             self.execute(plan).await;
@@ -132,7 +135,7 @@ impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
             }
         }
         if let Some(due) = self.core.next_due_ms() {
-            let wait = Duration::from_millis(due.saturating_sub(bulkhead_schemas::now_ms()));
+            let wait = Duration::from_millis(due.saturating_sub(self.clock.now_ms()));
             me.send_after(wait, || SchedulerMsg::Due);
         }
     }
@@ -153,6 +156,7 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
             core: args.core,
             log: args.log,
             ops: args.ops,
+            clock: args.clock,
         })
     }
 
@@ -171,12 +175,12 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
             SchedulerMsg::Logged(batch) => {
                 st.core.logged(batch);
                 // Restarts and scale-ups are placed at once, not on the next tick.
-                if st.core.placement_due(bulkhead_schemas::now_ms()) || st.core.has_replaced() {
+                if st.core.placement_due(st.clock.now_ms()) || st.core.has_replaced() {
                     st.progress(&me).await;
                 }
             }
             SchedulerMsg::Heartbeat(hb) => {
-                if st.core.heartbeat(&hb, bulkhead_schemas::now_ms()) {
+                if st.core.heartbeat(&hb, st.clock.now_ms()) {
                     info!("node {} heartbeats: it takes placements", hb.name);
                 }
             }
@@ -190,13 +194,13 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                 }
             }
             SchedulerMsg::Tick => {
-                for node in st.core.check_silent(bulkhead_schemas::now_ms()) {
+                for node in st.core.check_silent(st.clock.now_ms()) {
                     warn!(%node, "node stopped heartbeating; no more placements there");
                 }
                 st.progress(&me).await
             }
             SchedulerMsg::Due => {
-                if st.core.placement_due(bulkhead_schemas::now_ms()) {
+                if st.core.placement_due(st.clock.now_ms()) {
                     st.progress(&me).await;
                 }
             }

@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bulkhead_schemas::api::WorkloadState;
-use bulkhead_schemas::event::{Event, EventBody, ScanCompleted};
+use bulkhead_schemas::event::{Event, EventBody, NodeEvent, ScanCompleted};
 use bulkhead_schemas::{NodeHeartbeat, NodeOp};
 
 use crate::liveness::NodeWatch;
@@ -179,36 +179,26 @@ impl SchedulerCore {
     /// node) until an undrain, a loss takes it out of placement until it heartbeats again.
     pub fn node_event(&mut self, ev: &Event) {
         let node = ev.subject.as_str();
-        match &ev.body {
-            EventBody::Draining(_) => {
+        let Some(node_event) = ev.body.node_event() else {
+            return;
+        };
+        match node_event {
+            NodeEvent::Draining(_) => {
                 self.cluster.slot_mut(node).1.cordoned = true;
                 self.drained.remove(node);
                 self.generation += 1;
             }
-            EventBody::Undrained(_) => {
+            NodeEvent::Undrained(_) => {
                 self.cluster.slot_mut(node).1.cordoned = false;
                 self.drained.remove(node);
                 self.generation += 1;
             }
-            EventBody::Drained(_) => {
+            NodeEvent::Drained(_) => {
                 self.drained.insert(node.to_owned());
             }
-            EventBody::Lost(l) if l.replica.is_none() => self.node_gone(node),
-            EventBody::Joined(_)
-            | EventBody::Lost(_)
-            | EventBody::Accepted(_)
-            | EventBody::Rejected(_)
-            | EventBody::Scheduled(_)
-            | EventBody::Started(_)
-            | EventBody::Exited(_)
-            | EventBody::ReplicaRequested(_)
-            | EventBody::StopRequested(_)
-            | EventBody::Stopped(_)
-            | EventBody::ScanRequested(_)
-            | EventBody::ScanCompleted(_)
-            | EventBody::GaveUp(_)
-            | EventBody::Scaled(_)
-            | EventBody::Quarantined(_) => {}
+            NodeEvent::Lost(_) => self.node_gone(node),
+            // Back: its heartbeats make it ready.
+            NodeEvent::Joined(_) => {}
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bulkhead_actors::clock::Clock;
 use bulkhead_actors::failover::actor::{FailoverActor, FailoverArgs, FailoverMsg, FailoverStats};
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
@@ -117,6 +118,7 @@ async fn run_active_inner(
             log: bus.log(),
             lost_timeout: cfg.lost_timeout,
             tick: cfg.tick,
+            clock: Clock::Wall,
         },
     )
     .await?;

@@ -10,6 +10,7 @@ mod watch;
 
 use std::time::{Duration, Instant};
 
+use bulkhead_actors::clock::Clock;
 use bulkhead_actors::ports::ops::OpsSink;
 use bulkhead_actors::scheduler::SchedulerCore;
 use bulkhead_actors::scheduler::actor::{SchedulerActor, SchedulerArgs, SchedulerMsg};
@@ -92,6 +93,7 @@ async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyho
             log: bus.log(),
             ops,
             tick: cfg.tick,
+            clock: Clock::Wall,
         },
     )
     .await?;

@@ -1,2 +1,294 @@
-//! The scheduler actor over in-memory ports, on a paused clock: what it sends and appends
-//! and when it wakes up, in milliseconds of test time.
+//! The scheduler actor over in-memory ports, on a paused clock: what it appends and sends,
+//! what it retries, and when it wakes up, in milliseconds of test time.
+
+use std::time::Duration;
+
+use bulkhead_schemas::event::{Exited, ReplicaRequested};
+use ractor::{Actor, ActorRef};
+use serde_json::json;
+
+use super::*;
+use crate::aside::Aside;
+use crate::clock::Clock;
+use crate::ports::log::Batch;
+use crate::ports::mem_log::MemLog;
+use crate::ports::ops::RecordingOps;
+use crate::scheduler::actor::{SchedulerActor, SchedulerArgs, SchedulerMsg, SchedulerStats};
+
+/// A scheduler actor with its twins, as the service would run it.
+struct Shell {
+    actor: ActorRef<SchedulerMsg>,
+    log: MemLog,
+    ops: RecordingOps,
+    clock: Clock,
+    seq: u64,
+}
+
+impl Shell {
+    /// Nodes beating every `beat_ms` (their first beat now; later ones are the test's).
+    async fn start(nodes: &[&str], beat_ms: u64) -> Shell {
+        let clock = Clock::tokio();
+        let mut core = SchedulerCore::default();
+        for n in nodes {
+            core.heartbeat(&beat(n, beat_ms), clock.now_ms());
+        }
+        let (log, ops) = (MemLog::default(), RecordingOps::default());
+        let args = SchedulerArgs {
+            core,
+            log: log.clone(),
+            ops: ops.clone(),
+            tick: Duration::from_millis(200),
+            clock,
+        };
+        let (actor, _) = Actor::spawn(None, SchedulerActor::default(), args)
+            .await
+            .unwrap();
+        Shell {
+            actor,
+            log,
+            ops,
+            clock,
+            seq: 0,
+        }
+    }
+
+    /// A command as the service hands it over; the dispositions the actor answers.
+    async fn command(&mut self, kind: CommandKind, body: serde_json::Value) -> Vec<Disposition> {
+        self.seq += 1;
+        self.resend(kind, self.seq, body).await
+    }
+
+    /// The command at `seq` again (a redelivery).
+    async fn resend(
+        &self,
+        kind: CommandKind,
+        seq: u64,
+        body: serde_json::Value,
+    ) -> Vec<Disposition> {
+        let cmd = Command {
+            cmd_seq: seq,
+            stored_ms: self.clock.now_ms(),
+            kind,
+            payload: body.to_string().into_bytes(),
+            traceparent: None,
+        };
+        let out = ractor::call!(self.actor, SchedulerMsg::Commands, vec![cmd]).unwrap();
+        out.into_iter().map(|(_, d)| d).collect()
+    }
+
+    /// Another writer's event, stored and then delivered as the log follower would.
+    fn logged(&self, id: &str, body: EventBody) {
+        let stored = self.log.write(Event::new("other", id, None, body));
+        self.deliver(vec![stored]);
+    }
+
+    fn deliver(&self, events: Vec<Stored>) {
+        let batch = Batch::from(events);
+        self.actor
+            .send_message(SchedulerMsg::Logged(batch))
+            .unwrap();
+    }
+
+    async fn stats(&self) -> SchedulerStats {
+        ractor::call!(self.actor, SchedulerMsg::Stats).unwrap()
+    }
+
+    /// The start ops sent so far: (node, workload, replica).
+    fn starts(&self) -> Vec<(String, String, u32)> {
+        self.sent(true)
+    }
+
+    fn stops(&self) -> Vec<(String, String, u32)> {
+        self.sent(false)
+    }
+
+    fn sent(&self, starts: bool) -> Vec<(String, String, u32)> {
+        self.ops
+            .ops()
+            .into_iter()
+            .filter_map(|(n, op)| match op {
+                NodeOp::Start {
+                    workload, replica, ..
+                } if starts => Some((n.to_string(), workload, replica)),
+                NodeOp::Stop {
+                    workload, replica, ..
+                } if !starts => Some((n.to_string(), workload, replica)),
+                NodeOp::Start { .. } | NodeOp::Stop { .. } => None,
+            })
+            .collect()
+    }
+}
+
+/// A heartbeat of node `n` saying it beats every `ms`.
+fn beat(n: &str, ms: u64) -> NodeHeartbeat {
+    NodeHeartbeat {
+        interval_ms: ms,
+        ..hb(n, 1000)
+    }
+}
+
+/// Long enough that no node falls silent in a test about something else.
+const MINUTE: u64 = 60_000;
+
+fn spec(id: &str, replicas: u32) -> serde_json::Value {
+    json!({"id": id, "image": "i", "memory_mb": 100, "cpu_millicores": 10,
+        "replicas": replicas, "restart": {"policy": "always"}})
+}
+
+/// Lets the actor work through its mailbox and timers up to `ms` of test time.
+async fn pass(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_submission_is_stored_acknowledged_and_its_starts_sent_with_the_head() {
+    let mut s = Shell::start(&["n1"], MINUTE).await;
+    let d = s.command(CommandKind::Submit, spec("a", 2)).await;
+    assert_eq!(d, [Disposition::Ack]);
+    assert_eq!(s.log.kinds("a"), ["accepted", "scheduled", "scheduled"]);
+    let head = s.log.head("a").unwrap();
+    let heads: Vec<u64> = s
+        .ops
+        .ops()
+        .iter()
+        .map(|(_, op)| match op {
+            NodeOp::Start { head, .. } | NodeOp::Stop { head, .. } => head.seq,
+        })
+        .collect();
+    assert_eq!(
+        heads,
+        [head.seq, head.seq],
+        "each op names the head it follows"
+    );
+    assert_eq!(
+        s.starts(),
+        [("n1".into(), "a".into(), 0), ("n1".into(), "a".into(), 1)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_is_placed_when_its_backoff_ends_not_before() {
+    let mut s = Shell::start(&["n1"], MINUTE).await;
+    s.command(CommandKind::Submit, spec("a", 1)).await;
+    let exited = EventBody::Exited(Exited {
+        replica: 0,
+        node: "n1".into(),
+        code: 1,
+        reason: "error".into(),
+        finished_at: String::new(),
+    });
+    let backoff = EventBody::ReplicaRequested(ReplicaRequested {
+        replica: 0,
+        cause: "exited: code 1 (error)".into(),
+        attempt: 1,
+        not_before: bulkhead_schemas::rfc3339_from_ms(s.clock.now_ms() + 5_000),
+    });
+    s.logged(
+        "a",
+        EventBody::Started(Started {
+            replica: 0,
+            node: "n1".into(),
+            container: "c1".into(),
+        }),
+    );
+    s.logged("a", exited);
+    s.logged("a", backoff);
+    pass(4_900).await;
+    assert_eq!(s.starts().len(), 1, "still backing off after 4.9 s");
+    pass(300).await;
+    assert_eq!(
+        s.starts().len(),
+        2,
+        "placed again once the 5 s backoff ended"
+    );
+    assert_eq!(s.log.kinds("a").last(), Some(&"scheduled"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_that_lost_a_race_is_redelivered_then_stops_every_copy() {
+    let mut s = Shell::start(&["n1", "n2"], MINUTE).await;
+    s.command(CommandKind::Submit, spec("a", 2)).await;
+    let started = |replica, node: &str| {
+        EventBody::Started(Started {
+            replica,
+            node: node.into(),
+            container: format!("c{replica}"),
+        })
+    };
+    let first = s
+        .log
+        .stored()
+        .into_iter()
+        .find(|e| e.event.kind() == "scheduled");
+    let node0 = match first.map(|e| e.event.body) {
+        Some(EventBody::Scheduled(sch)) => sch.node,
+        other => panic!("{other:?}"),
+    };
+    // A node's fact lands between the scheduler's view and its append.
+    s.log
+        .interpose(Event::new("node", "a", None, started(0, &node0)));
+    let stop = json!({"id": "a"});
+    let d = s.command(CommandKind::Stop, stop.clone()).await;
+    assert_eq!(
+        d,
+        [Disposition::Retry],
+        "the head moved: decided again later"
+    );
+    assert!(s.stops().is_empty());
+    // The follower brings the fact; the redelivered command lands.
+    let fact = s.log.stored().into_iter().last().unwrap();
+    s.deliver(vec![fact]);
+    let d = s.resend(CommandKind::Stop, s.seq, stop).await;
+    assert_eq!(d, [Disposition::Ack]);
+    assert_eq!(s.log.kinds("a").last(), Some(&"stop_requested"));
+    let mut stopped: Vec<u32> = s.stops().into_iter().map(|(_, _, r)| r).collect();
+    stopped.sort();
+    assert_eq!(stopped, [0, 1], "every copy holding a node is told to stop");
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_is_no_command_or_no_fact_is_set_aside_and_counted() {
+    let s = Shell::start(&["n1"], MINUTE).await;
+    let aside = Command::read("bulkhead.cmd.foo", 7, 0, b"{}".to_vec(), None).unwrap_err();
+    assert_eq!(aside.code, "unknown_command");
+    s.actor.send_message(SchedulerMsg::SetAside(aside)).unwrap();
+    s.logged(
+        "ghost",
+        EventBody::Started(Started {
+            replica: 0,
+            node: "n1".into(),
+            container: "c".into(),
+        }),
+    );
+    let malformed = Aside::new(9, "bulkhead.evt.wl.x.started", "malformed", "not JSON");
+    let batch = Batch {
+        events: Vec::new(),
+        set_aside: vec![malformed],
+    };
+    s.actor.send_message(SchedulerMsg::Logged(batch)).unwrap();
+    let stats = s.stats().await;
+    assert_eq!(stats.set_aside, 3, "{stats:?}");
+    assert_eq!(stats.workloads, 0, "nothing was applied");
+    assert!(s.ops.ops().is_empty(), "nothing sent");
+    assert_eq!(s.log.kinds("ghost"), ["started"], "only the fact set aside");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_node_takes_nothing_new_until_it_beats_again() {
+    let mut s = Shell::start(&["n1"], 1_000).await;
+    s.command(CommandKind::Submit, spec("a", 1)).await;
+    assert_eq!(s.starts().len(), 1);
+    pass(3_300).await; // three missed 1 s beats
+    s.command(CommandKind::Submit, spec("b", 1)).await;
+    assert_eq!(s.log.kinds("b"), ["accepted"], "no ready node for b");
+    s.actor
+        .send_message(SchedulerMsg::Heartbeat(beat("n1", 1_000)))
+        .unwrap();
+    pass(300).await;
+    assert_eq!(
+        s.log.kinds("b"),
+        ["accepted", "scheduled"],
+        "placed once n1 is back"
+    );
+    assert_eq!(s.starts().last(), Some(&("n1".into(), "b".into(), 0)));
+}

@@ -1,6 +1,6 @@
 //! The failover's decisions, scenario by scenario: exits, crash loops, lost nodes.
 
-use super::decide::*;
+use crate::failover::decide::*;
 use crate::ports::log::WorkloadAppend;
 use crate::projection::{Projection, Workload};
 use bulkhead_schemas::WorkloadSpec;

@@ -1,0 +1,172 @@
+//! The failover actor over the in-memory log, on a paused clock: exits answered once,
+//! decisions that lost a race taken again, silent nodes declared lost.
+
+use std::time::Duration;
+
+use bulkhead_schemas::WorkloadSpec;
+use bulkhead_schemas::event::{Accepted, Event, EventBody, Exited, Scheduled, Started};
+use ractor::{Actor, ActorRef};
+
+use crate::clock::Clock;
+use crate::failover::actor::{FailoverActor, FailoverArgs, FailoverMsg, FailoverStats};
+use crate::ports::log::Batch;
+use crate::ports::mem_log::MemLog;
+use crate::projection::Projection;
+
+struct Shell {
+    actor: ActorRef<FailoverMsg>,
+    log: MemLog,
+}
+
+impl Shell {
+    /// A failover started over what `log` holds (as rebuilt at takeover).
+    async fn start(log: MemLog) -> Shell {
+        let mut projection = Projection::default();
+        projection.logged(Batch::from(log.stored()));
+        let args = FailoverArgs {
+            projection,
+            log: log.clone(),
+            lost_timeout: Duration::from_secs(3),
+            tick: Duration::from_millis(100),
+            clock: Clock::tokio(),
+        };
+        let (actor, _) = Actor::spawn(None, FailoverActor::default(), args)
+            .await
+            .unwrap();
+        Shell { actor, log }
+    }
+
+    /// Another writer's event, stored and delivered as the follower would.
+    fn logged(&self, id: &str, body: EventBody) {
+        let s = self.log.write(Event::new("node/n1", id, None, body));
+        self.deliver(vec![s]);
+    }
+
+    fn deliver(&self, events: Vec<crate::ports::log::Stored>) {
+        let msg = FailoverMsg::Logged(Batch::from(events));
+        self.actor.send_message(msg).unwrap();
+    }
+
+    fn beat(&self, node: &str) {
+        let msg = FailoverMsg::Beat(node.into(), 1000);
+        self.actor.send_message(msg).unwrap();
+    }
+
+    async fn stats(&self) -> FailoverStats {
+        ractor::call!(self.actor, FailoverMsg::Stats).unwrap()
+    }
+}
+
+/// A log where workload `w` runs `replicas` copies on `node`, restarting on failure.
+fn running(replicas: u32, node: &str) -> MemLog {
+    let log = MemLog::default();
+    let spec: WorkloadSpec = serde_json::from_value(serde_json::json!({
+        "id": "w", "image": "i", "memory_mb": 10, "cpu_millicores": 5, "replicas": replicas,
+        "restart": {"policy": "on-failure", "backoff_initial_ms": 100}
+    }))
+    .unwrap();
+    let write = |body| log.write(Event::new("scheduler", "w", None, body));
+    write(EventBody::Accepted(Accepted {
+        spec,
+        cmd_seq: 1,
+        pending: None,
+    }));
+    for replica in 0..replicas {
+        write(EventBody::Scheduled(Scheduled {
+            replica,
+            node: node.into(),
+            runtime_class: Default::default(),
+            replaces: None,
+        }));
+        write(EventBody::Started(Started {
+            replica,
+            node: node.into(),
+            container: format!("c{replica}"),
+        }));
+    }
+    log
+}
+
+fn exited(replica: u32, code: i32) -> EventBody {
+    EventBody::Exited(Exited {
+        replica,
+        node: "n1".into(),
+        code,
+        reason: "error".into(),
+        finished_at: String::new(),
+    })
+}
+
+async fn pass(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_is_answered_by_one_restart() {
+    let s = Shell::start(running(1, "n1")).await;
+    s.beat("n1");
+    s.logged("w", exited(0, 1));
+    pass(500).await;
+    let kinds = s.log.kinds("w");
+    assert_eq!(kinds.last(), Some(&"replica_requested"));
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "replica_requested").count(),
+        1
+    );
+    assert_eq!(s.stats().await.restarts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_decision_that_lost_a_race_is_taken_again_on_the_new_head() {
+    let s = Shell::start(running(2, "n1")).await;
+    s.beat("n1");
+    // Replica 1's exit lands between the failover's view and its append for replica 0.
+    let other = Event::new("node/n1", "w", None, exited(1, 1));
+    s.log.interpose(other);
+    s.logged("w", exited(0, 1));
+    pass(50).await;
+    let stats = s.stats().await;
+    assert_eq!(stats.conflicts, 1, "{stats:?}");
+    assert!(!s.log.kinds("w").contains(&"replica_requested"));
+    // The follower brings the exit that won; both replicas are decided, each once.
+    let won = s.log.stored().into_iter().last().unwrap();
+    s.deliver(vec![won]);
+    pass(500).await;
+    let decided: Vec<u32> = s
+        .log
+        .workload("w")
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::ReplicaRequested(r) => Some(r.replica),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(decided, [0, 1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_silent_past_the_timeout_is_lost_and_its_replicas_requested_elsewhere() {
+    let s = Shell::start(running(1, "n1")).await;
+    for _ in 0..10 {
+        s.beat("n1");
+        s.beat("n2");
+        pass(1_000).await;
+    }
+    assert!(s.log.node_events().is_empty(), "beating nodes are not lost");
+    for _ in 0..3 {
+        s.beat("n2");
+        pass(1_000).await;
+    }
+    pass(200).await;
+    let lost: Vec<String> = s
+        .log
+        .node_events()
+        .into_iter()
+        .filter(|e| e.kind() == "lost")
+        .map(|e| e.subject)
+        .collect();
+    assert_eq!(lost, ["n1"], "n1 went silent, n2 did not");
+    let kinds = s.log.kinds("w");
+    assert!(kinds.ends_with(&["lost", "replica_requested"]), "{kinds:?}");
+    assert_eq!(s.stats().await.nodes_lost, 1);
+}
