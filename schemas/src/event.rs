@@ -30,7 +30,7 @@ pub struct Event {
     /// W3C trace context of the span that emitted the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
-    /// Signature over the event; empty until signing lands (see ARCHITECTURE.md).
+    /// Signature over the event; empty until signing lands (docs/ARCHITECTURE.md, "Events").
     #[serde(default)]
     pub sig: String,
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use bulkhead_actors::aside::Aside;
+use bulkhead_actors::ports::log::Stored;
 use bulkhead_actors::projection::Projection;
 use bulkhead_schemas::api::WorkloadState;
 use bulkhead_schemas::event::{Event, hash_bytes};
@@ -88,10 +90,20 @@ pub async fn follow_workload(bus: &Bus, id: &str, timeout: Duration) -> anyhow::
             }
         };
         let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
-        let Ok(ev) = Event::parse(&m.payload) else {
-            continue;
+        let ev = match Event::parse(&m.payload) {
+            Ok(ev) => ev,
+            Err(e) => {
+                p.set_aside
+                    .record(Aside::new(seq, &m.subject, "malformed", e));
+                continue;
+            }
         };
-        let _ = p.apply(seq, hash_bytes(&m.payload), &ev);
+        let kind = ev.kind();
+        p.ingest(&Stored {
+            seq,
+            hash: hash_bytes(&m.payload),
+            event: ev,
+        });
         let Some(w) = p.get(id) else { continue };
         let state = w.state();
         let running = w
@@ -100,9 +112,8 @@ pub async fn follow_workload(bus: &Bus, id: &str, timeout: Duration) -> anyhow::
             .filter(|r| r.state == WorkloadState::Running)
             .count();
         let line = format!(
-            "{id}: {state} ({running}/{} running) after {}",
+            "{id}: {state} ({running}/{} running) after {kind}",
             w.replicas.len(),
-            ev.kind()
         );
         if tty {
             eprint!("\r\x1b[2K{line}");
