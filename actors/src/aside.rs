@@ -58,6 +58,13 @@ impl SetAside {
         self.recent.push_back(a);
     }
 
+    /// Counts and logs each item.
+    pub fn record_all(&mut self, items: impl IntoIterator<Item = Aside>) {
+        for a in items {
+            self.record(a);
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.total
     }

@@ -341,3 +341,51 @@ async fn the_command_stream_keeps_only_commands_and_only_until_handled() {
     )
     .await;
 }
+
+/// A command stream made by an older bulkhead (limits retention: it kept every command) is
+/// replaced by the work queue only once nothing in it waits for a scheduler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_command_stream_is_replaced_only_when_nothing_in_it_waits() {
+    use async_nats::jetstream::stream::{Config, RetentionPolicy};
+    use bulkhead::bus::{Bus, Topology};
+    use bulkhead::natsd::{NatsServer, Sync};
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        NatsServer::start(&dir.path().join("nats"), "127.0.0.1", 0, Sync::Default).unwrap();
+    let bus = Bus::connect(&server.url, "test").await.unwrap();
+    let old = Config {
+        name: subjects::CMD_STREAM.into(),
+        subjects: vec!["bulkhead.cmd.>".into()],
+        ..Default::default()
+    };
+    let mut stream = bus.js.create_stream(old).await.unwrap();
+    bus.js
+        .publish(subjects::CMD_SUBMIT, spec(Some("old")).to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let e = bus
+        .ensure(&Topology::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1 are still unhandled"), "{e}");
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        1,
+        "nothing dropped"
+    );
+    stream.purge().await.unwrap();
+    bus.ensure(&Topology::default()).await.unwrap();
+    let info = bus
+        .js
+        .get_stream(subjects::CMD_STREAM)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.config.retention, RetentionPolicy::WorkQueue);
+}

@@ -18,9 +18,14 @@ pub enum FailoverMsg {
     /// Events read from the log, in stream order.
     Logged(Batch),
     /// A heartbeat of this node arrived, with the interval it beats at (ms).
-    Beat(String, u64),
+    Beat {
+        node: String,
+        interval_ms: u64,
+        /// When it arrived (Unix ms), stamped by whoever read it.
+        at_ms: u64,
+    },
     /// Check for silent nodes and retry what did not land.
-    Tick,
+    Tick(u64),
     /// Decisions taken (restarts requested, replicas given up) and nodes declared lost.
     Stats(RpcReplyPort<FailoverStats>),
 }
@@ -133,8 +138,7 @@ impl<L: EventLog> FailoverState<L> {
 
     /// Declares silent nodes lost; re-checks nodes already lost for replicas placed there
     /// since (or whose loss did not land).
-    async fn check_nodes(&mut self) {
-        let now = self.clock.now_ms();
+    async fn check_nodes(&mut self, now: u64) {
         let mut appends = Vec::new();
         for (node, silent_ms) in self.watch.silent(now, self.lost_timeout_ms) {
             let reason = format!(
@@ -186,7 +190,8 @@ impl<L: EventLog> Actor for FailoverActor<L> {
         myself: ActorRef<FailoverMsg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        myself.send_interval(args.tick, || FailoverMsg::Tick);
+        let clock = args.clock;
+        myself.send_interval(args.tick, move || FailoverMsg::Tick(clock.now_ms()));
         let now = args.clock.now_ms();
         let mut watch = NodeWatch::default();
         // Nodes the log places work on are watched from now, heartbeat or not.
@@ -216,9 +221,7 @@ impl<L: EventLog> Actor for FailoverActor<L> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             FailoverMsg::Logged(batch) => {
-                for a in batch.set_aside {
-                    st.projection.set_aside.record(a);
-                }
+                st.projection.set_aside.record_all(batch.set_aside);
                 let mut touched = BTreeSet::new();
                 for s in &batch.events {
                     if st.projection.ingest(s).is_some() {
@@ -228,13 +231,18 @@ impl<L: EventLog> Actor for FailoverActor<L> {
                 touched.extend(std::mem::take(&mut st.retry));
                 st.decide(touched).await;
             }
-            FailoverMsg::Beat(node, interval_ms) => {
-                if st.watch.beat(&node, st.clock.now_ms(), interval_ms) {
+            FailoverMsg::Beat {
+                node,
+                interval_ms,
+                at_ms,
+            } => {
+                if st.watch.beat(&node, at_ms, interval_ms) {
                     info!(%node, "lost node heartbeats again");
                 }
             }
-            FailoverMsg::Tick => {
-                st.check_nodes().await;
+            FailoverMsg::Tick(fired_ms) => {
+                // Silence as of when the tick fired (beats that came before are handled).
+                st.check_nodes(fired_ms).await;
                 st.sweep_lost().await;
                 if !st.retry.is_empty() {
                     let retry = std::mem::take(&mut st.retry);

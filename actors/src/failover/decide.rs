@@ -95,12 +95,7 @@ pub fn plan_workload(id: &str, w: &Workload, now_ms: u64) -> Option<WorkloadAppe
             Some(event(id, w, body))
         })
         .collect();
-    (!events.is_empty()).then(|| WorkloadAppend {
-        workload: id.to_owned(),
-        head: Some(w.head),
-        events,
-        rechain_on_conflict: false,
-    })
+    (!events.is_empty()).then(|| WorkloadAppend::after(id, w.head, events))
 }
 
 /// A node is lost: each replica it held (or a drain was moving off it) gets `lost`, and
@@ -145,12 +140,7 @@ pub fn lose_node(
             }
         }
         if !events.is_empty() {
-            out.push(WorkloadAppend {
-                workload: id.clone(),
-                head: Some(w.head),
-                events,
-                rechain_on_conflict: false,
-            });
+            out.push(WorkloadAppend::after(id, w.head, events));
         }
     }
     out

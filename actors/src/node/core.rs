@@ -209,9 +209,9 @@ impl NodeCore {
             by.entry(w).or_default().push(e);
         }
         by.into_iter()
-            .map(|(workload, events)| WorkloadAppend {
-                head: self.heads.get(&workload).copied(),
-                ..WorkloadAppend::new(&workload, events).rechaining()
+            .map(|(workload, events)| {
+                WorkloadAppend::at(&workload, self.heads.get(&workload).copied(), events)
+                    .rechaining()
             })
             .collect()
     }

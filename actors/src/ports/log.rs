@@ -38,20 +38,22 @@ pub struct Sealed {
 impl WorkloadAppend {
     /// The first events of a new workload: the append fails if the workload has any.
     pub fn new(workload: &str, events: Vec<Event>) -> Self {
-        WorkloadAppend {
-            workload: workload.to_owned(),
-            head: None,
-            events,
-            rechain_on_conflict: false,
-        }
+        WorkloadAppend::at(workload, None, events)
     }
 
     /// Events that hold only if nothing was appended after `head` (a decision taken on
     /// what the writer saw).
     pub fn after(workload: &str, head: Head, events: Vec<Event>) -> Self {
+        WorkloadAppend::at(workload, Some(head), events)
+    }
+
+    /// Events after `head`, or the first of the workload when there is none.
+    pub fn at(workload: &str, head: Option<Head>, events: Vec<Event>) -> Self {
         WorkloadAppend {
-            head: Some(head),
-            ..WorkloadAppend::new(workload, events)
+            workload: workload.to_owned(),
+            head,
+            events,
+            rechain_on_conflict: false,
         }
     }
 

@@ -76,10 +76,7 @@ impl Inner {
         self.interpose = rest;
         for e in mine {
             let head = self.head(workload);
-            let append = WorkloadAppend {
-                head,
-                ..WorkloadAppend::new(workload, vec![e])
-            };
+            let append = WorkloadAppend::at(workload, head, vec![e]);
             let _ = self.store(append);
         }
     }
@@ -132,10 +129,7 @@ impl MemLog {
         let mut inner = self.lock();
         let workload = event.subject.clone();
         let head = inner.head(&workload);
-        let append = WorkloadAppend {
-            head,
-            ..WorkloadAppend::new(&workload, vec![event])
-        };
+        let append = WorkloadAppend::at(&workload, head, vec![event]);
         let mut stored = inner.store(append).unwrap_or_default();
         stored.pop().expect("one event stored")
     }

@@ -140,9 +140,7 @@ impl Projection {
 
     /// Applies a batch read from the log, counting what its reader set aside.
     pub fn logged(&mut self, batch: Batch) {
-        for a in batch.set_aside {
-            self.set_aside.record(a);
-        }
+        self.set_aside.record_all(batch.set_aside);
         for s in &batch.events {
             self.ingest(s);
         }

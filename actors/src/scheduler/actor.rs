@@ -18,7 +18,9 @@ pub enum SchedulerMsg {
     Commands(Vec<Command>, RpcReplyPort<Vec<(u64, Disposition)>>),
     /// Events read from the log (any writer's), in stream order.
     Logged(Batch),
-    Heartbeat(NodeHeartbeat),
+    /// A heartbeat, and when it arrived (Unix ms, stamped by whoever read it: a busy
+    /// actor does not make nodes look silent).
+    Heartbeat(NodeHeartbeat, u64),
     NodeGone(String),
     /// A command (or anything else) the service would not hand over: counted, listed.
     SetAside(Aside),
@@ -27,7 +29,7 @@ pub enum SchedulerMsg {
     /// A scan finished (from `bulkhead.evt.scan.>`, in stream order), at this time (Unix ms).
     ScanCompleted(Box<ScanCompleted>, u64),
     /// Retry pending placements, move drained replicas, notice silent nodes.
-    Tick,
+    Tick(u64),
     /// A backoff ended: place what is due.
     Due,
     Stats(RpcReplyPort<SchedulerStats>),
@@ -151,7 +153,8 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
         myself: ActorRef<SchedulerMsg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        myself.send_interval(args.tick, || SchedulerMsg::Tick);
+        let clock = args.clock;
+        myself.send_interval(args.tick, move || SchedulerMsg::Tick(clock.now_ms()));
         Ok(SchedulerState {
             core: args.core,
             log: args.log,
@@ -179,8 +182,8 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                     st.progress(&me).await;
                 }
             }
-            SchedulerMsg::Heartbeat(hb) => {
-                if st.core.heartbeat(&hb, st.clock.now_ms()) {
+            SchedulerMsg::Heartbeat(hb, arrived_ms) => {
+                if st.core.heartbeat(&hb, arrived_ms) {
                     info!("node {} heartbeats: it takes placements", hb.name);
                 }
             }
@@ -193,8 +196,10 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                     st.execute(plan).await;
                 }
             }
-            SchedulerMsg::Tick => {
-                for node in st.core.check_silent(st.clock.now_ms()) {
+            SchedulerMsg::Tick(fired_ms) => {
+                // Silence as of when the tick fired: heartbeats that arrived before it are
+                // ahead of it in the mailbox, however long the actor was busy.
+                for node in st.core.check_silent(fired_ms) {
                     warn!(%node, "node stopped heartbeating; no more placements there");
                 }
                 st.progress(&me).await

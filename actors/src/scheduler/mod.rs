@@ -78,9 +78,7 @@ impl SchedulerCore {
     /// Events read from the log (any writer's, in stream order), and what the reader set
     /// aside on the way.
     pub fn logged(&mut self, batch: Batch) {
-        for a in batch.set_aside {
-            self.projection.set_aside.record(a);
-        }
+        self.projection.set_aside.record_all(batch.set_aside);
         for s in &batch.events {
             self.apply(s);
         }

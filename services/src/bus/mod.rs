@@ -146,6 +146,9 @@ impl Bus {
             // reads the log through an ephemeral one.
             cfg.max_consumers = MAX_CONSUMERS;
             let name = cfg.name.clone();
+            if name == subjects::CMD_STREAM {
+                self.replace_old_command_stream().await?;
+            }
             self.js
                 .create_or_update_stream(cfg)
                 .await
@@ -183,6 +186,48 @@ impl Bus {
                 .await
                 .map_err(|e| setup(&format!("bucket {bucket}"))(&e))?;
         }
+        Ok(())
+    }
+
+    /// A command stream from before it was a work queue (nats-server cannot change a
+    /// stream's retention) is replaced, but only once the scheduler has handled every
+    /// command in it: an unhandled command is never dropped.
+    async fn replace_old_command_stream(&self) -> Result<(), BusError> {
+        let setup = |msg: String| BusError::Setup {
+            what: format!("stream {}", subjects::CMD_STREAM),
+            msg,
+        };
+        let mut stream = match self.js.get_stream(subjects::CMD_STREAM).await {
+            Ok(s) => s,
+            Err(_) => return Ok(()), // none yet
+        };
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| setup(e.to_string()))?
+            .clone();
+        if info.config.retention == stream::RetentionPolicy::WorkQueue {
+            return Ok(());
+        }
+        let waiting = match stream.consumer_info(subjects::SCHEDULER_CONSUMER).await {
+            Ok(c) => c.num_pending + c.num_ack_pending as u64,
+            Err(_) => info.state.messages,
+        };
+        if waiting > 0 {
+            return Err(setup(format!(
+                "it was made by an older bulkhead, which kept every command; {waiting} are \
+                 still unhandled. Let the older scheduler handle them first (or delete the \
+                 stream with `nats stream rm {}` to drop them)",
+                subjects::CMD_STREAM
+            )));
+        }
+        tracing::info!(
+            "replacing the command stream of an older bulkhead: every command in it was handled"
+        );
+        self.js
+            .delete_stream(subjects::CMD_STREAM)
+            .await
+            .map_err(|e| setup(e.to_string()))?;
         Ok(())
     }
 

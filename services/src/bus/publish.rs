@@ -52,28 +52,48 @@ impl From<PublishFailure> for SinkError {
     }
 }
 
-/// A request that got no stored answer: no stream listens (refused), or no answer came.
+/// A request that got no stored answer. A subject that cannot be sent (bad name, too
+/// large) is refused; everything else may pass: no answer, or no responder, which is what
+/// a stream also looks like while JetStream restarts or elects a leader.
 pub fn request_failure(subject: &str, e: async_nats::RequestError) -> PublishFailure {
     match e.kind() {
-        RequestErrorKind::NoResponders => {
-            PublishFailure::Refused(format!("no stream stores subject {subject}"))
-        }
         RequestErrorKind::InvalidSubject | RequestErrorKind::MaxPayloadExceeded => {
             PublishFailure::Refused(format!("{subject}: {e}"))
         }
-        _ => PublishFailure::Unreachable(cause(e)),
+        RequestErrorKind::NoResponders | RequestErrorKind::TimedOut | RequestErrorKind::Other => {
+            PublishFailure::Unreachable(cause(e))
+        }
     }
 }
 
-/// A JetStream publish that was not acknowledged.
+/// A JetStream publish that was not acknowledged: refused when the server said why
+/// (no stream, too large, a stale expectation), unreachable when it said nothing or the
+/// client lost its connection.
 pub fn publish_failure(subject: &str, e: PublishError) -> PublishFailure {
     match e.kind() {
         PublishErrorKind::WrongLastSequence => PublishFailure::WrongLastSequence(e.to_string()),
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
-            PublishFailure::Unreachable(cause(e))
+        PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::MaxAckPending
+        | PublishErrorKind::Other => PublishFailure::Unreachable(cause(e)),
+        PublishErrorKind::StreamNotFound
+        | PublishErrorKind::WrongLastMessageId
+        | PublishErrorKind::MaxPayloadExceeded => {
+            PublishFailure::Refused(format!("{subject}: {e}"))
         }
-        _ => PublishFailure::Refused(format!("{subject}: {e}")),
     }
+}
+
+/// JetStream's codes for "not now": the system temporarily unavailable (10008), a cluster
+/// that cannot handle the request at this moment (10009).
+const TRANSIENT_CODES: [u64; 2] = [10008, 10009];
+
+/// The server could not take it now, and said so.
+#[derive(Debug, thiserror::Error)]
+#[error("JetStream unavailable ({code}): {description}")]
+struct Unavailable {
+    code: u64,
+    description: String,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +125,12 @@ fn parse_ack(payload: &[u8]) -> Result<(u64, u64), PublishFailure> {
     match ack.error {
         Some(e) if e.err_code == WRONG_LAST_SEQUENCE => {
             Err(PublishFailure::WrongLastSequence(e.description))
+        }
+        Some(e) if TRANSIENT_CODES.contains(&e.err_code) => {
+            Err(PublishFailure::Unreachable(cause(Unavailable {
+                code: e.err_code,
+                description: e.description,
+            })))
         }
         Some(e) => Err(PublishFailure::Refused(e.description)),
         None => Ok((ack.seq, ack.count.unwrap_or(1))),

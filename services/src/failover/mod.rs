@@ -150,7 +150,11 @@ async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>) {
             .map(|hb| hb.interval_ms)
             .unwrap_or(0);
         if actor
-            .send_message(FailoverMsg::Beat(entry.key, interval_ms))
+            .send_message(FailoverMsg::Beat {
+                node: entry.key,
+                interval_ms,
+                at_ms: bulkhead_schemas::now_ms(),
+            })
             .is_err()
         {
             return;

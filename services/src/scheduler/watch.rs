@@ -72,7 +72,7 @@ async fn heartbeats(bus: Bus, actor: ActorRef<SchedulerMsg>) {
             SchedulerMsg::NodeGone(entry.key)
         } else {
             match serde_json::from_slice::<NodeHeartbeat>(&entry.value) {
-                Ok(hb) => SchedulerMsg::Heartbeat(hb),
+                Ok(hb) => SchedulerMsg::Heartbeat(hb, bulkhead_schemas::now_ms()),
                 Err(e) => {
                     warn!(key = %entry.key, error = %e, "ignoring malformed heartbeat");
                     continue;

@@ -16,11 +16,13 @@ use crate::projection::Projection;
 struct Shell {
     actor: ActorRef<FailoverMsg>,
     log: MemLog,
+    clock: Clock,
 }
 
 impl Shell {
     /// A failover started over what `log` holds (as rebuilt at takeover).
     async fn start(log: MemLog) -> Shell {
+        let clock = Clock::tokio();
         let mut projection = Projection::default();
         projection.logged(Batch::from(log.stored()));
         let args = FailoverArgs {
@@ -28,12 +30,12 @@ impl Shell {
             log: log.clone(),
             lost_timeout: Duration::from_secs(3),
             tick: Duration::from_millis(100),
-            clock: Clock::tokio(),
+            clock,
         };
         let (actor, _) = Actor::spawn(None, FailoverActor::default(), args)
             .await
             .unwrap();
-        Shell { actor, log }
+        Shell { actor, log, clock }
     }
 
     /// Another writer's event, stored and delivered as the follower would.
@@ -48,7 +50,11 @@ impl Shell {
     }
 
     fn beat(&self, node: &str) {
-        let msg = FailoverMsg::Beat(node.into(), 1000);
+        let msg = FailoverMsg::Beat {
+            node: node.into(),
+            interval_ms: 1000,
+            at_ms: self.clock.now_ms(),
+        };
         self.actor.send_message(msg).unwrap();
     }
 

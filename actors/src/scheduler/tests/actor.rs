@@ -282,7 +282,7 @@ async fn a_silent_node_takes_nothing_new_until_it_beats_again() {
     s.command(CommandKind::Submit, spec("b", 1)).await;
     assert_eq!(s.log.kinds("b"), ["accepted"], "no ready node for b");
     s.actor
-        .send_message(SchedulerMsg::Heartbeat(beat("n1", 1_000)))
+        .send_message(SchedulerMsg::Heartbeat(beat("n1", 1_000), s.clock.now_ms()))
         .unwrap();
     pass(300).await;
     assert_eq!(

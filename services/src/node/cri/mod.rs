@@ -34,7 +34,8 @@ use probe::ProbeError;
 /// Why a runtime class is not offered (yet).
 #[derive(Debug, thiserror::Error)]
 enum NotOffered {
-    #[error("its isolation probe failed: {0}")]
+    /// Its isolation probe failed, for this reason.
+    #[error("{0}")]
     ProbeFailed(String),
     #[error("not probed yet")]
     NotProbed,
