@@ -54,11 +54,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let sched = tokio::spawn(scheduler::run(bus.clone(), SchedulerConfig::default()));
 
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let mut sub = bus.client.subscribe("bulkhead.evt.wl.*.started").await?;
+    let mut sub = bus.client.subscribe("bulkhead.evt.*.wl.*.started").await?;
     let s = started.clone();
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
-            if let Some(id) = subjects::workload_of(&m.subject) {
+            if let Some(id) = subjects::workload_of(&m.subject)
+                .map(|k| k.rsplit('/').next().unwrap_or_default().to_owned())
+            {
                 s.lock()
                     .expect("lock")
                     .insert(id.to_owned(), Instant::now());
@@ -85,7 +87,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             });
             let t = Instant::now();
             bus.client
-                .publish(subjects::CMD_SUBMIT, serde_json::to_vec(&spec)?.into())
+                .publish(
+                    subjects::cmd(subjects::DEFAULT_TENANT, "submit"),
+                    serde_json::to_vec(&spec)?.into(),
+                )
                 .await?;
             let deadline = t + Duration::from_secs(60);
             let at = loop {

@@ -42,7 +42,7 @@ type Starts = Arc<Mutex<HashMap<String, Vec<(Instant, String, String)>>>>;
 
 async fn watch_starts(bus: &Bus) -> anyhow::Result<Starts> {
     let starts: Starts = Arc::default();
-    let mut sub = bus.client.subscribe("bulkhead.evt.wl.*.started").await?;
+    let mut sub = bus.client.subscribe("bulkhead.evt.*.wl.*.started").await?;
     let s = starts.clone();
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
@@ -50,7 +50,8 @@ async fn watch_starts(bus: &Bus) -> anyhow::Result<Starts> {
                 continue;
             };
             if let EventBody::Started(st) = e.body {
-                s.lock().expect("lock").entry(e.subject).or_default().push((
+                let id = e.subject.rsplit('/').next().unwrap_or_default().to_owned();
+                s.lock().expect("lock").entry(id).or_default().push((
                     Instant::now(),
                     st.node,
                     st.container,
@@ -64,14 +65,15 @@ async fn watch_starts(bus: &Bus) -> anyhow::Result<Starts> {
 /// Times each workload's `exited` was stored.
 async fn watch_exits(bus: &Bus) -> anyhow::Result<Arc<Mutex<HashMap<String, Vec<Instant>>>>> {
     let exits: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
-    let mut sub = bus.client.subscribe("bulkhead.evt.wl.*.exited").await?;
+    let mut sub = bus.client.subscribe("bulkhead.evt.*.wl.*.exited").await?;
     let x = exits.clone();
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
             if let Ok(e) = Event::parse(&m.payload) {
+                let id = e.subject.rsplit('/').next().unwrap_or_default().to_owned();
                 x.lock()
                     .expect("lock")
-                    .entry(e.subject)
+                    .entry(id)
                     .or_default()
                     .push(Instant::now());
             }
@@ -141,7 +143,10 @@ pub(crate) async fn stop_all(bus: &Bus, ids: &[String]) -> anyhow::Result<()> {
     for id in ids {
         let stop = serde_json::json!({"id": id, "grace_secs": 0});
         bus.client
-            .publish(subjects::CMD_STOP, serde_json::to_vec(&stop)?.into())
+            .publish(
+                subjects::cmd(subjects::DEFAULT_TENANT, "stop"),
+                serde_json::to_vec(&stop)?.into(),
+            )
             .await?;
     }
     Ok(())
@@ -153,7 +158,7 @@ async fn submit_all(bus: &Bus, specs: &[serde_json::Value]) -> anyhow::Result<()
             .iter()
             .map(|s| {
                 (
-                    subjects::CMD_SUBMIT.to_owned(),
+                    subjects::cmd(subjects::DEFAULT_TENANT, "submit"),
                     async_nats::HeaderMap::new(),
                     bytes::Bytes::from(serde_json::to_vec(s).expect("json")),
                 )

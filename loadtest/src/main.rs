@@ -277,12 +277,14 @@ async fn throughput(
 
     // Observe `scheduled` and `started` as they are stored.
     let seen: Arc<std::sync::Mutex<Observed>> = Default::default();
-    let mut sub = bus.client.subscribe("bulkhead.evt.wl.*.*").await?;
+    let mut sub = bus.client.subscribe("bulkhead.evt.*.wl.*.*").await?;
     let s = seen.clone();
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
             let now = Instant::now();
-            let Some(id) = subjects::workload_of(&m.subject) else {
+            let Some(id) = subjects::workload_of(&m.subject)
+                .map(|k| k.rsplit('/').next().unwrap_or_default().to_owned())
+            else {
                 continue;
             };
             let mut g = s.lock().expect("lock");
@@ -324,7 +326,7 @@ async fn throughput(
             .map(|i| {
                 let id = format!("burst-{i}");
                 (
-                    subjects::CMD_SUBMIT.to_owned(),
+                    subjects::cmd(subjects::DEFAULT_TENANT, "submit"),
                     HeaderMap::new(),
                     Bytes::from(spec(&id)),
                 )
@@ -372,7 +374,10 @@ async fn throughput(
         let id = format!("steady-{i}");
         times.push((id.clone(), Instant::now()));
         bus.client
-            .publish(subjects::CMD_SUBMIT, spec(&id).into())
+            .publish(
+                subjects::cmd(subjects::DEFAULT_TENANT, "submit"),
+                spec(&id).into(),
+            )
             .await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;

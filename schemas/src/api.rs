@@ -69,7 +69,10 @@ impl std::fmt::Display for WorkloadState {
 /// A workload as the query API returns it.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 pub struct WorkloadView {
+    /// The workload's id, unique within its tenant.
     pub id: String,
+    /// The tenant that submitted it.
+    pub tenant: String,
     pub state: WorkloadState,
     /// Absent for a submission rejected before it parsed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,18 +1,40 @@
-//! Every NATS subject, stream, consumer and bucket name of the public contract, in one place.
+//! Every NATS subject, stream, consumer and bucket name of the public contract, in one
+//! place. Subjects carry what nats-server must check: the tenant of a command, an event or
+//! a query; the node of an ops subject.
 
-/// Commands from users: submissions, stops, scales, drains (stream [`CMD_STREAM`]).
-pub const CMD_SUBMIT: &str = "bulkhead.cmd.submit";
-pub const CMD_STOP: &str = "bulkhead.cmd.stop";
-pub const CMD_SCALE: &str = "bulkhead.cmd.scale";
-pub const CMD_DRAIN: &str = "bulkhead.cmd.drain";
-pub const CMD_UNDRAIN: &str = "bulkhead.cmd.undrain";
+/// Commands of tenants: `bulkhead.cmd.<tenant>.submit|stop|scale` (stream [`CMD_STREAM`]).
+pub const CMD_SUBMIT_ALL: &str = "bulkhead.cmd.*.submit";
+pub const CMD_STOP_ALL: &str = "bulkhead.cmd.*.stop";
+pub const CMD_SCALE_ALL: &str = "bulkhead.cmd.*.scale";
+/// Commands of operators, on nodes: drains.
+pub const CTL_DRAIN: &str = "bulkhead.ctl.drain";
+pub const CTL_UNDRAIN: &str = "bulkhead.ctl.undrain";
 /// Every command subject: the command stream stores these and no other (a publish to
-/// `bulkhead.cmd.<anything else>` finds no stream and is refused).
-pub const CMD_SUBJECTS: [&str; 5] = [CMD_SUBMIT, CMD_STOP, CMD_SCALE, CMD_DRAIN, CMD_UNDRAIN];
+/// `bulkhead.cmd.<tenant>.<anything else>` finds no stream and is refused).
+pub const CMD_SUBJECTS: [&str; 5] = [
+    CMD_SUBMIT_ALL,
+    CMD_STOP_ALL,
+    CMD_SCALE_ALL,
+    CTL_DRAIN,
+    CTL_UNDRAIN,
+];
+
+/// `bulkhead.cmd.<tenant>.<kind>`: a tenant's command.
+pub fn cmd(tenant: &str, kind: &str) -> String {
+    format!("bulkhead.cmd.{tenant}.{kind}")
+}
+
+/// The tenant and kind of a tenant command subject `bulkhead.cmd.<tenant>.<kind>`.
+pub fn parse_cmd(subject: &str) -> Option<(&str, &str)> {
+    let rest = subject.strip_prefix("bulkhead.cmd.")?;
+    let (tenant, kind) = rest.split_once('.')?;
+    (is_valid_tenant(tenant) && !kind.contains('.')).then_some((tenant, kind))
+}
 
 /// The event log (stream [`EVT_STREAM`]).
 pub const EVT_ALL: &str = "bulkhead.evt.>";
-pub const EVT_WORKLOADS: &str = "bulkhead.evt.wl.>";
+/// Every workload event of every tenant.
+pub const EVT_WORKLOADS: &str = "bulkhead.evt.*.wl.>";
 pub const EVT_NODES: &str = "bulkhead.evt.node.>";
 
 /// Node operations, one work-queue subject per node (stream [`OPS_STREAM`]).
@@ -20,9 +42,28 @@ pub const OPS_ALL: &str = "bulkhead.node.*.ops";
 
 /// The query API (NATS service API, request/reply).
 pub const API_PREFIX: &str = "bulkhead.api";
-pub const API_WORKLOADS_GET: &str = "bulkhead.api.workloads.get";
-pub const API_WORKLOADS_LIST: &str = "bulkhead.api.workloads.list";
-pub const API_NODES_LIST: &str = "bulkhead.api.nodes.list";
+/// What a tenant may ask, on `bulkhead.api.<tenant>.…`: these endpoints, any tenant.
+pub const API_WORKLOADS_GET_ALL: &str = "bulkhead.api.*.workloads.get";
+pub const API_WORKLOADS_LIST_ALL: &str = "bulkhead.api.*.workloads.list";
+/// What operators ask.
+pub const API_NODES_LIST: &str = "bulkhead.api.admin.nodes.list";
+
+/// `bulkhead.api.<tenant>.workloads.get`
+pub fn api_workloads_get(tenant: &str) -> String {
+    format!("bulkhead.api.{tenant}.workloads.get")
+}
+
+/// `bulkhead.api.<tenant>.workloads.list`
+pub fn api_workloads_list(tenant: &str) -> String {
+    format!("bulkhead.api.{tenant}.workloads.list")
+}
+
+/// The tenant a query API subject `bulkhead.api.<tenant>.…` asks for.
+pub fn api_tenant(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix("bulkhead.api.")?;
+    let (tenant, _) = rest.split_once('.')?;
+    is_valid_tenant(tenant).then_some(tenant)
+}
 
 /// Scan jobs (work queue [`SCAN_STREAM`]), per-job progress, per-worker layer requests.
 pub const SCAN_JOBS: &str = "bulkhead.scan.jobs";
@@ -52,6 +93,29 @@ pub const FAILOVER_LEASE_KEY: &str = "failover";
 /// Durable consumer through which the active scheduler reads commands.
 pub const SCHEDULER_CONSUMER: &str = "bulkhead-scheduler";
 
+/// The tenant of submissions that name none (`bulkhead up` creates it).
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Words that cannot name a tenant: they are the second token of other subjects
+/// (`bulkhead.evt.node.…`, `bulkhead.evt.scan.…`, `bulkhead.evt.sys.…`,
+/// `bulkhead.api.admin.…`).
+pub const RESERVED_TENANTS: [&str; 4] = ["node", "scan", "sys", "admin"];
+
+/// Whether `s` can name a tenant: a subject token that no other subject family uses.
+pub fn is_valid_tenant(s: &str) -> bool {
+    is_valid_token(s) && !RESERVED_TENANTS.contains(&s)
+}
+
+/// A workload's key: its tenant and its id (`tenant/id`). Ids are per tenant.
+pub fn workload_key(tenant: &str, id: &str) -> String {
+    format!("{tenant}/{id}")
+}
+
+/// The tenant and id of a workload key.
+pub fn split_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('/')
+}
+
 /// `bulkhead.scan.progress.<job>`: what a worker is doing on a job (core NATS).
 pub fn scan_progress(job: &str) -> String {
     format!("bulkhead.scan.progress.{job}")
@@ -68,15 +132,21 @@ pub fn scan_event(digest: &str, kind: &str) -> String {
     format!("bulkhead.evt.scan.{hex}.{kind}")
 }
 
-/// `bulkhead.evt.wl.<workload>.<type>`
-pub fn workload_event(workload: &str, kind: &str) -> String {
-    format!("bulkhead.evt.wl.{workload}.{kind}")
+/// `bulkhead.evt.<tenant>.wl.<id>.<type>` of the workload with key `tenant/id`.
+pub fn workload_event(key: &str, kind: &str) -> String {
+    let (tenant, id) = split_key(key).unwrap_or(("", key));
+    format!("bulkhead.evt.{tenant}.wl.{id}.{kind}")
 }
 
-/// `bulkhead.evt.wl.<workload>.*`: every event of one workload; the filter that
+/// `bulkhead.evt.<tenant>.wl.<id>.*`: every event of one workload; the filter that
 /// per-workload optimistic concurrency checks against.
-pub fn workload_events(workload: &str) -> String {
-    format!("bulkhead.evt.wl.{workload}.*")
+pub fn workload_events(key: &str) -> String {
+    workload_event(key, "*")
+}
+
+/// `bulkhead.evt.<tenant>.>`: every event a tenant may read.
+pub fn tenant_events(tenant: &str) -> String {
+    format!("bulkhead.evt.{tenant}.>")
 }
 
 /// `bulkhead.evt.node.<node>.<type>`
@@ -94,11 +164,18 @@ pub fn node_consumer(node: &str) -> String {
     format!("bulkhead-node-{node}")
 }
 
-/// Workload id from an event subject `bulkhead.evt.wl.<id>.<type>`.
-pub fn workload_of(subject: &str) -> Option<&str> {
-    let rest = subject.strip_prefix("bulkhead.evt.wl.")?;
-    let (id, _kind) = rest.rsplit_once('.')?;
-    Some(id)
+/// Workload key (`tenant/id`) of an event subject `bulkhead.evt.<tenant>.wl.<id>.<type>`.
+pub fn workload_of(subject: &str) -> Option<String> {
+    let rest = subject.strip_prefix("bulkhead.evt.")?;
+    let mut tokens = rest.split('.');
+    let (tenant, wl, id, _kind) = (
+        tokens.next()?,
+        tokens.next()?,
+        tokens.next()?,
+        tokens.next()?,
+    );
+    (tokens.next().is_none() && wl == "wl" && is_valid_tenant(tenant))
+        .then(|| workload_key(tenant, id))
 }
 
 /// Whether `s` can be one token of a subject, a workload id or a node name:
@@ -115,13 +192,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn workload_of_parses_event_subjects() {
+    fn workload_keys_name_their_tenant_in_every_subject() {
+        let key = workload_key("acme", "abc-1");
         assert_eq!(
-            workload_of(&workload_event("abc-1", "started")),
-            Some("abc-1")
+            workload_event(&key, "started"),
+            "bulkhead.evt.acme.wl.abc-1.started"
         );
+        assert_eq!(workload_events(&key), "bulkhead.evt.acme.wl.abc-1.*");
+        assert_eq!(workload_of(&workload_event(&key, "started")), Some(key));
         assert_eq!(workload_of("bulkhead.evt.node.n1.joined"), None);
-        assert_eq!(workload_of("bulkhead.evt.wl.x"), None);
+        assert_eq!(workload_of("bulkhead.evt.acme.wl.x"), None);
+        assert_eq!(
+            workload_of("bulkhead.evt.node.wl.x.started"),
+            None,
+            "reserved"
+        );
+    }
+
+    #[test]
+    fn command_and_api_subjects_carry_the_tenant() {
+        assert_eq!(parse_cmd(&cmd("acme", "submit")), Some(("acme", "submit")));
+        assert_eq!(parse_cmd("bulkhead.cmd.sys.submit"), None);
+        assert_eq!(parse_cmd("bulkhead.cmd.a.b.submit"), None);
+        assert_eq!(api_tenant(&api_workloads_get("acme")), Some("acme"));
+        assert_eq!(api_tenant(API_NODES_LIST), None);
     }
 
     #[test]
@@ -129,6 +223,9 @@ mod tests {
         assert!(is_valid_token("node-1_a"));
         for bad in ["", "a.b", "a*", ">", "a b", &"x".repeat(65)] {
             assert!(!is_valid_token(bad), "{bad:?} accepted");
+        }
+        for reserved in RESERVED_TENANTS {
+            assert!(!is_valid_tenant(reserved));
         }
     }
 }

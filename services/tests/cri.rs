@@ -135,7 +135,7 @@ impl Cluster {
 
     fn submit(&self, spec: serde_json::Value) {
         self.env
-            .natspy_pub(subjects::CMD_SUBMIT, spec.to_string().as_bytes(), None);
+            .natspy_pub(SUBMIT, spec.to_string().as_bytes(), None);
     }
 
     fn spec(&self, id: &str, class: &str, script: &str) -> serde_json::Value {
@@ -151,7 +151,7 @@ impl Cluster {
 
     async fn events(&self, id: &str) -> Vec<Event> {
         self.env
-            .events(&subjects::workload_events(id))
+            .events(&subjects::workload_events(&key(id)))
             .await
             .into_iter()
             .map(|(_, _, e)| e)
@@ -169,7 +169,8 @@ impl Cluster {
     }
 
     fn workload_log(&self, id: &str, replica: u32) -> String {
-        std::fs::read_to_string(self.log_dir().join(id).join(format!("{replica}.log")))
+        let dir = self.log_dir().join(TENANT).join(id);
+        std::fs::read_to_string(dir.join(format!("{replica}.log")))
             .unwrap_or_default()
     }
 
@@ -183,7 +184,8 @@ impl Cluster {
     /// Containers and sandboxes containerd holds for workload `id` of this node.
     async fn held(&self, id: &str) -> (usize, usize) {
         let cri = self.runtime().await;
-        let sel = [(LABEL_NODE, self.node.as_str()), (LABEL_WORKLOAD, id)];
+        let key = key(id);
+        let sel = [(LABEL_NODE, self.node.as_str()), (LABEL_WORKLOAD, key.as_str())];
         (
             cri.list_containers(&sel, None).await.unwrap().len(),
             cri.list_sandboxes(&sel).await.unwrap().len(),
@@ -236,9 +238,9 @@ async fn exit_codes_logs_and_cleanup_on_runc() {
     assert_eq!((x.code, x.reason.as_str()), (0, "completed"));
     assert!(c.workload_log("zero", 0).contains("all good"));
 
-    let v = c.api(subjects::API_WORKLOADS_GET, "seven");
+    let v = c.api(GET, "seven");
     assert_eq!(v["state"], "failed");
-    let v = c.api(subjects::API_WORKLOADS_GET, "zero");
+    let v = c.api(GET, "zero");
     assert_eq!(v["state"], "succeeded");
 
     // Ended containers are removed (their logs stay).
@@ -310,7 +312,7 @@ async fn gvisor_hides_the_host_kernel_runc_does_not_and_unoffered_classes_wait()
     wait_until("wants-kata to be listed", LONG, async || {
         v = c
             .env
-            .natspy_req(subjects::API_WORKLOADS_GET, "wants-kata")
+            .natspy_req(GET, "wants-kata")
             .ok()
             .and_then(|r| serde_json::from_str(&r).ok())
             .unwrap_or_default();
@@ -332,7 +334,7 @@ async fn memory_limit_is_enforced_by_an_oom_kill() {
     let x = exited(&ev);
     assert_eq!(x.reason, "oom_killed", "{x:?}");
     assert_eq!(x.code, 137);
-    assert_eq!(c.api(subjects::API_WORKLOADS_GET, "hog")["state"], "failed");
+    assert_eq!(c.api(GET, "hog")["state"], "failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,11 +349,8 @@ async fn stop_ends_a_running_container_and_leaves_nothing_behind() {
     assert_eq!(c.held("sleeper").await, (1, 1));
 
     // As `nats pub bulkhead.cmd.stop '{"id": "sleeper", "grace_secs": 1}'` would.
-    c.env.natspy_pub(
-        subjects::CMD_STOP,
-        br#"{"id": "sleeper", "grace_secs": 1}"#,
-        None,
-    );
+    c.env
+        .natspy_pub(STOP, br#"{"id": "sleeper", "grace_secs": 1}"#, None);
     let ev = c.wait_event("sleeper", "stopped").await;
     assert_eq!(
         kinds(&ev),
@@ -364,10 +363,7 @@ async fn stop_ends_a_running_container_and_leaves_nothing_behind() {
         ]
     );
     assert_eq!(c.held("sleeper").await, (0, 0));
-    assert_eq!(
-        c.api(subjects::API_WORKLOADS_GET, "sleeper")["state"],
-        "stopped"
-    );
+    assert_eq!(c.api(GET, "sleeper")["state"], "stopped");
     // Give the failover time to (wrongly) act: with backoff_initial_ms 1 it would by now.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(kinds(&c.events("sleeper").await).last(), Some(&"stopped"));
@@ -411,7 +407,7 @@ async fn restarted_node_adopts_running_containers_and_reports_exits_it_missed() 
     assert_eq!(kinds(&ev), ["accepted", "scheduled", "started"]);
     let running = cri
         .list_containers(
-            &[(LABEL_NODE, c.node.as_str()), (LABEL_WORKLOAD, "keeps")],
+            &[(LABEL_NODE, c.node.as_str()), (LABEL_WORKLOAD, key("keeps").as_str())],
             Some(k8s_cri::v1::ContainerState::ContainerRunning),
         )
         .await
@@ -425,7 +421,7 @@ async fn restarted_node_adopts_running_containers_and_reports_exits_it_missed() 
 
     // The ghost is gone.
     wait_until("the unknown container to be removed", LONG, async || {
-        cri.list_containers(&[(LABEL_WORKLOAD, "ghost")], None)
+        cri.list_containers(&[(LABEL_WORKLOAD, key("ghost").as_str())], None)
             .await
             .unwrap()
             .iter()
@@ -434,11 +430,8 @@ async fn restarted_node_adopts_running_containers_and_reports_exits_it_missed() 
     .await;
 
     // The adopted container is still this node's: a stop reaches it.
-    c.env.natspy_pub(
-        subjects::CMD_STOP,
-        br#"{"id": "keeps", "grace_secs": 0}"#,
-        None,
-    );
+    c.env
+        .natspy_pub(STOP, br#"{"id": "keeps", "grace_secs": 0}"#, None);
     c.wait_event("keeps", "stopped").await;
     assert_eq!(c.held("keeps").await, (0, 0));
 }
@@ -448,7 +441,7 @@ async fn start_ghost(cri: &Cri, node: &str, image: &str) -> String {
     let labels: HashMap<String, String> = [
         (LABEL_NODE, node),
         (LABEL_ROLE, "workload"),
-        (LABEL_WORKLOAD, "ghost"),
+        (LABEL_WORKLOAD, key("ghost").as_str()),
         (LABEL_REPLICA, "0"),
     ]
     .into_iter()
@@ -515,10 +508,7 @@ async fn images_are_pulled_and_an_unpullable_one_fails_with_the_pull_error() {
         "{}",
         x.reason
     );
-    assert_eq!(
-        c.api(subjects::API_WORKLOADS_GET, "unpullable")["state"],
-        "failed"
-    );
+    assert_eq!(c.api(GET, "unpullable")["state"], "failed");
 }
 
 fn container_of(events: &[Event]) -> Vec<String> {
@@ -626,7 +616,7 @@ async fn on_failure_restarts_only_failures_and_never_restarts_nothing() {
     let plain = ["accepted", "scheduled", "started", "exited"];
     assert_eq!(kinds(&c.events("zero").await), plain);
     assert_eq!(kinds(&c.events("never").await), plain);
-    let get = |id: &str| c.api(subjects::API_WORKLOADS_GET, id);
+    let get = |id: &str| c.api(GET, id);
     assert_eq!(get("zero")["state"], "succeeded");
     assert_eq!(get("never")["state"], "failed");
     let t = get("three");
@@ -707,7 +697,8 @@ async fn running_on(cri: &Cri, node: &str) -> HashMap<String, usize> {
         .await
         .unwrap()
     {
-        *by.entry(c.labels[LABEL_WORKLOAD].clone()).or_default() += 1;
+        *by.entry(id_of(&c.labels[LABEL_WORKLOAD]).to_owned())
+            .or_default() += 1;
     }
     by
 }
@@ -745,7 +736,7 @@ async fn a_gated_image_runs_pinned_to_the_digest_its_verdict_is_about() {
     let cri = c.runtime().await;
     let running = cri
         .list_containers(
-            &[(LABEL_WORKLOAD, "pinned")],
+            &[(LABEL_WORKLOAD, key("pinned").as_str())],
             Some(k8s_cri::v1::ContainerState::ContainerRunning),
         )
         .await
@@ -757,11 +748,8 @@ async fn a_gated_image_runs_pinned_to_the_digest_its_verdict_is_about() {
         Some(format!("{name}@{digest}").as_str()),
         "containerd was asked for the scanned digest, not the tag"
     );
-    c.env.natspy_pub(
-        subjects::CMD_STOP,
-        br#"{"id":"pinned","grace_secs":0}"#,
-        None,
-    );
+    c.env
+        .natspy_pub(STOP, br#"{"id":"pinned","grace_secs":0}"#, None);
     c.wait_event("pinned", "stopped").await;
 }
 
@@ -837,7 +825,7 @@ async fn a_paused_node_is_lost_and_once_back_removes_the_copies_replaced_meanwhi
             ],
             "{id}"
         );
-        let v = c.api(subjects::API_WORKLOADS_GET, id);
+        let v = c.api(GET, id);
         assert_eq!(v["state"], "running", "{v}");
         assert_eq!(v["replicas"][0]["node"], "pb", "{v}");
     }

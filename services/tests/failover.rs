@@ -44,7 +44,7 @@ fn crashing(id: &str, policy: &str, after_ms: u64, code: i32) -> serde_json::Val
 async fn workload_events(env: &Env) -> BTreeMap<String, Vec<Event>> {
     let mut by: BTreeMap<String, Vec<Event>> = BTreeMap::new();
     for (_, _, e) in env.events(subjects::EVT_WORKLOADS).await {
-        by.entry(e.subject.clone()).or_default().push(e);
+        by.entry(id_of(&e.subject).to_owned()).or_default().push(e);
     }
     by
 }
@@ -106,7 +106,7 @@ async fn restart_policy_backoff_and_budget() {
         crashing("ok-once", "on-failure", 100, 0),
         crashing("never", "never", 100, 3),
     ] {
-        env.natspy_pub(subjects::CMD_SUBMIT, s.to_string().as_bytes(), None);
+        env.natspy_pub(SUBMIT, s.to_string().as_bytes(), None);
     }
     env.wait_for("the crash loop to be given up", LONG, |by| {
         by.get("loop").is_some_and(|k| k.contains(&"gave_up"))
@@ -169,9 +169,7 @@ async fn restart_policy_backoff_and_budget() {
         );
     }
     // What `bulkhead get` shows: restarts, the last exit, that the failover gave up.
-    let w: serde_json::Value =
-        serde_json::from_str(&env.natspy_req(subjects::API_WORKLOADS_GET, "loop").unwrap())
-            .unwrap();
+    let w: serde_json::Value = serde_json::from_str(&env.natspy_req(GET, "loop").unwrap()).unwrap();
     assert_eq!(w["state"], "failed", "{w}");
     let r = &w["replicas"][0];
     assert_eq!(
@@ -253,7 +251,7 @@ async fn a_sigkilled_node_is_lost_and_its_workloads_run_on_the_other() {
             s.to_string().into_bytes()
         })
         .collect();
-    env.natspy_pub_many(subjects::CMD_SUBMIT, &payloads);
+    env.natspy_pub_many(SUBMIT, &payloads);
     env.wait_for("every workload to run", LONG, |by| {
         by.len() == N && by.values().all(|k| k.contains(&"started"))
     })
@@ -386,7 +384,7 @@ async fn a_node_cut_off_from_nats_learns_from_the_log_it_was_lost_and_removes_re
             s.to_string().into_bytes()
         })
         .collect();
-    env.natspy_pub_many(subjects::CMD_SUBMIT, &payloads);
+    env.natspy_pub_many(SUBMIT, &payloads);
     env.wait_for("every workload to run", LONG, |by| {
         by.len() == 6 && by.values().all(|k| k.contains(&"started"))
     })
@@ -445,7 +443,7 @@ async fn a_failover_killed_mid_storm_decides_every_exit_exactly_once() {
             s.to_string().into_bytes()
         })
         .collect();
-    env.natspy_pub_many(subjects::CMD_SUBMIT, &payloads);
+    env.natspy_pub_many(SUBMIT, &payloads);
     // Kill the failover while the storm is under way: some restarts requested, not all.
     env.wait_for("the storm to be under way", LONG, |by| {
         by.values()
@@ -492,7 +490,7 @@ async fn scale_and_drain_keep_the_replica_count() {
     let n1 = env.spawn("n1", &node_args("n1", "200"));
     let mut s = spec(Some("web"));
     s["replicas"] = 2.into();
-    env.natspy_pub(subjects::CMD_SUBMIT, s.to_string().as_bytes(), None);
+    env.natspy_pub(SUBMIT, s.to_string().as_bytes(), None);
     env.wait_for("both replicas on n1", LONG, |by| {
         by.get("web")
             .is_some_and(|k| k.iter().filter(|x| **x == "started").count() == 2)
@@ -501,12 +499,12 @@ async fn scale_and_drain_keep_the_replica_count() {
     env.spawn("n2", &node_args("n2", "200"));
 
     // Scale up to 4, then down to 3, as `nats pub` would.
-    env.natspy_pub(subjects::CMD_SCALE, br#"{"id":"web","replicas":4}"#, None);
+    env.natspy_pub(SCALE, br#"{"id":"web","replicas":4}"#, None);
     env.wait_for("four replicas", LONG, |by| {
         by["web"].iter().filter(|x| **x == "started").count() == 4
     })
     .await;
-    env.natspy_pub(subjects::CMD_SCALE, br#"{"id":"web","replicas":3}"#, None);
+    env.natspy_pub(SCALE, br#"{"id":"web","replicas":3}"#, None);
     env.wait_for("replica 3 stopped", LONG, |by| {
         by["web"].contains(&"stopped")
     })
@@ -523,7 +521,7 @@ async fn scale_and_drain_keep_the_replica_count() {
     assert!(evs.iter().any(|e| e.kind() == "scaled"));
 
     // Drain n1: each of its replicas starts on n2 before its n1 copy stops.
-    env.natspy_pub(subjects::CMD_DRAIN, br#"{"node":"n1"}"#, None);
+    env.natspy_pub(subjects::CTL_DRAIN, br#"{"node":"n1"}"#, None);
     wait_until("n1 drained", LONG, async || {
         !env.events("bulkhead.evt.node.n1.drained").await.is_empty()
     })
@@ -573,11 +571,7 @@ async fn scale_and_drain_keep_the_replica_count() {
         env.events("bulkhead.evt.node.n1.joined").await.len() == 2
     })
     .await;
-    env.natspy_pub(
-        subjects::CMD_SUBMIT,
-        spec(Some("later")).to_string().as_bytes(),
-        None,
-    );
+    env.natspy_pub(SUBMIT, spec(Some("later")).to_string().as_bytes(), None);
     env.wait_for("`later` to start", LONG, |by| {
         by.get("later").is_some_and(|k| done(k))
     })
@@ -600,15 +594,14 @@ async fn scale_and_drain_keep_the_replica_count() {
     })
     .await;
     assert_eq!(env.events("bulkhead.evt.node.n1.undrained").await.len(), 1);
-    env.natspy_pub(subjects::CMD_DRAIN, br#"{"node":"n2"}"#, None);
+    env.natspy_pub(subjects::CTL_DRAIN, br#"{"node":"n2"}"#, None);
     wait_until("n2 drained", LONG, async || {
         !env.events("bulkhead.evt.node.n2.drained").await.is_empty()
     })
     .await;
     for id in ["web", "later"] {
         let view: bulkhead_schemas::api::WorkloadView =
-            serde_json::from_str(&env.natspy_req(subjects::API_WORKLOADS_GET, id).unwrap())
-                .unwrap();
+            serde_json::from_str(&env.natspy_req(GET, id).unwrap()).unwrap();
         let running: Vec<_> = view
             .replicas
             .iter()
@@ -619,8 +612,8 @@ async fn scale_and_drain_keep_the_replica_count() {
         assert!(running.iter().all(|r| *r == on_n1), "{id}: {running:?}");
     }
     // Undraining a node that is not drained writes nothing.
-    env.natspy_pub(subjects::CMD_UNDRAIN, br#"{"node":"n1"}"#, None);
-    env.natspy_pub(subjects::CMD_UNDRAIN, br#"{"node":"n2"}"#, None);
+    env.natspy_pub(subjects::CTL_UNDRAIN, br#"{"node":"n1"}"#, None);
+    env.natspy_pub(subjects::CTL_UNDRAIN, br#"{"node":"n2"}"#, None);
     wait_until("n2 ready", LONG, async || {
         node_status(&env, "n2") == "ready"
     })

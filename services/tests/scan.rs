@@ -329,7 +329,7 @@ fn submit(env: &Env, id: &str, image: &str, trust: &str) {
         "id": id, "image": image, "trust": trust, "runtime_class": "gvisor",
         "memory_mb": 64, "cpu_millicores": 100,
     });
-    env.natspy_pub(subjects::CMD_SUBMIT, spec.to_string().as_bytes(), None);
+    env.natspy_pub(SUBMIT, spec.to_string().as_bytes(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +390,7 @@ async fn gate_rejects_a_vulnerable_image_and_async_quarantines_one() {
     );
 
     let get = |id: &str| -> serde_json::Value {
-        serde_json::from_str(&env.natspy_req(subjects::API_WORKLOADS_GET, id).unwrap()).unwrap()
+        serde_json::from_str(&env.natspy_req(GET, id).unwrap()).unwrap()
     };
     let bad = get("gated-bad");
     assert_eq!(bad["state"], "rejected");
@@ -440,12 +440,12 @@ async fn async_quarantine_moves_a_running_workload_to_a_stronger_class() {
         "id": "mover", "image": image("debian-app:1"), "trust": "multi_tenant",
         "runtime_class": "gvisor", "replicas": 2, "memory_mb": 64, "cpu_millicores": 100,
     });
-    env.natspy_pub(subjects::CMD_SUBMIT, spec.to_string().as_bytes(), None);
+    env.natspy_pub(SUBMIT, spec.to_string().as_bytes(), None);
     let mut stays = spec.clone();
     stays["id"] = "stayer".into();
     stays["runtime_class"] = "kata".into();
     stays["replicas"] = 1.into();
-    env.natspy_pub(subjects::CMD_SUBMIT, stays.to_string().as_bytes(), None);
+    env.natspy_pub(SUBMIT, stays.to_string().as_bytes(), None);
     env.wait_for("the move", Duration::from_secs(60), |by| {
         by.get("mover").is_some_and(|k| {
             k.iter()
@@ -457,7 +457,7 @@ async fn async_quarantine_moves_a_running_workload_to_a_stronger_class() {
     })
     .await;
     let events: Vec<Event> = env
-        .events(&subjects::workload_events("mover"))
+        .events(&subjects::workload_events(&key("mover")))
         .await
         .into_iter()
         .map(|(_, _, e)| e)
@@ -510,7 +510,7 @@ async fn async_quarantine_moves_a_running_workload_to_a_stronger_class() {
         }
     }
     let get = |id: &str| -> serde_json::Value {
-        serde_json::from_str(&env.natspy_req(subjects::API_WORKLOADS_GET, id).unwrap()).unwrap()
+        serde_json::from_str(&env.natspy_req(GET, id).unwrap()).unwrap()
     };
     let view = get("mover");
     assert_eq!(view["state"], "running");
@@ -526,13 +526,13 @@ async fn async_quarantine_moves_a_running_workload_to_a_stronger_class() {
     let mut late = spec.clone();
     late["id"] = "late".into();
     late["replicas"] = 1.into();
-    env.natspy_pub(subjects::CMD_SUBMIT, late.to_string().as_bytes(), None);
+    env.natspy_pub(SUBMIT, late.to_string().as_bytes(), None);
     env.wait_for("the late one to start", Duration::from_secs(30), |by| {
         by.get("late").is_some_and(|k| k.contains(&"started"))
     })
     .await;
     let late: Vec<Event> = env
-        .events(&subjects::workload_events("late"))
+        .events(&subjects::workload_events(&key("late")))
         .await
         .into_iter()
         .map(|(_, _, e)| e)
@@ -553,7 +553,7 @@ async fn async_quarantine_moves_a_running_workload_to_a_stronger_class() {
     assert_eq!(s.runtime_class.as_str(), "kata");
     // Already in kata: left running, marked.
     let kinds: Vec<&str> = env
-        .events(&subjects::workload_events("stayer"))
+        .events(&subjects::workload_events(&key("stayer")))
         .await
         .iter()
         .map(|(_, _, e)| e.kind())

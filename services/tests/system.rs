@@ -17,18 +17,14 @@ const LONG: Duration = Duration::from_secs(60);
 async fn raw_submission_runs_with_an_unbroken_chain_and_is_queryable() {
     let mut env = env().await;
     // Submitted while no scheduler runs: kept and processed once one starts.
-    env.natspy_pub(
-        subjects::CMD_SUBMIT,
-        spec(Some("web-1")).to_string().as_bytes(),
-        None,
-    );
+    env.natspy_pub(SUBMIT, spec(Some("web-1")).to_string().as_bytes(), None);
     env.spawn("up", &["up", "--nodes", "2", "--heartbeat-ms", "200"]);
     env.wait_for("web-1 to start", LONG, |by| {
         by.get("web-1").is_some_and(|k| done(k))
     })
     .await;
 
-    let events = env.events(&subjects::workload_events("web-1")).await;
+    let events = env.events(&subjects::workload_events(&key("web-1"))).await;
     let kinds: Vec<_> = events.iter().map(|(_, _, e)| e.kind()).collect();
     assert_eq!(kinds, ["accepted", "scheduled", "started"]);
     assert_chains(&events);
@@ -60,22 +56,16 @@ async fn raw_submission_runs_with_an_unbroken_chain_and_is_queryable() {
 
     let mut reply = String::new();
     wait_until("the query API to show web-1 running", LONG, async || {
-        reply = env
-            .natspy_req(subjects::API_WORKLOADS_GET, "web-1")
-            .unwrap_or_default();
+        reply = env.natspy_req(GET, "web-1").unwrap_or_default();
         reply.contains("\"state\":\"running\"")
     })
     .await;
     let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
     assert_eq!(v["replicas"][0]["node"], node.as_str());
     assert_eq!(v["spec"]["image"], "localhost/busybox:1");
-    let err = env
-        .natspy_req(subjects::API_WORKLOADS_GET, "nope")
-        .unwrap_err();
+    let err = env.natspy_req(GET, "nope").unwrap_err();
     assert!(err.contains("no workload nope"), "{err}");
-    let list = env
-        .natspy_req(subjects::API_WORKLOADS_LIST, r#"{"state":"running"}"#)
-        .unwrap();
+    let list = env.natspy_req(LIST, r#"{"state":"running"}"#).unwrap();
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(v["total"], 1);
     let nodes = env.natspy_req(subjects::API_NODES_LIST, "").unwrap();
@@ -144,13 +134,9 @@ async fn malformed_submissions_are_rejected_with_reasons_and_service_goes_on() {
         ),
     ];
     for (payload, _, _) in &cases {
-        env.natspy_pub(subjects::CMD_SUBMIT, payload, None);
+        env.natspy_pub(SUBMIT, payload, None);
     }
-    env.natspy_pub(
-        subjects::CMD_SUBMIT,
-        spec(Some("good")).to_string().as_bytes(),
-        None,
-    );
+    env.natspy_pub(SUBMIT, spec(Some("good")).to_string().as_bytes(), None);
     env.wait_for("the valid submission to start", LONG, |by| {
         by.get("good").is_some_and(|k| done(k))
     })
@@ -181,13 +167,9 @@ async fn same_msg_id_twice_gives_one_workload() {
     let mut env = env().await;
     env.spawn("up", &["up", "--nodes", "1", "--heartbeat-ms", "200"]);
     let body = spec(None).to_string();
-    env.natspy_pub(subjects::CMD_SUBMIT, body.as_bytes(), Some("order-42"));
-    env.natspy_pub(subjects::CMD_SUBMIT, body.as_bytes(), Some("order-42"));
-    env.natspy_pub(
-        subjects::CMD_SUBMIT,
-        spec(Some("marker")).to_string().as_bytes(),
-        None,
-    );
+    env.natspy_pub(SUBMIT, body.as_bytes(), Some("order-42"));
+    env.natspy_pub(SUBMIT, body.as_bytes(), Some("order-42"));
+    env.natspy_pub(SUBMIT, spec(Some("marker")).to_string().as_bytes(), None);
     env.wait_for("the marker to start", LONG, |by| {
         by.get("marker").is_some_and(|k| done(k))
     })
@@ -228,9 +210,9 @@ async fn sigkilled_scheduler_loses_nothing_and_places_nothing_twice() {
     let payloads: Vec<Vec<u8>> = (0..N)
         .map(|i| spec(Some(&format!("w{i}"))).to_string().into_bytes())
         .collect();
-    env.natspy_pub_many(subjects::CMD_SUBMIT, &payloads[..N / 2]);
+    env.natspy_pub_many(SUBMIT, &payloads[..N / 2]);
     env.sigkill(first);
-    env.natspy_pub_many(subjects::CMD_SUBMIT, &payloads[N / 2..]);
+    env.natspy_pub_many(SUBMIT, &payloads[N / 2..]);
     env.spawn("sched-b", &["scheduler"]);
     env.wait_for("every submission to start", LONG, |by| {
         by.len() == N && by.values().all(|k| done(k))
@@ -261,11 +243,7 @@ async fn one_of_two_schedulers_is_active_and_the_other_takes_over() {
         (b, "sched-b", a, "sched-a")
     };
     assert_eq!(holder, format!("scheduler-{active}"));
-    env.natspy_pub(
-        subjects::CMD_SUBMIT,
-        spec(Some("before")).to_string().as_bytes(),
-        None,
-    );
+    env.natspy_pub(SUBMIT, spec(Some("before")).to_string().as_bytes(), None);
     env.wait_for("`before` to start", LONG, |by| {
         by.get("before").is_some_and(|k| done(k))
     })
@@ -278,11 +256,7 @@ async fn one_of_two_schedulers_is_active_and_the_other_takes_over() {
     assert!(env.log(standby_log).contains("standby"));
 
     env.sigkill(active);
-    env.natspy_pub(
-        subjects::CMD_SUBMIT,
-        spec(Some("after")).to_string().as_bytes(),
-        None,
-    );
+    env.natspy_pub(SUBMIT, spec(Some("after")).to_string().as_bytes(), None);
     env.wait_for("`after` to start under the standby", LONG, |by| {
         by.get("after").is_some_and(|k| done(k))
     })
@@ -323,11 +297,7 @@ async fn the_command_stream_keeps_only_commands_and_only_until_handled() {
     assert!(info.config.max_messages > 0 && info.config.max_bytes > 0);
 
     for id in ["kept-1", "kept-2"] {
-        env.natspy_pub(
-            subjects::CMD_SUBMIT,
-            spec(Some(id)).to_string().as_bytes(),
-            None,
-        );
+        env.natspy_pub(SUBMIT, spec(Some(id)).to_string().as_bytes(), None);
     }
     let info = stream.info().await.unwrap();
     assert_eq!(info.state.messages, 2, "kept while no scheduler runs");
@@ -360,7 +330,7 @@ async fn an_older_command_stream_is_replaced_only_when_nothing_in_it_waits() {
     };
     let mut stream = bus.js.create_stream(old).await.unwrap();
     bus.js
-        .publish(subjects::CMD_SUBMIT, spec(Some("old")).to_string().into())
+        .publish(SUBMIT, spec(Some("old")).to_string().into())
         .await
         .unwrap()
         .await

@@ -163,10 +163,10 @@ mod tests {
             Event::new("s", "w", None, body()),
             Event::new("s", "w", None, body()),
         ];
-        let mut a = WorkloadAppend::after("w", head, events);
+        let mut a = WorkloadAppend::after("t/w", head, events);
         let sealed = a.seal();
         assert_eq!(a.expected_seq(), 4);
-        assert_eq!(sealed[0].subject, "bulkhead.evt.wl.w.stop_requested");
+        assert_eq!(sealed[0].subject, "bulkhead.evt.t.wl.w.stop_requested");
         assert_eq!(
             a.events[0].prev.as_deref(),
             Some(hex::encode([7u8; 32]).as_str())

@@ -115,18 +115,21 @@ impl Projection {
         }
     }
 
-    /// Workloads with ids after `after`, in id order.
-    pub fn range_after<'a>(
+    /// A tenant's workloads with ids after `after`, in id order, with their keys.
+    pub fn tenant_range<'a>(
         &'a self,
+        tenant: &str,
         after: Option<&str>,
-    ) -> Box<dyn Iterator<Item = (&'a String, &'a Workload)> + 'a> {
-        match after {
-            Some(a) => Box::new(
-                self.workloads
-                    .range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
-            ),
-            None => Box::new(self.workloads.iter()),
-        }
+    ) -> impl Iterator<Item = (&'a String, &'a Workload)> + 'a {
+        use std::ops::Bound;
+        let prefix = format!("{tenant}/");
+        let start = match after {
+            Some(a) => Bound::Excluded(format!("{prefix}{a}")),
+            None => Bound::Included(prefix.clone()),
+        };
+        self.workloads
+            .range::<String, _>((start, Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(&prefix))
     }
 
     fn intern(&mut self, node: &str) -> Arc<str> {

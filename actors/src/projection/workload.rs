@@ -222,9 +222,12 @@ impl Workload {
         self.scan_gate.is_some() && self.scan.is_none() && !self.rejected
     }
 
-    pub fn view(&self, id: &str) -> WorkloadView {
+    /// The view of the workload with key `key` (`tenant/id`).
+    pub fn view(&self, key: &str) -> WorkloadView {
+        let (tenant, id) = bulkhead_schemas::subjects::split_key(key).unwrap_or(("", key));
         WorkloadView {
             id: id.to_owned(),
+            tenant: tenant.to_owned(),
             state: self.state(),
             spec: self.spec.as_deref().cloned(),
             replicas: self

@@ -52,33 +52,36 @@ impl SchedulerCore {
         plan.settle(cmd.cmd_seq, Settle::By(i));
     }
 
-    /// The workload id a submission names (or is given), and whether it can be admitted
-    /// under it. None: this very command was handled already (a redelivery).
+    /// The workload a submission names (its key: the command's tenant and the id the spec
+    /// names or is given), and whether it can be admitted under it. None: this very
+    /// command was handled already (a redelivery).
     fn identify(
         &self,
         cmd: &Command,
         plan: &mut Plan,
         in_plan: &InPlan,
     ) -> Option<(String, Result<WorkloadSpec, Rejection>)> {
+        let tenant = cmd.tenant.as_str();
         let derived = || ids::derived_workload_id(cmd.cmd_seq, cmd.stored_ms);
         let parsed = parse_submission(&cmd.payload);
         let id = match &parsed {
             Ok(spec) => spec.id.clone().unwrap_or_else(derived),
             Err(_) => loose_id(&cmd.payload).unwrap_or_else(derived),
         };
+        let key = subjects::workload_key(tenant, &id);
         let existing = self
             .projection
-            .get(&id)
+            .get(&key)
             .map(|w| w.cmd_seq)
-            .or_else(|| in_plan.get(&id).copied());
+            .or_else(|| in_plan.get(&key).copied());
         let Some(seq) = existing else {
-            return Some((id, parsed));
+            return Some((key, parsed));
         };
         if seq == cmd.cmd_seq {
             return None;
         }
         // Another submission holds the id: this one is rejected under a derived id.
-        let dup = derived();
+        let dup = subjects::workload_key(tenant, &derived());
         if self.projection.get(&dup).is_some() || in_plan.contains_key(&dup) {
             return None;
         }
@@ -96,6 +99,7 @@ impl SchedulerCore {
 
     /// The events of a valid submission: `accepted` (or `rejected` when its image is known
     /// to fail the scan policy), its scan, its quarantine, and what could be placed now.
+    /// `id` is the workload's key (`tenant/id`).
     fn admit(
         &self,
         id: &str,
@@ -127,7 +131,7 @@ impl SchedulerCore {
             // The image's verdict is already known and over the threshold.
             return vec![event(id, vulnerable(&spec.image, why, cmd.cmd_seq), tp)];
         }
-        spec.id = Some(id.to_owned());
+        spec.id = subjects::split_key(id).map(|(_, id)| id.to_owned());
         let known = self.fresh_verdict(&spec.image, cmd.stored_ms).cloned();
         let gate = mode == ScanMode::Gate && known.is_none();
         let replicas: Vec<Want> = if gate {

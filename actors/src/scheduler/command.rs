@@ -16,6 +16,9 @@ pub struct Command {
     /// Stream timestamp of the command, Unix milliseconds.
     pub stored_ms: u64,
     pub kind: CommandKind,
+    /// The tenant whose subject carried it (`bulkhead.cmd.<tenant>.…`); empty for the
+    /// operators' commands (`bulkhead.ctl.…`).
+    pub tenant: String,
     pub payload: Vec<u8>,
     /// W3C trace context of the span handling this command.
     pub traceparent: Option<String>,
@@ -31,7 +34,7 @@ impl Command {
         payload: Vec<u8>,
         traceparent: Option<String>,
     ) -> Result<Command, Aside> {
-        let kind = CommandKind::of_subject(subject).ok_or_else(|| {
+        let (kind, tenant) = CommandKind::of_subject(subject).ok_or_else(|| {
             let why = format!("no command is published on {subject}");
             Aside::new(cmd_seq, subject, "unknown_command", why)
         })?;
@@ -39,6 +42,7 @@ impl Command {
             cmd_seq,
             stored_ms,
             kind,
+            tenant: tenant.to_owned(),
             payload,
             traceparent,
         })
@@ -55,15 +59,32 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
-    /// The kind of a command by its subject.
-    pub fn of_subject(subject: &str) -> Option<CommandKind> {
+    /// The kind of a command by its subject, and the tenant it names (none for an
+    /// operator's command).
+    pub fn of_subject(subject: &str) -> Option<(CommandKind, &str)> {
         match subject {
-            subjects::CMD_SUBMIT => Some(CommandKind::Submit),
-            subjects::CMD_STOP => Some(CommandKind::Stop),
-            subjects::CMD_SCALE => Some(CommandKind::Scale),
-            subjects::CMD_DRAIN => Some(CommandKind::Drain),
-            subjects::CMD_UNDRAIN => Some(CommandKind::Undrain),
-            _ => None,
+            subjects::CTL_DRAIN => return Some((CommandKind::Drain, "")),
+            subjects::CTL_UNDRAIN => return Some((CommandKind::Undrain, "")),
+            _ => {}
+        }
+        let (tenant, kind) = subjects::parse_cmd(subject)?;
+        let kind = match kind {
+            "submit" => CommandKind::Submit,
+            "stop" => CommandKind::Stop,
+            "scale" => CommandKind::Scale,
+            _ => return None,
+        };
+        Some((kind, tenant))
+    }
+
+    /// The last token of a tenant command's subject.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Submit => "submit",
+            CommandKind::Stop => "stop",
+            CommandKind::Scale => "scale",
+            CommandKind::Drain => "drain",
+            CommandKind::Undrain => "undrain",
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bulkhead_schemas::command::ScaleCommand;
 use bulkhead_schemas::event::{EventBody, Scaled};
 use bulkhead_schemas::spec::MAX_REPLICAS;
+use bulkhead_schemas::subjects;
 
 use super::SchedulerCore;
 use super::cluster::Overlay;
@@ -33,7 +34,8 @@ impl SchedulerCore {
             plan.settle(cmd.cmd_seq, Settle::Done);
             return;
         }
-        let Some(w) = self.projection.get(&scale.id) else {
+        let key = subjects::workload_key(&cmd.tenant, &scale.id);
+        let Some(w) = self.projection.get(&key) else {
             plan.notes.push(format!(
                 "scale command {} ignored: no workload {}",
                 cmd.cmd_seq, scale.id
@@ -54,7 +56,7 @@ impl SchedulerCore {
             replicas: scale.replicas,
             cmd_seq: cmd.cmd_seq,
         });
-        let mut events = vec![event(&scale.id, body, tp)];
+        let mut events = vec![event(&key, body, tp)];
         let mut effect = Effect::traced(tp);
         if scale.replicas > w.desired && !w.awaits_verdict() {
             let new: Vec<Want> = (w.desired..scale.replicas).map(Want::new).collect();
@@ -67,13 +69,13 @@ impl SchedulerCore {
             effect.new_pending = pending.is_some();
             for (replica, node) in to {
                 let body = scheduled(replica, &node, spec.runtime_class, None);
-                events.push(event(&scale.id, body, tp));
+                events.push(event(&key, body, tp));
                 effect.starts.push((replica, node));
             }
         } else {
             effect.stop_replicas = (scale.replicas..w.replicas.len() as u32).collect();
         }
-        let i = plan.push(WorkloadAppend::after(&scale.id, w.head, events), effect);
+        let i = plan.push(WorkloadAppend::after(&key, w.head, events), effect);
         plan.settle(cmd.cmd_seq, Settle::By(i));
     }
 }

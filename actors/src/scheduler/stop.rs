@@ -2,6 +2,7 @@
 
 use bulkhead_schemas::command::{MAX_GRACE_SECS, StopCommand};
 use bulkhead_schemas::event::{EventBody, StopRequested};
+use bulkhead_schemas::subjects;
 
 use super::SchedulerCore;
 use super::admission::InPlan;
@@ -22,8 +23,9 @@ impl SchedulerCore {
                 return;
             }
         };
-        let Some(w) = self.projection.get(&stop.id) else {
-            if in_plan.contains_key(&stop.id) {
+        let key = subjects::workload_key(&cmd.tenant, &stop.id);
+        let Some(w) = self.projection.get(&key) else {
+            if in_plan.contains_key(&key) {
                 // Submitted in this very batch: stop it once the submission is in the log.
                 plan.settle(cmd.cmd_seq, Settle::Later);
             } else {
@@ -50,7 +52,7 @@ impl SchedulerCore {
             grace_secs,
             ..Effect::traced(tp)
         };
-        let append = WorkloadAppend::after(&stop.id, w.head, vec![event(&stop.id, body, tp)]);
+        let append = WorkloadAppend::after(&key, w.head, vec![event(&key, body, tp)]);
         let i = plan.push(append, effect);
         plan.settle(cmd.cmd_seq, Settle::By(i));
     }

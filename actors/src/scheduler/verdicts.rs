@@ -25,10 +25,14 @@ pub(super) fn vulnerable(image: &str, why: &str, cmd_seq: u64) -> EventBody {
     })
 }
 
-/// The scan job of a workload: one per admission, named so that requeueing it is idempotent.
+/// The scan job of a workload: one per admission, named so that requeueing it is
+/// idempotent (its command's sequence, and a digest of the workload's key so that the id
+/// stays one subject token).
 pub(super) fn scan_job(workload: &str, cmd_seq: u64, image: &str) -> ScanJob {
+    use sha2::Digest;
+    let key = sha2::Sha256::digest(workload.as_bytes());
     ScanJob {
-        id: format!("{workload}-{cmd_seq}"),
+        id: format!("job-{cmd_seq}-{}", hex::encode(&key[..6])),
         image: image.to_owned(),
     }
 }

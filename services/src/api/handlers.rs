@@ -9,7 +9,7 @@ use bulkhead_actors::projection::Projection;
 use bulkhead_schemas::api::{
     ApiError, GetRequest, ListReply, ListRequest, NodeView, NodesReply, parse_label,
 };
-use bulkhead_schemas::{NodeHeartbeat, Resources};
+use bulkhead_schemas::{NodeHeartbeat, Resources, subjects};
 use bytes::Bytes;
 use futures::StreamExt;
 use tracing::warn;
@@ -44,7 +44,8 @@ fn json<T: serde::Serialize>(v: &T) -> Reply {
     }
 }
 
-pub(super) fn workload_get(model: &Model, payload: &[u8]) -> Reply {
+/// One of `tenant`'s workloads.
+pub(super) fn workload_get(model: &Model, tenant: &str, payload: &[u8]) -> Reply {
     let text = String::from_utf8_lossy(payload);
     let id = match serde_json::from_slice::<GetRequest>(payload) {
         Ok(r) => r.id,
@@ -53,14 +54,16 @@ pub(super) fn workload_get(model: &Model, payload: &[u8]) -> Reply {
     if id.is_empty() {
         return bad(400, "send a workload id, as text or {\"id\": …}".into());
     }
+    let key = subjects::workload_key(tenant, &id);
     let p = read(model);
-    match p.get(&id) {
-        Some(w) => json(&w.view(&id)),
+    match p.get(&key) {
+        Some(w) => json(&w.view(&key)),
         None => bad(404, format!("no workload {id}")),
     }
 }
 
-pub(super) fn workload_list(model: &Model, payload: &[u8]) -> Reply {
+/// A page of `tenant`'s workloads.
+pub(super) fn workload_list(model: &Model, tenant: &str, payload: &[u8]) -> Reply {
     let req: ListRequest = if payload.iter().all(u8::is_ascii_whitespace) {
         ListRequest::default()
     } else {
@@ -79,7 +82,7 @@ pub(super) fn workload_list(model: &Model, payload: &[u8]) -> Reply {
     let mut workloads = Vec::new();
     let mut total = 0;
     let mut next = None;
-    for (id, w) in p.range_after(req.after.as_deref()) {
+    for (key, w) in p.tenant_range(tenant, req.after.as_deref()) {
         if req.state.is_some_and(|s| s != w.state()) {
             continue;
         }
@@ -98,7 +101,7 @@ pub(super) fn workload_list(model: &Model, payload: &[u8]) -> Reply {
         }
         total += 1;
         if workloads.len() < limit {
-            workloads.push(w.view(id));
+            workloads.push(w.view(key));
         } else if next.is_none() {
             next = workloads
                 .last()

@@ -49,23 +49,24 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
         .start("bulkhead", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| anyhow::anyhow!("starting the query service: {e}"))?;
-    let group = service.group(subjects::API_PREFIX);
-    let mut get = endpoint(&group, "workloads.get").await?;
-    let mut list = endpoint(&group, "workloads.list").await?;
-    let mut nodes = endpoint(&group, "nodes.list").await?;
+    let mut get = endpoint(&service, "workloads-get", subjects::API_WORKLOADS_GET_ALL).await?;
+    let mut list = endpoint(&service, "workloads-list", subjects::API_WORKLOADS_LIST_ALL).await?;
+    let mut nodes = endpoint(&service, "nodes-list", subjects::API_NODES_LIST).await?;
     let nodes_kv = bus.js.get_key_value(subjects::NODES_BUCKET).await?;
 
     let m = model.clone();
     let get_task = tokio::spawn(async move {
         while let Some(req) = get.next().await {
-            let reply = workload_get(&m, &req.message.payload);
+            let tenant = subjects::api_tenant(&req.message.subject).unwrap_or_default();
+            let reply = workload_get(&m, tenant, &req.message.payload);
             let _ = req.respond(reply).await;
         }
     });
     let m = model.clone();
     let list_task = tokio::spawn(async move {
         while let Some(req) = list.next().await {
-            let reply = workload_list(&m, &req.message.payload);
+            let tenant = subjects::api_tenant(&req.message.subject).unwrap_or_default();
+            let reply = workload_list(&m, tenant, &req.message.payload);
             let _ = req.respond(reply).await;
         }
     });
@@ -77,7 +78,7 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
             let _ = req.respond(reply).await;
         }
     });
-    info!("query API serving on {}.>", subjects::API_PREFIX);
+    info!("query API serving on {}.<tenant>.>", subjects::API_PREFIX);
     Ok(ApiHandle {
         _tasks: vec![
             follow_task,
@@ -90,11 +91,14 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
 }
 
 async fn endpoint(
-    group: &async_nats::service::Group,
+    service: &async_nats::service::Service,
     name: &str,
+    subject: &str,
 ) -> anyhow::Result<async_nats::service::endpoint::Endpoint> {
-    group
-        .endpoint(name)
+    service
+        .endpoint_builder()
+        .name(name)
+        .add(subject)
         .await
-        .map_err(|e| anyhow::anyhow!("endpoint {name}: {e}"))
+        .map_err(|e| anyhow::anyhow!("endpoint {subject}: {e}"))
 }

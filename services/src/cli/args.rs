@@ -29,6 +29,15 @@ pub struct Cli {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats: String,
+    /// The tenant whose workloads the client commands (submit, get, list, stop, scale,
+    /// events) act on.
+    #[arg(
+        long,
+        global = true,
+        env = "BULKHEAD_TENANT",
+        default_value = bulkhead_schemas::subjects::DEFAULT_TENANT
+    )]
+    pub tenant: String,
     #[command(subcommand)]
     pub cmd: Cmd,
 }

@@ -8,13 +8,18 @@ use super::exit;
 use crate::bus::Bus;
 
 /// `bulkhead stop ID [--grace SECS]`: publishes a stop command.
-pub async fn stop(bus: &Bus, id: &str, grace_secs: Option<u32>) -> anyhow::Result<i32> {
+pub async fn stop(
+    bus: &Bus,
+    tenant: &str,
+    id: &str,
+    grace_secs: Option<u32>,
+) -> anyhow::Result<i32> {
     let payload = serde_json::to_vec(&StopCommand {
         id: id.to_owned(),
         grace_secs,
     })?;
     bus.js
-        .publish(subjects::CMD_STOP, payload.into())
+        .publish(subjects::cmd(tenant, "stop"), payload.into())
         .await?
         .await?;
     println!("stop requested for {id}");
@@ -22,7 +27,7 @@ pub async fn stop(bus: &Bus, id: &str, grace_secs: Option<u32>) -> anyhow::Resul
 }
 
 /// `bulkhead scale ID N`: publishes a scale command.
-pub async fn scale(bus: &Bus, id: &str, replicas: u32) -> anyhow::Result<i32> {
+pub async fn scale(bus: &Bus, tenant: &str, id: &str, replicas: u32) -> anyhow::Result<i32> {
     anyhow::ensure!(
         replicas <= MAX_REPLICAS,
         "replicas must be between 0 and {MAX_REPLICAS}, got {replicas}"
@@ -32,7 +37,7 @@ pub async fn scale(bus: &Bus, id: &str, replicas: u32) -> anyhow::Result<i32> {
         replicas,
     })?;
     bus.js
-        .publish(subjects::CMD_SCALE, payload.into())
+        .publish(subjects::cmd(tenant, "scale"), payload.into())
         .await?
         .await?;
     println!("scale of {id} to {replicas} requested");
@@ -49,9 +54,9 @@ pub async fn drain(bus: &Bus, node: &str, drain: bool) -> anyhow::Result<i32> {
         node: node.to_owned(),
     })?;
     let subject = if drain {
-        subjects::CMD_DRAIN
+        subjects::CTL_DRAIN
     } else {
-        subjects::CMD_UNDRAIN
+        subjects::CTL_UNDRAIN
     };
     bus.js.publish(subject, payload.into()).await?.await?;
     if drain {

@@ -12,6 +12,7 @@ use crate::bus::Bus;
 /// `bulkhead events`: follows the log, one line per event (or raw JSON).
 pub async fn events(
     bus: &Bus,
+    tenant: &str,
     workload: Option<&str>,
     types: &[String],
     from_start: bool,
@@ -25,7 +26,7 @@ pub async fn events(
         );
     }
     let filter = match workload {
-        Some(id) => subjects::workload_events(id),
+        Some(id) => subjects::workload_events(&subjects::workload_key(tenant, id)),
         None => subjects::EVT_ALL.to_owned(),
     };
     let stream = bus.js.get_stream(subjects::EVT_STREAM).await?;

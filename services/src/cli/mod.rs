@@ -99,6 +99,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         None => telemetry::init("bulkhead-cli", "warn")?,
     };
     let nats = cli.nats.as_str();
+    let tenant = cli.tenant.as_str();
+    anyhow::ensure!(
+        bulkhead_schemas::subjects::is_valid_tenant(tenant),
+        "tenant {tenant:?} must be 1-64 of [A-Za-z0-9_-] and none of {:?}",
+        bulkhead_schemas::subjects::RESERVED_TENANTS
+    );
     match cli.cmd {
         Cmd::Up {
             node,
@@ -171,9 +177,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             timeout,
         } => {
             let bus = connect_client(nats).await?;
-            submit::submit(&bus, &file, !no_follow, Duration::from_secs(timeout)).await
+            let timeout = Duration::from_secs(timeout);
+            submit::submit(&bus, tenant, &file, !no_follow, timeout).await
         }
-        Cmd::Get { id } => query::get(&connect_client(nats).await?, &id).await,
+        Cmd::Get { id } => query::get(&connect_client(nats).await?, tenant, &id).await,
         Cmd::List {
             state,
             node,
@@ -195,7 +202,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 limit,
                 after,
             };
-            query::list(&connect_client(nats).await?, req, json).await
+            query::list(&connect_client(nats).await?, tenant, req, json).await
         }
         Cmd::Nodes { json } => query::nodes(&connect_client(nats).await?, json).await,
         Cmd::Events {
@@ -205,7 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             json,
         } => {
             let bus = connect_client(nats).await?;
-            events::events(&bus, workload.as_deref(), &types, from_start, json).await
+            events::events(&bus, tenant, workload.as_deref(), &types, from_start, json).await
         }
         Cmd::Scan {
             image,
@@ -225,8 +232,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             scan::vulndb(&connect_service(nats, "bulkhead-cli").await?, cmd).await
         }
         Cmd::Scale { id, replicas } => {
-            control::scale(&connect_client(nats).await?, &id, replicas).await
+            control::scale(&connect_client(nats).await?, tenant, &id, replicas).await
         }
-        Cmd::Stop { id, grace } => control::stop(&connect_client(nats).await?, &id, grace).await,
+        Cmd::Stop { id, grace } => {
+            control::stop(&connect_client(nats).await?, tenant, &id, grace).await
+        }
     }
 }

@@ -37,8 +37,9 @@ async fn api_request(
     Ok(Ok(reply.payload.to_vec()))
 }
 
-pub async fn get(bus: &Bus, id: &str) -> anyhow::Result<i32> {
-    match api_request(bus, subjects::API_WORKLOADS_GET, id.as_bytes().to_vec()).await? {
+pub async fn get(bus: &Bus, tenant: &str, id: &str) -> anyhow::Result<i32> {
+    let subject = subjects::api_workloads_get(tenant);
+    match api_request(bus, &subject, id.as_bytes().to_vec()).await? {
         Ok(body) => {
             let w: WorkloadView = serde_json::from_slice(&body)?;
             println!("{}", serde_json::to_string_pretty(&w)?);
@@ -74,10 +75,10 @@ async fn query<T: serde::de::DeserializeOwned + serde::Serialize>(
     Ok(Ok(reply))
 }
 
-pub async fn list(bus: &Bus, req: ListRequest, json: bool) -> anyhow::Result<i32> {
+pub async fn list(bus: &Bus, tenant: &str, req: ListRequest, json: bool) -> anyhow::Result<i32> {
     let reply: ListReply = match query(
         bus,
-        subjects::API_WORKLOADS_LIST,
+        &subjects::api_workloads_list(tenant),
         serde_json::to_vec(&req)?,
         json,
     )

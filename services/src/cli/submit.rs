@@ -19,7 +19,13 @@ use super::exit;
 use crate::bus::Bus;
 
 /// `bulkhead submit FILE|-`: sends the spec, prints the id, follows it to running or its end.
-pub async fn submit(bus: &Bus, file: &str, follow: bool, timeout: Duration) -> anyhow::Result<i32> {
+pub async fn submit(
+    bus: &Bus,
+    tenant: &str,
+    file: &str,
+    follow: bool,
+    timeout: Duration,
+) -> anyhow::Result<i32> {
     let raw = if file == "-" {
         let mut s = Vec::new();
         std::io::stdin()
@@ -47,7 +53,7 @@ pub async fn submit(bus: &Bus, file: &str, follow: bool, timeout: Duration) -> a
     }
     let ack = bus
         .js
-        .publish_with_headers(subjects::CMD_SUBMIT, headers, payload.into())
+        .publish_with_headers(subjects::cmd(tenant, "submit"), headers, payload.into())
         .await?
         .await
         .context("the command stream did not acknowledge the submission (is the system set up? run `bulkhead up`)")?;
@@ -58,15 +64,17 @@ pub async fn submit(bus: &Bus, file: &str, follow: bool, timeout: Duration) -> a
     if !follow {
         return Ok(exit::OK);
     }
-    follow_workload(bus, &id, timeout).await
+    follow_workload(bus, &subjects::workload_key(tenant, &id), timeout).await
 }
 
-/// Follows one workload's events until it runs or ends; prints a progress line.
-pub async fn follow_workload(bus: &Bus, id: &str, timeout: Duration) -> anyhow::Result<i32> {
+/// Follows one workload's events until it runs or ends; prints a progress line. `key`
+/// is the workload's key (`tenant/id`).
+pub async fn follow_workload(bus: &Bus, key: &str, timeout: Duration) -> anyhow::Result<i32> {
+    let id = subjects::split_key(key).map_or(key, |(_, id)| id);
     let stream = bus.js.get_stream(subjects::EVT_STREAM).await?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
-            filter_subject: subjects::workload_events(id),
+            filter_subject: subjects::workload_events(key),
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
         })
@@ -82,7 +90,7 @@ pub async fn follow_workload(bus: &Bus, id: &str, timeout: Duration) -> anyhow::
             Ok(None) => anyhow::bail!("event stream ended"),
             Err(_) => {
                 let state = p
-                    .get(id)
+                    .get(key)
                     .map(|w| w.state().to_string())
                     .unwrap_or_else(|| "not yet admitted".into());
                 eprintln!("\ntimed out after {timeout:?}; {id} is {state}");
@@ -104,7 +112,7 @@ pub async fn follow_workload(bus: &Bus, id: &str, timeout: Duration) -> anyhow::
             hash: hash_bytes(&m.payload),
             event: ev,
         });
-        let Some(w) = p.get(id) else { continue };
+        let Some(w) = p.get(key) else { continue };
         let state = w.state();
         let running = w
             .replicas

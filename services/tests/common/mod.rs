@@ -15,6 +15,24 @@ use bulkhead_schemas::event::{Event, hash_bytes};
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
 
+/// The tenant of the tests' workloads, and its subjects.
+pub const TENANT: &str = subjects::DEFAULT_TENANT;
+pub const SUBMIT: &str = "bulkhead.cmd.default.submit";
+pub const STOP: &str = "bulkhead.cmd.default.stop";
+pub const SCALE: &str = "bulkhead.cmd.default.scale";
+pub const GET: &str = "bulkhead.api.default.workloads.get";
+pub const LIST: &str = "bulkhead.api.default.workloads.list";
+
+/// The key of the tests' workload `id`.
+pub fn key(id: &str) -> String {
+    subjects::workload_key(TENANT, id)
+}
+
+/// The id part of a workload key.
+pub fn id_of(key: &str) -> &str {
+    subjects::split_key(key).map_or(key, |(_, id)| id)
+}
+
 pub struct Env {
     pub server: NatsServer,
     pub dir: tempfile::TempDir,
@@ -184,7 +202,9 @@ impl Env {
     pub async fn kinds_by_workload(&self) -> BTreeMap<String, Vec<&'static str>> {
         let mut by: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
         for (_, _, e) in self.events(subjects::EVT_WORKLOADS).await {
-            by.entry(e.subject.clone()).or_default().push(e.kind());
+            by.entry(id_of(&e.subject).to_owned())
+                .or_default()
+                .push(e.kind());
         }
         by
     }

@@ -69,6 +69,7 @@ impl Shell {
             cmd_seq: seq,
             stored_ms: self.clock.now_ms(),
             kind,
+            tenant: T.into(),
             payload: body.to_string().into_bytes(),
             traceparent: None,
         };
@@ -76,9 +77,10 @@ impl Shell {
         out.into_iter().map(|(_, d)| d).collect()
     }
 
-    /// Another writer's event, stored and then delivered as the log follower would.
+    /// Another writer's event about workload `id` of tenant [`T`], stored and then
+    /// delivered as the log follower would.
     fn logged(&self, id: &str, body: EventBody) {
-        let stored = self.log.write(Event::new("other", id, None, body));
+        let stored = self.log.write(Event::new("other", &key(id), None, body));
         self.deliver(vec![stored]);
     }
 
@@ -109,14 +111,21 @@ impl Shell {
             .filter_map(|(n, op)| match op {
                 NodeOp::Start {
                     workload, replica, ..
-                } if starts => Some((n.to_string(), workload, replica)),
+                } if starts => Some((n.to_string(), id_of(&workload), replica)),
                 NodeOp::Stop {
                     workload, replica, ..
-                } if !starts => Some((n.to_string(), workload, replica)),
+                } if !starts => Some((n.to_string(), id_of(&workload), replica)),
                 NodeOp::Start { .. } | NodeOp::Stop { .. } => None,
             })
             .collect()
     }
+}
+
+/// The id part of a workload key.
+fn id_of(key: &str) -> String {
+    bulkhead_schemas::subjects::split_key(key)
+        .map_or(key, |(_, id)| id)
+        .to_owned()
 }
 
 /// A heartbeat of node `n` saying it beats every `ms`.
@@ -145,8 +154,11 @@ async fn a_submission_is_stored_acknowledged_and_its_starts_sent_with_the_head()
     let mut s = Shell::start(&["n1"], MINUTE).await;
     let d = s.command(CommandKind::Submit, spec("a", 2)).await;
     assert_eq!(d, [Disposition::Ack]);
-    assert_eq!(s.log.kinds("a"), ["accepted", "scheduled", "scheduled"]);
-    let head = s.log.head("a").unwrap();
+    assert_eq!(
+        s.log.kinds(&key("a")),
+        ["accepted", "scheduled", "scheduled"]
+    );
+    let head = s.log.head(&key("a")).unwrap();
     let heads: Vec<u64> = s
         .ops
         .ops()
@@ -201,7 +213,7 @@ async fn a_restart_is_placed_when_its_backoff_ends_not_before() {
         2,
         "placed again once the 5 s backoff ended"
     );
-    assert_eq!(s.log.kinds("a").last(), Some(&"scheduled"));
+    assert_eq!(s.log.kinds(&key("a")).last(), Some(&"scheduled"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -226,7 +238,7 @@ async fn a_stop_that_lost_a_race_is_redelivered_then_stops_every_copy() {
     };
     // A node's fact lands between the scheduler's view and its append.
     s.log
-        .interpose(Event::new("node", "a", None, started(0, &node0)));
+        .interpose(Event::new("node", &key("a"), None, started(0, &node0)));
     let stop = json!({"id": "a"});
     let d = s.command(CommandKind::Stop, stop.clone()).await;
     assert_eq!(
@@ -240,7 +252,7 @@ async fn a_stop_that_lost_a_race_is_redelivered_then_stops_every_copy() {
     s.deliver(vec![fact]);
     let d = s.resend(CommandKind::Stop, s.seq, stop).await;
     assert_eq!(d, [Disposition::Ack]);
-    assert_eq!(s.log.kinds("a").last(), Some(&"stop_requested"));
+    assert_eq!(s.log.kinds(&key("a")).last(), Some(&"stop_requested"));
     let mut stopped: Vec<u32> = s.stops().into_iter().map(|(_, _, r)| r).collect();
     stopped.sort();
     assert_eq!(stopped, [0, 1], "every copy holding a node is told to stop");
@@ -270,7 +282,11 @@ async fn what_is_no_command_or_no_fact_is_set_aside_and_counted() {
     assert_eq!(stats.set_aside, 3, "{stats:?}");
     assert_eq!(stats.workloads, 0, "nothing was applied");
     assert!(s.ops.ops().is_empty(), "nothing sent");
-    assert_eq!(s.log.kinds("ghost"), ["started"], "only the fact set aside");
+    assert_eq!(
+        s.log.kinds(&key("ghost")),
+        ["started"],
+        "only the fact set aside"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -280,13 +296,13 @@ async fn a_silent_node_takes_nothing_new_until_it_beats_again() {
     assert_eq!(s.starts().len(), 1);
     pass(3_300).await; // three missed 1 s beats
     s.command(CommandKind::Submit, spec("b", 1)).await;
-    assert_eq!(s.log.kinds("b"), ["accepted"], "no ready node for b");
+    assert_eq!(s.log.kinds(&key("b")), ["accepted"], "no ready node for b");
     s.actor
         .send_message(SchedulerMsg::Heartbeat(beat("n1", 1_000), s.clock.now_ms()))
         .unwrap();
     pass(300).await;
     assert_eq!(
-        s.log.kinds("b"),
+        s.log.kinds(&key("b")),
         ["accepted", "scheduled"],
         "placed once n1 is back"
     );

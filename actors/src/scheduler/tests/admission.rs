@@ -30,14 +30,14 @@ fn admits_places_and_emits_start_ops_with_chain_heads() {
             head,
             ..
         } => {
-            assert_eq!((workload.as_str(), *replica, head.seq), ("a", 1, 3));
+            assert_eq!((workload.as_str(), *replica, head.seq), ("t/a", 1, 3));
             assert_eq!(head.hash, hex::encode(last_hash));
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(core.cluster.get("n1").unwrap().allocated.memory_mb, 200);
     assert_eq!(
-        core.projection.get("a").unwrap().state(),
+        core.projection.get(&key("a")).unwrap().state(),
         WorkloadState::Scheduled
     );
     assert_eq!(
@@ -65,11 +65,11 @@ fn redelivered_submission_is_not_placed_twice_and_reused_ids_are_rejected() {
     with_id["id"] = "x".into();
     let mut plan = core.decide(&[submit(6, with_id.clone()), submit(7, with_id)]);
     assert_eq!(plan.appends.len(), 2);
-    assert_eq!(plan.appends[0].workload, "x");
+    assert_eq!(plan.appends[0].workload, key("x"));
     assert_eq!(plan.appends[1].events[0].kind(), "rejected");
     assert_eq!(
         plan.appends[1].workload,
-        ids::derived_workload_id(7, 1_700_000_000_000)
+        key(&ids::derived_workload_id(7, 1_700_000_000_000))
     );
     let out = store_all(&mut plan, &mut seq);
     core.commit(plan, out);
@@ -89,7 +89,7 @@ fn invalid_submissions_are_rejected_under_their_id_when_usable() {
             ..submit(2, serde_json::json!({}))
         },
     ]);
-    assert_eq!(plan.appends[0].workload, "bad-mem");
+    assert_eq!(plan.appends[0].workload, key("bad-mem"));
     match &plan.appends[0].events[0].body {
         EventBody::Rejected(r) => assert_eq!(r.rejection.field.as_deref(), Some("memory_mb")),
         other => panic!("{other:?}"),
@@ -122,7 +122,7 @@ fn unplaceable_workloads_wait_with_a_reason_and_are_placed_when_capacity_appears
     let out = store_all(&mut plan, &mut seq);
     core.commit(plan, out);
     assert_eq!(
-        core.projection.get("p").unwrap().state(),
+        core.projection.get(&key("p")).unwrap().state(),
         WorkloadState::Pending
     );
     assert!(
@@ -146,7 +146,7 @@ fn unplaceable_workloads_wait_with_a_reason_and_are_placed_when_capacity_appears
     });
     assert_eq!(op_tp.as_deref(), Some(tp));
     assert_eq!(
-        core.projection.get("p").unwrap().state(),
+        core.projection.get(&key("p")).unwrap().state(),
         WorkloadState::Scheduled
     );
     assert_eq!(core.pending_count(), 0);

@@ -19,7 +19,7 @@ fn drain_moves_one_replica_at_a_time_and_stops_the_old_copy_after_the_new_one_ru
     let c = w.run(plan);
     assert_eq!(starts(&c), [("b".to_owned(), 0)], "one move at a time");
     assert!(w.core.drain_step().appends.is_empty(), "waits for the move");
-    let wl = w.core.projection.get("w").unwrap();
+    let wl = w.core.projection.get(&key("w")).unwrap();
     assert_eq!(wl.replicas[0].replacing.as_deref(), Some("a"));
     assert!(w.core.take_replaced().is_empty(), "old copy runs on");
     w.started("w", 0);
@@ -31,7 +31,7 @@ fn drain_moves_one_replica_at_a_time_and_stops_the_old_copy_after_the_new_one_ru
             node: "a".into(),
         }),
     );
-    let wl = w.core.projection.get("w").unwrap();
+    let wl = w.core.projection.get(&key("w")).unwrap();
     assert_eq!(wl.replicas[0].state, WorkloadState::Running, "the new copy");
     assert_eq!(wl.replicas[0].replacing, None);
     let plan = w.core.drain_step();
@@ -86,6 +86,7 @@ fn a_drain_outlives_a_restart_of_the_node_and_only_an_undrain_lifts_it() {
             cmd_seq: 1000 + w.seq,
             stored_ms: 1_700_000_000_000,
             kind: CommandKind::Undrain,
+            tenant: String::new(),
             payload: serde_json::json!({ "node": node }).to_string().into_bytes(),
             traceparent: None,
         }])

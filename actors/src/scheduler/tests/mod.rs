@@ -19,6 +19,14 @@ use bulkhead_schemas::{NodeHeartbeat, NodeOp, Resources};
 use super::*;
 use crate::ports::log::{LogError, Outcome, Stored};
 
+/// The tenant of every test command.
+pub(super) const T: &str = "t";
+
+/// The key of workload `id` of tenant [`T`].
+pub(super) fn key(id: &str) -> String {
+    bulkhead_schemas::subjects::workload_key(T, id)
+}
+
 pub(super) fn hb(name: &str, mem: u64) -> NodeHeartbeat {
     let cap = Resources {
         memory_mb: mem,
@@ -44,6 +52,7 @@ fn submit(seq: u64, json: serde_json::Value) -> Command {
         cmd_seq: seq,
         stored_ms: 1_700_000_000_000,
         kind: CommandKind::Submit,
+        tenant: T.into(),
         payload: json.to_string().into_bytes(),
         traceparent: None,
     }
@@ -90,6 +99,7 @@ impl World {
             cmd_seq: 1000 + self.seq,
             stored_ms: 1_700_000_000_000,
             kind,
+            tenant: T.into(),
             payload: json.to_string().into_bytes(),
             traceparent: None,
         };
@@ -103,10 +113,11 @@ impl World {
             self.core.node_event(&ev);
         }
     }
-    /// An event from another writer (node, failover), as the log delivers it.
+    /// An event from another writer (node, failover) about workload `id` of tenant
+    /// [`T`], as the log delivers it.
     fn logged(&mut self, id: &str, body: EventBody) {
         self.seq += 1;
-        let event = Event::new("other", id, None, body);
+        let event = Event::new("other", &key(id), None, body);
         self.core.apply(&Stored {
             seq: self.seq,
             hash: [0; 32],
@@ -131,7 +142,7 @@ impl World {
         );
     }
     fn node_of(&self, id: &str, replica: u32) -> String {
-        self.core.projection.get(id).unwrap().replicas[replica as usize]
+        self.core.projection.get(&key(id)).unwrap().replicas[replica as usize]
             .node
             .as_deref()
             .unwrap()

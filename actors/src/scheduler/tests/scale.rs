@@ -14,7 +14,7 @@ fn scale_adds_and_retires_replicas() {
     );
     assert_eq!(c.commands[0].1, Disposition::Ack);
     assert_eq!(starts(&c).len(), 2);
-    let wl = w.core.projection.get("w").unwrap();
+    let wl = w.core.projection.get(&key("w")).unwrap();
     assert_eq!((wl.desired, wl.replicas.len()), (3, 3));
     w.started("w", 1);
     w.started("w", 2);
@@ -25,7 +25,7 @@ fn scale_adds_and_retires_replicas() {
     let mut stopped: Vec<u32> = stops(&c.ops).into_iter().map(|(_, r)| r).collect();
     stopped.sort();
     assert_eq!(stopped, [1, 2]);
-    let wl = w.core.projection.get("w").unwrap();
+    let wl = w.core.projection.get(&key("w")).unwrap();
     assert_eq!(wl.desired, 1);
     assert_eq!(wl.state(), WorkloadState::Running);
     // Bad scale commands settle without writing anything.

@@ -18,6 +18,7 @@ fn submit(seq: u64, id: &str, trust: &str) -> Command {
         cmd_seq: seq,
         stored_ms: 1_700_000_000_000,
         kind: CommandKind::Submit,
+        tenant: T.into(),
         payload: serde_json::json!({"id": id, "image": "reg/app:1", "trust": trust,
             "runtime_class": "gvisor", "memory_mb": 64, "cpu_millicores": 10})
         .to_string()
@@ -103,7 +104,7 @@ fn gate_waits_for_a_clean_verdict_then_places() {
     assert_eq!(spec.image, "reg/app@sha256:abc");
     assert_eq!(
         c.projection
-            .get("u")
+            .get(&key("u"))
             .unwrap()
             .spec
             .as_deref()
@@ -129,7 +130,7 @@ fn gate_rejects_a_bad_verdict_with_the_findings() {
             .is_empty(),
         "a rejected workload is never placed"
     );
-    let w = c.projection.get("u").unwrap();
+    let w = c.projection.get(&key("u")).unwrap();
     assert_eq!(w.state(), WorkloadState::Rejected);
     let reason = w.reason.as_deref().unwrap();
     assert!(reason.contains("critical CVE-1 in openssl"), "{reason}");
@@ -201,7 +202,7 @@ fn async_quarantine_moves_to_the_stronger_class_after_the_old_copy_stopped() {
         hash: Default::default(),
         event: Event::new(
             "node/n1",
-            "t",
+            &key("t"),
             None,
             EventBody::Stopped(bulkhead_schemas::event::Stopped {
                 replica: 0,
@@ -224,7 +225,7 @@ fn async_quarantine_moves_to_the_stronger_class_after_the_old_copy_stopped() {
         RuntimeClass::Kata,
         "the node starts it in kata"
     );
-    let view = c.projection.get("t").unwrap().view("t");
+    let view = c.projection.get(&key("t")).unwrap().view(&key("t"));
     assert!(
         view.quarantine
             .as_deref()
@@ -287,7 +288,7 @@ fn an_old_verdict_is_scanned_again_and_does_not_settle_a_newer_request() {
     let plan = c.decide(&[later]);
     assert_eq!(kinds(&plan), ["accepted", "scan_requested"]);
     run(&mut c, plan, &mut seq);
-    let requested = c.projection.get("b").unwrap().scan_requested_ms;
+    let requested = c.projection.get(&key("b")).unwrap().scan_requested_ms;
     assert_eq!(c.unqueued_scans().len(), 1, "its job is still owed");
     // The old verdict replayed (a restarted scheduler reading the log) settles nothing.
     let plan = c.scan_completed(verdict(Some(Severity::High)), requested - ttl - 1);
@@ -314,7 +315,7 @@ fn async_quarantine_leaves_a_workload_already_in_the_quarantine_class() {
     assert_eq!(kinds(&plan), ["scan_completed", "quarantined"]);
     let commit = run(&mut c, plan, &mut seq);
     assert!(commit.ops.is_empty(), "no stop: {:?}", commit.ops);
-    let view = c.projection.get("t").unwrap().view("t");
+    let view = c.projection.get(&key("t")).unwrap().view(&key("t"));
     assert_eq!(view.state, WorkloadState::Scheduled);
     assert!(
         view.quarantine

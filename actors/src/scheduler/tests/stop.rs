@@ -15,7 +15,7 @@ fn stop_writes_stop_requested_after_the_head_and_stops_placed_replicas() {
     )]);
     let out = store_all(&mut plan, &mut seq);
     core.commit(plan, out);
-    let head = core.projection.get("s").unwrap().head;
+    let head = core.projection.get(&key("s")).unwrap().head;
     let stop = Command {
         kind: CommandKind::Stop,
         payload: br#"{"id":"s"}"#.to_vec(),
