@@ -12,6 +12,9 @@
 //! | [`liveness`] | the one rule that says a node went silent |
 //! | [`aside`] | what readers refuse to apply: counted, logged, listed |
 //! | [`clock`] | the time the actor shells read (the wall, or tokio's in tests) |
+//! | [`directory`] | the identities the log enrolled, by key |
+//! | [`verify`] | what a reader checks before it applies an event |
+//! | [`signing`] | nkeys, batch signatures over Merkle roots, their proofs |
 //! | [`ports`] | the event log, ops, heartbeats and container runtime: traits and their twins |
 //! | [`trace`] | W3C trace context across NATS |
 //!
@@ -19,12 +22,15 @@
 
 pub mod aside;
 pub mod clock;
+pub mod directory;
 pub mod failover;
 pub mod liveness;
 pub mod node;
 pub mod ports;
 pub mod projection;
 pub mod scheduler;
+pub mod signing;
 pub mod trace;
+pub mod verify;
 
 pub use trace::set_parent;

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bulkhead::bus::{Bus, Topology};
-use bulkhead::natsd::{NatsServer, Sync};
+use bulkhead::natsd::Sync;
+use bulkhead_schemas::identity::Role;
+
+use crate::bench::Bench;
 use bulkhead::node::config::NodeFile;
 use bulkhead::node::cri::CriRuntime;
 use bulkhead::scheduler::{self, SchedulerConfig};
@@ -29,9 +31,8 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let server = NatsServer::start(dir.path(), "127.0.0.1", 0, Sync::Always)?;
-    let bus = Bus::connect(&server.url, "loadtest").await?;
-    bus.ensure(&Topology::default()).await?;
+    let bench = Bench::start(dir.path(), Sync::Always).await?;
+    let bus = bench.admin().clone();
 
     let mut file = NodeFile::default();
     for h in &args.handlers {
@@ -49,9 +50,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rt.version,
         rt.runtime_classes()
     );
-    let node =
-        bulkhead::node::start(&bus, file.node_config("bench".into()), rt.clone(), exits).await?;
-    let sched = tokio::spawn(scheduler::run(bus.clone(), SchedulerConfig::default()));
+    bench.enroll_nodes(&["bench".into()]).await?;
+    let node_bus = bench.connect(Role::Node, "bench").await?;
+    let node = bulkhead::node::start(
+        &node_bus,
+        file.node_config("bench".into()),
+        rt.clone(),
+        exits,
+    )
+    .await?;
+    let _api = bulkhead::api::start(&bench.connect(Role::Api, "api").await?).await?;
+    let sched = tokio::spawn(scheduler::run(
+        bench.scheduler().await?,
+        SchedulerConfig::default(),
+    ));
 
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let mut sub = bus.client.subscribe("bulkhead.evt.*.wl.*.started").await?;

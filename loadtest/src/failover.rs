@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bulkhead::bus::{Bus, MAX_BATCH, Topology};
+use bulkhead::bus::{Bus, MAX_BATCH};
 use bulkhead::failover::{self, FailoverConfig};
-use bulkhead::natsd::{NatsServer, Sync};
+use bulkhead::natsd::Sync;
 use bulkhead::node::NodeHandle;
 use bulkhead::node::config::NodeFile;
 use bulkhead::node::cri::CriRuntime;
@@ -16,10 +16,12 @@ use bulkhead::scheduler::{self, SchedulerConfig};
 use bulkhead_actors::node::NodeConfig;
 use bulkhead_actors::ports::sim::SimRuntime;
 use bulkhead_schemas::event::{Event, EventBody};
+use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::spec::RuntimeClass;
 use bulkhead_schemas::{Resources, subjects};
 use futures::StreamExt;
 
+use crate::bench::Bench;
 use crate::pct;
 
 pub struct Args {
@@ -198,12 +200,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn start_control(
-    bus: &Bus,
+    bench: &Bench,
     lost_timeout_ms: u64,
 ) -> anyhow::Result<failover::FailoverHandle> {
-    tokio::spawn(scheduler::run(bus.clone(), SchedulerConfig::default()));
+    let _api = bulkhead::api::start(&bench.connect(Role::Api, "api").await?).await?;
+    std::mem::forget(_api); // serves the nodes' heads for the whole run
+    tokio::spawn(scheduler::run(
+        bench.scheduler().await?,
+        SchedulerConfig::default(),
+    ));
     failover::start(
-        bus,
+        &bench.failover().await?,
         FailoverConfig {
             lost_timeout: Duration::from_millis(lost_timeout_ms),
             ..Default::default()
@@ -215,9 +222,8 @@ async fn start_control(
 /// Containers die one by one on a fleet of sim nodes: kill → replacement `started`.
 async fn sim_die(args: &Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let server = NatsServer::start(dir.path(), "127.0.0.1", 0, Sync::Always)?;
-    let bus = Bus::connect(&server.url, "loadtest").await?;
-    bus.ensure(&Topology::default()).await?;
+    let bench = Bench::start(dir.path(), Sync::Always).await?;
+    let bus = bench.admin().clone();
     println!(
         "\n## failover, sim: {} nodes (heartbeat 5 s), {} workloads (restart always, backoff_initial_ms 1), {} kills, sync_interval: always",
         args.nodes, args.workloads, args.kills
@@ -225,21 +231,23 @@ async fn sim_die(args: &Args) -> anyhow::Result<()> {
     let t = Instant::now();
     let mut runtimes = HashMap::new();
     let mut handles = Vec::new();
-    for i in 0..args.nodes {
-        let name = format!("sim-{i}");
+    let names: Vec<String> = (0..args.nodes).map(|i| format!("sim-{i}")).collect();
+    bench.enroll_nodes(&names).await?;
+    for name in names {
         // Heartbeats every 5 s: a thousand in-process nodes beating every second saturate
         // this 2-core machine (the lost-node part below beats every second).
         let (cfg, rt, exits) = sim_node(&name, 1000, 5000);
         let rt = Arc::new(rt);
+        let node_bus = bench.connect(Role::Node, &name).await?;
         runtimes.insert(name, rt.clone());
-        handles.push(bulkhead::node::start(&bus, cfg, rt, exits).await?);
+        handles.push(bulkhead::node::start(&node_bus, cfg, rt, exits).await?);
     }
     println!(
         "{} sim nodes up in {:.1} s",
         args.nodes,
         t.elapsed().as_secs_f64()
     );
-    let failover = start_control(&bus, 20_000).await?;
+    let failover = start_control(&bench, 20_000).await?;
     let starts = watch_starts(&bus).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ids: Vec<String> = (0..args.workloads).map(|i| format!("die-{i}")).collect();
@@ -280,16 +288,19 @@ async fn sim_die(args: &Args) -> anyhow::Result<()> {
 /// elsewhere.
 async fn node_lost(args: &Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let server = NatsServer::start(dir.path(), "127.0.0.1", 0, Sync::Always)?;
-    let bus = Bus::connect(&server.url, "loadtest").await?;
-    bus.ensure(&Topology::default()).await?;
+    let bench = Bench::start(dir.path(), Sync::Always).await?;
+    let bus = bench.admin().clone();
     println!(
         "\n## failover, node lost: {} workloads on the lost node, {} other sim nodes, heartbeat 1 s, lost timeout {} ms",
         args.lost_workloads, args.lost_nodes, args.lost_timeout_ms
     );
+    let mut names: Vec<String> = (0..args.lost_nodes).map(|i| format!("sim-{i}")).collect();
+    names.push("victim".into());
+    bench.enroll_nodes(&names).await?;
     let (cfg, rt, exits) = sim_node("victim", args.lost_workloads as u32 + 10, 1000);
-    let victim: NodeHandle = bulkhead::node::start(&bus, cfg, Arc::new(rt), exits).await?;
-    let failover = start_control(&bus, args.lost_timeout_ms).await?;
+    let victim_bus = bench.connect(Role::Node, "victim").await?;
+    let victim: NodeHandle = bulkhead::node::start(&victim_bus, cfg, Arc::new(rt), exits).await?;
+    let failover = start_control(&bench, args.lost_timeout_ms).await?;
     let starts = watch_starts(&bus).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ids: Vec<String> = (0..args.lost_workloads)
@@ -300,8 +311,10 @@ async fn node_lost(args: &Args) -> anyhow::Result<()> {
     wait_starts(&starts, &ids, 1, 120).await?;
     let mut others = Vec::new();
     for i in 0..args.lost_nodes {
-        let (cfg, rt, exits) = sim_node(&format!("sim-{i}"), 1000, 1000);
-        others.push(bulkhead::node::start(&bus, cfg, Arc::new(rt), exits).await?);
+        let name = format!("sim-{i}");
+        let (cfg, rt, exits) = sim_node(&name, 1000, 1000);
+        let node_bus = bench.connect(Role::Node, &name).await?;
+        others.push(bulkhead::node::start(&node_bus, cfg, Arc::new(rt), exits).await?);
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut lost_sub = bus
@@ -347,9 +360,8 @@ async fn cri_die(
     events: bool,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let server = NatsServer::start(dir.path(), "127.0.0.1", 0, Sync::Always)?;
-    let bus = Bus::connect(&server.url, "loadtest").await?;
-    bus.ensure(&Topology::default()).await?;
+    let bench = Bench::start(dir.path(), Sync::Always).await?;
+    let bus = bench.admin().clone();
     println!(
         "\n## failover, real containerd (runc): {kills} kills of `sleep` containers, restart always, backoff_initial_ms 1, exits by {}",
         if events {
@@ -366,9 +378,16 @@ async fn cri_die(
     file.slots = 1000;
     file.cri.exit_events = events;
     let (rt, exits) = CriRuntime::connect("fo-bench", file.cri.clone()).await?;
-    let node =
-        bulkhead::node::start(&bus, file.node_config("fo-bench".into()), rt.clone(), exits).await?;
-    let failover = start_control(&bus, 3000).await?;
+    bench.enroll_nodes(&["fo-bench".into()]).await?;
+    let node_bus = bench.connect(Role::Node, "fo-bench").await?;
+    let node = bulkhead::node::start(
+        &node_bus,
+        file.node_config("fo-bench".into()),
+        rt.clone(),
+        exits,
+    )
+    .await?;
+    let failover = start_control(&bench, 3000).await?;
     let starts = watch_starts(&bus).await?;
     let exited = watch_exits(&bus).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -457,26 +476,23 @@ pub async fn cri_overlap(socket: &std::path::Path, image: &str, n: usize) -> any
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
-    let server = NatsServer::start(dir.path(), "127.0.0.1", 0, Sync::Always)?;
-    let bus = Bus::connect(&server.url, "loadtest").await?;
-    bus.ensure(&Topology::default()).await?;
+    let bench = Bench::start(dir.path(), Sync::Always).await?;
+    let bus = bench.admin().clone();
     println!(
         "\n## node frozen and thawed, real containerd (runc): {n} replicas on it, heartbeats 200 ms, lost timeout 1.5 s"
     );
-    let _failover = start_control(&bus, 1500).await?;
+    let _failover = start_control(&bench, 1500).await?;
+    bench.enroll_nodes(&["pa".into(), "pb".into()]).await?;
+    let url = bench.cluster.server.url.clone();
+    let data_dir = bench.cluster.data.root().to_owned();
     let spawn = |name: &str| -> anyhow::Result<NodeProcess> {
         let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
         Ok(NodeProcess(
             std::process::Command::new(&bin)
-                .args([
-                    "--nats",
-                    &server.url,
-                    "node",
-                    "--runtime",
-                    "cri",
-                    "--name",
-                    name,
-                ])
+                .args(["--nats", &url])
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(["node", "--runtime", "cri", "--name", name])
                 .arg("--cri-socket")
                 .arg(socket)
                 .arg("--log-dir")

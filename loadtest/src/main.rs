@@ -6,6 +6,7 @@
 //! `failover`: die → replacement running (sim fleet and real containerd), node lost → all
 //! its replicas running elsewhere.
 
+mod bench;
 mod cri;
 mod failover;
 mod scan_cache;
@@ -16,11 +17,13 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::stream;
-use bulkhead::bus::{Bus, MAX_BATCH, Topology};
-use bulkhead::natsd::{NatsServer, Sync};
+use bench::Bench;
+use bulkhead::bus::{Bus, MAX_BATCH};
+use bulkhead::natsd::Sync;
 use bulkhead::scheduler::{self, SchedulerConfig};
 use bulkhead_actors::node::NodeConfig;
 use bulkhead_actors::ports::sim::SimRuntime;
+use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::spec::RuntimeClass;
 use bulkhead_schemas::{Resources, subjects};
 use bytes::Bytes;
@@ -267,13 +270,15 @@ async fn throughput(
     latency_secs: u64,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let server = NatsServer::start(dir.path(), "127.0.0.1", 0, mode)?;
-    let bus = Bus::connect(&server.url, "loadtest").await?;
+    let bench = Bench::start(dir.path(), mode).await?;
+    let bus = bench.admin().clone();
     let (single, batched) = raw_append_rate(&bus).await?;
     println!(
         "raw JetStream appends (300 B): {single:.0}/s one by one (256 in flight), {batched:.0}/s in atomic batches of 500"
     );
-    bus.ensure(&Topology::default()).await?;
+    let names: Vec<String> = (0..nodes).map(|i| format!("sim-{i}")).collect();
+    bench.enroll_nodes(&names).await?;
+    let tenant = bench.tenant().await?;
 
     // Observe `scheduled` and `started` as they are stored.
     let seen: Arc<std::sync::Mutex<Observed>> = Default::default();
@@ -298,9 +303,9 @@ async fn throughput(
 
     let t = Instant::now();
     let mut handles = Vec::with_capacity(nodes);
-    for i in 0..nodes {
-        let name = format!("sim-{i}");
+    for name in names {
         let (rt, exits) = SimRuntime::new(&name, vec![RuntimeClass::Runc], Duration::ZERO);
+        let node_bus = bench.connect(Role::Node, &name).await?;
         let cfg = NodeConfig {
             name,
             capacity: Resources {
@@ -312,10 +317,17 @@ async fn throughput(
             heartbeat_ms: 5000,
             stop_grace: Duration::from_secs(10),
         };
-        handles.push(bulkhead::node::start(&bus, cfg, Arc::new(rt), exits).await?);
+        handles.push(bulkhead::node::start(&node_bus, cfg, Arc::new(rt), exits).await?);
     }
-    println!("{nodes} sim nodes up in {:.1} s", t.elapsed().as_secs_f64());
-    let sched = tokio::spawn(scheduler::run(bus.clone(), SchedulerConfig::default()));
+    println!(
+        "{nodes} sim nodes up in {:.1} s (one credential and connection each)",
+        t.elapsed().as_secs_f64()
+    );
+    let _api = bulkhead::api::start(&bench.connect(Role::Api, "api").await?).await?;
+    let sched = tokio::spawn(scheduler::run(
+        bench.scheduler().await?,
+        SchedulerConfig::default(),
+    ));
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Phase 1: a burst of `workloads` submissions, published in atomic batches.
@@ -332,7 +344,8 @@ async fn throughput(
                 )
             })
             .collect();
-        bus.publish_atomic(&msgs)
+        tenant
+            .publish_atomic(&msgs)
             .await
             .map_err(|e| anyhow::anyhow!("submit: {e}"))?;
     }
@@ -373,7 +386,8 @@ async fn throughput(
         tokio::time::sleep_until(start + every * i as u32).await;
         let id = format!("steady-{i}");
         times.push((id.clone(), Instant::now()));
-        bus.client
+        tenant
+            .client
             .publish(
                 subjects::cmd(subjects::DEFAULT_TENANT, "submit"),
                 spec(&id).into(),
@@ -403,7 +417,7 @@ async fn throughput(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib();
     let t = Instant::now();
-    let (core, _follower) = scheduler::rebuild(&bus).await?;
+    let (core, _follower) = scheduler::rebuild(&bench.scheduler().await?).await?;
     let ready = t.elapsed();
     let after = rss_kib();
     let count = core.projection.len();
@@ -414,6 +428,6 @@ async fn throughput(
         after.saturating_sub(before) as f64 / count.max(1) as f64
     );
     drop(core);
-    drop(server);
+    drop(bench);
     Ok(())
 }

@@ -9,8 +9,10 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulkhead::bus::{Bus, Topology};
-use bulkhead::natsd::{NatsServer, Sync};
+use bulkhead::natsd::Sync;
+use bulkhead_schemas::identity::Role;
+
+use crate::bench::Bench;
 use bulkhead::scan::worker::{self, WorkerConfig};
 use bulkhead_scan::verdict::AdvisoryDb;
 use bulkhead_schemas::event::{Event, EventBody};
@@ -198,13 +200,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let dir = tempfile::tempdir()?;
-    let server = NatsServer::start(dir.path(), "127.0.0.1", 0, Sync::Default)?;
-    let bus = Bus::connect(&server.url, "loadtest").await?;
-    bus.ensure(&Topology::default()).await?;
+    let bench = Bench::start(dir.path(), Sync::Default).await?;
+    let bus = bench.admin().clone();
     let db = Arc::new(worker::Advisories::fixed(AdvisoryDb::default()));
     let mut workers = Vec::new();
     for id in ["w1", "w2"] {
-        workers.push(worker::start(&bus, WorkerConfig::new(id.into()), db.clone()).await?);
+        let scanner = bench.connect(Role::Scanner, "scanner").await?;
+        workers.push(worker::start(&scanner, WorkerConfig::new(id.into()), db.clone()).await?);
     }
     tokio::time::sleep(Duration::from_millis(2500)).await; // both on both rings
     let mut events = bus.client.subscribe(subjects::EVT_SCANS).await?;
@@ -285,6 +287,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         100.0 * (1.0 - cpu / uncached.max(1e-9))
     );
     drop(workers);
-    drop(server);
+    drop(bench);
     Ok(())
 }

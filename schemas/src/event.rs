@@ -1,4 +1,8 @@
 //! The event envelope of the log, the typed bodies of each event type, and the hash chain.
+//!
+//! Format 2: the envelope names its writer's key (`actor.key`); the writer's signature is
+//! in the message's `Bulkhead-Sig` header (see `bulkhead_actors::signing`), over the hash
+//! of the payload exactly as stored, which is also what the next event's `prev` names.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -7,8 +11,8 @@ use sha2::{Digest, Sha256};
 use crate::node::Resources;
 use crate::spec::{Rejection, RuntimeClass, WorkloadSpec};
 
-/// Envelope version.
-pub const EVENT_VERSION: u32 = 1;
+/// Envelope version: 2 is signed (format 1, unsigned, is not read).
+pub const EVENT_VERSION: u32 = 2;
 
 /// One event of the log, as stored on `bulkhead.evt.…`. `type` and `body` come from
 /// [`EventBody`] (serialized adjacently: `"type": "scheduled", "body": {…}`).
@@ -30,17 +34,14 @@ pub struct Event {
     /// W3C trace context of the span that emitted the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
-    /// Signature over the event; empty until signing lands (docs/ARCHITECTURE.md, "Events").
-    #[serde(default)]
-    pub sig: String,
 }
 
 /// Which service emitted an event, and with which key.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
-    /// `scheduler`, `node/<name>`, `failover`, `scan/<worker>`.
+    /// `scheduler`, `node/<name>`, `failover`, `scan/<worker>`, `admin`.
     pub service: String,
-    /// Key id of the signing key; empty until signing lands.
+    /// The writer's public nkey (`U…`): the key its `Bulkhead-Sig` verifies with.
     #[serde(default)]
     pub key: String,
 }
@@ -66,6 +67,8 @@ pub enum EventBody {
     Draining(NodeDraining),
     Drained(NodeDrained),
     Undrained(NodeUndrained),
+    Enrolled(crate::identity::Enrolled),
+    Revoked(crate::identity::Revoked),
 }
 
 impl EventBody {
@@ -90,10 +93,12 @@ impl EventBody {
             EventBody::Draining(_) => "draining",
             EventBody::Drained(_) => "drained",
             EventBody::Undrained(_) => "undrained",
+            EventBody::Enrolled(_) => "enrolled",
+            EventBody::Revoked(_) => "revoked",
         }
     }
 
-    pub const KINDS: [&'static str; 18] = [
+    pub const KINDS: [&'static str; 20] = [
         "accepted",
         "rejected",
         "scheduled",
@@ -112,6 +117,8 @@ impl EventBody {
         "draining",
         "drained",
         "undrained",
+        "enrolled",
+        "revoked",
     ];
 
     /// The event as a node event (`bulkhead.evt.node.<node>.<type>`), or None for an event
@@ -136,7 +143,9 @@ impl EventBody {
             | EventBody::ScanCompleted(_)
             | EventBody::GaveUp(_)
             | EventBody::Scaled(_)
-            | EventBody::Quarantined(_) => None,
+            | EventBody::Quarantined(_)
+            | EventBody::Enrolled(_)
+            | EventBody::Revoked(_) => None,
         }
     }
 
@@ -164,6 +173,9 @@ pub struct Accepted {
     pub spec: WorkloadSpec,
     /// Stream sequence of the submission in `BULKHEAD_CMD`.
     pub cmd_seq: u64,
+    /// Who asked (and, for a signed submission, the proof).
+    #[serde(default)]
+    pub by: crate::identity::Submitter,
     /// Why no node could take (some of) its replicas at admission; absent when all were placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<String>,
@@ -368,7 +380,6 @@ impl Event {
             prev: prev.map(hex::encode),
             body,
             traceparent: None,
-            sig: String::new(),
         }
     }
 

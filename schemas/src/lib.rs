@@ -4,6 +4,7 @@
 pub mod api;
 pub mod command;
 pub mod event;
+pub mod identity;
 pub mod ids;
 pub mod node;
 pub mod scan;
@@ -12,7 +13,10 @@ pub mod spec;
 pub mod subjects;
 
 pub use event::{Event, EventBody, Hash};
-pub use node::{ChainHead, NodeHeartbeat, NodeOp, NodeOps, Resources};
+pub use node::{
+    ChainHead, HeadsReply, HeadsRequest, NodeHeartbeat, NodeOp, NodeOps, NodeSync, Resources,
+    SyncHandled, SyncHead, SyncReason, SyncReplica,
+};
 pub use spec::{Rejection, RuntimeClass, WorkloadSpec};
 
 /// Now as RFC 3339 (UTC, millisecond precision).

@@ -91,9 +91,14 @@ pub struct IsolationReport {
     pub at: String,
 }
 
-/// A message on `bulkhead.node.<node>.ops`: operations for one node, in order.
+/// A message on `bulkhead.node.<node>.ops`: operations for one node, in order. Signed by
+/// the scheduler (headers `Bulkhead-Sig` and `Bulkhead-Cert`); a node runs nothing else.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 pub struct NodeOps {
+    /// The node they are for: a message for another node is refused.
+    pub node: String,
+    /// The scheduler's public key, which signed them.
+    pub by: String,
     pub ops: Vec<NodeOp>,
 }
 
@@ -109,6 +114,8 @@ pub enum NodeOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         traceparent: Option<String>,
     },
+    /// What the log says this node should hold (sent alone in its message).
+    Sync { view: NodeSync },
     Stop {
         workload: String,
         replica: u32,
@@ -119,6 +126,74 @@ pub enum NodeOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         traceparent: Option<String>,
     },
+}
+
+/// What the log says one node should hold, as the scheduler's projection had it after
+/// stream sequence `as_of`: the node reads no log, so this is how it learns what to adopt,
+/// report or remove (after a restart, or after being declared lost).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+pub struct NodeSync {
+    pub reason: SyncReason,
+    /// The last stream sequence the view includes: what the node logged after it, the
+    /// view does not know, and the node keeps.
+    pub as_of: u64,
+    /// Replicas placed on this node that have not ended.
+    pub replicas: Vec<SyncReplica>,
+    /// The chain heads of the workloads the node touches.
+    pub heads: Vec<SyncHead>,
+    /// Replicas the node started before, by the head sequence of their start op: a
+    /// redelivered op is not started twice.
+    pub handled: Vec<SyncHandled>,
+}
+
+/// Why a node is sent its view.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncReason {
+    /// It joined (started, or came back after a loss).
+    #[default]
+    Joined,
+    /// Replicas on it were declared lost (it may still run: a pause, a partition); it
+    /// removes what was replaced and says it is back.
+    Lost,
+    /// A scheduler took over; a node that has its view already keeps it.
+    Takeover,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct SyncReplica {
+    pub workload: String,
+    pub replica: u32,
+    /// The container the log names (`started`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    pub need: Resources,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct SyncHead {
+    pub workload: String,
+    pub head: ChainHead,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct SyncHandled {
+    pub workload: String,
+    pub replica: u32,
+    pub head_seq: u64,
+}
+
+/// A node's question on `bulkhead.api.node.<node>.heads`: the heads of these workloads.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct HeadsRequest {
+    pub workloads: Vec<String>,
+}
+
+/// The answer: heads of the asked workloads that have (or had) a replica on the node;
+/// the others are left out.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+pub struct HeadsReply {
+    pub heads: Vec<SyncHead>,
 }
 
 /// The last event of a workload's chain as the sender knew it: the stream sequence to

@@ -241,6 +241,8 @@ pub enum RejectCode {
     Duplicate,
     /// The image's scan verdict is over the trust level's threshold (scan policy `gate`).
     Vulnerable,
+    /// The submission carries a signature that is not its tenant's.
+    Signature,
 }
 
 impl Rejection {

@@ -58,6 +58,20 @@ pub fn api_workloads_list(tenant: &str) -> String {
     format!("bulkhead.api.{tenant}.workloads.list")
 }
 
+/// `bulkhead.api.node.<node>.heads`: a node asks the chain heads of the workloads it runs
+/// (it reads no log; the API answers for workloads placed on that node only).
+pub fn api_node_heads(node: &str) -> String {
+    format!("bulkhead.api.node.{node}.heads")
+}
+
+/// The node a `bulkhead.api.node.<node>.heads` subject asks for.
+pub fn api_heads_node(subject: &str) -> Option<&str> {
+    let node = subject
+        .strip_prefix("bulkhead.api.node.")?
+        .strip_suffix(".heads")?;
+    is_valid_token(node).then_some(node)
+}
+
 /// The tenant a query API subject `bulkhead.api.<tenant>.…` asks for.
 pub fn api_tenant(subject: &str) -> Option<&str> {
     let rest = subject.strip_prefix("bulkhead.api.")?;
@@ -152,6 +166,14 @@ pub fn tenant_events(tenant: &str) -> String {
 /// `bulkhead.evt.node.<node>.<type>`
 pub fn node_event(node: &str, kind: &str) -> String {
     format!("bulkhead.evt.node.{node}.{kind}")
+}
+
+/// Enrolments and revocations of identities, written by admins.
+pub const EVT_SYS: &str = "bulkhead.evt.sys.>";
+
+/// `bulkhead.evt.sys.<role>.<name>.<type>`
+pub fn sys_event(role: &str, name: &str, kind: &str) -> String {
+    format!("bulkhead.evt.sys.{role}.{name}.{kind}")
 }
 
 /// `bulkhead.node.<node>.ops`

@@ -1,12 +1,15 @@
-//! Reads the event log in stream order: first up to its current end (rebuilding a
-//! projection), then live, in batches of whatever has arrived; or one subject filter of it,
-//! event by event.
+//! Reads the whole event log in stream order, verifying every message as it goes
+//! (`bulkhead_actors::verify`): first up to its current end (rebuilding a projection), then
+//! live, in batches of whatever has arrived. What does not verify is set aside in the
+//! batch it delivers, never applied and never dropped in silence.
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::stream::Config;
 use bulkhead_actors::aside::Aside;
-use bulkhead_actors::ports::log::{Batch, Stored};
+use bulkhead_actors::ports::log::Batch;
 use bulkhead_actors::projection::Projection;
-use bulkhead_schemas::event::{Event, hash_bytes};
+use bulkhead_actors::signing::SIG_HEADER;
+use bulkhead_actors::verify::{Raw, Verifier};
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -15,11 +18,15 @@ use tracing::warn;
 use crate::bus::{Bus, BusError};
 use crate::tasks::AbortOnDrop;
 
-/// A running reader of `bulkhead.evt.wl.>` from some sequence on. What it cannot read as
-/// an event is set aside in the batch it delivers, never dropped in silence.
+/// The stream metadata key that records the log's format.
+pub const FORMAT_KEY: &str = "bulkhead.log.format";
+/// The format this bulkhead writes and reads: signed events (`v: 2`).
+pub const FORMAT: &str = "2";
+
+/// A running reader of `bulkhead.evt.>` from some sequence on.
 pub struct Follower {
     pub rx: mpsc::Receiver<Batch>,
-    /// Sequence of the last workload event when the follower started: the end of the rebuild.
+    /// Sequence of the last event when the follower started: the end of the rebuild.
     pub end_at_start: u64,
     task: tokio::task::JoinHandle<()>,
 }
@@ -30,22 +37,48 @@ impl Drop for Follower {
     }
 }
 
+/// Refuses a log written in another format: an old, unsigned log is never mixed with a
+/// signed one.
+pub fn check_format(config: &Config) -> Result<(), BusError> {
+    match config.metadata.get(FORMAT_KEY).map(String::as_str) {
+        Some(FORMAT) => Ok(()),
+        found => Err(BusError::Setup {
+            what: format!("the event log {}", config.name),
+            msg: format!(
+                "it is in format {} and this bulkhead reads format {FORMAT} (signed events); \
+                 an older, unsigned log cannot be verified: start with a new data directory \
+                 (move the old one away)",
+                found.unwrap_or("1")
+            ),
+        }),
+    }
+}
+
+/// A fresh, unguessable consumer name: `<what>-<uuid>`.
+pub fn consumer_name(what: &str) -> String {
+    format!("{what}-{}", uuid::Uuid::new_v4().simple())
+}
+
 impl Follower {
+    /// Follows the log from `from_seq` as the connection's identity, trusting the admins its
+    /// credential names.
     pub async fn start(bus: &Bus, from_seq: u64) -> Result<Follower, BusError> {
         let err = |e: &dyn std::fmt::Display| BusError::Nats(format!("reading the event log: {e}"));
-        let stream = bus
+        let admins = bus.identity()?.creds.admins.clone();
+        let mut stream = bus
             .js
             .get_stream(subjects::EVT_STREAM)
             .await
             .map_err(|e| err(&e))?;
-        let end_at_start = bus
-            .last_event(subjects::EVT_WORKLOADS)
-            .await?
-            .map(|h| h.seq)
-            .unwrap_or(0);
+        let info = stream.info().await.map_err(|e| err(&e))?;
+        check_format(&info.config)?;
+        let end_at_start = info.state.last_sequence;
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
-                filter_subject: subjects::EVT_WORKLOADS.into(),
+                // Named, so that the server can check its filter against the reader's
+                // permissions; unguessable, so that no one else pulls from it.
+                name: Some(consumer_name("follow")),
+                filter_subject: subjects::EVT_ALL.into(),
                 deliver_policy: if from_seq <= 1 {
                     DeliverPolicy::All
                 } else {
@@ -60,6 +93,7 @@ impl Follower {
         let messages = consumer.messages().await.map_err(|e| err(&e))?;
         let (tx, rx) = mpsc::channel(64);
         let task = tokio::spawn(async move {
+            let mut verifier = Verifier::new(&admins);
             let mut chunks = messages.ready_chunks(2048);
             while let Some(chunk) = chunks.next().await {
                 let mut batch = Batch::default();
@@ -71,26 +105,29 @@ impl Follower {
                             continue;
                         }
                     };
-                    let subject = m.subject.as_str();
                     let Ok(info) = m.info() else {
-                        let a = Aside::new(0, subject, "no_metadata", "no stream sequence");
+                        let a = Aside::new(0, &m.subject, "no_metadata", "no stream sequence");
                         batch.set_aside.push(a);
                         continue;
                     };
-                    let seq = info.stream_sequence;
-                    match Event::parse(&m.payload) {
-                        Ok(event) => batch.events.push(Stored {
-                            seq,
-                            hash: hash_bytes(&m.payload),
-                            event,
-                        }),
-                        Err(e) => batch
-                            .set_aside
-                            .push(Aside::new(seq, subject, "malformed", e)),
-                    }
+                    let stored_ms = (info.published.unix_timestamp_nanos() / 1_000_000)
+                        .try_into()
+                        .unwrap_or(0);
+                    let proof = m
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(SIG_HEADER))
+                        .map(|v| v.as_str());
+                    let raw = Raw {
+                        seq: info.stream_sequence,
+                        subject: &m.subject,
+                        payload: &m.payload,
+                        proof,
+                        stored_ms,
+                    };
+                    verifier.read(raw, &mut batch);
                 }
-                let empty = batch.events.is_empty() && batch.set_aside.is_empty();
-                if !empty && tx.send(batch).await.is_err() {
+                if !batch.is_empty() && tx.send(batch).await.is_err() {
                     return;
                 }
             }
@@ -126,7 +163,7 @@ impl Follower {
     }
 
     /// Feeds `apply` every batch up to the stream's end at start; returns how many
-    /// events (and set-aside items) they held.
+    /// messages they held.
     pub async fn catch_up(&mut self, mut apply: impl FnMut(Batch)) -> usize {
         let mut n = 0;
         let mut last = 0;
@@ -134,52 +171,10 @@ impl Follower {
             let Some(batch) = self.rx.recv().await else {
                 break;
             };
-            let seqs = batch.events.iter().map(|s| s.seq);
-            last = seqs
-                .chain(batch.set_aside.iter().map(|a| a.seq))
-                .fold(last, u64::max);
-            n += batch.events.len() + batch.set_aside.len();
+            last = last.max(batch.last_seq());
+            n += batch.len();
             apply(batch);
         }
         n
-    }
-}
-
-/// Feeds `each` every event on `filter` (or, for what does not parse as one, why it is set
-/// aside), from the start of the log, then live, until it returns false (the receiver is
-/// gone).
-pub async fn read_events(
-    bus: &Bus,
-    filter: &str,
-    what: &str,
-    mut each: impl FnMut(Result<Event, Aside>) -> bool,
-) {
-    let consumer = async {
-        bus.js
-            .get_stream(subjects::EVT_STREAM)
-            .await?
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: filter.into(),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(anyhow::Error::from)
-    };
-    let mut messages = match consumer.await {
-        Ok(c) => match c.messages().await {
-            Ok(m) => m,
-            Err(e) => return warn!(error = %e, "cannot read {what}"),
-        },
-        Err(e) => return warn!(error = %e, "cannot read {what}"),
-    };
-    while let Some(m) = messages.next().await {
-        let Ok(m) = m else { continue };
-        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let read =
-            Event::parse(&m.payload).map_err(|e| Aside::new(seq, &m.subject, "malformed", e));
-        if !each(read) {
-            return;
-        }
     }
 }

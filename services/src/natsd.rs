@@ -66,9 +66,69 @@ fn check_version(bin: &Path) -> Result<(), NatsdError> {
     Ok(())
 }
 
+/// Who the server lets in.
+#[derive(Clone, Debug)]
+pub enum Security {
+    /// Only the users of this `authorization { … }` block (see [`crate::auth::server`]),
+    /// over TLS when `tls` is set.
+    Users {
+        authorization: String,
+        tls: Option<TlsFiles>,
+    },
+    /// Anyone, with every permission: `--insecure-no-auth` only.
+    InsecureNoAuth,
+}
+
+/// The server's certificate and key (PEM files).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The file the `authorization` block lives in, beside the server's configuration: what a
+/// reload rewrites.
+pub fn auth_file(dir: &Path) -> PathBuf {
+    dir.join("authorization.conf")
+}
+
+/// The server's pid file in `dir`.
+pub fn pid_file(dir: &Path) -> PathBuf {
+    dir.join("nats-server.pid")
+}
+
+/// Rewrites the `authorization` block of the server running in `dir` and has it reload
+/// (SIGHUP): users no longer listed are disconnected at once. Returns false when no server
+/// runs there (the file is still rewritten, for its next start).
+pub fn reload(dir: &Path, authorization: &str) -> Result<bool, NatsdError> {
+    write_private(&auth_file(dir), authorization)?;
+    let Ok(pid) = std::fs::read_to_string(pid_file(dir)) else {
+        return Ok(false);
+    };
+    let Ok(pid) = pid.trim().parse::<i32>() else {
+        return Ok(false);
+    };
+    let status = Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status()?;
+    Ok(status.success())
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    crate::auth::creds::write_secret(path, text.as_bytes())
+}
+
 impl NatsServer {
-    /// Starts a server storing in `dir`, listening on `host:port` (port 0: any free port).
-    pub fn start(dir: &Path, host: &str, port: u16, sync: Sync) -> Result<NatsServer, NatsdError> {
+    /// Starts a server storing in `dir`, listening on `host:port` (port 0: any free port),
+    /// letting in whom `security` says.
+    pub fn start(
+        dir: &Path,
+        host: &str,
+        port: u16,
+        sync: Sync,
+        security: &Security,
+    ) -> Result<NatsServer, NatsdError> {
         let bin = find_binary()?;
         check_version(&bin)?;
         std::fs::create_dir_all(dir)?;
@@ -81,11 +141,26 @@ impl NatsServer {
             Sync::Default => "",
         };
         let port = if port == 0 { -1 } else { i32::from(port) };
-        let conf = format!(
-            "listen: \"{host}:{port}\"\nports_file_dir: \"{}\"\nmax_payload: 1MB\njetstream {{\n  store_dir: \"{}\"\n{sync_line}}}\n",
+        let mut conf = format!(
+            "listen: \"{host}:{port}\"\nports_file_dir: \"{}\"\npid_file: \"{}\"\nmax_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n{sync_line}}}\n",
             ports.display(),
+            pid_file(dir).display(),
             store.display()
         );
+        match security {
+            Security::Users { authorization, tls } => {
+                write_private(&auth_file(dir), authorization)?;
+                conf.push_str("include \"authorization.conf\"\n");
+                if let Some(t) = tls {
+                    conf.push_str(&format!(
+                        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+                        t.cert.display(),
+                        t.key.display()
+                    ));
+                }
+            }
+            Security::InsecureNoAuth => {}
+        }
         let conf_path = dir.join("nats-server.conf");
         std::fs::write(&conf_path, conf)?;
         let log_path = dir.join("nats-server.log");

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bulkhead::node::cri::{Cri, LABEL_NODE, LABEL_REPLICA, LABEL_ROLE, LABEL_WORKLOAD};
 use bulkhead_schemas::event::{Event, EventBody, Exited};
+use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::subjects;
 use common::*;
 use k8s_cri::v1::{
@@ -170,8 +171,7 @@ impl Cluster {
 
     fn workload_log(&self, id: &str, replica: u32) -> String {
         let dir = self.log_dir().join(TENANT).join(id);
-        std::fs::read_to_string(dir.join(format!("{replica}.log")))
-            .unwrap_or_default()
+        std::fs::read_to_string(dir.join(format!("{replica}.log"))).unwrap_or_default()
     }
 
     async fn runtime(&self) -> Cri {
@@ -185,15 +185,22 @@ impl Cluster {
     async fn held(&self, id: &str) -> (usize, usize) {
         let cri = self.runtime().await;
         let key = key(id);
-        let sel = [(LABEL_NODE, self.node.as_str()), (LABEL_WORKLOAD, key.as_str())];
+        let sel = [
+            (LABEL_NODE, self.node.as_str()),
+            (LABEL_WORKLOAD, key.as_str()),
+        ];
         (
             cri.list_containers(&sel, None).await.unwrap().len(),
             cri.list_sandboxes(&sel).await.unwrap().len(),
         )
     }
 
+    /// Asks the query API as the admin (who may ask about nodes and every tenant).
     fn api(&self, subject: &str, data: &str) -> serde_json::Value {
-        let reply = self.env.natspy_req(subject, data).expect("API answers");
+        let reply = self
+            .env
+            .natspy_req_as(Role::Admin, "admin", subject, data)
+            .expect("API answers");
         serde_json::from_str(&reply).expect("JSON reply")
     }
 }
@@ -407,7 +414,10 @@ async fn restarted_node_adopts_running_containers_and_reports_exits_it_missed() 
     assert_eq!(kinds(&ev), ["accepted", "scheduled", "started"]);
     let running = cri
         .list_containers(
-            &[(LABEL_NODE, c.node.as_str()), (LABEL_WORKLOAD, key("keeps").as_str())],
+            &[
+                (LABEL_NODE, c.node.as_str()),
+                (LABEL_WORKLOAD, key("keeps").as_str()),
+            ],
             Some(k8s_cri::v1::ContainerState::ContainerRunning),
         )
         .await
@@ -757,8 +767,9 @@ async fn a_gated_image_runs_pinned_to_the_digest_its_verdict_is_about() {
 async fn a_paused_node_is_lost_and_once_back_removes_the_copies_replaced_meanwhile() {
     // Two nodes on one containerd. Node `pa` is frozen (SIGSTOP): its containers keep
     // running, its heartbeats stop. The failover declares it lost and the replicas start
-    // on `pb`. When `pa` thaws, it sees its own `lost`, reconciles, and removes its copies:
-    // in the end every workload runs once, on `pb`.
+    // on `pb`. When `pa` thaws, it finds the scheduler's view (sent when its replicas were
+    // lost) in its ops, reconciles, and removes its copies: in the end every workload runs
+    // once, on `pb`.
     let mut c = Cluster::start("pa", &[]).await;
     let pa = c.node_pid;
     c.env
@@ -804,8 +815,8 @@ async fn a_paused_node_is_lost_and_once_back_removes_the_copies_replaced_meanwhi
     })
     .await;
     assert!(
-        c.env.log("node-0").contains("lost"),
-        "{}",
+        c.env.log("node-0").contains("reason=Lost"),
+        "pa heard of its loss from the scheduler: {}",
         c.env.log("node-0")
     );
     // Every workload: lost → replica_requested → scheduled(pb) → started, and nothing

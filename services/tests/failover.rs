@@ -186,8 +186,7 @@ async fn restart_policy_backoff_and_budget() {
     );
     // The CLI says the same.
     let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-            .args(["--nats", &env.server.url])
+        env.cli()
             .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -355,16 +354,22 @@ impl Cutter {
     }
 }
 
+/// A node cut off from NATS long enough to be declared lost reads no log: it hears of its
+/// loss from the scheduler (a view sent when its replicas were lost, waiting in its ops
+/// until it is back), removes the copies replaced meanwhile and says it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_cut_off_from_nats_learns_from_the_log_it_was_lost_and_removes_replaced_copies() {
+async fn a_node_cut_off_from_nats_hears_it_was_lost_and_removes_replaced_copies() {
     let mut env = env().await;
     env.spawn("scheduler", &["scheduler"]);
     env.spawn("failover", &["failover", "--lost-timeout-ms", "1000"]);
     env.spawn("n2", &node_args("n2", "200"));
     let mut cutter = Cutter::start(&env.server.url).await;
     let log = std::fs::File::create(env.dir.path().join("n1.log")).unwrap();
+    env.enroll_node("n1", None);
     let mut n1 = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
         .args(["--nats", &cutter.url()])
+        .arg("--data-dir")
+        .arg(env.data.root())
         .args(node_args("n1", "200"))
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -416,7 +421,7 @@ async fn a_node_cut_off_from_nats_learns_from_the_log_it_was_lost_and_removes_re
     wait_until("n1 to remove its replaced copies", LONG, async || {
         env.log("n1")
             .lines()
-            .any(|l| l.contains("reconciled after being declared lost") && l.contains(&removed))
+            .any(|l| l.contains("reason=Lost") && l.contains(&removed))
     })
     .await;
     let _ = n1.kill();
@@ -521,7 +526,7 @@ async fn scale_and_drain_keep_the_replica_count() {
     assert!(evs.iter().any(|e| e.kind() == "scaled"));
 
     // Drain n1: each of its replicas starts on n2 before its n1 copy stops.
-    env.natspy_pub(subjects::CTL_DRAIN, br#"{"node":"n1"}"#, None);
+    env.natspy_pub_admin(subjects::CTL_DRAIN, br#"{"node":"n1"}"#);
     wait_until("n1 drained", LONG, async || {
         !env.events("bulkhead.evt.node.n1.drained").await.is_empty()
     })
@@ -560,7 +565,7 @@ async fn scale_and_drain_keep_the_replica_count() {
         }
     }
     wait_until("the API to show n1 drained", LONG, async || {
-        node_status(&env, "n1") == "drained"
+        env.node_status("n1") == "drained"
     })
     .await;
 
@@ -578,23 +583,20 @@ async fn scale_and_drain_keep_the_replica_count() {
     .await;
     assert_eq!(nodes_of(&workload_events(&env).await["later"]), ["n2"]);
     assert_eq!(
-        node_status(&env, "n1"),
+        env.node_status("n1"),
         "drained",
         "a restart keeps the drain"
     );
 
     // Undrained (with the CLI), n1 takes work again: draining n2 moves everything to n1.
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-        .args(["--nats", &env.server.url, "node", "undrain", "n1"])
-        .status()
-        .unwrap();
+    let st = env.cli().args(["node", "undrain", "n1"]).status().unwrap();
     assert!(st.success());
     wait_until("the API to show n1 ready", LONG, async || {
-        node_status(&env, "n1") == "ready"
+        env.node_status("n1") == "ready"
     })
     .await;
     assert_eq!(env.events("bulkhead.evt.node.n1.undrained").await.len(), 1);
-    env.natspy_pub(subjects::CTL_DRAIN, br#"{"node":"n2"}"#, None);
+    env.natspy_pub_admin(subjects::CTL_DRAIN, br#"{"node":"n2"}"#);
     wait_until("n2 drained", LONG, async || {
         !env.events("bulkhead.evt.node.n2.drained").await.is_empty()
     })
@@ -612,12 +614,9 @@ async fn scale_and_drain_keep_the_replica_count() {
         assert!(running.iter().all(|r| *r == on_n1), "{id}: {running:?}");
     }
     // Undraining a node that is not drained writes nothing.
-    env.natspy_pub(subjects::CTL_UNDRAIN, br#"{"node":"n1"}"#, None);
-    env.natspy_pub(subjects::CTL_UNDRAIN, br#"{"node":"n2"}"#, None);
-    wait_until("n2 ready", LONG, async || {
-        node_status(&env, "n2") == "ready"
-    })
-    .await;
+    env.natspy_pub_admin(subjects::CTL_UNDRAIN, br#"{"node":"n1"}"#);
+    env.natspy_pub_admin(subjects::CTL_UNDRAIN, br#"{"node":"n2"}"#);
+    wait_until("n2 ready", LONG, async || env.node_status("n2") == "ready").await;
     assert_eq!(env.events("bulkhead.evt.node.n1.undrained").await.len(), 1);
 }
 
@@ -630,16 +629,4 @@ fn nodes_of(events: &[Event]) -> Vec<String> {
             _ => None,
         })
         .collect()
-}
-
-/// A node's status as `bulkhead.api.nodes.list` gives it.
-fn node_status(env: &Env, node: &str) -> String {
-    let reply: bulkhead_schemas::api::NodesReply =
-        serde_json::from_str(&env.natspy_req(subjects::API_NODES_LIST, "").unwrap()).unwrap();
-    reply
-        .nodes
-        .iter()
-        .find(|n| n.heartbeat.name == node)
-        .map(|n| n.marks.status())
-        .unwrap_or_default()
 }

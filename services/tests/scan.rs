@@ -289,8 +289,9 @@ async fn bulkhead_scan_without_a_db_asks_the_workers_and_prints_a_findings_table
     let mut env = env().await;
     scanner(&mut env, "cli-worker", &[]);
     wait_members(&env, 1).await;
-    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-        .args(["--nats", &env.server.url, "scan", "--fail-on", "high"])
+    let out = env
+        .cli()
+        .args(["scan", "--fail-on", "high"])
         .arg(image("debian-vuln:1"))
         .output()
         .unwrap();
@@ -434,6 +435,8 @@ async fn async_quarantine_moves_a_running_workload_to_a_stronger_class() {
             "kata",
         ],
     );
+    // (Running first: a verdict that came before the node would move nothing.)
+    env.wait_ready("node").await;
     // Two replicas in gvisor, each stopped and placed again in kata; one already in kata
     // stays where it is.
     let spec = serde_json::json!({
@@ -574,12 +577,7 @@ async fn async_quarantine_moves_a_running_workload_to_a_stronger_class() {
 }
 
 fn bulkhead(env: &Env, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-        .arg("--nats")
-        .arg(&env.server.url)
-        .args(args)
-        .output()
-        .expect("bulkhead runs");
+    let out = env.cli().args(args).output().expect("bulkhead runs");
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -761,10 +759,7 @@ async fn vulndb_sync_downloads_an_osv_zip() {
     let url = format!("http://127.0.0.1:{port}/all.zip");
     let mut said = String::new();
     for _ in 0..50 {
-        let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-            .args(["--nats", &env.server.url, "vulndb", "sync", &url])
-            .output()
-            .unwrap();
+        let out = env.cli().args(["vulndb", "sync", &url]).output().unwrap();
         said = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
@@ -772,8 +767,9 @@ async fn vulndb_sync_downloads_an_osv_zip() {
         }
         std::thread::sleep(Duration::from_millis(100)); // the server is starting
     }
-    let missing = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-        .args(["--nats", &env.server.url, "vulndb", "sync"])
+    let missing = env
+        .cli()
+        .args(["vulndb", "sync"])
         .arg(format!("http://127.0.0.1:{port}/nothing.zip"))
         .output()
         .unwrap();

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bulkhead_schemas::event::EventBody;
+use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::spec::RejectCode;
 use bulkhead_schemas::subjects;
 use common::*;
@@ -68,9 +69,17 @@ async fn raw_submission_runs_with_an_unbroken_chain_and_is_queryable() {
     let list = env.natspy_req(LIST, r#"{"state":"running"}"#).unwrap();
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(v["total"], 1);
-    let nodes = env.natspy_req(subjects::API_NODES_LIST, "").unwrap();
+    // The nodes are an operator's business: an admin may ask, a tenant may not.
+    let nodes = env
+        .natspy_req_as(Role::Admin, "admin", subjects::API_NODES_LIST, "")
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&nodes).unwrap();
     assert_eq!(v["nodes"].as_array().unwrap().len(), 2);
+    let refused = env.natspy_req(subjects::API_NODES_LIST, "").unwrap_err();
+    assert!(
+        refused.to_lowercase().contains("permissions violation"),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,12 +326,10 @@ async fn the_command_stream_keeps_only_commands_and_only_until_handled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_command_stream_is_replaced_only_when_nothing_in_it_waits() {
     use async_nats::jetstream::stream::{Config, RetentionPolicy};
-    use bulkhead::bus::{Bus, Topology};
-    use bulkhead::natsd::{NatsServer, Sync};
-    let dir = tempfile::tempdir().unwrap();
-    let server =
-        NatsServer::start(&dir.path().join("nats"), "127.0.0.1", 0, Sync::Default).unwrap();
-    let bus = Bus::connect(&server.url, "test").await.unwrap();
+    use bulkhead::bus::Topology;
+    let env = env().await;
+    let bus = &env.bus;
+    bus.js.delete_stream(subjects::CMD_STREAM).await.unwrap();
     let old = Config {
         name: subjects::CMD_STREAM.into(),
         subjects: vec!["bulkhead.cmd.>".into()],
@@ -358,4 +365,52 @@ async fn an_older_command_stream_is_replaced_only_when_nothing_in_it_waits() {
         .unwrap()
         .clone();
     assert_eq!(info.config.retention, RetentionPolicy::WorkQueue);
+}
+
+/// A log written before events were signed is refused at start with a clear message, by
+/// the admin's setup and by every reader: it is never mixed with signed events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_unsigned_log_is_refused_at_start() {
+    use async_nats::jetstream::stream::Config;
+    use bulkhead::bus::Topology;
+    let mut env = env().await;
+    env.bus
+        .js
+        .delete_stream(subjects::EVT_STREAM)
+        .await
+        .unwrap();
+    let old = Config {
+        name: subjects::EVT_STREAM.into(),
+        subjects: vec![subjects::EVT_ALL.into()],
+        allow_direct: true,
+        ..Default::default()
+    };
+    env.bus.js.create_stream(old).await.unwrap();
+    let unsigned = serde_json::json!({"v": 1, "id": "e1", "at": "2026-01-01T00:00:00Z",
+        "actor": {"service": "scheduler"}, "subject": "default/old",
+        "type": "accepted", "body": {}});
+    env.bus
+        .js
+        .publish(
+            "bulkhead.evt.default.wl.old.accepted",
+            unsigned.to_string().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let e = env
+        .bus
+        .ensure(&Topology::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("older, unsigned log"), "{e}");
+    // A service started on it says so and exits.
+    env.spawn("api", &["api"]);
+    let env = &env;
+    wait_until("the API to refuse the log", LONG, async || {
+        env.log("api").contains("older, unsigned log")
+    })
+    .await;
 }

@@ -8,7 +8,7 @@ use bulkhead_schemas::NodeOp;
 use bulkhead_schemas::event::Event;
 use futures::future::join_all;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::ops::{OpResult, ops_done, take_ops};
 use super::reconcile::LogView;
@@ -79,6 +79,28 @@ impl<R: ContainerRuntime, L: EventLog, H: HeartbeatSink> Actor for NodeActor<R, 
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             NodeMsg::Ops(ops, reply) => {
+                // A view of the log comes alone in its message: reconcile with it first.
+                let (syncs, ops): (Vec<_>, Vec<_>) = ops
+                    .into_iter()
+                    .partition(|o| matches!(o, NodeOp::Sync { .. }));
+                for op in syncs {
+                    let NodeOp::Sync { view } = op else { continue };
+                    let reason = view.reason;
+                    match recover::with_runtime(st, view.into()).await {
+                        Ok(r) => info!(
+                            ?reason,
+                            adopted = r.adopted,
+                            exited = r.exited,
+                            vanished = r.vanished,
+                            removed = r.removed,
+                            "reconciled with the scheduler's view"
+                        ),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            return Ok(());
+                        }
+                    }
+                }
                 let work = take_ops(st, ops);
                 if work.is_empty() {
                     let _ = reply.send(Ok(()));

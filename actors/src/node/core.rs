@@ -94,6 +94,15 @@ impl NodeCore {
         }
     }
 
+    /// The workloads this node logged a fact about after stream sequence `seq`.
+    pub(super) fn logged_after(&self, seq: u64) -> std::collections::HashSet<String> {
+        self.heads
+            .iter()
+            .filter(|(_, h)| h.seq > seq)
+            .map(|(w, _)| w.clone())
+            .collect()
+    }
+
     /// Remembers start ops taken before (from the log, at reconciliation).
     pub(super) fn learn_handled(&mut self, handled: Vec<((String, u32), u64)>) {
         self.handled.extend(handled);

@@ -18,6 +18,7 @@ pub mod core;
 pub mod ops;
 pub mod reconcile;
 mod recover;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -3,8 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use bulkhead_schemas::Resources;
 use bulkhead_schemas::api::WorkloadState;
+use bulkhead_schemas::{
+    ChainHead, NodeSync, Resources, SyncHandled, SyncHead, SyncReason, SyncReplica,
+};
 
 use crate::ports::runtime::{ExitNotice, Observed, ObservedStatus};
 use crate::projection::{Head, Projection};
@@ -17,12 +19,103 @@ pub struct LogView {
     pub desired: Vec<Desired>,
     pub heads: Vec<(String, Head)>,
     pub handled: Vec<((String, u32), u64)>,
+    /// The last stream sequence the view includes.
+    pub as_of: u64,
+}
+
+impl From<NodeSync> for LogView {
+    /// The view a scheduler sent (heads that do not parse are left out).
+    fn from(s: NodeSync) -> LogView {
+        LogView {
+            desired: s
+                .replicas
+                .into_iter()
+                .map(|r| Desired {
+                    workload: r.workload,
+                    replica: r.replica,
+                    container: r.container,
+                    need: r.need,
+                })
+                .collect(),
+            heads: s
+                .heads
+                .into_iter()
+                .filter_map(|h| {
+                    let hash = hex::decode(&h.head.hash).ok()?.try_into().ok()?;
+                    Some((
+                        h.workload,
+                        Head {
+                            seq: h.head.seq,
+                            hash,
+                        },
+                    ))
+                })
+                .collect(),
+            handled: s
+                .handled
+                .into_iter()
+                .map(|h| ((h.workload, h.replica), h.head_seq))
+                .collect(),
+            as_of: s.as_of,
+        }
+    }
+}
+
+/// The view of node `node` in `projection`, as the scheduler sends it.
+pub fn sync_of(projection: &Projection, node: &str, reason: SyncReason) -> NodeSync {
+    let v = LogView::of(projection, node);
+    NodeSync {
+        reason,
+        as_of: v.as_of,
+        replicas: v
+            .desired
+            .into_iter()
+            .map(|d| SyncReplica {
+                workload: d.workload,
+                replica: d.replica,
+                container: d.container,
+                need: d.need,
+            })
+            .collect(),
+        heads: v
+            .heads
+            .into_iter()
+            .map(|(workload, h)| SyncHead {
+                workload,
+                head: ChainHead {
+                    seq: h.seq,
+                    hash: hex::encode(h.hash),
+                },
+            })
+            .collect(),
+        handled: v
+            .handled
+            .into_iter()
+            .map(|((workload, replica), head_seq)| SyncHandled {
+                workload,
+                replica,
+                head_seq,
+            })
+            .collect(),
+    }
 }
 
 impl LogView {
+    /// Leaves out the workloads this node logged about after the view was taken
+    /// (`newer`): on those, the node knows better than the view.
+    pub fn without(mut self, newer: &std::collections::HashSet<String>) -> LogView {
+        self.desired.retain(|d| !newer.contains(&d.workload));
+        self.heads.retain(|(w, _)| !newer.contains(w));
+        self.handled.retain(|((w, _), _)| !newer.contains(w));
+        self
+    }
+
     /// The view of node `node` in a projection of the whole log.
     pub fn of(projection: &Projection, node: &str) -> LogView {
-        let mut view = LogView::default();
+        let mut view = LogView {
+            as_of: projection.last_seq,
+            ..LogView::default()
+        };
         for (id, w) in projection.iter() {
             let mut touched = false;
             for (i, r) in w.replicas.iter().enumerate() {
@@ -336,6 +429,7 @@ mod tests {
         apply(EventBody::Accepted(Accepted {
             spec,
             cmd_seq: 1,
+            by: Default::default(),
             pending: None,
         }));
         for (replica, node) in [(0, "me"), (1, "me"), (2, "other")] {

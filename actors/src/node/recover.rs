@@ -18,12 +18,17 @@ pub(super) async fn with_runtime<R: ContainerRuntime, L: EventLog, H>(
     st: &mut NodeState<R, L, H>,
     view: LogView,
 ) -> Result<ReconcileReport, NodeError> {
+    // What this node logged after the view was taken, the view does not know: on those
+    // workloads the node keeps what it has.
+    let newer = st.core.logged_after(view.as_of);
+    let view = view.without(&newer);
     for (w, h) in view.heads {
         st.core.learn_head(&w, h);
     }
     st.core.learn_handled(view.handled);
     let node = st.core.config.name.clone();
-    let observed = st.runtime.observe(&node).await?;
+    let mut observed = st.runtime.observe(&node).await?;
+    observed.retain(|o| !newer.contains(&o.workload));
     let mut report = ReconcileReport::default();
     let mut events = Vec::new();
     let mut removals = Vec::new();

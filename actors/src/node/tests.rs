@@ -57,6 +57,7 @@ impl Shell {
         let accepted = EventBody::Accepted(Accepted {
             spec: spec.clone(),
             cmd_seq: 1,
+            by: Default::default(),
             pending: None,
         });
         self.log.write(Event::new("scheduler", id, None, accepted));

@@ -64,13 +64,15 @@ impl WorkloadAppend {
         self
     }
 
-    /// Chains the events after `head` (setting each `prev`) and serializes them.
-    pub fn seal(&mut self) -> Vec<Sealed> {
+    /// Chains the events after `head` (setting each `prev`), names `key` as their writer,
+    /// and serializes them: the bytes a signature then covers.
+    pub fn seal(&mut self, key: &str) -> Vec<Sealed> {
         let mut prev = self.head.map(|h| h.hash);
         self.events
             .iter_mut()
             .map(|e| {
                 e.prev = prev.map(hex::encode);
+                e.actor.key = key.to_owned();
                 let (bytes, hash) = e.seal();
                 prev = Some(hash);
                 Sealed {
@@ -96,20 +98,62 @@ pub struct Stored {
     pub event: Event,
 }
 
-/// What a reader of the log gets at a time: events in stream order, and what could not be
-/// read as events (set aside before they reached a projection).
+/// What a reader of the log gets at a time, verified (`crate::verify`), each family in
+/// stream order, and what was set aside on the way.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
+    /// Workload events.
     pub events: Vec<Stored>,
+    /// Node events (`joined`, `lost`, drains).
+    pub nodes: Vec<Stored>,
+    /// Scan verdicts, with when the server stored each (Unix ms).
+    pub scans: Vec<(Stored, u64)>,
+    /// Enrolments and revocations.
+    pub identities: Vec<Stored>,
     pub set_aside: Vec<crate::aside::Aside>,
 }
 
 impl From<Vec<Stored>> for Batch {
+    /// A batch of workload events only.
     fn from(events: Vec<Stored>) -> Self {
         Batch {
             events,
-            set_aside: Vec::new(),
+            ..Batch::default()
         }
+    }
+}
+
+impl Batch {
+    /// Whether it holds nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.nodes.is_empty()
+            && self.scans.is_empty()
+            && self.identities.is_empty()
+            && self.set_aside.is_empty()
+    }
+
+    /// The highest sequence it holds (0 when empty).
+    pub fn last_seq(&self) -> u64 {
+        let seqs = self
+            .events
+            .iter()
+            .chain(&self.nodes)
+            .chain(&self.identities);
+        seqs.map(|s| s.seq)
+            .chain(self.scans.iter().map(|(s, _)| s.seq))
+            .chain(self.set_aside.iter().map(|a| a.seq))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// How many messages it holds.
+    pub fn len(&self) -> usize {
+        self.events.len()
+            + self.nodes.len()
+            + self.scans.len()
+            + self.identities.len()
+            + self.set_aside.len()
     }
 }
 
@@ -164,7 +208,7 @@ mod tests {
             Event::new("s", "w", None, body()),
         ];
         let mut a = WorkloadAppend::after("t/w", head, events);
-        let sealed = a.seal();
+        let sealed = a.seal("UKEY");
         assert_eq!(a.expected_seq(), 4);
         assert_eq!(sealed[0].subject, "bulkhead.evt.t.wl.w.stop_requested");
         assert_eq!(

@@ -1,7 +1,8 @@
 //! [`MemLog`]: the event log in memory, with the one rule of the real one that matters to
 //! writers: an append lands only after the head it names (JetStream's expected last subject
-//! sequence over the workload's events). Events are sealed and chained exactly as the NATS
-//! adapter does. Tests can put another writer's events in the way and make appends fail.
+//! sequence over the workload's events). Events are sealed, chained and signed exactly as the
+//! NATS adapter does (each append a batch), so what it holds can be verified as the log's
+//! readers do. Tests can put another writer's events in the way and make appends fail.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -9,15 +10,31 @@ use std::sync::{Arc, Mutex};
 use bulkhead_schemas::event::Event;
 use tokio::sync::mpsc;
 
+use bulkhead_schemas::subjects;
+
 use super::log::{EventLog, Head, LogError, Outcome, Stored, WorkloadAppend};
+use crate::signing::{Signer, seal_event, sign_batch};
 
 #[derive(Clone, Default)]
 pub struct MemLog {
     inner: Arc<Mutex<Inner>>,
 }
 
-#[derive(Default)]
+/// A message as the log stores it: what a reader verifies.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub seq: u64,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    /// The `Bulkhead-Sig` header.
+    pub proof: String,
+}
+
 struct Inner {
+    /// Who writes the appends (the writer the log was built for).
+    signer: Signer,
+    /// Every message, workload and node events alike, as stored.
+    messages: Vec<Message>,
     /// Every stored workload event; its sequence is its place in the stream.
     stored: Vec<Stored>,
     /// Node events, with their stream sequences (they share the sequence with the rest).
@@ -28,6 +45,21 @@ struct Inner {
     /// Appends that fail as if the log were unreachable.
     fail: usize,
     watchers: Vec<mpsc::UnboundedSender<Stored>>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            signer: Signer::generate(),
+            messages: Vec::new(),
+            stored: Vec::new(),
+            nodes: Vec::new(),
+            seq: 0,
+            interpose: VecDeque::new(),
+            fail: 0,
+            watchers: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,17 +78,30 @@ impl Inner {
             })
     }
 
-    fn store(&mut self, mut append: WorkloadAppend) -> Outcome {
+    fn store(&mut self, append: WorkloadAppend) -> Outcome {
+        let signer = self.signer.clone();
+        self.store_by(&signer, append)
+    }
+
+    fn store_by(&mut self, signer: &Signer, mut append: WorkloadAppend) -> Outcome {
         if append.head.map(|h| h.seq) != self.head(&append.workload).map(|h| h.seq) {
             if !append.rechain_on_conflict {
                 return Err(LogError::Conflict);
             }
             append.head = self.head(&append.workload);
         }
-        let sealed = append.seal();
+        let sealed = append.seal(signer.public_key());
+        let hashes: Vec<_> = sealed.iter().map(|s| s.hash).collect();
+        let proofs = sign_batch(signer, &hashes);
         let mut out = Vec::with_capacity(sealed.len());
-        for (s, e) in sealed.into_iter().zip(append.events) {
+        for ((s, e), proof) in sealed.into_iter().zip(append.events).zip(proofs) {
             self.seq += 1;
+            self.messages.push(Message {
+                seq: self.seq,
+                subject: s.subject,
+                payload: s.bytes,
+                proof: proof.encode(),
+            });
             let stored = Stored {
                 seq: self.seq,
                 hash: s.hash,
@@ -85,6 +130,18 @@ impl Inner {
 impl MemLog {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A log written by `signer`.
+    pub fn signed_by(signer: Signer) -> MemLog {
+        let log = MemLog::default();
+        log.lock().signer = signer;
+        log
+    }
+
+    /// Every message as stored, with its proof: what the log's readers verify.
+    pub fn messages(&self) -> Vec<Message> {
+        self.lock().messages.clone()
     }
 
     /// Every workload event stored so far, in stream order.
@@ -126,12 +183,33 @@ impl MemLog {
 
     /// Another writer's event: stored after the workload's head, at once.
     pub fn write(&self, event: Event) -> Stored {
+        let signer = self.lock().signer.clone();
+        self.write_as(&signer, event)
+    }
+
+    /// An event `signer` writes: stored after the workload's head, at once.
+    pub fn write_as(&self, signer: &Signer, event: Event) -> Stored {
         let mut inner = self.lock();
         let workload = event.subject.clone();
         let head = inner.head(&workload);
         let append = WorkloadAppend::at(&workload, head, vec![event]);
-        let mut stored = inner.store(append).unwrap_or_default();
+        let mut stored = inner.store_by(signer, append).unwrap_or_default();
         stored.pop().expect("one event stored")
+    }
+
+    /// A message put in the log as it is (another writer's, or a forgery): for tests of
+    /// what readers refuse.
+    pub fn put_raw(&self, subject: &str, payload: Vec<u8>, proof: &str) -> u64 {
+        let mut inner = self.lock();
+        inner.seq += 1;
+        let seq = inner.seq;
+        inner.messages.push(Message {
+            seq,
+            subject: subject.to_owned(),
+            payload,
+            proof: proof.to_owned(),
+        });
+        seq
     }
 
     /// Another writer's event, stored just before the next append to its workload: that
@@ -162,14 +240,21 @@ impl EventLog for MemLog {
             .collect()
     }
 
-    async fn publish_node(&self, event: Event) -> Result<(), LogError> {
+    async fn publish_node(&self, mut event: Event) -> Result<(), LogError> {
         let mut inner = self.lock();
         if inner.fail > 0 {
             inner.fail -= 1;
             return Err(LogError::Unavailable(super::cause(Injected)));
         }
+        let (payload, proof) = seal_event(&inner.signer, &mut event);
         inner.seq += 1;
         let seq = inner.seq;
+        inner.messages.push(Message {
+            seq,
+            subject: subjects::node_event(&event.subject, event.kind()),
+            payload,
+            proof: proof.encode(),
+        });
         inner.nodes.push((seq, event));
         Ok(())
     }

@@ -29,6 +29,11 @@ pub fn cause(e: impl std::error::Error + Send + Sync + 'static) -> Cause {
     Arc::new(e)
 }
 
+/// A [`Cause`] that is only a message.
+pub fn cause_msg(msg: impl Into<String>) -> Cause {
+    Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(msg.into()))
+}
+
 /// Why a message (node ops, a scan job, a heartbeat) did not reach its destination.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {

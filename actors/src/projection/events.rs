@@ -28,6 +28,20 @@ fn replica(w: &mut Workload, r: u32) -> Result<&mut Replica, Skip> {
     w.replicas.get_mut(r as usize).ok_or(Skip::BadReplica(r))
 }
 
+/// Replica `r` of `w`, about which `node` reports a fact: only a node that holds (or held
+/// just before) a copy of it may.
+fn fact<'w>(w: &'w mut Workload, r: u32, node: &str) -> Result<&'w mut Replica, Skip> {
+    let rep = replica(w, r)?;
+    if rep.knows(node) {
+        Ok(rep)
+    } else {
+        Err(Skip::NotItsNode {
+            node: node.to_owned(),
+            replica: r,
+        })
+    }
+}
+
 impl Update<'_> {
     /// The replica's copy stops holding its node.
     fn release(rep: &Replica, need: Resources, changes: &mut Vec<Change>) {
@@ -74,7 +88,7 @@ impl Update<'_> {
     }
 
     pub fn started(&mut self, s: &Started) -> Result<(), Skip> {
-        let rep = replica(self.w, s.replica)?;
+        let rep = fact(self.w, s.replica, &s.node)?;
         if rep.holds() && rep.is_on(&s.node) {
             rep.state = WorkloadState::Running;
             rep.container = Some(s.container.as_str().into());
@@ -87,7 +101,7 @@ impl Update<'_> {
             w, need, changes, ..
         } = self;
         let (need, changes) = (*need, changes);
-        let rep = replica(w, x.replica)?;
+        let rep = fact(w, x.replica, &x.node)?;
         Self::retire_old(rep, &x.node, need, changes);
         // A fact about a copy the replica has moved on from changes nothing.
         if rep.holds() && rep.is_on(&x.node) {
@@ -221,7 +235,7 @@ impl Update<'_> {
             w, need, changes, ..
         } = self;
         let (need, changes, stop_requested) = (*need, changes, w.stop_requested);
-        let rep = replica(w, s.replica)?;
+        let rep = fact(w, s.replica, &s.node)?;
         Self::retire_old(rep, &s.node, need, changes);
         if rep.holds() && rep.is_on(&s.node) {
             Self::release(rep, need, changes);

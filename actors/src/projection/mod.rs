@@ -45,6 +45,10 @@ pub enum Skip {
     BadReplica(u32),
     #[error("a node event stored as a workload event")]
     NotWorkload,
+    /// A fact from a node the replica was never placed on (its copy there or the one it
+    /// moved away from): a node's key writing about what it does not run.
+    #[error("node {node} never held replica {replica}")]
+    NotItsNode { node: String, replica: u32 },
 }
 
 impl Skip {
@@ -61,6 +65,7 @@ impl Skip {
             Skip::UnknownWorkload(_) => "unknown_workload",
             Skip::BadReplica(_) => "bad_replica",
             Skip::NotWorkload => "not_a_workload_event",
+            Skip::NotItsNode { .. } => "not_its_node",
         }
     }
 }
@@ -141,9 +146,13 @@ impl Projection {
         n
     }
 
-    /// Applies a batch read from the log, counting what its reader set aside.
+    /// Applies a batch read from the log (workload events, and node events for the marks),
+    /// counting what its reader set aside.
     pub fn logged(&mut self, batch: Batch) {
         self.set_aside.record_all(batch.set_aside);
+        for s in &batch.nodes {
+            self.node_event(&s.event);
+        }
         for s in &batch.events {
             self.ingest(s);
         }
@@ -230,7 +239,9 @@ impl Projection {
             EventBody::Joined(_)
             | EventBody::Draining(_)
             | EventBody::Drained(_)
-            | EventBody::Undrained(_) => Err(Skip::NotWorkload),
+            | EventBody::Undrained(_)
+            | EventBody::Enrolled(_)
+            | EventBody::Revoked(_) => Err(Skip::NotWorkload),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The projection event by event: lifecycles, replays, node marks, pinned images.
 
 use super::*;
+use crate::ports::log::Stored;
 use bulkhead_schemas::WorkloadSpec;
 use bulkhead_schemas::api::WorkloadState;
 use bulkhead_schemas::event::*;
@@ -102,6 +103,7 @@ fn lifecycle_moves_state_and_allocations() {
         &ev(EventBody::Accepted(Accepted {
             spec: spec(2),
             cmd_seq: 9,
+            by: Default::default(),
             pending: None,
         })),
     )
@@ -201,6 +203,7 @@ fn replays_are_skipped_and_unknown_workloads_reported() {
     let acc = ev(EventBody::Accepted(Accepted {
         spec: spec(1),
         cmd_seq: 1,
+        by: Default::default(),
         pending: Some("no node".into()),
     }));
     p.apply(5, h, &acc).unwrap();
@@ -239,6 +242,7 @@ fn stop_ends_pending_replicas_and_releases_placed_ones() {
         &ev(EventBody::Accepted(Accepted {
             spec: spec(2),
             cmd_seq: 1,
+            by: Default::default(),
             pending: None,
         })),
     )
@@ -277,4 +281,43 @@ fn stop_ends_pending_replicas_and_releases_placed_ones() {
         .unwrap();
     assert_eq!(ch.len(), 1);
     assert_eq!(p.get("w").unwrap().state(), WorkloadState::Stopped);
+}
+
+#[test]
+fn a_fact_from_a_node_that_never_held_the_replica_is_set_aside() {
+    let mut p = Projection::default();
+    let h = [0u8; 32];
+    let stored = |seq, body| Stored {
+        seq,
+        hash: h,
+        event: ev(body),
+    };
+    let accepted = EventBody::Accepted(Accepted {
+        spec: spec(1),
+        cmd_seq: 1,
+        by: Default::default(),
+        pending: None,
+    });
+    p.ingest(&stored(1, accepted));
+    let scheduled = EventBody::Scheduled(Scheduled {
+        replica: 0,
+        node: "n".into(),
+        runtime_class: Default::default(),
+        replaces: None,
+    });
+    p.ingest(&stored(2, scheduled));
+    let forged = EventBody::Exited(Exited {
+        replica: 0,
+        node: "x".into(),
+        code: 0,
+        reason: "completed".into(),
+        finished_at: "t".into(),
+    });
+    assert!(p.ingest(&stored(3, forged)).is_none());
+    assert_eq!(p.set_aside.by_code().get("not_its_node"), Some(&1));
+    assert_eq!(
+        p.get("w").unwrap().state(),
+        WorkloadState::Scheduled,
+        "unchanged"
+    );
 }

@@ -36,6 +36,16 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// Whether `node` holds, or held just before, a copy of this replica: the nodes whose
+    /// facts about it count.
+    pub fn knows(&self, node: &str) -> bool {
+        [&self.node, &self.replacing, &self.last_node, &self.lost_on]
+            .iter()
+            .any(|n| n.as_deref() == Some(node))
+    }
+}
+
+impl Replica {
     /// A replica waiting for a node.
     pub fn pending() -> Self {
         Replica {

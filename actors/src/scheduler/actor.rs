@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use bulkhead_schemas::NodeHeartbeat;
-use bulkhead_schemas::event::{Event, ScanCompleted};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{debug, info, warn};
 
@@ -16,7 +15,8 @@ use crate::scheduler::{Command, Disposition, Plan, SchedulerCore};
 
 pub enum SchedulerMsg {
     Commands(Vec<Command>, RpcReplyPort<Vec<(u64, Disposition)>>),
-    /// Events read from the log (any writer's), in stream order.
+    /// What the log brought (any writer's, verified): workload and node events, scan
+    /// verdicts, enrolments, and what was set aside.
     Logged(Batch),
     /// A heartbeat, and when it arrived (Unix ms, stamped by whoever read it: a busy
     /// actor does not make nodes look silent).
@@ -24,14 +24,12 @@ pub enum SchedulerMsg {
     NodeGone(String),
     /// A command (or anything else) the service would not hand over: counted, listed.
     SetAside(Aside),
-    /// An event about a node from the log (`joined`, `lost`, `draining`, `drained`).
-    NodeEvent(Box<Event>),
-    /// A scan finished (from `bulkhead.evt.scan.>`, in stream order), at this time (Unix ms).
-    ScanCompleted(Box<ScanCompleted>, u64),
     /// Retry pending placements, move drained replicas, notice silent nodes.
     Tick(u64),
     /// A backoff ended: place what is due.
     Due,
+    /// Carry out what the verdicts known at start mean (sent to itself once, at start).
+    Settle,
     Stats(RpcReplyPort<SchedulerStats>),
 }
 
@@ -118,6 +116,28 @@ impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
         commit.commands
     }
 
+    /// Sends the nodes the views due; one that fails is due again.
+    async fn send_syncs(&mut self) {
+        if !self.core.has_syncs() {
+            return;
+        }
+        let syncs = self.core.take_syncs();
+        let reasons: Vec<_> = syncs
+            .iter()
+            .filter_map(|(n, ops)| match ops.first() {
+                Some(bulkhead_schemas::NodeOp::Sync { view }) => Some((n.clone(), view.reason)),
+                _ => None,
+            })
+            .collect();
+        let failed = self.ops.send(syncs).await;
+        for (node, err) in failed {
+            warn!(%node, error = %err, "could not send a node its view; will retry");
+            if let Some((_, r)) = reasons.iter().find(|(n, _)| *n == node) {
+                self.core.sync_failed(&node, *r);
+            }
+        }
+    }
+
     /// Places what is due (new work, ended backoffs, changed nodes), moves drained
     /// replicas, stops replaced copies; wakes itself for the next backoff to end.
     async fn progress(&mut self, me: &ActorRef<SchedulerMsg>) {
@@ -136,6 +156,7 @@ impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
                 warn!(%node, error = %err, "could not send the stop of a replaced copy");
             }
         }
+        self.send_syncs().await;
         if let Some(due) = self.core.next_due_ms() {
             let wait = Duration::from_millis(due.saturating_sub(self.clock.now_ms()));
             me.send_after(wait, || SchedulerMsg::Due);
@@ -155,6 +176,7 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
     ) -> Result<Self::State, ActorProcessingErr> {
         let clock = args.clock;
         myself.send_interval(args.tick, move || SchedulerMsg::Tick(clock.now_ms()));
+        let _ = myself.send_message(SchedulerMsg::Settle);
         Ok(SchedulerState {
             core: args.core,
             log: args.log,
@@ -176,26 +198,28 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                 let _ = reply.send(dispositions);
             }
             SchedulerMsg::Logged(batch) => {
-                st.core.logged(batch);
+                for plan in st.core.logged(batch) {
+                    st.execute(plan).await;
+                }
                 // Restarts and scale-ups are placed at once, not on the next tick.
                 if st.core.placement_due(st.clock.now_ms()) || st.core.has_replaced() {
                     st.progress(&me).await;
                 }
+                st.send_syncs().await;
             }
-            SchedulerMsg::Heartbeat(hb, arrived_ms) => {
-                if st.core.heartbeat(&hb, arrived_ms) {
+            SchedulerMsg::Heartbeat(hb, arrived_ms) => match st.core.heartbeat(&hb, arrived_ms) {
+                Ok(true) => {
                     info!("node {} heartbeats: it takes placements", hb.name);
+                    // What waited for a node is placed now, not on the next tick.
+                    if st.core.placement_due(st.clock.now_ms()) {
+                        st.progress(&me).await;
+                    }
                 }
-            }
+                Ok(false) => {}
+                Err(refused) => st.core.projection.set_aside.record(refused),
+            },
             SchedulerMsg::SetAside(a) => st.core.projection.set_aside.record(a),
             SchedulerMsg::NodeGone(name) => st.core.node_gone(&name),
-            SchedulerMsg::NodeEvent(ev) => st.core.node_event(&ev),
-            SchedulerMsg::ScanCompleted(c, done_ms) => {
-                let plan = st.core.scan_completed(*c, done_ms);
-                if !plan.is_empty() {
-                    st.execute(plan).await;
-                }
-            }
             SchedulerMsg::Tick(fired_ms) => {
                 // Silence as of when the tick fired: heartbeats that arrived before it are
                 // ahead of it in the mailbox, however long the actor was busy.
@@ -203,6 +227,14 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                     warn!(%node, "node stopped heartbeating; no more placements there");
                 }
                 st.progress(&me).await
+            }
+            SchedulerMsg::Settle => {
+                for plan in st.core.settle_known() {
+                    st.execute(plan).await;
+                }
+                // Whatever the previous scheduler sent or not, every node gets its view.
+                st.core.sync_all();
+                st.send_syncs().await;
             }
             SchedulerMsg::Due => {
                 if st.core.placement_due(st.clock.now_ms()) {

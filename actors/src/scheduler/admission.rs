@@ -9,6 +9,7 @@ use bulkhead_schemas::event::{
     Accepted, Event, EventBody, QuarantineAction, Quarantined, Rejected, ScanCompleted,
     ScanRequested,
 };
+use bulkhead_schemas::identity::{Role, Submitter};
 use bulkhead_schemas::spec::{RejectCode, Rejection, parse_submission};
 use bulkhead_schemas::{WorkloadSpec, ids, subjects};
 
@@ -19,6 +20,7 @@ use super::plan::{Effect, Plan, Settle, Want, event, scheduled};
 use super::scan_policy::ScanMode;
 use super::verdicts::{scan_job, vulnerable};
 use crate::ports::log::WorkloadAppend;
+use crate::signing::verify_command;
 
 /// Submissions of this round, by workload id, with their command sequence.
 pub(super) type InPlan = HashMap<String, u64>;
@@ -35,6 +37,10 @@ impl SchedulerCore {
             plan.settle(cmd.cmd_seq, Settle::Done);
             return;
         };
+        let (outcome, by) = match self.submitter(cmd) {
+            Ok(by) => (outcome, by),
+            Err(rejection) => (Err(rejection), Submitter::default()),
+        };
         in_plan.insert(id.clone(), cmd.cmd_seq);
         let tp = cmd.traceparent.as_deref();
         let mut effect = Effect::traced(tp);
@@ -46,7 +52,7 @@ impl SchedulerCore {
                 });
                 vec![event(&id, body, tp)]
             }
-            Ok(spec) => self.admit(&id, spec, cmd, overlay, &mut effect),
+            Ok(spec) => self.admit(&id, spec, by, cmd, overlay, &mut effect),
         };
         let i = plan.push(WorkloadAppend::new(&id, events), effect);
         plan.settle(cmd.cmd_seq, Settle::By(i));
@@ -104,6 +110,7 @@ impl SchedulerCore {
         &self,
         id: &str,
         mut spec: WorkloadSpec,
+        by: Submitter,
         cmd: &Command,
         overlay: &mut Overlay,
         effect: &mut Effect,
@@ -156,6 +163,7 @@ impl SchedulerCore {
         let accepted = Accepted {
             spec,
             cmd_seq: cmd.cmd_seq,
+            by,
             pending,
         };
         let mut events = vec![event(id, EventBody::Accepted(accepted), tp)];
@@ -189,6 +197,42 @@ impl SchedulerCore {
             effect.starts.push((replica, node));
         }
         events
+    }
+}
+
+impl SchedulerCore {
+    /// Who asked: the tenant the server authenticated (the command's subject) and, when the
+    /// submission is signed, the proof. A signature that is not the tenant's refuses it.
+    fn submitter(&self, cmd: &Command) -> Result<Submitter, Rejection> {
+        let mut by = Submitter {
+            tenant: cmd.tenant.clone(),
+            ..Submitter::default()
+        };
+        let Some(sig) = &cmd.signature else {
+            return Ok(by);
+        };
+        let refuse = |why: String| Rejection {
+            code: RejectCode::Signature,
+            field: None,
+            reason: why,
+        };
+        let tenant = self
+            .directory
+            .get(Role::Tenant, &cmd.tenant)
+            .ok_or_else(|| refuse(format!("tenant {} is not enrolled", cmd.tenant)))?;
+        if tenant.key != sig.key {
+            return Err(refuse(format!(
+                "signed by {}, which is not tenant {}'s key",
+                sig.key, cmd.tenant
+            )));
+        }
+        let subject = cmd.kind.subject(&cmd.tenant);
+        verify_command(&sig.key, &subject, &cmd.payload, &sig.sig)
+            .map_err(|e| refuse(format!("the submission's signature: {e}")))?;
+        by.key = Some(sig.key.clone());
+        by.sig = Some(sig.sig.clone());
+        by.signed = String::from_utf8(cmd.payload.clone()).ok();
+        Ok(by)
     }
 }
 

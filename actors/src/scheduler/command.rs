@@ -22,6 +22,17 @@ pub struct Command {
     pub payload: Vec<u8>,
     /// W3C trace context of the span handling this command.
     pub traceparent: Option<String>,
+    /// The submitter's signature, when it signed (`Bulkhead-Key`, `Bulkhead-Sig`).
+    pub signature: Option<CommandSig>,
+}
+
+/// A command's signature as its headers carry it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandSig {
+    /// The signer's public nkey.
+    pub key: String,
+    /// Hex ed25519 signature (see `crate::signing::sign_command`).
+    pub sig: String,
 }
 
 impl Command {
@@ -33,6 +44,7 @@ impl Command {
         stored_ms: u64,
         payload: Vec<u8>,
         traceparent: Option<String>,
+        signature: Option<CommandSig>,
     ) -> Result<Command, Aside> {
         let (kind, tenant) = CommandKind::of_subject(subject).ok_or_else(|| {
             let why = format!("no command is published on {subject}");
@@ -45,6 +57,7 @@ impl Command {
             tenant: tenant.to_owned(),
             payload,
             traceparent,
+            signature,
         })
     }
 }
@@ -75,6 +88,15 @@ impl CommandKind {
             _ => return None,
         };
         Some((kind, tenant))
+    }
+
+    /// The subject a command of this kind by `tenant` is published on.
+    pub fn subject(self, tenant: &str) -> String {
+        match self {
+            CommandKind::Drain => subjects::CTL_DRAIN.to_owned(),
+            CommandKind::Undrain => subjects::CTL_UNDRAIN.to_owned(),
+            _ => subjects::cmd(tenant, self.as_str()),
+        }
     }
 
     /// The last token of a tenant command's subject.

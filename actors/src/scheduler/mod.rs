@@ -12,6 +12,7 @@
 //! | [`scan_policy`] | the pure policy per trust level |
 //! | [`placement`] | placing waiting replicas (backoffs, lost nodes) |
 //! | [`cluster`] | the pure filter and score over the nodes |
+//! | [`sync`] | the views of the log sent to nodes (which read none) |
 //! | [`plan`] | a round's decisions ([`Plan`]) and what is left once stored ([`Commit`]) |
 //! | [`commit`] | committing a round; resending after a takeover |
 //! | [`actor`] | the ractor shell over the core and the ports |
@@ -30,6 +31,7 @@ pub mod plan;
 mod scale;
 pub mod scan_policy;
 mod stop;
+mod sync;
 mod verdicts;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -37,8 +39,11 @@ use std::sync::Arc;
 
 use bulkhead_schemas::api::WorkloadState;
 use bulkhead_schemas::event::{Event, EventBody, NodeEvent, ScanCompleted};
+use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::{NodeHeartbeat, NodeOp};
 
+use crate::aside::Aside;
+use crate::directory::Directory;
 use crate::liveness::NodeWatch;
 use crate::ports::log::{Batch, Stored};
 use crate::projection::{Change, Projection};
@@ -72,16 +77,39 @@ pub struct SchedulerCore {
     drained: BTreeSet<String>,
     /// Which nodes heartbeat: a silent one takes no new placements.
     watch: NodeWatch,
+    /// The identities the log enrolled: tenants' keys, nodes' classes.
+    pub directory: Directory,
+    /// Nodes that joined (some time): each is sent its view at a takeover.
+    joined: BTreeSet<String>,
+    /// Nodes due their view of the log, and why.
+    syncs: BTreeMap<Arc<str>, bulkhead_schemas::SyncReason>,
 }
 
 impl SchedulerCore {
-    /// Events read from the log (any writer's, in stream order), and what the reader set
-    /// aside on the way.
-    pub fn logged(&mut self, batch: Batch) {
+    /// What the log brought (any writer's, verified, in stream order), and what the reader
+    /// set aside on the way. Returns the plans new scan verdicts call for.
+    pub fn logged(&mut self, batch: Batch) -> Vec<Plan> {
         self.projection.set_aside.record_all(batch.set_aside);
+        for s in &batch.identities {
+            self.directory.apply(s.seq, &s.event);
+        }
+        for s in &batch.nodes {
+            self.node_event(&s.event);
+        }
         for s in &batch.events {
             self.apply(s);
         }
+        let mut plans = Vec::new();
+        for (s, stored_ms) in batch.scans {
+            if let EventBody::ScanCompleted(c) = s.event.body {
+                // The server's time, not the event's own: a verdict cannot date itself later.
+                let plan = self.scan_completed(c, stored_ms);
+                if !plan.is_empty() {
+                    plans.push(plan);
+                }
+            }
+        }
+        plans
     }
 
     /// Applies a stored event (own append or from the log) and its allocation changes.
@@ -113,10 +141,11 @@ impl SchedulerCore {
                 self.queue_if_pending(id);
             }
             EventBody::Started(st) => self.stop_replaced(id, st.replica),
+            // The node may still run the copy (a pause, a partition): it must hear.
+            EventBody::Lost(l) => self.sync_due(&l.node, bulkhead_schemas::SyncReason::Lost),
             EventBody::Rejected(_)
             | EventBody::Scheduled(_)
             | EventBody::Exited(_)
-            | EventBody::Lost(_)
             | EventBody::StopRequested(_)
             | EventBody::ScanRequested(_)
             | EventBody::ScanCompleted(_)
@@ -124,7 +153,9 @@ impl SchedulerCore {
             | EventBody::Joined(_)
             | EventBody::Draining(_)
             | EventBody::Drained(_)
-            | EventBody::Undrained(_) => {}
+            | EventBody::Undrained(_)
+            | EventBody::Enrolled(_)
+            | EventBody::Revoked(_) => {}
         }
     }
 
@@ -195,14 +226,34 @@ impl SchedulerCore {
                 self.drained.insert(node.to_owned());
             }
             NodeEvent::Lost(_) => self.node_gone(node),
-            // Back: its heartbeats make it ready.
-            NodeEvent::Joined(_) => {}
+            // Back: its heartbeats make it ready; it needs its view of the log.
+            NodeEvent::Joined(_) => {
+                self.joined.insert(node.to_owned());
+                self.sync_due(node, bulkhead_schemas::SyncReason::Joined);
+            }
         }
     }
 
     /// A heartbeat arrived at `now_ms`: the node is ready with this capacity. Returns true
-    /// when the node was not taking placements before (new, or back from silence).
-    pub fn heartbeat(&mut self, hb: &NodeHeartbeat, now_ms: u64) -> bool {
+    /// when the node was not taking placements before (new, or back from silence). A
+    /// heartbeat of a node that is not enrolled, or that offers a class it was not enrolled
+    /// with, is refused (and changes nothing).
+    pub fn heartbeat(&mut self, hb: &NodeHeartbeat, now_ms: u64) -> Result<bool, Aside> {
+        let subject = format!("$KV.bulkhead-nodes.{}", hb.name);
+        let refuse = |code, why: String| Aside::new(0, &subject, code, why);
+        let id = self.directory.get(Role::Node, &hb.name).ok_or_else(|| {
+            refuse(
+                "unenrolled_node",
+                format!("no node {} is enrolled", hb.name),
+            )
+        })?;
+        if let Some(c) = hb.runtime_classes.iter().find(|c| !id.classes.contains(c)) {
+            let why = format!(
+                "node {} offers {c}, which it was not enrolled with",
+                hb.name
+            );
+            return Err(refuse("unenrolled_class", why));
+        }
         self.watch.beat(&hb.name, now_ms, hb.interval_ms);
         let (_, slot) = self.cluster.slot_mut(&hb.name);
         let back = !slot.ready;
@@ -217,7 +268,7 @@ impl SchedulerCore {
         if changed {
             self.generation += 1;
         }
-        back
+        Ok(back)
     }
 
     /// Nodes silent for [`crate::liveness::MISSED_BEATS`] of their intervals at `now_ms`

@@ -65,7 +65,6 @@ impl SchedulerCore {
     /// within the verdict's lifetime (an old verdict replayed from the log does not settle a
     /// workload that asked for a new scan).
     pub fn scan_completed(&mut self, c: ScanCompleted, done_ms: u64) -> Plan {
-        let mut plan = Plan::default();
         let record = ScanCompleted {
             layers: Vec::new(),
             ..c.clone()
@@ -77,6 +76,24 @@ impl SchedulerCore {
         {
             self.verdicts.insert(c.image.clone(), (c, done_ms));
         }
+        self.settle(&record, done_ms)
+    }
+
+    /// What the verdicts known now mean for the workloads waiting on them: the plans a
+    /// scheduler that rebuilt from the log carries out first (a verdict may have come
+    /// while none ran).
+    pub fn settle_known(&self) -> Vec<Plan> {
+        self.verdicts
+            .values()
+            .map(|(c, done_ms)| self.settle(c, *done_ms))
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
+
+    /// Decides, for every workload that waits for a verdict of `record`'s image and asked
+    /// within its lifetime, what the verdict does.
+    fn settle(&self, record: &ScanCompleted, done_ms: u64) -> Plan {
+        let mut plan = Plan::default();
         let judge = |mode| {
             self.policy
                 .judge(mode, record.verdict.as_ref(), record.error.as_deref())

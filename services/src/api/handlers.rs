@@ -9,7 +9,11 @@ use bulkhead_actors::projection::Projection;
 use bulkhead_schemas::api::{
     ApiError, GetRequest, ListReply, ListRequest, NodeView, NodesReply, parse_label,
 };
-use bulkhead_schemas::{NodeHeartbeat, Resources, subjects};
+use bulkhead_schemas::{
+    ChainHead, HeadsReply, HeadsRequest, NodeHeartbeat, Resources, SyncHead, subjects,
+};
+
+use crate::bus::Bus;
 use bytes::Bytes;
 use futures::StreamExt;
 use tracing::warn;
@@ -166,4 +170,50 @@ pub(super) async fn nodes_list(model: &Model, kv: &async_nats::jetstream::kv::St
         .collect();
     nodes.sort_by(|a, b| a.heartbeat.name.cmp(&b.heartbeat.name));
     json(&NodesReply { nodes })
+}
+
+/// At most this many heads per question.
+const MAX_HEADS: usize = 1000;
+
+/// The chain heads a node asks for (`bulkhead.api.node.<node>.heads`): only of workloads
+/// with a replica that node holds or held (the subject's node is the server-checked asker),
+/// read from the log itself, so they are current. A node reads nothing else of the log.
+pub(super) async fn node_heads(model: &Model, bus: &Bus, node: &str, payload: &[u8]) -> Reply {
+    let req: HeadsRequest = match serde_json::from_slice(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad(
+                400,
+                format!("send {{\"workloads\": [\"tenant/id\", …]}}: {e}"),
+            );
+        }
+    };
+    if req.workloads.len() > MAX_HEADS {
+        return bad(400, format!("at most {MAX_HEADS} workloads at a time"));
+    }
+    let allowed: Vec<String> = {
+        let p = read(model);
+        req.workloads
+            .into_iter()
+            .filter(|k| {
+                p.get(k)
+                    .is_some_and(|w| w.replicas.iter().any(|r| r.knows(node)))
+            })
+            .collect()
+    };
+    let mut reply = HeadsReply::default();
+    for workload in allowed {
+        match bus.head(&workload).await {
+            Ok(Some(h)) => reply.heads.push(SyncHead {
+                workload,
+                head: ChainHead {
+                    seq: h.seq,
+                    hash: hex::encode(h.hash),
+                },
+            }),
+            Ok(None) => {}
+            Err(e) => return bad(500, format!("reading the head of {workload}: {e}")),
+        }
+    }
+    json(&reply)
 }

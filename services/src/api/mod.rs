@@ -12,9 +12,9 @@ use futures::StreamExt;
 use tracing::info;
 
 use crate::bus::Bus;
-use crate::follow::{Follower, read_events};
+use crate::follow::Follower;
 use crate::tasks::AbortOnDrop;
-use handlers::{nodes_list, workload_get, workload_list, write};
+use handlers::{node_heads, nodes_list, workload_get, workload_list, write};
 
 pub struct ApiHandle {
     _tasks: Vec<AbortOnDrop>,
@@ -28,20 +28,6 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
         write(&m).logged(batch);
         true
     });
-    // Drains and losses, for the nodes listing.
-    let m = model.clone();
-    let bus_for_nodes = bus.clone();
-    let node_events_task = tokio::spawn(async move {
-        read_events(&bus_for_nodes, subjects::EVT_NODES, "node events", |read| {
-            let mut p = write(&m);
-            match read {
-                Ok(ev) => p.node_event(&ev),
-                Err(aside) => p.set_aside.record(aside),
-            }
-            true
-        })
-        .await
-    });
     let service = bus
         .client
         .service_builder()
@@ -52,6 +38,7 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
     let mut get = endpoint(&service, "workloads-get", subjects::API_WORKLOADS_GET_ALL).await?;
     let mut list = endpoint(&service, "workloads-list", subjects::API_WORKLOADS_LIST_ALL).await?;
     let mut nodes = endpoint(&service, "nodes-list", subjects::API_NODES_LIST).await?;
+    let mut heads = endpoint(&service, "node-heads", &subjects::api_node_heads("*")).await?;
     let nodes_kv = bus.js.get_key_value(subjects::NODES_BUCKET).await?;
 
     let m = model.clone();
@@ -78,14 +65,22 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
             let _ = req.respond(reply).await;
         }
     });
+    let (m, b) = (model.clone(), bus.clone());
+    let heads_task = tokio::spawn(async move {
+        while let Some(req) = heads.next().await {
+            let node = subjects::api_heads_node(&req.message.subject).unwrap_or_default();
+            let reply = node_heads(&m, &b, node, &req.message.payload).await;
+            let _ = req.respond(reply).await;
+        }
+    });
     info!("query API serving on {}.<tenant>.>", subjects::API_PREFIX);
     Ok(ApiHandle {
         _tasks: vec![
             follow_task,
-            AbortOnDrop(node_events_task),
             AbortOnDrop(get_task),
             AbortOnDrop(list_task),
             AbortOnDrop(nodes_task),
+            AbortOnDrop(heads_task),
         ],
     })
 }

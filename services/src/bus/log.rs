@@ -1,18 +1,24 @@
 //! The event log on `BULKHEAD_EVT`: appends as atomic batches, each workload's first event
 //! carrying the expected last sequence of that workload's subjects, so two writers never
-//! fork a chain; appends that do not fit one batch go alone.
+//! fork a chain; appends that do not fit one batch go alone. Every batch is signed once
+//! (`bulkhead_actors::signing`): each message carries its proof in `Bulkhead-Sig`.
 
 use async_nats::HeaderMap;
-use bulkhead_actors::ports::cause;
+use bulkhead_actors::ports::log::Head;
 use bulkhead_actors::ports::log::{EventLog, LogError, Outcome, Sealed, Stored, WorkloadAppend};
+use bulkhead_actors::ports::{cause, cause_msg};
 use bulkhead_schemas::event::Event;
+use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::subjects;
+use bulkhead_schemas::{HeadsReply, HeadsRequest};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 
-use super::Bus;
+use bulkhead_actors::signing::{Proof, SIG_HEADER, Signer, seal_event, sign_batch};
+
 use super::publish::{MAX_BATCH, PublishFailure};
+use super::{Bus, BusError};
 
 /// Batches in flight at once.
 const CONCURRENT_BATCHES: usize = 16;
@@ -22,22 +28,38 @@ const RECHAIN_ATTEMPTS: usize = 8;
 #[derive(Clone)]
 pub struct NatsLog {
     bus: Bus,
+    signer: Signer,
+    /// The node this log writes for, if it is a node's (which asks heads of the API).
+    node: Option<String>,
 }
 
 impl Bus {
-    pub fn log(&self) -> NatsLog {
-        NatsLog { bus: self.clone() }
+    /// The log, written as this connection's identity.
+    pub fn log(&self) -> Result<NatsLog, BusError> {
+        let id = self.identity()?;
+        Ok(NatsLog {
+            bus: self.clone(),
+            signer: id.signer.clone(),
+            node: (id.creds.role == Role::Node).then(|| id.creds.name.clone()),
+        })
     }
 }
 
-/// Messages of one sealed append: the first carries the expected subject sequence.
-fn messages(append: &WorkloadAppend, sealed: &[Sealed]) -> Vec<(String, HeaderMap, Bytes)> {
+/// Messages of one sealed append: the first carries the expected subject sequence; each
+/// its proof.
+fn messages(
+    append: &WorkloadAppend,
+    sealed: &[Sealed],
+    proofs: &[Proof],
+) -> Vec<(String, HeaderMap, Bytes)> {
     sealed
         .iter()
         .zip(&append.events)
+        .zip(proofs)
         .enumerate()
-        .map(|(i, (s, event))| {
+        .map(|(i, ((s, event), proof))| {
             let mut h = HeaderMap::new();
+            h.insert(SIG_HEADER, proof.encode().as_str());
             if i == 0 {
                 h.insert(
                     "Nats-Expected-Last-Subject-Sequence",
@@ -70,19 +92,76 @@ fn stored(append: &WorkloadAppend, sealed: &[Sealed], first: u64) -> Outcome {
         .collect())
 }
 
+/// Signs the sealed appends of one batch together: one proof per message, in order.
+fn sign(signer: &Signer, sealed: &[&[Sealed]]) -> Vec<Vec<Proof>> {
+    let hashes: Vec<_> = sealed
+        .iter()
+        .flat_map(|s| s.iter().map(|m| m.hash))
+        .collect();
+    let mut proofs = sign_batch(signer, &hashes).into_iter();
+    sealed
+        .iter()
+        .map(|s| proofs.by_ref().take(s.len()).collect())
+        .collect()
+}
+
 impl NatsLog {
+    /// The current head of `workload`: read from the log, or, for a node (which reads no
+    /// log), asked of the query API, which answers for the node's own workloads (and may lag
+    /// a little: each further attempt waits a little longer).
+    async fn head_of(&self, workload: &str, attempt: usize) -> Result<Option<Head>, LogError> {
+        let Some(node) = &self.node else {
+            return self
+                .bus
+                .head(workload)
+                .await
+                .map_err(|e| LogError::Unavailable(cause(e)));
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20 * attempt as u64)).await;
+        let req = HeadsRequest {
+            workloads: vec![workload.to_owned()],
+        };
+        let body = serde_json::to_vec(&req).map_err(|e| LogError::Refused(e.to_string()))?;
+        let reply = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.bus
+                .client
+                .request(subjects::api_node_heads(node), body.into()),
+        )
+        .await
+        .map_err(|_| LogError::Unavailable(cause_msg("the query API did not answer")))?
+        .map_err(|e| LogError::Unavailable(cause(e)))?;
+        let heads: HeadsReply = serde_json::from_slice(&reply.payload)
+            .map_err(|e| LogError::Unavailable(cause_msg(format!("the query API's heads: {e}"))))?;
+        let Some(h) = heads.heads.into_iter().find(|h| h.workload == workload) else {
+            return Err(LogError::Unavailable(cause_msg(format!(
+                "the query API gives node {node} no head of {workload} (yet)"
+            ))));
+        };
+        let hash = hex::decode(&h.head.hash)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| LogError::Refused("a malformed head".into()))?;
+        Ok(Some(Head {
+            seq: h.head.seq,
+            hash,
+        }))
+    }
+
     /// Appends one workload's events on their own, re-chaining after a moved head when allowed.
     async fn append_one(&self, mut append: WorkloadAppend) -> Outcome {
+        let key = self.signer.public_key().to_owned();
         for _attempt in 0..RECHAIN_ATTEMPTS {
-            let sealed = append.seal();
-            match self.bus.publish_atomic(&messages(&append, &sealed)).await {
+            let sealed = append.seal(&key);
+            let proofs = sign(&self.signer, &[&sealed]).pop().unwrap_or_default();
+            match self
+                .bus
+                .publish_atomic(&messages(&append, &sealed, &proofs))
+                .await
+            {
                 Ok(first) => return stored(&append, &sealed, first),
                 Err(PublishFailure::WrongLastSequence(_)) if append.rechain_on_conflict => {
-                    append.head = self
-                        .bus
-                        .head(&append.workload)
-                        .await
-                        .map_err(|e| LogError::Unavailable(cause(e)))?;
+                    append.head = self.head_of(&append.workload, _attempt).await?;
                 }
                 Err(f) => return Err(f.into()),
             }
@@ -92,11 +171,15 @@ impl NatsLog {
 
     /// A group of whole appends as one atomic batch; on failure each goes alone.
     async fn append_group(&self, mut group: Vec<WorkloadAppend>) -> Vec<Outcome> {
-        let sealed: Vec<Vec<Sealed>> = group.iter_mut().map(WorkloadAppend::seal).collect();
+        let key = self.signer.public_key().to_owned();
+        let sealed: Vec<Vec<Sealed>> = group.iter_mut().map(|a| a.seal(&key)).collect();
+        let all: Vec<&[Sealed]> = sealed.iter().map(Vec::as_slice).collect();
+        let proofs = sign(&self.signer, &all);
         let msgs: Vec<_> = group
             .iter()
             .zip(&sealed)
-            .flat_map(|(a, s)| messages(a, s))
+            .zip(&proofs)
+            .flat_map(|((a, s), p)| messages(a, s, p))
             .collect();
         if group.len() > 1
             && let Ok(mut first) = self.bus.publish_atomic(&msgs).await
@@ -135,6 +218,27 @@ fn groups(appends: Vec<WorkloadAppend>) -> Vec<Vec<WorkloadAppend>> {
     groups
 }
 
+impl NatsLog {
+    /// Appends a scan verdict (`bulkhead.evt.scan.<digest>.scan_completed`), signed.
+    pub async fn publish_scan(&self, mut event: Event) -> Result<(), LogError> {
+        let subject = subjects::scan_event(&event.subject, event.kind());
+        self.publish_signed(subject, &mut event).await
+    }
+
+    /// Publishes one event alone, signed (its proof a batch of one).
+    async fn publish_signed(&self, subject: String, event: &mut Event) -> Result<(), LogError> {
+        let (bytes, proof) = seal_event(&self.signer, event);
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Msg-Id", event.id.as_str());
+        h.insert(SIG_HEADER, proof.encode().as_str());
+        if let Some(tp) = &event.traceparent {
+            h.insert("traceparent", tp.as_str());
+        }
+        self.bus.publish_stored(subject, h, bytes.into()).await?;
+        Ok(())
+    }
+}
+
 impl EventLog for NatsLog {
     async fn append(&self, appends: Vec<WorkloadAppend>) -> Vec<Outcome> {
         let outcomes: Vec<Vec<Outcome>> =
@@ -145,15 +249,8 @@ impl EventLog for NatsLog {
         outcomes.into_iter().flatten().collect()
     }
 
-    async fn publish_node(&self, event: Event) -> Result<(), LogError> {
+    async fn publish_node(&self, mut event: Event) -> Result<(), LogError> {
         let subject = subjects::node_event(&event.subject, event.kind());
-        let mut h = HeaderMap::new();
-        h.insert("Nats-Msg-Id", event.id.as_str());
-        if let Some(tp) = &event.traceparent {
-            h.insert("traceparent", tp.as_str());
-        }
-        let (bytes, _) = event.seal();
-        self.bus.publish_stored(subject, h, bytes.into()).await?;
-        Ok(())
+        self.publish_signed(subject, &mut event).await
     }
 }

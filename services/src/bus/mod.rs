@@ -9,12 +9,18 @@ pub mod log;
 pub mod ops;
 pub mod publish;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
+use bulkhead_actors::signing::Signer;
+
+use crate::auth::Credential;
 use bulkhead_actors::projection::Head;
 use bulkhead_schemas::event::hash_bytes;
 use bulkhead_schemas::subjects;
+
+use crate::follow::{FORMAT, FORMAT_KEY};
 
 pub use log::NatsLog;
 pub use ops::{KvHeartbeat, NatsOps};
@@ -31,16 +37,28 @@ pub enum BusError {
     Setup { what: String, msg: String },
     #[error("{0}")]
     Nats(String),
+    #[error("this connection has no identity to sign with (connect with a credential)")]
+    NoIdentity,
 }
+
+/// Attempts after an authorization failure (one during a server reload), 0.1 s, 0.2 s, …
+const AUTH_RETRIES: usize = 6;
 
 /// Consumers a stream may have (nats-server's own default is 1,000 per stream).
 pub const MAX_CONSUMERS: i32 = 1_000_000;
 
-/// Connection plus JetStream context.
+/// Connection plus JetStream context, and the identity it connected as.
 #[derive(Clone)]
 pub struct Bus {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
+    identity: Option<Arc<Identity>>,
+}
+
+/// Who a connection is: its credential, and the key it signs with.
+pub struct Identity {
+    pub creds: Credential,
+    pub signer: Signer,
 }
 
 /// Stream and bucket settings that differ between production and tests.
@@ -74,19 +92,90 @@ impl Default for Topology {
     }
 }
 
+/// The CA certificate `pem` in a file the TLS client can read (named by its hash, in the
+/// temp directory: it is public).
+fn ca_file(pem: &str) -> std::io::Result<std::path::PathBuf> {
+    let name = format!(
+        "bulkhead-ca-{}.pem",
+        &hex::encode(hash_bytes(pem.as_bytes()))[..16]
+    );
+    let path = std::env::temp_dir().join(name);
+    if !path.exists() {
+        std::fs::write(&path, pem)?;
+    }
+    Ok(path)
+}
+
 impl Bus {
+    /// A connection with no identity: it can neither sign nor (where the server checks)
+    /// authenticate. For tools and tests that only look.
     pub async fn connect(url: &str, name: &str) -> Result<Bus, BusError> {
-        let client = async_nats::ConnectOptions::new()
-            .name(name)
-            .connection_timeout(Duration::from_secs(3))
-            .connect(url)
-            .await
-            .map_err(|source| BusError::Connect {
-                url: url.to_owned(),
-                source,
+        let options = async_nats::ConnectOptions::new().name(name);
+        Bus::open(url, options, None).await
+    }
+
+    /// A connection as `creds`' identity: authenticated with its nkey, receiving replies on
+    /// its own inbox prefix, signing with its key.
+    pub async fn connect_as(url: &str, creds: &Credential) -> Result<Bus, BusError> {
+        let signer = creds.signer().map_err(|e| BusError::Setup {
+            what: format!("{} {}'s key", creds.role, creds.name),
+            msg: e.to_string(),
+        })?;
+        let mut options = async_nats::ConnectOptions::with_nkey(creds.seed.clone())
+            .name(format!("bulkhead-{}-{}", creds.role, creds.name))
+            .custom_inbox_prefix(creds.inbox());
+        if let Some(ca) = &creds.ca {
+            let path = ca_file(ca).map_err(|e| BusError::Setup {
+                what: "the CA certificate".into(),
+                msg: e.to_string(),
             })?;
+            options = options.add_root_certificates(path).require_tls(true);
+        }
+        let identity = Identity {
+            creds: creds.clone(),
+            signer,
+        };
+        Bus::open(url, options, Some(Arc::new(identity))).await
+    }
+
+    async fn open(
+        url: &str,
+        options: async_nats::ConnectOptions,
+        identity: Option<Arc<Identity>>,
+    ) -> Result<Bus, BusError> {
+        let options = options.connection_timeout(Duration::from_secs(3));
+        // nats-server refuses every login while it reloads its users (an identity added
+        // or revoked): an authorization failure is tried again for a little while.
+        let mut attempt = 0;
+        let client = loop {
+            match options.clone().connect(url).await {
+                Ok(c) => break c,
+                Err(e)
+                    if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation
+                        && attempt < AUTH_RETRIES =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+                }
+                Err(source) => {
+                    return Err(BusError::Connect {
+                        url: url.to_owned(),
+                        source,
+                    });
+                }
+            }
+        };
         let js = jetstream::new(client.clone());
-        Ok(Bus { client, js })
+        Ok(Bus {
+            client,
+            js,
+            identity,
+        })
+    }
+
+    /// The identity this connection signs as.
+    pub fn identity(&self) -> Result<&Identity, BusError> {
+        self.identity.as_deref().ok_or(BusError::NoIdentity)
     }
 
     /// Creates or updates every stream and bucket; safe to run at each start-up.
@@ -120,6 +209,12 @@ impl Bus {
                 duplicate_window: topo.duplicate_window,
                 allow_atomic_publish: true,
                 allow_direct: true,
+                // The log is never rewritten: no message is deleted, no subject purged, and
+                // no publish rolls a subject up.
+                deny_delete: true,
+                deny_purge: true,
+                allow_rollup: false,
+                metadata: [(FORMAT_KEY.to_owned(), FORMAT.to_owned())].into(),
                 ..Default::default()
             },
             stream::Config {
@@ -148,6 +243,9 @@ impl Bus {
             let name = cfg.name.clone();
             if name == subjects::CMD_STREAM {
                 self.replace_old_command_stream().await?;
+            }
+            if name == subjects::EVT_STREAM {
+                self.refuse_old_log().await?;
             }
             self.js
                 .create_or_update_stream(cfg)
@@ -187,6 +285,22 @@ impl Bus {
                 .map_err(|e| setup(&format!("bucket {bucket}"))(&e))?;
         }
         Ok(())
+    }
+
+    /// An event log written before events were signed is refused, not mixed with signed
+    /// ones (an empty one is simply brought up to date).
+    async fn refuse_old_log(&self) -> Result<(), BusError> {
+        let Ok(mut stream) = self.js.get_stream(subjects::EVT_STREAM).await else {
+            return Ok(()); // none yet
+        };
+        let info = stream.info().await.map_err(|e| BusError::Setup {
+            what: format!("stream {}", subjects::EVT_STREAM),
+            msg: e.to_string(),
+        })?;
+        if info.state.messages == 0 {
+            return Ok(());
+        }
+        crate::follow::check_format(&info.config)
     }
 
     /// A command stream from before it was a work queue (nats-server cannot change a
@@ -252,6 +366,28 @@ impl Bus {
 
     /// The last event on `filter` (wildcards allowed): its sequence and hash.
     pub async fn last_event(&self, filter: &str) -> Result<Option<Head>, BusError> {
+        Ok(self.last_message(filter).await?.map(|(payload, seq)| Head {
+            seq,
+            hash: hash_bytes(&payload),
+        }))
+    }
+
+    /// The last message of the log on `filter` (wildcards allowed): its payload and sequence.
+    pub async fn last_message(
+        &self,
+        filter: &str,
+    ) -> Result<Option<(bytes::Bytes, u64)>, BusError> {
+        Ok(self
+            .last_message_signed(filter)
+            .await?
+            .map(|(payload, seq, _)| (payload, seq)))
+    }
+
+    /// The last message of the log on `filter`, with its `Bulkhead-Sig` header.
+    pub async fn last_message_signed(
+        &self,
+        filter: &str,
+    ) -> Result<Option<(bytes::Bytes, u64, Option<String>)>, BusError> {
         let req = serde_json::json!({ "last_by_subj": filter });
         let subject = format!("$JS.API.DIRECT.GET.{}", subjects::EVT_STREAM);
         let msg = self
@@ -271,9 +407,9 @@ impl Bus {
             .ok_or_else(|| {
                 BusError::Nats(format!("direct get of {filter}: no sequence in reply"))
             })?;
-        Ok(Some(Head {
-            seq,
-            hash: hash_bytes(&msg.payload),
-        }))
+        let sig = headers
+            .and_then(|h| h.get(bulkhead_actors::signing::SIG_HEADER))
+            .map(|v| v.as_str().to_owned());
+        Ok(Some((msg.payload, seq, sig)))
     }
 }

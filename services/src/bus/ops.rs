@@ -9,6 +9,9 @@ use async_nats::jetstream::kv;
 use bulkhead_actors::ports::heartbeat::HeartbeatSink;
 use bulkhead_actors::ports::ops::OpsSink;
 use bulkhead_actors::ports::{SinkError, cause};
+use bulkhead_actors::signing::{CERT_HEADER, Context, SIG_HEADER, Signer, sign_batch_in};
+use bulkhead_schemas::event::hash_bytes;
+use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::scan::ScanJob;
 use bulkhead_schemas::{NodeHeartbeat, NodeOp, NodeOps, subjects};
 use bytes::Bytes;
@@ -19,15 +22,51 @@ use super::{Bus, BusError};
 /// Ops per message to one node.
 const OPS_PER_MESSAGE: usize = 256;
 
-/// Node ops on `BULKHEAD_OPS`: one message per node per round.
+/// Node ops on `BULKHEAD_OPS`: one message per node per round, signed as the scheduler
+/// (one signature per round, each message carrying its Merkle path) with the scheduler's
+/// enrolment as its certificate.
 #[derive(Clone)]
 pub struct NatsOps {
     bus: Bus,
+    signer: Signer,
+    cert: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl NatsOps {
-    pub fn new(bus: &Bus) -> Self {
-        NatsOps { bus: bus.clone() }
+    pub fn new(bus: &Bus) -> Result<Self, BusError> {
+        Ok(NatsOps {
+            bus: bus.clone(),
+            signer: bus.identity()?.signer.clone(),
+            cert: Arc::default(),
+        })
+    }
+
+    /// The scheduler's enrolment as the log holds it, signed by an admin: what proves to a
+    /// node that this key may send it ops.
+    async fn cert(&self) -> Result<&str, SinkError> {
+        self.cert
+            .get_or_try_init(|| async {
+                let id = self
+                    .bus
+                    .identity()
+                    .map_err(|e| SinkError::Refused(e.to_string()))?;
+                let subject =
+                    subjects::sys_event(Role::Scheduler.as_str(), &id.creds.name, "enrolled");
+                let found = self
+                    .bus
+                    .last_message_signed(&subject)
+                    .await
+                    .map_err(|e| SinkError::Unavailable(cause(e)))?;
+                match found {
+                    Some((payload, _, Some(sig))) => Ok(format!("{} {sig}", hex::encode(payload))),
+                    _ => Err(SinkError::Refused(format!(
+                        "the log holds no enrolment of scheduler {} (run `bulkhead init`)",
+                        id.creds.name
+                    ))),
+                }
+            })
+            .await
+            .map(String::as_str)
     }
 }
 
@@ -61,12 +100,19 @@ impl OpsSink for NatsOps {
     }
 
     async fn send(&self, ops: BTreeMap<Arc<str>, Vec<NodeOp>>) -> Vec<(Arc<str>, SinkError)> {
-        let mut msgs = Vec::new();
+        let mut payloads = Vec::new();
         let mut nodes = Vec::new();
         let mut failed = Vec::new();
+        let cert = match self.cert().await {
+            Ok(c) => c,
+            Err(e) => return ops.into_keys().map(|n| (n, e.clone())).collect(),
+        };
+        let by = self.signer.public_key();
         for (node, ops) in ops {
             for chunk in ops.chunks(OPS_PER_MESSAGE) {
                 let payload = match encode(&NodeOps {
+                    node: node.to_string(),
+                    by: by.to_owned(),
                     ops: chunk.to_vec(),
                 }) {
                     Ok(p) => p,
@@ -75,10 +121,23 @@ impl OpsSink for NatsOps {
                         continue;
                     }
                 };
-                msgs.push((subjects::node_ops(&node), HeaderMap::new(), payload));
+                payloads.push(payload);
                 nodes.push(node.clone());
             }
         }
+        let hashes: Vec<_> = payloads.iter().map(|p| hash_bytes(p)).collect();
+        let proofs = sign_batch_in(Context::Ops, &self.signer, &hashes);
+        let msgs: Vec<_> = payloads
+            .into_iter()
+            .zip(proofs)
+            .zip(&nodes)
+            .map(|((payload, proof), node)| {
+                let mut h = HeaderMap::new();
+                h.insert(SIG_HEADER, proof.encode().as_str());
+                h.insert(CERT_HEADER, cert);
+                (subjects::node_ops(node), h, payload)
+            })
+            .collect();
         for (chunk, nodes) in msgs.chunks(MAX_BATCH).zip(nodes.chunks(MAX_BATCH)) {
             if let Err(e) = self.bus.publish_atomic(chunk).await {
                 let e = SinkError::from(e);

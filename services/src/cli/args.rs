@@ -38,6 +38,18 @@ pub struct Cli {
         default_value = bulkhead_schemas::subjects::DEFAULT_TENANT
     )]
     pub tenant: String,
+    /// The credential to connect and sign with (default: the one for this command's role
+    /// in --data-dir: `keys/<role>-<name>.creds`).
+    #[arg(long, global = true, env = "BULKHEAD_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// The admin's data directory: identities, credentials, and the local nats-server.
+    #[arg(
+        long,
+        global = true,
+        env = "BULKHEAD_DATA_DIR",
+        default_value = ".bulkhead"
+    )]
+    pub data_dir: PathBuf,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -52,9 +64,10 @@ pub enum Cmd {
         /// How many nodes to run in this process (named <name>-1 … when more than one).
         #[arg(long, default_value_t = 1)]
         nodes: usize,
-        /// Where the started nats-server keeps its data.
-        #[arg(long, default_value = ".bulkhead")]
-        data_dir: PathBuf,
+        /// Start nats-server without authentication: anyone who reaches it owns the
+        /// cluster. Loopback only; logs a warning at every start.
+        #[arg(long)]
+        insecure_no_auth: bool,
         #[command(flatten)]
         scan: ScanArgs,
         /// Also run a scan worker with this OSV database (directory or all.zip).
@@ -62,6 +75,31 @@ pub enum Cmd {
         scan_db: Option<PathBuf>,
         #[command(flatten)]
         failover: FailoverArgs,
+    },
+    /// Set up the data directory once: an admin key, one key per service, the default
+    /// tenant (`up` runs it too).
+    Init,
+    /// Give a tenant its credential (printed: hand it over).
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
+    },
+    /// Add a service instance's identity (scheduler, failover, api or scanner).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+    /// Revoke an identity: its connections are cut at once and its key writes no more.
+    Revoke {
+        /// admin, scheduler, failover, api, scanner, node or tenant.
+        role: String,
+        name: String,
+    },
+    /// Print the permission table each role gets from nats-server.
+    Perms {
+        /// As the Markdown table of docs/ARCHITECTURE.md.
+        #[arg(long)]
+        markdown: bool,
     },
     /// Run the failover (one is active; others stand by): restarts ended replicas by
     /// their restart policy and declares silent nodes lost.
@@ -185,7 +223,26 @@ pub enum Cmd {
 }
 
 #[derive(Subcommand)]
+pub enum TenantAction {
+    /// Enrol tenant NAME (or give it a new key) and print its credential.
+    Add { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum ServiceAction {
+    /// Enrol service instance NAME of ROLE and print its credential.
+    Add { role: String, name: String },
+}
+
+#[derive(Subcommand)]
 pub enum NodeAction {
+    /// Enrol node NAME with the runtime classes it may offer (fixed: a heartbeat that
+    /// advertises more is ignored) and print its credential.
+    Add {
+        name: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        classes: Vec<String>,
+    },
     /// Move every replica off NODE, one at a time (each new copy runs before the old one
     /// stops), and place nothing new there until `undrain` (a restart of the node keeps it).
     Drain { node: String },
@@ -323,6 +380,16 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
+    /// Whether the flags or the file name the node (else its credential does).
+    pub fn names_itself(&self) -> bool {
+        self.name.is_some()
+            || self
+                .config
+                .as_ref()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .is_some_and(|t| t.lines().any(|l| l.trim_start().starts_with("name")))
+    }
+
     /// The configuration file (or the defaults) with the flags applied.
     pub fn resolve(&self) -> anyhow::Result<NodeFile> {
         let mut f = match &self.config {

@@ -18,10 +18,13 @@ pub async fn stop(
         id: id.to_owned(),
         grace_secs,
     })?;
-    bus.js
-        .publish(subjects::cmd(tenant, "stop"), payload.into())
-        .await?
-        .await?;
+    super::send_command(
+        bus,
+        subjects::cmd(tenant, "stop"),
+        Default::default(),
+        payload,
+    )
+    .await?;
     println!("stop requested for {id}");
     Ok(exit::OK)
 }
@@ -36,10 +39,13 @@ pub async fn scale(bus: &Bus, tenant: &str, id: &str, replicas: u32) -> anyhow::
         id: id.to_owned(),
         replicas,
     })?;
-    bus.js
-        .publish(subjects::cmd(tenant, "scale"), payload.into())
-        .await?
-        .await?;
+    super::send_command(
+        bus,
+        subjects::cmd(tenant, "scale"),
+        Default::default(),
+        payload,
+    )
+    .await?;
     println!("scale of {id} to {replicas} requested");
     Ok(exit::OK)
 }
@@ -58,7 +64,7 @@ pub async fn drain(bus: &Bus, node: &str, drain: bool) -> anyhow::Result<i32> {
     } else {
         subjects::CTL_UNDRAIN
     };
-    bus.js.publish(subject, payload.into()).await?.await?;
+    super::send_command(bus, subject.to_owned(), Default::default(), payload).await?;
     if drain {
         println!(
             "drain of {node} requested: follow it with `bulkhead events --type draining,scheduled,stopped,drained`"

@@ -1,8 +1,9 @@
 //! `bulkhead events`: the log, one line per event (or as stored), filtered by workload
 //! and type.
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use bulkhead_schemas::event::{Event, EventBody};
+use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
 
@@ -25,23 +26,19 @@ pub async fn events(
             EventBody::KINDS.join(", ")
         );
     }
+    // A tenant reads its own events; an admin the whole log.
+    let admin = bus.identity()?.creds.role == Role::Admin;
     let filter = match workload {
         Some(id) => subjects::workload_events(&subjects::workload_key(tenant, id)),
-        None => subjects::EVT_ALL.to_owned(),
+        None if admin => subjects::EVT_ALL.to_owned(),
+        None => subjects::tenant_events(tenant),
     };
-    let stream = bus.js.get_stream(subjects::EVT_STREAM).await?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: filter,
-            deliver_policy: if from_start {
-                DeliverPolicy::All
-            } else {
-                DeliverPolicy::New
-            },
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let deliver = if from_start {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::New
+    };
+    let mut messages = super::log_consumer(bus, filter, deliver).await?;
     while let Some(m) = messages.next().await {
         let m = m?;
         let kind = m.subject.rsplit('.').next().unwrap_or_default();

@@ -3,6 +3,7 @@
 //! (`stop`, `scale`, `node drain|undrain`), [`scan`] (`scan`, `vulndb`). The services
 //! (`scheduler`, `failover`, `node`, `api`, `scanner`) start from their own modules.
 
+pub mod admin;
 pub mod args;
 pub mod control;
 pub mod events;
@@ -17,10 +18,15 @@ use anyhow::Context;
 use bulkhead_schemas::api::{ListRequest, WorkloadState};
 use tracing::info;
 
-use crate::bus::{Bus, Topology};
+use std::path::Path;
+
+use bulkhead_schemas::identity::Role;
+
+use crate::auth::{Credential, DataDir};
+use crate::bus::Bus;
 use crate::scan::trivy::TrivyConfig;
 use crate::{api, failover, node, scheduler, telemetry};
-use args::{Cli, Cmd, NodeAction};
+use args::{Cli, Cmd, NodeAction, ServiceAction, TenantAction};
 
 /// Exit codes a script can rely on.
 pub mod exit {
@@ -57,16 +63,113 @@ fn service_name(cmd: &Cmd) -> Option<&'static str> {
     }
 }
 
-/// A service's connection, with the streams and buckets it needs set up.
-async fn connect_service(url: &str, name: &str) -> anyhow::Result<Bus> {
-    let bus = Bus::connect(url, name).await?;
-    bus.ensure(&Topology::default()).await?;
-    Ok(bus)
+/// Whom a command acts as: a credential (`--creds`, else its role's file in the data
+/// directory), connected to `--nats`.
+struct Who<'a> {
+    nats: &'a str,
+    data: DataDir,
+    creds: Option<&'a Path>,
 }
 
-/// A client command's connection.
-async fn connect_client(url: &str) -> anyhow::Result<Bus> {
-    Ok(Bus::connect(url, "bulkhead-cli").await?)
+impl Who<'_> {
+    /// The credential of `role` `name`: the one given, which must be of that role, or the
+    /// data directory's.
+    fn credential(&self, role: Role, name: &str) -> anyhow::Result<Credential> {
+        match self.creds {
+            Some(path) => {
+                let c = Credential::load(path)?;
+                anyhow::ensure!(
+                    c.role == role,
+                    "{} is the credential of {} {}, and this command runs as a {role}",
+                    path.display(),
+                    c.role,
+                    c.name
+                );
+                Ok(c)
+            }
+            None => self.data.creds(role, name).with_context(|| {
+                format!(
+                    "no credential for {role} {name}: pass --creds FILE (or set BULKHEAD_CREDS), \
+                     or --data-dir of a cluster set up with `bulkhead init`"
+                )
+            }),
+        }
+    }
+
+    /// A service's connection as `role` `name` (streams are an admin's business: they
+    /// must exist).
+    async fn service(&self, role: Role, name: &str) -> anyhow::Result<Bus> {
+        Ok(Bus::connect_as(self.nats, &self.credential(role, name)?).await?)
+    }
+
+    /// A client command's connection and the tenant it acts for: a tenant's credential acts
+    /// for that tenant; an admin's for `--tenant`.
+    async fn client(&self, tenant: &str) -> anyhow::Result<(Bus, String)> {
+        let creds = match self.creds {
+            Some(path) => Credential::load(path)?,
+            None => match self.data.creds(Role::Tenant, tenant) {
+                Ok(c) => c,
+                Err(_) => self.credential(Role::Admin, "admin").with_context(|| {
+                    format!(
+                        "no credential for tenant {tenant} in {}",
+                        self.data.root().display()
+                    )
+                })?,
+            },
+        };
+        let tenant = match creds.role {
+            Role::Tenant => creds.name.clone(),
+            Role::Admin => tenant.to_owned(),
+            other => anyhow::bail!("a {other}'s credential cannot act for a tenant"),
+        };
+        Ok((Bus::connect_as(self.nats, &creds).await?, tenant))
+    }
+
+    /// An admin command's connection.
+    async fn admin(&self) -> anyhow::Result<Bus> {
+        self.service(Role::Admin, "admin").await
+    }
+}
+
+/// Publishes a command signed by the connection's identity (`Bulkhead-Key`,
+/// `Bulkhead-Sig`): the scheduler keeps the signature, so the log proves who asked.
+pub(crate) async fn send_command(
+    bus: &Bus,
+    subject: String,
+    mut headers: async_nats::HeaderMap,
+    payload: Vec<u8>,
+) -> anyhow::Result<async_nats::jetstream::publish::PublishAck> {
+    let signer = &bus.identity()?.signer;
+    let sig = bulkhead_actors::signing::sign_command(signer, &subject, &payload);
+    headers.insert(bulkhead_actors::signing::KEY_HEADER, signer.public_key());
+    headers.insert(bulkhead_actors::signing::SIG_HEADER, sig.as_str());
+    Ok(bus
+        .js
+        .publish_with_headers(subject, headers, payload.into())
+        .await?
+        .await?)
+}
+
+/// An ordered consumer of the log on `filter`: named, so that the server checks the filter
+/// against the reader's permissions (a tenant reads its own events only).
+pub(crate) async fn log_consumer(
+    bus: &Bus,
+    filter: String,
+    deliver_policy: async_nats::jetstream::consumer::DeliverPolicy,
+) -> anyhow::Result<async_nats::jetstream::consumer::pull::Ordered> {
+    let stream = bus
+        .js
+        .get_stream_no_info(bulkhead_schemas::subjects::EVT_STREAM)
+        .await?;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            name: Some(crate::follow::consumer_name("cli")),
+            filter_subject: filter,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.messages().await?)
 }
 
 /// Ctrl-C or SIGTERM: return, so that children (a started nats-server) are cleaned up.
@@ -105,11 +208,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         "tenant {tenant:?} must be 1-64 of [A-Za-z0-9_-] and none of {:?}",
         bulkhead_schemas::subjects::RESERVED_TENANTS
     );
+    let data = DataDir::new(&cli.data_dir);
+    let who = Who {
+        nats,
+        data: data.clone(),
+        creds: cli.creds.as_deref(),
+    };
     match cli.cmd {
         Cmd::Up {
             node,
             nodes,
-            data_dir,
+            insecure_no_auth,
             scan,
             scan_db,
             failover,
@@ -118,38 +227,88 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 nats,
                 node: &node,
                 nodes,
-                data_dir: &data_dir,
+                data: &data,
+                insecure_no_auth,
                 scan: &scan,
                 scan_db: scan_db.as_deref(),
                 failover: &failover,
             })
             .await
         }
+        Cmd::Init => admin::init(&data),
+        Cmd::Tenant {
+            action: TenantAction::Add { name },
+        } => admin::add(&data, nats, Role::Tenant, &name, Vec::new()).await,
+        Cmd::Service {
+            action: ServiceAction::Add { role, name },
+        } => {
+            let role = admin::parse_role(&role)?;
+            anyhow::ensure!(
+                matches!(
+                    role,
+                    Role::Scheduler | Role::Failover | Role::Api | Role::Scanner
+                ),
+                "a service is a scheduler, failover, api or scanner (nodes: `node add`, \
+                 tenants: `tenant add`)"
+            );
+            admin::add(&data, nats, role, &name, Vec::new()).await
+        }
+        Cmd::Revoke { role, name } => {
+            admin::revoke(&data, nats, admin::parse_role(&role)?, &name).await
+        }
+        Cmd::Perms { markdown } => Ok(admin::print_perms(markdown)),
         Cmd::Scheduler { scan } => {
-            let bus = connect_service(nats, "bulkhead-scheduler").await?;
+            let bus = who.service(Role::Scheduler, "scheduler").await?;
             serve(scheduler::run(bus, scan.config()?)).await
         }
         Cmd::Failover { failover } => {
-            let bus = connect_service(nats, "bulkhead-failover").await?;
+            let bus = who.service(Role::Failover, "failover").await?;
             serve(failover::run(bus, failover.config())).await
+        }
+        Cmd::Node {
+            action: Some(NodeAction::Add { name, classes }),
+            ..
+        } => {
+            let classes = classes
+                .iter()
+                .map(|c| {
+                    bulkhead_schemas::RuntimeClass::parse(c)
+                        .with_context(|| format!("unknown runtime class {c}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            admin::add(&data, nats, Role::Node, &name, classes).await
         }
         Cmd::Node {
             action: Some(NodeAction::Drain { node }),
             ..
-        } => control::drain(&connect_client(nats).await?, &node, true).await,
+        } => control::drain(&who.admin().await?, &node, true).await,
         Cmd::Node {
             action: Some(NodeAction::Undrain { node }),
             ..
-        } => control::drain(&connect_client(nats).await?, &node, false).await,
+        } => control::drain(&who.admin().await?, &node, false).await,
         Cmd::Node { action: None, node } => {
-            let bus = connect_service(nats, "bulkhead-node").await?;
-            let settings = node.resolve()?;
+            let mut settings = node.resolve()?;
+            if let Some(path) = who.creds {
+                // The credential names the node.
+                let c = Credential::load(path)?;
+                if !node.names_itself() {
+                    settings.name = c.name.clone();
+                }
+            }
+            let bus = who.service(Role::Node, &settings.name).await?;
+            let creds = &bus.identity()?.creds;
+            anyhow::ensure!(
+                creds.name == settings.name,
+                "this credential is node {}'s, not {}'s",
+                creds.name,
+                settings.name
+            );
             let _node = node::launch(&bus, &settings, settings.name.clone()).await?;
             shutdown_signal().await;
             Ok(exit::OK)
         }
         Cmd::Api => {
-            let bus = connect_service(nats, "bulkhead-api").await?;
+            let bus = who.service(Role::Api, "api").await?;
             let _api = api::start(&bus).await?;
             shutdown_signal().await;
             Ok(exit::OK)
@@ -161,7 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             trivy,
             trivy_server,
         } => {
-            let bus = connect_service(nats, "bulkhead-scanner").await?;
+            let bus = who.service(Role::Scanner, "scanner").await?;
             let trivy = trivy.map(|binary| TrivyConfig {
                 binary,
                 server: trivy_server,
@@ -176,11 +335,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             no_follow,
             timeout,
         } => {
-            let bus = connect_client(nats).await?;
+            let (bus, tenant) = who.client(tenant).await?;
             let timeout = Duration::from_secs(timeout);
-            submit::submit(&bus, tenant, &file, !no_follow, timeout).await
+            submit::submit(&bus, &tenant, &file, !no_follow, timeout).await
         }
-        Cmd::Get { id } => query::get(&connect_client(nats).await?, tenant, &id).await,
+        Cmd::Get { id } => {
+            let (bus, tenant) = who.client(tenant).await?;
+            query::get(&bus, &tenant, &id).await
+        }
         Cmd::List {
             state,
             node,
@@ -202,17 +364,18 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 limit,
                 after,
             };
-            query::list(&connect_client(nats).await?, tenant, req, json).await
+            let (bus, tenant) = who.client(tenant).await?;
+            query::list(&bus, &tenant, req, json).await
         }
-        Cmd::Nodes { json } => query::nodes(&connect_client(nats).await?, json).await,
+        Cmd::Nodes { json } => query::nodes(&who.admin().await?, json).await,
         Cmd::Events {
             workload,
             types,
             from_start,
             json,
         } => {
-            let bus = connect_client(nats).await?;
-            events::events(&bus, tenant, workload.as_deref(), &types, from_start, json).await
+            let (bus, tenant) = who.client(tenant).await?;
+            events::events(&bus, &tenant, workload.as_deref(), &types, from_start, json).await
         }
         Cmd::Scan {
             image,
@@ -223,19 +386,19 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => match db {
             Some(db) => scan::scan(&image, &db, fail_on, json).await,
             None => {
-                let bus = connect_service(nats, "bulkhead-cli").await?;
+                let bus = who.admin().await?;
                 let timeout = Duration::from_secs(timeout);
                 scan::scan_remote(&bus, &image, timeout, fail_on, json).await
             }
         },
-        Cmd::Vulndb { cmd } => {
-            scan::vulndb(&connect_service(nats, "bulkhead-cli").await?, cmd).await
-        }
+        Cmd::Vulndb { cmd } => scan::vulndb(&who.admin().await?, cmd).await,
         Cmd::Scale { id, replicas } => {
-            control::scale(&connect_client(nats).await?, tenant, &id, replicas).await
+            let (bus, tenant) = who.client(tenant).await?;
+            control::scale(&bus, &tenant, &id, replicas).await
         }
         Cmd::Stop { id, grace } => {
-            control::stop(&connect_client(nats).await?, tenant, &id, grace).await
+            let (bus, tenant) = who.client(tenant).await?;
+            control::stop(&bus, &tenant, &id, grace).await
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use bulkhead_actors::aside::Aside;
 use bulkhead_actors::ports::log::Stored;
 use bulkhead_actors::projection::Projection;
@@ -51,10 +51,7 @@ pub async fn submit(
     if let Some(tp) = bulkhead_actors::trace::traceparent(&span) {
         headers.insert("traceparent", tp.as_str());
     }
-    let ack = bus
-        .js
-        .publish_with_headers(subjects::cmd(tenant, "submit"), headers, payload.into())
-        .await?
+    let ack = super::send_command(bus, subjects::cmd(tenant, "submit"), headers, payload)
         .await
         .context("the command stream did not acknowledge the submission (is the system set up? run `bulkhead up`)")?;
     println!("{id}");
@@ -71,15 +68,8 @@ pub async fn submit(
 /// is the workload's key (`tenant/id`).
 pub async fn follow_workload(bus: &Bus, key: &str, timeout: Duration) -> anyhow::Result<i32> {
     let id = subjects::split_key(key).map_or(key, |(_, id)| id);
-    let stream = bus.js.get_stream(subjects::EVT_STREAM).await?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: subjects::workload_events(key),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages =
+        super::log_consumer(bus, subjects::workload_events(key), DeliverPolicy::All).await?;
     let mut p = Projection::default();
     let tty = std::io::stderr().is_terminal();
     let deadline = tokio::time::Instant::now() + timeout;

@@ -8,8 +8,13 @@ use tracing::info;
 
 use super::args::{FailoverArgs, NodeArgs, ScanArgs};
 use super::{exit, shutdown_signal};
+use bulkhead_schemas::identity::Role;
+use tracing::warn;
+
+use crate::auth::DataDir;
+use crate::auth::setup::{self, Auth, Listen, NO_AUTH_WARNING};
 use crate::bus::{Bus, Topology};
-use crate::natsd::{NatsServer, Sync};
+use crate::natsd::Sync;
 use crate::{api, failover, node, scan, scheduler};
 
 /// What `up` runs, from its flags.
@@ -17,47 +22,94 @@ pub struct Up<'a> {
     pub nats: &'a str,
     pub node: &'a NodeArgs,
     pub nodes: usize,
-    pub data_dir: &'a Path,
+    pub data: &'a DataDir,
+    pub insecure_no_auth: bool,
     pub scan: &'a ScanArgs,
     pub scan_db: Option<&'a Path>,
     pub failover: &'a FailoverArgs,
 }
 
 pub async fn up(u: Up<'_>) -> anyhow::Result<i32> {
+    let topo = Topology::default();
+    let auth = if u.insecure_no_auth {
+        Auth::InsecureNoAuth
+    } else {
+        Auth::Required
+    };
+    u.data.init()?;
+    // Every node this process runs is enrolled with the classes its settings name.
+    let settings = u.node.resolve()?;
+    let names: Vec<String> = (0..u.nodes)
+        .map(|i| match u.nodes {
+            1 => settings.name.clone(),
+            _ => format!("{}-{}", settings.name, i + 1),
+        })
+        .collect();
+    for name in &names {
+        let book = u.data.book()?;
+        if book
+            .get(Role::Node, name)
+            .is_none_or(|e| !settings.classes.iter().all(|c| e.classes.contains(c)))
+        {
+            u.data.enroll(Role::Node, name, settings.classes.clone())?;
+        }
+    }
     let mut _server = None;
-    let bus = match Bus::connect(u.nats, "bulkhead-up").await {
-        Ok(b) => b,
+    let admin_creds = u.data.creds(Role::Admin, "admin")?;
+    let url = match Bus::connect_as(u.nats, &admin_creds).await {
+        Ok(_) => {
+            u.data.reload_server()?;
+            setup::prepare(u.data, u.nats, &topo).await?;
+            u.nats.to_owned()
+        }
         Err(_) => {
             let (host, port) = host_port(u.nats)?;
-            info!(url = %u.nats, "no NATS server answers; starting nats-server with JetStream in {}", u.data_dir.display());
-            let server = NatsServer::start(&u.data_dir.join("nats"), &host, port, Sync::Always)?;
-            let bus = Bus::connect(&server.url, "bulkhead-up").await?;
-            _server = Some(server);
-            bus
+            info!(url = %u.nats, "no NATS server answers; starting nats-server with JetStream in {}", u.data.nats_dir().display());
+            let listen = Listen {
+                host,
+                port,
+                sync: Sync::Always,
+            };
+            let cluster = setup::start(u.data, &listen, &topo, auth).await?;
+            let url = cluster.server.url.clone();
+            _server = Some(cluster.server);
+            url
         }
     };
-    bus.ensure(&Topology::default()).await?;
-    let _api = api::start(&bus).await?;
-    let sched = tokio::spawn(scheduler::run(bus.clone(), u.scan.config()?));
-    let fail = tokio::spawn(failover::run(bus.clone(), u.failover.config()));
+    let connect = async |role: Role, name: &str| -> anyhow::Result<Bus> {
+        Ok(Bus::connect_as(&url, &u.data.creds(role, name)?).await?)
+    };
+    let api_bus = connect(Role::Api, "api").await?;
+    let _api = api::start(&api_bus).await?;
+    let sched = tokio::spawn(scheduler::run(
+        connect(Role::Scheduler, "scheduler").await?,
+        u.scan.config()?,
+    ));
+    let fail = tokio::spawn(failover::run(
+        connect(Role::Failover, "failover").await?,
+        u.failover.config(),
+    ));
     let _scanner = match u.scan_db {
-        Some(db) => Some(scan::worker::launch(&bus, Some(db), None, 256, None).await?),
+        Some(db) => {
+            let bus = connect(Role::Scanner, "scanner").await?;
+            Some(scan::worker::launch(&bus, Some(db), None, 256, None).await?)
+        }
         None => None,
     };
-    let settings = u.node.resolve()?;
     let mut handles = Vec::new();
-    for i in 0..u.nodes {
-        let name = if u.nodes == 1 {
-            settings.name.clone()
-        } else {
-            format!("{}-{}", settings.name, i + 1)
-        };
+    for name in names {
+        let bus = connect(Role::Node, &name).await?;
         handles.push(node::launch(&bus, &settings, name).await?);
     }
     info!(
         nodes = u.nodes,
-        "bulkhead is up; submit with `bulkhead submit spec.json` or `nats pub bulkhead.cmd.submit`"
+        data_dir = %u.data.root().display(),
+        "bulkhead is up; submit with `bulkhead submit spec.json`, or `nats pub --nkey … \
+         bulkhead.cmd.default.submit` with the tenant's credential"
     );
+    if u.insecure_no_auth {
+        warn!("{NO_AUTH_WARNING}");
+    }
     tokio::select! {
         _ = shutdown_signal() => {}
         r = sched => { r??; }

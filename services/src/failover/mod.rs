@@ -115,7 +115,7 @@ async fn run_active_inner(
         FailoverActor::<NatsLog>::default(),
         FailoverArgs {
             projection,
-            log: bus.log(),
+            log: bus.log()?,
             lost_timeout: cfg.lost_timeout,
             tick: cfg.tick,
             clock: Clock::Wall,

@@ -1,22 +1,24 @@
-//! The node service: announces the node, runs the node actor over a container runtime,
-//! reconciles the runtime with the log, then feeds the actor the node's ops subject and
-//! the runtime's exits.
+//! The node service: announces the node (`joined`), runs the node actor over a container
+//! runtime, and feeds it the node's signed ops and the runtime's exits. The node reads no
+//! log: what it should hold comes from the scheduler as a view (`sync` op) when it joins,
+//! when replicas on it are declared lost, and at a takeover; the chain heads it appends
+//! after come with its ops, or from the query API for its own workloads.
 //!
 //! - [`config`]: the node's settings (TOML file and flags);
 //! - [`cri`]: the CRI runtime (containerd, CRI-O, Kata, Edera, gVisor through a handler);
-//! - [`ops`]: the consumer of the node's ops;
-//! - [`lost`]: what a node does on hearing it was declared lost.
+//! - [`ops`]: the consumer of the node's ops, which runs only what the scheduler signed.
 
 pub mod config;
 pub mod cri;
-mod lost;
 mod ops;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulkhead_actors::node::reconcile::LogView;
-use bulkhead_actors::node::{NodeActor, NodeArgs, NodeConfig, NodeMsg, ReconcileReport};
+use std::sync::atomic::AtomicU64;
+
+use bulkhead_actors::node::{NodeActor, NodeArgs, NodeConfig, NodeMsg};
+use bulkhead_actors::ports::log::EventLog;
 use bulkhead_actors::ports::runtime::{ContainerRuntime, ExitNotice};
 use bulkhead_actors::ports::sim::SimRuntime;
 use bulkhead_schemas::event::{Event, EventBody, NodeJoined};
@@ -26,18 +28,16 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::bus::{Bus, KvHeartbeat, NatsLog};
-use crate::follow::Follower;
 use crate::tasks::AbortOnDrop;
 use config::NodeFile;
 use cri::CriRuntime;
-use lost::{last_loss, reconcile_when_lost};
 
 /// A running node; dropping it stops the node.
 pub struct NodeHandle {
     pub name: String,
     pub actor: ActorRef<NodeMsg>,
-    /// What reconciliation with the runtime did at start.
-    pub reconciled: ReconcileReport,
+    /// Ops messages set aside (not signed by the scheduler for this node).
+    pub refused: Arc<AtomicU64>,
     _tasks: Vec<AbortOnDrop>,
 }
 
@@ -88,7 +88,8 @@ pub async fn start<R: ContainerRuntime>(
         runtime_classes: runtime.runtime_classes(),
         runtime: runtime.kind().into(),
     };
-    announce(bus, &name, &hello).await?;
+    let log = bus.log()?;
+    announce(&log, &name, &hello).await?;
     let sink = KvHeartbeat::new(bus).await?;
     let (actor, _) = Actor::spawn(
         None,
@@ -96,19 +97,11 @@ pub async fn start<R: ContainerRuntime>(
         NodeArgs {
             config,
             runtime,
-            log: bus.log(),
+            log: log.clone(),
             sink,
         },
     )
     .await?;
-
-    // A loss already in the log is settled by this first reconcile.
-    let lost_seen = last_loss(bus, &name).await?;
-    let view = log_view(bus, &name).await?;
-    let reconciled = ractor::call!(actor, NodeMsg::Reconcile, view)?
-        .map_err(|e| anyhow::anyhow!("reconciling with the runtime: {e}"))?;
-    info!(node = %name, adopted = reconciled.adopted, exited = reconciled.exited,
-        vanished = reconciled.vanished, removed = reconciled.removed, "reconciled with the runtime");
 
     let a = actor.clone();
     let exit_task = tokio::spawn(async move {
@@ -119,40 +112,36 @@ pub async fn start<R: ContainerRuntime>(
         }
     });
 
-    let ops_task = ops::consume(bus, &name, actor.clone()).await?;
-    let lost_task = tokio::spawn(reconcile_when_lost(
-        bus.clone(),
-        name.clone(),
-        hello,
-        lost_seen,
-        actor.clone(),
-    ));
-    info!(node = %name, "node up");
+    let refused = Arc::new(AtomicU64::new(0));
+    let on_lost: ops::OnLost = {
+        let (log, name, hello) = (log.clone(), name.clone(), hello.clone());
+        Arc::new(move || {
+            let (log, name, hello) = (log.clone(), name.clone(), hello.clone());
+            Box::pin(async move {
+                if let Err(e) = announce(&log, &name, &hello).await {
+                    warn!(node = %name, error = %e, "cannot say the node is back");
+                }
+            })
+        })
+    };
+    let ops_task = ops::consume(bus, &name, actor.clone(), refused.clone(), on_lost).await?;
+    info!(node = %name, "node up; waiting for the scheduler's view before running ops");
     Ok(NodeHandle {
         name,
         actor,
-        reconciled,
-        _tasks: vec![AbortOnDrop(exit_task), ops_task, AbortOnDrop(lost_task)],
+        refused,
+        _tasks: vec![AbortOnDrop(exit_task), ops_task],
     })
 }
 
-/// Appends the node's `joined` event: it is up (or back) with this capacity.
-async fn announce(bus: &Bus, name: &str, hello: &NodeJoined) -> anyhow::Result<()> {
+/// Appends the node's `joined` event, signed: it is up (or back) with this capacity.
+async fn announce(log: &NatsLog, name: &str, hello: &NodeJoined) -> anyhow::Result<()> {
     let joined = Event::new(
         &format!("node/{name}"),
         name,
         None,
         EventBody::Joined(hello.clone()),
     );
-    let subject = subjects::node_event(name, "joined");
-    let headers = async_nats::HeaderMap::new();
-    bus.publish_stored(subject, headers, joined.seal().0.into())
-        .await?;
+    log.publish_node(joined).await?;
     Ok(())
-}
-
-/// What the log says this node should run: a projection of the whole log, cut to the node.
-pub(super) async fn log_view(bus: &Bus, node: &str) -> anyhow::Result<LogView> {
-    let (projection, _) = Follower::rebuild(bus).await?;
-    Ok(LogView::of(&projection, node))
 }

@@ -1,16 +1,24 @@
-//! The node's ops: its durable consumer of `bulkhead.node.<name>.ops`, each message handed
-//! to the actor and acknowledged once its ops are done and logged (redelivered when a stop
-//! failed; set aside for good when it is not an ops message).
+//! The node's ops: its durable consumer of `bulkhead.node.<name>.ops`. Each message is run
+//! only if the scheduler signed it for this node ([`OpsTrust`]); anything else is set
+//! aside (counted, logged with its sequence, terminated: never redelivered, never run).
+//! Until the first view of the log (`sync`) has come, other messages are held in stream
+//! order (the view says what already ran); then each is handed to the actor and
+//! acknowledged once its ops are done and logged (redelivered when a stop failed).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::{AckKind, Message};
 use bulkhead_actors::node::NodeMsg;
-use bulkhead_schemas::{NodeOps, subjects};
+use bulkhead_actors::node::trust::OpsTrust;
+use bulkhead_actors::signing::{CERT_HEADER, SIG_HEADER};
+use bulkhead_schemas::{NodeOp, SyncReason, subjects};
 use futures::StreamExt;
 use ractor::ActorRef;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::bus::Bus;
 use crate::tasks::{AbortOnDrop, with_progress};
@@ -21,11 +29,17 @@ const OPS_ACK_WAIT: Duration = Duration::from_secs(30);
 /// starts can outlast the ack wait).
 const OPS_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
-/// Consumes the node's ops and hands them to its actor, in a task.
+/// What the consumer does besides running ops: say the node is back after a loss.
+pub(super) type OnLost = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// Consumes the node's ops and hands them to its actor, in a task. `refused` counts the
+/// messages set aside.
 pub(super) async fn consume(
     bus: &Bus,
     name: &str,
     actor: ActorRef<NodeMsg>,
+    refused: Arc<AtomicU64>,
+    on_lost: OnLost,
 ) -> anyhow::Result<AbortOnDrop> {
     let stream = bus.js.get_stream(subjects::OPS_STREAM).await?;
     let durable = subjects::node_consumer(name);
@@ -42,34 +56,106 @@ pub(super) async fn consume(
         )
         .await?;
     let mut messages = consumer.messages().await?;
-    let node = name.to_owned();
+    let admins = bus.identity()?.creds.admins.clone();
+    let mut run = Runner {
+        node: name.to_owned(),
+        trust: OpsTrust::new(name, admins),
+        actor,
+        refused,
+        on_lost,
+        synced: false,
+        held: BTreeMap::new(),
+    };
     Ok(AbortOnDrop(tokio::spawn(async move {
         while let Some(m) = messages.next().await {
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(node = %node, error = %e, "ops consumer error");
-                    continue;
+            match m {
+                Ok(m) => {
+                    if !run.take(m).await {
+                        return;
+                    }
                 }
-            };
-            let ops: NodeOps = match serde_json::from_slice(&m.payload) {
-                Ok(o) => o,
-                Err(e) => {
-                    warn!(node = %node, error = %e, "dropping malformed ops message");
-                    let _ = m.ack_with(AckKind::Term).await;
-                    continue;
-                }
-            };
-            let call = async { ractor::call!(actor, NodeMsg::Ops, ops.ops) };
-            let kind = match with_progress(&m, OPS_PROGRESS_EVERY, call).await {
-                Ok(Ok(())) => AckKind::Ack,
-                Ok(Err(e)) => {
-                    warn!(node = %node, error = %e, "ops partly failed; will retry");
-                    AckKind::Nak(Some(Duration::from_secs(1)))
-                }
-                Err(_) => return,
-            };
-            let _ = m.ack_with(kind).await;
+                Err(e) => warn!(node = %run.node, error = %e, "ops consumer error"),
+            }
         }
     })))
+}
+
+struct Runner {
+    node: String,
+    trust: OpsTrust,
+    actor: ActorRef<NodeMsg>,
+    refused: Arc<AtomicU64>,
+    on_lost: OnLost,
+    /// Whether a view of the log has come.
+    synced: bool,
+    /// Messages held until then, by stream sequence (a redelivery replaces its first copy).
+    held: BTreeMap<u64, (Message, Vec<NodeOp>)>,
+}
+
+impl Runner {
+    /// Takes one message; false when the actor is gone.
+    async fn take(&mut self, m: Message) -> bool {
+        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let header = |name: &str| {
+            m.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
+        let (sig, cert) = (header(SIG_HEADER), header(CERT_HEADER));
+        let ops = match self
+            .trust
+            .check(&m.payload, sig.as_deref(), cert.as_deref())
+        {
+            Ok(o) => o.ops,
+            Err(why) => {
+                let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                warn!(node = %self.node, seq, refused = n, reason = %why,
+                    "ops set aside: not run (only ops the scheduler signed for this node run)");
+                let _ = m.ack_with(AckKind::Term).await;
+                return true;
+            }
+        };
+        let lost = ops
+            .iter()
+            .any(|o| matches!(o, NodeOp::Sync { view } if view.reason == SyncReason::Lost));
+        let is_sync = ops.iter().any(|o| matches!(o, NodeOp::Sync { .. }));
+        if !self.synced && !is_sync {
+            self.held.insert(seq, (m, ops));
+            return true;
+        }
+        if !self.run(&m, ops).await {
+            return false;
+        }
+        if is_sync && !self.synced {
+            self.synced = true;
+            info!(node = %self.node, held = self.held.len(), "the scheduler's view came; running the ops held until then");
+            for (_, (m, ops)) in std::mem::take(&mut self.held) {
+                if !self.run(&m, ops).await {
+                    return false;
+                }
+            }
+        }
+        if lost {
+            warn!(node = %self.node, "this node was declared lost; it reconciled and says it is back");
+            (self.on_lost)().await;
+        }
+        true
+    }
+
+    /// Runs one message's ops through the actor and acknowledges it; false when the actor
+    /// is gone.
+    async fn run(&self, m: &Message, ops: Vec<NodeOp>) -> bool {
+        let call = async { ractor::call!(self.actor, NodeMsg::Ops, ops) };
+        let kind = match with_progress(m, OPS_PROGRESS_EVERY, call).await {
+            Ok(Ok(())) => AckKind::Ack,
+            Ok(Err(e)) => {
+                warn!(node = %self.node, error = %e, "ops partly failed; will retry");
+                AckKind::Nak(Some(Duration::from_secs(1)))
+            }
+            Err(_) => return false,
+        };
+        let _ = m.ack_with(kind).await;
+        true
+    }
 }

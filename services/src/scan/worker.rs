@@ -573,13 +573,7 @@ async fn run_job(
         None,
         EventBody::ScanCompleted(body),
     );
-    bus.js
-        .publish(
-            subjects::scan_event(&subject_digest, "scan_completed"),
-            ev.seal().0.into(),
-        )
-        .await?
-        .await?;
+    bus.log()?.publish_scan(ev).await?;
     Ok(())
 }
 

@@ -10,7 +10,9 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{AckKind, Message};
 use bulkhead_actors::aside::Aside;
 use bulkhead_actors::scheduler::actor::SchedulerMsg;
+use bulkhead_actors::scheduler::command::CommandSig;
 use bulkhead_actors::scheduler::{Command, Disposition};
+use bulkhead_actors::signing::{KEY_HEADER, SIG_HEADER};
 use bulkhead_actors::trace;
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
@@ -67,12 +69,23 @@ fn command_of(m: &Message) -> Result<Command, Aside> {
         .as_ref()
         .and_then(|h| h.get("traceparent"))
         .map(|v| v.as_str().to_owned());
+    let header = |name| {
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    let signature = match (header(KEY_HEADER), header(SIG_HEADER)) {
+        (Some(key), Some(sig)) => Some(CommandSig { key, sig }),
+        _ => None,
+    };
     Command::read(
         subject,
         info.stream_sequence,
         stored_ms,
         m.payload.to_vec(),
         traceparent,
+        signature,
     )
 }
 

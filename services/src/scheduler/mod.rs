@@ -67,7 +67,12 @@ pub async fn rebuild(bus: &Bus) -> anyhow::Result<(SchedulerCore, Follower)> {
     let started = Instant::now();
     let mut follower = Follower::start(bus, 1).await?;
     let mut core = SchedulerCore::default();
-    let n = follower.catch_up(|batch| core.logged(batch)).await;
+    // Verdicts found on the way are carried out once the actor runs (`Settle`).
+    let n = follower
+        .catch_up(|batch| {
+            core.logged(batch);
+        })
+        .await;
     info!(
         events = n,
         workloads = core.projection.len(),
@@ -83,14 +88,14 @@ pub async fn rebuild(bus: &Bus) -> anyhow::Result<(SchedulerCore, Follower)> {
 async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyhow::Result<()> {
     let (mut core, follower) = rebuild(bus).await?;
     core.policy = cfg.scan_policy.clone();
-    let ops = NatsOps::new(bus);
+    let ops = NatsOps::new(bus)?;
     resend(&core, &ops).await;
     let (actor, handle) = Actor::spawn(
         None,
         SchedulerActor::<NatsLog, NatsOps>::default(),
         SchedulerArgs {
             core,
-            log: bus.log(),
+            log: bus.log()?,
             ops,
             tick: cfg.tick,
             clock: Clock::Wall,

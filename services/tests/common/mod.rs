@@ -9,9 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use bulkhead::auth::DataDir;
+use bulkhead::auth::setup::{self, Auth, Listen};
 use bulkhead::bus::{Bus, Topology};
 use bulkhead::natsd::{NatsServer, Sync};
 use bulkhead_schemas::event::{Event, hash_bytes};
+use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
 
@@ -36,7 +39,10 @@ pub fn id_of(key: &str) -> &str {
 pub struct Env {
     pub server: NatsServer,
     pub dir: tempfile::TempDir,
+    /// The admin's connection.
     pub bus: Bus,
+    /// The admin's data directory: every identity's credential.
+    pub data: DataDir,
     children: Vec<Child>,
 }
 
@@ -46,19 +52,52 @@ impl Drop for Env {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if std::thread::panicking() {
+            self.print_logs();
+        }
     }
 }
 
+impl Env {
+    /// The last lines of every process's log and the server's (for a failed test).
+    fn print_logs(&self) {
+        let server = self.data.nats_dir().join("nats-server.log");
+        let mut logs: Vec<std::path::PathBuf> = std::fs::read_dir(self.dir.path())
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
+        logs.sort();
+        logs.push(server);
+        for p in logs {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("==== {} (last {} lines)", p.display(), tail.len());
+            for l in tail {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// A cluster set up as `bulkhead up` sets it up: identities, nats-server with one nkey
+/// user per identity (anonymous connections refused), streams, enrolments.
 pub async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(&dir.path().join("nats"), "127.0.0.1", 0, Sync::Default)
-        .expect("nats-server starts");
-    let bus = Bus::connect(&server.url, "test").await.unwrap();
-    bus.ensure(&Topology::default()).await.unwrap();
+    let data = DataDir::new(&dir.path().join("data"));
+    let listen = Listen {
+        host: "127.0.0.1".into(),
+        port: 0,
+        sync: Sync::Default,
+    };
+    let cluster = setup::start(&data, &listen, &Topology::default(), Auth::Required)
+        .await
+        .expect("the cluster sets up");
     Env {
-        server,
+        server: cluster.server,
         dir,
-        bus,
+        bus: cluster.admin,
+        data,
         children: Vec::new(),
     }
 }
@@ -69,12 +108,21 @@ impl Env {
         self.spawn_env(log, args, &[])
     }
 
-    /// As [`Env::spawn`], with extra environment variables.
+    /// As [`Env::spawn`], with extra environment variables. A node is enrolled first (with
+    /// every runtime class, or those of `--classes`) unless it is already.
     pub fn spawn_env(&mut self, log: &str, args: &[&str], vars: &[(&str, &str)]) -> u32 {
+        if args.first() == Some(&"node")
+            && let Some(i) = args.iter().position(|a| *a == "--name")
+        {
+            let classes = args
+                .iter()
+                .position(|a| *a == "--classes")
+                .map(|i| args[i + 1].to_owned());
+            self.enroll_node(args[i + 1], classes.as_deref());
+        }
         let out = std::fs::File::create(self.dir.path().join(format!("{log}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-            .arg("--nats")
-            .arg(&self.server.url)
+        let child = self
+            .cli()
             .args(args)
             .envs(vars.iter().copied())
             .env("RUST_LOG", "info")
@@ -85,6 +133,68 @@ impl Env {
         let pid = child.id();
         self.children.push(child);
         pid
+    }
+
+    /// `bulkhead --nats <this server> --data-dir <this cluster's>`, to add arguments to.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bulkhead"));
+        c.arg("--nats")
+            .arg(&self.server.url)
+            .arg("--data-dir")
+            .arg(self.data.root());
+        c
+    }
+
+    /// Enrols node `name` (`bulkhead node add`) with `classes` (comma-separated; default
+    /// every class) unless the book has it already.
+    pub fn enroll_node(&self, name: &str, classes: Option<&str>) {
+        if let Ok(book) = self.data.book()
+            && book.get(Role::Node, name).is_some()
+        {
+            return;
+        }
+        let all = "runc,gvisor,kata,edera-zone,confidential";
+        let out = self
+            .cli()
+            .args(["node", "add", name, "--classes", classes.unwrap_or(all)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "node add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A node's status as the query API gives it (asked as the admin).
+    pub fn node_status(&self, node: &str) -> String {
+        let Ok(reply) = self.natspy_req_as(Role::Admin, "admin", subjects::API_NODES_LIST, "")
+        else {
+            return String::new();
+        };
+        let Ok(reply) = serde_json::from_str::<bulkhead_schemas::api::NodesReply>(&reply) else {
+            return String::new();
+        };
+        reply
+            .nodes
+            .iter()
+            .find(|n| n.heartbeat.name == node)
+            .map(|n| n.marks.status())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the query API shows `node` ready.
+    pub async fn wait_ready(&self, node: &str) {
+        let long = Duration::from_secs(60);
+        wait_until(&format!("node {node} to be ready"), long, async || {
+            self.node_status(node) == "ready"
+        })
+        .await;
+    }
+
+    /// The credential file of `role` `name`.
+    pub fn creds_path(&self, role: Role, name: &str) -> std::path::PathBuf {
+        self.data.creds_path(role, name)
     }
 
     pub fn sigkill(&mut self, pid: u32) {
@@ -101,6 +211,27 @@ impl Env {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
+    /// nats-py, connected as the default tenant (as `nats --nkey …` would be).
+    fn natspy(&self) -> Command {
+        let mut c = Command::new("python3");
+        c.arg(script())
+            .env("NATSPY_CREDS", self.creds_path(Role::Tenant, TENANT));
+        c
+    }
+
+    /// Publishes raw bytes with nats-py as the admin (drains are an operator's).
+    pub fn natspy_pub_admin(&self, subject: &str, payload: &[u8]) {
+        let f = self.dir.path().join(format!("payload-{}", uuid_like()));
+        std::fs::write(&f, payload).unwrap();
+        let st = Command::new("python3")
+            .arg(script())
+            .env("NATSPY_CREDS", self.creds_path(Role::Admin, "admin"))
+            .args([&self.server.url, "pub", subject, &f.display().to_string()])
+            .status()
+            .expect("python3 runs");
+        assert!(st.success(), "nats-py publish failed");
+    }
+
     /// Publishes raw bytes with nats-py, as `nats pub` would.
     pub fn natspy_pub(&self, subject: &str, payload: &[u8], msg_id: Option<&str>) {
         let f = self.dir.path().join(format!("payload-{}", uuid_like()));
@@ -114,11 +245,7 @@ impl Env {
         if let Some(id) = msg_id {
             args.push(id.into());
         }
-        let st = Command::new("python3")
-            .arg(script())
-            .args(&args)
-            .status()
-            .expect("python3 runs");
+        let st = self.natspy().args(&args).status().expect("python3 runs");
         assert!(st.success(), "nats-py publish failed");
     }
 
@@ -129,8 +256,8 @@ impl Env {
         for (i, p) in payloads.iter().enumerate() {
             std::fs::write(d.join(format!("{i:08}")), p).unwrap();
         }
-        let st = Command::new("python3")
-            .arg(script())
+        let st = self
+            .natspy()
             .args([
                 &self.server.url,
                 "pubmany",
@@ -144,8 +271,20 @@ impl Env {
 
     /// Requests with nats-py, as `nats req` would; Err carries the service error.
     pub fn natspy_req(&self, subject: &str, data: &str) -> Result<String, String> {
+        self.natspy_req_as(Role::Tenant, TENANT, subject, data)
+    }
+
+    /// As [`Env::natspy_req`], connected as `role` `name`.
+    pub fn natspy_req_as(
+        &self,
+        role: Role,
+        name: &str,
+        subject: &str,
+        data: &str,
+    ) -> Result<String, String> {
         let out = Command::new("python3")
             .arg(script())
+            .env("NATSPY_CREDS", self.creds_path(role, name))
             .args([&self.server.url, "req", subject, data])
             .output()
             .expect("python3 runs");

@@ -75,6 +75,7 @@ fn running(replicas: u32, node: &str) -> MemLog {
     write(EventBody::Accepted(Accepted {
         spec,
         cmd_seq: 1,
+        by: Default::default(),
         pending: None,
     }));
     for replica in 0..replicas {

@@ -31,6 +31,7 @@ impl Log {
         l.put(EventBody::Accepted(Accepted {
             spec,
             cmd_seq: 1,
+            by: Default::default(),
             pending: None,
         }));
         l

@@ -30,7 +30,7 @@ impl Shell {
         let clock = Clock::tokio();
         let mut core = SchedulerCore::default();
         for n in nodes {
-            core.heartbeat(&beat(n, beat_ms), clock.now_ms());
+            beat_in(&mut core, &beat(n, beat_ms), clock.now_ms());
         }
         let (log, ops) = (MemLog::default(), RecordingOps::default());
         let args = SchedulerArgs {
@@ -72,6 +72,7 @@ impl Shell {
             tenant: T.into(),
             payload: body.to_string().into_bytes(),
             traceparent: None,
+            signature: None,
         };
         let out = ractor::call!(self.actor, SchedulerMsg::Commands, vec![cmd]).unwrap();
         out.into_iter().map(|(_, d)| d).collect()
@@ -115,7 +116,7 @@ impl Shell {
                 NodeOp::Stop {
                     workload, replica, ..
                 } if !starts => Some((n.to_string(), id_of(&workload), replica)),
-                NodeOp::Start { .. } | NodeOp::Stop { .. } => None,
+                NodeOp::Start { .. } | NodeOp::Stop { .. } | NodeOp::Sync { .. } => None,
             })
             .collect()
     }
@@ -163,8 +164,9 @@ async fn a_submission_is_stored_acknowledged_and_its_starts_sent_with_the_head()
         .ops
         .ops()
         .iter()
-        .map(|(_, op)| match op {
-            NodeOp::Start { head, .. } | NodeOp::Stop { head, .. } => head.seq,
+        .filter_map(|(_, op)| match op {
+            NodeOp::Start { head, .. } | NodeOp::Stop { head, .. } => Some(head.seq),
+            NodeOp::Sync { .. } => None,
         })
         .collect();
     assert_eq!(
@@ -261,7 +263,7 @@ async fn a_stop_that_lost_a_race_is_redelivered_then_stops_every_copy() {
 #[tokio::test(start_paused = true)]
 async fn what_is_no_command_or_no_fact_is_set_aside_and_counted() {
     let s = Shell::start(&["n1"], MINUTE).await;
-    let aside = Command::read("bulkhead.cmd.foo", 7, 0, b"{}".to_vec(), None).unwrap_err();
+    let aside = Command::read("bulkhead.cmd.foo", 7, 0, b"{}".to_vec(), None, None).unwrap_err();
     assert_eq!(aside.code, "unknown_command");
     s.actor.send_message(SchedulerMsg::SetAside(aside)).unwrap();
     s.logged(
@@ -274,8 +276,8 @@ async fn what_is_no_command_or_no_fact_is_set_aside_and_counted() {
     );
     let malformed = Aside::new(9, "bulkhead.evt.wl.x.started", "malformed", "not JSON");
     let batch = Batch {
-        events: Vec::new(),
         set_aside: vec![malformed],
+        ..Batch::default()
     };
     s.actor.send_message(SchedulerMsg::Logged(batch)).unwrap();
     let stats = s.stats().await;

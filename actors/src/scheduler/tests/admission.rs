@@ -8,7 +8,7 @@ use bulkhead_schemas::spec::RejectCode;
 #[test]
 fn admits_places_and_emits_start_ops_with_chain_heads() {
     let mut core = SchedulerCore::default();
-    core.heartbeat(&hb("n1", 1000), 0);
+    beat_in(&mut core, &hb("n1", 1000), 0);
     let mut plan = core.decide(&[submit(1, serde_json::json!({"id": "a", "image": "i", "memory_mb": 100, "cpu_millicores": 10, "replicas": 2}))]);
     assert_eq!(plan.appends.len(), 1);
     let kinds: Vec<_> = plan.appends[0].events.iter().map(|e| e.kind()).collect();
@@ -50,7 +50,7 @@ fn admits_places_and_emits_start_ops_with_chain_heads() {
 #[test]
 fn redelivered_submission_is_not_placed_twice_and_reused_ids_are_rejected() {
     let mut core = SchedulerCore::default();
-    core.heartbeat(&hb("n1", 1000), 0);
+    beat_in(&mut core, &hb("n1", 1000), 0);
     let spec = serde_json::json!({"image": "i", "memory_mb": 100, "cpu_millicores": 10});
     let mut seq = 0;
     let mut plan = core.decide(&[submit(5, spec.clone())]);
@@ -131,7 +131,7 @@ fn unplaceable_workloads_wait_with_a_reason_and_are_placed_when_capacity_appears
             .is_empty(),
         "nothing changed, no pass"
     );
-    core.heartbeat(&hb("n1", 1000), 0);
+    beat_in(&mut core, &hb("n1", 1000), 0);
     let mut plan = core.place_pending(100, bulkhead_schemas::now_ms());
     assert_eq!(plan.appends.len(), 1);
     assert_eq!(plan.appends[0].head.map(|h| h.seq), Some(1));

@@ -12,7 +12,7 @@ fn drain_moves_one_replica_at_a_time_and_stops_the_old_copy_after_the_new_one_ru
     assert_eq!(w.node_of("w", 1), "a");
     w.started("w", 0);
     w.started("w", 1);
-    w.core.heartbeat(&hb("b", 1000), 0);
+    beat_in(&mut w.core, &hb("b", 1000), 0);
     w.cmd(CommandKind::Drain, serde_json::json!({"node": "a"}));
     assert!(w.core.cluster.get("a").unwrap().cordoned);
     let plan = w.core.drain_step();
@@ -76,7 +76,7 @@ fn a_drain_outlives_a_restart_of_the_node_and_only_an_undrain_lifts_it() {
         }),
     );
     w.core.node_event(&joined);
-    w.core.heartbeat(&hb("a", 1000), 0);
+    beat_in(&mut w.core, &hb("a", 1000), 0);
     let c = w.cmd(CommandKind::Submit, spec("v", 2));
     assert_eq!(starts(&c), [("b".to_owned(), 0), ("b".to_owned(), 1)]);
 
@@ -89,6 +89,7 @@ fn a_drain_outlives_a_restart_of_the_node_and_only_an_undrain_lifts_it() {
             tenant: String::new(),
             payload: serde_json::json!({ "node": node }).to_string().into_bytes(),
             traceparent: None,
+            signature: None,
         }])
     };
     for quiet in ["b", "nope"] {

@@ -47,6 +47,24 @@ pub(super) fn hb(name: &str, mem: u64) -> NodeHeartbeat {
     }
 }
 
+/// A heartbeat of node `hb.name`, enrolled first (with the classes it offers) if the
+/// scheduler's directory does not know it yet.
+pub(super) fn beat_in(core: &mut SchedulerCore, hb: &NodeHeartbeat, at_ms: u64) {
+    use crate::directory::Identity;
+    use bulkhead_schemas::identity::Role;
+    if core.directory.get(Role::Node, &hb.name).is_none() {
+        core.directory.enroll(Identity {
+            role: Role::Node,
+            name: hb.name.clone(),
+            key: format!("U-{}", hb.name),
+            classes: hb.runtime_classes.clone(),
+            revoked_at: None,
+        });
+    }
+    core.heartbeat(hb, at_ms)
+        .expect("an enrolled node's heartbeat");
+}
+
 fn submit(seq: u64, json: serde_json::Value) -> Command {
     Command {
         cmd_seq: seq,
@@ -55,6 +73,7 @@ fn submit(seq: u64, json: serde_json::Value) -> Command {
         tenant: T.into(),
         payload: json.to_string().into_bytes(),
         traceparent: None,
+        signature: None,
     }
 }
 
@@ -63,7 +82,7 @@ pub(super) fn store_all(plan: &mut Plan, next_seq: &mut u64) -> Vec<Outcome> {
     plan.appends
         .iter_mut()
         .map(|a| {
-            let sealed = a.seal();
+            let sealed = a.seal("");
             Ok(sealed
                 .into_iter()
                 .zip(a.events.clone())
@@ -89,7 +108,7 @@ impl World {
     fn new(nodes: &[&str]) -> World {
         let mut core = SchedulerCore::default();
         for n in nodes {
-            core.heartbeat(&hb(n, 1000), 0);
+            beat_in(&mut core, &hb(n, 1000), 0);
         }
         World { core, seq: 0 }
     }
@@ -102,6 +121,7 @@ impl World {
             tenant: T.into(),
             payload: json.to_string().into_bytes(),
             traceparent: None,
+            signature: None,
         };
         let mut plan = self.core.decide(&[cmd]);
         self.node_events(&mut plan);

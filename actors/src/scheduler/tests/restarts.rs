@@ -70,7 +70,7 @@ fn a_replica_lost_with_its_node_never_returns_there() {
     );
     let now = bulkhead_schemas::now_ms() + 1;
     assert!(w.core.place_pending(100, now).appends.is_empty());
-    w.core.heartbeat(&hb(other, 1000), 0);
+    beat_in(&mut w.core, &hb(other, 1000), 0);
     let plan = w.core.place_pending(100, now);
     let c = w.run(plan);
     assert_eq!(starts(&c), [(other.to_owned(), 0)]);

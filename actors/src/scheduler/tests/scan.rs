@@ -5,11 +5,14 @@ use bulkhead_schemas::api::WorkloadState;
 use bulkhead_schemas::event::{QuarantineAction, ScanCompleted};
 use bulkhead_schemas::scan::{Finding, Severity, Verdict};
 
+/// A scheduler with node n1, enrolled for runc, gvisor and kata, offering runc and gvisor.
 fn core() -> SchedulerCore {
     let mut core = SchedulerCore::default();
     let mut hb = hb("n1", 4096);
-    hb.runtime_classes = vec![RuntimeClass::Runc, RuntimeClass::Gvisor];
-    core.heartbeat(&hb, 0);
+    hb.runtime_classes = vec![RuntimeClass::Runc, RuntimeClass::Gvisor, RuntimeClass::Kata];
+    beat_in(&mut core, &hb, 0);
+    hb.runtime_classes.pop();
+    core.heartbeat(&hb, 0).unwrap();
     core
 }
 
@@ -24,6 +27,7 @@ fn submit(seq: u64, id: &str, trust: &str) -> Command {
         .to_string()
         .into_bytes(),
         traceparent: None,
+        signature: None,
     }
 }
 
@@ -164,7 +168,7 @@ fn async_quarantine_moves_to_the_stronger_class_after_the_old_copy_stopped() {
     let mut c = core();
     let mut hb = hb("n1", 4096);
     hb.runtime_classes = vec![RuntimeClass::Runc, RuntimeClass::Gvisor, RuntimeClass::Kata];
-    c.heartbeat(&hb, 0);
+    c.heartbeat(&hb, 0).unwrap();
     c.policy.quarantine_class = Some(RuntimeClass::Kata);
     let mut seq = 0;
     let plan = c.decide(&[submit(1, "t", "multi_tenant")]);
@@ -239,7 +243,7 @@ fn a_known_bad_verdict_rejects_async_work_or_admits_it_quarantined() {
     let mut c = core();
     let mut hb = hb("n1", 4096);
     hb.runtime_classes = vec![RuntimeClass::Gvisor, RuntimeClass::Kata];
-    c.heartbeat(&hb, 0);
+    c.heartbeat(&hb, 0).unwrap();
     let mut seq = 0;
     c.scan_completed_now(verdict(Some(Severity::High)));
     let plan = c.decide(&[submit(1, "a", "multi_tenant")]);

@@ -7,7 +7,7 @@ use bulkhead_schemas::event::hash_bytes;
 #[test]
 fn stop_writes_stop_requested_after_the_head_and_stops_placed_replicas() {
     let mut core = SchedulerCore::default();
-    core.heartbeat(&hb("n1", 1000), 0);
+    beat_in(&mut core, &hb("n1", 1000), 0);
     let mut seq = 0;
     let mut plan = core.decide(&[submit(
         1,

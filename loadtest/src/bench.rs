@@ -1,0 +1,78 @@
+//! A benchmark's cluster, set up as `bulkhead up` sets one up: identities, nats-server with
+//! authentication, streams, enrolments. Every service and every node connects with its own
+//! credential (a thousand sim nodes: a thousand keys and connections).
+
+use std::path::Path;
+
+use bulkhead::auth::DataDir;
+use bulkhead::auth::setup::{self, Auth, Cluster, Listen};
+use bulkhead::bus::{Bus, Topology};
+use bulkhead::natsd::Sync;
+use bulkhead_schemas::identity::Role;
+use bulkhead_schemas::spec::RuntimeClass;
+use bulkhead_schemas::subjects;
+
+pub struct Bench {
+    pub cluster: Cluster,
+}
+
+impl Bench {
+    /// A cluster in `dir` whose server syncs as `sync`.
+    pub async fn start(dir: &Path, sync: Sync) -> anyhow::Result<Bench> {
+        let data = DataDir::new(&dir.join("data"));
+        let listen = Listen {
+            host: "127.0.0.1".into(),
+            port: 0,
+            sync,
+        };
+        let cluster = setup::start(&data, &listen, &Topology::default(), Auth::Required).await?;
+        Ok(Bench { cluster })
+    }
+
+    /// The admin's connection (it sees everything: the benchmarks' observers use it).
+    pub fn admin(&self) -> &Bus {
+        &self.cluster.admin
+    }
+
+    /// Enrols nodes (every runtime class) at once, and tells the server and the log.
+    pub async fn enroll_nodes(&self, names: &[String]) -> anyhow::Result<()> {
+        let all = vec![
+            RuntimeClass::Runc,
+            RuntimeClass::Gvisor,
+            RuntimeClass::Kata,
+            RuntimeClass::EderaZone,
+            RuntimeClass::Confidential,
+        ];
+        let data = &self.cluster.data;
+        data.enroll_all(
+            names
+                .iter()
+                .map(|n| (Role::Node, n.clone(), all.clone()))
+                .collect(),
+        )?;
+        data.reload_server()?;
+        // The server reloads its users in the background.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        setup::prepare(data, &self.cluster.server.url, &Topology::default()).await?;
+        Ok(())
+    }
+
+    /// A connection as `role` `name`.
+    pub async fn connect(&self, role: Role, name: &str) -> anyhow::Result<Bus> {
+        let creds = self.cluster.data.creds(role, name)?;
+        Ok(Bus::connect_as(&self.cluster.server.url, &creds).await?)
+    }
+
+    pub async fn scheduler(&self) -> anyhow::Result<Bus> {
+        self.connect(Role::Scheduler, "scheduler").await
+    }
+
+    pub async fn failover(&self) -> anyhow::Result<Bus> {
+        self.connect(Role::Failover, "failover").await
+    }
+
+    /// The default tenant's connection: what submits.
+    pub async fn tenant(&self) -> anyhow::Result<Bus> {
+        self.connect(Role::Tenant, subjects::DEFAULT_TENANT).await
+    }
+}

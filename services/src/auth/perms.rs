@@ -1,0 +1,322 @@
+//! The permission table: what nats-server lets each role publish and subscribe to — core
+//! subjects, the JetStream API (`$JS.API.…`: which streams it may look at, which consumers
+//! it may create, on which filters), KV keys and lease keys. Everything not listed is
+//! refused by the server. The server's `authorization` block and the table in
+//! `docs/ARCHITECTURE.md` are both generated from here (`bulkhead perms`).
+
+use bulkhead_schemas::identity::Role;
+use bulkhead_schemas::subjects::{self as s};
+use serde::Serialize;
+
+/// What one identity may do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Perms {
+    /// Subjects it may publish to (and request on).
+    pub publish: Vec<String>,
+    /// Subjects it may subscribe to.
+    pub subscribe: Vec<String>,
+    /// Whether it may answer requests it received (services: the API, the scan workers).
+    pub responses: bool,
+}
+
+/// The JetStream API subject `$JS.API.<rest>`.
+fn api(rest: &str) -> String {
+    format!("$JS.API.{rest}")
+}
+
+/// Reading the whole event log: its info, ordered consumers (named, on any log filter),
+/// pulls from them, and direct gets of heads.
+fn read_log(p: &mut Perms) {
+    let evt = s::EVT_STREAM;
+    p.publish.extend([
+        api(&format!("STREAM.INFO.{evt}")),
+        api(&format!("CONSUMER.CREATE.{evt}.*.bulkhead.evt.>")),
+        api(&format!("CONSUMER.MSG.NEXT.{evt}.*")),
+        api(&format!("CONSUMER.DELETE.{evt}.*")),
+        api(&format!("DIRECT.GET.{evt}")),
+    ]);
+}
+
+/// Writing events of these types on workloads of any tenant.
+fn write_workload_events(p: &mut Perms, kinds: &[&str]) {
+    p.publish
+        .extend(kinds.iter().map(|k| format!("bulkhead.evt.*.wl.*.{k}")));
+}
+
+/// Writing node events of these types about any node.
+fn write_node_events(p: &mut Perms, kinds: &[&str]) {
+    p.publish
+        .extend(kinds.iter().map(|k| s::node_event("*", k)));
+}
+
+/// Looking at a KV bucket: its info, reads of `keys` (a subject token or `>`).
+fn kv_read(p: &mut Perms, bucket: &str, keys: &str) {
+    p.publish.extend([
+        api(&format!("STREAM.INFO.KV_{bucket}")),
+        api(&format!("DIRECT.GET.KV_{bucket}.$KV.{bucket}.{keys}")),
+    ]);
+}
+
+/// Watching (or listing) a whole KV bucket: an ordered push consumer, its flow control.
+fn kv_watch(p: &mut Perms, bucket: &str) {
+    p.publish.extend([
+        api(&format!("CONSUMER.CREATE.KV_{bucket}")),
+        api(&format!("CONSUMER.CREATE.KV_{bucket}.>")),
+        format!("$JS.FC.KV_{bucket}.>"),
+    ]);
+}
+
+/// Writing `keys` of a KV bucket.
+fn kv_write(p: &mut Perms, bucket: &str, keys: &str) {
+    kv_read(p, bucket, keys);
+    p.publish.push(format!("$KV.{bucket}.{keys}"));
+}
+
+/// Pulling from (and acknowledging on) a durable consumer, created on `filter` (or on
+/// several filters, which the server then names in the request body only).
+fn durable(p: &mut Perms, stream: &str, consumer: &str, filter: Option<&str>) {
+    p.publish.extend([
+        api(&format!("STREAM.INFO.{stream}")),
+        api(&format!("CONSUMER.INFO.{stream}.{consumer}")),
+        api(&format!("CONSUMER.MSG.NEXT.{stream}.{consumer}")),
+        format!("$JS.ACK.{stream}.{consumer}.>"),
+    ]);
+    p.publish.push(match filter {
+        Some(f) => api(&format!("CONSUMER.CREATE.{stream}.{consumer}.{f}")),
+        None => api(&format!("CONSUMER.CREATE.{stream}.{consumer}")),
+    });
+}
+
+/// Holding a lease key.
+fn lease(p: &mut Perms, key: &str) {
+    kv_write(p, s::LEASES_BUCKET, key);
+}
+
+/// The permissions of `role` `name`.
+pub fn of(role: Role, name: &str) -> Perms {
+    let mut p = Perms::default();
+    if role == Role::Admin {
+        p.publish.push(">".into());
+        p.subscribe.push(">".into());
+        return p;
+    }
+    p.subscribe
+        .push(format!("{}.>", super::creds::inbox(role, name)));
+    match role {
+        Role::Admin => unreachable!("handled above"),
+        Role::Tenant => {
+            let t = name;
+            p.publish
+                .extend(["submit", "stop", "scale"].iter().map(|k| s::cmd(t, k)));
+            p.publish
+                .extend([s::api_workloads_get(t), s::api_workloads_list(t)]);
+            // Its own events, live (`nats sub`) or from a consumer on its own filter.
+            p.subscribe.push(s::tenant_events(t));
+            p.publish.extend([
+                api(&format!(
+                    "CONSUMER.CREATE.{}.*.{}",
+                    s::EVT_STREAM,
+                    s::tenant_events(t)
+                )),
+                api(&format!("CONSUMER.MSG.NEXT.{}.*", s::EVT_STREAM)),
+            ]);
+        }
+        Role::Node => {
+            let n = name;
+            write_workload_events(&mut p, &["started", "exited", "stopped"]);
+            p.publish.push(s::node_event(n, "joined"));
+            kv_write(&mut p, s::NODES_BUCKET, n);
+            durable(
+                &mut p,
+                s::OPS_STREAM,
+                &s::node_consumer(n),
+                Some(&s::node_ops(n)),
+            );
+            p.publish.push(s::api_node_heads(n));
+        }
+        Role::Scheduler => {
+            read_log(&mut p);
+            write_workload_events(
+                &mut p,
+                &[
+                    "accepted",
+                    "rejected",
+                    "scheduled",
+                    "scan_requested",
+                    "scan_completed",
+                    "scaled",
+                    "quarantined",
+                    "stop_requested",
+                ],
+            );
+            write_node_events(&mut p, &["draining", "drained", "undrained"]);
+            p.publish
+                .extend([s::OPS_ALL.to_owned(), s::SCAN_JOBS.to_owned()]);
+            durable(&mut p, s::CMD_STREAM, s::SCHEDULER_CONSUMER, None);
+            p.publish
+                .push(api(&format!("STREAM.INFO.{}", s::SCAN_STREAM)));
+            lease(&mut p, s::SCHEDULER_LEASE_KEY);
+            kv_read(&mut p, s::NODES_BUCKET, ">");
+            kv_watch(&mut p, s::NODES_BUCKET);
+        }
+        Role::Failover => {
+            read_log(&mut p);
+            write_workload_events(&mut p, &["lost", "replica_requested", "gave_up"]);
+            write_node_events(&mut p, &["lost"]);
+            lease(&mut p, s::FAILOVER_LEASE_KEY);
+            kv_read(&mut p, s::NODES_BUCKET, ">");
+            kv_watch(&mut p, s::NODES_BUCKET);
+        }
+        Role::Api => {
+            read_log(&mut p);
+            p.subscribe.extend([
+                s::API_WORKLOADS_GET_ALL.to_owned(),
+                s::API_WORKLOADS_LIST_ALL.to_owned(),
+                s::API_NODES_LIST.to_owned(),
+                s::api_node_heads("*"),
+                "$SRV.>".to_owned(),
+            ]);
+            p.responses = true;
+            kv_read(&mut p, s::NODES_BUCKET, ">");
+            kv_watch(&mut p, s::NODES_BUCKET);
+        }
+        Role::Scanner => {
+            p.publish.push(s::scan_event("*", "scan_completed"));
+            p.publish.push(s::scan_progress("*"));
+            p.publish.push(s::scan_layer("*"));
+            p.subscribe.push(s::scan_layer("*"));
+            p.responses = true;
+            // The scan stream holds jobs only: its consumer needs no filter.
+            durable(&mut p, s::SCAN_STREAM, s::SCAN_CONSUMER, None);
+            kv_write(&mut p, s::LAYERS_BUCKET, ">");
+            kv_write(&mut p, s::SCANNERS_BUCKET, ">");
+            kv_watch(&mut p, s::SCANNERS_BUCKET);
+            // The advisory database an admin imported: an object store, read only.
+            let obj = format!("OBJ_{}", s::VULNDB_BUCKET);
+            p.publish.extend([
+                api(&format!("STREAM.INFO.{obj}")),
+                api(&format!("CONSUMER.CREATE.{obj}")),
+                api(&format!("CONSUMER.CREATE.{obj}.>")),
+                api(&format!("DIRECT.GET.{obj}.>")),
+                api(&format!("STREAM.MSG.GET.{obj}")),
+                format!("$JS.FC.{obj}.>"),
+            ]);
+        }
+    }
+    p
+}
+
+/// Whether NATS subject pattern `pattern` (with `*` and `>`) matches `subject`, token by
+/// token as nats-server matches a permission.
+pub fn matches(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut t = subject.split('.');
+    loop {
+        match (p.next(), t.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+impl Perms {
+    pub fn may_publish(&self, subject: &str) -> bool {
+        self.publish.iter().any(|p| matches(p, subject))
+    }
+    pub fn may_subscribe(&self, subject: &str) -> bool {
+        self.subscribe.iter().any(|p| matches(p, subject))
+    }
+}
+
+/// The table as Markdown, one row per role (names in angle brackets), for
+/// `docs/ARCHITECTURE.md`.
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "| role | may publish (and request) | may subscribe to | answers requests |\n|---|---|---|---|\n",
+    );
+    for role in Role::ALL {
+        let placeholder = match role {
+            Role::Tenant => "<tenant>",
+            Role::Node => "<node>",
+            _ => "<name>",
+        };
+        let p = of(role, placeholder);
+        let cell = |v: &[String]| {
+            v.iter()
+                .map(|x| format!("`{x}`"))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        out.push_str(&format!(
+            "| {role} | {} | {} | {} |\n",
+            cell(&p.publish),
+            cell(&p.subscribe),
+            if p.responses { "yes" } else { "no" }
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_patterns_match_as_the_server_does() {
+        assert!(matches("a.*.c", "a.b.c"));
+        assert!(!matches("a.*.c", "a.b.c.d"));
+        assert!(matches("a.>", "a.b.c"));
+        assert!(!matches("a.>", "a"));
+        assert!(!matches("a.b", "a.b.c"));
+    }
+
+    #[test]
+    fn a_tenant_reaches_its_own_subjects_only() {
+        let t = of(Role::Tenant, "acme");
+        assert!(t.may_publish("bulkhead.cmd.acme.submit"));
+        assert!(!t.may_publish("bulkhead.cmd.other.submit"));
+        assert!(!t.may_publish("bulkhead.ctl.drain"));
+        assert!(t.may_subscribe("bulkhead.evt.acme.wl.web.started"));
+        assert!(!t.may_subscribe("bulkhead.evt.other.wl.web.started"));
+        assert!(!t.may_subscribe("bulkhead.evt.>"));
+        assert!(t.may_publish("$JS.API.CONSUMER.CREATE.BULKHEAD_EVT.f1.bulkhead.evt.acme.>"));
+        assert!(!t.may_publish("$JS.API.CONSUMER.CREATE.BULKHEAD_EVT.f1.bulkhead.evt.>"));
+        assert!(!t.may_publish("$JS.API.CONSUMER.CREATE.BULKHEAD_EVT"));
+        assert!(!t.may_publish("$JS.API.STREAM.PURGE.BULKHEAD_EVT"));
+        assert!(!t.may_subscribe("_INBOX.tenant.other.x"));
+    }
+
+    #[test]
+    fn a_node_writes_its_own_heartbeat_and_reads_its_own_ops_only() {
+        let n = of(Role::Node, "n1");
+        assert!(n.may_publish("$KV.bulkhead-nodes.n1"));
+        assert!(!n.may_publish("$KV.bulkhead-nodes.n2"));
+        assert!(n.may_publish("$JS.API.CONSUMER.MSG.NEXT.BULKHEAD_OPS.bulkhead-node-n1"));
+        assert!(!n.may_publish("$JS.API.CONSUMER.MSG.NEXT.BULKHEAD_OPS.bulkhead-node-n2"));
+        assert!(!n.may_publish("bulkhead.node.n1.ops"));
+        assert!(!n.may_subscribe("bulkhead.node.n1.ops"));
+        assert!(!n.may_publish("$JS.API.DIRECT.GET.BULKHEAD_EVT"));
+        assert!(n.may_publish("bulkhead.evt.acme.wl.web.started"));
+        assert!(!n.may_publish("bulkhead.evt.acme.wl.web.accepted"));
+        assert!(!n.may_publish("bulkhead.evt.node.n2.joined"));
+        assert!(!n.may_publish("$KV.bulkhead-leases.scheduler"));
+    }
+
+    #[test]
+    fn only_admins_manage_streams() {
+        for role in Role::ALL {
+            let p = of(role, "x");
+            for verb in ["CREATE", "UPDATE", "DELETE", "PURGE"] {
+                let subject = format!("$JS.API.STREAM.{verb}.{}", s::EVT_STREAM);
+                assert_eq!(
+                    p.may_publish(&subject),
+                    role == Role::Admin,
+                    "{role} {verb}"
+                );
+            }
+        }
+    }
+}
