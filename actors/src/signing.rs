@@ -14,6 +14,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use bulkhead_schemas::event::Hash;
 use nkeys::KeyPair;
 use sha2::{Digest, Sha256};
@@ -261,12 +263,14 @@ pub fn root_of(hash: &Hash, proof: &Proof) -> Result<Hash, SigError> {
 }
 
 impl Proof {
-    /// The `Bulkhead-Sig` header value.
+    /// The `Bulkhead-Sig` header value: `<index>/<size> <signature> <path>`, the signature
+    /// (64 bytes) and the path (32 bytes a level, leaf to root, concatenated) in unpadded
+    /// base64url; a batch of one has no path.
     pub fn encode(&self) -> String {
-        let mut s = format!("{}/{} {}", self.index, self.size, hex::encode(self.sig));
-        for h in &self.path {
+        let mut s = format!("{}/{} {}", self.index, self.size, B64.encode(self.sig));
+        if !self.path.is_empty() {
             s.push(' ');
-            s.push_str(&hex::encode(h));
+            s.push_str(&B64.encode(self.path.concat()));
         }
         s
     }
@@ -284,20 +288,33 @@ impl Proof {
         };
         let (index, size) = (num(index)?, num(size)?);
         let sig = parts.next().ok_or(SigError::BadProof("no signature"))?;
-        let sig: [u8; 64] = hex::decode(sig)
+        let sig: [u8; 64] = B64
+            .decode(sig)
             .ok()
             .and_then(|v| v.try_into().ok())
             .ok_or(SigError::BadProof("a bad signature"))?;
-        let mut path = Vec::new();
-        for h in parts {
-            if path.len() == 64 {
-                return Err(SigError::BadProof("too long a path"));
+        let path = match parts.next() {
+            None => Vec::new(),
+            Some(p) if p.len() <= 64 * 44 => {
+                let bytes = B64
+                    .decode(p)
+                    .map_err(|_| SigError::BadProof("a bad path"))?;
+                if bytes.is_empty() || bytes.len() % 32 != 0 {
+                    return Err(SigError::BadProof("a bad path"));
+                }
+                bytes
+                    .chunks_exact(32)
+                    .map(|c| {
+                        let mut h = [0u8; 32];
+                        h.copy_from_slice(c);
+                        h
+                    })
+                    .collect()
             }
-            let h: Hash = hex::decode(h)
-                .ok()
-                .and_then(|v| v.try_into().ok())
-                .ok_or(SigError::BadProof("a bad path hash"))?;
-            path.push(h);
+            Some(_) => return Err(SigError::BadProof("too long a path")),
+        };
+        if parts.next().is_some() {
+            return Err(SigError::BadProof("trailing fields"));
         }
         Ok(Proof {
             index,

@@ -3,6 +3,7 @@
 //! and memory per workload, beside the raw JetStream append rate measured in the same run.
 //! `cri`: submit → running on a real CRI runtime per runtime class, with per-call times.
 //! `scan-cache`: CPU of cold scans, rescans, and many images sharing base layers.
+//! `signing`: signatures and verifications per second per core, bytes added per event.
 //! `failover`: die → replacement running (sim fleet and real containerd), node lost → all
 //! its replicas running elsewhere.
 
@@ -10,6 +11,7 @@ mod bench;
 mod cri;
 mod failover;
 mod scan_cache;
+mod signing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -52,6 +54,8 @@ enum Scenario {
         #[arg(long, value_enum, default_value = "both")]
         sync: SyncMode,
     },
+    /// Signatures and verifications per second on one core; bytes a signature adds.
+    Signing,
     /// Submit → running on a real CRI runtime (start one with scripts/cri-env.sh).
     Cri {
         #[arg(long, env = "BULKHEAD_TEST_CRI_SOCKET")]
@@ -163,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await;
         }
+        Scenario::Signing => return signing::run(),
         Scenario::Cri {
             socket,
             image,

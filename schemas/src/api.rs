@@ -226,6 +226,26 @@ pub struct NodesReply {
     pub nodes: Vec<NodeView>,
 }
 
+/// What the query API's reader of the log set aside (`bulkhead.api.admin.aside.list`):
+/// events it would not apply, counted by reason, the latest listed.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+pub struct AsideReply {
+    pub total: u64,
+    pub by_code: BTreeMap<String, u64>,
+    /// The latest, oldest first.
+    pub recent: Vec<AsideView>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct AsideView {
+    /// The stream sequence of what was set aside.
+    pub seq: u64,
+    pub subject: String,
+    /// A short stable code (`bad_signature`, `no_authority`, `not_its_node`, …).
+    pub code: String,
+    pub reason: String,
+}
+
 /// Error body of the API (also signalled in the `Nats-Service-Error` headers).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {

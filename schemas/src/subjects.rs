@@ -47,6 +47,8 @@ pub const API_WORKLOADS_GET_ALL: &str = "bulkhead.api.*.workloads.get";
 pub const API_WORKLOADS_LIST_ALL: &str = "bulkhead.api.*.workloads.list";
 /// What operators ask.
 pub const API_NODES_LIST: &str = "bulkhead.api.admin.nodes.list";
+/// What the query API set aside while reading the log.
+pub const API_ASIDE_LIST: &str = "bulkhead.api.admin.aside.list";
 
 /// `bulkhead.api.<tenant>.workloads.get`
 pub fn api_workloads_get(tenant: &str) -> String {

@@ -49,6 +49,9 @@ pub enum Skip {
     /// moved away from): a node's key writing about what it does not run.
     #[error("node {node} never held replica {replica}")]
     NotItsNode { node: String, replica: u32 },
+    /// `prev` is not the hash of the workload's last event.
+    #[error("prev {prev} is not the workload's head {head}")]
+    BrokenChain { prev: String, head: String },
 }
 
 impl Skip {
@@ -66,6 +69,7 @@ impl Skip {
             Skip::BadReplica(_) => "bad_replica",
             Skip::NotWorkload => "not_a_workload_event",
             Skip::NotItsNode { .. } => "not_its_node",
+            Skip::BrokenChain { .. } => "broken_chain",
         }
     }
 }
@@ -160,6 +164,11 @@ impl Projection {
 
     /// Applies a stored event; what it will not apply (but a repeat) is set aside.
     pub fn ingest(&mut self, s: &Stored) -> Option<Vec<Change>> {
+        if let Err(skip) = self.chained(s) {
+            let a = Aside::new(s.seq, &s.event.subject, skip.code(), &skip);
+            self.set_aside.record(a);
+            return None;
+        }
         match self.apply(s.seq, s.hash, &s.event) {
             Ok(changes) => Some(changes),
             Err(skip) if skip.is_benign() => None,
@@ -168,6 +177,25 @@ impl Projection {
                 self.set_aside.record(a);
                 None
             }
+        }
+    }
+
+    /// Whether a new event names its workload's head as `prev` (none for a workload's
+    /// first): a writer that skipped the server's sequence check cannot fork or rewrite a
+    /// chain. What is at or below the head is left to [`Projection::apply`] (a repeat).
+    fn chained(&self, s: &Stored) -> Result<(), Skip> {
+        let expected = match self.workloads.get(&s.event.subject) {
+            Some(w) if s.seq <= w.head.seq => return Ok(()),
+            Some(w) => Some(hex::encode(w.head.hash)),
+            None => None,
+        };
+        if s.event.prev == expected {
+            Ok(())
+        } else {
+            Err(Skip::BrokenChain {
+                prev: s.event.prev.clone().unwrap_or_else(|| "none".into()),
+                head: expected.unwrap_or_else(|| "none".into()),
+            })
         }
     }
 

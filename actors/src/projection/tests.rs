@@ -286,26 +286,21 @@ fn stop_ends_pending_replicas_and_releases_placed_ones() {
 #[test]
 fn a_fact_from_a_node_that_never_held_the_replica_is_set_aside() {
     let mut p = Projection::default();
-    let h = [0u8; 32];
-    let stored = |seq, body| Stored {
-        seq,
-        hash: h,
-        event: ev(body),
-    };
+    let mut chain = Chain::default();
     let accepted = EventBody::Accepted(Accepted {
         spec: spec(1),
         cmd_seq: 1,
         by: Default::default(),
         pending: None,
     });
-    p.ingest(&stored(1, accepted));
+    p.ingest(&chain.next(accepted));
     let scheduled = EventBody::Scheduled(Scheduled {
         replica: 0,
         node: "n".into(),
         runtime_class: Default::default(),
         replaces: None,
     });
-    p.ingest(&stored(2, scheduled));
+    p.ingest(&chain.next(scheduled));
     let forged = EventBody::Exited(Exited {
         replica: 0,
         node: "x".into(),
@@ -313,11 +308,74 @@ fn a_fact_from_a_node_that_never_held_the_replica_is_set_aside() {
         reason: "completed".into(),
         finished_at: "t".into(),
     });
-    assert!(p.ingest(&stored(3, forged)).is_none());
+    assert!(p.ingest(&chain.next(forged)).is_none());
     assert_eq!(p.set_aside.by_code().get("not_its_node"), Some(&1));
     assert_eq!(
         p.get("w").unwrap().state(),
         WorkloadState::Scheduled,
         "unchanged"
     );
+}
+
+/// Events of workload `w`, each naming the previous one's hash as `prev`.
+#[derive(Default)]
+struct Chain {
+    seq: u64,
+    prev: Option<String>,
+}
+
+impl Chain {
+    fn next(&mut self, body: EventBody) -> Stored {
+        let mut event = ev(body);
+        event.prev = self.prev.take();
+        let (_, hash) = event.seal();
+        self.seq += 1;
+        self.prev = Some(hex::encode(hash));
+        Stored {
+            seq: self.seq,
+            hash,
+            event,
+        }
+    }
+}
+
+/// An event that does not name the workload's head (a writer that skipped the server's
+/// sequence check) neither forks nor rewrites the chain: it is set aside.
+#[test]
+fn an_event_off_the_chain_is_set_aside() {
+    let mut p = Projection::default();
+    let mut chain = Chain::default();
+    let accepted = EventBody::Accepted(Accepted {
+        spec: spec(1),
+        cmd_seq: 1,
+        by: Default::default(),
+        pending: None,
+    });
+    p.ingest(&chain.next(accepted));
+    let scheduled = || {
+        EventBody::Scheduled(Scheduled {
+            replica: 0,
+            node: "n".into(),
+            runtime_class: Default::default(),
+            replaces: None,
+        })
+    };
+    let mut forked = chain.next(scheduled());
+    forked.event.prev = Some(hex::encode([7u8; 32]));
+    assert!(p.ingest(&forked).is_none());
+    let mut unchained = chain.next(scheduled());
+    unchained.event.prev = None;
+    assert!(p.ingest(&unchained).is_none());
+    assert_eq!(p.set_aside.by_code().get("broken_chain"), Some(&2));
+    assert_eq!(p.get("w").unwrap().state(), WorkloadState::Pending);
+    // A second `accepted` claiming to start the chain again is refused too.
+    let again = EventBody::Accepted(Accepted {
+        spec: spec(1),
+        cmd_seq: 2,
+        by: Default::default(),
+        pending: None,
+    });
+    let mut restart = chain.next(again);
+    restart.event.prev = None;
+    assert!(p.ingest(&restart).is_none());
 }

@@ -7,11 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use bulkhead_actors::projection::Projection;
 use bulkhead_schemas::api::{
-    ApiError, GetRequest, ListReply, ListRequest, NodeView, NodesReply, parse_label,
+    ApiError, AsideReply, AsideView, GetRequest, ListReply, ListRequest, NodeView, NodesReply,
+    parse_label,
 };
-use bulkhead_schemas::{
-    ChainHead, HeadsReply, HeadsRequest, NodeHeartbeat, Resources, SyncHead, subjects,
-};
+use bulkhead_schemas::{ChainHead, HeadsReply, HeadsRequest, Resources, SyncHead, subjects};
 
 use crate::bus::Bus;
 use bytes::Bytes;
@@ -127,9 +126,9 @@ pub(super) async fn nodes_list(model: &Model, kv: &async_nats::jetstream::kv::St
     let mut beats = Vec::new();
     while let Some(Ok(key)) = keys.next().await {
         match kv.get(&key).await {
-            Ok(Some(v)) => match serde_json::from_slice::<NodeHeartbeat>(&v) {
+            Ok(Some(v)) => match crate::bus::ops::heartbeat_of(&key, &v) {
                 Ok(hb) => beats.push(hb),
-                Err(e) => warn!(%key, error = %e, "malformed heartbeat"),
+                Err(a) => warn!(%key, code = a.code, reason = %a.reason, "heartbeat left out"),
             },
             _ => continue,
         }
@@ -215,5 +214,30 @@ pub(super) async fn node_heads(model: &Model, bus: &Bus, node: &str, payload: &[
             Err(e) => return bad(500, format!("reading the head of {workload}: {e}")),
         }
     }
+    json(&reply)
+}
+
+/// What the read model set aside, for an operator.
+pub(super) fn aside_list(model: &Model) -> Reply {
+    let p = read(model);
+    let reply = AsideReply {
+        total: p.set_aside.total(),
+        by_code: p
+            .set_aside
+            .by_code()
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect(),
+        recent: p
+            .set_aside
+            .recent()
+            .map(|a| AsideView {
+                seq: a.seq,
+                subject: a.subject.clone(),
+                code: a.code.to_owned(),
+                reason: a.reason.clone(),
+            })
+            .collect(),
+    };
     json(&reply)
 }

@@ -14,7 +14,7 @@ use tracing::info;
 use crate::bus::Bus;
 use crate::follow::Follower;
 use crate::tasks::AbortOnDrop;
-use handlers::{node_heads, nodes_list, workload_get, workload_list, write};
+use handlers::{aside_list, node_heads, nodes_list, workload_get, workload_list, write};
 
 pub struct ApiHandle {
     _tasks: Vec<AbortOnDrop>,
@@ -39,6 +39,7 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
     let mut list = endpoint(&service, "workloads-list", subjects::API_WORKLOADS_LIST_ALL).await?;
     let mut nodes = endpoint(&service, "nodes-list", subjects::API_NODES_LIST).await?;
     let mut heads = endpoint(&service, "node-heads", &subjects::api_node_heads("*")).await?;
+    let mut aside = endpoint(&service, "aside-list", subjects::API_ASIDE_LIST).await?;
     let nodes_kv = bus.js.get_key_value(subjects::NODES_BUCKET).await?;
 
     let m = model.clone();
@@ -73,6 +74,12 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
             let _ = req.respond(reply).await;
         }
     });
+    let m = model.clone();
+    let aside_task = tokio::spawn(async move {
+        while let Some(req) = aside.next().await {
+            let _ = req.respond(aside_list(&m)).await;
+        }
+    });
     info!("query API serving on {}.<tenant>.>", subjects::API_PREFIX);
     Ok(ApiHandle {
         _tasks: vec![
@@ -81,6 +88,7 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
             AbortOnDrop(list_task),
             AbortOnDrop(nodes_task),
             AbortOnDrop(heads_task),
+            AbortOnDrop(aside_task),
         ],
     })
 }

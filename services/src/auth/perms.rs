@@ -173,6 +173,7 @@ pub fn of(role: Role, name: &str) -> Perms {
                 s::API_WORKLOADS_GET_ALL.to_owned(),
                 s::API_WORKLOADS_LIST_ALL.to_owned(),
                 s::API_NODES_LIST.to_owned(),
+                s::API_ASIDE_LIST.to_owned(),
                 s::api_node_heads("*"),
                 "$SRV.>".to_owned(),
             ]);

@@ -82,7 +82,8 @@ pub async fn start(
     let tls = if server::is_loopback(&listen.host) {
         None
     } else {
-        let (files, ca) = server::tls_material(&data.tls_dir(), std::slice::from_ref(&listen.host))?;
+        let (files, ca) =
+            server::tls_material(&data.tls_dir(), std::slice::from_ref(&listen.host))?;
         data.set_ca(&ca)?;
         info!(host = %listen.host, "listening beyond loopback: TLS with the CA made at setup");
         Some(files)

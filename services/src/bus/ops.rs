@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::kv;
+use bulkhead_actors::aside::Aside;
 use bulkhead_actors::ports::heartbeat::HeartbeatSink;
 use bulkhead_actors::ports::ops::OpsSink;
 use bulkhead_actors::ports::{SinkError, cause};
@@ -146,6 +147,19 @@ impl OpsSink for NatsOps {
         }
         failed
     }
+}
+
+/// The heartbeat stored under `key` of the nodes bucket. The key is what nats-server
+/// checked (a node writes its own key only): a body naming another node is set aside.
+pub fn heartbeat_of(key: &str, value: &[u8]) -> Result<NodeHeartbeat, Aside> {
+    let subject = format!("$KV.{}.{key}", subjects::NODES_BUCKET);
+    let hb: NodeHeartbeat = serde_json::from_slice(value)
+        .map_err(|e| Aside::new(0, &subject, "malformed", format!("not a heartbeat: {e}")))?;
+    if hb.name != key {
+        let why = format!("the heartbeat under {key} names node {:?}", hb.name);
+        return Err(Aside::new(0, &subject, "heartbeat_name", why));
+    }
+    Ok(hb)
 }
 
 /// Heartbeats into the `bulkhead-nodes` bucket.

@@ -155,6 +155,12 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// What the query API set aside while reading the log (forged, malformed or
+    /// unauthorised events), by reason, the latest listed (admin).
+    Aside {
+        #[arg(long)]
+        json: bool,
+    },
     /// Follow the event log.
     Events {
         /// Only this workload.

@@ -368,6 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             query::list(&bus, &tenant, req, json).await
         }
         Cmd::Nodes { json } => query::nodes(&who.admin().await?, json).await,
+        Cmd::Aside { json } => query::aside(&who.admin().await?, json).await,
         Cmd::Events {
             workload,
             types,

@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use bulkhead_schemas::api::{ListReply, ListRequest, NodesReply, WorkloadState, WorkloadView};
+use bulkhead_schemas::api::{
+    AsideReply, ListReply, ListRequest, NodesReply, WorkloadState, WorkloadView,
+};
 use bulkhead_schemas::subjects;
 
 use super::exit;
@@ -182,6 +184,29 @@ pub async fn nodes(bus: &Bus, json: bool) -> anyhow::Result<i32> {
                 r.detail
             )?;
         }
+    }
+    Ok(exit::OK)
+}
+
+/// `bulkhead aside`: what the query API would not apply while reading the log.
+pub async fn aside(bus: &Bus, json: bool) -> anyhow::Result<i32> {
+    let reply: AsideReply = match query(bus, subjects::API_ASIDE_LIST, Vec::new(), json).await? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let mut out = std::io::stdout().lock();
+    let codes: Vec<String> = reply
+        .by_code
+        .iter()
+        .map(|(c, n)| format!("{c}={n}"))
+        .collect();
+    writeln!(out, "{} set aside: {}", reply.total, codes.join(" "))?;
+    for a in &reply.recent {
+        writeln!(
+            out,
+            "{:>8} {:<16} {} {}",
+            a.seq, a.code, a.subject, a.reason
+        )?;
     }
     Ok(exit::OK)
 }

@@ -3,12 +3,12 @@
 
 use async_nats::jetstream::kv::Operation;
 use bulkhead_actors::scheduler::actor::SchedulerMsg;
-use bulkhead_schemas::NodeHeartbeat;
 use futures::StreamExt;
 use ractor::ActorRef;
 use tracing::{error, warn};
 
 use crate::bus::Bus;
+use crate::bus::ops::heartbeat_of;
 use crate::tasks::AbortOnDrop;
 
 /// Starts the watch; it stops when the returned guard is dropped.
@@ -30,12 +30,9 @@ async fn heartbeats(bus: Bus, actor: ActorRef<SchedulerMsg>) {
         let msg = if entry.operation != Operation::Put {
             SchedulerMsg::NodeGone(entry.key)
         } else {
-            match serde_json::from_slice::<NodeHeartbeat>(&entry.value) {
+            match heartbeat_of(&entry.key, &entry.value) {
                 Ok(hb) => SchedulerMsg::Heartbeat(hb, bulkhead_schemas::now_ms()),
-                Err(e) => {
-                    warn!(key = %entry.key, error = %e, "ignoring malformed heartbeat");
-                    continue;
-                }
+                Err(aside) => SchedulerMsg::SetAside(aside),
             }
         };
         if actor.send_message(msg).is_err() {

@@ -137,10 +137,12 @@ impl World {
     /// [`T`], as the log delivers it.
     fn logged(&mut self, id: &str, body: EventBody) {
         self.seq += 1;
-        let event = Event::new("other", &key(id), None, body);
+        let prev = self.core.projection.get(&key(id)).map(|w| w.head.hash);
+        let event = Event::new("other", &key(id), prev.as_ref(), body);
+        let (_, hash) = event.seal();
         self.core.apply(&Stored {
             seq: self.seq,
-            hash: [0; 32],
+            hash,
             event,
         });
     }

@@ -201,18 +201,20 @@ fn async_quarantine_moves_to_the_stronger_class_after_the_old_copy_stopped() {
     );
     // The node reports the stop: the replica is placed again, now in kata.
     seq += 1;
+    let head = c.projection.get(&key("t")).unwrap().head.hash;
+    let stopped = Event::new(
+        "node/n1",
+        &key("t"),
+        Some(&head),
+        EventBody::Stopped(bulkhead_schemas::event::Stopped {
+            replica: 0,
+            node: "n1".into(),
+        }),
+    );
     c.apply(&Stored {
         seq,
-        hash: Default::default(),
-        event: Event::new(
-            "node/n1",
-            &key("t"),
-            None,
-            EventBody::Stopped(bulkhead_schemas::event::Stopped {
-                replica: 0,
-                node: "n1".into(),
-            }),
-        ),
+        hash: stopped.seal().1,
+        event: stopped,
     });
     let plan = c.place_pending(10, bulkhead_schemas::now_ms());
     assert_eq!(kinds(&plan), ["scheduled"]);
