@@ -39,7 +39,13 @@ pub fn init(service: &str, default_filter: &str) -> anyhow::Result<Telemetry> {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     tracing_subscriber::registry()
         .with(filter)
-        .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                // Colour for a terminal only: a log file or a collector gets plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init()?;
     if exporting {

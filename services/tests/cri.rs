@@ -814,11 +814,11 @@ async fn a_paused_node_is_lost_and_once_back_removes_the_copies_replaced_meanwhi
         running_on(&cri, "pa").await.is_empty()
     })
     .await;
-    assert!(
-        c.env.log("node-0").contains("reason=Lost"),
-        "pa heard of its loss from the scheduler: {}",
-        c.env.log("node-0")
-    );
+    let env = &c.env;
+    wait_until("pa to say it heard of its loss", LONG, async || {
+        env.log("node-0").contains("reason=Lost")
+    })
+    .await;
     // Every workload: lost → replica_requested → scheduled(pb) → started, and nothing
     // from pa afterwards changes it; one copy each, on pb, still running.
     for id in &ids {

@@ -221,13 +221,13 @@ impl<L: EventLog> Actor for FailoverActor<L> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             FailoverMsg::Logged(batch) => {
-                st.projection.set_aside.record_all(batch.set_aside);
                 let mut touched = BTreeSet::new();
                 for s in &batch.events {
                     if st.projection.ingest(s).is_some() {
                         touched.insert(s.event.subject.clone());
                     }
                 }
+                st.projection.note_set_aside(batch.set_aside);
                 touched.extend(std::mem::take(&mut st.retry));
                 st.decide(touched).await;
             }

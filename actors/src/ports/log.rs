@@ -25,6 +25,10 @@ pub struct WorkloadAppend {
     /// On a concurrent write, re-read the head and append after it (node facts such as
     /// `started` stay true whatever came before); otherwise report the conflict.
     pub rechain_on_conflict: bool,
+    /// For a new workload: the last sequence stored under its subjects that every reader
+    /// set aside (a forged event took the id first). The append expects it; `prev` stays
+    /// empty, since nothing was applied.
+    pub floor: u64,
 }
 
 /// One event ready to publish.
@@ -54,6 +58,7 @@ impl WorkloadAppend {
             head,
             events,
             rechain_on_conflict: false,
+            floor: 0,
         }
     }
 
@@ -84,9 +89,17 @@ impl WorkloadAppend {
             .collect()
     }
 
-    /// The subject sequence the first event must find (0: no event yet).
+    /// A new workload whose subjects hold set-aside messages up to `seq`.
+    pub fn after_set_aside(mut self, seq: u64) -> Self {
+        self.floor = seq;
+        self
+    }
+
+    /// The subject sequence the first event must find (0: no event yet). A head's sequence
+    /// counts the messages readers set aside after its event (they keep their place in the
+    /// stream); its hash is the last applied event's.
     pub fn expected_seq(&self) -> u64 {
-        self.head.map(|h| h.seq).unwrap_or(0)
+        self.head.map(|h| h.seq).unwrap_or(0).max(self.floor)
     }
 }
 

@@ -84,7 +84,8 @@ impl Inner {
     }
 
     fn store_by(&mut self, signer: &Signer, mut append: WorkloadAppend) -> Outcome {
-        if append.head.map(|h| h.seq) != self.head(&append.workload).map(|h| h.seq) {
+        let last = self.head(&append.workload).map_or(0, |h| h.seq);
+        if append.expected_seq() != last {
             if !append.rechain_on_conflict {
                 return Err(LogError::Conflict);
             }

@@ -10,12 +10,12 @@
 mod events;
 pub mod workload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use bulkhead_schemas::Resources;
 use bulkhead_schemas::api::{DrainMark, NodeMarks};
 use bulkhead_schemas::event::{Event, EventBody, Hash, NodeEvent};
+use bulkhead_schemas::{Resources, subjects};
 
 use crate::aside::{Aside, SetAside};
 pub use crate::ports::log::Head;
@@ -85,6 +85,8 @@ pub struct Projection {
     marks: BTreeMap<String, NodeMarks>,
     /// Events this projection would not apply.
     pub set_aside: SetAside,
+    /// Per workload key the log never admitted: the last sequence set aside under it.
+    set_aside_seqs: HashMap<String, u64>,
 }
 
 impl Projection {
@@ -153,27 +155,64 @@ impl Projection {
     /// Applies a batch read from the log (workload events, and node events for the marks),
     /// counting what its reader set aside.
     pub fn logged(&mut self, batch: Batch) {
-        self.set_aside.record_all(batch.set_aside);
         for s in &batch.nodes {
             self.node_event(&s.event);
         }
         for s in &batch.events {
             self.ingest(s);
         }
+        self.note_set_aside(batch.set_aside);
+    }
+
+    /// Counts what a reader set aside, after the batch's events are applied: a set-aside
+    /// message on a workload's subjects still holds its place in the stream, so the
+    /// workload's head sequence (what the next append expects) moves past it, while its
+    /// hash stays the last applied event's. (After the events: one set aside before an
+    /// applied event of the same batch is already behind the head.)
+    pub fn note_set_aside(&mut self, items: Vec<Aside>) {
+        for a in &items {
+            self.hold_place(a.seq, &a.subject);
+        }
+        self.set_aside.record_all(items);
+    }
+
+    /// A message at `seq` under `subject` (a log subject, or a workload key) that was not
+    /// applied.
+    fn hold_place(&mut self, seq: u64, subject: &str) {
+        let key = if subject.starts_with("bulkhead.") {
+            match subjects::workload_of(subject) {
+                Some(k) => k,
+                None => return, // not a workload's
+            }
+        } else {
+            subject.to_owned()
+        };
+        match self.workloads.get_mut(&key) {
+            Some(w) => w.head.seq = w.head.seq.max(seq),
+            None => {
+                let e = self.set_aside_seqs.entry(key).or_default();
+                *e = (*e).max(seq);
+            }
+        }
+    }
+
+    /// The last set-aside sequence under the subjects of `key`, a workload the log never
+    /// admitted (0: none): what its first append must expect.
+    pub fn set_aside_seq(&self, key: &str) -> u64 {
+        self.set_aside_seqs.get(key).copied().unwrap_or(0)
     }
 
     /// Applies a stored event; what it will not apply (but a repeat) is set aside.
     pub fn ingest(&mut self, s: &Stored) -> Option<Vec<Change>> {
-        if let Err(skip) = self.chained(s) {
-            let a = Aside::new(s.seq, &s.event.subject, skip.code(), &skip);
-            self.set_aside.record(a);
-            return None;
-        }
-        match self.apply(s.seq, s.hash, &s.event) {
+        let applied = self
+            .chained(s)
+            .and_then(|()| self.apply(s.seq, s.hash, &s.event));
+        match applied {
             Ok(changes) => Some(changes),
             Err(skip) if skip.is_benign() => None,
             Err(skip) => {
                 let a = Aside::new(s.seq, &s.event.subject, skip.code(), &skip);
+                self.hold_place(a.seq, &a.subject);
                 self.set_aside.record(a);
                 None
             }

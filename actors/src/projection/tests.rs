@@ -1,6 +1,7 @@
 //! The projection event by event: lifecycles, replays, node marks, pinned images.
 
 use super::*;
+use crate::aside::Aside;
 use crate::ports::log::Stored;
 use bulkhead_schemas::WorkloadSpec;
 use bulkhead_schemas::api::WorkloadState;
@@ -378,4 +379,46 @@ fn an_event_off_the_chain_is_set_aside() {
     let mut restart = chain.next(again);
     restart.event.prev = None;
     assert!(p.ingest(&restart).is_none());
+}
+
+/// A message readers set aside still holds its place in the stream: the workload's head
+/// sequence moves past it (what the next append expects), its hash stays the last applied
+/// event's (what the next event names). An id taken by set-aside messages alone is
+/// remembered, so its first real append expects them too. Without this, one forged
+/// message would wedge a workload's chain for good.
+#[test]
+fn set_aside_messages_hold_their_place_in_the_chain() {
+    let mut p = Projection::default();
+    let mut chain = Chain::default();
+    let accepted = EventBody::Accepted(Accepted {
+        spec: spec(1),
+        cmd_seq: 1,
+        by: Default::default(),
+        pending: None,
+    });
+    p.ingest(&chain.next(accepted));
+    let applied = p.get("w").unwrap().head;
+    // Seq 7: set aside by the verifier (a bad signature); seq 8: by the projection.
+    p.note_set_aside(vec![Aside::new(7, "w", "bad_signature", "forged")]);
+    let mut off_chain = chain.next(EventBody::Scheduled(Scheduled {
+        replica: 0,
+        node: "n".into(),
+        runtime_class: Default::default(),
+        replaces: None,
+    }));
+    off_chain.seq = 8;
+    off_chain.event.prev = Some(hex::encode([9u8; 32]));
+    assert!(p.ingest(&off_chain).is_none());
+    let head = p.get("w").unwrap().head;
+    assert_eq!(head.seq, 8, "past both");
+    assert_eq!(head.hash, applied.hash, "still the last applied event's");
+    // An id nobody admitted, taken by a set-aside message.
+    p.note_set_aside(vec![Aside::new(
+        9,
+        "bulkhead.evt.default.wl.squatted.accepted",
+        "no_authority",
+        "a node's accepted",
+    )]);
+    assert_eq!(p.set_aside_seq("default/squatted"), 9);
+    assert_eq!(p.set_aside_seq("default/free"), 0);
 }

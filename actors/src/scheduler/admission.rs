@@ -54,7 +54,9 @@ impl SchedulerCore {
             }
             Ok(spec) => self.admit(&id, spec, by, cmd, overlay, &mut effect),
         };
-        let i = plan.push(WorkloadAppend::new(&id, events), effect);
+        let append =
+            WorkloadAppend::new(&id, events).after_set_aside(self.projection.set_aside_seq(&id));
+        let i = plan.push(append, effect);
         plan.settle(cmd.cmd_seq, Settle::By(i));
     }
 

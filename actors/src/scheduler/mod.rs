@@ -89,7 +89,6 @@ impl SchedulerCore {
     /// What the log brought (any writer's, verified, in stream order), and what the reader
     /// set aside on the way. Returns the plans new scan verdicts call for.
     pub fn logged(&mut self, batch: Batch) -> Vec<Plan> {
-        self.projection.set_aside.record_all(batch.set_aside);
         for s in &batch.identities {
             self.directory.apply(s.seq, &s.event);
         }
@@ -99,6 +98,7 @@ impl SchedulerCore {
         for s in &batch.events {
             self.apply(s);
         }
+        self.projection.note_set_aside(batch.set_aside);
         let mut plans = Vec::new();
         for (s, stored_ms) in batch.scans {
             if let EventBody::ScanCompleted(c) = s.event.body {

@@ -12,7 +12,6 @@ use bulkhead_schemas::api::{
 };
 use bulkhead_schemas::{ChainHead, HeadsReply, HeadsRequest, Resources, SyncHead, subjects};
 
-use crate::bus::Bus;
 use bytes::Bytes;
 use futures::StreamExt;
 use tracing::warn;
@@ -176,8 +175,10 @@ const MAX_HEADS: usize = 1000;
 
 /// The chain heads a node asks for (`bulkhead.api.node.<node>.heads`): only of workloads
 /// with a replica that node holds or held (the subject's node is the server-checked asker),
-/// read from the log itself, so they are current. A node reads nothing else of the log.
-pub(super) async fn node_heads(model: &Model, bus: &Bus, node: &str, payload: &[u8]) -> Reply {
+/// as the read model has them: the sequence of the last message under the workload's
+/// subjects (applied or set aside) and the hash of its last applied event. A node reads
+/// nothing else of the log.
+pub(super) fn node_heads(model: &Model, node: &str, payload: &[u8]) -> Reply {
     let req: HeadsRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,
         Err(e) => {
@@ -190,31 +191,22 @@ pub(super) async fn node_heads(model: &Model, bus: &Bus, node: &str, payload: &[
     if req.workloads.len() > MAX_HEADS {
         return bad(400, format!("at most {MAX_HEADS} workloads at a time"));
     }
-    let allowed: Vec<String> = {
-        let p = read(model);
-        req.workloads
-            .into_iter()
-            .filter(|k| {
-                p.get(k)
-                    .is_some_and(|w| w.replicas.iter().any(|r| r.knows(node)))
-            })
-            .collect()
-    };
-    let mut reply = HeadsReply::default();
-    for workload in allowed {
-        match bus.head(&workload).await {
-            Ok(Some(h)) => reply.heads.push(SyncHead {
-                workload,
+    let p = read(model);
+    let heads = req
+        .workloads
+        .into_iter()
+        .filter_map(|k| {
+            let w = p.get(&k)?;
+            w.replicas.iter().any(|r| r.knows(node)).then(|| SyncHead {
                 head: ChainHead {
-                    seq: h.seq,
-                    hash: hex::encode(h.hash),
+                    seq: w.head.seq,
+                    hash: hex::encode(w.head.hash),
                 },
-            }),
-            Ok(None) => {}
-            Err(e) => return bad(500, format!("reading the head of {workload}: {e}")),
-        }
-    }
-    json(&reply)
+                workload: k,
+            })
+        })
+        .collect();
+    json(&HeadsReply { heads })
 }
 
 /// What the read model set aside, for an operator.

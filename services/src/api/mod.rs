@@ -66,11 +66,11 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
             let _ = req.respond(reply).await;
         }
     });
-    let (m, b) = (model.clone(), bus.clone());
+    let m = model.clone();
     let heads_task = tokio::spawn(async move {
         while let Some(req) = heads.next().await {
             let node = subjects::api_heads_node(&req.message.subject).unwrap_or_default();
-            let reply = node_heads(&m, &b, node, &req.message.payload).await;
+            let reply = node_heads(&m, node, &req.message.payload);
             let _ = req.respond(reply).await;
         }
     });

@@ -1,0 +1,293 @@
+//! Least privilege as nats-server enforces it, tested from the permission table itself:
+//! for every role, each probe of a common set of subjects (its own and a peer's commands,
+//! queries, events, ops, heartbeats, leases, inboxes, consumers, streams) is published or
+//! subscribed to over a real connection with that role's key, and the server refuses it
+//! exactly when the table (`bulkhead::auth::perms`) leaves it out. Anonymous connections
+//! are refused; a consumer's filter cannot reach past the one the subject names.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bulkhead::auth::Credential;
+use bulkhead::auth::perms;
+use bulkhead_schemas::identity::Role;
+use bulkhead_schemas::subjects as s;
+use common::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Op {
+    Publish,
+    Subscribe,
+}
+
+/// The probes for an identity named `me` whose peer of the same role is `other`.
+fn probes(me: &str, other: &str) -> Vec<(Op, String)> {
+    let api = |rest: &str| format!("$JS.API.{rest}");
+    let mut p: Vec<(Op, String)> = Vec::new();
+    let mut publish = |subject: String| p.push((Op::Publish, subject));
+    for who in [me, other] {
+        publish(s::cmd(who, "submit"));
+        publish(s::cmd(who, "stop"));
+        publish(s::api_workloads_get(who));
+        publish(s::api_workloads_list(who));
+        publish(s::api_node_heads(who));
+        publish(s::node_ops(who));
+        publish(format!("$KV.{}.{who}", s::NODES_BUCKET));
+        publish(api(&format!(
+            "CONSUMER.MSG.NEXT.{}.{}",
+            s::OPS_STREAM,
+            s::node_consumer(who)
+        )));
+        publish(api(&format!(
+            "CONSUMER.CREATE.{}.{}.{}",
+            s::OPS_STREAM,
+            s::node_consumer(who),
+            s::node_ops(who)
+        )));
+        publish(api(&format!(
+            "CONSUMER.CREATE.{}.f1.{}",
+            s::EVT_STREAM,
+            s::tenant_events(who)
+        )));
+        publish(s::node_event(who, "joined"));
+        publish(s::node_event(who, "lost"));
+        publish(s::workload_event(&format!("{who}/w"), "accepted"));
+        publish(s::workload_event(&format!("{who}/w"), "started"));
+        publish(s::workload_event(&format!("{who}/w"), "lost"));
+    }
+    for subject in [
+        s::CTL_DRAIN.to_owned(),
+        s::API_NODES_LIST.to_owned(),
+        s::API_ASIDE_LIST.to_owned(),
+        s::SCAN_JOBS.to_owned(),
+        s::scan_event("sha256:ab", "scan_completed"),
+        s::sys_event("node", "x", "enrolled"),
+        format!("$KV.{}.{}", s::LEASES_BUCKET, s::SCHEDULER_LEASE_KEY),
+        format!("$KV.{}.{}", s::LEASES_BUCKET, s::FAILOVER_LEASE_KEY),
+        api(&format!("CONSUMER.CREATE.{}", s::EVT_STREAM)),
+        api(&format!(
+            "CONSUMER.CREATE.{}.f1.bulkhead.evt.>",
+            s::EVT_STREAM
+        )),
+        api(&format!("DIRECT.GET.{}", s::EVT_STREAM)),
+        api(&format!("STREAM.INFO.{}", s::EVT_STREAM)),
+        api("STREAM.CREATE.PROBE"),
+        api(&format!("STREAM.UPDATE.{}", s::EVT_STREAM)),
+        api(&format!("STREAM.PURGE.{}", s::EVT_STREAM)),
+        api(&format!("STREAM.DELETE.{}", s::EVT_STREAM)),
+        api(&format!("STREAM.MSG.DELETE.{}", s::EVT_STREAM)),
+        api(&format!(
+            "CONSUMER.DELETE.{}.{}",
+            s::CMD_STREAM,
+            s::SCHEDULER_CONSUMER
+        )),
+        api(&format!(
+            "CONSUMER.MSG.NEXT.{}.{}",
+            s::CMD_STREAM,
+            s::SCHEDULER_CONSUMER
+        )),
+    ] {
+        publish(subject);
+    }
+    for subject in [
+        s::tenant_events(me),
+        s::tenant_events(other),
+        s::EVT_ALL.to_owned(),
+        s::node_ops(me),
+        s::node_ops(other),
+        s::API_WORKLOADS_GET_ALL.to_owned(),
+        s::scan_layer("w1"),
+        "_INBOX.tenant.default.x".to_owned(),
+        ">".to_owned(),
+    ] {
+        p.push((Op::Subscribe, subject));
+    }
+    p
+}
+
+/// Connects as `creds`, tries every probe, and returns what the server refused.
+async fn refused(url: &str, creds: &Credential, probes: &[(Op, String)]) -> BTreeSet<(Op, String)> {
+    let said: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s2 = said.clone();
+    let client = async_nats::ConnectOptions::with_nkey(creds.seed.clone())
+        .custom_inbox_prefix(creds.inbox())
+        .event_callback(move |e| {
+            let s2 = s2.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = e {
+                    s2.lock().unwrap().push(e.to_string());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .expect("a valid credential connects");
+    let mut subs = Vec::new();
+    for (op, subject) in probes {
+        match op {
+            Op::Publish => client.publish(subject.clone(), "{}".into()).await.unwrap(),
+            Op::Subscribe => subs.push(client.subscribe(subject.clone()).await.unwrap()),
+        }
+    }
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let said = said.lock().unwrap().clone();
+    let mut out = BTreeSet::new();
+    for line in said {
+        let lower = line.to_lowercase();
+        let Some(subject) = line.split('"').nth(1) else {
+            continue;
+        };
+        if lower.contains("permissions violation for publish") {
+            out.insert((Op::Publish, subject.to_owned()));
+        } else if lower.contains("permissions violation for subscription") {
+            out.insert((Op::Subscribe, subject.to_owned()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_is_refused_exactly_what_its_row_leaves_out() {
+    let env = env().await;
+    env.enroll_node("n1", None);
+    env.enroll_node("n2", None);
+    for t in ["t1", "t2"] {
+        let out = env.cli().args(["tenant", "add", t]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let identities = [
+        (Role::Tenant, "t1", "t2"),
+        (Role::Node, "n1", "n2"),
+        (Role::Scheduler, "scheduler", "other"),
+        (Role::Failover, "failover", "other"),
+        (Role::Api, "api", "other"),
+        (Role::Scanner, "scanner", "other"),
+    ];
+    let mut refusals = 0;
+    for (role, me, other) in identities {
+        let creds = env.data.creds(role, me).unwrap();
+        let table = perms::of(role, me);
+        let probes = probes(me, other);
+        let got = refused(&env.server.url, &creds, &probes).await;
+        for (op, subject) in &probes {
+            let allowed = match op {
+                Op::Publish => table.may_publish(subject),
+                Op::Subscribe => table.may_subscribe(subject),
+            };
+            let was_refused = got.contains(&(*op, subject.clone()));
+            assert_eq!(
+                was_refused,
+                !allowed,
+                "{role} {me}: {op:?} {subject}: the table says {}, the server {}",
+                if allowed { "allowed" } else { "refused" },
+                if was_refused {
+                    "refused"
+                } else {
+                    "let it through"
+                }
+            );
+            refusals += usize::from(was_refused);
+        }
+        // What the issue names, whatever the table says: never allowed outside the admin.
+        for (op, subject) in [
+            (
+                Op::Publish,
+                format!("$JS.API.STREAM.PURGE.{}", s::EVT_STREAM),
+            ),
+            (
+                Op::Publish,
+                format!("$JS.API.STREAM.DELETE.{}", s::EVT_STREAM),
+            ),
+            (Op::Publish, "$JS.API.STREAM.CREATE.PROBE".to_owned()),
+            (Op::Subscribe, s::tenant_events(other)),
+        ] {
+            assert!(got.contains(&(op, subject.clone())), "{role}: {subject}");
+        }
+        if role != Role::Scheduler {
+            let lease = format!("$KV.{}.{}", s::LEASES_BUCKET, s::SCHEDULER_LEASE_KEY);
+            assert!(
+                got.contains(&(Op::Publish, lease)),
+                "{role} takes no scheduler lease"
+            );
+            assert!(
+                got.contains(&(Op::Publish, s::node_ops(other))),
+                "{role} sends no ops"
+            );
+        }
+    }
+    assert!(refusals > 100, "{refusals} refusals in all");
+    // The tenant's and the node's rows, spelled out.
+    let t = perms::of(Role::Tenant, "t1");
+    for other_tenant in [
+        s::cmd("t2", "submit"),
+        s::api_workloads_get("t2"),
+        s::api_workloads_list("t2"),
+    ] {
+        assert!(!t.may_publish(&other_tenant));
+    }
+    let n = perms::of(Role::Node, "n1");
+    assert!(!n.may_publish(&format!("$KV.{}.n2", s::NODES_BUCKET)));
+    assert!(!n.may_publish(&s::node_ops("n1")));
+    assert!(!n.may_publish("$JS.API.CONSUMER.MSG.NEXT.BULKHEAD_OPS.bulkhead-node-n2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_and_unknown_keys_are_refused() {
+    let env = env().await;
+    let anonymous = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(&env.server.url)
+        .await;
+    assert!(anonymous.is_err(), "no anonymous connection");
+    let stranger = nkeys::KeyPair::new_user();
+    let unknown = async_nats::ConnectOptions::with_nkey(stranger.seed().unwrap())
+        .connection_timeout(Duration::from_secs(2))
+        .connect(&env.server.url)
+        .await;
+    assert!(unknown.is_err(), "no key the book does not hold");
+}
+
+/// A consumer created on the tenant's own filter in the subject but another tenant's in
+/// the request is refused by JetStream: the subject's filter is the one that counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_consumer_cannot_filter_past_its_own_events() {
+    let env = env().await;
+    let creds = env.data.creds(Role::Tenant, TENANT).unwrap();
+    let client = async_nats::ConnectOptions::with_nkey(creds.seed.clone())
+        .custom_inbox_prefix(creds.inbox())
+        .connect(&env.server.url)
+        .await
+        .unwrap();
+    let own = s::tenant_events(TENANT);
+    let subject = format!("$JS.API.CONSUMER.CREATE.{}.f1.{own}", s::EVT_STREAM);
+    for config in [
+        serde_json::json!({"name": "f1", "filter_subject": "bulkhead.evt.other.>"}),
+        serde_json::json!({"name": "f1", "filter_subjects": [own, "bulkhead.evt.other.>"]}),
+        serde_json::json!({"name": "f1"}),
+    ] {
+        let req = serde_json::json!({"stream_name": s::EVT_STREAM, "config": config});
+        let reply = client
+            .request(subject.clone(), req.to_string().into())
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert!(v["error"].is_object(), "refused: {config} gave {v}");
+    }
+    // Its own filter, as `bulkhead events` asks, is fine.
+    let ok = serde_json::json!({"stream_name": s::EVT_STREAM,
+        "config": {"name": "f1", "filter_subject": own, "ack_policy": "none"}});
+    let reply = client
+        .request(subject, ok.to_string().into())
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(v["error"].is_null(), "{v}");
+}
