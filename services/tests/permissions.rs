@@ -291,3 +291,86 @@ async fn a_tenant_consumer_cannot_filter_past_its_own_events() {
     let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert!(v["error"].is_null(), "{v}");
 }
+
+/// Listening beyond loopback, the server speaks TLS with the certificate made at setup:
+/// every credential carries the CA and connects; a client that does not trust that CA, or
+/// speaks plain NATS, gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_the_server_speaks_tls_only() {
+    use bulkhead::auth::DataDir;
+    use bulkhead::auth::setup::{self, Auth, Listen};
+    use bulkhead::bus::{Bus, Topology};
+    use bulkhead::natsd::Sync;
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::new(&dir.path().join("data"));
+    let listen = Listen {
+        host: "0.0.0.0".into(),
+        port: 0,
+        sync: Sync::Default,
+    };
+    let cluster = setup::start(&data, &listen, &Topology::default(), Auth::Required)
+        .await
+        .unwrap();
+    let port = cluster.server.url.rsplit(':').next().unwrap().to_owned();
+    let url = format!("nats://127.0.0.1:{port}");
+    let tenant = data.creds(Role::Tenant, TENANT).unwrap();
+    assert!(
+        tenant
+            .ca
+            .as_deref()
+            .is_some_and(|c| c.contains("BEGIN CERTIFICATE"))
+    );
+    let bus = Bus::connect_as(&url, &tenant)
+        .await
+        .expect("TLS with the CA");
+    bus.client.flush().await.unwrap();
+    // The same key without TLS: refused.
+    let plain = async_nats::ConnectOptions::with_nkey(tenant.seed.clone())
+        .connection_timeout(Duration::from_secs(2))
+        .connect(&url)
+        .await;
+    assert!(plain.is_err(), "no plain-text connection");
+    // TLS trusting only the system's roots: the certificate does not verify.
+    let untrusting = async_nats::ConnectOptions::with_nkey(tenant.seed.clone())
+        .require_tls(true)
+        .connection_timeout(Duration::from_secs(2))
+        .connect(&url)
+        .await;
+    assert!(untrusting.is_err(), "the CA is bulkhead's own");
+}
+
+/// `--insecure-no-auth` is loud and loopback-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_without_authentication_is_loopback_only() {
+    use bulkhead::auth::DataDir;
+    use bulkhead::auth::setup::{self, Auth, Listen};
+    use bulkhead::bus::Topology;
+    use bulkhead::natsd::Sync;
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::new(&dir.path().join("data"));
+    let listen = |host: &str| Listen {
+        host: host.into(),
+        port: 0,
+        sync: Sync::Default,
+    };
+    let err = setup::start(
+        &data,
+        &listen("0.0.0.0"),
+        &Topology::default(),
+        Auth::InsecureNoAuth,
+    )
+    .await
+    .err()
+    .expect("refused beyond loopback");
+    assert!(err.to_string().contains("loopback only"), "{err}");
+    let cluster = setup::start(
+        &data,
+        &listen("127.0.0.1"),
+        &Topology::default(),
+        Auth::InsecureNoAuth,
+    )
+    .await
+    .unwrap();
+    let anonymous = async_nats::connect(&cluster.server.url).await;
+    assert!(anonymous.is_ok(), "the flag does what it says");
+}

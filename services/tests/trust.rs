@@ -477,3 +477,94 @@ async fn a_revoked_node_is_cut_off_and_its_key_writes_no_more() {
     wait_aside(&env, "unknown_writer", 1).await;
     assert_eq!(get(&env, "w")["state"], "running");
 }
+
+/// `bulkhead submit` signs the spec with the tenant's key and `accepted` keeps the proof, so
+/// the log shows who asked; a raw `nats pub` records the tenant the server authenticated;
+/// a submission signed with another tenant's key is rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_proves_who_asked() {
+    use bulkhead_actors::signing::{KEY_HEADER, sign_command, verify_command};
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("api", &["api"]);
+    spawn_node(&mut env, "n1", &[]);
+    let file = env.dir.path().join("signed.json");
+    std::fs::write(&file, spec(Some("signed")).to_string()).unwrap();
+    let out = env
+        .cli()
+        .args(["submit", "--no-follow"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    submit(&env, "raw", serde_json::json!({}));
+    wait_started(&env, "signed").await;
+    wait_started(&env, "raw").await;
+    let accepted = |id: &str| {
+        let env = &env;
+        let id = id.to_owned();
+        async move {
+            let evs = env.events(&subjects::workload_events(&key(&id))).await;
+            match &evs[0].2.body {
+                EventBody::Accepted(a) => a.by.clone(),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let by = accepted("signed").await;
+    let tenant_key = env
+        .data
+        .creds(Role::Tenant, TENANT)
+        .unwrap()
+        .signer()
+        .unwrap();
+    assert_eq!(by.tenant, TENANT);
+    assert_eq!(by.key.as_deref(), Some(tenant_key.public_key()));
+    let signed = by.signed.expect("the signed spec");
+    verify_command(
+        tenant_key.public_key(),
+        SUBMIT,
+        signed.as_bytes(),
+        by.sig.as_deref().unwrap(),
+    )
+    .expect("anyone can check who asked");
+    let raw = accepted("raw").await;
+    assert_eq!((raw.tenant.as_str(), raw.key), (TENANT, None));
+
+    // Signed with tenant acme's key, on tenant default's subject.
+    let out = env.cli().args(["tenant", "add", "acme"]).output().unwrap();
+    assert!(out.status.success());
+    let acme = env
+        .data
+        .creds(Role::Tenant, "acme")
+        .unwrap()
+        .signer()
+        .unwrap();
+    let payload = spec(Some("impostor")).to_string();
+    let mut h = HeaderMap::new();
+    h.insert(KEY_HEADER, acme.public_key());
+    h.insert(
+        SIG_HEADER,
+        sign_command(&acme, SUBMIT, payload.as_bytes()).as_str(),
+    );
+    env.bus
+        .publish_stored(SUBMIT.into(), h, payload.into())
+        .await
+        .unwrap();
+    env.wait_for("the impostor to be rejected", LONG, |by| {
+        by.get("impostor").is_some_and(|k| k.contains(&"rejected"))
+    })
+    .await;
+    let v = get(&env, "impostor");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not tenant default's key"),
+        "{v}"
+    );
+}

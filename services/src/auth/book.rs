@@ -4,6 +4,7 @@
 //! ```text
 //! <data>/identities.json           role, name, public key, node classes, revoked
 //! <data>/keys/<role>-<name>.creds  each identity's credential (0600, directory 0700)
+//! <data>/keys/<role>-<name>.nk     its seed alone, for `nats --nkey` (0600)
 //! ```
 
 use std::os::unix::fs::PermissionsExt;
@@ -108,6 +109,11 @@ impl DataDir {
     /// Where the credential of `role` `name` is kept.
     pub fn creds_path(&self, role: Role, name: &str) -> PathBuf {
         self.root.join("keys").join(format!("{role}-{name}.creds"))
+    }
+
+    /// Where the seed of `role` `name` is kept alone, for the `nats` CLI's `--nkey`.
+    pub fn seed_path(&self, role: Role, name: &str) -> PathBuf {
+        self.root.join("keys").join(format!("{role}-{name}.nk"))
     }
 
     /// Whether `init` ran here.
@@ -242,6 +248,10 @@ impl DataDir {
             ca: self.ca(),
         };
         creds.save(&self.creds_path(role, name))?;
+        // The seed alone, as the `nats` CLI takes it (`nats --nkey FILE`).
+        let nk = self.seed_path(role, name);
+        super::creds::write_secret(&nk, format!("{}\n", creds.seed).as_bytes())
+            .map_err(|source| BookError::Io { path: nk, source })?;
         Ok(creds)
     }
 
@@ -263,6 +273,7 @@ impl DataDir {
         })?;
         self.save(&book)?;
         let _ = std::fs::remove_file(self.creds_path(role, name));
+        let _ = std::fs::remove_file(self.seed_path(role, name));
         Ok(entry)
     }
 

@@ -306,6 +306,28 @@ mod tests {
         assert!(!n.may_publish("$KV.bulkhead-leases.scheduler"));
     }
 
+    /// docs/ARCHITECTURE.md shows the table this code generates (`BULKHEAD_BLESS=1`
+    /// rewrites it).
+    #[test]
+    fn the_documented_table_is_the_generated_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/ARCHITECTURE.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let (begin, end) = ("<!-- perms:begin -->\n", "<!-- perms:end -->");
+        let start = doc.find(begin).expect("the table's begin marker") + begin.len();
+        let stop = doc.find(end).expect("the table's end marker");
+        let table = markdown();
+        if std::env::var_os("BULKHEAD_BLESS").is_some() {
+            let fresh = format!("{}{table}{}", &doc[..start], &doc[stop..]);
+            std::fs::write(&path, fresh).unwrap();
+            return;
+        }
+        assert_eq!(
+            &doc[start..stop],
+            table,
+            "docs/ARCHITECTURE.md's permission table is stale: BULKHEAD_BLESS=1 cargo test -p bulkhead --lib perms"
+        );
+    }
+
     #[test]
     fn only_admins_manage_streams() {
         for role in Role::ALL {

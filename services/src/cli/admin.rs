@@ -8,13 +8,25 @@ use bulkhead_schemas::RuntimeClass;
 use bulkhead_schemas::identity::Role;
 
 use super::exit;
-use crate::auth::{Credential, DataDir, enroll, perms};
+use crate::auth::{Credential, DataDir, enroll, perms, server};
 use crate::bus::Bus;
 
 /// `bulkhead init`.
-pub fn init(data: &DataDir) -> anyhow::Result<i32> {
+pub fn init(data: &DataDir, tls_hosts: &[String]) -> anyhow::Result<i32> {
     let fresh = !data.is_set_up();
     let book = data.init()?;
+    if !tls_hosts.is_empty() {
+        let (files, ca) = server::tls_material(&data.tls_dir(), tls_hosts)?;
+        data.set_ca(&ca)?;
+        println!(
+            "TLS for {}: {} and {} (CA {})",
+            tls_hosts.join(", "),
+            files.cert.display(),
+            files.key.display(),
+            data.tls_dir().join("ca.pem").display()
+        );
+    }
+    data.reload_server()?;
     if fresh {
         println!(
             "set up {}: {} identities; credentials in {}",
@@ -25,6 +37,17 @@ pub fn init(data: &DataDir) -> anyhow::Result<i32> {
     } else {
         println!("{} is set up already", data.root().display());
     }
+    println!(
+        "nats-server users: include {} in its configuration",
+        crate::natsd::auth_file(&data.nats_dir()).display()
+    );
+    Ok(exit::OK)
+}
+
+/// `bulkhead setup`: the streams, buckets and enrolments, as the admin.
+pub async fn setup(data: &DataDir, nats: &str) -> anyhow::Result<i32> {
+    crate::auth::setup::prepare(data, nats, &crate::bus::Topology::default()).await?;
+    println!("streams, buckets and enrolments are in place at {nats}");
     Ok(exit::OK)
 }
 
@@ -43,11 +66,13 @@ pub async fn add(
     );
     let mut creds = data.enroll(role, name, classes)?;
     creds.nats = Some(nats.to_owned());
-    publish(data, nats).await;
-    // The server reloads in the background: the credential is handed over once it works.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while Bus::connect_as(nats, &creds).await.is_err() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    if publish(data, nats).await {
+        // The server reloads in the background: the credential is handed over once it
+        // works.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Bus::connect_as(nats, &creds).await.is_err() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
     eprintln!(
         "enrolled {role} {name}; its credential follows (also in {}): hand it over, 0600",
@@ -69,9 +94,9 @@ pub async fn revoke(data: &DataDir, nats: &str, role: Role, name: &str) -> anyho
     Ok(exit::OK)
 }
 
-/// The server reloads its users; the log learns what changed (best effort: `up` writes
-/// what is missing at its next start).
-async fn publish(data: &DataDir, nats: &str) {
+/// The server reloads its users; the log learns what changed (best effort: `up` or
+/// `setup` writes what is missing). Returns whether the log was told.
+async fn publish(data: &DataDir, nats: &str) -> bool {
     match data.reload_server() {
         Ok(true) => eprintln!("nats-server reloaded its users"),
         Ok(false) => eprintln!(
@@ -86,8 +111,16 @@ async fn publish(data: &DataDir, nats: &str) {
         anyhow::Ok(enroll::publish(&bus, &admin.signer()?, &data.book()?).await?)
     };
     match written.await {
-        Ok(n) => eprintln!("{n} enrolment events written to the log"),
-        Err(e) => eprintln!("warning: the log was not told (it will be at the next `up`): {e:#}"),
+        Ok(n) => {
+            eprintln!("{n} enrolment events written to the log");
+            true
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: the log was not told (`bulkhead setup` or the next `up` will): {e:#}"
+            );
+            false
+        }
     }
 }
 

@@ -77,8 +77,17 @@ pub enum Cmd {
         failover: FailoverArgs,
     },
     /// Set up the data directory once: an admin key, one key per service, the default
-    /// tenant (`up` runs it too).
-    Init,
+    /// tenant, and the nats-server `authorization` block to include (`up` runs it too).
+    Init {
+        /// Also make a CA and a server certificate for these host names (a nats-server
+        /// that listens beyond loopback must speak TLS); credentials then carry the CA.
+        #[arg(long = "tls-host")]
+        tls_hosts: Vec<String>,
+    },
+    /// As the admin, against a running nats-server that includes the `authorization`
+    /// block `init` wrote: create the streams and buckets, and write the enrolments to the
+    /// log (`up` does this itself).
+    Setup,
     /// Give a tenant its credential (printed: hand it over).
     Tenant {
         #[command(subcommand)]

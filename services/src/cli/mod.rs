@@ -235,7 +235,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             })
             .await
         }
-        Cmd::Init => admin::init(&data),
+        Cmd::Init { tls_hosts } => admin::init(&data, &tls_hosts),
+        Cmd::Setup => admin::setup(&data, nats).await,
         Cmd::Tenant {
             action: TenantAction::Add { name },
         } => admin::add(&data, nats, Role::Tenant, &name, Vec::new()).await,
