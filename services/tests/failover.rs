@@ -198,8 +198,12 @@ async fn restart_policy_backoff_and_budget() {
     assert_eq!(shown["replicas"][0]["restarts"], 4, "{shown}");
     assert_eq!(shown["replicas"][0]["exit_code"], 1);
     // `bulkhead events --type exited,replica_requested` follows the failovers (it follows
-    // until stopped: read what it printed in two seconds).
+    // until stopped: read what it printed in two seconds). The log's history is an
+    // admin's to read.
+    let admin = env.creds_path(bulkhead_schemas::identity::Role::Admin, "admin");
     let follower = cli(&[
+        "--creds",
+        admin.to_str().unwrap(),
         "events",
         "--workload",
         "loop",

@@ -8,6 +8,8 @@
 mod common;
 
 use std::collections::BTreeSet;
+
+use futures::StreamExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -255,41 +257,126 @@ async fn anonymous_and_unknown_keys_are_refused() {
     assert!(unknown.is_err(), "no key the book does not hold");
 }
 
-/// A consumer created on the tenant's own filter in the subject but another tenant's in
-/// the request is refused by JetStream: the subject's filter is the one that counts.
+/// JetStream delivers a pulled message, and answers an ack, to whatever reply subject the
+/// asker names, and a service answers to whatever reply a request carries. A node and a
+/// tenant live in accounts of their own: naming the log's lease key, a stream's purge or
+/// its deletion as the reply leads nowhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_consumer_cannot_filter_past_its_own_events() {
-    let env = env().await;
-    let creds = env.data.creds(Role::Tenant, TENANT).unwrap();
-    let client = async_nats::ConnectOptions::with_nkey(creds.seed.clone())
-        .custom_inbox_prefix(creds.inbox())
+async fn replies_from_jetstream_and_services_lead_nowhere_for_nodes_and_tenants() {
+    let mut env = env().await;
+    env.spawn("api", &["api"]);
+    env.enroll_node("n1", None);
+    for i in 0..3 {
+        env.bus
+            .publish_stored(
+                s::node_ops("n1"),
+                Default::default(),
+                format!("{{\"junk\": {i}}}").into(),
+            )
+            .await
+            .unwrap();
+    }
+    env.bus
+        .publish_stored(s::cmd(TENANT, "stop"), Default::default(), "{}".into())
+        .await
+        .unwrap();
+    let node = env.data.creds(Role::Node, "n1").unwrap();
+    let client = async_nats::ConnectOptions::with_nkey(node.seed.clone())
+        .custom_inbox_prefix(node.inbox())
         .connect(&env.server.url)
         .await
         .unwrap();
-    let own = s::tenant_events(TENANT);
-    let subject = format!("$JS.API.CONSUMER.CREATE.{}.f1.{own}", s::EVT_STREAM);
-    for config in [
-        serde_json::json!({"name": "f1", "filter_subject": "bulkhead.evt.other.>"}),
-        serde_json::json!({"name": "f1", "filter_subjects": [own, "bulkhead.evt.other.>"]}),
-        serde_json::json!({"name": "f1"}),
-    ] {
-        let req = serde_json::json!({"stream_name": s::EVT_STREAM, "config": config});
-        let reply = client
-            .request(subject.clone(), req.to_string().into())
+    let next = format!(
+        "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+        s::OPS_STREAM,
+        s::node_consumer("n1")
+    );
+    let lease = format!("$KV.{}.{}", s::LEASES_BUCKET, s::SCHEDULER_LEASE_KEY);
+    let purge = format!("$JS.API.STREAM.PURGE.{}", s::CMD_STREAM);
+    for reply in [&lease, &purge] {
+        client
+            .publish_with_reply(next.clone(), reply.clone(), r#"{"batch":1}"#.into())
             .await
             .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
-        assert!(v["error"].is_object(), "refused: {config} gave {v}");
     }
-    // Its own filter, as `bulkhead events` asks, is fine.
-    let ok = serde_json::json!({"stream_name": s::EVT_STREAM,
-        "config": {"name": "f1", "filter_subject": own, "ack_policy": "none"}});
-    let reply = client
-        .request(subject, ok.to_string().into())
+    // A real pull, then its ack with the deletion of a stream as the reply.
+    let inbox = format!("{}.x", node.inbox());
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    client
+        .publish_with_reply(next.clone(), inbox, r#"{"batch":1}"#.into())
         .await
         .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
-    assert!(v["error"].is_null(), "{v}");
+    let m = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("a delivery")
+        .unwrap();
+    let delete = format!("$JS.API.STREAM.DELETE.{}", s::SCAN_STREAM);
+    client
+        .publish_with_reply(m.reply.unwrap().to_string(), delete.clone(), "+ACK".into())
+        .await
+        .unwrap();
+    // A tenant's query whose reply is the deletion of the ops stream.
+    let tenant = env.data.creds(Role::Tenant, TENANT).unwrap();
+    let t = async_nats::ConnectOptions::with_nkey(tenant.seed.clone())
+        .custom_inbox_prefix(tenant.inbox())
+        .connect(&env.server.url)
+        .await
+        .unwrap();
+    let delete_ops = format!("$JS.API.STREAM.DELETE.{}", s::OPS_STREAM);
+    wait_until("the API to serve", Duration::from_secs(30), async || {
+        t.request(s::api_workloads_list(TENANT), "{}".into())
+            .await
+            .is_ok()
+    })
+    .await;
+    t.publish_with_reply(s::api_workloads_get(TENANT), delete_ops, "nope".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    t.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Everything stands.
+    for stream in [s::CMD_STREAM, s::OPS_STREAM, s::SCAN_STREAM, s::EVT_STREAM] {
+        assert!(
+            env.bus.js.get_stream(stream).await.is_ok(),
+            "{stream} stands"
+        );
+    }
+    let mut cmd = env.bus.js.get_stream(s::CMD_STREAM).await.unwrap();
+    assert_eq!(
+        cmd.info().await.unwrap().state.messages,
+        1,
+        "nothing purged"
+    );
+    let leases = env.bus.js.get_key_value(s::LEASES_BUCKET).await.unwrap();
+    assert!(
+        leases.get(s::SCHEDULER_LEASE_KEY).await.unwrap().is_none(),
+        "no lease written"
+    );
+    // Nor can a node roll a bucket up, wiping everyone's heartbeats.
+    env.bus
+        .publish_stored(
+            format!("$KV.{}.n2", s::NODES_BUCKET),
+            Default::default(),
+            "{}".into(),
+        )
+        .await
+        .unwrap();
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Rollup", "all");
+    let ack = client
+        .request_with_headers(format!("$KV.{}.n1", s::NODES_BUCKET), h, "{}".into())
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&ack.payload).contains("error"),
+        "refused"
+    );
+    let nodes = env.bus.js.get_key_value(s::NODES_BUCKET).await.unwrap();
+    assert!(
+        nodes.get("n2").await.unwrap().is_some(),
+        "n2's entry stands"
+    );
 }
 
 /// Listening beyond loopback, the server speaks TLS with the certificate made at setup:

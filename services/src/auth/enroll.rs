@@ -3,9 +3,13 @@
 //! learns who may write what from the log itself, in order. Idempotent: what the log says
 //! already is not written again.
 
+use std::time::Duration;
+
 use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, pull};
 use bulkhead_actors::signing::{SIG_HEADER, Signer, seal_event};
 use bulkhead_schemas::event::{Event, EventBody};
+use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::identity::{Enrolled, Revoked};
 use bulkhead_schemas::subjects;
 
@@ -31,9 +35,49 @@ fn event_of(e: &Entry) -> Event {
     Event::new("admin", &format!("{}/{}", e.role, e.name), None, body)
 }
 
+/// How long a node has to acknowledge an ops message before it is redelivered (a node
+/// tells JetStream it is still at work every 10 s).
+const NODE_ACK_WAIT: Duration = Duration::from_secs(30);
+/// Ops a node may hold unacknowledged: those queued before its view of the log came wait
+/// unacknowledged until then.
+const NODE_MAX_ACK_PENDING: i64 = 100_000;
+
+/// Makes (or updates) the durable ops consumer of every live node: a node may only pull
+/// from and ack on it, never create one.
+pub async fn node_consumers(bus: &Bus, book: &Book) -> Result<(), BusError> {
+    let setup = |e: &dyn std::fmt::Display| BusError::Setup {
+        what: "the nodes' ops consumers".into(),
+        msg: e.to_string(),
+    };
+    let stream = bus
+        .js
+        .get_stream(subjects::OPS_STREAM)
+        .await
+        .map_err(|e| setup(&e))?;
+    for e in book.live().filter(|e| e.role == Role::Node) {
+        let durable = subjects::node_consumer(&e.name);
+        let config = pull::Config {
+            durable_name: Some(durable.clone()),
+            description: Some(format!("ops of node {}", e.name)),
+            filter_subject: subjects::node_ops(&e.name),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: NODE_ACK_WAIT,
+            max_ack_pending: NODE_MAX_ACK_PENDING,
+            ..Default::default()
+        };
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| setup(&e))?;
+    }
+    Ok(())
+}
+
 /// Writes what the log does not say yet of the book's identities (the latest entry of
-/// each name, and the revocation of every key replaced since). Returns how many events.
+/// each name, and the revocation of every key replaced since), and makes the nodes' ops
+/// consumers. Returns how many events.
 pub async fn publish(bus: &Bus, admin: &Signer, book: &Book) -> Result<usize, BusError> {
+    node_consumers(bus, book).await?;
     let mut written = 0;
     for e in &book.identities {
         if e.role == bulkhead_schemas::identity::Role::Admin {

@@ -1,8 +1,15 @@
-//! The permission table: what nats-server lets each role publish and subscribe to — core
-//! subjects, the JetStream API (`$JS.API.…`: which streams it may look at, which consumers
-//! it may create, on which filters), KV keys and lease keys. Everything not listed is
-//! refused by the server. The server's `authorization` block and the table in
-//! `docs/ARCHITECTURE.md` are both generated from here (`bulkhead perms`).
+//! The permission table: which NATS account each role lives in, and what nats-server lets
+//! it publish and subscribe to — core subjects, the JetStream API (`$JS.API.…`: which
+//! streams it may look at, which consumers it may create, on which filters), KV keys and
+//! lease keys. Everything not listed is refused by the server.
+//!
+//! Nodes and tenants live in accounts of their own (`NODES`, `TENANTS`) with no JetStream:
+//! they reach the `BULKHEAD` account (the streams, the services, the admins) only through
+//! what it exports to them. JetStream delivers a pulled message, and answers an ack, to
+//! whatever reply subject the asker names; in their own account those subjects lead
+//! nowhere, so a node or a tenant cannot turn a delivery into a write of the log, a lease
+//! or a stream deletion. The server's accounts and the table in `docs/ARCHITECTURE.md` are
+//! both generated from here (`bulkhead perms`).
 
 use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::subjects::{self as s};
@@ -15,8 +22,82 @@ pub struct Perms {
     pub publish: Vec<String>,
     /// Subjects it may subscribe to.
     pub subscribe: Vec<String>,
-    /// Whether it may answer requests it received (services: the API, the scan workers).
-    pub responses: bool,
+}
+
+/// The account that holds the streams, the services and the admins.
+pub const BULKHEAD_ACCOUNT: &str = "BULKHEAD";
+/// The nodes' account.
+pub const NODES_ACCOUNT: &str = "NODES";
+/// The tenants' account.
+pub const TENANTS_ACCOUNT: &str = "TENANTS";
+
+/// The account a role's users live in.
+pub fn account(role: Role) -> &'static str {
+    match role {
+        Role::Node => NODES_ACCOUNT,
+        Role::Tenant => TENANTS_ACCOUNT,
+        Role::Admin | Role::Scheduler | Role::Failover | Role::Api | Role::Scanner => {
+            BULKHEAD_ACCOUNT
+        }
+    }
+}
+
+/// Something the bulkhead account exports to the nodes' or the tenants' account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Export {
+    pub subject: String,
+    /// A stream of messages flowing to the importer (else a service it sends to).
+    pub stream: bool,
+    /// A service answering with many messages (a JetStream pull).
+    pub many_replies: bool,
+    /// The importing account.
+    pub to: &'static str,
+}
+
+/// What the nodes' and the tenants' accounts import: exactly what their rows use, with
+/// the node or tenant a wildcard (each user's own permissions narrow it to its name).
+pub fn exports() -> Vec<Export> {
+    let service = |subject: String, to| Export {
+        subject,
+        stream: false,
+        many_replies: false,
+        to,
+    };
+    let mut e: Vec<Export> = ["started", "exited", "stopped"]
+        .iter()
+        .map(|k| service(format!("bulkhead.evt.*.wl.*.{k}"), NODES_ACCOUNT))
+        .collect();
+    e.push(service(s::node_event("*", "joined"), NODES_ACCOUNT));
+    e.push(service(format!("$KV.{}.*", s::NODES_BUCKET), NODES_ACCOUNT));
+    e.push(Export {
+        subject: api(&format!("CONSUMER.MSG.NEXT.{}.*", s::OPS_STREAM)),
+        stream: false,
+        many_replies: true,
+        to: NODES_ACCOUNT,
+    });
+    e.push(service(
+        format!("$JS.ACK.{}.>", s::OPS_STREAM),
+        NODES_ACCOUNT,
+    ));
+    e.push(service(s::api_node_heads("*"), NODES_ACCOUNT));
+    for k in ["submit", "stop", "scale"] {
+        e.push(service(s::cmd("*", k), TENANTS_ACCOUNT));
+    }
+    e.push(service(
+        s::API_WORKLOADS_GET_ALL.to_owned(),
+        TENANTS_ACCOUNT,
+    ));
+    e.push(service(
+        s::API_WORKLOADS_LIST_ALL.to_owned(),
+        TENANTS_ACCOUNT,
+    ));
+    e.push(Export {
+        subject: s::EVT_WORKLOADS.to_owned(),
+        stream: true,
+        many_replies: false,
+        to: TENANTS_ACCOUNT,
+    });
+    e
 }
 
 /// The JetStream API subject `$JS.API.<rest>`.
@@ -110,28 +191,21 @@ pub fn of(role: Role, name: &str) -> Perms {
                 .extend(["submit", "stop", "scale"].iter().map(|k| s::cmd(t, k)));
             p.publish
                 .extend([s::api_workloads_get(t), s::api_workloads_list(t)]);
-            // Its own events, live (`nats sub`) or from a consumer on its own filter.
+            // Its own events, as they are stored (`nats sub`); no JetStream of its own.
             p.subscribe.push(s::tenant_events(t));
-            p.publish.extend([
-                api(&format!(
-                    "CONSUMER.CREATE.{}.*.{}",
-                    s::EVT_STREAM,
-                    s::tenant_events(t)
-                )),
-                api(&format!("CONSUMER.MSG.NEXT.{}.*", s::EVT_STREAM)),
-            ]);
         }
         Role::Node => {
             let n = name;
             write_workload_events(&mut p, &["started", "exited", "stopped"]);
             p.publish.push(s::node_event(n, "joined"));
-            kv_write(&mut p, s::NODES_BUCKET, n);
-            durable(
-                &mut p,
-                s::OPS_STREAM,
-                &s::node_consumer(n),
-                Some(&s::node_ops(n)),
-            );
+            // Its heartbeat: a plain publish to its own key.
+            p.publish.push(format!("$KV.{}.{n}", s::NODES_BUCKET));
+            // Its ops: pulls from, and acks on, the consumer the admin made for it.
+            let consumer = s::node_consumer(n);
+            p.publish.extend([
+                api(&format!("CONSUMER.MSG.NEXT.{}.{consumer}", s::OPS_STREAM)),
+                format!("$JS.ACK.{}.{consumer}.>", s::OPS_STREAM),
+            ]);
             p.publish.push(s::api_node_heads(n));
         }
         Role::Scheduler => {
@@ -177,7 +251,10 @@ pub fn of(role: Role, name: &str) -> Perms {
                 s::api_node_heads("*"),
                 "$SRV.>".to_owned(),
             ]);
-            p.responses = true;
+            // Answers go to the nodes' and tenants' imports (`_R_.…`, mapped back to the
+            // asker's account) or to an admin's inbox, nowhere else.
+            p.publish
+                .extend(["_R_.>".to_owned(), "_INBOX.admin.>".to_owned()]);
             kv_read(&mut p, s::NODES_BUCKET, ">");
             kv_watch(&mut p, s::NODES_BUCKET);
         }
@@ -186,7 +263,8 @@ pub fn of(role: Role, name: &str) -> Perms {
             p.publish.push(s::scan_progress("*"));
             p.publish.push(s::scan_layer("*"));
             p.subscribe.push(s::scan_layer("*"));
-            p.responses = true;
+            // Layer answers go to another worker's inbox only.
+            p.publish.push("_INBOX.scanner.>".to_owned());
             // The scan stream holds jobs only: its consumer needs no filter.
             durable(&mut p, s::SCAN_STREAM, s::SCAN_CONSUMER, None);
             kv_write(&mut p, s::LAYERS_BUCKET, ">");
@@ -236,7 +314,7 @@ impl Perms {
 /// `docs/ARCHITECTURE.md`.
 pub fn markdown() -> String {
     let mut out = String::from(
-        "| role | may publish (and request) | may subscribe to | answers requests |\n|---|---|---|---|\n",
+        "| role | account | may publish (and request) | may subscribe to |\n|---|---|---|---|\n",
     );
     for role in Role::ALL {
         let placeholder = match role {
@@ -253,10 +331,21 @@ pub fn markdown() -> String {
         };
         out.push_str(&format!(
             "| {role} | {} | {} | {} |\n",
+            account(role),
             cell(&p.publish),
             cell(&p.subscribe),
-            if p.responses { "yes" } else { "no" }
         ));
+    }
+    out.push_str(&format!(
+        "\nWhat `{BULKHEAD_ACCOUNT}` exports, and only to whom:\n\n| subject | kind | to |\n|---|---|---|\n"
+    ));
+    for e in exports() {
+        let kind = match (e.stream, e.many_replies) {
+            (true, _) => "stream",
+            (false, true) => "service (many replies)",
+            (false, false) => "service",
+        };
+        out.push_str(&format!("| `{}` | {kind} | {} |\n", e.subject, e.to));
     }
     out
 }
@@ -283,8 +372,8 @@ mod tests {
         assert!(t.may_subscribe("bulkhead.evt.acme.wl.web.started"));
         assert!(!t.may_subscribe("bulkhead.evt.other.wl.web.started"));
         assert!(!t.may_subscribe("bulkhead.evt.>"));
-        assert!(t.may_publish("$JS.API.CONSUMER.CREATE.BULKHEAD_EVT.f1.bulkhead.evt.acme.>"));
-        assert!(!t.may_publish("$JS.API.CONSUMER.CREATE.BULKHEAD_EVT.f1.bulkhead.evt.>"));
+        assert!(!t.may_publish("$JS.API.CONSUMER.CREATE.BULKHEAD_EVT.f1.bulkhead.evt.acme.>"));
+        assert!(!t.may_publish("$JS.API.CONSUMER.MSG.NEXT.BULKHEAD_EVT.f1"));
         assert!(!t.may_publish("$JS.API.CONSUMER.CREATE.BULKHEAD_EVT"));
         assert!(!t.may_publish("$JS.API.STREAM.PURGE.BULKHEAD_EVT"));
         assert!(!t.may_subscribe("_INBOX.tenant.other.x"));

@@ -271,16 +271,28 @@ impl Bus {
             ),
         ];
         for (bucket, description, ttl) in buckets {
-            let cfg = kv::Config {
-                bucket: bucket.into(),
-                description: description.into(),
-                history: 1,
+            // The stream a KV bucket is, made by hand: as `create_key_value` makes it, but
+            // with no rollups and no purges (a `Nats-Rollup: all` on one key a writer may
+            // use would otherwise wipe the whole bucket).
+            let cfg = stream::Config {
+                name: format!("KV_{bucket}"),
+                description: Some(description.into()),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
                 max_age: ttl,
                 storage: stream::StorageType::File,
+                discard: stream::DiscardPolicy::New,
+                allow_direct: true,
+                allow_rollup: false,
+                deny_delete: true,
+                deny_purge: true,
+                duplicate_window: ttl
+                    .min(Duration::from_secs(120))
+                    .max(Duration::from_secs(1)),
                 ..Default::default()
             };
             self.js
-                .create_or_update_key_value(cfg)
+                .create_or_update_stream(cfg)
                 .await
                 .map_err(|e| setup(&format!("bucket {bucket}"))(&e))?;
         }

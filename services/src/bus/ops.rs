@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::kv;
 use bulkhead_actors::aside::Aside;
 use bulkhead_actors::ports::heartbeat::HeartbeatSink;
 use bulkhead_actors::ports::ops::OpsSink;
@@ -162,30 +161,27 @@ pub fn heartbeat_of(key: &str, value: &[u8]) -> Result<NodeHeartbeat, Aside> {
     Ok(hb)
 }
 
-/// Heartbeats into the `bulkhead-nodes` bucket.
+/// Heartbeats into the `bulkhead-nodes` bucket: a plain publish to the node's own key
+/// (`$KV.bulkhead-nodes.<node>`, the one subject of the bucket a node's account may reach).
 #[derive(Clone)]
 pub struct KvHeartbeat {
-    kv: kv::Store,
+    bus: Bus,
 }
 
 impl KvHeartbeat {
     pub async fn new(bus: &Bus) -> Result<Self, BusError> {
-        let kv = bus
-            .js
-            .get_key_value(subjects::NODES_BUCKET)
-            .await
-            .map_err(|e| BusError::Nats(e.to_string()))?;
-        Ok(KvHeartbeat { kv })
+        Ok(KvHeartbeat { bus: bus.clone() })
     }
 }
 
 impl HeartbeatSink for KvHeartbeat {
     async fn beat(&self, hb: NodeHeartbeat) -> Result<(), SinkError> {
         let payload = encode(&hb)?;
-        self.kv
-            .put(&hb.name, payload)
+        let subject = format!("$KV.{}.{}", subjects::NODES_BUCKET, hb.name);
+        self.bus
+            .publish_stored(subject, HeaderMap::new(), payload)
             .await
             .map(drop)
-            .map_err(|e| SinkError::Unavailable(cause(e)))
+            .map_err(SinkError::from)
     }
 }

@@ -133,14 +133,15 @@ pub fn print_perms(markdown: bool) -> i32 {
     if markdown {
         print!("{}", perms::markdown());
     } else {
+        for e in perms::exports() {
+            let kind = if e.stream { "stream" } else { "service" };
+            println!("export {kind} {} to {}", e.subject, e.to);
+        }
         for role in Role::ALL {
             let p = perms::of(role, "<name>");
-            println!("{role}:");
+            println!("{role} (account {}):", perms::account(role));
             println!("  publish:   {}", p.publish.join(" "));
             println!("  subscribe: {}", p.subscribe.join(" "));
-            if p.responses {
-                println!("  answers requests");
-            }
         }
     }
     exit::OK

@@ -33,24 +33,41 @@ pub async fn events(
         None if admin => subjects::EVT_ALL.to_owned(),
         None => subjects::tenant_events(tenant),
     };
-    let deliver = if from_start {
-        DeliverPolicy::All
+    // An admin reads the stream (from its start, if asked); a tenant, which has no
+    // JetStream of its own, the events as they are stored.
+    let mut messages: futures::stream::BoxStream<'static, (String, bytes::Bytes, u64)> = if admin {
+        let deliver = if from_start {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::New
+        };
+        let pulled = super::log_consumer(bus, filter, deliver).await?;
+        pulled
+            .filter_map(|m| async move {
+                let m = m.ok()?;
+                let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
+                Some((m.subject.to_string(), m.payload.clone(), seq))
+            })
+            .boxed()
     } else {
-        DeliverPolicy::New
+        anyhow::ensure!(
+            !from_start,
+            "a tenant follows its events as they are stored; `bulkhead get ID` and \
+                 `bulkhead list` show where its workloads are"
+        );
+        let sub = bus.client.subscribe(filter).await?;
+        sub.map(|m| (m.subject.to_string(), m.payload, 0)).boxed()
     };
-    let mut messages = super::log_consumer(bus, filter, deliver).await?;
-    while let Some(m) = messages.next().await {
-        let m = m?;
-        let kind = m.subject.rsplit('.').next().unwrap_or_default();
+    while let Some((subject, payload, seq)) = messages.next().await {
+        let kind = subject.rsplit('.').next().unwrap_or_default();
         if !types.is_empty() && !types.iter().any(|t| t == kind) {
             continue;
         }
         if json {
-            println!("{}", String::from_utf8_lossy(&m.payload));
+            println!("{}", String::from_utf8_lossy(&payload));
             continue;
         }
-        let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
-        match Event::parse(&m.payload) {
+        match Event::parse(&payload) {
             Ok(ev) => {
                 let body = serde_json::to_value(&ev.body)
                     .ok()
@@ -64,7 +81,7 @@ pub async fn events(
                     ev.actor.service
                 );
             }
-            Err(e) => println!("{seq:>8} (malformed event on {}: {e})", m.subject),
+            Err(e) => println!("{seq:>8} (malformed event on {subject}: {e})"),
         }
     }
     Ok(exit::OK)

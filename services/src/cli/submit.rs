@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::DeliverPolicy;
 use bulkhead_actors::aside::Aside;
 use bulkhead_actors::ports::log::Stored;
 use bulkhead_actors::projection::Projection;
@@ -43,6 +42,18 @@ pub async fn submit(
         }
     };
     let id = spec.id.get_or_insert_with(ids::new_workload_id).clone();
+    let key = subjects::workload_key(tenant, &id);
+    // Following starts before the submission, so no event is missed (a tenant reads its
+    // events as they are stored; it has no JetStream of its own).
+    let events = if follow {
+        Some(
+            bus.client
+                .subscribe(subjects::workload_events(&key))
+                .await?,
+        )
+    } else {
+        None
+    };
     let payload = serde_json::to_vec(&spec)?;
     let mut headers = HeaderMap::new();
     // The id makes resubmitting the same spec idempotent.
@@ -56,27 +67,33 @@ pub async fn submit(
         .context("the command stream did not acknowledge the submission (is the system set up? run `bulkhead up`)")?;
     println!("{id}");
     if ack.duplicate {
-        eprintln!("(already submitted: same id within the deduplication window)");
-    }
-    if !follow {
+        eprintln!(
+            "(already submitted: same id within the deduplication window; `bulkhead get {id}` shows it)"
+        );
         return Ok(exit::OK);
     }
-    follow_workload(bus, &subjects::workload_key(tenant, &id), timeout).await
+    match events {
+        Some(events) => follow_workload(events, &key, timeout).await,
+        None => Ok(exit::OK),
+    }
 }
 
-/// Follows one workload's events until it runs or ends; prints a progress line. `key`
-/// is the workload's key (`tenant/id`).
-pub async fn follow_workload(bus: &Bus, key: &str, timeout: Duration) -> anyhow::Result<i32> {
+/// Follows one workload's events (from `messages`, a subscription made before it was
+/// submitted) until it runs or ends; prints a progress line. `key` is the workload's key
+/// (`tenant/id`).
+async fn follow_workload(
+    mut messages: async_nats::Subscriber,
+    key: &str,
+    timeout: Duration,
+) -> anyhow::Result<i32> {
     let id = subjects::split_key(key).map_or(key, |(_, id)| id);
-    let mut messages =
-        super::log_consumer(bus, subjects::workload_events(key), DeliverPolicy::All).await?;
+    let mut seq = 0;
     let mut p = Projection::default();
     let tty = std::io::stderr().is_terminal();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let m = match tokio::time::timeout_at(deadline, messages.next()).await {
-            Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => anyhow::bail!("following {id}: {e}"),
+            Ok(Some(m)) => m,
             Ok(None) => anyhow::bail!("event stream ended"),
             Err(_) => {
                 let state = p
@@ -87,7 +104,8 @@ pub async fn follow_workload(bus: &Bus, key: &str, timeout: Duration) -> anyhow:
                 return Ok(exit::TIMEOUT);
             }
         };
-        let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
+        // The order they were stored in; the log's own sequence is the server's business.
+        seq += 1;
         let ev = match Event::parse(&m.payload) {
             Ok(ev) => ev,
             Err(e) => {

@@ -1,4 +1,5 @@
-//! The node's ops: its durable consumer of `bulkhead.node.<name>.ops`. Each message is run
+//! The node's ops: its durable consumer of `bulkhead.node.<name>.ops` (made by the admin at
+//! enrolment, pulled over core NATS: [`super::pull`]). Each message is run
 //! only if the scheduler signed it for this node ([`OpsTrust`]); anything else is set
 //! aside (counted, logged with its sequence, terminated: never redelivered, never run).
 //! Until the first view of the log (`sync`) has come, other messages are held in stream
@@ -10,21 +11,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, pull};
-use async_nats::jetstream::{AckKind, Message};
 use bulkhead_actors::node::NodeMsg;
 use bulkhead_actors::node::trust::OpsTrust;
 use bulkhead_actors::signing::{CERT_HEADER, SIG_HEADER};
 use bulkhead_schemas::{NodeOp, SyncReason, subjects};
-use futures::StreamExt;
 use ractor::ActorRef;
 use tracing::{info, warn};
 
+use super::pull::{Ack, Delivered, Pull};
 use crate::bus::Bus;
-use crate::tasks::{AbortOnDrop, with_progress};
+use crate::tasks::AbortOnDrop;
 
-/// An ops message not acknowledged within this is redelivered.
-const OPS_ACK_WAIT: Duration = Duration::from_secs(30);
 /// How often a node tells JetStream it still works on an ops message (pulls and slow
 /// starts can outlast the ack wait).
 const OPS_PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -41,24 +38,16 @@ pub(super) async fn consume(
     refused: Arc<AtomicU64>,
     on_lost: OnLost,
 ) -> anyhow::Result<AbortOnDrop> {
-    let stream = bus.js.get_stream(subjects::OPS_STREAM).await?;
-    let durable = subjects::node_consumer(name);
-    let consumer = stream
-        .get_or_create_consumer(
-            &durable,
-            pull::Config {
-                durable_name: Some(durable.clone()),
-                filter_subject: subjects::node_ops(name),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: OPS_ACK_WAIT,
-                ..Default::default()
-            },
-        )
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut pull = Pull::new(
+        &bus.client,
+        subjects::OPS_STREAM,
+        &subjects::node_consumer(name),
+    )
+    .await?;
     let admins = bus.identity()?.creds.admins.clone();
     let mut run = Runner {
         node: name.to_owned(),
+        client: bus.client.clone(),
         trust: OpsTrust::new(name, admins),
         actor,
         refused,
@@ -67,21 +56,18 @@ pub(super) async fn consume(
         held: BTreeMap::new(),
     };
     Ok(AbortOnDrop(tokio::spawn(async move {
-        while let Some(m) = messages.next().await {
-            match m {
-                Ok(m) => {
-                    if !run.take(m).await {
-                        return;
-                    }
-                }
-                Err(e) => warn!(node = %run.node, error = %e, "ops consumer error"),
+        while let Some(m) = pull.next().await {
+            if !run.take(m).await {
+                return;
             }
         }
+        warn!(node = %run.node, "the ops pull ended");
     })))
 }
 
 struct Runner {
     node: String,
+    client: async_nats::Client,
     trust: OpsTrust,
     actor: ActorRef<NodeMsg>,
     refused: Arc<AtomicU64>,
@@ -89,13 +75,13 @@ struct Runner {
     /// Whether a view of the log has come.
     synced: bool,
     /// Messages held until then, by stream sequence (a redelivery replaces its first copy).
-    held: BTreeMap<u64, (Message, Vec<NodeOp>)>,
+    held: BTreeMap<u64, (Delivered, Vec<NodeOp>)>,
 }
 
 impl Runner {
     /// Takes one message; false when the actor is gone.
-    async fn take(&mut self, m: Message) -> bool {
-        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+    async fn take(&mut self, m: Delivered) -> bool {
+        let seq = m.seq;
         let header = |name: &str| {
             m.headers
                 .as_ref()
@@ -112,7 +98,7 @@ impl Runner {
                 let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
                 warn!(node = %self.node, seq, refused = n, reason = %why,
                     "ops set aside: not run (only ops the scheduler signed for this node run)");
-                let _ = m.ack_with(AckKind::Term).await;
+                m.ack(&self.client, Ack::Term).await;
                 return true;
             }
         };
@@ -143,19 +129,29 @@ impl Runner {
         true
     }
 
-    /// Runs one message's ops through the actor and acknowledges it; false when the actor
-    /// is gone.
-    async fn run(&self, m: &Message, ops: Vec<NodeOp>) -> bool {
+    /// Runs one message's ops through the actor and acknowledges it (telling JetStream it
+    /// is still at work meanwhile: pulls and slow starts can outlast the ack wait); false
+    /// when the actor is gone.
+    async fn run(&self, m: &Delivered, ops: Vec<NodeOp>) -> bool {
         let call = async { ractor::call!(self.actor, NodeMsg::Ops, ops) };
-        let kind = match with_progress(m, OPS_PROGRESS_EVERY, call).await {
-            Ok(Ok(())) => AckKind::Ack,
+        tokio::pin!(call);
+        let mut tick = tokio::time::interval(OPS_PROGRESS_EVERY);
+        tick.tick().await;
+        let result = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                _ = tick.tick() => m.ack(&self.client, Ack::Progress).await,
+            }
+        };
+        let kind = match result {
+            Ok(Ok(())) => Ack::Ack,
             Ok(Err(e)) => {
                 warn!(node = %self.node, error = %e, "ops partly failed; will retry");
-                AckKind::Nak(Some(Duration::from_secs(1)))
+                Ack::Nak(Duration::from_secs(1))
             }
             Err(_) => return false,
         };
-        let _ = m.ack_with(kind).await;
+        m.ack(&self.client, kind).await;
         true
     }
 }
