@@ -18,7 +18,7 @@ use bulkhead_schemas::{NodeOp, SyncReason, subjects};
 use ractor::ActorRef;
 use tracing::{info, warn};
 
-use super::pull::{Ack, Delivered, Pull};
+use super::pull::{Delivered, Pull, Reply};
 use crate::bus::Bus;
 use crate::tasks::AbortOnDrop;
 
@@ -98,7 +98,7 @@ impl Runner {
                 let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
                 warn!(node = %self.node, seq, refused = n, reason = %why,
                     "ops set aside: not run (only ops the scheduler signed for this node run)");
-                m.ack(&self.client, Ack::Term).await;
+                m.ack(&self.client, Reply::Term).await;
                 return true;
             }
         };
@@ -140,14 +140,14 @@ impl Runner {
         let result = loop {
             tokio::select! {
                 r = &mut call => break r,
-                _ = tick.tick() => m.ack(&self.client, Ack::Progress).await,
+                _ = tick.tick() => m.ack(&self.client, Reply::Progress).await,
             }
         };
         let kind = match result {
-            Ok(Ok(())) => Ack::Ack,
+            Ok(Ok(())) => Reply::Done,
             Ok(Err(e)) => {
                 warn!(node = %self.node, error = %e, "ops partly failed; will retry");
-                Ack::Nak(Duration::from_secs(1))
+                Reply::Nak(Duration::from_secs(1))
             }
             Err(_) => return false,
         };

@@ -24,8 +24,8 @@ pub(super) struct Delivered {
 
 /// What a node answers for a message.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Ack {
-    Ack,
+pub(super) enum Reply {
+    Done,
     /// Redeliver after this long.
     Nak(Duration),
     /// Never redeliver.
@@ -35,12 +35,12 @@ pub(super) enum Ack {
 }
 
 impl Delivered {
-    pub(super) async fn ack(&self, client: &Client, kind: Ack) {
+    pub(super) async fn ack(&self, client: &Client, kind: Reply) {
         let body = match kind {
-            Ack::Ack => "+ACK".to_owned(),
-            Ack::Nak(d) => format!("-NAK {{\"delay\": {}}}", d.as_nanos()),
-            Ack::Term => "+TERM".to_owned(),
-            Ack::Progress => "+WPI".to_owned(),
+            Reply::Done => "+ACK".to_owned(),
+            Reply::Nak(d) => format!("-NAK {{\"delay\": {}}}", d.as_nanos()),
+            Reply::Term => "+TERM".to_owned(),
+            Reply::Progress => "+WPI".to_owned(),
         };
         let _ = client.publish(self.ack.clone(), body.into()).await;
     }
