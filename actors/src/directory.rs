@@ -90,9 +90,28 @@ impl Directory {
         self.by_key.values().filter(|id| id.revoked_at.is_none())
     }
 
+    /// Why an admin-signed `enrolled` may not be applied: its key was revoked once (a key
+    /// never comes back; an old enrolment replayed into the log would otherwise take a
+    /// name back from its current key).
+    pub fn refuses(&self, ev: &Event) -> Option<String> {
+        let EventBody::Enrolled(e) = &ev.body else {
+            return None;
+        };
+        let id = self.by_key.get(&e.key)?;
+        id.revoked_at.map(|at| {
+            format!(
+                "enrols {} {} with key {}, revoked at sequence {at}",
+                e.role, e.name, e.key
+            )
+        })
+    }
+
     /// An `enrolled` or `revoked` event at `seq` (already verified as an admin's).
     pub fn apply(&mut self, seq: u64, ev: &Event) {
         match &ev.body {
+            EventBody::Enrolled(e) if self.refuses(ev).is_some() => {
+                let _ = e; // a revoked key stays revoked
+            }
             EventBody::Enrolled(e) => {
                 // A name enrolled again with a new key: the old key is done.
                 if let Some(old) = self.by_name.get(&(e.role, e.name.clone())).cloned()
@@ -113,7 +132,12 @@ impl Directory {
                 if let Some(id) = self.by_key.get_mut(&r.key) {
                     id.revoked_at.get_or_insert(seq);
                 }
-                self.by_name.remove(&(r.role, r.name.clone()));
+                // Only if the name still has that key: revoking a key replaced since must
+                // not take the name's new key with it.
+                let name = (r.role, r.name.clone());
+                if self.by_name.get(&name) == Some(&r.key) {
+                    self.by_name.remove(&name);
+                }
             }
             _ => {}
         }

@@ -17,6 +17,9 @@ pub struct NodeWatch {
 }
 
 /// A node is silent only after missing this many heartbeats in a row, whatever the timeout.
+/// The longest heartbeat interval the silence rule believes (a minute).
+pub const MAX_INTERVAL_MS: u64 = 60_000;
+
 pub const MISSED_BEATS: u64 = 3;
 
 /// A node's interval counts as at least this (a heartbeat saying 0 or 1 ms is not trusted
@@ -28,7 +31,9 @@ impl NodeWatch {
     /// true when the node had been declared lost (it is back).
     pub fn beat(&mut self, node: &str, now_ms: u64, interval_ms: u64) -> bool {
         self.last.insert(node.to_owned(), now_ms);
-        self.interval.insert(node.to_owned(), interval_ms);
+        // A heartbeat that claims an endless interval must not make its node never silent.
+        self.interval
+            .insert(node.to_owned(), interval_ms.min(MAX_INTERVAL_MS));
         self.lost.remove(node).is_some()
     }
 
@@ -102,5 +107,17 @@ mod tests {
             "5 s beats: not before 15 s"
         );
         assert_eq!(nw.silent(15_100, 3000), [("slow".to_owned(), 15_100)]);
+    }
+
+    #[test]
+    fn an_endless_interval_does_not_make_a_node_immortal() {
+        let mut w = NodeWatch::default();
+        w.beat("n", 0, u64::MAX);
+        let silence = MAX_INTERVAL_MS * MISSED_BEATS + 1;
+        assert_eq!(
+            w.silent(silence, 0).len(),
+            1,
+            "lost after three capped intervals"
+        );
     }
 }

@@ -74,6 +74,9 @@ impl Skip {
     }
 }
 
+/// Ids the log never admitted whose set-aside sequences are remembered, at most.
+pub const MAX_SET_ASIDE_IDS: usize = 100_000;
+
 #[derive(Default, Debug)]
 pub struct Projection {
     workloads: BTreeMap<String, Workload>,
@@ -187,9 +190,26 @@ impl Projection {
         } else {
             subject.to_owned()
         };
+        // What the view a node is sent covers: it must not lag the heads it carries.
+        self.last_seq = self.last_seq.max(seq);
         match self.workloads.get_mut(&key) {
             Some(w) => w.head.seq = w.head.seq.max(seq),
             None => {
+                if self.set_aside_seqs.len() >= MAX_SET_ASIDE_IDS
+                    && !self.set_aside_seqs.contains_key(&key)
+                {
+                    // A flood of junk on made-up ids: forget a tenth of them (an id
+                    // forgotten and then submitted conflicts until an admin looks).
+                    let drop: Vec<String> = self
+                        .set_aside_seqs
+                        .keys()
+                        .take(MAX_SET_ASIDE_IDS / 10)
+                        .cloned()
+                        .collect();
+                    for k in drop {
+                        self.set_aside_seqs.remove(&k);
+                    }
+                }
                 let e = self.set_aside_seqs.entry(key).or_default();
                 *e = (*e).max(seq);
             }

@@ -16,8 +16,14 @@ use crate::directory::Directory;
 use crate::ports::log::{Batch, Stored};
 use crate::signing::{Checked, Proof};
 
-/// How far ahead of the server's clock an event may date itself.
+/// How far ahead of the server's clock a verdict may date itself.
 pub const MAX_SKEW_MS: u64 = 60_000;
+/// How far ahead any other event may: a writer whose clock runs fast must not see its own
+/// appends applied while every other reader sets them aside, so this is generous; a date
+/// years ahead (a stolen key's poison) is still refused.
+pub const MAX_CLOCK_SKEW_MS: u64 = 3_600_000;
+/// How far ahead of its event a restart may be put off.
+const MAX_NOT_BEFORE_MS: u64 = 86_400_000;
 /// How much older than its storing a verdict may be: a worker publishes it at once, so an
 /// old one is a replay.
 pub const MAX_VERDICT_AGE_MS: u64 = 300_000;
@@ -62,7 +68,14 @@ impl Family {
 pub struct Verifier {
     pub directory: Directory,
     checked: Checked,
+    /// Ids of the node and identity events applied: those are not chained like a
+    /// workload's, so a copy stored again (a JetStream delivery a service key aimed at the
+    /// log's own subjects) is refused as a replay.
+    seen: std::collections::HashSet<String>,
 }
+
+/// Ids of node and identity events remembered at most (past it, they are forgotten).
+const MAX_SEEN: usize = 1_000_000;
 
 impl Verifier {
     /// A verifier trusting `admins` (public nkeys) as the source of every identity.
@@ -70,6 +83,7 @@ impl Verifier {
         Verifier {
             directory: Directory::new(admins),
             checked: Checked::default(),
+            seen: Default::default(),
         }
     }
 
@@ -124,6 +138,21 @@ impl Verifier {
         authority(family, &event, writer.role, &writer.name)
             .map_err(|why| aside("no_authority", why))?;
         limits(&event, raw.stored_ms).map_err(|why| aside("out_of_limits", why))?;
+        if matches!(family, Family::Node | Family::Sys) {
+            if self.seen.contains(&event.id) {
+                return Err(aside(
+                    "replayed",
+                    format!("event {} was applied before", event.id),
+                ));
+            }
+            if let Some(why) = self.directory.refuses(&event) {
+                return Err(aside("replayed", why));
+            }
+            if self.seen.len() >= MAX_SEEN {
+                self.seen.clear();
+            }
+            self.seen.insert(event.id.clone());
+        }
         if family == Family::Sys {
             self.directory.apply(raw.seq, &event);
         }
@@ -270,7 +299,11 @@ fn text(what: &str, s: &str) -> Result<(), String> {
 fn limits(ev: &Event, stored_ms: u64) -> Result<(), String> {
     let at = bulkhead_schemas::parse_rfc3339_ms(&ev.at)
         .ok_or_else(|| format!("at {:?} is not an RFC 3339 time", ev.at))?;
-    if at > stored_ms.saturating_add(MAX_SKEW_MS) {
+    let skew = match ev.body {
+        EventBody::ScanCompleted(_) => MAX_SKEW_MS,
+        _ => MAX_CLOCK_SKEW_MS,
+    };
+    if at > stored_ms.saturating_add(skew) {
         return Err(format!(
             "dated {} ms after the server stored it",
             at - stored_ms
@@ -313,9 +346,12 @@ fn limits(ev: &Event, stored_ms: u64) -> Result<(), String> {
         EventBody::ReplicaRequested(r) => {
             replica(r.replica)?;
             text("cause", &r.cause)?;
-            bulkhead_schemas::parse_rfc3339_ms(&r.not_before)
-                .map(drop)
-                .ok_or_else(|| "not_before is not an RFC 3339 time".into())
+            let not_before = bulkhead_schemas::parse_rfc3339_ms(&r.not_before)
+                .ok_or("not_before is not an RFC 3339 time")?;
+            if not_before > at.saturating_add(MAX_NOT_BEFORE_MS) {
+                return Err("a restart put off by more than a day".into());
+            }
+            Ok(())
         }
         EventBody::GaveUp(g) => {
             replica(g.replica)?;

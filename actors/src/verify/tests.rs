@@ -294,3 +294,129 @@ fn a_revoked_key_writes_nothing_after_its_revocation() {
     let subject = subjects::sys_event("node", "n9", "enrolled");
     assert_eq!(code(w.read(&sched, ev, &subject)), "no_authority");
 }
+
+/// Node and identity events are not chained: a copy stored again (a JetStream delivery a
+/// service key aimed at the log's own subjects) is refused, and so is an old enrolment of a
+/// key that was replaced: a key never comes back.
+#[test]
+fn replays_of_unchained_events_are_refused() {
+    let mut w = World::new();
+    let node = w.node.clone();
+    let mut joined = Event::new(
+        "node/n1",
+        "n1",
+        None,
+        EventBody::Joined(NodeJoined {
+            capacity: Default::default(),
+            runtime_classes: vec![RuntimeClass::Runc],
+            runtime: "sim".into(),
+        }),
+    );
+    let (payload, proof) = seal_event(&node, &mut joined);
+    let subject = subjects::node_event("n1", "joined");
+    w.raw(&subject, &payload, Some(&proof.encode()))
+        .expect("the first");
+    let again = w
+        .raw(&subject, &payload, Some(&proof.encode()))
+        .unwrap_err();
+    assert_eq!(again.code, "replayed");
+
+    // n1 is enrolled again with a new key; the old enrolment, stored again, is refused,
+    // and the old key stays out.
+    let admin = w.admin.clone();
+    let old_key = node.public_key().to_owned();
+    let enrol = |key: &str| {
+        Event::new(
+            "admin",
+            "node/n1",
+            None,
+            EventBody::Enrolled(Enrolled {
+                role: Role::Node,
+                name: "n1".into(),
+                key: key.into(),
+                classes: vec![RuntimeClass::Runc],
+            }),
+        )
+    };
+    let fresh = Signer::generate();
+    let enrolled = subjects::sys_event("node", "n1", "enrolled");
+    w.read(&admin, enrol(fresh.public_key()), &enrolled)
+        .expect("re-keyed");
+    let replay = w.read(&admin, enrol(&old_key), &enrolled).unwrap_err();
+    assert_eq!(replay.code, "replayed");
+    assert_eq!(
+        w.verifier
+            .directory
+            .get(Role::Node, "n1")
+            .map(|i| i.key.as_str()),
+        Some(fresh.public_key())
+    );
+    // Revoking the replaced key leaves the name with its new one.
+    let revoked = Event::new(
+        "admin",
+        "node/n1",
+        None,
+        EventBody::Revoked(Revoked {
+            role: Role::Node,
+            name: "n1".into(),
+            key: old_key,
+        }),
+    );
+    w.read(
+        &admin,
+        revoked,
+        &subjects::sys_event("node", "n1", "revoked"),
+    )
+    .expect("an admin's revocation");
+    assert!(w.verifier.directory.get(Role::Node, "n1").is_some());
+}
+
+/// A writer whose clock runs minutes ahead still has its events applied by every reader
+/// (they must not fork from the writer's own view); a verdict may not date itself ahead.
+#[test]
+fn clock_skew_is_tolerated_except_in_verdicts() {
+    let mut w = World::new();
+    let scheduler = w.scheduler.clone();
+    let spec: WorkloadSpec = serde_json::from_value(serde_json::json!(
+        {"id": "w", "image": "i", "memory_mb": 64, "cpu_millicores": 100}
+    ))
+    .unwrap();
+    let mut ev = Event::new(
+        "scheduler",
+        "default/w",
+        None,
+        EventBody::Accepted(Accepted {
+            spec,
+            cmd_seq: 1,
+            by: Default::default(),
+            pending: None,
+        }),
+    );
+    ev.at = bulkhead_schemas::rfc3339_from_ms(w.now + 10 * 60_000);
+    w.read(&scheduler, ev, "bulkhead.evt.default.wl.w.accepted")
+        .expect("ten minutes fast is a clock, not an attack");
+    let scanner = w.scanner.clone();
+    let mut verdict = Event::new(
+        "scanner/s",
+        "sha256:aa",
+        None,
+        EventBody::ScanCompleted(ScanCompleted {
+            image: "i".into(),
+            digest: "sha256:aa".into(),
+            job: "j".into(),
+            worker: "s".into(),
+            verdict: None,
+            error: Some("x".into()),
+            layers: Vec::new(),
+        }),
+    );
+    verdict.at = bulkhead_schemas::rfc3339_from_ms(w.now + 2 * 60_000);
+    let err = w
+        .read(
+            &scanner,
+            verdict,
+            &subjects::scan_event("sha256:aa", "scan_completed"),
+        )
+        .unwrap_err();
+    assert_eq!(err.code, "out_of_limits");
+}
