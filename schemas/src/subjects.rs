@@ -183,6 +183,11 @@ pub fn node_ops(node: &str) -> String {
     format!("bulkhead.node.{node}.ops")
 }
 
+/// `bulkhead.deliver.<node>`: where a node's ops consumer delivers (no stream holds it).
+pub fn node_deliver(node: &str) -> String {
+    format!("bulkhead.deliver.{node}")
+}
+
 /// Name of the durable ops consumer of one node.
 pub fn node_consumer(node: &str) -> String {
     format!("bulkhead-node-{node}")

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::consumer::{AckPolicy, push};
 use bulkhead_actors::signing::{SIG_HEADER, Signer, seal_event};
 use bulkhead_schemas::event::{Event, EventBody};
 use bulkhead_schemas::identity::Role;
@@ -42,8 +42,9 @@ const NODE_ACK_WAIT: Duration = Duration::from_secs(30);
 /// unacknowledged until then.
 const NODE_MAX_ACK_PENDING: i64 = 100_000;
 
-/// Makes (or updates) the durable ops consumer of every live node: a node may only pull
-/// from and ack on it, never create one.
+/// Makes (or updates) the durable ops consumer of every live node: a push consumer
+/// delivering to `bulkhead.deliver.<node>`; a node may only receive from and ack on it,
+/// never create one.
 pub async fn node_consumers(bus: &Bus, book: &Book) -> Result<(), BusError> {
     let setup = |e: &dyn std::fmt::Display| BusError::Setup {
         what: "the nodes' ops consumers".into(),
@@ -56,19 +57,25 @@ pub async fn node_consumers(bus: &Bus, book: &Book) -> Result<(), BusError> {
         .map_err(|e| setup(&e))?;
     for e in book.live().filter(|e| e.role == Role::Node) {
         let durable = subjects::node_consumer(&e.name);
-        let config = pull::Config {
+        let config = push::Config {
             durable_name: Some(durable.clone()),
             description: Some(format!("ops of node {}", e.name)),
+            deliver_subject: subjects::node_deliver(&e.name),
             filter_subject: subjects::node_ops(&e.name),
             ack_policy: AckPolicy::Explicit,
             ack_wait: NODE_ACK_WAIT,
             max_ack_pending: NODE_MAX_ACK_PENDING,
             ..Default::default()
         };
-        stream
-            .create_consumer(config)
-            .await
-            .map_err(|e| setup(&e))?;
+        if stream.create_consumer(config.clone()).await.is_err() {
+            // One of another kind (a pull consumer of an earlier build): a work queue
+            // keeps its messages for the new one.
+            let _ = stream.delete_consumer(&durable).await;
+            stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| setup(&e))?;
+        }
     }
     Ok(())
 }

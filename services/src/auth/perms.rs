@@ -48,8 +48,6 @@ pub struct Export {
     pub subject: String,
     /// A stream of messages flowing to the importer (else a service it sends to).
     pub stream: bool,
-    /// A service answering with many messages (a JetStream pull).
-    pub many_replies: bool,
     /// The importing account.
     pub to: &'static str,
 }
@@ -60,7 +58,6 @@ pub fn exports() -> Vec<Export> {
     let service = |subject: String, to| Export {
         subject,
         stream: false,
-        many_replies: false,
         to,
     };
     let mut e: Vec<Export> = ["started", "exited", "stopped"]
@@ -70,9 +67,8 @@ pub fn exports() -> Vec<Export> {
     e.push(service(s::node_event("*", "joined"), NODES_ACCOUNT));
     e.push(service(format!("$KV.{}.*", s::NODES_BUCKET), NODES_ACCOUNT));
     e.push(Export {
-        subject: api(&format!("CONSUMER.MSG.NEXT.{}.*", s::OPS_STREAM)),
-        stream: false,
-        many_replies: true,
+        subject: s::node_deliver("*"),
+        stream: true,
         to: NODES_ACCOUNT,
     });
     e.push(service(
@@ -94,7 +90,6 @@ pub fn exports() -> Vec<Export> {
     e.push(Export {
         subject: s::EVT_WORKLOADS.to_owned(),
         stream: true,
-        many_replies: false,
         to: TENANTS_ACCOUNT,
     });
     e
@@ -200,12 +195,13 @@ pub fn of(role: Role, name: &str) -> Perms {
             p.publish.push(s::node_event(n, "joined"));
             // Its heartbeat: a plain publish to its own key.
             p.publish.push(format!("$KV.{}.{n}", s::NODES_BUCKET));
-            // Its ops: pulls from, and acks on, the consumer the admin made for it.
-            let consumer = s::node_consumer(n);
-            p.publish.extend([
-                api(&format!("CONSUMER.MSG.NEXT.{}.{consumer}", s::OPS_STREAM)),
-                format!("$JS.ACK.{}.{consumer}.>", s::OPS_STREAM),
-            ]);
+            // Its ops: what the consumer the admin made for it delivers, and acks on it.
+            p.subscribe.push(s::node_deliver(n));
+            p.publish.push(format!(
+                "$JS.ACK.{}.{}.>",
+                s::OPS_STREAM,
+                s::node_consumer(n)
+            ));
             p.publish.push(s::api_node_heads(n));
         }
         Role::Scheduler => {
@@ -340,11 +336,7 @@ pub fn markdown() -> String {
         "\nWhat `{BULKHEAD_ACCOUNT}` exports, and only to whom:\n\n| subject | kind | to |\n|---|---|---|\n"
     ));
     for e in exports() {
-        let kind = match (e.stream, e.many_replies) {
-            (true, _) => "stream",
-            (false, true) => "service (many replies)",
-            (false, false) => "service",
-        };
+        let kind = if e.stream { "stream" } else { "service" };
         out.push_str(&format!("| `{}` | {kind} | {} |\n", e.subject, e.to));
     }
     out
@@ -384,8 +376,9 @@ mod tests {
         let n = of(Role::Node, "n1");
         assert!(n.may_publish("$KV.bulkhead-nodes.n1"));
         assert!(!n.may_publish("$KV.bulkhead-nodes.n2"));
-        assert!(n.may_publish("$JS.API.CONSUMER.MSG.NEXT.BULKHEAD_OPS.bulkhead-node-n1"));
-        assert!(!n.may_publish("$JS.API.CONSUMER.MSG.NEXT.BULKHEAD_OPS.bulkhead-node-n2"));
+        assert!(n.may_subscribe("bulkhead.deliver.n1"));
+        assert!(!n.may_subscribe("bulkhead.deliver.n2"));
+        assert!(!n.may_publish("$JS.API.CONSUMER.MSG.NEXT.BULKHEAD_OPS.bulkhead-node-n1"));
         assert!(!n.may_publish("bulkhead.node.n1.ops"));
         assert!(!n.may_subscribe("bulkhead.node.n1.ops"));
         assert!(!n.may_publish("$JS.API.DIRECT.GET.BULKHEAD_EVT"));

@@ -46,9 +46,6 @@ pub fn authorization(book: &Book) -> String {
                     } else {
                         json!({ "service": e.subject })
                     };
-                    if e.many_replies {
-                        x["response_type"] = json!("stream");
-                    }
                     x["accounts"] = json!([e.to]);
                     x
                 })

@@ -7,12 +7,12 @@
 //! - [`config`]: the node's settings (TOML file and flags);
 //! - [`cri`]: the CRI runtime (containerd, CRI-O, Kata, Edera, gVisor through a handler);
 //! - [`ops`]: the consumer of the node's ops, which runs only what the scheduler signed;
-//! - [`pull`]: pulling them over core NATS (a node's account has no JetStream of its own).
+//! - [`delivery`]: receiving them over core NATS (a node's account has no JetStream).
 
 pub mod config;
 pub mod cri;
+mod delivery;
 mod ops;
-mod pull;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The node's ops: its durable consumer of `bulkhead.node.<name>.ops` (made by the admin at
-//! enrolment, pulled over core NATS: [`super::pull`]). Each message is run
+//! enrolment, delivered over core NATS: [`super::delivery`]). Each message is run
 //! only if the scheduler signed it for this node ([`OpsTrust`]); anything else is set
 //! aside (counted, logged with its sequence, terminated: never redelivered, never run).
 //! Until the first view of the log (`sync`) has come, other messages are held in stream
@@ -14,11 +14,11 @@ use std::time::Duration;
 use bulkhead_actors::node::NodeMsg;
 use bulkhead_actors::node::trust::OpsTrust;
 use bulkhead_actors::signing::{CERT_HEADER, SIG_HEADER};
-use bulkhead_schemas::{NodeOp, SyncReason, subjects};
+use bulkhead_schemas::{NodeOp, SyncReason};
 use ractor::ActorRef;
 use tracing::{info, warn};
 
-use super::pull::{Delivered, Pull, Reply};
+use super::delivery::{Delivered, Deliveries, Reply};
 use crate::bus::Bus;
 use crate::tasks::AbortOnDrop;
 
@@ -38,12 +38,7 @@ pub(super) async fn consume(
     refused: Arc<AtomicU64>,
     on_lost: OnLost,
 ) -> anyhow::Result<AbortOnDrop> {
-    let mut pull = Pull::new(
-        &bus.client,
-        subjects::OPS_STREAM,
-        &subjects::node_consumer(name),
-    )
-    .await?;
+    let mut deliveries = Deliveries::new(&bus.client, name).await?;
     let admins = bus.identity()?.creds.admins.clone();
     let mut run = Runner {
         node: name.to_owned(),
@@ -56,12 +51,12 @@ pub(super) async fn consume(
         held: BTreeMap::new(),
     };
     Ok(AbortOnDrop(tokio::spawn(async move {
-        while let Some(m) = pull.next().await {
+        while let Some(m) = deliveries.next().await {
             if !run.take(m).await {
                 return;
             }
         }
-        warn!(node = %run.node, "the ops pull ended");
+        warn!(node = %run.node, "the ops deliveries ended");
     })))
 }
 
