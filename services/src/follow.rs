@@ -65,11 +65,7 @@ impl Follower {
     pub async fn start(bus: &Bus, from_seq: u64) -> Result<Follower, BusError> {
         let err = |e: &dyn std::fmt::Display| BusError::Nats(format!("reading the event log: {e}"));
         let admins = bus.identity()?.creds.admins.clone();
-        let mut stream = bus
-            .js
-            .get_stream(subjects::EVT_STREAM)
-            .await
-            .map_err(|e| err(&e))?;
+        let mut stream = bus.stream(subjects::EVT_STREAM).await?;
         let info = stream.info().await.map_err(|e| err(&e))?;
         check_format(&info.config)?;
         let end_at_start = info.state.last_sequence;

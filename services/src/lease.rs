@@ -31,10 +31,8 @@ impl Lease {
         ttl: Duration,
     ) -> Result<Lease, BusError> {
         let store = bus
-            .js
-            .get_key_value(bulkhead_schemas::subjects::LEASES_BUCKET)
-            .await
-            .map_err(|e| BusError::Nats(e.to_string()))?;
+            .bucket(bulkhead_schemas::subjects::LEASES_BUCKET)
+            .await?;
         let value = Bytes::from(holder.to_owned());
         let every = ttl / 3;
         let mut waiting_logged = false;

@@ -236,6 +236,7 @@ async fn restart_policy_backoff_and_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_node_is_lost_and_its_workloads_run_on_the_other() {
     let mut env = env().await;
+    env.spawn("api", &["api"]);
     env.spawn("scheduler", &["scheduler"]);
     env.spawn("failover", &["failover", "--lost-timeout-ms", "1000"]);
     let n1 = env.spawn("n1", &node_args("n1", "200"));
@@ -364,6 +365,7 @@ impl Cutter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_nats_hears_it_was_lost_and_removes_replaced_copies() {
     let mut env = env().await;
+    env.spawn("api", &["api"]);
     env.spawn("scheduler", &["scheduler"]);
     env.spawn("failover", &["failover", "--lost-timeout-ms", "1000"]);
     env.spawn("n2", &node_args("n2", "200"));
@@ -435,6 +437,9 @@ async fn a_node_cut_off_from_nats_hears_it_was_lost_and_removes_replaced_copies(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_killed_mid_storm_decides_every_exit_exactly_once() {
     let mut env = env().await;
+    // The API too, as in a cluster: a node that the storm's load makes late to heartbeat
+    // is declared lost, and re-chains its facts with heads it asks the API for.
+    env.spawn("api", &["api"]);
     env.spawn("node", &node_args("n1", "200"));
     env.spawn("scheduler", &["scheduler"]);
     let first = env.spawn("failover-a", &["failover"]);

@@ -44,6 +44,29 @@ pub enum BusError {
 /// Attempts after an authorization failure (one during a server reload), 0.1 s, 0.2 s, …
 const AUTH_RETRIES: usize = 6;
 
+/// How long a stream or bucket setup made may be missing before a service gives up (a
+/// server reloading its accounts answers "does not exist" for a moment).
+const OPEN_PATIENCE: Duration = Duration::from_secs(15);
+
+async fn opening<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    name: &str,
+    open: impl Fn() -> F,
+) -> Result<T, BusError> {
+    let deadline = tokio::time::Instant::now() + OPEN_PATIENCE;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match open().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(name, error = %e, "opening {name}; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(BusError::Nats(format!("opening {name}: {e}"))),
+        }
+    }
+}
+
 /// Consumers a stream may have (nats-server's own default is 1,000 per stream).
 pub const MAX_CONSUMERS: i32 = 1_000_000;
 
@@ -176,6 +199,18 @@ impl Bus {
     /// The identity this connection signs as.
     pub fn identity(&self) -> Result<&Identity, BusError> {
         self.identity.as_deref().ok_or(BusError::NoIdentity)
+    }
+
+    /// The stream `name`, which setup made. While the server reloads its accounts (an
+    /// enrolment, a revocation) JetStream answers "does not exist" for a moment, so a
+    /// service starting then retries for a while before it gives up.
+    pub async fn stream(&self, name: &str) -> Result<stream::Stream, BusError> {
+        opening(name, || self.js.get_stream(name)).await
+    }
+
+    /// The KV bucket `name`, which setup made; retried as [`Bus::stream`] is.
+    pub async fn bucket(&self, name: &str) -> Result<kv::Store, BusError> {
+        opening(name, || self.js.get_key_value(name)).await
     }
 
     /// Creates or updates every stream and bucket; safe to run at each start-up.
@@ -361,11 +396,7 @@ impl Bus {
     /// Every heartbeat in the `bulkhead-nodes` bucket (and each deletion or expiry), as it
     /// is written, starting with each node's latest.
     pub async fn watch_nodes(&self) -> Result<kv::Watch, BusError> {
-        let store = self
-            .js
-            .get_key_value(subjects::NODES_BUCKET)
-            .await
-            .map_err(|e| BusError::Nats(format!("opening the nodes bucket: {e}")))?;
+        let store = self.bucket(subjects::NODES_BUCKET).await?;
         store
             .watch_all()
             .await

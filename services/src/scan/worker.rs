@@ -267,7 +267,7 @@ pub async fn start(
     let registry = Arc::new(Registry::new(cfg.credentials.clone())?);
     let cache = Arc::new(LayerCache {
         registry: registry.clone(),
-        kv: bus.js.get_key_value(subjects::LAYERS_BUCKET).await?,
+        kv: bus.bucket(subjects::LAYERS_BUCKET).await?,
         lru: Mutex::new(Lru::new(cfg.lru_bytes)),
         inflight: Mutex::default(),
     });
@@ -275,7 +275,7 @@ pub async fn start(
     let mut tasks = Vec::new();
 
     // Membership: announce ourselves, rebuild the ring from whoever else is alive.
-    let members = bus.js.get_key_value(subjects::SCANNERS_BUCKET).await?;
+    let members = bus.bucket(subjects::SCANNERS_BUCKET).await?;
     members.put(&cfg.id, "alive".into()).await?;
     refresh_ring(&members, &ring, &cfg.id).await;
     {
@@ -313,7 +313,7 @@ pub async fn start(
     }
 
     // Jobs.
-    let stream = bus.js.get_stream(subjects::SCAN_STREAM).await?;
+    let stream = bus.stream(subjects::SCAN_STREAM).await?;
     let consumer = stream
         .get_or_create_consumer(
             subjects::SCAN_CONSUMER,

@@ -37,7 +37,7 @@ impl Commands {
 /// The scheduler's durable consumer, created or updated (a consumer from an older release
 /// gains the newer subjects).
 pub(super) async fn consume(bus: &Bus, cfg: &SchedulerConfig) -> anyhow::Result<Commands> {
-    let stream = bus.js.get_stream(subjects::CMD_STREAM).await?;
+    let stream = bus.stream(subjects::CMD_STREAM).await?;
     let consumer: PullConsumer = stream
         .create_consumer(pull::Config {
             durable_name: Some(subjects::SCHEDULER_CONSUMER.into()),
