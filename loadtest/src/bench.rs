@@ -3,6 +3,15 @@
 //! credential (a thousand sim nodes: a thousand keys and connections).
 
 use std::path::Path;
+use std::sync::Arc;
+
+use bulkhead::api::ApiHandle;
+use bulkhead::node::NodeHandle;
+use bulkhead::scheduler::{self, SchedulerConfig};
+use bulkhead::tasks::AbortOnDrop;
+use bulkhead_actors::node::NodeConfig;
+use bulkhead_actors::ports::runtime::{ContainerRuntime, ExitNotice};
+use tokio::sync::mpsc;
 
 use bulkhead::auth::DataDir;
 use bulkhead::auth::setup::{self, Auth, Cluster, Listen};
@@ -14,6 +23,20 @@ use bulkhead_schemas::subjects;
 
 pub struct Bench {
     pub cluster: Cluster,
+}
+
+/// The query API (it answers the nodes' chain heads) and the active scheduler, each as
+/// its own identity; both stop when this is dropped.
+pub struct Control {
+    _api: ApiHandle,
+    scheduler: AbortOnDrop,
+}
+
+impl Control {
+    /// Stops the scheduler now.
+    pub fn stop_scheduler(&self) {
+        self.scheduler.0.abort();
+    }
 }
 
 impl Bench {
@@ -69,6 +92,32 @@ impl Bench {
 
     pub async fn failover(&self) -> anyhow::Result<Bus> {
         self.connect(Role::Failover, "failover").await
+    }
+
+    /// Starts node `config.name` (enrolled already) as its own identity, over `runtime`.
+    pub async fn node<R: ContainerRuntime>(
+        &self,
+        config: NodeConfig,
+        runtime: Arc<R>,
+        exits: mpsc::UnboundedReceiver<ExitNotice>,
+    ) -> anyhow::Result<NodeHandle> {
+        let bus = self.connect(Role::Node, &config.name).await?;
+        bulkhead::node::start(&bus, config, runtime, exits).await
+    }
+
+    /// The query API and a scheduler, with the default configuration.
+    pub async fn control(&self) -> anyhow::Result<Control> {
+        let api = bulkhead::api::start(&self.connect(Role::Api, "api").await?).await?;
+        let bus = self.scheduler().await?;
+        let scheduler = tokio::spawn(async move {
+            if let Err(e) = scheduler::run(bus, SchedulerConfig::default()).await {
+                eprintln!("the scheduler stopped: {e:#}");
+            }
+        });
+        Ok(Control {
+            _api: api,
+            scheduler: AbortOnDrop(scheduler),
+        })
     }
 
     /// The default tenant's connection: what submits.

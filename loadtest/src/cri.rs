@@ -7,12 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulkhead::natsd::Sync;
-use bulkhead_schemas::identity::Role;
 
 use crate::bench::Bench;
 use bulkhead::node::config::NodeFile;
 use bulkhead::node::cri::CriRuntime;
-use bulkhead::scheduler::{self, SchedulerConfig};
 use bulkhead_actors::ports::runtime::ContainerRuntime;
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
@@ -51,19 +49,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rt.runtime_classes()
     );
     bench.enroll_nodes(&["bench".into()]).await?;
-    let node_bus = bench.connect(Role::Node, "bench").await?;
-    let node = bulkhead::node::start(
-        &node_bus,
-        file.node_config("bench".into()),
-        rt.clone(),
-        exits,
-    )
-    .await?;
-    let _api = bulkhead::api::start(&bench.connect(Role::Api, "api").await?).await?;
-    let sched = tokio::spawn(scheduler::run(
-        bench.scheduler().await?,
-        SchedulerConfig::default(),
-    ));
+    let node = bench
+        .node(file.node_config("bench".into()), rt.clone(), exits)
+        .await?;
+    let control = bench.control().await?;
 
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let mut sub = bus.client.subscribe("bulkhead.evt.*.wl.*.started").await?;
@@ -143,7 +132,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    sched.abort();
+    control.stop_scheduler();
     drop(node);
     Ok(())
 }

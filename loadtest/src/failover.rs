@@ -12,16 +12,14 @@ use bulkhead::natsd::Sync;
 use bulkhead::node::NodeHandle;
 use bulkhead::node::config::NodeFile;
 use bulkhead::node::cri::CriRuntime;
-use bulkhead::scheduler::{self, SchedulerConfig};
 use bulkhead_actors::node::NodeConfig;
 use bulkhead_actors::ports::sim::SimRuntime;
 use bulkhead_schemas::event::{Event, EventBody};
-use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::spec::RuntimeClass;
 use bulkhead_schemas::{Resources, subjects};
 use futures::StreamExt;
 
-use crate::bench::Bench;
+use crate::bench::{Bench, Control};
 use crate::pct;
 
 pub struct Args {
@@ -199,24 +197,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The query API, a scheduler and a failover losing nodes after `lost_timeout_ms`.
 async fn start_control(
     bench: &Bench,
     lost_timeout_ms: u64,
-) -> anyhow::Result<failover::FailoverHandle> {
-    let _api = bulkhead::api::start(&bench.connect(Role::Api, "api").await?).await?;
-    std::mem::forget(_api); // serves the nodes' heads for the whole run
-    tokio::spawn(scheduler::run(
-        bench.scheduler().await?,
-        SchedulerConfig::default(),
-    ));
-    failover::start(
+) -> anyhow::Result<(Control, failover::FailoverHandle)> {
+    let control = bench.control().await?;
+    let failover = failover::start(
         &bench.failover().await?,
         FailoverConfig {
             lost_timeout: Duration::from_millis(lost_timeout_ms),
             ..Default::default()
         },
     )
-    .await
+    .await?;
+    Ok((control, failover))
 }
 
 /// Containers die one by one on a fleet of sim nodes: kill → replacement `started`.
@@ -238,16 +233,15 @@ async fn sim_die(args: &Args) -> anyhow::Result<()> {
         // this 2-core machine (the lost-node part below beats every second).
         let (cfg, rt, exits) = sim_node(&name, 1000, 5000);
         let rt = Arc::new(rt);
-        let node_bus = bench.connect(Role::Node, &name).await?;
         runtimes.insert(name, rt.clone());
-        handles.push(bulkhead::node::start(&node_bus, cfg, rt, exits).await?);
+        handles.push(bench.node(cfg, rt, exits).await?);
     }
     println!(
         "{} sim nodes up in {:.1} s",
         args.nodes,
         t.elapsed().as_secs_f64()
     );
-    let failover = start_control(&bench, 20_000).await?;
+    let (_control, failover) = start_control(&bench, 20_000).await?;
     let starts = watch_starts(&bus).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ids: Vec<String> = (0..args.workloads).map(|i| format!("die-{i}")).collect();
@@ -298,9 +292,8 @@ async fn node_lost(args: &Args) -> anyhow::Result<()> {
     names.push("victim".into());
     bench.enroll_nodes(&names).await?;
     let (cfg, rt, exits) = sim_node("victim", args.lost_workloads as u32 + 10, 1000);
-    let victim_bus = bench.connect(Role::Node, "victim").await?;
-    let victim: NodeHandle = bulkhead::node::start(&victim_bus, cfg, Arc::new(rt), exits).await?;
-    let failover = start_control(&bench, args.lost_timeout_ms).await?;
+    let victim: NodeHandle = bench.node(cfg, Arc::new(rt), exits).await?;
+    let (_control, failover) = start_control(&bench, args.lost_timeout_ms).await?;
     let starts = watch_starts(&bus).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ids: Vec<String> = (0..args.lost_workloads)
@@ -313,8 +306,7 @@ async fn node_lost(args: &Args) -> anyhow::Result<()> {
     for i in 0..args.lost_nodes {
         let name = format!("sim-{i}");
         let (cfg, rt, exits) = sim_node(&name, 1000, 1000);
-        let node_bus = bench.connect(Role::Node, &name).await?;
-        others.push(bulkhead::node::start(&node_bus, cfg, Arc::new(rt), exits).await?);
+        others.push(bench.node(cfg, Arc::new(rt), exits).await?);
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut lost_sub = bus
@@ -379,15 +371,10 @@ async fn cri_die(
     file.cri.exit_events = events;
     let (rt, exits) = CriRuntime::connect("fo-bench", file.cri.clone()).await?;
     bench.enroll_nodes(&["fo-bench".into()]).await?;
-    let node_bus = bench.connect(Role::Node, "fo-bench").await?;
-    let node = bulkhead::node::start(
-        &node_bus,
-        file.node_config("fo-bench".into()),
-        rt.clone(),
-        exits,
-    )
-    .await?;
-    let failover = start_control(&bench, 3000).await?;
+    let node = bench
+        .node(file.node_config("fo-bench".into()), rt.clone(), exits)
+        .await?;
+    let (_control, failover) = start_control(&bench, 3000).await?;
     let starts = watch_starts(&bus).await?;
     let exited = watch_exits(&bus).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -481,7 +468,7 @@ pub async fn cri_overlap(socket: &std::path::Path, image: &str, n: usize) -> any
     println!(
         "\n## node frozen and thawed, real containerd (runc): {n} replicas on it, heartbeats 200 ms, lost timeout 1.5 s"
     );
-    let _failover = start_control(&bench, 1500).await?;
+    let _control = start_control(&bench, 1500).await?;
     bench.enroll_nodes(&["pa".into(), "pb".into()]).await?;
     let url = bench.cluster.server.url.clone();
     let data_dir = bench.cluster.data.root().to_owned();

@@ -22,10 +22,9 @@ use async_nats::jetstream::stream;
 use bench::Bench;
 use bulkhead::bus::{Bus, MAX_BATCH};
 use bulkhead::natsd::Sync;
-use bulkhead::scheduler::{self, SchedulerConfig};
+use bulkhead::scheduler;
 use bulkhead_actors::node::NodeConfig;
 use bulkhead_actors::ports::sim::SimRuntime;
-use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::spec::RuntimeClass;
 use bulkhead_schemas::{Resources, subjects};
 use bytes::Bytes;
@@ -310,7 +309,6 @@ async fn throughput(
     let mut handles = Vec::with_capacity(nodes);
     for name in names {
         let (rt, exits) = SimRuntime::new(&name, vec![RuntimeClass::Runc], Duration::ZERO);
-        let node_bus = bench.connect(Role::Node, &name).await?;
         let cfg = NodeConfig {
             name,
             capacity: Resources {
@@ -322,17 +320,13 @@ async fn throughput(
             heartbeat_ms: 5000,
             stop_grace: Duration::from_secs(10),
         };
-        handles.push(bulkhead::node::start(&node_bus, cfg, Arc::new(rt), exits).await?);
+        handles.push(bench.node(cfg, Arc::new(rt), exits).await?);
     }
     println!(
         "{nodes} sim nodes up in {:.1} s (one credential and connection each)",
         t.elapsed().as_secs_f64()
     );
-    let _api = bulkhead::api::start(&bench.connect(Role::Api, "api").await?).await?;
-    let sched = tokio::spawn(scheduler::run(
-        bench.scheduler().await?,
-        SchedulerConfig::default(),
-    ));
+    let control = bench.control().await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Phase 1: a burst of `workloads` submissions, published in atomic batches.
@@ -415,7 +409,7 @@ async fn throughput(
         pct(&lat, 0.99).as_secs_f64() * 1e3,
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
-    sched.abort();
+    control.stop_scheduler();
     drop(handles);
 
     // Restart-to-ready and memory: rebuild a scheduler projection from the whole log.

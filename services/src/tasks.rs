@@ -27,15 +27,26 @@ impl<T: ractor::Message> Drop for StopOnDrop<T> {
 /// Runs `work` for `msg`, telling JetStream every `every` that the message is still being
 /// worked on, so that a slow job (a pull, a scan) is not redelivered to someone else.
 pub async fn with_progress<F: Future>(msg: &Message, every: Duration, work: F) -> F::Output {
+    while_working(every, work, || async {
+        let _ = msg.ack_with(AckKind::Progress).await;
+    })
+    .await
+}
+
+/// Runs `work`, calling `progress` every `every` until it is done.
+pub async fn while_working<F, P, PF>(every: Duration, work: F, mut progress: P) -> F::Output
+where
+    F: Future,
+    P: FnMut() -> PF,
+    PF: Future<Output = ()>,
+{
     tokio::pin!(work);
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tokio::select! {
             r = &mut work => return r,
-            _ = tick.tick() => {
-                let _ = msg.ack_with(AckKind::Progress).await;
-            }
+            _ = tick.tick() => progress().await,
         }
     }
 }

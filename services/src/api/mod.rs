@@ -35,29 +35,26 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
         .start("bulkhead", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| anyhow::anyhow!("starting the query service: {e}"))?;
-    let mut get = endpoint(&service, "workloads-get", subjects::API_WORKLOADS_GET_ALL).await?;
-    let mut list = endpoint(&service, "workloads-list", subjects::API_WORKLOADS_LIST_ALL).await?;
+    let get = endpoint(&service, "workloads-get", subjects::API_WORKLOADS_GET_ALL).await?;
+    let list = endpoint(&service, "workloads-list", subjects::API_WORKLOADS_LIST_ALL).await?;
     let mut nodes = endpoint(&service, "nodes-list", subjects::API_NODES_LIST).await?;
-    let mut heads = endpoint(&service, "node-heads", &subjects::api_node_heads("*")).await?;
-    let mut aside = endpoint(&service, "aside-list", subjects::API_ASIDE_LIST).await?;
-    let nodes_kv = bus.js.get_key_value(subjects::NODES_BUCKET).await?;
+    let heads = endpoint(&service, "node-heads", &subjects::api_node_heads("*")).await?;
+    let aside = endpoint(&service, "aside-list", subjects::API_ASIDE_LIST).await?;
+    let nodes_kv = bus.bucket(subjects::NODES_BUCKET).await?;
 
-    let m = model.clone();
-    let get_task = tokio::spawn(async move {
-        while let Some(req) = get.next().await {
-            let tenant = subjects::api_tenant(&req.message.subject).unwrap_or_default();
-            let reply = workload_get(&m, tenant, &req.message.payload);
-            let _ = req.respond(reply).await;
-        }
+    let get_task = answer(get, &model, |m, req| {
+        let tenant = subjects::api_tenant(&req.subject).unwrap_or_default();
+        workload_get(m, tenant, &req.payload)
     });
-    let m = model.clone();
-    let list_task = tokio::spawn(async move {
-        while let Some(req) = list.next().await {
-            let tenant = subjects::api_tenant(&req.message.subject).unwrap_or_default();
-            let reply = workload_list(&m, tenant, &req.message.payload);
-            let _ = req.respond(reply).await;
-        }
+    let list_task = answer(list, &model, |m, req| {
+        let tenant = subjects::api_tenant(&req.subject).unwrap_or_default();
+        workload_list(m, tenant, &req.payload)
     });
+    let heads_task = answer(heads, &model, |m, req| {
+        let node = subjects::api_heads_node(&req.subject).unwrap_or_default();
+        node_heads(m, node, &req.payload)
+    });
+    let aside_task = answer(aside, &model, |m, _| aside_list(m));
     let m = model.clone();
     let nodes_task = tokio::spawn(async move {
         let _service = service;
@@ -66,31 +63,32 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
             let _ = req.respond(reply).await;
         }
     });
-    let m = model.clone();
-    let heads_task = tokio::spawn(async move {
-        while let Some(req) = heads.next().await {
-            let node = subjects::api_heads_node(&req.message.subject).unwrap_or_default();
-            let reply = node_heads(&m, node, &req.message.payload);
-            let _ = req.respond(reply).await;
-        }
-    });
-    let m = model.clone();
-    let aside_task = tokio::spawn(async move {
-        while let Some(req) = aside.next().await {
-            let _ = req.respond(aside_list(&m)).await;
-        }
-    });
     info!("query API serving on {}.<tenant>.>", subjects::API_PREFIX);
     Ok(ApiHandle {
         _tasks: vec![
             follow_task,
-            AbortOnDrop(get_task),
-            AbortOnDrop(list_task),
+            get_task,
+            list_task,
             AbortOnDrop(nodes_task),
-            AbortOnDrop(heads_task),
-            AbortOnDrop(aside_task),
+            heads_task,
+            aside_task,
         ],
     })
+}
+
+/// Answers each request of `endpoint` from the read model with `handle`, in a task.
+fn answer(
+    mut endpoint: async_nats::service::endpoint::Endpoint,
+    model: &Arc<handlers::Model>,
+    handle: impl Fn(&handlers::Model, &async_nats::Message) -> handlers::Reply + Send + 'static,
+) -> AbortOnDrop {
+    let model = model.clone();
+    AbortOnDrop(tokio::spawn(async move {
+        while let Some(req) = endpoint.next().await {
+            let reply = handle(&model, &req.message);
+            let _ = req.respond(reply).await;
+        }
+    }))
 }
 
 async fn endpoint(

@@ -9,8 +9,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, push};
 use bulkhead_actors::signing::{SIG_HEADER, Signer, seal_event};
 use bulkhead_schemas::event::{Event, EventBody};
-use bulkhead_schemas::identity::Role;
-use bulkhead_schemas::identity::{Enrolled, Revoked};
+use bulkhead_schemas::identity::{Enrolled, Revoked, Role};
 use bulkhead_schemas::subjects;
 
 use super::book::{Book, Entry};
@@ -42,10 +41,10 @@ const NODE_ACK_WAIT: Duration = Duration::from_secs(30);
 /// unacknowledged until then.
 const NODE_MAX_ACK_PENDING: i64 = 100_000;
 
-/// Makes (or updates) the durable ops consumer of every live node: a push consumer
+/// Makes (or updates) the durable ops consumer of each of `nodes`: a push consumer
 /// delivering to `bulkhead.deliver.<node>`; a node may only receive from and ack on it,
 /// never create one.
-pub async fn node_consumers(bus: &Bus, book: &Book) -> Result<(), BusError> {
+pub async fn node_consumers(bus: &Bus, nodes: &[&str]) -> Result<(), BusError> {
     let setup = |e: &dyn std::fmt::Display| BusError::Setup {
         what: "the nodes' ops consumers".into(),
         msg: e.to_string(),
@@ -55,13 +54,13 @@ pub async fn node_consumers(bus: &Bus, book: &Book) -> Result<(), BusError> {
         .get_stream(subjects::OPS_STREAM)
         .await
         .map_err(|e| setup(&e))?;
-    for e in book.live().filter(|e| e.role == Role::Node) {
-        let durable = subjects::node_consumer(&e.name);
+    for node in nodes {
+        let durable = subjects::node_consumer(node);
         let config = push::Config {
             durable_name: Some(durable.clone()),
-            description: Some(format!("ops of node {}", e.name)),
-            deliver_subject: subjects::node_deliver(&e.name),
-            filter_subject: subjects::node_ops(&e.name),
+            description: Some(format!("ops of node {node}")),
+            deliver_subject: subjects::node_deliver(node),
+            filter_subject: subjects::node_ops(node),
             ack_policy: AckPolicy::Explicit,
             ack_wait: NODE_ACK_WAIT,
             max_ack_pending: NODE_MAX_ACK_PENDING,
@@ -81,19 +80,17 @@ pub async fn node_consumers(bus: &Bus, book: &Book) -> Result<(), BusError> {
 }
 
 /// Writes what the log does not say yet of the book's identities (the latest entry of
-/// each name, and the revocation of every key replaced since), and makes the nodes' ops
-/// consumers. Returns how many events.
+/// each name, and the revocation of every key replaced since). Returns how many events.
 pub async fn publish(bus: &Bus, admin: &Signer, book: &Book) -> Result<usize, BusError> {
-    node_consumers(bus, book).await?;
     let mut written = 0;
     for e in &book.identities {
-        if e.role == bulkhead_schemas::identity::Role::Admin {
+        if e.role == Role::Admin {
             continue; // admins are every reader's anchor, not an event
         }
         let ev = event_of(e);
         let kind = ev.kind();
         let subject = subjects::sys_event(e.role.as_str(), &e.name, kind);
-        if said(bus, &e.name, e, &subject).await? {
+        if said(bus, e).await? {
             continue;
         }
         let mut ev = ev;
@@ -110,8 +107,8 @@ pub async fn publish(bus: &Bus, admin: &Signer, book: &Book) -> Result<usize, Bu
 }
 
 /// Whether the log's last event about `e`'s name already says what `e` says.
-async fn said(bus: &Bus, name: &str, e: &Entry, _subject: &str) -> Result<bool, BusError> {
-    let any = subjects::sys_event(e.role.as_str(), name, "*");
+async fn said(bus: &Bus, e: &Entry) -> Result<bool, BusError> {
+    let any = subjects::sys_event(e.role.as_str(), &e.name, "*");
     let Some((payload, _)) = bus.last_message(&any).await? else {
         // Nothing yet: a revoked key the log never heard of needs no revocation.
         return Ok(e.revoked);

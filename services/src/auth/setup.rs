@@ -112,12 +112,20 @@ pub async fn start(
 }
 
 /// As the admin of `data`, against a server already running at `url`: the streams and
-/// buckets, and the enrolments the log does not hold yet. Returns the admin's connection.
+/// buckets, every node's ops consumer, and the enrolments the log does not hold yet.
+/// Returns the admin's connection.
 pub async fn prepare(data: &DataDir, url: &str, topo: &Topology) -> anyhow::Result<Bus> {
     let creds = data.creds(Role::Admin, "admin")?;
     let admin = Bus::connect_as(url, &creds).await?;
     admin.ensure(topo).await?;
-    let written = enroll::publish(&admin, &creds.signer()?, &data.book()?).await?;
+    let book = data.book()?;
+    let nodes: Vec<&str> = book
+        .live()
+        .filter(|e| e.role == Role::Node)
+        .map(|e| e.name.as_str())
+        .collect();
+    enroll::node_consumers(&admin, &nodes).await?;
+    let written = enroll::publish(&admin, &creds.signer()?, &book).await?;
     if written > 0 {
         info!(written, "enrolments written to the log");
     }

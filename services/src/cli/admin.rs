@@ -66,7 +66,8 @@ pub async fn add(
     );
     let mut creds = data.enroll(role, name, classes)?;
     creds.nats = Some(nats.to_owned());
-    if publish(data, nats).await {
+    let new_node = (role == Role::Node).then_some(name);
+    if publish(data, nats, new_node).await {
         // The server reloads in the background: the credential is handed over once it
         // works.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -89,14 +90,15 @@ pub async fn revoke(data: &DataDir, nats: &str, role: Role, name: &str) -> anyho
         "refusing to revoke the last admin"
     );
     let e = data.revoke(role, name)?;
-    publish(data, nats).await;
+    publish(data, nats, None).await;
     println!("revoked {role} {name} (key {})", e.key);
     Ok(exit::OK)
 }
 
-/// The server reloads its users; the log learns what changed (best effort: `up` or
-/// `setup` writes what is missing). Returns whether the log was told.
-async fn publish(data: &DataDir, nats: &str) -> bool {
+/// The server reloads its users; the log learns what changed, and a new node gets its ops
+/// consumer (best effort: `up` or `setup` does what is missing). Returns whether the log
+/// was told.
+async fn publish(data: &DataDir, nats: &str, new_node: Option<&str>) -> bool {
     match data.reload_server() {
         Ok(true) => eprintln!("nats-server reloaded its users"),
         Ok(false) => eprintln!(
@@ -108,6 +110,9 @@ async fn publish(data: &DataDir, nats: &str) -> bool {
     let written = async {
         let admin = data.creds(Role::Admin, "admin")?;
         let bus = Bus::connect_as(nats, &admin).await?;
+        if let Some(node) = new_node {
+            enroll::node_consumers(&bus, &[node]).await?;
+        }
         anyhow::Ok(enroll::publish(&bus, &admin.signer()?, &data.book()?).await?)
     };
     match written.await {

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::delivery::{Delivered, Deliveries, Reply};
 use crate::bus::Bus;
-use crate::tasks::AbortOnDrop;
+use crate::tasks::{AbortOnDrop, while_working};
 
 /// How often a node tells JetStream it still works on an ops message (pulls and slow
 /// starts can outlast the ack wait).
@@ -129,15 +129,8 @@ impl Runner {
     /// when the actor is gone.
     async fn run(&self, m: &Delivered, ops: Vec<NodeOp>) -> bool {
         let call = async { ractor::call!(self.actor, NodeMsg::Ops, ops) };
-        tokio::pin!(call);
-        let mut tick = tokio::time::interval(OPS_PROGRESS_EVERY);
-        tick.tick().await;
-        let result = loop {
-            tokio::select! {
-                r = &mut call => break r,
-                _ = tick.tick() => m.ack(&self.client, Reply::Progress).await,
-            }
-        };
+        let progress = || m.ack(&self.client, Reply::Progress);
+        let result = while_working(OPS_PROGRESS_EVERY, call, progress).await;
         let kind = match result {
             Ok(Ok(())) => Reply::Done,
             Ok(Err(e)) => {
