@@ -1,12 +1,16 @@
-//! Who is who: the identities the log has enrolled (and revoked), by key. Admins are the
-//! trust anchor, given to every reader out of band (its credential); every other identity
-//! is an `enrolled` event an admin signed, read from the log in order. Pure.
+//! Who is who: the identities the log has enrolled (and revoked), by key, and the policy in
+//! force. Admins are the trust anchor, given to every reader out of band (its credential)
+//! until the log's policy names others (a policy change, approved by M of N admins, adds
+//! and drops admins); every other identity is an `enrolled` event an admin signed, read
+//! from the log in order. Pure.
 
 use std::collections::HashMap;
 
 use bulkhead_schemas::RuntimeClass;
 use bulkhead_schemas::event::{Event, EventBody};
 use bulkhead_schemas::identity::Role;
+
+use crate::policy::PolicyBook;
 
 /// One identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,25 +33,32 @@ pub enum NotAWriter {
     Revoked { role: Role, name: String, at: u64 },
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Directory {
     by_key: HashMap<String, Identity>,
     /// `role/name` → key, for the enrolled (not revoked) identities.
     by_name: HashMap<(Role, String), String>,
+    /// The policy in force, and the changes pending.
+    pub policy: PolicyBook,
+}
+
+impl Default for Directory {
+    /// A directory that trusts no admin (tests that enrol by hand).
+    fn default() -> Self {
+        Directory::new(&[])
+    }
 }
 
 impl Directory {
     /// A directory that trusts these admin keys.
     pub fn new(admins: &[String]) -> Directory {
-        let mut d = Directory::default();
-        for (i, key) in admins.iter().enumerate() {
-            d.insert(Identity {
-                role: Role::Admin,
-                name: format!("admin-{i}"),
-                key: key.clone(),
-                classes: Vec::new(),
-                revoked_at: None,
-            });
+        let mut d = Directory {
+            by_key: HashMap::new(),
+            by_name: HashMap::new(),
+            policy: PolicyBook::new(admins),
+        };
+        for key in admins {
+            d.insert(admin(key));
         }
         d
     }
@@ -128,6 +139,22 @@ impl Directory {
                     revoked_at: None,
                 });
             }
+            EventBody::PolicyProposed(_) | EventBody::PolicyApproved(_) => {
+                let Some(adopted) = self.policy.apply(seq, &ev.actor.key, ev) else {
+                    return;
+                };
+                // The dropped admins write nothing after the event that dropped them.
+                for key in &adopted.dropped {
+                    if let Some(id) = self.by_key.get_mut(key) {
+                        id.revoked_at.get_or_insert(seq + 1);
+                    }
+                }
+                for key in &adopted.added {
+                    if !self.by_key.contains_key(key) {
+                        self.insert(admin(key));
+                    }
+                }
+            }
             EventBody::Revoked(r) => {
                 if let Some(id) = self.by_key.get_mut(&r.key) {
                     id.revoked_at.get_or_insert(seq);
@@ -141,6 +168,17 @@ impl Directory {
             }
             _ => {}
         }
+    }
+}
+
+/// An admin identity, named by its key.
+fn admin(key: &str) -> Identity {
+    Identity {
+        role: Role::Admin,
+        name: format!("admin-{}", &key[..key.len().min(12)]),
+        key: key.to_owned(),
+        classes: Vec::new(),
+        revoked_at: None,
     }
 }
 

@@ -12,7 +12,9 @@
 //! | [`liveness`] | the one rule that says a node went silent |
 //! | [`aside`] | what readers refuse to apply: counted, logged, listed |
 //! | [`clock`] | the time the actor shells read (the wall, or tokio's in tests) |
-//! | [`directory`] | the identities the log enrolled, by key |
+//! | [`directory`] | the identities the log enrolled, by key, and the policy in force |
+//! | [`policy`] | what a tenant may submit; policy changes approved by M of N admins |
+//! | [`audit`] | the running hash over the whole log, checkpoints, and what a replay finds |
 //! | [`verify`] | what a reader checks before it applies an event |
 //! | [`signing`] | nkeys, batch signatures over Merkle roots, their proofs |
 //! | [`ports`] | the event log, ops, heartbeats and container runtime: traits and their twins |
@@ -21,11 +23,13 @@
 //! The in-memory twins of the log, the ops and the heartbeats ship with feature `testing`.
 
 pub mod aside;
+pub mod audit;
 pub mod clock;
 pub mod directory;
 pub mod failover;
 pub mod liveness;
 pub mod node;
+pub mod policy;
 pub mod ports;
 pub mod projection;
 pub mod scheduler;

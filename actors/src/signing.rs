@@ -77,6 +77,22 @@ pub fn verify_command(key: &str, subject: &str, payload: &[u8], sig: &str) -> Re
     )
 }
 
+/// An admin's approval of the policy whose hash is `hash` (hex).
+pub fn sign_policy(signer: &Signer, hash: &str) -> String {
+    hex::encode(signer.sign(bulkhead_schemas::policy::APPROVAL_CONTEXT, hash.as_bytes()))
+}
+
+/// Whether `sig` (hex) is `key`'s approval of the policy whose hash is `hash`.
+pub fn verify_policy(key: &str, hash: &str, sig: &str) -> Result<(), SigError> {
+    let sig = hex::decode(sig).map_err(|_| SigError::BadSignature)?;
+    verify(
+        key,
+        bulkhead_schemas::policy::APPROVAL_CONTEXT,
+        hash.as_bytes(),
+        &sig,
+    )
+}
+
 /// A key that does not parse, or a signature that does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SigError {

@@ -69,6 +69,9 @@ pub enum EventBody {
     Undrained(NodeUndrained),
     Enrolled(crate::identity::Enrolled),
     Revoked(crate::identity::Revoked),
+    PolicyProposed(crate::policy::PolicyProposed),
+    PolicyApproved(crate::policy::PolicyApproved),
+    Checkpoint(crate::policy::Checkpoint),
 }
 
 impl EventBody {
@@ -95,10 +98,13 @@ impl EventBody {
             EventBody::Undrained(_) => "undrained",
             EventBody::Enrolled(_) => "enrolled",
             EventBody::Revoked(_) => "revoked",
+            EventBody::PolicyProposed(_) => "policy_proposed",
+            EventBody::PolicyApproved(_) => "policy_approved",
+            EventBody::Checkpoint(_) => "checkpoint",
         }
     }
 
-    pub const KINDS: [&'static str; 20] = [
+    pub const KINDS: [&'static str; 23] = [
         "accepted",
         "rejected",
         "scheduled",
@@ -119,6 +125,9 @@ impl EventBody {
         "undrained",
         "enrolled",
         "revoked",
+        "policy_proposed",
+        "policy_approved",
+        "checkpoint",
     ];
 
     /// The event as a node event (`bulkhead.evt.node.<node>.<type>`), or None for an event
@@ -145,7 +154,10 @@ impl EventBody {
             | EventBody::Scaled(_)
             | EventBody::Quarantined(_)
             | EventBody::Enrolled(_)
-            | EventBody::Revoked(_) => None,
+            | EventBody::Revoked(_)
+            | EventBody::PolicyProposed(_)
+            | EventBody::PolicyApproved(_)
+            | EventBody::Checkpoint(_) => None,
         }
     }
 

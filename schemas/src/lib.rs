@@ -7,6 +7,7 @@ pub mod event;
 pub mod identity;
 pub mod ids;
 pub mod node;
+pub mod policy;
 pub mod scan;
 pub mod schema;
 pub mod spec;

@@ -28,9 +28,11 @@ pub struct WorkloadSpec {
     /// Isolation the workload needs; a node must offer it.
     #[serde(default)]
     pub runtime_class: RuntimeClass,
-    /// How far the workload is trusted; decides which runtime classes it may use.
-    #[serde(default)]
-    pub trust: TrustLevel,
+    /// How far the workload is trusted; decides which runtime classes it may use. Absent:
+    /// the tenant's level (the policy's); a spec may ask only for that or a stricter one.
+    /// Always present in an `accepted` spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustLevel>,
     /// Memory limit in MiB (1 … 1048576).
     pub memory_mb: u64,
     /// CPU limit in millicores (1 … 512000).
@@ -59,6 +61,14 @@ pub struct WorkloadSpec {
 
 fn one() -> u32 {
     1
+}
+
+impl WorkloadSpec {
+    /// Its trust level: an admitted spec always names one; a spec that does not yet is
+    /// taken as the strictest.
+    pub fn trust_level(&self) -> TrustLevel {
+        self.trust.unwrap_or(TrustLevel::Untrusted)
+    }
 }
 
 #[derive(
@@ -151,6 +161,25 @@ pub enum TrustLevel {
 }
 
 impl TrustLevel {
+    /// Untrusted 0, multi-tenant 1, internal 2: a lower one is stricter.
+    pub fn rank(self) -> u8 {
+        match self {
+            TrustLevel::Untrusted => 0,
+            TrustLevel::MultiTenant => 1,
+            TrustLevel::Internal => 2,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TrustLevel> {
+        [
+            TrustLevel::Untrusted,
+            TrustLevel::MultiTenant,
+            TrustLevel::Internal,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TrustLevel::Untrusted => "untrusted",
@@ -245,8 +274,23 @@ pub enum RejectCode {
     Signature,
 }
 
+/// Whether a workload of `trust` may run in `class` (see [`RuntimeClass::allowed_for`]).
+pub fn class_for_trust(class: RuntimeClass, trust: TrustLevel) -> Result<(), Rejection> {
+    if class.allowed_for(trust) {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        RejectCode::Policy,
+        Some("runtime_class"),
+        format!(
+            "runtime class {class} is not allowed for trust level {}: it shares the host kernel",
+            trust.as_str()
+        ),
+    ))
+}
+
 impl Rejection {
-    fn new(code: RejectCode, field: Option<&str>, reason: impl Into<String>) -> Self {
+    pub fn new(code: RejectCode, field: Option<&str>, reason: impl Into<String>) -> Self {
         Rejection {
             code,
             field: field.map(str::to_owned),
@@ -401,16 +445,8 @@ pub fn validate(spec: &WorkloadSpec) -> Result<(), Rejection> {
             ),
         ));
     }
-    if !spec.runtime_class.allowed_for(spec.trust) {
-        return Err(Rejection::new(
-            RejectCode::Policy,
-            Some("runtime_class"),
-            format!(
-                "runtime class {} is not allowed for trust level {}: it shares the host kernel",
-                spec.runtime_class,
-                spec.trust.as_str()
-            ),
-        ));
+    if let Some(trust) = spec.trust {
+        class_for_trust(spec.runtime_class, trust)?;
     }
     let r = &spec.restart;
     if r.backoff_initial_ms == 0 || r.backoff_initial_ms > r.backoff_max_ms {
@@ -477,7 +513,7 @@ mod tests {
         let s = parse_submission(ok().to_string().as_bytes()).unwrap();
         assert_eq!(s.replicas, 1);
         assert_eq!(s.runtime_class, RuntimeClass::Runc);
-        assert_eq!(s.trust, TrustLevel::Internal);
+        assert_eq!(s.trust, None);
         assert_eq!(s.restart.policy, RestartMode::OnFailure);
         assert_eq!(s.id, None);
     }

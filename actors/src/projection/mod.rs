@@ -328,7 +328,10 @@ impl Projection {
             | EventBody::Drained(_)
             | EventBody::Undrained(_)
             | EventBody::Enrolled(_)
-            | EventBody::Revoked(_) => Err(Skip::NotWorkload),
+            | EventBody::Revoked(_)
+            | EventBody::PolicyProposed(_)
+            | EventBody::PolicyApproved(_)
+            | EventBody::Checkpoint(_) => Err(Skip::NotWorkload),
         }
     }
 

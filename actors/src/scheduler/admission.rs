@@ -19,6 +19,7 @@ use super::command::Command;
 use super::plan::{Effect, Plan, Settle, Want, event, scheduled};
 use super::scan_policy::ScanMode;
 use super::verdicts::{scan_job, vulnerable};
+use crate::policy::Usage;
 use crate::ports::log::WorkloadAppend;
 use crate::signing::verify_command;
 
@@ -41,6 +42,7 @@ impl SchedulerCore {
             Ok(by) => (outcome, by),
             Err(rejection) => (Err(rejection), Submitter::default()),
         };
+        let outcome = outcome.and_then(|spec| self.within_policy(&cmd.tenant, spec, plan));
         in_plan.insert(id.clone(), cmd.cmd_seq);
         let tp = cmd.traceparent.as_deref();
         let mut effect = Effect::traced(tp);
@@ -119,7 +121,7 @@ impl SchedulerCore {
     ) -> Vec<Event> {
         let tp = cmd.traceparent.as_deref();
         let known_bad = self.verdict_fails(&spec, cmd.stored_ms);
-        let mode = self.policy.mode(spec.trust);
+        let mode = self.policy.mode(spec.trust_level());
         // `async` with a known bad verdict: admitted already quarantined when the policy
         // moves (or leaves) rather than stops; otherwise rejected.
         let quarantine = match &known_bad {
@@ -203,6 +205,47 @@ impl SchedulerCore {
 }
 
 impl SchedulerCore {
+    /// The spec with the trust level its tenant's policy gives it, or `rejected` (code
+    /// `policy`) naming the rule; an admitted one counts against the tenant's quota.
+    fn within_policy(
+        &self,
+        tenant: &str,
+        spec: WorkloadSpec,
+        plan: &mut Plan,
+    ) -> Result<WorkloadSpec, Rejection> {
+        let policy = self.directory.policy.current();
+        let limited = !policy.tenant(tenant).0.quota.is_unlimited();
+        let used = if limited {
+            *plan
+                .usage
+                .entry(tenant.to_owned())
+                .or_insert_with(|| self.usage(tenant))
+        } else {
+            Usage::default()
+        };
+        let spec = crate::policy::admit(policy, tenant, spec, &used)?;
+        if limited && let Some(u) = plan.usage.get_mut(tenant) {
+            u.add(Usage::of(&spec, spec.replicas));
+        }
+        Ok(spec)
+    }
+
+    /// What `tenant`'s live workloads take: neither rejected nor stopping, with a copy
+    /// that has not ended.
+    fn usage(&self, tenant: &str) -> Usage {
+        let mut used = Usage::default();
+        for (_, w) in self.projection.tenant_range(tenant, None) {
+            let Some(spec) = w.spec.as_deref() else {
+                continue;
+            };
+            if w.stop_requested || w.state().is_terminal() {
+                continue;
+            }
+            used.add(Usage::of(spec, w.desired));
+        }
+        used
+    }
+
     /// Who asked: the tenant the server authenticated (the command's subject) and, when the
     /// submission is signed, the proof. A signature that is not the tenant's refuses it.
     fn submitter(&self, cmd: &Command) -> Result<Submitter, Rejection> {

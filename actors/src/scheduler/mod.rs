@@ -155,7 +155,10 @@ impl SchedulerCore {
             | EventBody::Drained(_)
             | EventBody::Undrained(_)
             | EventBody::Enrolled(_)
-            | EventBody::Revoked(_) => {}
+            | EventBody::Revoked(_)
+            | EventBody::PolicyProposed(_)
+            | EventBody::PolicyApproved(_)
+            | EventBody::Checkpoint(_) => {}
         }
     }
 

@@ -26,6 +26,8 @@ pub struct Plan {
     pub notes: Vec<String>,
     /// Node events to publish before the appends, with the command each settles (if any).
     pub node_events: Vec<(Option<u64>, Event)>,
+    /// What tenants with a quota take, counting this round's admissions.
+    pub(super) usage: std::collections::HashMap<String, crate::policy::Usage>,
 }
 
 /// How a command is settled by its round.

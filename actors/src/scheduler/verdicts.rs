@@ -49,7 +49,7 @@ impl SchedulerCore {
 
     /// Why the known verdict of `spec`'s image fails its trust level's scan policy.
     pub(super) fn verdict_fails(&self, spec: &WorkloadSpec, now_ms: u64) -> Option<String> {
-        let mode = self.policy.mode(spec.trust);
+        let mode = self.policy.mode(spec.trust_level());
         if mode == ScanMode::Off {
             return None;
         }

@@ -2,7 +2,9 @@
 //! applied only when: it parses as a format-2 event; its `Bulkhead-Sig` proof verifies with
 //! the key it names; that key is enrolled (and not revoked) at that point of the log; the
 //! key's role may write that type there (a node writes facts about its own copies only, a
-//! scanner writes verdicts, an admin enrols); the subject it was stored under is the one
+//! scanner writes verdicts, an admin enrols and changes the policy, the query API writes
+//! checkpoints); a policy event counts under the policy in force (M of N); the subject it
+//! was stored under is the one
 //! its body names; and every value is within the limits admission enforces. Anything else
 //! is set aside with its reason. Pure; the directory of identities grows as the log goes.
 
@@ -148,6 +150,9 @@ impl Verifier {
             if let Some(why) = self.directory.refuses(&event) {
                 return Err(aside("replayed", why));
             }
+            if let Some(why) = self.directory.policy.refuses(&event.actor.key, &event) {
+                return Err(aside("policy_refused", why));
+            }
             if self.seen.len() >= MAX_SEEN {
                 self.seen.clear();
             }
@@ -204,13 +209,19 @@ fn expected_subject(family: Family, ev: &Event) -> Option<String> {
             ok.then(|| subjects::scan_event(&ev.subject, kind))
         }
         Family::Sys => {
-            let (role, name) = match &ev.body {
-                EventBody::Enrolled(e) => (e.role, e.name.as_str()),
-                EventBody::Revoked(r) => (r.role, r.name.as_str()),
+            let (family, name) = match &ev.body {
+                EventBody::Enrolled(e) => (e.role.as_str(), e.name.clone()),
+                EventBody::Revoked(r) => (r.role.as_str(), r.name.clone()),
+                EventBody::PolicyProposed(p) => ("policy", format!("v{}", p.policy.version)),
+                EventBody::PolicyApproved(a) => ("policy", format!("v{}", a.version)),
+                EventBody::Checkpoint(_) => {
+                    let name = ev.subject.strip_prefix("audit/")?;
+                    ("audit", name.to_owned())
+                }
                 _ => return None,
             };
-            let ok = subjects::is_valid_token(name) && ev.subject == format!("{role}/{name}");
-            ok.then(|| subjects::sys_event(role.as_str(), name, kind))
+            let ok = subjects::is_valid_token(&name) && ev.subject == format!("{family}/{name}");
+            ok.then(|| subjects::sys_event(family, &name, kind))
         }
     }
 }
@@ -246,7 +257,21 @@ fn authority(family: Family, ev: &Event, role: Role, name: &str) -> Result<(), S
         (EventBody::Lost(_) | EventBody::ReplicaRequested(_) | EventBody::GaveUp(_), _) => {
             need(Role::Failover)
         }
-        (EventBody::Enrolled(_) | EventBody::Revoked(_), _) => need(Role::Admin),
+        (
+            EventBody::Enrolled(_)
+            | EventBody::Revoked(_)
+            | EventBody::PolicyProposed(_)
+            | EventBody::PolicyApproved(_),
+            _,
+        ) => need(Role::Admin),
+        (EventBody::Checkpoint(_), _) => {
+            need(Role::Api)?;
+            if ev.subject == format!("audit/{name}") {
+                Ok(())
+            } else {
+                Err(format!("api {name} wrote a checkpoint as {}", ev.subject))
+            }
+        }
         (
             EventBody::Accepted(_)
             | EventBody::Rejected(_)
@@ -393,6 +418,22 @@ fn limits(ev: &Event, stored_ms: u64) -> Result<(), String> {
             token("name", &r.name)?;
             nkey(&r.key)
         }
+        EventBody::PolicyProposed(p) => {
+            for key in &p.policy.admins.keys {
+                nkey(key)?;
+            }
+            for (tenant, rules) in &p.policy.tenants {
+                if !subjects::is_valid_tenant(tenant) {
+                    return Err(format!("tenant {tenant:?} is not a tenant name"));
+                }
+                for r in rules.registries.iter().flatten() {
+                    text("registry", r)?;
+                }
+            }
+            Ok(())
+        }
+        EventBody::PolicyApproved(a) => text("hash", &a.hash),
+        EventBody::Checkpoint(c) => text("hash", &c.hash),
     }
 }
 
