@@ -49,6 +49,12 @@ pub const API_WORKLOADS_LIST_ALL: &str = "bulkhead.api.*.workloads.list";
 pub const API_NODES_LIST: &str = "bulkhead.api.admin.nodes.list";
 /// What the query API set aside while reading the log.
 pub const API_ASIDE_LIST: &str = "bulkhead.api.admin.aside.list";
+/// The query API's latest verification of the whole log (admins; the dashboard).
+pub const API_AUDIT_STATUS: &str = "bulkhead.api.admin.audit.status";
+/// Every event about identities and the policy, and the checkpoints.
+pub const EVT_SYS_ALL: &str = "bulkhead.evt.sys.>";
+/// The checkpoints the query API writes.
+pub const EVT_CHECKPOINTS: &str = "bulkhead.evt.sys.audit.*.checkpoint";
 
 /// `bulkhead.api.<tenant>.workloads.get`
 pub fn api_workloads_get(tenant: &str) -> String {

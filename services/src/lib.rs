@@ -9,6 +9,7 @@
 //! | [`api`] | the query API (a NATS service) over a read model of the log |
 //! | [`scan`] | the scan workers: registry client, layer streaming, advisories, Trivy |
 //! | [`cli`] | the `bulkhead` command: arguments, `up`, and the client commands |
+//! | [`audit`] | the log proved: raw reads, replays, checkpoint files, the API's checkpointer |
 //! | [`auth`] | identities: credentials, the admin's book, enrolments in the log |
 //! | [`bus`] | plumbing: the NATS connection, streams and buckets, the log/ops/heartbeat adapters |
 //! | [`follow`] | plumbing: reading the log in order (rebuild, then live) |
@@ -18,6 +19,7 @@
 //! | [`telemetry`] | plumbing: logs and OpenTelemetry traces |
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod cli;

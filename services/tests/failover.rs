@@ -442,7 +442,9 @@ async fn a_failover_killed_mid_storm_decides_every_exit_exactly_once() {
     env.spawn("api", &["api"]);
     env.spawn("node", &node_args("n1", "200"));
     env.spawn("scheduler", &["scheduler"]);
-    let first = env.spawn("failover-a", &["failover"]);
+    // Losses are another test's subject: on a loaded machine the storm can delay the
+    // node's heartbeats by seconds, so the failovers wait long before calling it lost.
+    let first = env.spawn("failover-a", &["failover", "--lost-timeout-ms", "30000"]);
     wait_until("failover a to be active", LONG, async || {
         env.log("failover-a").contains("failover active")
     })
@@ -477,7 +479,7 @@ async fn a_failover_killed_mid_storm_decides_every_exit_exactly_once() {
         decided_before < N * 4,
         "the failover died before the storm ended"
     );
-    env.spawn("failover-b", &["failover"]);
+    env.spawn("failover-b", &["failover", "--lost-timeout-ms", "30000"]);
     env.wait_for("every crash loop to end", LONG, |by| {
         by.len() == N && by.values().all(|k| k.contains(&"gave_up"))
     })

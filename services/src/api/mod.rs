@@ -1,16 +1,19 @@
 //! The query API as a NATS service (`bulkhead.api.*`, discoverable with `nats micro`):
 //! a read model of the log, rebuilt at start and kept current by following it. The
-//! answers are in [`handlers`].
+//! answers are in [`handlers`]. It also audits the log as stored, writing signed
+//! checkpoints and answering `bulkhead.api.admin.audit.status` (see [`crate::audit`]).
 
 mod handlers;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_nats::service::ServiceExt;
+use bulkhead_actors::audit::Report;
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
-use tracing::info;
+use tracing::{error, info};
 
+use crate::audit::{CheckpointEvery, checkpointer};
 use crate::bus::Bus;
 use crate::follow::Follower;
 use crate::tasks::AbortOnDrop;
@@ -20,7 +23,13 @@ pub struct ApiHandle {
     _tasks: Vec<AbortOnDrop>,
 }
 
+/// The query API, checkpointing the log at the default pace.
 pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
+    start_with(bus, CheckpointEvery::default()).await
+}
+
+/// The query API, checkpointing the log as `every` says.
+pub async fn start_with(bus: &Bus, every: CheckpointEvery) -> anyhow::Result<ApiHandle> {
     let (rebuilt, follower) = Follower::rebuild(bus).await?;
     let model = Arc::new(RwLock::new(rebuilt));
     let m = model.clone();
@@ -40,6 +49,7 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
     let mut nodes = endpoint(&service, "nodes-list", subjects::API_NODES_LIST).await?;
     let heads = endpoint(&service, "node-heads", &subjects::api_node_heads("*")).await?;
     let aside = endpoint(&service, "aside-list", subjects::API_ASIDE_LIST).await?;
+    let mut audit = endpoint(&service, "audit-status", subjects::API_AUDIT_STATUS).await?;
     let nodes_kv = bus.bucket(subjects::NODES_BUCKET).await?;
 
     let get_task = answer(get, &model, |m, req| {
@@ -63,6 +73,22 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
             let _ = req.respond(reply).await;
         }
     });
+    let status = Arc::new(Mutex::new(Report::default()));
+    let checkpoints = {
+        let (bus, status) = (bus.clone(), status.clone());
+        tokio::spawn(async move {
+            if let Err(e) = checkpointer(bus, every, status).await {
+                error!(error = %e, "the log's checkpointer stopped");
+            }
+        })
+    };
+    let audit_task = tokio::spawn(async move {
+        while let Some(req) = audit.next().await {
+            let report = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let reply = serde_json::to_vec(&report).unwrap_or_default();
+            let _ = req.respond(Ok(reply.into())).await;
+        }
+    });
     info!("query API serving on {}.<tenant>.>", subjects::API_PREFIX);
     Ok(ApiHandle {
         _tasks: vec![
@@ -72,6 +98,8 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
             AbortOnDrop(nodes_task),
             heads_task,
             aside_task,
+            AbortOnDrop(checkpoints),
+            AbortOnDrop(audit_task),
         ],
     })
 }

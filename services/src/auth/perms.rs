@@ -251,6 +251,9 @@ pub fn of(role: Role, name: &str) -> Perms {
             // asker's account) or to an admin's inbox, nowhere else.
             p.publish
                 .extend(["_R_.>".to_owned(), "_INBOX.admin.>".to_owned()]);
+            // Its checkpoints of the log, as itself.
+            p.publish.push(s::sys_event("audit", name, "checkpoint"));
+            p.subscribe.push(s::API_AUDIT_STATUS.to_owned());
             kv_read(&mut p, s::NODES_BUCKET, ">");
             kv_watch(&mut p, s::NODES_BUCKET);
         }

@@ -129,5 +129,12 @@ pub async fn prepare(data: &DataDir, url: &str, topo: &Topology) -> anyhow::Resu
     if written > 0 {
         info!(written, "enrolments written to the log");
     }
+    if super::policy::ensure_first(&admin, &creds.signer()?).await? {
+        info!(
+            "the first policy is in the log: one admin (M = 1 of N = 1), tenant default \
+             internal, other tenants untrusted; `bulkhead policy propose FILE` changes it \
+             (add admins and raise the threshold there)"
+        );
+    }
     Ok(admin)
 }

@@ -129,8 +129,15 @@ pub enum Cmd {
         #[command(flatten)]
         node: NodeArgs,
     },
-    /// Run the query API service.
-    Api,
+    /// Run the query API service (it also checkpoints the log).
+    Api {
+        /// Checkpoint the log this often when it has grown.
+        #[arg(long, default_value_t = 60)]
+        checkpoint_secs: u64,
+        /// … or after this many new messages.
+        #[arg(long, default_value_t = 10_000)]
+        checkpoint_messages: u64,
+    },
     /// Submit a workload spec (JSON file, or - for stdin) and follow it.
     Submit {
         file: String,
@@ -169,6 +176,26 @@ pub enum Cmd {
     Aside {
         #[arg(long)]
         json: bool,
+    },
+    /// The cluster's policy: show it, propose a change, approve one (M of N admins), or
+    /// test a policy file against example submissions.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// Prove the log: verify it from its start, or export its latest checkpoint.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// Copy the whole log (every message as stored, with its proof) to FILE (admin).
+    Backup { file: PathBuf },
+    /// Verify a backup and write it into an empty log (admin).
+    Restore {
+        file: PathBuf,
+        /// Also match these checkpoint files.
+        #[arg(long = "checkpoint")]
+        checkpoints: Vec<PathBuf>,
     },
     /// Follow the event log.
     Events {
@@ -247,6 +274,45 @@ pub enum TenantAction {
 pub enum ServiceAction {
     /// Enrol service instance NAME of ROLE and print its credential.
     Add { role: String, name: String },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyAction {
+    /// The policy in force (version, hash, admins, tenants) and the changes pending.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Propose FILE (JSON, or TOML if it ends in .toml) as the next policy and approve it;
+    /// it takes effect once the policy's threshold of admins approved it. `version` and
+    /// `replaces` are filled in when the file leaves them out.
+    Propose { file: PathBuf },
+    /// Approve the pending proposal whose hash starts with HASH.
+    Sign { hash: String },
+    /// Run example submissions (FILE: TOML or JSON) through admission under a policy and
+    /// check each outcome; exit 1 naming the examples whose outcome differs.
+    Test { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum AuditAction {
+    /// Replay the log from its start through every reader's checks and the checkpoints;
+    /// exit 1 naming the first bad sequence.
+    Verify {
+        /// A checkpoint file (from `audit checkpoint`) the log must still match.
+        #[arg(long = "checkpoint")]
+        checkpoints: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the log's latest checkpoint (signed by the query API) to FILE, to keep
+    /// outside NATS.
+    Checkpoint { file: PathBuf },
+    /// The query API's latest verification of the log.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

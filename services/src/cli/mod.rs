@@ -5,8 +5,10 @@
 
 pub mod admin;
 pub mod args;
+pub mod audit;
 pub mod control;
 pub mod events;
+pub mod policy;
 pub mod query;
 pub mod scan;
 pub mod submit;
@@ -26,7 +28,7 @@ use crate::auth::{Credential, DataDir};
 use crate::bus::Bus;
 use crate::scan::trivy::TrivyConfig;
 use crate::{api, failover, node, scheduler, telemetry};
-use args::{Cli, Cmd, NodeAction, ServiceAction, TenantAction};
+use args::{Cli, Cmd, NodeAction, PolicyAction, ServiceAction, TenantAction};
 
 /// Exit codes a script can rely on.
 pub mod exit {
@@ -58,7 +60,7 @@ fn service_name(cmd: &Cmd) -> Option<&'static str> {
         Cmd::Failover { .. } => Some("bulkhead-failover"),
         Cmd::Scanner { .. } => Some("bulkhead-scanner"),
         Cmd::Node { action: None, .. } => Some("bulkhead-node"),
-        Cmd::Api => Some("bulkhead-api"),
+        Cmd::Api { .. } => Some("bulkhead-api"),
         _ => None,
     }
 }
@@ -308,9 +310,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             shutdown_signal().await;
             Ok(exit::OK)
         }
-        Cmd::Api => {
+        Cmd::Api {
+            checkpoint_secs,
+            checkpoint_messages,
+        } => {
             let bus = who.service(Role::Api, "api").await?;
-            let _api = api::start(&bus).await?;
+            let every = crate::audit::CheckpointEvery {
+                interval: std::time::Duration::from_secs(checkpoint_secs.max(1)),
+                messages: checkpoint_messages.max(1),
+            };
+            let _api = api::start_with(&bus, every).await?;
             shutdown_signal().await;
             Ok(exit::OK)
         }
@@ -370,6 +379,15 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Nodes { json } => query::nodes(&who.admin().await?, json).await,
         Cmd::Aside { json } => query::aside(&who.admin().await?, json).await,
+        Cmd::Policy {
+            action: PolicyAction::Test { file },
+        } => policy::test(&file),
+        Cmd::Policy { action } => policy::run(&who.admin().await?, action).await,
+        Cmd::Audit { action } => audit::run(&who.admin().await?, action).await,
+        Cmd::Backup { file } => audit::backup(&who.admin().await?, &file).await,
+        Cmd::Restore { file, checkpoints } => {
+            audit::restore(&who.admin().await?, &file, &checkpoints).await
+        }
         Cmd::Events {
             workload,
             types,

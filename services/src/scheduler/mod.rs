@@ -67,6 +67,8 @@ pub async fn rebuild(bus: &Bus) -> anyhow::Result<(SchedulerCore, Follower)> {
     let started = Instant::now();
     let mut follower = Follower::start(bus, 1).await?;
     let mut core = SchedulerCore::default();
+    // The same anchor as the follower's verifier: the policy's changes are counted alike.
+    core.directory = bulkhead_actors::directory::Directory::new(&bus.identity()?.creds.admins);
     // Verdicts found on the way are carried out once the actor runs (`Settle`).
     let n = follower
         .catch_up(|batch| {

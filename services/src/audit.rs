@@ -1,0 +1,264 @@
+//! The log, proved: reading every stored message raw (for `bulkhead audit verify`, backups
+//! and the query API's checkpoints), replaying it through the [`Auditor`], checkpoint files
+//! kept outside NATS, and the query API's checkpointer.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use bulkhead_actors::audit::{Auditor, Report};
+use bulkhead_actors::signing::{Checked, Context, Proof, SIG_HEADER, seal_event};
+use bulkhead_actors::verify::Raw;
+use bulkhead_schemas::event::{Event, EventBody, hash_bytes};
+use bulkhead_schemas::policy::Checkpoint;
+use bulkhead_schemas::subjects;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::bus::{Bus, BusError};
+use crate::follow::{check_format, consumer_name};
+
+/// One stored message of the log, as it is stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RawMsg {
+    pub seq: u64,
+    pub subject: String,
+    /// The payload, as UTF-8 text (events are JSON).
+    pub payload: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+    pub stored_ms: u64,
+}
+
+impl RawMsg {
+    pub fn raw(&self) -> Raw<'_> {
+        Raw {
+            seq: self.seq,
+            subject: &self.subject,
+            payload: self.payload.as_bytes(),
+            proof: self.proof.as_deref(),
+            stored_ms: self.stored_ms,
+        }
+    }
+
+    pub fn of(m: &async_nats::jetstream::Message) -> Option<RawMsg> {
+        let info = m.info().ok()?;
+        Some(RawMsg {
+            seq: info.stream_sequence,
+            subject: m.subject.to_string(),
+            payload: String::from_utf8_lossy(&m.payload).into_owned(),
+            proof: m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(SIG_HEADER))
+                .map(|v| v.as_str().to_owned()),
+            stored_ms: (info.published.unix_timestamp_nanos() / 1_000_000)
+                .try_into()
+                .unwrap_or(0),
+        })
+    }
+}
+
+/// The log's messages from `from` on, as stored, with the stream's last sequence and
+/// message count when the read began.
+pub async fn read_log(
+    bus: &Bus,
+    from: u64,
+) -> Result<(futures::stream::BoxStream<'static, RawMsg>, u64, u64), BusError> {
+    let err = |e: &dyn std::fmt::Display| BusError::Nats(format!("reading the event log: {e}"));
+    let mut stream = bus.stream(subjects::EVT_STREAM).await?;
+    let info = stream.info().await.map_err(|e| err(&e))?;
+    check_format(&info.config)?;
+    let (last, count) = (info.state.last_sequence, info.state.messages);
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            name: Some(consumer_name("audit")),
+            filter_subject: subjects::EVT_ALL.into(),
+            deliver_policy: if from <= 1 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                }
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(&e))?;
+    let messages = consumer.messages().await.map_err(|e| err(&e))?;
+    let raw = messages
+        .filter_map(|m| async move {
+            match m {
+                Ok(m) => RawMsg::of(&m),
+                Err(e) => {
+                    warn!(error = %e, "event log read error");
+                    None
+                }
+            }
+        })
+        .boxed();
+    Ok((raw, last, count))
+}
+
+/// Every message stored now, in order (a backup, a verification).
+pub async fn read_all(bus: &Bus) -> Result<(Vec<RawMsg>, u64), BusError> {
+    let (mut raw, last, count) = read_log(bus, 1).await?;
+    let mut out = Vec::new();
+    if count == 0 {
+        return Ok((out, last));
+    }
+    while let Some(m) = raw.next().await {
+        let seq = m.seq;
+        out.push(m);
+        if seq >= last || out.len() as u64 >= count {
+            break;
+        }
+    }
+    Ok((out, last))
+}
+
+/// Replays `msgs` (and the stream's last sequence `last`) through an auditor trusting
+/// `admins`, against `expected` checkpoints.
+pub fn replay(admins: &[String], msgs: &[RawMsg], last: u64, expected: &[Checkpoint]) -> Report {
+    let mut a = Auditor::new(admins);
+    for cp in expected {
+        a.expect(cp.clone());
+    }
+    for m in msgs {
+        a.read(m.raw());
+    }
+    a.finish(last)
+}
+
+/// A checkpoint exported to a file: the checkpoint event as stored, with its proof, so it
+/// can be checked with nothing but the writer's public key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointFile {
+    /// Where the checkpoint event itself is stored.
+    pub seq: u64,
+    pub event: String,
+    pub proof: String,
+}
+
+impl CheckpointFile {
+    /// The checkpoint it holds, once its signature verifies with the key its event names;
+    /// with that key.
+    pub fn open(&self) -> anyhow::Result<(Checkpoint, String)> {
+        let ev = Event::parse(self.event.as_bytes())?;
+        let EventBody::Checkpoint(cp) = ev.body else {
+            anyhow::bail!("not a checkpoint event");
+        };
+        let proof = Proof::decode(&self.proof)?;
+        Checked::new(Context::Log)
+            .verify(&ev.actor.key, &hash_bytes(self.event.as_bytes()), &proof)
+            .map_err(|e| anyhow::anyhow!("the checkpoint's signature: {e}"))?;
+        Ok((cp, ev.actor.key))
+    }
+}
+
+/// The latest checkpoint in the log, as a file.
+pub async fn latest_checkpoint(bus: &Bus) -> anyhow::Result<Option<CheckpointFile>> {
+    let Some((payload, seq, proof)) = bus.last_message_signed(subjects::EVT_CHECKPOINTS).await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(CheckpointFile {
+        seq,
+        event: String::from_utf8(payload.to_vec())?,
+        proof: proof.unwrap_or_default(),
+    }))
+}
+
+/// How often the query API checkpoints the log.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointEvery {
+    pub interval: Duration,
+    /// Or after this many new messages, whichever comes first.
+    pub messages: u64,
+}
+
+impl Default for CheckpointEvery {
+    fn default() -> Self {
+        CheckpointEvery {
+            interval: Duration::from_secs(60),
+            messages: 10_000,
+        }
+    }
+}
+
+/// The query API's auditor: reads the log as stored, keeps its latest report for
+/// `bulkhead.api.admin.audit.status`, and writes a signed checkpoint when the log has
+/// grown (every `every.interval`, or every `every.messages`). Its own checkpoints alone do
+/// not make it write another.
+pub async fn checkpointer(
+    bus: Bus,
+    every: CheckpointEvery,
+    status: Arc<Mutex<Report>>,
+) -> anyhow::Result<()> {
+    let identity = bus.identity()?;
+    let (admins, name) = (identity.creds.admins.clone(), identity.creds.name.clone());
+    let (raw, _, _) = read_log(&bus, 1).await?;
+    let mut auditor = Auditor::new(&admins);
+    let mut chunks = raw.ready_chunks(1024);
+    let mut tick = tokio::time::interval(every.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut new_since = 0u64;
+    loop {
+        tokio::select! {
+            chunk = chunks.next() => {
+                let Some(chunk) = chunk else { anyhow::bail!("the log's consumer ended") };
+                for m in &chunk {
+                    auditor.read(m.raw());
+                    if !m.subject.ends_with(".checkpoint") {
+                        new_since += 1;
+                    }
+                }
+                *status.lock().unwrap_or_else(|p| p.into_inner()) = auditor.report();
+                if new_since < every.messages {
+                    continue;
+                }
+            }
+            _ = tick.tick() => {
+                if new_since == 0 {
+                    continue;
+                }
+            }
+        }
+        let cp = auditor.running().checkpoint();
+        match write_checkpoint(&bus, &name, &cp).await {
+            Ok(()) => {
+                info!(seq = cp.seq, messages = cp.messages, "checkpoint written");
+                new_since = 0;
+            }
+            Err(e) => warn!(error = %e, "could not write a checkpoint; will retry"),
+        }
+    }
+}
+
+async fn write_checkpoint(bus: &Bus, name: &str, cp: &Checkpoint) -> anyhow::Result<()> {
+    let signer = &bus.identity()?.signer;
+    let mut ev = Event::new(
+        &format!("api/{name}"),
+        &format!("audit/{name}"),
+        None,
+        EventBody::Checkpoint(cp.clone()),
+    );
+    let (payload, proof) = seal_event(signer, &mut ev);
+    let mut h = HeaderMap::new();
+    h.insert(SIG_HEADER, proof.encode().as_str());
+    h.insert(
+        "Nats-Msg-Id",
+        format!("checkpoint-{name}-{}", cp.seq).as_str(),
+    );
+    bus.publish_stored(
+        subjects::sys_event("audit", name, "checkpoint"),
+        h,
+        Bytes::from(payload),
+    )
+    .await
+    .map_err(|f| anyhow::anyhow!("{f}"))?;
+    Ok(())
+}
