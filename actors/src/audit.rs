@@ -314,6 +314,7 @@ mod tests {
                 msgs: Vec::new(),
             };
             let body = EventBody::Enrolled(Enrolled {
+                xkey: None,
                 role: Role::Scheduler,
                 name: "scheduler".into(),
                 key: log.scheduler.public_key().to_owned(),

@@ -22,6 +22,8 @@ pub struct Identity {
     pub classes: Vec<RuntimeClass>,
     /// The log sequence from which its key may no longer write.
     pub revoked_at: Option<u64>,
+    /// Its curve public key, for secrets sealed to it.
+    pub xkey: Option<String>,
 }
 
 /// Why a key may not write at a point of the log.
@@ -137,6 +139,7 @@ impl Directory {
                     key: e.key.clone(),
                     classes: e.classes.clone(),
                     revoked_at: None,
+                    xkey: e.xkey.clone(),
                 });
             }
             EventBody::PolicyProposed(_) | EventBody::PolicyApproved(_) => {
@@ -179,6 +182,7 @@ fn admin(key: &str) -> Identity {
         key: key.to_owned(),
         classes: Vec::new(),
         revoked_at: None,
+        xkey: None,
     }
 }
 
@@ -198,6 +202,7 @@ mod tests {
         assert_eq!(d.writer("UADMIN", 1).unwrap().role, Role::Admin);
         assert!(matches!(d.writer("UN1", 1), Err(NotAWriter::Unknown(_))));
         let enrolled = Enrolled {
+            xkey: None,
             role: Role::Node,
             name: "n1".into(),
             key: "UN1".into(),

@@ -16,6 +16,7 @@
 //! | [`policy`] | what a tenant may submit; policy changes approved by M of N admins |
 //! | [`audit`] | the running hash over the whole log, checkpoints, and what a replay finds |
 //! | [`verify`] | what a reader checks before it applies an event |
+//! | [`secrets`] | secrets sealed to curve keys, re-sealed for a node |
 //! | [`signing`] | nkeys, batch signatures over Merkle roots, their proofs |
 //! | [`ports`] | the event log, ops, heartbeats and container runtime: traits and their twins |
 //! | [`trace`] | W3C trace context across NATS |
@@ -33,6 +34,7 @@ pub mod policy;
 pub mod ports;
 pub mod projection;
 pub mod scheduler;
+pub mod secrets;
 pub mod signing;
 pub mod trace;
 pub mod verify;

@@ -67,6 +67,9 @@ pub struct Enrolled {
     /// A node's runtime classes, fixed at enrolment: it may offer no other.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<RuntimeClass>,
+    /// Its curve public key (`X…`), to which secrets are sealed for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xkey: Option<String>,
 }
 
 /// An identity's key may write no more (what it wrote before stays).

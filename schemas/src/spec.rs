@@ -48,6 +48,11 @@ pub struct WorkloadSpec {
     pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Secrets: name → value sealed to the schedulers' curve keys (`bhs1:…`; `bulkhead
+    /// submit` seals plain values, `bulkhead seal` prints one for `nats pub`). Opened only on
+    /// the node, into the container's environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// Labels of the workload itself (queryable with `workloads.list`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -462,6 +467,53 @@ pub fn validate(spec: &WorkloadSpec) -> Result<(), Rejection> {
             return Err(Rejection::value(
                 "env",
                 format!("env name {key:?} is empty or contains '=' or NUL"),
+            ));
+        }
+    }
+    check_secrets(spec)
+}
+
+/// Secrets a spec may carry, at most.
+pub const MAX_SECRETS: usize = 64;
+/// The longest sealed value.
+pub const MAX_SEALED: usize = 16 * 1024;
+
+/// Each secret named like an environment variable, not also in `env`, and sealed (a
+/// plain value is refused without being repeated).
+fn check_secrets(spec: &WorkloadSpec) -> Result<(), Rejection> {
+    if spec.secrets.len() > MAX_SECRETS {
+        return Err(Rejection::value(
+            "secrets",
+            format!("at most {MAX_SECRETS} secrets"),
+        ));
+    }
+    for (name, value) in &spec.secrets {
+        let field = format!("secrets.{name}");
+        let ok_name = !name.is_empty()
+            && name.len() <= 256
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !ok_name {
+            return Err(Rejection::value(
+                "secrets",
+                format!(
+                    "secret name {name:?} must be 1-256 of [A-Za-z0-9_], not starting with a digit"
+                ),
+            ));
+        }
+        if spec.env.contains_key(name) {
+            return Err(Rejection::value(
+                &field,
+                format!("{name} is both in env and in secrets"),
+            ));
+        }
+        if !value.starts_with("bhs1:") || value.len() > MAX_SEALED {
+            return Err(Rejection::value(
+                &field,
+                format!(
+                    "secret {name} is not a sealed value (its value is not repeated here): seal \
+                     it with `bulkhead seal`, or submit with `bulkhead submit`, which seals"
+                ),
             ));
         }
     }

@@ -45,6 +45,8 @@ pub const API_PREFIX: &str = "bulkhead.api";
 /// What a tenant may ask, on `bulkhead.api.<tenant>.…`: these endpoints, any tenant.
 pub const API_WORKLOADS_GET_ALL: &str = "bulkhead.api.*.workloads.get";
 pub const API_WORKLOADS_LIST_ALL: &str = "bulkhead.api.*.workloads.list";
+/// The schedulers' curve keys, as their admin-signed enrolments: what secrets are sealed to.
+pub const API_SEALING_ALL: &str = "bulkhead.api.*.sealing";
 /// What operators ask.
 pub const API_NODES_LIST: &str = "bulkhead.api.admin.nodes.list";
 /// What the query API set aside while reading the log.
@@ -59,6 +61,11 @@ pub const EVT_CHECKPOINTS: &str = "bulkhead.evt.sys.audit.*.checkpoint";
 /// `bulkhead.api.<tenant>.workloads.get`
 pub fn api_workloads_get(tenant: &str) -> String {
     format!("bulkhead.api.{tenant}.workloads.get")
+}
+
+/// `bulkhead.api.<tenant>.sealing`
+pub fn api_sealing(tenant: &str) -> String {
+    format!("bulkhead.api.{tenant}.sealing")
 }
 
 /// `bulkhead.api.<tenant>.workloads.list`

@@ -8,6 +8,7 @@
 //! | [`failover`] | the failover service: lease, rebuild, heartbeat watch |
 //! | [`api`] | the query API (a NATS service) over a read model of the log |
 //! | [`scan`] | the scan workers: registry client, layer streaming, advisories, Trivy |
+//! | [`sealing`] | secrets: the schedulers' curve keys, checked, and specs sealed to them |
 //! | [`cli`] | the `bulkhead` command: arguments, `up`, and the client commands |
 //! | [`audit`] | the log proved: raw reads, replays, checkpoint files, the API's checkpointer |
 //! | [`auth`] | identities: credentials, the admin's book, enrolments in the log |
@@ -30,5 +31,6 @@ pub mod natsd;
 pub mod node;
 pub mod scan;
 pub mod scheduler;
+pub mod sealing;
 pub mod tasks;
 pub mod telemetry;

@@ -848,3 +848,123 @@ async fn a_paused_node_is_lost_and_once_back_removes_the_copies_replaced_meanwhi
     );
     assert!(running_on(&cri, "pa").await.is_empty());
 }
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(files_containing(&p, needle));
+        } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)) {
+            found.push(p);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_reaches_the_containers_environment_and_appears_nowhere_else() {
+    use futures::StreamExt;
+    use sha2::Digest;
+    const SECRET: &str = "s3cr3t-7f1c9d2e-only-in-the-container";
+    let c = Cluster::start("cri-secret", &["runc=runc"]).await;
+    // Every message on the bus from here on, as the admin sees it (`>`): commands, ops,
+    // deliveries, events, API answers.
+    let mut wire = c.env.bus.client.subscribe(">").await.unwrap();
+    let captured = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = captured.clone();
+    let tap = tokio::spawn(async move {
+        while let Some(m) = wire.next().await {
+            let mut all = sink.lock().unwrap();
+            all.extend_from_slice(m.subject.as_bytes());
+            for (k, vs) in m.headers.iter().flat_map(|h| h.iter()) {
+                all.extend_from_slice(k.to_string().as_bytes());
+                for v in vs {
+                    all.extend_from_slice(v.as_str().as_bytes());
+                }
+            }
+            all.extend_from_slice(&m.payload);
+        }
+    });
+
+    // The container prints the SHA-256 of what it got, never the value.
+    let mut spec = c.spec(
+        "sealed",
+        "runc",
+        "printf %s \"$TOKEN\" | sha256sum; test -n \"$TOKEN\"",
+    );
+    spec["secrets"] = serde_json::json!({ "TOKEN": SECRET });
+    let file = c.env.dir.path().join("sealed.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = c
+        .env
+        .cli()
+        .args(["submit", "--no-follow"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let ev = c.wait_event("sealed", "exited").await;
+    let x = exited(&ev);
+    assert_eq!((x.code, x.reason.as_str()), (0, "completed"), "{ev:?}");
+    let digest = hex::encode(sha2::Sha256::digest(SECRET.as_bytes()));
+    assert!(
+        c.workload_log("sealed", 0).contains(&digest),
+        "the container saw the secret: {}",
+        c.workload_log("sealed", 0)
+    );
+    // The log keeps it sealed (to the schedulers), and the op the node got was sealed to
+    // the node: another value.
+    let EventBody::Accepted(a) = &ev[0].body else {
+        panic!("{ev:?}")
+    };
+    assert!(a.spec.secrets["TOKEN"].starts_with("bhs1:"));
+
+    // A raw `nats pub` with a plain secret is refused, the value not repeated.
+    const PLAIN: &str = "plain-value-9a8b7c";
+    let mut raw = c.spec("plain", "runc", "true");
+    raw["secrets"] = serde_json::json!({ "TOKEN": PLAIN });
+    c.submit(raw);
+    let ev = c.wait_event("plain", "rejected").await;
+    let EventBody::Rejected(r) = &ev[0].body else {
+        panic!("{ev:?}")
+    };
+    assert!(r.rejection.reason.contains("not a sealed value"), "{r:?}");
+    assert!(!r.rejection.reason.contains(PLAIN));
+
+    // Nowhere else: the API's answer, every message on the bus, the streams' files, every
+    // process's log.
+    let answer = c.api(GET, "sealed").to_string();
+    assert!(!answer.contains(SECRET), "{answer}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tap.abort();
+    let wire = captured.lock().unwrap().clone();
+    assert!(
+        wire.len() > 10_000,
+        "the tap saw the traffic ({} bytes)",
+        wire.len()
+    );
+    assert!(
+        !wire.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+        "the secret crossed the bus in the clear"
+    );
+    assert!(
+        wire.windows(5).any(|w| w == b"bhs1:"),
+        "sealed values did cross it"
+    );
+    let leaks = files_containing(c.env.dir.path(), SECRET.as_bytes());
+    let leaks: Vec<_> = leaks
+        .into_iter()
+        .filter(|p| p != &file) // the spec file the user wrote
+        .collect();
+    assert!(leaks.is_empty(), "the secret is in {leaks:?}");
+}

@@ -107,6 +107,7 @@ mod tests {
 
     fn cert(admin: &Signer, role: Role, key: &str) -> String {
         let body = EventBody::Enrolled(Enrolled {
+            xkey: None,
             role,
             name: "scheduler".into(),
             key: key.into(),

@@ -38,7 +38,7 @@ impl SchedulerCore {
                     ops.entry(node.clone()).or_default().push(NodeOp::Start {
                         workload: id.clone(),
                         replica: i as u32,
-                        spec: spec.clone(),
+                        spec: self.spec_for(&spec, node),
                         head: head.clone(),
                         traceparent: w.traceparent.as_deref().map(str::to_owned),
                     });
@@ -124,7 +124,7 @@ impl SchedulerCore {
                     .push(NodeOp::Start {
                         workload: workload.to_owned(),
                         replica: *replica,
-                        spec: spec.clone(),
+                        spec: self.spec_for(&spec, node),
                         head: head.clone(),
                         traceparent: effect.traceparent.clone(),
                     });

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use bulkhead_schemas::api::WorkloadState;
 use bulkhead_schemas::event::{Event, EventBody, NodeEvent, ScanCompleted};
 use bulkhead_schemas::identity::Role;
-use bulkhead_schemas::{NodeHeartbeat, NodeOp};
+use bulkhead_schemas::{NodeHeartbeat, NodeOp, WorkloadSpec};
 
 use crate::aside::Aside;
 use crate::directory::Directory;
@@ -83,9 +83,29 @@ pub struct SchedulerCore {
     joined: BTreeSet<String>,
     /// Nodes due their view of the log, and why.
     syncs: BTreeMap<Arc<str>, bulkhead_schemas::SyncReason>,
+    /// The scheduler's curve key: re-seals a spec's secrets for the node a start op goes to.
+    pub sealer: Option<crate::secrets::Sealer>,
 }
 
 impl SchedulerCore {
+    /// The spec a start op on `node` carries: its secrets re-sealed to that node's curve
+    /// key (left as they are when there is no sealer or the node has no key: the node then
+    /// cannot open them, and its start fails naming them).
+    pub(super) fn spec_for(&self, spec: &WorkloadSpec, node: &str) -> WorkloadSpec {
+        let mut spec = spec.clone();
+        if spec.secrets.is_empty() {
+            return spec;
+        }
+        if let Some(sealer) = &self.sealer {
+            let xkey = self
+                .directory
+                .get(Role::Node, node)
+                .and_then(|n| n.xkey.as_deref());
+            spec.secrets = sealer.for_node(&spec.secrets, xkey);
+        }
+        spec
+    }
+
     /// What the log brought (any writer's, verified, in stream order), and what the reader
     /// set aside on the way. Returns the plans new scan verdicts call for.
     pub fn logged(&mut self, batch: Batch) -> Vec<Plan> {

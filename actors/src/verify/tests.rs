@@ -46,6 +46,7 @@ impl World {
             ),
         ] {
             let body = EventBody::Enrolled(Enrolled {
+                xkey: None,
                 role,
                 name: name.into(),
                 key,
@@ -285,6 +286,7 @@ fn a_revoked_key_writes_nothing_after_its_revocation() {
     // Only an admin enrols: a scheduler's key cannot make itself a node.
     let sched = w.scheduler.clone();
     let body = EventBody::Enrolled(Enrolled {
+        xkey: None,
         role: Role::Node,
         name: "n9".into(),
         key: sched.public_key().into(),
@@ -331,6 +333,7 @@ fn replays_of_unchained_events_are_refused() {
             "node/n1",
             None,
             EventBody::Enrolled(Enrolled {
+                xkey: None,
                 role: Role::Node,
                 name: "n1".into(),
                 key: key.into(),

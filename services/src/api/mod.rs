@@ -50,6 +50,7 @@ pub async fn start_with(bus: &Bus, every: CheckpointEvery) -> anyhow::Result<Api
     let heads = endpoint(&service, "node-heads", &subjects::api_node_heads("*")).await?;
     let aside = endpoint(&service, "aside-list", subjects::API_ASIDE_LIST).await?;
     let mut audit = endpoint(&service, "audit-status", subjects::API_AUDIT_STATUS).await?;
+    let mut sealing = endpoint(&service, "sealing", subjects::API_SEALING_ALL).await?;
     let nodes_kv = bus.bucket(subjects::NODES_BUCKET).await?;
 
     let get_task = answer(get, &model, |m, req| {
@@ -89,6 +90,21 @@ pub async fn start_with(bus: &Bus, every: CheckpointEvery) -> anyhow::Result<Api
             let _ = req.respond(Ok(reply.into())).await;
         }
     });
+    let sealing_task = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            while let Some(req) = sealing.next().await {
+                let reply = match crate::sealing::scheduler_enrolments(&bus).await {
+                    Ok(r) => Ok(serde_json::to_vec(&r).unwrap_or_default().into()),
+                    Err(e) => Err(async_nats::service::error::Error {
+                        status: e.to_string(),
+                        code: 503,
+                    }),
+                };
+                let _ = req.respond(reply).await;
+            }
+        })
+    };
     info!("query API serving on {}.<tenant>.>", subjects::API_PREFIX);
     Ok(ApiHandle {
         _tasks: vec![
@@ -100,6 +116,7 @@ pub async fn start_with(bus: &Bus, every: CheckpointEvery) -> anyhow::Result<Api
             aside_task,
             AbortOnDrop(checkpoints),
             AbortOnDrop(audit_task),
+            AbortOnDrop(sealing_task),
         ],
     })
 }

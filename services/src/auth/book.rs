@@ -51,6 +51,9 @@ pub struct Entry {
     pub classes: Vec<RuntimeClass>,
     #[serde(default)]
     pub revoked: bool,
+    /// Its curve public key (derived from its seed), for secrets sealed to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xkey: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -227,6 +230,7 @@ impl DataDir {
             key: signer.public_key().to_owned(),
             classes,
             revoked: false,
+            xkey: Some(bulkhead_actors::secrets::xkey_of(&signer).public_key()),
         });
         let admins = if role == Role::Admin {
             let mut a = book.admins();

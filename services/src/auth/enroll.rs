@@ -29,6 +29,7 @@ fn event_of(e: &Entry) -> Event {
             name: e.name.clone(),
             key: e.key.clone(),
             classes: e.classes.clone(),
+            xkey: e.xkey.clone(),
         })
     };
     Event::new("admin", &format!("{}/{}", e.role, e.name), None, body)

@@ -87,6 +87,7 @@ pub fn exports() -> Vec<Export> {
         s::API_WORKLOADS_LIST_ALL.to_owned(),
         TENANTS_ACCOUNT,
     ));
+    e.push(service(s::API_SEALING_ALL.to_owned(), TENANTS_ACCOUNT));
     e.push(Export {
         subject: s::EVT_WORKLOADS.to_owned(),
         stream: true,
@@ -184,8 +185,11 @@ pub fn of(role: Role, name: &str) -> Perms {
             let t = name;
             p.publish
                 .extend(["submit", "stop", "scale"].iter().map(|k| s::cmd(t, k)));
-            p.publish
-                .extend([s::api_workloads_get(t), s::api_workloads_list(t)]);
+            p.publish.extend([
+                s::api_workloads_get(t),
+                s::api_workloads_list(t),
+                s::api_sealing(t),
+            ]);
             // Its own events, as they are stored (`nats sub`); no JetStream of its own.
             p.subscribe.push(s::tenant_events(t));
         }
@@ -242,6 +246,7 @@ pub fn of(role: Role, name: &str) -> Perms {
             p.subscribe.extend([
                 s::API_WORKLOADS_GET_ALL.to_owned(),
                 s::API_WORKLOADS_LIST_ALL.to_owned(),
+                s::API_SEALING_ALL.to_owned(),
                 s::API_NODES_LIST.to_owned(),
                 s::API_ASIDE_LIST.to_owned(),
                 s::api_node_heads("*"),

@@ -188,6 +188,9 @@ pub enum Cmd {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Seal a secret's value (read from standard input) to the schedulers' keys, for a
+    /// spec's `secrets` sent with `nats pub` (`bulkhead submit` seals by itself).
+    Seal,
     /// Copy the whole log (every message as stored, with its proof) to FILE (admin).
     Backup { file: PathBuf },
     /// Verify a backup and write it into an empty log (admin).

@@ -384,6 +384,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => policy::test(&file),
         Cmd::Policy { action } => policy::run(&who.admin().await?, action).await,
         Cmd::Audit { action } => audit::run(&who.admin().await?, action).await,
+        Cmd::Seal => {
+            let (bus, tenant) = who.client(tenant).await?;
+            let tenant = tenant.as_str();
+            let mut value = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)?;
+            let value = value.strip_suffix('\n').unwrap_or(&value);
+            let keys = crate::sealing::scheduler_keys(&bus, tenant).await?;
+            println!("{}", bulkhead_actors::secrets::seal(value, &keys)?);
+            Ok(exit::OK)
+        }
         Cmd::Backup { file } => audit::backup(&who.admin().await?, &file).await,
         Cmd::Restore { file, checkpoints } => {
             audit::restore(&who.admin().await?, &file, &checkpoints).await

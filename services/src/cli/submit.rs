@@ -34,6 +34,8 @@ pub async fn submit(
     } else {
         std::fs::read(file).with_context(|| format!("reading {file}"))?
     };
+    // Plain secrets are sealed here, to the schedulers' keys: only sealed values leave.
+    let raw = crate::sealing::seal_submission(bus, tenant, raw).await?;
     let mut spec = match spec::parse_submission(&raw) {
         Ok(s) => s,
         Err(r) => {

@@ -49,6 +49,7 @@ pub(super) async fn consume(
         on_lost,
         synced: false,
         held: BTreeMap::new(),
+        xkey: Arc::new(bulkhead_actors::secrets::xkey_of(&bus.identity()?.signer)),
     };
     Ok(AbortOnDrop(tokio::spawn(async move {
         while let Some(m) = deliveries.next().await {
@@ -71,9 +72,31 @@ struct Runner {
     synced: bool,
     /// Messages held until then, by stream sequence (a redelivery replaces its first copy).
     held: BTreeMap<u64, (Delivered, Vec<NodeOp>)>,
+    /// This node's curve key: it opens the secrets the scheduler sealed to it.
+    xkey: Arc<bulkhead_actors::secrets::XKey>,
 }
 
 impl Runner {
+    /// Start ops with their secrets opened (a secret this node cannot open stays sealed:
+    /// the runtime refuses to start with it, naming it; its value is never logged).
+    fn open_secrets(&self, mut ops: Vec<NodeOp>) -> Vec<NodeOp> {
+        for op in &mut ops {
+            let NodeOp::Start { workload, spec, .. } = op else {
+                continue;
+            };
+            for (name, value) in spec.secrets.iter_mut() {
+                match bulkhead_actors::secrets::open(value, &self.xkey) {
+                    Ok(plain) => *value = plain,
+                    Err(e) => {
+                        warn!(node = %self.node, %workload, secret = %name, error = %e,
+                            "a secret of this start op does not open here");
+                    }
+                }
+            }
+        }
+        ops
+    }
+
     /// Takes one message; false when the actor is gone.
     async fn take(&mut self, m: Delivered) -> bool {
         let seq = m.seq;
@@ -97,6 +120,7 @@ impl Runner {
                 return true;
             }
         };
+        let ops = self.open_secrets(ops);
         let lost = ops
             .iter()
             .any(|o| matches!(o, NodeOp::Sync { view } if view.reason == SyncReason::Lost));

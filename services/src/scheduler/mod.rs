@@ -69,6 +69,9 @@ pub async fn rebuild(bus: &Bus) -> anyhow::Result<(SchedulerCore, Follower)> {
     let mut core = SchedulerCore::default();
     // The same anchor as the follower's verifier: the policy's changes are counted alike.
     core.directory = bulkhead_actors::directory::Directory::new(&bus.identity()?.creds.admins);
+    core.sealer = Some(bulkhead_actors::secrets::Sealer::of(
+        &bus.identity()?.signer,
+    ));
     // Verdicts found on the way are carried out once the actor runs (`Settle`).
     let n = follower
         .catch_up(|batch| {

@@ -59,6 +59,7 @@ pub(super) fn beat_in(core: &mut SchedulerCore, hb: &NodeHeartbeat, at_ms: u64) 
             key: format!("U-{}", hb.name),
             classes: hb.runtime_classes.clone(),
             revoked_at: None,
+            xkey: None,
         });
     }
     core.heartbeat(hb, at_ms)

@@ -378,6 +378,16 @@ impl ContainerRuntime for CriRuntime {
     }
 
     async fn start(&self, req: StartSpec) -> Result<String, RuntimeError> {
+        if let Some(name) = req
+            .spec
+            .secrets
+            .iter()
+            .find_map(|(n, v)| bulkhead_actors::secrets::is_sealed(v).then_some(n))
+        {
+            return Err(RuntimeError::Start(format!(
+                "secret {name} could not be opened on this node (not sealed to its key)"
+            )));
+        }
         let class = req.spec.runtime_class;
         let handler = self
             .handlers
@@ -517,9 +527,11 @@ fn container_config(
         image: Some(image_spec(&spec.image)),
         command: spec.command.clone(),
         args: spec.args.clone(),
+        // Secrets, opened by the node from what the scheduler sealed to it.
         envs: spec
             .env
             .iter()
+            .chain(&spec.secrets)
             .map(|(k, v)| KeyValue {
                 key: k.clone(),
                 value: v.clone(),
