@@ -4,9 +4,11 @@
 //! `cri`: submit → running on a real CRI runtime per runtime class, with per-call times.
 //! `scan-cache`: CPU of cold scans, rescans, and many images sharing base layers.
 //! `signing`: signatures and verifications per second per core, bytes added per event.
+//! `audit`: `audit verify` speed on a log of N workloads, the running hash, a sealed secret.
 //! `failover`: die → replacement running (sim fleet and real containerd), node lost → all
 //! its replicas running elsewhere.
 
+mod audit;
 mod bench;
 mod cri;
 mod failover;
@@ -55,6 +57,11 @@ enum Scenario {
     },
     /// Signatures and verifications per second on one core; bytes a signature adds.
     Signing,
+    /// `audit verify` on a log of N workloads; the running hash; a sealed secret's size.
+    Audit {
+        #[arg(long, default_value_t = 100_000)]
+        workloads: usize,
+    },
     /// Submit → running on a real CRI runtime (start one with scripts/cri-env.sh).
     Cri {
         #[arg(long, env = "BULKHEAD_TEST_CRI_SOCKET")]
@@ -167,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
             .await;
         }
         Scenario::Signing => return signing::run(),
+        Scenario::Audit { workloads } => return audit::run(workloads).await,
         Scenario::Cri {
             socket,
             image,

@@ -35,6 +35,41 @@ pub struct Policy {
     /// For a tenant the policy does not name.
     #[serde(default = "TenantPolicy::untrusted")]
     pub default_tenant: TenantPolicy,
+    /// Scan modes per trust level and the failing severity; what it leaves out, the
+    /// scheduler's flags say.
+    #[serde(default, skip_serializing_if = "ScanRules::is_empty")]
+    pub scan: ScanRules,
+}
+
+/// How images are scanned per trust level (see the scheduler's `--scan-policy`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanMode {
+    /// Placed only after a verdict within the threshold.
+    Gate,
+    /// Placed at once; a verdict over the threshold quarantines.
+    Async,
+    Off,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRules {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untrusted: Option<ScanMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_tenant: Option<ScanMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal: Option<ScanMode>,
+    /// A finding at or above this severity fails a verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<crate::scan::Severity>,
+}
+
+impl ScanRules {
+    pub fn is_empty(&self) -> bool {
+        *self == ScanRules::default()
+    }
 }
 
 /// M of N: `threshold` of `keys` must approve a change.
@@ -119,6 +154,7 @@ impl Policy {
                 TenantPolicy::at(TrustLevel::Internal),
             )]),
             default_tenant: TenantPolicy::untrusted(),
+            scan: ScanRules::default(),
         }
     }
 
@@ -133,6 +169,7 @@ impl Policy {
             },
             tenants: BTreeMap::new(),
             default_tenant: TenantPolicy::at(TrustLevel::Internal),
+            scan: ScanRules::default(),
         }
     }
 

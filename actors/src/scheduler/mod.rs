@@ -65,7 +65,10 @@ pub struct SchedulerCore {
     /// Cluster generation at the last full pending pass; retry only when it changed.
     pending_pass_gen: u64,
     generation: u64,
+    /// The scan policy in force: the flags, overlaid with the cluster policy's `scan`.
     pub policy: ScanPolicy,
+    /// The scheduler's own scan flags (what the cluster policy leaves out).
+    scan_flags: ScanPolicy,
     /// The latest scan outcome per image reference, with its time (Unix ms); it answers
     /// for the image for the policy's `verdict_ttl_ms`.
     verdicts: HashMap<String, (ScanCompleted, u64)>,
@@ -88,6 +91,12 @@ pub struct SchedulerCore {
 }
 
 impl SchedulerCore {
+    /// The scheduler's scan flags; the cluster policy's `scan` rules win over them.
+    pub fn set_scan_flags(&mut self, flags: ScanPolicy) {
+        self.policy = flags.overlay(&self.directory.policy.current().scan);
+        self.scan_flags = flags;
+    }
+
     /// The spec a start op on `node` carries: its secrets re-sealed to that node's curve
     /// key (left as they are when there is no sealer or the node has no key: the node then
     /// cannot open them, and its start fails naming them).
@@ -109,8 +118,14 @@ impl SchedulerCore {
     /// What the log brought (any writer's, verified, in stream order), and what the reader
     /// set aside on the way. Returns the plans new scan verdicts call for.
     pub fn logged(&mut self, batch: Batch) -> Vec<Plan> {
+        let version = self.directory.policy.current().version;
         for s in &batch.identities {
             self.directory.apply(s.seq, &s.event);
+        }
+        if self.directory.policy.current().version != version {
+            self.policy = self
+                .scan_flags
+                .overlay(&self.directory.policy.current().scan);
         }
         for s in &batch.nodes {
             self.node_event(&s.event);

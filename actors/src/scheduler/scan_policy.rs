@@ -105,6 +105,24 @@ impl ScanPolicy {
         at_ms.saturating_sub(done_ms) < self.verdict_ttl_ms
     }
 
+    /// These settings with what the cluster's policy says over them.
+    pub fn overlay(&self, rules: &bulkhead_schemas::policy::ScanRules) -> ScanPolicy {
+        use bulkhead_schemas::policy::ScanMode as M;
+        let mode = |m: Option<M>, default: ScanMode| match m {
+            Some(M::Gate) => ScanMode::Gate,
+            Some(M::Async) => ScanMode::Async,
+            Some(M::Off) => ScanMode::Off,
+            None => default,
+        };
+        ScanPolicy {
+            untrusted: mode(rules.untrusted, self.untrusted),
+            multi_tenant: mode(rules.multi_tenant, self.multi_tenant),
+            internal: mode(rules.internal, self.internal),
+            threshold: rules.threshold.unwrap_or(self.threshold),
+            ..self.clone()
+        }
+    }
+
     pub fn mode(&self, trust: TrustLevel) -> ScanMode {
         match trust {
             TrustLevel::Untrusted => self.untrusted,

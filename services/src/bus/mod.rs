@@ -41,7 +41,8 @@ pub enum BusError {
     NoIdentity,
 }
 
-/// Attempts after an authorization failure (one during a server reload), 0.1 s, 0.2 s, …
+/// Attempts after an authorization failure or a connection closed while it was made (both
+/// happen during a server reload), 0.1 s, 0.2 s, …
 const AUTH_RETRIES: usize = 6;
 
 /// How long a stream or bucket setup made may be missing before a service gives up (a
@@ -173,9 +174,14 @@ impl Bus {
         let client = loop {
             match options.clone().connect(url).await {
                 Ok(c) => break c,
+                // A server reloading its users refuses logins, or closes a connection
+                // half made ("Problem registering with account"), for a moment.
                 Err(e)
-                    if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation
-                        && attempt < AUTH_RETRIES =>
+                    if matches!(
+                        e.kind(),
+                        async_nats::ConnectErrorKind::AuthorizationViolation
+                            | async_nats::ConnectErrorKind::Io
+                    ) && attempt < AUTH_RETRIES =>
                 {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;

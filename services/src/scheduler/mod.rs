@@ -92,7 +92,7 @@ pub async fn rebuild(bus: &Bus) -> anyhow::Result<(SchedulerCore, Follower)> {
 /// While the lease is held: the actor, fed by the log, the watches and the commands.
 async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyhow::Result<()> {
     let (mut core, follower) = rebuild(bus).await?;
-    core.policy = cfg.scan_policy.clone();
+    core.set_scan_flags(cfg.scan_policy.clone());
     let ops = NatsOps::new(bus)?;
     resend(&core, &ops).await;
     let (actor, handle) = Actor::spawn(
