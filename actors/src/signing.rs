@@ -6,7 +6,7 @@
 //! hashes `h = SHA-256(payload)`, and each message carries its Merkle path, so one message
 //! still verifies alone, whatever became of its neighbours. The signed bytes are
 //! `"bulkhead/2 batch\n" ‖ root`. A reader checks a batch's signature once: a [`Checked`]
-//! remembers the last root it verified.
+//! remembers the last 16 roots it verified (writers' batches interleave in the log).
 //!
 //! Each message's proof travels in its `Bulkhead-Sig` header as
 //! `<index>/<size> <signature> <path>`: the 64-byte signature and the path (32 bytes a level,
@@ -360,7 +360,9 @@ pub fn seal_event(signer: &Signer, event: &mut bulkhead_schemas::Event) -> (Vec<
 pub struct Checked {
     context: Context,
     keys: HashMap<String, KeyPair>,
-    last: Option<(String, Hash, [u8; 64])>,
+    /// The latest batch roots verified, with their key and signature: writers' batches
+    /// interleave in the log (a scheduler's and its nodes'), so more than the last one.
+    recent: std::collections::VecDeque<(String, Hash, [u8; 64])>,
     /// Signatures verified (not counting batches seen again).
     pub verified: u64,
 }
@@ -372,6 +374,9 @@ impl Default for Checked {
     }
 }
 
+/// Batch roots remembered as verified.
+const RECENT_ROOTS: usize = 16;
+
 /// Keys remembered at most (a reader meets few writers).
 const MAX_KEYS: usize = 10_000;
 
@@ -381,7 +386,7 @@ impl Checked {
         Checked {
             context,
             keys: HashMap::new(),
-            last: None,
+            recent: std::collections::VecDeque::with_capacity(RECENT_ROOTS),
             verified: 0,
         }
     }
@@ -389,10 +394,10 @@ impl Checked {
     /// Whether `proof` shows `key` signed the batch holding the message with `hash`.
     pub fn verify(&mut self, key: &str, hash: &Hash, proof: &Proof) -> Result<(), SigError> {
         let root = root_of(hash, proof)?;
-        if let Some((k, r, s)) = &self.last
-            && k == key
-            && *r == root
-            && *s == proof.sig
+        if self
+            .recent
+            .iter()
+            .any(|(k, r, s)| *r == root && *s == proof.sig && k == key)
         {
             return Ok(());
         }
@@ -409,7 +414,10 @@ impl Checked {
             .ok_or_else(|| SigError::BadKey(key.to_owned()))?;
         verify_with(kp, self.context.bytes(), &root, &proof.sig)?;
         self.verified += 1;
-        self.last = Some((key.to_owned(), root, proof.sig));
+        if self.recent.len() == RECENT_ROOTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((key.to_owned(), root, proof.sig));
         Ok(())
     }
 }

@@ -193,7 +193,21 @@ async fn a_change_takes_m_of_n_admins_and_an_old_one_is_not_replayed() {
         .unwrap()
         .signer()
         .unwrap();
-    let (b, c) = (Signer::generate(), Signer::generate());
+    // b is an admin enrolled with the CLI; c a key alone (what counts is its signature).
+    let out = env.cli().args(["admin", "add", "bob"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("propose a policy"));
+    let b = env
+        .data
+        .creds(Role::Admin, "bob")
+        .unwrap()
+        .signer()
+        .unwrap();
+    let c = Signer::generate();
     let keys =
         |s: &[&Signer]| -> Vec<String> { s.iter().map(|s| s.public_key().to_owned()).collect() };
 

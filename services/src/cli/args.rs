@@ -88,6 +88,12 @@ pub enum Cmd {
     /// block `init` wrote: create the streams and buckets, and write the enrolments to the
     /// log (`up` does this itself).
     Setup,
+    /// Give another admin a credential (printed: hand it over). It approves policy changes
+    /// once a policy names its key (`bulkhead policy propose`).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Give a tenant its credential (printed: hand it over).
     Tenant {
         #[command(subcommand)]
@@ -265,6 +271,12 @@ pub enum Cmd {
         #[arg(long)]
         grace: Option<u32>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum AdminAction {
+    /// Enrol admin NAME and print its credential.
+    Add { name: String },
 }
 
 #[derive(Subcommand)]

@@ -28,7 +28,7 @@ use crate::auth::{Credential, DataDir};
 use crate::bus::Bus;
 use crate::scan::trivy::TrivyConfig;
 use crate::{api, failover, node, scheduler, telemetry};
-use args::{Cli, Cmd, NodeAction, PolicyAction, ServiceAction, TenantAction};
+use args::{AdminAction, Cli, Cmd, NodeAction, PolicyAction, ServiceAction, TenantAction};
 
 /// Exit codes a script can rely on.
 pub mod exit {
@@ -242,6 +242,21 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Tenant {
             action: TenantAction::Add { name },
         } => admin::add(&data, nats, Role::Tenant, &name, Vec::new()).await,
+        Cmd::Admin {
+            action: AdminAction::Add { name },
+        } => {
+            let code = admin::add(&data, nats, Role::Admin, &name, Vec::new()).await?;
+            let key = data
+                .creds(Role::Admin, &name)?
+                .signer()?
+                .public_key()
+                .to_owned();
+            eprintln!(
+                "admin {name} ({key}) may manage the cluster; to have it approve policy changes, \
+                 propose a policy whose [admins] keys name it (and raise the threshold)"
+            );
+            Ok(code)
+        }
         Cmd::Service {
             action: ServiceAction::Add { role, name },
         } => {
