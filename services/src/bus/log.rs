@@ -154,12 +154,20 @@ impl NatsLog {
         for _attempt in 0..RECHAIN_ATTEMPTS {
             let sealed = append.seal(&key);
             let proofs = sign(&self.signer, &[&sealed]).pop().unwrap_or_default();
-            match self
-                .bus
-                .publish_atomic(&messages(&append, &sealed, &proofs))
-                .await
-            {
-                Ok(first) => return stored(&append, &sealed, first),
+            let msgs = messages(&append, &sealed, &proofs);
+            match self.publish_in_parts(&append.workload, msgs).await {
+                Ok(seqs) => {
+                    return Ok(sealed
+                        .iter()
+                        .zip(&append.events)
+                        .zip(seqs)
+                        .map(|((s, e), seq)| Stored {
+                            seq,
+                            hash: s.hash,
+                            event: e.clone(),
+                        })
+                        .collect());
+                }
                 Err(PublishFailure::WrongLastSequence(_)) if append.rechain_on_conflict => {
                     append.head = self.head_of(&append.workload, _attempt).await?;
                 }
@@ -167,6 +175,35 @@ impl NatsLog {
             }
         }
         Err(LogError::Conflict)
+    }
+
+    /// One workload's messages, stored in order: one atomic batch, or, past [`MAX_BATCH`]
+    /// (a workload of 1,000 replicas placed at once), consecutive batches each expecting
+    /// the last sequence the one before stored for the workload, so the chain stays
+    /// head-checked. Returns each message's sequence.
+    async fn publish_in_parts(
+        &self,
+        workload: &str,
+        mut msgs: Vec<(String, HeaderMap, Bytes)>,
+    ) -> Result<Vec<u64>, PublishFailure> {
+        let mut seqs = Vec::with_capacity(msgs.len());
+        let mut last = None;
+        for part in msgs.chunks_mut(MAX_BATCH) {
+            if let (Some(last), Some((_, h, _))) = (last, part.first_mut()) {
+                h.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    u64::to_string(&last).as_str(),
+                );
+                h.insert(
+                    "Nats-Expected-Last-Subject-Sequence-Subject",
+                    subjects::workload_events(workload).as_str(),
+                );
+            }
+            let first = self.bus.publish_atomic(part).await?;
+            seqs.extend(first..first + part.len() as u64);
+            last = seqs.last().copied();
+        }
+        Ok(seqs)
     }
 
     /// A group of whole appends as one atomic batch; on failure each goes alone.

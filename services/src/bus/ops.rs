@@ -70,6 +70,31 @@ impl NatsOps {
     }
 }
 
+/// The bytes of ops one message carries at most: a quarter of what the server takes (the
+/// headers, the proof and the certificate ride along), and no more than 1 MiB.
+fn message_limit(max_payload: usize) -> usize {
+    (max_payload / 4).clamp(16 * 1024, 1 << 20)
+}
+
+/// `ops` cut into messages of at most [`OPS_PER_MESSAGE`] ops and about `limit` bytes
+/// (an op larger than `limit` goes alone).
+fn chunks(ops: &[NodeOp], limit: usize) -> Vec<&[NodeOp]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, op) in ops.iter().enumerate() {
+        let size = serde_json::to_vec(op).map_or(0, |v| v.len()) + 1;
+        if i > start && (i - start == OPS_PER_MESSAGE || bytes + size > limit) {
+            out.push(&ops[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < ops.len() {
+        out.push(&ops[start..]);
+    }
+    out
+}
+
 fn encode<T: serde::Serialize>(v: &T) -> Result<Bytes, SinkError> {
     serde_json::to_vec(v)
         .map(Bytes::from)
@@ -108,14 +133,24 @@ impl OpsSink for NatsOps {
             Err(e) => return ops.into_keys().map(|n| (n, e.clone())).collect(),
         };
         let by = self.signer.public_key();
+        let max_payload = self.bus.client.server_info().max_payload;
+        let limit = message_limit(max_payload);
         for (node, ops) in ops {
-            for chunk in ops.chunks(OPS_PER_MESSAGE) {
+            for chunk in chunks(&ops, limit) {
                 let payload = match encode(&NodeOps {
                     node: node.to_string(),
                     by: by.to_owned(),
                     ops: chunk.to_vec(),
                 }) {
-                    Ok(p) => p,
+                    // Room for the headers: the proof and the scheduler's certificate.
+                    Ok(p) if p.len() + 16 * 1024 <= max_payload => p,
+                    Ok(p) => {
+                        // One op alone past the server's limit (a spec near its ceiling).
+                        let why =
+                            format!("an op of {} bytes is over what the server takes", p.len());
+                        failed.push((node.clone(), SinkError::Refused(why)));
+                        continue;
+                    }
                     Err(e) => {
                         failed.push((node.clone(), e));
                         continue;
@@ -138,11 +173,17 @@ impl OpsSink for NatsOps {
                 (subjects::node_ops(node), h, payload)
             })
             .collect();
-        for (chunk, nodes) in msgs.chunks(MAX_BATCH).zip(nodes.chunks(MAX_BATCH)) {
-            if let Err(e) = self.bus.publish_atomic(chunk).await {
-                let e = SinkError::from(e);
-                failed.extend(nodes.iter().map(|n| (n.clone(), e.clone())));
+        // One node's messages per batch: a message that fails fails its own node only.
+        let mut i = 0;
+        while i < msgs.len() {
+            let node = &nodes[i];
+            let end = (i..msgs.len())
+                .find(|&j| &nodes[j] != node || j - i == MAX_BATCH)
+                .unwrap_or(msgs.len());
+            if let Err(e) = self.bus.publish_atomic(&msgs[i..end]).await {
+                failed.push((node.clone(), SinkError::from(e)));
             }
+            i = end;
         }
         failed
     }

@@ -1,0 +1,102 @@
+//! Large but valid input against a real nats-server: a workload of 1,000 replicas runs all
+//! its copies (its append is over the 1,000 messages an atomic batch holds), and specs near
+//! the size ceiling with many replicas start every copy without holding up another tenant's
+//! workload (their ops are over what one message may carry).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn big_node(env: &mut Env, name: &str) {
+    env.spawn(
+        name,
+        &[
+            "node",
+            "--name",
+            name,
+            "--heartbeat-ms",
+            "200",
+            "--slots",
+            "5000",
+            "--memory-mb",
+            "100000000",
+            "--cpu-millicores",
+            "100000000",
+        ],
+    );
+}
+
+fn started(by: &std::collections::BTreeMap<String, Vec<&'static str>>, id: &str) -> usize {
+    by.get(id)
+        .map_or(0, |k| k.iter().filter(|k| **k == "started").count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_replicas_all_run() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    // As in a cluster: nodes re-chain their facts with heads they ask the API for.
+    env.spawn("api", &["api"]);
+    big_node(&mut env, "n1");
+    wait_until("the node to heartbeat", LONG, async || {
+        env.log("scheduler").contains("node n1 heartbeats")
+    })
+    .await;
+    let mut s = spec(Some("thousand"));
+    s["replicas"] = 1000.into();
+    s["memory_mb"] = 1.into();
+    s["cpu_millicores"] = 1.into();
+    env.natspy_pub(SUBMIT, s.to_string().as_bytes(), None);
+    env.wait_for("1,000 copies to run", LONG, |by| {
+        started(by, "thousand") == 1000
+    })
+    .await;
+    let evs = env.events(&subjects_of("thousand")).await;
+    assert_eq!(
+        evs.iter()
+            .filter(|(_, _, e)| e.kind() == "scheduled")
+            .count(),
+        1000,
+        "each replica placed once"
+    );
+    assert_chains(&evs);
+}
+
+fn subjects_of(id: &str) -> String {
+    bulkhead_schemas::subjects::workload_events(&key(id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_specs_with_many_replicas_start_and_hold_up_no_one() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    // As in a cluster: nodes re-chain their facts with heads they ask the API for.
+    env.spawn("api", &["api"]);
+    big_node(&mut env, "n1");
+    big_node(&mut env, "n2");
+    wait_until("the nodes to heartbeat", LONG, async || {
+        let log = env.log("scheduler");
+        log.contains("node n1 heartbeats") && log.contains("node n2 heartbeats")
+    })
+    .await;
+    // About 60 KiB of spec (the ceiling is 64 KiB) and 200 replicas: 12 MB of start ops,
+    // over the server's 8 MB max_payload had they gone in one message.
+    let mut big = spec(Some("big"));
+    big["replicas"] = 200.into();
+    big["memory_mb"] = 1.into();
+    big["cpu_millicores"] = 1.into();
+    big["env"] = serde_json::json!({ "PADDING": "x".repeat(60 * 1024) });
+    let small = spec(Some("small"));
+    env.natspy_pub_many(
+        SUBMIT,
+        &[big.to_string().into_bytes(), small.to_string().into_bytes()],
+    );
+    env.wait_for("every copy of both to run", LONG, |by| {
+        started(by, "big") == 200 && started(by, "small") == 1
+    })
+    .await;
+}
