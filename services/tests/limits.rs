@@ -100,3 +100,24 @@ async fn large_specs_with_many_replicas_start_and_hold_up_no_one() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_would_leave_its_subject_is_refused_at_enrolment() {
+    let env = env().await;
+    for (what, name) in [
+        ("node", "n1.evil"),
+        ("node", "n1>"),
+        ("tenant", "a.b"),
+        ("tenant", "*"),
+    ] {
+        let mut c = env.cli();
+        c.args([what, "add", name]);
+        if what == "node" {
+            c.args(["--classes", "runc"]);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success(), "{what} {name} enrolled");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("[A-Za-z0-9_-]"), "{what} {name}: {err}");
+    }
+}

@@ -417,6 +417,80 @@ async fn a_node_runs_no_op_the_scheduler_did_not_sign_for_it() {
     wait_started(&env, "real").await;
 }
 
+/// Ops the scheduler did sign, with values no admission lets through (a stolen scheduler
+/// key, a bug): a workload key that is a path, a memory limit that would wrap, a grace of
+/// 136 years. The node refuses each with its reason and runs nothing of them; a valid op in
+/// the same message runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_signed_ops_whose_values_are_out_of_limits() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("api", &["api"]);
+    spawn_node(&mut env, "n1", &[]);
+    env.wait_ready("n1").await;
+    let ok: bulkhead_schemas::WorkloadSpec = serde_json::from_value(spec(Some("fine"))).unwrap();
+    let head = ChainHead {
+        seq: 0,
+        hash: hex::encode([0u8; 32]),
+    };
+    let start = |workload: String, spec: bulkhead_schemas::WorkloadSpec| NodeOp::Start {
+        workload,
+        replica: 0,
+        spec,
+        head: head.clone(),
+        traceparent: None,
+    };
+    let mut huge = ok.clone();
+    huge.memory_mb = 1 << 44;
+    let ops = vec![
+        start("../../../tmp/escape".into(), ok.clone()),
+        start(key("huge"), huge),
+        NodeOp::Stop {
+            workload: key("fine"),
+            replica: 0,
+            head: head.clone(),
+            grace_secs: Some(u32::MAX),
+            traceparent: None,
+        },
+    ];
+    let (cert_payload, _, cert_sig) = env
+        .bus
+        .last_message_signed(&subjects::sys_event("scheduler", "scheduler", "enrolled"))
+        .await
+        .unwrap()
+        .unwrap();
+    let cert = format!("{} {}", hex::encode(&cert_payload), cert_sig.unwrap());
+    let scheduler_key =
+        Signer::from_seed(&env.data.creds(Role::Scheduler, "scheduler").unwrap().seed).unwrap();
+    let (payload, sig) = signed_ops(&scheduler_key, "n1", ops);
+    let mut h = HeaderMap::new();
+    h.insert(SIG_HEADER, sig.as_str());
+    h.insert(CERT_HEADER, cert.as_str());
+    env.bus
+        .publish_stored(subjects::node_ops("n1"), h, payload.into())
+        .await
+        .unwrap();
+    let env_ref = &env;
+    wait_until("n1 to refuse the three", LONG, async || {
+        env_ref.log("n1").contains("refused=3")
+    })
+    .await;
+    let log = env.log("n1");
+    assert!(log.contains("not a tenant/id key"), "{log}");
+    assert!(log.contains("memory_mb"), "{log}");
+    assert!(log.contains("a grace of 4294967295 s"), "{log}");
+    assert!(!std::path::Path::new("/tmp/escape").exists());
+    assert!(
+        env.events(&subjects::workload_events(&key("huge")))
+            .await
+            .is_empty(),
+        "nothing started"
+    );
+    // The node goes on: the real scheduler's ops still run.
+    submit(&env, "real", serde_json::json!({}));
+    wait_started(&env, "real").await;
+}
+
 /// `bulkhead revoke node n1` cuts n1's connection at once, records the revocation in the
 /// log, and a fact signed with n1's key afterwards is set aside.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

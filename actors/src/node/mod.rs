@@ -5,6 +5,7 @@
 //! | file | concern |
 //! |---|---|
 //! | [`core`] | the bookkeeping: containers, heads, start ops taken, early exits |
+//! | [`limits`] | what an op may hold, checked before it is acted on |
 //! | [`ops`] | carrying out start and stop ops, and logging what they did |
 //! | [`reconcile`] | the pure comparison of what the log wants with what the runtime holds |
 //! | [`recover`] | acting on that comparison |
@@ -15,6 +16,7 @@
 
 pub mod actor;
 pub mod core;
+pub mod limits;
 pub mod ops;
 pub mod reconcile;
 mod recover;

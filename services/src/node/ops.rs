@@ -77,6 +77,22 @@ struct Runner {
 }
 
 impl Runner {
+    /// The ops of message `seq` whose values are within the limits admission uses; each
+    /// other one is set aside (counted and logged with its reason), never run.
+    fn within_limits(&self, ops: Vec<NodeOp>, seq: u64) -> Vec<NodeOp> {
+        ops.into_iter()
+            .filter(|op| match bulkhead_actors::node::limits::refuses(op) {
+                None => true,
+                Some(why) => {
+                    let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                    warn!(node = %self.node, seq, refused = n, reason = %why,
+                        "op set aside: its values are out of limits (not run)");
+                    false
+                }
+            })
+            .collect()
+    }
+
     /// Start ops with their secrets opened (a secret this node cannot open stays sealed:
     /// the runtime refuses to start with it, naming it; its value is never logged).
     fn open_secrets(&self, mut ops: Vec<NodeOp>) -> Vec<NodeOp> {
@@ -120,6 +136,7 @@ impl Runner {
                 return true;
             }
         };
+        let ops = self.within_limits(ops, seq);
         let ops = self.open_secrets(ops);
         let lost = ops
             .iter()
