@@ -14,6 +14,8 @@ pub struct NodeWatch {
     interval: HashMap<String, u64>,
     /// Declared lost and silent since.
     lost: HashMap<String, u64>,
+    /// The watcher itself hears nothing (it is cut off from NATS): no one is silent.
+    blind: bool,
 }
 
 /// A node is silent only after missing this many heartbeats in a row, whatever the timeout.
@@ -47,6 +49,9 @@ impl NodeWatch {
     /// scheduler asks with no timeout (three missed beats take a node out of placement);
     /// the failover with its lost timeout (then the node is declared lost).
     pub fn silent(&mut self, now_ms: u64, timeout_ms: u64) -> Vec<(String, u64)> {
+        if self.blind {
+            return Vec::new();
+        }
         let gone: Vec<(String, u64)> = self
             .last
             .iter()
@@ -62,6 +67,20 @@ impl NodeWatch {
             self.lost.insert(n.clone(), now_ms);
         }
         gone
+    }
+
+    /// The watcher is cut off: until it hears again, a node's silence is its own.
+    pub fn blind(&mut self) {
+        self.blind = true;
+    }
+
+    /// The watcher hears again at `now_ms`: every node gets a fresh interval from then (a
+    /// silence that began while it was deaf is not the node's).
+    pub fn hears_again(&mut self, now_ms: u64) {
+        self.blind = false;
+        for at in self.last.values_mut() {
+            *at = (*at).max(now_ms);
+        }
     }
 
     pub fn is_lost(&self, node: &str) -> bool {
@@ -107,6 +126,20 @@ mod tests {
             "5 s beats: not before 15 s"
         );
         assert_eq!(nw.silent(15_100, 3000), [("slow".to_owned(), 15_100)]);
+    }
+
+    #[test]
+    fn a_watcher_cut_off_declares_no_one_and_gives_everyone_a_fresh_interval() {
+        let mut w = NodeWatch::default();
+        w.beat("n", 1000, 1000);
+        w.blind();
+        assert!(w.silent(60_000, 3000).is_empty(), "deaf: no one is silent");
+        w.hears_again(60_000);
+        assert!(
+            w.silent(62_000, 3000).is_empty(),
+            "a fresh interval from the reconnect"
+        );
+        assert_eq!(w.silent(63_100, 3000), [("n".to_owned(), 3100)]);
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum FailoverMsg {
     },
     /// Check for silent nodes and retry what did not land.
     Tick(u64),
+    /// The failover's own connection to NATS went down (false) or came back (true), at
+    /// `at_ms`: while it is down it hears no heartbeat, so it declares no node lost.
+    Connection { up: bool, at_ms: u64 },
     /// Decisions taken (restarts requested, replicas given up) and nodes declared lost.
     Stats(RpcReplyPort<FailoverStats>),
 }
@@ -239,6 +242,14 @@ impl<L: EventLog> Actor for FailoverActor<L> {
                 if st.watch.beat(&node, at_ms, interval_ms) {
                     info!(%node, "lost node heartbeats again");
                 }
+            }
+            FailoverMsg::Connection { up: false, .. } => {
+                warn!("cut off from NATS: no node is declared lost until it is back");
+                st.watch.blind();
+            }
+            FailoverMsg::Connection { up: true, at_ms } => {
+                info!("back on NATS: every node gets a fresh heartbeat interval");
+                st.watch.hears_again(at_ms);
             }
             FailoverMsg::Tick(fired_ms) => {
                 // Silence as of when the tick fired (beats that came before are handled).

@@ -126,6 +126,7 @@ async fn run_active_inner(
     let a = actor.clone();
     let _log = follower.forward(move |batch| a.send_message(FailoverMsg::Logged(batch)).is_ok());
     let _beats = AbortOnDrop(tokio::spawn(watch_beats(bus.clone(), actor.clone())));
+    let _connection = AbortOnDrop(tokio::spawn(watch_connection(bus.clone(), actor.clone())));
     info!(instance = %cfg.instance, lost_timeout_ms = cfg.lost_timeout.as_millis() as u64, "failover active");
     if let Some(tx) = ready.take() {
         let _ = tx.send(actor.clone());
@@ -134,14 +135,54 @@ async fn run_active_inner(
     anyhow::bail!("failover actor stopped")
 }
 
-/// Every heartbeat put in the nodes bucket, as it arrives.
+/// The failover's own connection: while it is down, no heartbeat can arrive, so the actor
+/// is told (and, when it is back, every node gets a fresh interval).
+async fn watch_connection(bus: Bus, actor: ActorRef<FailoverMsg>) {
+    let mut up = true;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let now = matches!(
+            bus.client.connection_state(),
+            async_nats::connection::State::Connected
+        );
+        if now != up {
+            up = now;
+            let msg = FailoverMsg::Connection {
+                up,
+                at_ms: bulkhead_schemas::now_ms(),
+            };
+            if actor.send_message(msg).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Every heartbeat put in the nodes bucket, as it arrives. A watch that fails or ends is
+/// started again, with backoff; only the actor's end ends it.
 async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>) {
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match beats_once(&bus, &actor).await {
+            None => return,
+            Some(why) => warn!(%why, "node watch ended; starting it again"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+/// One watch of the heartbeats; None when the actor is gone, else why it ended.
+async fn beats_once(bus: &Bus, actor: &ActorRef<FailoverMsg>) -> Option<String> {
     let mut watch = match bus.watch_nodes().await {
         Ok(w) => w,
-        Err(e) => return error!(error = %e, "no node heartbeats"),
+        Err(e) => return Some(e.to_string()),
     };
     while let Some(entry) = watch.next().await {
-        let Ok(entry) = entry else { continue };
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => return Some(e.to_string()),
+        };
         if entry.operation != async_nats::jetstream::kv::Operation::Put {
             continue;
         }
@@ -149,16 +190,14 @@ async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>) {
         let interval_ms = serde_json::from_slice::<bulkhead_schemas::NodeHeartbeat>(&entry.value)
             .map(|hb| hb.interval_ms)
             .unwrap_or(0);
-        if actor
-            .send_message(FailoverMsg::Beat {
-                node: entry.key,
-                interval_ms,
-                at_ms: bulkhead_schemas::now_ms(),
-            })
-            .is_err()
-        {
-            return;
+        let beat = FailoverMsg::Beat {
+            node: entry.key,
+            interval_ms,
+            at_ms: bulkhead_schemas::now_ms(),
+        };
+        if actor.send_message(beat).is_err() {
+            return None;
         }
     }
-    warn!("node watch ended");
+    Some("the watch's stream ended".into())
 }

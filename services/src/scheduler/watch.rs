@@ -17,15 +17,36 @@ pub(super) fn start(bus: &Bus, actor: &ActorRef<SchedulerMsg>) -> AbortOnDrop {
 }
 
 /// Every heartbeat put in the nodes bucket, and every removal, to the actor (which keeps
-/// the silence rule).
+/// the silence rule). A watch that fails or ends is started again, with backoff; only the
+/// actor's end ends it.
 async fn heartbeats(bus: Bus, actor: ActorRef<SchedulerMsg>) {
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match watch_once(&bus, &actor).await {
+            Watched::ActorGone => return,
+            Watched::Ended(why) => warn!(%why, "node watch ended; starting it again"),
+            Watched::NotStarted(why) => error!(%why, "no node heartbeats; trying again"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+enum Watched {
+    ActorGone,
+    Ended(String),
+    NotStarted(String),
+}
+
+async fn watch_once(bus: &Bus, actor: &ActorRef<SchedulerMsg>) -> Watched {
     let mut watch = match bus.watch_nodes().await {
         Ok(w) => w,
-        Err(e) => return error!(error = %e, "no node heartbeats"),
+        Err(e) => return Watched::NotStarted(e.to_string()),
     };
     while let Some(entry) = watch.next().await {
-        let Ok(entry) = entry else {
-            return warn!("node watch ended");
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => return Watched::Ended(e.to_string()),
         };
         let msg = if entry.operation != Operation::Put {
             SchedulerMsg::NodeGone(entry.key)
@@ -36,8 +57,8 @@ async fn heartbeats(bus: Bus, actor: ActorRef<SchedulerMsg>) {
             }
         };
         if actor.send_message(msg).is_err() {
-            return;
+            return Watched::ActorGone;
         }
     }
-    warn!("node watch ended");
+    Watched::Ended("the watch's stream ended".into())
 }
