@@ -1,9 +1,11 @@
 //! The scheduler actor: feeds commands, log events, heartbeats and ticks to the
 //! [`SchedulerCore`] and carries out its plans through the event log and the ops sink.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bulkhead_schemas::NodeHeartbeat;
+use bulkhead_schemas::{NodeHeartbeat, NodeOp};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{debug, info, warn};
 
@@ -58,7 +60,14 @@ pub struct SchedulerState<L, O> {
     log: L,
     ops: O,
     clock: Clock,
+    /// Ops that could not be sent, sent again on every tick until they are: a stop, a
+    /// quarantine or a drain's stop must not silently not happen (a start sent twice is
+    /// harmless: a node starts a replica once per head).
+    unsent: BTreeMap<Arc<str>, Vec<NodeOp>>,
 }
+
+/// Unsent ops kept at most (past it the oldest node's are dropped, with a warning).
+const MAX_UNSENT: usize = 100_000;
 
 pub struct SchedulerActor<L, O>(std::marker::PhantomData<(L, O)>);
 
@@ -106,14 +115,32 @@ impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
             }
         }
         if !commit.ops.is_empty() {
-            for (node, err) in self.ops.send(commit.ops).await {
-                // The `scheduled` event is in the log; the op is resent when a scheduler
-                // starts (see `SchedulerCore::unstarted_ops`); nodes ignore duplicates.
-                warn!(%node, error = %err, "could not send ops");
-            }
+            self.send_ops(commit.ops, "ops").await;
         }
         debug!(placed = commit.placed, "round committed");
         commit.commands
+    }
+
+    /// Sends `ops`; what a node could not be sent is kept to be sent again on the next tick.
+    async fn send_ops(&mut self, ops: BTreeMap<Arc<str>, Vec<NodeOp>>, what: &str) {
+        let copy = ops.clone();
+        for (node, err) in self.ops.send(ops).await {
+            warn!(%node, error = %err, "could not send {what}; will send it again");
+            if let Some(ops) = copy.get(&node) {
+                self.unsent
+                    .entry(node)
+                    .or_default()
+                    .extend(ops.iter().cloned());
+            }
+        }
+        let mut total: usize = self.unsent.values().map(Vec::len).sum();
+        while total > MAX_UNSENT {
+            let Some((node, dropped)) = self.unsent.pop_first() else {
+                break;
+            };
+            warn!(%node, dropped = dropped.len(), "too many unsent ops: dropping a node's");
+            total -= dropped.len();
+        }
     }
 
     /// Sends the nodes the views due; one that fails is due again.
@@ -152,9 +179,11 @@ impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
         }
         let stops = self.core.take_replaced();
         if !stops.is_empty() {
-            for (node, err) in self.ops.send(stops).await {
-                warn!(%node, error = %err, "could not send the stop of a replaced copy");
-            }
+            self.send_ops(stops, "the stop of a replaced copy").await;
+        }
+        if !self.unsent.is_empty() {
+            let again = std::mem::take(&mut self.unsent);
+            self.send_ops(again, "ops sent again").await;
         }
         self.send_syncs().await;
         if let Some(due) = self.core.next_due_ms() {
@@ -182,6 +211,7 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
             log: args.log,
             ops: args.ops,
             clock: args.clock,
+            unsent: BTreeMap::new(),
         })
     }
 

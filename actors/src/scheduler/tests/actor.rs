@@ -310,3 +310,32 @@ async fn a_silent_node_takes_nothing_new_until_it_beats_again() {
     );
     assert_eq!(s.starts().last(), Some(&("n1".into(), "b".into(), 0)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_whose_first_send_failed_is_sent_again_until_it_is_delivered() {
+    let mut s = Shell::start(&["n1"], MINUTE).await;
+    s.command(CommandKind::Submit, spec("a", 1)).await;
+    s.logged(
+        "a",
+        EventBody::Started(Started {
+            replica: 0,
+            node: "n1".into(),
+            container: "c0".into(),
+        }),
+    );
+    s.ops.cut_off("n1");
+    let d = s.command(CommandKind::Stop, json!({"id": "a"})).await;
+    assert_eq!(d, [Disposition::Ack], "stop_requested is in the log");
+    assert_eq!(s.log.kinds(&key("a")).last(), Some(&"stop_requested"));
+    pass(1_000).await;
+    assert!(s.stops().is_empty(), "n1 is cut off: nothing delivered yet");
+    s.ops.reach("n1");
+    pass(500).await;
+    assert_eq!(
+        s.stops(),
+        [("n1".into(), "a".into(), 0)],
+        "delivered once n1 can be reached, and only once"
+    );
+    pass(1_000).await;
+    assert_eq!(s.stops().len(), 1, "not sent again once delivered");
+}
