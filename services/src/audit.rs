@@ -18,7 +18,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::bus::{Bus, BusError};
+use crate::bus::{Bus, BusError, opening};
 use crate::follow::{check_format, consumer_name};
 
 /// One stored message of the log, as it is stored.
@@ -69,25 +69,26 @@ pub async fn read_log(
     from: u64,
 ) -> Result<(futures::stream::BoxStream<'static, RawMsg>, u64, u64), BusError> {
     let err = |e: &dyn std::fmt::Display| BusError::Nats(format!("reading the event log: {e}"));
-    let mut stream = bus.stream(subjects::EVT_STREAM).await?;
-    let info = stream.info().await.map_err(|e| err(&e))?;
+    let stream = bus.stream(subjects::EVT_STREAM).await?;
+    let info = opening(subjects::EVT_STREAM, || stream.get_info()).await?;
     check_format(&info.config)?;
     let (last, count) = (info.state.last_sequence, info.state.messages);
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            name: Some(consumer_name("audit")),
-            filter_subject: subjects::EVT_ALL.into(),
-            deliver_policy: if from <= 1 {
-                DeliverPolicy::All
-            } else {
-                DeliverPolicy::ByStartSequence {
-                    start_sequence: from,
-                }
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| err(&e))?;
+    let config = pull::OrderedConfig {
+        name: Some(consumer_name("audit")),
+        filter_subject: subjects::EVT_ALL.into(),
+        deliver_policy: if from <= 1 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            }
+        },
+        ..Default::default()
+    };
+    let consumer = opening("the log's consumer", || {
+        stream.create_consumer(config.clone())
+    })
+    .await?;
     let messages = consumer.messages().await.map_err(|e| err(&e))?;
     let raw = messages
         .filter_map(|m| async move {

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::bus::{Bus, BusError};
+use crate::bus::{Bus, BusError, opening};
 use crate::tasks::AbortOnDrop;
 
 /// The stream metadata key that records the log's format.
@@ -65,27 +65,28 @@ impl Follower {
     pub async fn start(bus: &Bus, from_seq: u64) -> Result<Follower, BusError> {
         let err = |e: &dyn std::fmt::Display| BusError::Nats(format!("reading the event log: {e}"));
         let admins = bus.identity()?.creds.admins.clone();
-        let mut stream = bus.stream(subjects::EVT_STREAM).await?;
-        let info = stream.info().await.map_err(|e| err(&e))?;
+        let stream = bus.stream(subjects::EVT_STREAM).await?;
+        let info = opening(subjects::EVT_STREAM, || stream.get_info()).await?;
         check_format(&info.config)?;
         let end_at_start = info.state.last_sequence;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                // Named, so that the server can check its filter against the reader's
-                // permissions; unguessable, so that no one else pulls from it.
-                name: Some(consumer_name("follow")),
-                filter_subject: subjects::EVT_ALL.into(),
-                deliver_policy: if from_seq <= 1 {
-                    DeliverPolicy::All
-                } else {
-                    DeliverPolicy::ByStartSequence {
-                        start_sequence: from_seq,
-                    }
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(&e))?;
+        let config = pull::OrderedConfig {
+            // Named, so that the server can check its filter against the reader's
+            // permissions; unguessable, so that no one else pulls from it.
+            name: Some(consumer_name("follow")),
+            filter_subject: subjects::EVT_ALL.into(),
+            deliver_policy: if from_seq <= 1 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: from_seq,
+                }
+            },
+            ..Default::default()
+        };
+        let consumer = opening("the log's consumer", || {
+            stream.create_consumer(config.clone())
+        })
+        .await?;
         let messages = consumer.messages().await.map_err(|e| err(&e))?;
         let (tx, rx) = mpsc::channel(64);
         let task = tokio::spawn(async move {

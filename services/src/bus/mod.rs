@@ -49,7 +49,9 @@ const AUTH_RETRIES: usize = 6;
 /// server reloading its accounts answers "does not exist" for a moment).
 const OPEN_PATIENCE: Duration = Duration::from_secs(15);
 
-async fn opening<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+/// `open` tried again until it works or [`OPEN_PATIENCE`] has passed: streams, buckets and
+/// consumers a server reloading its accounts answers "does not exist" for a moment.
+pub(crate) async fn opening<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
     name: &str,
     open: impl Fn() -> F,
 ) -> Result<T, BusError> {

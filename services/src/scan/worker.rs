@@ -314,18 +314,17 @@ pub async fn start(
 
     // Jobs.
     let stream = bus.stream(subjects::SCAN_STREAM).await?;
-    let consumer = stream
-        .get_or_create_consumer(
-            subjects::SCAN_CONSUMER,
-            pull::Config {
-                durable_name: Some(subjects::SCAN_CONSUMER.into()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: cfg.ack_wait,
-                max_ack_pending: 1024,
-                ..Default::default()
-            },
-        )
-        .await?;
+    let config = pull::Config {
+        durable_name: Some(subjects::SCAN_CONSUMER.into()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: cfg.ack_wait,
+        max_ack_pending: 1024,
+        ..Default::default()
+    };
+    let consumer = crate::bus::opening("the scan consumer", || {
+        stream.get_or_create_consumer(subjects::SCAN_CONSUMER, config.clone())
+    })
+    .await?;
     let mut jobs = consumer
         .stream()
         .max_messages_per_batch(1)

@@ -38,17 +38,19 @@ impl Commands {
 /// gains the newer subjects).
 pub(super) async fn consume(bus: &Bus, cfg: &SchedulerConfig) -> anyhow::Result<Commands> {
     let stream = bus.stream(subjects::CMD_STREAM).await?;
-    let consumer: PullConsumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some(subjects::SCHEDULER_CONSUMER.into()),
-            description: Some("the active bulkhead scheduler".into()),
-            filter_subjects: subjects::CMD_SUBJECTS.map(String::from).into(),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: cfg.ack_wait,
-            max_ack_pending: 20_000,
-            ..Default::default()
-        })
-        .await?;
+    let config = pull::Config {
+        durable_name: Some(subjects::SCHEDULER_CONSUMER.into()),
+        description: Some("the active bulkhead scheduler".into()),
+        filter_subjects: subjects::CMD_SUBJECTS.map(String::from).into(),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: cfg.ack_wait,
+        max_ack_pending: 20_000,
+        ..Default::default()
+    };
+    let consumer: PullConsumer = crate::bus::opening("the command consumer", || {
+        stream.create_consumer(config.clone())
+    })
+    .await?;
     let messages = consumer
         .stream()
         .max_messages_per_batch(CHUNK)
