@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh machine, then runs every
 # check and test (formatting, lints, unit, property and system tests against a real
-# nats-server on loopback, real-container tests against a private containerd).
+# nats-server on loopback, real-container tests against a private containerd), then a
+# short fuzzing run of what the control plane decodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ if ! command -v docker-compose >/dev/null; then
   fi
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 # containerd, runc, runsc (gVisor), umoci, skopeo, busybox-static, docker-registry, protoc
 ./scripts/cri-env.sh install
 
@@ -38,3 +40,6 @@ eval "$(./scripts/cri-env.sh start "$cri_dir")"
 
 echo "== tests"
 cargo nextest run --workspace --locked --no-fail-fast
+
+echo "== fuzzing (each target ${FUZZ_SECS:-20} s from the seed corpus)"
+./scripts/fuzz.sh
