@@ -11,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
     // The first line is the subject, the second the proof, the rest the payload.
     let mut parts = data.splitn(3, |b| *b == b'\n');
     let subject = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-    let proof = parts.next().map(|p| String::from_utf8_lossy(p).into_owned());
+    let proof = parts
+        .next()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
     let payload = parts.next().unwrap_or(data);
     let _ = bulkhead_schemas::Event::parse(payload);
     let mut verifier = Verifier::new(&[]);
