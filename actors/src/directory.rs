@@ -178,7 +178,7 @@ impl Directory {
 fn admin(key: &str) -> Identity {
     Identity {
         role: Role::Admin,
-        name: format!("admin-{}", &key[..key.len().min(12)]),
+        name: format!("admin-{}", key.chars().take(12).collect::<String>()),
         key: key.to_owned(),
         classes: Vec::new(),
         revoked_at: None,
