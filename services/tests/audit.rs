@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -280,12 +281,7 @@ async fn a_backup_restores_into_an_empty_log_and_a_tampered_one_does_not() {
     let (mut env, pids, file) = ran().await;
     stop(&mut env, &pids);
     let backup = env.dir.path().join("log.backup");
-    let out = env.cli().arg("backup").arg(&backup).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.cli_ok([OsStr::new("backup"), backup.as_os_str()]);
     let (before, _) = verify(&env, None);
     assert_eq!(before, 0);
     let original = read_all(&env.bus).await.unwrap().0;
@@ -309,19 +305,12 @@ async fn a_backup_restores_into_an_empty_log_and_a_tampered_one_does_not() {
         "{out:?}"
     );
 
-    let out = env
-        .cli()
-        .arg("restore")
-        .arg(&backup)
-        .arg("--checkpoint")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.cli_ok([
+        OsStr::new("restore"),
+        backup.as_os_str(),
+        OsStr::new("--checkpoint"),
+        file.as_os_str(),
+    ]);
     let restored = read_all(&env.bus).await.unwrap().0;
     assert_eq!(restored.len(), original.len());
     for (a, b) in original.iter().zip(&restored) {

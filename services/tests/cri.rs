@@ -900,18 +900,11 @@ async fn a_secret_reaches_the_containers_environment_and_appears_nowhere_else() 
     spec["secrets"] = serde_json::json!({ "TOKEN": SECRET });
     let file = c.env.dir.path().join("sealed.json");
     std::fs::write(&file, spec.to_string()).unwrap();
-    let out = c
-        .env
-        .cli()
-        .args(["submit", "--no-follow"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.env.cli_ok([
+        std::ffi::OsStr::new("submit"),
+        std::ffi::OsStr::new("--no-follow"),
+        file.as_os_str(),
+    ]);
 
     let ev = c.wait_event("sealed", "exited").await;
     let x = exited(&ev);

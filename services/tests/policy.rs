@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -25,19 +26,17 @@ fn submit_as(env: &Env, tenant: &str, spec: &serde_json::Value) {
         .path()
         .join(format!("{}.json", spec["id"].as_str().unwrap()));
     std::fs::write(&f, spec.to_string()).unwrap();
-    let out = env
-        .cli()
-        .arg("--creds")
-        .arg(env.creds_path(Role::Tenant, tenant))
-        .args(["--tenant", tenant, "submit", "--no-follow"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let creds = env.creds_path(Role::Tenant, tenant);
+    let tenant = OsStr::new(tenant);
+    env.cli_ok([
+        OsStr::new("--creds"),
+        creds.as_os_str(),
+        OsStr::new("--tenant"),
+        tenant,
+        OsStr::new("submit"),
+        OsStr::new("--no-follow"),
+        f.as_os_str(),
+    ]);
 }
 
 /// The policy in force, as every reader reads it from the log.
@@ -85,8 +84,7 @@ async fn a_tenants_policy_fixes_its_trust_registries_and_quota() {
             "200",
         ],
     );
-    let out = env.cli().args(["tenant", "add", "acme"]).output().unwrap();
-    assert!(out.status.success());
+    env.cli_ok(["tenant", "add", "acme"]);
     assert_eq!(
         current(&env).await.version,
         1,
@@ -110,17 +108,11 @@ quota = { workloads = 1 }
 "#,
     )
     .unwrap();
-    let out = env
-        .cli()
-        .args(["policy", "propose"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.cli_ok([
+        OsStr::new("policy"),
+        OsStr::new("propose"),
+        file.as_os_str(),
+    ]);
     let p = current(&env).await;
     assert_eq!(p.version, 2, "one admin of one: in force at once");
     assert!(p.tenants["acme"].quota.workloads == Some(1));
@@ -194,12 +186,7 @@ async fn a_change_takes_m_of_n_admins_and_an_old_one_is_not_replayed() {
         .signer()
         .unwrap();
     // b is an admin enrolled with the CLI; c a key alone (what counts is its signature).
-    let out = env.cli().args(["admin", "add", "bob"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = env.cli_ok(["admin", "add", "bob"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("propose a policy"));
     let b = env
         .data
@@ -239,16 +226,7 @@ async fn a_change_takes_m_of_n_admins_and_an_old_one_is_not_replayed() {
         "{text}"
     );
     // The admin approves with the CLI: 2 of 2.
-    let out = env
-        .cli()
-        .args(["policy", "sign", &h3[..12]])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = env.cli_ok(["policy", "sign", &h3[..12]]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("policy v3 is in force"));
     assert_eq!(current(&env).await, v3);
 

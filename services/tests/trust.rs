@@ -324,6 +324,20 @@ async fn poison_is_set_aside_live_and_after_every_restart() {
 }
 
 /// Signed ops, as the scheduler sends them: `by`'s key over the payload, with `cert`.
+/// The scheduler's enrolment as its ops carry it (`Bulkhead-Cert`), and its key.
+async fn scheduler_cert(env: &Env) -> (String, Signer) {
+    let (cert_payload, _, cert_sig) = env
+        .bus
+        .last_message_signed(&subjects::sys_event("scheduler", "scheduler", "enrolled"))
+        .await
+        .unwrap()
+        .unwrap();
+    let cert = format!("{} {}", hex::encode(&cert_payload), cert_sig.unwrap());
+    let scheduler_key =
+        Signer::from_seed(&env.data.creds(Role::Scheduler, "scheduler").unwrap().seed).unwrap();
+    (cert, scheduler_key)
+}
+
 fn signed_ops(by: &Signer, node: &str, ops: Vec<NodeOp>) -> (Vec<u8>, String) {
     let payload = serde_json::to_vec(&NodeOps {
         node: node.into(),
@@ -358,16 +372,7 @@ async fn a_node_runs_no_op_the_scheduler_did_not_sign_for_it() {
         },
         traceparent: None,
     };
-    // The scheduler's enrolment, as its ops carry it.
-    let (cert_payload, _, cert_sig) = env
-        .bus
-        .last_message_signed(&subjects::sys_event("scheduler", "scheduler", "enrolled"))
-        .await
-        .unwrap()
-        .unwrap();
-    let cert = format!("{} {}", hex::encode(&cert_payload), cert_sig.unwrap());
-    let scheduler_key =
-        Signer::from_seed(&env.data.creds(Role::Scheduler, "scheduler").unwrap().seed).unwrap();
+    let (cert, scheduler_key) = scheduler_cert(&env).await;
     let node_key = Signer::from_seed(&env.data.creds(Role::Node, "n2").unwrap().seed).unwrap();
     let mut forged = Vec::new();
     // Unsigned.
@@ -453,15 +458,7 @@ async fn a_node_refuses_signed_ops_whose_values_are_out_of_limits() {
             traceparent: None,
         },
     ];
-    let (cert_payload, _, cert_sig) = env
-        .bus
-        .last_message_signed(&subjects::sys_event("scheduler", "scheduler", "enrolled"))
-        .await
-        .unwrap()
-        .unwrap();
-    let cert = format!("{} {}", hex::encode(&cert_payload), cert_sig.unwrap());
-    let scheduler_key =
-        Signer::from_seed(&env.data.creds(Role::Scheduler, "scheduler").unwrap().seed).unwrap();
+    let (cert, scheduler_key) = scheduler_cert(&env).await;
     let (payload, sig) = signed_ops(&scheduler_key, "n1", ops);
     let mut h = HeaderMap::new();
     h.insert(SIG_HEADER, sig.as_str());
@@ -504,12 +501,7 @@ async fn a_revoked_node_is_cut_off_and_its_key_writes_no_more() {
     wait_started(&env, "w").await;
     let n1_key = Signer::from_seed(&env.data.creds(Role::Node, "n1").unwrap().seed).unwrap();
 
-    let out = env.cli().args(["revoke", "node", "n1"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.cli_ok(["revoke", "node", "n1"]);
     let env_ref = &env;
     wait_until("n1 to be cut off", LONG, async || {
         let log = env_ref.log("n1").to_lowercase();
@@ -564,17 +556,11 @@ async fn the_log_proves_who_asked() {
     spawn_node(&mut env, "n1", &[]);
     let file = env.dir.path().join("signed.json");
     std::fs::write(&file, spec(Some("signed")).to_string()).unwrap();
-    let out = env
-        .cli()
-        .args(["submit", "--no-follow"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.cli_ok([
+        std::ffi::OsStr::new("submit"),
+        std::ffi::OsStr::new("--no-follow"),
+        file.as_os_str(),
+    ]);
     submit(&env, "raw", serde_json::json!({}));
     wait_started(&env, "signed").await;
     wait_started(&env, "raw").await;
@@ -610,8 +596,7 @@ async fn the_log_proves_who_asked() {
     assert_eq!((raw.tenant.as_str(), raw.key), (TENANT, None));
 
     // Signed with tenant acme's key, on tenant default's subject.
-    let out = env.cli().args(["tenant", "add", "acme"]).output().unwrap();
-    assert!(out.status.success());
+    env.cli_ok(["tenant", "add", "acme"]);
     let acme = env
         .data
         .creds(Role::Tenant, "acme")

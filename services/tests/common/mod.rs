@@ -145,6 +145,22 @@ impl Env {
         c
     }
 
+    /// Runs `bulkhead <args>` against this cluster; panics with its stderr unless it
+    /// succeeds. Returns its output (stdout and stderr, for what it says).
+    pub fn cli_ok<I, A>(&self, args: I) -> std::process::Output
+    where
+        I: IntoIterator<Item = A>,
+        A: AsRef<std::ffi::OsStr>,
+    {
+        let out = self.cli().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// Enrols node `name` (`bulkhead node add`) with `classes` (comma-separated; default
     /// every class) unless the book has it already.
     pub fn enroll_node(&self, name: &str, classes: Option<&str>) {
