@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use bulkhead_actors::audit::{Auditor, Report};
 use bulkhead_actors::signing::{Checked, Context, Proof, SIG_HEADER, seal_event};
 use bulkhead_actors::verify::Raw;
@@ -18,8 +18,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::bus::{Bus, BusError, opening};
-use crate::follow::{check_format, consumer_name};
+use crate::bus::{Bus, BusError};
+use crate::follow::{ordered_log, raw_of};
 
 /// One stored message of the log, as it is stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -45,19 +45,13 @@ impl RawMsg {
     }
 
     pub fn of(m: &async_nats::jetstream::Message) -> Option<RawMsg> {
-        let info = m.info().ok()?;
+        let raw = raw_of(m).ok()?;
         Some(RawMsg {
-            seq: info.stream_sequence,
-            subject: m.subject.to_string(),
-            payload: String::from_utf8_lossy(&m.payload).into_owned(),
-            proof: m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(SIG_HEADER))
-                .map(|v| v.as_str().to_owned()),
-            stored_ms: (info.published.unix_timestamp_nanos() / 1_000_000)
-                .try_into()
-                .unwrap_or(0),
+            seq: raw.seq,
+            subject: raw.subject.to_owned(),
+            payload: String::from_utf8_lossy(raw.payload).into_owned(),
+            proof: raw.proof.map(str::to_owned),
+            stored_ms: raw.stored_ms,
         })
     }
 }
@@ -69,26 +63,8 @@ pub async fn read_log(
     from: u64,
 ) -> Result<(futures::stream::BoxStream<'static, RawMsg>, u64, u64), BusError> {
     let err = |e: &dyn std::fmt::Display| BusError::Nats(format!("reading the event log: {e}"));
-    let stream = bus.stream(subjects::EVT_STREAM).await?;
-    let info = opening(subjects::EVT_STREAM, || stream.get_info()).await?;
-    check_format(&info.config)?;
+    let (consumer, info) = ordered_log(bus, "audit", from).await?;
     let (last, count) = (info.state.last_sequence, info.state.messages);
-    let config = pull::OrderedConfig {
-        name: Some(consumer_name("audit")),
-        filter_subject: subjects::EVT_ALL.into(),
-        deliver_policy: if from <= 1 {
-            DeliverPolicy::All
-        } else {
-            DeliverPolicy::ByStartSequence {
-                start_sequence: from,
-            }
-        },
-        ..Default::default()
-    };
-    let consumer = opening("the log's consumer", || {
-        stream.create_consumer(config.clone())
-    })
-    .await?;
     let messages = consumer.messages().await.map_err(|e| err(&e))?;
     let raw = messages
         .filter_map(|m| async move {
@@ -119,6 +95,24 @@ pub async fn read_all(bus: &Bus) -> Result<(Vec<RawMsg>, u64), BusError> {
         }
     }
     Ok((out, last))
+}
+
+/// Every message stored now on `filter` (a few: the identities, the policy), in order.
+pub async fn read_filtered(bus: &Bus, filter: &str) -> anyhow::Result<Vec<RawMsg>> {
+    let Some(last) = bus.last_event(filter).await? else {
+        return Ok(Vec::new());
+    };
+    let mut messages = crate::cli::log_consumer(bus, filter.to_owned(), DeliverPolicy::All).await?;
+    let mut out = Vec::new();
+    while let Some(m) = messages.next().await {
+        let Some(raw) = RawMsg::of(&m?) else { continue };
+        let seq = raw.seq;
+        out.push(raw);
+        if seq >= last.seq {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// Replays `msgs` (and the stream's last sequence `last`) through an auditor trusting

@@ -3,8 +3,8 @@
 //! live, in batches of whatever has arrived. What does not verify is set aside in the
 //! batch it delivers, never applied and never dropped in silence.
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use async_nats::jetstream::stream::Config;
+use async_nats::jetstream::consumer::{Consumer, DeliverPolicy, pull};
+use async_nats::jetstream::stream::{Config, Info};
 use bulkhead_actors::aside::Aside;
 use bulkhead_actors::ports::log::Batch;
 use bulkhead_actors::projection::Projection;
@@ -59,34 +59,66 @@ pub fn consumer_name(what: &str) -> String {
     format!("{what}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A message of the log as the verifier reads it (borrowed), or why it is none.
+pub fn raw_of(m: &async_nats::jetstream::Message) -> Result<Raw<'_>, Aside> {
+    let info = m
+        .info()
+        .map_err(|_| Aside::new(0, &m.subject, "no_metadata", "no stream sequence"))?;
+    let stored_ms = (info.published.unix_timestamp_nanos() / 1_000_000)
+        .try_into()
+        .unwrap_or(0);
+    let proof = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(SIG_HEADER))
+        .map(|v| v.as_str());
+    Ok(Raw {
+        seq: info.stream_sequence,
+        subject: &m.subject,
+        payload: &m.payload,
+        proof,
+        stored_ms,
+    })
+}
+
+/// An ordered consumer of the whole log from `from_seq` (named `<what>-<random>`, so that the
+/// server checks its filter against the reader's permissions and no one else pulls from it),
+/// and the stream's state when it began; a log of another format is refused.
+pub async fn ordered_log(
+    bus: &Bus,
+    what: &str,
+    from_seq: u64,
+) -> Result<(Consumer<pull::OrderedConfig>, Info), BusError> {
+    let stream = bus.stream(subjects::EVT_STREAM).await?;
+    let info = opening(subjects::EVT_STREAM, || stream.get_info()).await?;
+    check_format(&info.config)?;
+    let config = pull::OrderedConfig {
+        name: Some(consumer_name(what)),
+        filter_subject: subjects::EVT_ALL.into(),
+        deliver_policy: if from_seq <= 1 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: from_seq,
+            }
+        },
+        ..Default::default()
+    };
+    let consumer = opening("the log's consumer", || {
+        stream.create_consumer(config.clone())
+    })
+    .await?;
+    Ok((consumer, info))
+}
+
 impl Follower {
     /// Follows the log from `from_seq` as the connection's identity, trusting the admins its
     /// credential names.
     pub async fn start(bus: &Bus, from_seq: u64) -> Result<Follower, BusError> {
         let err = |e: &dyn std::fmt::Display| BusError::Nats(format!("reading the event log: {e}"));
         let admins = bus.identity()?.creds.admins.clone();
-        let stream = bus.stream(subjects::EVT_STREAM).await?;
-        let info = opening(subjects::EVT_STREAM, || stream.get_info()).await?;
-        check_format(&info.config)?;
+        let (consumer, info) = ordered_log(bus, "follow", from_seq).await?;
         let end_at_start = info.state.last_sequence;
-        let config = pull::OrderedConfig {
-            // Named, so that the server can check its filter against the reader's
-            // permissions; unguessable, so that no one else pulls from it.
-            name: Some(consumer_name("follow")),
-            filter_subject: subjects::EVT_ALL.into(),
-            deliver_policy: if from_seq <= 1 {
-                DeliverPolicy::All
-            } else {
-                DeliverPolicy::ByStartSequence {
-                    start_sequence: from_seq,
-                }
-            },
-            ..Default::default()
-        };
-        let consumer = opening("the log's consumer", || {
-            stream.create_consumer(config.clone())
-        })
-        .await?;
         let messages = consumer.messages().await.map_err(|e| err(&e))?;
         let (tx, rx) = mpsc::channel(64);
         let task = tokio::spawn(async move {
@@ -102,27 +134,10 @@ impl Follower {
                             continue;
                         }
                     };
-                    let Ok(info) = m.info() else {
-                        let a = Aside::new(0, &m.subject, "no_metadata", "no stream sequence");
-                        batch.set_aside.push(a);
-                        continue;
-                    };
-                    let stored_ms = (info.published.unix_timestamp_nanos() / 1_000_000)
-                        .try_into()
-                        .unwrap_or(0);
-                    let proof = m
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(SIG_HEADER))
-                        .map(|v| v.as_str());
-                    let raw = Raw {
-                        seq: info.stream_sequence,
-                        subject: &m.subject,
-                        payload: &m.payload,
-                        proof,
-                        stored_ms,
-                    };
-                    verifier.read(raw, &mut batch);
+                    match raw_of(&m) {
+                        Ok(raw) => verifier.read(raw, &mut batch),
+                        Err(a) => batch.set_aside.push(a),
+                    }
                 }
                 if !batch.is_empty() && tx.send(batch).await.is_err() {
                     return;

@@ -2,15 +2,13 @@
 //! query API serves them on `bulkhead.api.<tenant>.sealing`), checked by the submitter
 //! against the admins its credential names, and a spec's plain secrets sealed to them.
 
-use async_nats::jetstream::consumer::DeliverPolicy;
 use bulkhead_actors::signing::{Checked, Context, Proof};
 use bulkhead_schemas::event::{Event, EventBody, hash_bytes};
 use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::subjects;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::RawMsg;
+use crate::audit::read_filtered;
 use crate::bus::Bus;
 
 /// One scheduler's enrolment, as stored, with its proof.
@@ -27,14 +25,8 @@ pub struct SealingReply {
 
 /// The live schedulers' latest enrolments in the log (the query API's answer).
 pub async fn scheduler_enrolments(bus: &Bus) -> anyhow::Result<SealingReply> {
-    let filter = "bulkhead.evt.sys.scheduler.>";
-    let Some(last) = bus.last_event(filter).await? else {
-        return Ok(SealingReply::default());
-    };
-    let mut msgs = crate::cli::log_consumer(bus, filter.to_owned(), DeliverPolicy::All).await?;
     let mut latest: std::collections::BTreeMap<String, Option<SealingKey>> = Default::default();
-    while let Some(m) = msgs.next().await {
-        let Some(raw) = RawMsg::of(&m?) else { continue };
+    for raw in read_filtered(bus, "bulkhead.evt.sys.scheduler.>").await? {
         if let Ok(ev) = Event::parse(raw.payload.as_bytes()) {
             let entry = match ev.body {
                 EventBody::Enrolled(_) => raw.proof.clone().map(|proof| SealingKey {
@@ -44,9 +36,6 @@ pub async fn scheduler_enrolments(bus: &Bus) -> anyhow::Result<SealingReply> {
                 _ => None,
             };
             latest.insert(ev.subject.clone(), entry);
-        }
-        if raw.seq >= last.seq {
-            break;
         }
     }
     Ok(SealingReply {

@@ -9,31 +9,16 @@ use bulkhead_actors::verify::Verifier;
 use bulkhead_schemas::event::{Event, EventBody};
 use bulkhead_schemas::policy::{Policy, PolicyApproved, PolicyProposed};
 use bulkhead_schemas::subjects;
-use futures::StreamExt;
 
-use crate::audit::RawMsg;
+use crate::audit::read_filtered;
 use crate::bus::Bus;
 
 /// The identities and the policy the log holds now, read as every reader reads them.
 pub async fn directory(bus: &Bus) -> anyhow::Result<Directory> {
     let admins = bus.identity()?.creds.admins.clone();
     let mut verifier = Verifier::new(&admins);
-    let Some(last) = bus.last_event(subjects::EVT_SYS_ALL).await? else {
-        return Ok(verifier.directory);
-    };
-    let mut messages = crate::cli::log_consumer(
-        bus,
-        subjects::EVT_SYS_ALL.to_owned(),
-        async_nats::jetstream::consumer::DeliverPolicy::All,
-    )
-    .await?;
-    while let Some(m) = messages.next().await {
-        let m = m?;
-        let Some(raw) = RawMsg::of(&m) else { continue };
+    for raw in read_filtered(bus, subjects::EVT_SYS_ALL).await? {
         let _ = verifier.check(raw.raw());
-        if raw.seq >= last.seq {
-            break;
-        }
     }
     Ok(verifier.directory)
 }
