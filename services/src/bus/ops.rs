@@ -13,7 +13,7 @@ use bulkhead_actors::signing::{CERT_HEADER, Context, SIG_HEADER, Signer, sign_ba
 use bulkhead_schemas::event::hash_bytes;
 use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::scan::ScanJob;
-use bulkhead_schemas::{NodeHeartbeat, NodeOp, NodeOps, subjects};
+use bulkhead_schemas::{NodeHeartbeat, NodeOp, subjects};
 use bytes::Bytes;
 
 use super::publish::MAX_BATCH;
@@ -76,23 +76,41 @@ fn message_limit(max_payload: usize) -> usize {
     (max_payload / 4).clamp(16 * 1024, 1 << 20)
 }
 
-/// `ops` cut into messages of at most [`OPS_PER_MESSAGE`] ops and about `limit` bytes
-/// (an op larger than `limit` goes alone).
-fn chunks(ops: &[NodeOp], limit: usize) -> Vec<&[NodeOp]> {
+/// `node`'s `ops` as `NodeOps` messages of at most [`OPS_PER_MESSAGE`] ops and about
+/// `limit` bytes (an op larger than `limit` goes alone), each op serialized once.
+fn node_messages(
+    node: &str,
+    by: &str,
+    ops: &[NodeOp],
+    limit: usize,
+) -> Result<Vec<Vec<u8>>, SinkError> {
+    let encode_err = |e: serde_json::Error| SinkError::Refused(format!("cannot encode: {e}"));
+    let head = format!(
+        r#"{{"node":{},"by":{},"ops":["#,
+        serde_json::to_string(node).map_err(encode_err)?,
+        serde_json::to_string(by).map_err(encode_err)?
+    );
     let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, op) in ops.iter().enumerate() {
-        let size = serde_json::to_vec(op).map_or(0, |v| v.len()) + 1;
-        if i > start && (i - start == OPS_PER_MESSAGE || bytes + size > limit) {
-            out.push(&ops[start..i]);
-            (start, bytes) = (i, 0);
+    let mut msg = head.clone().into_bytes();
+    let mut count = 0;
+    for op in ops {
+        let op = serde_json::to_vec(op).map_err(encode_err)?;
+        if count > 0 && (count == OPS_PER_MESSAGE || msg.len() + op.len() > limit) {
+            msg.extend_from_slice(b"]}");
+            out.push(std::mem::replace(&mut msg, head.clone().into_bytes()));
+            count = 0;
         }
-        bytes += size;
+        if count > 0 {
+            msg.push(b',');
+        }
+        msg.extend_from_slice(&op);
+        count += 1;
     }
-    if start < ops.len() {
-        out.push(&ops[start..]);
+    if count > 0 {
+        msg.extend_from_slice(b"]}");
+        out.push(msg);
     }
-    out
+    Ok(out)
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Bytes, SinkError> {
@@ -136,27 +154,25 @@ impl OpsSink for NatsOps {
         let max_payload = self.bus.client.server_info().max_payload;
         let limit = message_limit(max_payload);
         for (node, ops) in ops {
-            for chunk in chunks(&ops, limit) {
-                let payload = match encode(&NodeOps {
-                    node: node.to_string(),
-                    by: by.to_owned(),
-                    ops: chunk.to_vec(),
-                }) {
-                    // Room for the headers: the proof and the scheduler's certificate.
-                    Ok(p) if p.len() + 16 * 1024 <= max_payload => p,
-                    Ok(p) => {
-                        // One op alone past the server's limit (a spec near its ceiling).
-                        let why =
-                            format!("an op of {} bytes is over what the server takes", p.len());
-                        failed.push((node.clone(), SinkError::Refused(why)));
-                        continue;
-                    }
-                    Err(e) => {
-                        failed.push((node.clone(), e));
-                        continue;
-                    }
-                };
-                payloads.push(payload);
+            let msgs = match node_messages(&node, by, &ops, limit) {
+                Ok(m) => m,
+                Err(e) => {
+                    failed.push((node, e));
+                    continue;
+                }
+            };
+            for payload in msgs {
+                // Room for the headers: the proof and the scheduler's certificate.
+                if payload.len() + 16 * 1024 > max_payload {
+                    // One op alone past the server's limit (a spec near its ceiling).
+                    let why = format!(
+                        "an op of {} bytes is over what the server takes",
+                        payload.len()
+                    );
+                    failed.push((node.clone(), SinkError::Refused(why)));
+                    continue;
+                }
+                payloads.push(Bytes::from(payload));
                 nodes.push(node.clone());
             }
         }
@@ -224,5 +240,57 @@ impl HeartbeatSink for KvHeartbeat {
             .await
             .map(drop)
             .map_err(SinkError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bulkhead_schemas::{ChainHead, NodeOps, WorkloadSpec};
+
+    use super::*;
+
+    fn start(i: u32, pad: usize) -> NodeOp {
+        let mut spec: WorkloadSpec = serde_json::from_value(serde_json::json!({
+            "id": "w", "image": "i", "memory_mb": 1, "cpu_millicores": 1
+        }))
+        .unwrap();
+        spec.env.insert("PAD".into(), "x".repeat(pad));
+        NodeOp::Start {
+            workload: "default/w".into(),
+            replica: i,
+            spec,
+            head: ChainHead {
+                seq: 1,
+                hash: "00".into(),
+            },
+            traceparent: None,
+        }
+    }
+
+    /// The messages decode as the `NodeOps` they stand for, in order, cut by count and bytes.
+    #[test]
+    fn messages_hold_every_op_in_order_within_their_bounds() {
+        let ops: Vec<NodeOp> = (0..600).map(|i| start(i, 100)).collect();
+        let msgs = node_messages("n\"1", "UKEY", &ops, 1 << 20).unwrap();
+        assert_eq!(msgs.len(), 3, "256 ops a message at most");
+        let back: Vec<NodeOp> = msgs
+            .iter()
+            .flat_map(|m| {
+                let n: NodeOps = serde_json::from_slice(m).unwrap();
+                assert_eq!((n.node.as_str(), n.by.as_str()), ("n\"1", "UKEY"));
+                n.ops
+            })
+            .collect();
+        assert_eq!(back, ops);
+        let big: Vec<NodeOp> = (0..20).map(|i| start(i, 60 * 1024)).collect();
+        let msgs = node_messages("n1", "UKEY", &big, 256 * 1024).unwrap();
+        assert!(msgs.iter().all(|m| m.len() <= 256 * 1024), "cut by bytes");
+        assert_eq!(
+            msgs.len(),
+            5,
+            "four ops of 61 KB fit under 256 KiB, five do not"
+        );
+        let alone = node_messages("n1", "UKEY", &big[..2], 1024).unwrap();
+        assert_eq!(alone.len(), 2, "an op over the limit goes alone");
     }
 }
