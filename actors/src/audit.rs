@@ -132,6 +132,15 @@ impl Auditor {
     /// The next message of the log.
     pub fn read(&mut self, raw: Raw<'_>) {
         let expected_seq = self.running.seq + 1;
+        if raw.seq < expected_seq {
+            // Only a copy of the log (a backup file) can hold this: never apply it.
+            self.find(
+                raw.seq,
+                "out_of_order",
+                format!("sequence {} after {}", raw.seq, self.running.seq),
+            );
+            return;
+        }
         if raw.seq > expected_seq {
             let missing = if raw.seq - 1 == expected_seq {
                 format!("sequence {expected_seq} is missing")
@@ -441,6 +450,12 @@ mod tests {
         let p = String::from_utf8(changed.msgs[3].2.clone()).unwrap();
         changed.msgs[3].2 = p.replace("\"replicas\":3", "\"replicas\":9").into_bytes();
         assert_eq!(first(&changed.audit(&[])), (4, "bad_signature"));
+
+        // A copy of the log with a message twice (only a backup file can hold that).
+        let mut twice = log.copy();
+        let again = twice.msgs[2].clone();
+        twice.msgs.insert(3, again);
+        assert_eq!(first(&twice.audit(&[])), (3, "out_of_order".into()));
 
         // A valid signature by a key no admin enrolled.
         let mut foreign = log.copy();

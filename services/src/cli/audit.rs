@@ -180,7 +180,7 @@ pub async fn restore(bus: &Bus, file: &Path, files: &[PathBuf]) -> anyhow::Resul
         }
         h.insert(
             "Nats-Expected-Last-Sequence",
-            (m.seq - 1).to_string().as_str(),
+            m.seq.saturating_sub(1).to_string().as_str(),
         );
         bus.publish_stored(m.subject.clone(), h, m.payload.clone().into_bytes().into())
             .await
