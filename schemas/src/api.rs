@@ -226,24 +226,46 @@ pub struct NodesReply {
     pub nodes: Vec<NodeView>,
 }
 
-/// What the query API's reader of the log set aside (`bulkhead.api.admin.aside.list`):
-/// events it would not apply, counted by reason, the latest listed.
+/// Everything the cluster set aside (`bulkhead.api.admin.aside.list`): the events the query
+/// API's reader of the log would not apply, and what every service reported refusing
+/// (commands, ops, heartbeats, scan jobs, messages given up after their last delivery),
+/// counted by reason, the latest listed.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
 pub struct AsideReply {
+    /// The sum over `by_who`.
+    pub total: u64,
+    /// The sum over `by_who`, by code.
+    pub by_code: BTreeMap<String, u64>,
+    /// The latest, oldest first (each reporter's latest, merged by `by`).
+    pub recent: Vec<AsideView>,
+    /// Each reporter's own count: `api` (the log as read) and `<role>/<name>` for every
+    /// service that reported (`scheduler/main`, `node/n1`, …).
+    #[serde(default)]
+    pub by_who: BTreeMap<String, AsideReport>,
+}
+
+/// One service's count of what it set aside, as it reports it on
+/// `bulkhead.aside.<role>.<name>` (whenever it grows, and every 30 s while not zero).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+pub struct AsideReport {
     pub total: u64,
     pub by_code: BTreeMap<String, u64>,
-    /// The latest, oldest first.
+    /// Its latest, oldest first.
     pub recent: Vec<AsideView>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct AsideView {
-    /// The stream sequence of what was set aside.
+    /// The stream sequence of what was set aside (0 for a message of no stream).
     pub seq: u64,
     pub subject: String,
-    /// A short stable code (`bad_signature`, `no_authority`, `not_its_node`, …).
+    /// A short stable code (`bad_signature`, `no_authority`, `not_its_node`,
+    /// `out_of_limits`, `max_deliveries`, …).
     pub code: String,
     pub reason: String,
+    /// Who set it aside (`api`, `scheduler/main`, `node/n1`, …); empty in a report.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by: String,
 }
 
 /// Error body of the API (also signalled in the `Nats-Service-Error` headers).

@@ -14,7 +14,7 @@ pub const MAX_MEMORY_MB: u64 = 1024 * 1024;
 pub const MAX_CPU_MILLICORES: u64 = 512_000;
 pub const MAX_REPLICAS: u32 = 1000;
 const MAX_LABELS: usize = 64;
-const MAX_IMAGE_LEN: usize = 512;
+pub const MAX_IMAGE_LEN: usize = 512;
 
 /// A workload as submitted on `bulkhead.cmd.submit`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]

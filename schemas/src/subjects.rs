@@ -53,6 +53,24 @@ pub const API_NODES_LIST: &str = "bulkhead.api.admin.nodes.list";
 pub const API_ASIDE_LIST: &str = "bulkhead.api.admin.aside.list";
 /// The query API's latest verification of the whole log (admins; the dashboard).
 pub const API_AUDIT_STATUS: &str = "bulkhead.api.admin.audit.status";
+/// What each service set aside, reported to the query API: `bulkhead.aside.<role>.<name>`.
+pub const ASIDE_REPORTS: &str = "bulkhead.aside.>";
+
+/// The subject on which `role` `name` reports what it set aside.
+pub fn aside_report(role: &str, name: &str) -> String {
+    format!("bulkhead.aside.{role}.{name}")
+}
+
+/// The reporter (`<role>/<name>`) of an aside report subject, when it is one.
+pub fn parse_aside_report(subject: &str) -> Option<String> {
+    let rest = subject.strip_prefix("bulkhead.aside.")?;
+    let (role, name) = rest.split_once('.')?;
+    (is_valid_token(role) && is_valid_token(name)).then(|| format!("{role}/{name}"))
+}
+
+/// JetStream's advisory when a consumer gave up on a message after its last delivery.
+pub const MAX_DELIVERIES_ADVISORIES: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>";
+
 /// Every event about identities and the policy, and the checkpoints.
 pub const EVT_SYS_ALL: &str = "bulkhead.evt.sys.>";
 /// The checkpoints the query API writes.
@@ -258,6 +276,21 @@ mod tests {
         assert_eq!(parse_cmd("bulkhead.cmd.a.b.submit"), None);
         assert_eq!(api_tenant(&api_workloads_get("acme")), Some("acme"));
         assert_eq!(api_tenant(API_NODES_LIST), None);
+    }
+
+    #[test]
+    fn aside_reports_name_their_reporter() {
+        assert_eq!(
+            parse_aside_report(&aside_report("node", "n1")),
+            Some("node/n1".into())
+        );
+        for bad in [
+            "bulkhead.aside.node",
+            "bulkhead.aside.node.a.b",
+            "bulkhead.aside.*.x",
+        ] {
+            assert_eq!(parse_aside_report(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | [`scan`] | the scan workers: registry client, layer streaming, advisories, Trivy |
 //! | [`sealing`] | secrets: the schedulers' curve keys, checked, and specs sealed to them |
 //! | [`cli`] | the `bulkhead` command: arguments, `up`, and the client commands |
+//! | [`aside`] | one counter for everything refused: each service's ledger, reported to the API |
 //! | [`audit`] | the log proved: raw reads, replays, checkpoint files, the API's checkpointer |
 //! | [`auth`] | identities: credentials, the admin's book, enrolments in the log |
 //! | [`bus`] | plumbing: the NATS connection, streams and buckets, the log/ops/heartbeat adapters |
@@ -20,6 +21,7 @@
 //! | [`telemetry`] | plumbing: logs and OpenTelemetry traces |
 
 pub mod api;
+pub mod aside;
 pub mod audit;
 pub mod auth;
 pub mod bus;

@@ -402,8 +402,12 @@ async fn a_node_runs_no_op_the_scheduler_did_not_sign_for_it() {
             .unwrap();
     }
     let env_ref = &env;
-    wait_until("n1 to set the three aside", LONG, async || {
-        env_ref.log("n1").contains("refused=3")
+    wait_until("n1 to report the three set aside", LONG, async || {
+        aside(env_ref)
+            .await
+            .by_who
+            .get("node/n1")
+            .is_some_and(|r| r.by_code.get("untrusted_ops") == Some(&3))
     })
     .await;
     let log = env.log("n1");
@@ -467,15 +471,27 @@ async fn a_node_refuses_signed_ops_whose_values_are_out_of_limits() {
         .publish_stored(subjects::node_ops("n1"), h, payload.into())
         .await
         .unwrap();
+    // Refused by the node, and counted where everything refused is: the query API.
     let env_ref = &env;
-    wait_until("n1 to refuse the three", LONG, async || {
-        env_ref.log("n1").contains("refused=3")
+    wait_until("n1 to report the three refused", LONG, async || {
+        aside(env_ref)
+            .await
+            .by_who
+            .get("node/n1")
+            .is_some_and(|r| r.by_code.get("out_of_limits") == Some(&3))
     })
     .await;
-    let log = env.log("n1");
-    assert!(log.contains("not a tenant/id key"), "{log}");
-    assert!(log.contains("memory_mb"), "{log}");
-    assert!(log.contains("a grace of 4294967295 s"), "{log}");
+    let reasons: Vec<String> = aside(&env)
+        .await
+        .recent
+        .into_iter()
+        .filter(|a| a.by == "node/n1" && a.code == "out_of_limits")
+        .map(|a| a.reason)
+        .collect();
+    let all = reasons.join("\n");
+    assert!(all.contains("not a tenant/id key"), "{all}");
+    assert!(all.contains("memory_mb"), "{all}");
+    assert!(all.contains("a grace of 4294967295 s"), "{all}");
     assert!(!std::path::Path::new("/tmp/escape").exists());
     assert!(
         env.events(&subjects::workload_events(&key("huge")))

@@ -1,11 +1,75 @@
 //! What a node checks of each op before acting on it, signed or not: the same limits
 //! admission uses (a workload key of a valid tenant and id, a replica in range, a spec that
 //! validates, a grace within the ceiling), so no value in an op becomes a path outside the
-//! log directory, a wrapped memory limit or a stop that waits for years. Pure.
+//! log directory, a wrapped memory limit or a stop that waits for years. The same for what
+//! the scheduler, the failover and the API read of a heartbeat. Pure.
 
 use bulkhead_schemas::command::MAX_GRACE_SECS;
-use bulkhead_schemas::spec::{MAX_REPLICAS, validate};
-use bulkhead_schemas::{NodeOp, subjects};
+use bulkhead_schemas::spec::{MAX_CPU_MILLICORES, MAX_MEMORY_MB, MAX_REPLICAS, validate};
+use bulkhead_schemas::{NodeHeartbeat, NodeOp, Resources, subjects};
+
+/// Heartbeat intervals a node may announce: the silence rule waits a few of them.
+pub const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 10..=600_000;
+/// Labels, runtime classes and isolation reports a heartbeat may carry, at most.
+pub const MAX_LABELS: usize = 64;
+pub const MAX_CLASSES: usize = 16;
+/// A label's key and value, at most (Kubernetes' limits).
+pub const MAX_LABEL_KEY: usize = 63;
+pub const MAX_LABEL_VALUE: usize = 253;
+/// What one node may offer, at most: a thousand of the largest workloads.
+pub const MAX_NODE_MEMORY_MB: u64 = MAX_MEMORY_MB * 1000;
+pub const MAX_NODE_CPU_MILLICORES: u64 = MAX_CPU_MILLICORES * 1000;
+pub const MAX_NODE_SLOTS: u32 = 100_000;
+
+fn resources(what: &str, r: &Resources) -> Result<(), String> {
+    if r.memory_mb > MAX_NODE_MEMORY_MB
+        || r.cpu_millicores > MAX_NODE_CPU_MILLICORES
+        || r.slots > MAX_NODE_SLOTS
+    {
+        return Err(format!(
+            "{what} {}MB/{}m/{} slots is past a node's ceiling \
+             ({MAX_NODE_MEMORY_MB}MB/{MAX_NODE_CPU_MILLICORES}m/{MAX_NODE_SLOTS})",
+            r.memory_mb, r.cpu_millicores, r.slots
+        ));
+    }
+    Ok(())
+}
+
+/// Why heartbeat `hb` must not be believed (None: it may): a name that is no subject
+/// token, an interval outside [`HEARTBEAT_MS`], resources, labels or lists past their
+/// ceilings, free resources above capacity.
+pub fn refuses_heartbeat(hb: &NodeHeartbeat) -> Option<String> {
+    let checked = if !subjects::is_valid_token(&hb.name) {
+        Err(format!(
+            "node name {:?} is not 1-64 of [A-Za-z0-9_-]",
+            hb.name
+        ))
+    } else if !HEARTBEAT_MS.contains(&hb.interval_ms) {
+        Err(format!(
+            "an interval of {} ms, outside {HEARTBEAT_MS:?}",
+            hb.interval_ms
+        ))
+    } else if hb.labels.len() > MAX_LABELS
+        || hb
+            .labels
+            .iter()
+            .any(|(k, v)| k.len() > MAX_LABEL_KEY || v.len() > MAX_LABEL_VALUE)
+    {
+        Err(format!(
+            "labels past {MAX_LABELS}, or a key past {MAX_LABEL_KEY} or a value past \
+             {MAX_LABEL_VALUE} bytes"
+        ))
+    } else if hb.runtime_classes.len() > MAX_CLASSES || hb.isolation.len() > MAX_CLASSES {
+        Err(format!(
+            "more than {MAX_CLASSES} runtime classes or reports"
+        ))
+    } else if !hb.free.fits_in(&hb.capacity) {
+        Err("more free than its capacity".into())
+    } else {
+        resources("a capacity of", &hb.capacity)
+    };
+    checked.err()
+}
 
 /// The most replicas a view may list (every replica of every workload a node could hold).
 pub const MAX_VIEW: usize = 1_000_000;
@@ -92,6 +156,42 @@ mod tests {
                 hash: String::new(),
             },
             traceparent: None,
+        }
+    }
+
+    fn beat() -> NodeHeartbeat {
+        serde_json::from_value(serde_json::json!({
+            "name": "n1",
+            "capacity": {"memory_mb": 4096, "cpu_millicores": 4000, "slots": 10},
+            "free": {"memory_mb": 4096, "cpu_millicores": 4000, "slots": 10},
+            "runtime_classes": ["runc"],
+            "runtime": "sim", "running": 0, "interval_ms": 1000, "at": "now"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn heartbeats_out_of_limits_are_refused_with_their_reason() {
+        assert_eq!(refuses_heartbeat(&beat()), None);
+        type Edit = fn(&mut NodeHeartbeat);
+        let cases: [(&str, Edit); 6] = [
+            ("node name", |h| h.name = "a.b".into()),
+            ("interval", |h| h.interval_ms = 0),
+            ("interval", |h| h.interval_ms = u64::MAX),
+            ("labels", |h| {
+                h.labels.insert("k".into(), "v".repeat(MAX_LABEL_VALUE + 1));
+            }),
+            ("more free", |h| h.free.slots = 11),
+            ("ceiling", |h| {
+                h.capacity.memory_mb = u64::MAX;
+                h.free.memory_mb = u64::MAX;
+            }),
+        ];
+        for (want, edit) in cases {
+            let mut hb = beat();
+            edit(&mut hb);
+            let why = refuses_heartbeat(&hb).expect(want);
+            assert!(why.contains(want), "{want}: {why}");
         }
     }
 

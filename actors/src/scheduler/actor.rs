@@ -92,7 +92,7 @@ impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
         let mut dispositions = self.commit_plan(plan).await;
         for (seq, d) in &mut dispositions {
             if unpublished.contains(seq) {
-                *d = Disposition::Retry;
+                *d = Disposition::Retry("a node event could not be published".into());
             }
         }
         dispositions

@@ -112,11 +112,12 @@ impl CommandKind {
 }
 
 /// What to do with a command message once its plan is committed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Disposition {
     Ack,
-    /// Redeliver later (the log moved under us, or the append failed).
-    Retry,
+    /// Redeliver later, for this reason (the log moved under us, the append failed, it
+    /// waits for what this round writes): what is recorded if its last delivery fails too.
+    Retry(String),
 }
 
 impl SchedulerCore {

@@ -78,13 +78,24 @@ impl SchedulerCore {
             let new_workload = |i: usize| plan.appends.get(i).is_some_and(|a| a.head.is_none());
             let d = match settle {
                 Settle::Done => Disposition::Ack,
-                Settle::Later => Disposition::Retry,
+                Settle::Later => Disposition::Retry("it needs what this round writes first".into()),
                 Settle::By(i) => match landed.get(i) {
                     Some(Landed::Stored) => Disposition::Ack,
                     // A new workload whose id is already in the log: a redelivery raced its
                     // first handling, which stored it. Its events reach us through the log.
                     Some(Landed::Conflict) if new_workload(i) => Disposition::Ack,
-                    Some(Landed::Conflict | Landed::Failed) | None => Disposition::Retry,
+                    Some(Landed::Conflict) => {
+                        Disposition::Retry("the workload's log moved under its append".into())
+                    }
+                    Some(Landed::Failed) | None => {
+                        let why = plan
+                            .appends
+                            .get(i)
+                            .and_then(|a| commit.failures.iter().find(|(w, _)| *w == a.workload))
+                            .map(|(_, e)| format!(": {e}"))
+                            .unwrap_or_default();
+                        Disposition::Retry(format!("its append failed{why}"))
+                    }
                 },
             };
             commit.commands.push((cmd_seq, d));

@@ -2,13 +2,12 @@
 //! the nodes with what the log places on each. Errors carry `Nats-Service-Error` (400 a bad
 //! request, 404 an unknown workload, 500 a bucket that cannot be read).
 
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bulkhead_actors::projection::Projection;
 use bulkhead_schemas::api::{
-    ApiError, AsideReply, AsideView, GetRequest, ListReply, ListRequest, NodeView, NodesReply,
-    parse_label,
+    ApiError, GetRequest, ListReply, ListRequest, NodeView, NodesReply, parse_label,
 };
 use bulkhead_schemas::{ChainHead, HeadsReply, HeadsRequest, Resources, SyncHead, subjects};
 
@@ -209,27 +208,10 @@ pub(super) fn node_heads(model: &Model, node: &str, payload: &[u8]) -> Reply {
     json(&HeadsReply { heads })
 }
 
-/// What the read model set aside, for an operator.
-pub(super) fn aside_list(model: &Model) -> Reply {
+/// Everything set aside, for an operator: what the read model would not apply beside
+/// what every service reported.
+pub(super) fn aside_list(model: &Model, reports: &Mutex<crate::aside::Reports>) -> Reply {
     let p = read(model);
-    let reply = AsideReply {
-        total: p.set_aside.total(),
-        by_code: p
-            .set_aside
-            .by_code()
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), *v))
-            .collect(),
-        recent: p
-            .set_aside
-            .recent()
-            .map(|a| AsideView {
-                seq: a.seq,
-                subject: a.subject.clone(),
-                code: a.code.to_owned(),
-                reason: a.reason.clone(),
-            })
-            .collect(),
-    };
-    json(&reply)
+    let reports = reports.lock().unwrap_or_else(|e| e.into_inner());
+    json(&reports.answer(&p.set_aside))
 }

@@ -65,7 +65,11 @@ pub async fn start_with(bus: &Bus, every: CheckpointEvery) -> anyhow::Result<Api
         let node = subjects::api_heads_node(&req.subject).unwrap_or_default();
         node_heads(m, node, &req.payload)
     });
-    let aside_task = answer(aside, &model, |m, _| aside_list(m));
+    let reports = Arc::new(Mutex::new(crate::aside::Reports::default()));
+    let own = crate::aside::Ledger::default();
+    let collecting = crate::aside::collecting(bus, reports.clone(), own.clone()).await?;
+    let reporting = crate::aside::reporting(bus, own);
+    let aside_task = answer(aside, &model, move |m, _| aside_list(m, &reports));
     let m = model.clone();
     let nodes_task = tokio::spawn(async move {
         let _service = service;
@@ -117,7 +121,11 @@ pub async fn start_with(bus: &Bus, every: CheckpointEvery) -> anyhow::Result<Api
             AbortOnDrop(checkpoints),
             AbortOnDrop(audit_task),
             AbortOnDrop(sealing_task),
-        ],
+            collecting,
+        ]
+        .into_iter()
+        .chain(reporting)
+        .collect(),
     })
 }
 

@@ -64,6 +64,7 @@ pub async fn node_consumers(bus: &Bus, nodes: &[&str]) -> Result<(), BusError> {
             filter_subject: subjects::node_ops(node),
             ack_policy: AckPolicy::Explicit,
             ack_wait: NODE_ACK_WAIT,
+            max_deliver: crate::bus::redeliver::MAX_DELIVER,
             max_ack_pending: NODE_MAX_ACK_PENDING,
             ..Default::default()
         };

@@ -76,6 +76,7 @@ pub fn exports() -> Vec<Export> {
         NODES_ACCOUNT,
     ));
     e.push(service(s::api_node_heads("*"), NODES_ACCOUNT));
+    e.push(service(s::aside_report("node", "*"), NODES_ACCOUNT));
     for k in ["submit", "stop", "scale"] {
         e.push(service(s::cmd("*", k), TENANTS_ACCOUNT));
     }
@@ -179,6 +180,10 @@ pub fn of(role: Role, name: &str) -> Perms {
     }
     p.subscribe
         .push(format!("{}.>", super::creds::inbox(role, name)));
+    // What it set aside, reported as itself (tenants refuse nothing of the cluster's).
+    if role != Role::Tenant {
+        p.publish.push(s::aside_report(role.as_str(), name));
+    }
     match role {
         Role::Admin => unreachable!("handled above"),
         Role::Tenant => {
@@ -259,6 +264,12 @@ pub fn of(role: Role, name: &str) -> Perms {
             // Its checkpoints of the log, as itself.
             p.publish.push(s::sys_event("audit", name, "checkpoint"));
             p.subscribe.push(s::API_AUDIT_STATUS.to_owned());
+            // Every service's report of what it set aside, and JetStream's word on
+            // messages a consumer gave up on.
+            p.subscribe.extend([
+                s::ASIDE_REPORTS.to_owned(),
+                s::MAX_DELIVERIES_ADVISORIES.to_owned(),
+            ]);
             kv_read(&mut p, s::NODES_BUCKET, ">");
             kv_watch(&mut p, s::NODES_BUCKET);
         }

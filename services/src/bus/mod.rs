@@ -3,11 +3,13 @@
 //!
 //! - [`publish`]: single and atomic-batch publishes, with typed failures;
 //! - [`log`]: the event log port (`NatsLog`);
-//! - [`ops`]: the ops and heartbeat ports (`NatsOps`, `KvHeartbeat`).
+//! - [`ops`]: the ops and heartbeat ports (`NatsOps`, `KvHeartbeat`);
+//! - [`redeliver`]: every durable consumer's bound on redelivery.
 
 pub mod log;
 pub mod ops;
 pub mod publish;
+pub mod redeliver;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -215,6 +215,9 @@ pub fn heartbeat_of(key: &str, value: &[u8]) -> Result<NodeHeartbeat, Aside> {
         let why = format!("the heartbeat under {key} names node {:?}", hb.name);
         return Err(Aside::new(0, &subject, "heartbeat_name", why));
     }
+    if let Some(why) = bulkhead_actors::node::limits::refuses_heartbeat(&hb) {
+        return Err(Aside::new(0, &subject, "out_of_limits", why));
+    }
     Ok(hb)
 }
 

@@ -188,7 +188,8 @@ pub async fn nodes(bus: &Bus, json: bool) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-/// `bulkhead aside`: what the query API would not apply while reading the log.
+/// `bulkhead aside`: everything set aside, whatever refused it (the query API reading the
+/// log, and every service's report), by reporter, the latest listed.
 pub async fn aside(bus: &Bus, json: bool) -> anyhow::Result<i32> {
     let reply: AsideReply = match query(bus, subjects::API_ASIDE_LIST, Vec::new(), json).await? {
         Ok(r) => r,
@@ -201,11 +202,14 @@ pub async fn aside(bus: &Bus, json: bool) -> anyhow::Result<i32> {
         .map(|(c, n)| format!("{c}={n}"))
         .collect();
     writeln!(out, "{} set aside: {}", reply.total, codes.join(" "))?;
+    for (who, r) in reply.by_who.iter().filter(|(_, r)| r.total > 0) {
+        writeln!(out, "  {who}: {}", r.total)?;
+    }
     for a in &reply.recent {
         writeln!(
             out,
-            "{:>8} {:<16} {} {}",
-            a.seq, a.code, a.subject, a.reason
+            "{:>8} {:<16} {:<16} {} {}",
+            a.seq, a.code, a.by, a.subject, a.reason
         )?;
     }
     Ok(exit::OK)

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use ractor::{Actor, ActorRef};
 use tracing::{error, info, warn};
 
+use crate::aside::Ledger;
 use crate::bus::{Bus, NatsLog, Topology};
 use crate::follow::Follower;
 use crate::lease::Lease;
@@ -125,7 +126,13 @@ async fn run_active_inner(
     let _stop = StopOnDrop(actor.clone());
     let a = actor.clone();
     let _log = follower.forward(move |batch| a.send_message(FailoverMsg::Logged(batch)).is_ok());
-    let _beats = AbortOnDrop(tokio::spawn(watch_beats(bus.clone(), actor.clone())));
+    let ledger = Ledger::default();
+    let _reporting = crate::aside::reporting(bus, ledger.clone());
+    let _beats = AbortOnDrop(tokio::spawn(watch_beats(
+        bus.clone(),
+        actor.clone(),
+        ledger,
+    )));
     let _connection = AbortOnDrop(tokio::spawn(watch_connection(bus.clone(), actor.clone())));
     info!(instance = %cfg.instance, lost_timeout_ms = cfg.lost_timeout.as_millis() as u64, "failover active");
     if let Some(tx) = ready.take() {
@@ -160,10 +167,10 @@ async fn watch_connection(bus: Bus, actor: ActorRef<FailoverMsg>) {
 
 /// Every heartbeat put in the nodes bucket, as it arrives. A watch that fails or ends is
 /// started again, with backoff; only the actor's end ends it.
-async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>) {
+async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>, ledger: Ledger) {
     let mut pause = std::time::Duration::from_millis(100);
     loop {
-        match beats_once(&bus, &actor).await {
+        match beats_once(&bus, &actor, &ledger).await {
             None => return,
             Some(why) => warn!(%why, "node watch ended; starting it again"),
         }
@@ -172,8 +179,9 @@ async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>) {
     }
 }
 
-/// One watch of the heartbeats; None when the actor is gone, else why it ended.
-async fn beats_once(bus: &Bus, actor: &ActorRef<FailoverMsg>) -> Option<String> {
+/// One watch of the heartbeats; None when the actor is gone, else why it ended. A
+/// heartbeat that does not decode or is out of limits is set aside: it is no sign of life.
+async fn beats_once(bus: &Bus, actor: &ActorRef<FailoverMsg>, ledger: &Ledger) -> Option<String> {
     let mut watch = match bus.watch_nodes().await {
         Ok(w) => w,
         Err(e) => return Some(e.to_string()),
@@ -187,12 +195,16 @@ async fn beats_once(bus: &Bus, actor: &ActorRef<FailoverMsg>) -> Option<String> 
             continue;
         }
         // Its interval sets how long a silence means lost (no fewer than three beats).
-        let interval_ms = serde_json::from_slice::<bulkhead_schemas::NodeHeartbeat>(&entry.value)
-            .map(|hb| hb.interval_ms)
-            .unwrap_or(0);
+        let hb = match crate::bus::ops::heartbeat_of(&entry.key, &entry.value) {
+            Ok(hb) => hb,
+            Err(aside) => {
+                ledger.record(aside);
+                continue;
+            }
+        };
         let beat = FailoverMsg::Beat {
             node: entry.key,
-            interval_ms,
+            interval_ms: hb.interval_ms,
             at_ms: bulkhead_schemas::now_ms(),
         };
         if actor.send_message(beat).is_err() {

@@ -18,6 +18,8 @@ pub(super) struct Delivered {
     pub headers: Option<HeaderMap>,
     /// The stream sequence (0 when the ack subject does not say).
     pub seq: u64,
+    /// Which delivery of it this is (1 the first; 1 when the ack subject does not say).
+    pub delivered: i64,
     ack: String,
 }
 
@@ -45,17 +47,19 @@ impl Delivered {
     }
 }
 
-/// The stream sequence in a `$JS.ACK` subject: `$JS.ACK.<stream>.<consumer>.<delivered>.
-/// <stream seq>.<consumer seq>.<time>.<pending>` (or, with a domain and account hash, two
-/// tokens more before the stream and a random one at the end).
-fn stream_seq(ack: &str) -> u64 {
+/// The delivery count and stream sequence in a `$JS.ACK` subject: `$JS.ACK.<stream>.
+/// <consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>` (or, with a domain
+/// and account hash, two tokens more before the stream and a random one at the end).
+fn delivered_and_seq(ack: &str) -> (i64, u64) {
     let t: Vec<&str> = ack.split('.').collect();
     let i = match t.len() {
-        9 => 5,
-        n if n >= 11 => 7,
-        _ => return 0,
+        9 => 4,
+        n if n >= 11 => 6,
+        _ => return (1, 0),
     };
-    t.get(i).and_then(|s| s.parse().ok()).unwrap_or(0)
+    let delivered = t.get(i).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let seq = t.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (delivered, seq)
 }
 
 /// The deliveries of a node's push consumer, on `bulkhead.deliver.<node>` (exported to the
@@ -82,8 +86,10 @@ impl Deliveries {
             let Some(ack) = m.reply.map(|r| r.to_string()) else {
                 continue;
             };
+            let (delivered, seq) = delivered_and_seq(&ack);
             return Some(Delivered {
-                seq: stream_seq(&ack),
+                seq,
+                delivered,
                 payload: m.payload,
                 headers: m.headers,
                 ack,
@@ -97,15 +103,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_stream_sequence_comes_from_either_ack_format() {
+    fn the_delivery_and_stream_sequence_come_from_either_ack_format() {
         assert_eq!(
-            stream_seq("$JS.ACK.OPS.c1.1.42.7.1796110122885739725.2"),
-            42
+            delivered_and_seq("$JS.ACK.OPS.c1.3.42.7.1796110122885739725.2"),
+            (3, 42)
         );
         assert_eq!(
-            stream_seq("$JS.ACK.dom.ACCHASH.OPS.c1.1.42.7.1796110122885739725.2.rand"),
-            42
+            delivered_and_seq("$JS.ACK.dom.ACCHASH.OPS.c1.1.42.7.1796110122885739725.2.rand"),
+            (1, 42)
         );
-        assert_eq!(stream_seq("nonsense"), 0);
+        assert_eq!(delivered_and_seq("nonsense"), (1, 0));
     }
 }

@@ -17,8 +17,6 @@ mod ops;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::AtomicU64;
-
 use bulkhead_actors::node::{NodeActor, NodeArgs, NodeConfig, NodeMsg};
 use bulkhead_actors::ports::log::EventLog;
 use bulkhead_actors::ports::runtime::{ContainerRuntime, ExitNotice};
@@ -29,6 +27,7 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::aside::Ledger;
 use crate::bus::{Bus, KvHeartbeat, NatsLog};
 use crate::tasks::AbortOnDrop;
 use config::NodeFile;
@@ -38,8 +37,9 @@ use cri::CriRuntime;
 pub struct NodeHandle {
     pub name: String,
     pub actor: ActorRef<NodeMsg>,
-    /// Ops messages set aside (not signed by the scheduler for this node).
-    pub refused: Arc<AtomicU64>,
+    /// What the node set aside (ops not signed for it, out of limits, given up on),
+    /// reported to the query API.
+    pub refused: Ledger,
     _tasks: Vec<AbortOnDrop>,
 }
 
@@ -114,7 +114,8 @@ pub async fn start<R: ContainerRuntime>(
         }
     });
 
-    let refused = Arc::new(AtomicU64::new(0));
+    let refused = Ledger::default();
+    let reporting = crate::aside::reporting(bus, refused.clone());
     let on_lost: ops::OnLost = {
         let (log, name, hello) = (log.clone(), name.clone(), hello.clone());
         Arc::new(move || {
@@ -132,7 +133,10 @@ pub async fn start<R: ContainerRuntime>(
         name,
         actor,
         refused,
-        _tasks: vec![AbortOnDrop(exit_task), ops_task],
+        _tasks: [AbortOnDrop(exit_task), ops_task]
+            .into_iter()
+            .chain(reporting)
+            .collect(),
     })
 }
 

@@ -4,12 +4,14 @@
 //! aside (counted, logged with its sequence, terminated: never redelivered, never run).
 //! Until the first view of the log (`sync`) has come, other messages are held in stream
 //! order (the view says what already ran); then each is handed to the actor and
-//! acknowledged once its ops are done and logged (redelivered when a stop failed).
+//! acknowledged once its ops are done and logged (redelivered when a stop failed, at most
+//! [`redeliver::MAX_DELIVER`] times: then set aside with the failure).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use bulkhead_actors::aside::Aside;
 
 use bulkhead_actors::node::NodeMsg;
 use bulkhead_actors::node::trust::OpsTrust;
@@ -19,7 +21,8 @@ use ractor::ActorRef;
 use tracing::{info, warn};
 
 use super::delivery::{Delivered, Deliveries, Reply};
-use crate::bus::Bus;
+use crate::aside::Ledger;
+use crate::bus::{Bus, redeliver};
 use crate::tasks::{AbortOnDrop, while_working};
 
 /// How often a node tells JetStream it still works on an ops message (pulls and slow
@@ -29,13 +32,13 @@ const OPS_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// What the consumer does besides running ops: say the node is back after a loss.
 pub(super) type OnLost = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
-/// Consumes the node's ops and hands them to its actor, in a task. `refused` counts the
-/// messages set aside.
+/// Consumes the node's ops and hands them to its actor, in a task. `refused` records what
+/// is set aside.
 pub(super) async fn consume(
     bus: &Bus,
     name: &str,
     actor: ActorRef<NodeMsg>,
-    refused: Arc<AtomicU64>,
+    refused: Ledger,
     on_lost: OnLost,
 ) -> anyhow::Result<AbortOnDrop> {
     let mut deliveries = Deliveries::new(&bus.client, name).await?;
@@ -66,7 +69,7 @@ struct Runner {
     client: async_nats::Client,
     trust: OpsTrust,
     actor: ActorRef<NodeMsg>,
-    refused: Arc<AtomicU64>,
+    refused: Ledger,
     on_lost: OnLost,
     /// Whether a view of the log has come.
     synced: bool,
@@ -77,6 +80,11 @@ struct Runner {
 }
 
 impl Runner {
+    fn set_aside(&self, seq: u64, code: &'static str, why: String) {
+        let subject = bulkhead_schemas::subjects::node_ops(&self.node);
+        self.refused.record(Aside::new(seq, &subject, code, why));
+    }
+
     /// The ops of message `seq` whose values are within the limits admission uses; each
     /// other one is set aside (counted and logged with its reason), never run.
     fn within_limits(&self, ops: Vec<NodeOp>, seq: u64) -> Vec<NodeOp> {
@@ -84,9 +92,8 @@ impl Runner {
             .filter(|op| match bulkhead_actors::node::limits::refuses(op) {
                 None => true,
                 Some(why) => {
-                    let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-                    warn!(node = %self.node, seq, refused = n, reason = %why,
-                        "op set aside: its values are out of limits (not run)");
+                    let why = format!("an op out of limits (not run): {why}");
+                    self.set_aside(seq, "out_of_limits", why);
                     false
                 }
             })
@@ -129,9 +136,9 @@ impl Runner {
         {
             Ok(o) => o.ops,
             Err(why) => {
-                let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-                warn!(node = %self.node, seq, refused = n, reason = %why,
-                    "ops set aside: not run (only ops the scheduler signed for this node run)");
+                let why =
+                    format!("not run (only ops the scheduler signed for this node run): {why}");
+                self.set_aside(seq, "untrusted_ops", why);
                 m.ack(&self.client, Reply::Term).await;
                 return true;
             }
@@ -174,9 +181,14 @@ impl Runner {
         let result = while_working(OPS_PROGRESS_EVERY, call, progress).await;
         let kind = match result {
             Ok(Ok(())) => Reply::Done,
+            Ok(Err(e)) if redeliver::is_last(m.delivered) => {
+                let why = format!("ops failed after {} deliveries: {e}", m.delivered);
+                self.set_aside(m.seq, "max_deliveries", why);
+                Reply::Term
+            }
             Ok(Err(e)) => {
                 warn!(node = %self.node, error = %e, "ops partly failed; will retry");
-                Reply::Nak(Duration::from_secs(1))
+                Reply::Nak(redeliver::nak_delay(m.delivered))
             }
             Err(_) => return false,
         };

@@ -25,8 +25,11 @@ use tracing::{info, warn};
 
 use super::registry::{Credentials, ImageRef, Layer, Registry};
 use super::{Progress, ScanError, compute_layer, scan_with};
-use crate::bus::Bus;
+use crate::aside::Ledger;
+use crate::bus::{Bus, redeliver};
 use crate::tasks::{AbortOnDrop, with_progress};
+use bulkhead_actors::aside::Aside;
+use bulkhead_schemas::spec::MAX_IMAGE_LEN;
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -318,13 +321,18 @@ pub async fn start(
         durable_name: Some(subjects::SCAN_CONSUMER.into()),
         ack_policy: AckPolicy::Explicit,
         ack_wait: cfg.ack_wait,
+        max_deliver: redeliver::MAX_DELIVER,
         max_ack_pending: 1024,
         ..Default::default()
     };
-    let consumer = crate::bus::opening("the scan consumer", || {
-        stream.get_or_create_consumer(subjects::SCAN_CONSUMER, config.clone())
-    })
-    .await?;
+    // Created or updated (a consumer of an earlier build gains the redelivery bound).
+    let consumer: async_nats::jetstream::consumer::PullConsumer =
+        crate::bus::opening("the scan consumer", || {
+            stream.create_consumer(config.clone())
+        })
+        .await?;
+    let ledger = Ledger::default();
+    tasks.extend(crate::aside::reporting(bus, ledger.clone()));
     let mut jobs = consumer
         .stream()
         .max_messages_per_batch(1)
@@ -342,15 +350,14 @@ pub async fn start(
                         continue;
                     }
                 };
-                let job = match serde_json::from_slice::<ScanJob>(&m.payload) {
-                    Ok(j) if subjects::is_valid_token(&j.id) => j,
-                    Ok(j) => {
-                        warn!(id = %j.id, "dropping a scan job whose id is not 1-64 of [A-Za-z0-9_-]");
-                        let _ = m.ack_with(AckKind::Term).await;
-                        continue;
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "dropping a malformed scan job");
+                let (seq, delivered) = m
+                    .info()
+                    .map(|i| (i.stream_sequence, i.delivered))
+                    .unwrap_or((0, 1));
+                let job = match job_of(&m.payload) {
+                    Ok(j) => j,
+                    Err(why) => {
+                        ledger.record(Aside::new(seq, m.subject.as_str(), "bad_scan_job", why));
                         let _ = m.ack_with(AckKind::Term).await;
                         continue;
                     }
@@ -364,9 +371,15 @@ pub async fn start(
                     Ok(()) => {
                         let _ = m.double_ack().await;
                     }
+                    Err(e) if redeliver::is_last(delivered) => {
+                        let why = format!("not recorded after {delivered} deliveries: {e}");
+                        ledger.record(Aside::new(seq, m.subject.as_str(), "max_deliveries", why));
+                        let _ = m.ack_with(AckKind::Term).await;
+                    }
                     Err(e) => {
                         warn!(job = %job.id, error = %e, "could not record a scan; will retry");
-                        let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                        let delay = redeliver::nak_delay(delivered);
+                        let _ = m.ack_with(AckKind::Nak(Some(delay))).await;
                     }
                 }
             }
@@ -377,6 +390,27 @@ pub async fn start(
         id: cfg.id,
         _tasks: tasks,
     })
+}
+
+/// The scan job a message carries, within the limits admission uses (an id that is a
+/// subject token, an image reference no longer than a spec's), or why it carries none.
+fn job_of(payload: &[u8]) -> Result<ScanJob, String> {
+    let job: ScanJob =
+        serde_json::from_slice(payload).map_err(|e| format!("not a scan job: {e}"))?;
+    if !subjects::is_valid_token(&job.id) {
+        return Err(format!("job id {:?} is not 1-64 of [A-Za-z0-9_-]", job.id));
+    }
+    if job.image.len() > MAX_IMAGE_LEN
+        || job
+            .image
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "image is not a reference of at most {MAX_IMAGE_LEN} characters without spaces"
+        ));
+    }
+    Ok(job)
 }
 
 async fn refresh_ring(members: &kv::Store, ring: &RwLock<Ring>, me: &str) {

@@ -3,7 +3,6 @@
 //! message that is no command (an unknown subject, no metadata) is set aside.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::{MessagesError, Stream};
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
@@ -21,7 +20,8 @@ use ractor::ActorRef;
 use tracing::{Instrument, info_span, warn};
 
 use super::SchedulerConfig;
-use crate::bus::Bus;
+use crate::aside::Ledger;
+use crate::bus::{Bus, redeliver};
 
 /// Commands handed to the actor at once, at most.
 const CHUNK: usize = 1000;
@@ -44,6 +44,7 @@ pub(super) async fn consume(bus: &Bus, cfg: &SchedulerConfig) -> anyhow::Result<
         filter_subjects: subjects::CMD_SUBJECTS.map(String::from).into(),
         ack_policy: AckPolicy::Explicit,
         ack_wait: cfg.ack_wait,
+        max_deliver: redeliver::MAX_DELIVER,
         max_ack_pending: 20_000,
         ..Default::default()
     };
@@ -95,6 +96,7 @@ fn command_of(m: &Message) -> Result<Command, Aside> {
 pub(super) async fn handle_chunk(
     actor: &ActorRef<SchedulerMsg>,
     chunk: Vec<Result<Message, MessagesError>>,
+    ledger: &Ledger,
 ) -> anyhow::Result<()> {
     let mut msgs = Vec::with_capacity(chunk.len());
     let mut cmds = Vec::with_capacity(chunk.len());
@@ -110,7 +112,7 @@ pub(super) async fn handle_chunk(
         let mut cmd = match command_of(&m) {
             Ok(c) => c,
             Err(aside) => {
-                let _ = actor.send_message(SchedulerMsg::SetAside(aside));
+                ledger.record(aside);
                 let _ = m.ack_with(AckKind::Term).await;
                 continue;
             }
@@ -131,10 +133,27 @@ pub(super) async fn handle_chunk(
     drop(spans);
     let by_seq: HashMap<u64, Disposition> = dispositions.into_iter().collect();
     let acks = msgs.into_iter().map(|m| {
-        let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
-        let kind = match by_seq.get(&seq) {
-            Some(Disposition::Ack) => AckKind::Ack,
-            _ => AckKind::Nak(Some(Duration::from_millis(500))),
+        let (seq, delivered) = m
+            .info()
+            .map(|i| (i.stream_sequence, i.delivered))
+            .unwrap_or_default();
+        let why = match by_seq.get(&seq) {
+            Some(Disposition::Ack) => None,
+            Some(Disposition::Retry(why)) => Some(why.clone()),
+            None => Some("the scheduler gave it no answer".to_owned()),
+        };
+        let kind = match why {
+            None => AckKind::Ack,
+            Some(why) if redeliver::is_last(delivered) => {
+                ledger.record(Aside::new(
+                    seq,
+                    m.subject.as_str(),
+                    "max_deliveries",
+                    format!("not handled after {delivered} deliveries: {why}"),
+                ));
+                AckKind::Term
+            }
+            Some(_) => AckKind::Nak(Some(redeliver::nak_delay(delivered))),
         };
         async move {
             if let Err(e) = m.ack_with(kind).await {

@@ -19,6 +19,7 @@ use bulkhead_schemas::subjects;
 use ractor::Actor;
 use tracing::{info, warn};
 
+use crate::aside::Ledger;
 use crate::bus::{Bus, NatsLog, NatsOps, Topology};
 use crate::follow::Follower;
 use crate::lease::Lease;
@@ -49,14 +50,16 @@ impl Default for SchedulerConfig {
 
 /// Runs forever: standby until the lease is won, active until it is lost, and again.
 pub async fn run(bus: Bus, cfg: SchedulerConfig) -> anyhow::Result<()> {
+    let ledger = Ledger::default();
+    let _reporting = crate::aside::reporting(&bus, ledger.clone());
     crate::lease::serve(
         &bus,
         subjects::SCHEDULER_LEASE_KEY,
         &cfg.instance,
         cfg.topology.lease_ttl,
         |lease| {
-            let (bus, cfg) = (bus.clone(), cfg.clone());
-            async move { run_active(&bus, &cfg, lease).await }
+            let (bus, cfg, ledger) = (bus.clone(), cfg.clone(), ledger.clone());
+            async move { run_active(&bus, &cfg, lease, ledger).await }
         },
     )
     .await
@@ -90,7 +93,12 @@ pub async fn rebuild(bus: &Bus) -> anyhow::Result<(SchedulerCore, Follower)> {
 }
 
 /// While the lease is held: the actor, fed by the log, the watches and the commands.
-async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyhow::Result<()> {
+async fn run_active(
+    bus: &Bus,
+    cfg: &SchedulerConfig,
+    mut lease: Lease,
+    ledger: Ledger,
+) -> anyhow::Result<()> {
     let (mut core, follower) = rebuild(bus).await?;
     core.set_scan_flags(cfg.scan_policy.clone());
     let ops = NatsOps::new(bus)?;
@@ -110,7 +118,7 @@ async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyho
     let _guard = StopOnDrop(actor.clone());
     let a = actor.clone();
     let _log = follower.forward(move |batch| a.send_message(SchedulerMsg::Logged(batch)).is_ok());
-    let _watches = watch::start(bus, &actor);
+    let _watches = watch::start(bus, &actor, ledger.clone());
     let mut commands = commands::consume(bus, cfg).await?;
     info!(instance = %cfg.instance, "scheduler active");
     loop {
@@ -122,7 +130,7 @@ async fn run_active(bus: &Bus, cfg: &SchedulerConfig, mut lease: Lease) -> anyho
             }
             chunk = commands.next_chunk() => {
                 let Some(chunk) = chunk else { anyhow::bail!("command consumer ended") };
-                commands::handle_chunk(&actor, chunk).await?;
+                commands::handle_chunk(&actor, chunk, &ledger).await?;
             }
             _ = handle_closed(&handle) => anyhow::bail!("scheduler actor stopped"),
         }

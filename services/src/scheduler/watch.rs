@@ -1,5 +1,6 @@
 //! What the scheduler watches besides commands and the log: node heartbeats (the silence
-//! rule itself is the core's).
+//! rule itself is the core's). A heartbeat that does not decode or is out of limits is
+//! set aside in the service's ledger.
 
 use async_nats::jetstream::kv::Operation;
 use bulkhead_actors::scheduler::actor::SchedulerMsg;
@@ -7,22 +8,23 @@ use futures::StreamExt;
 use ractor::ActorRef;
 use tracing::{error, warn};
 
+use crate::aside::Ledger;
 use crate::bus::Bus;
 use crate::bus::ops::heartbeat_of;
 use crate::tasks::AbortOnDrop;
 
 /// Starts the watch; it stops when the returned guard is dropped.
-pub(super) fn start(bus: &Bus, actor: &ActorRef<SchedulerMsg>) -> AbortOnDrop {
-    AbortOnDrop(tokio::spawn(heartbeats(bus.clone(), actor.clone())))
+pub(super) fn start(bus: &Bus, actor: &ActorRef<SchedulerMsg>, ledger: Ledger) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(heartbeats(bus.clone(), actor.clone(), ledger)))
 }
 
 /// Every heartbeat put in the nodes bucket, and every removal, to the actor (which keeps
 /// the silence rule). A watch that fails or ends is started again, with backoff; only the
 /// actor's end ends it.
-async fn heartbeats(bus: Bus, actor: ActorRef<SchedulerMsg>) {
+async fn heartbeats(bus: Bus, actor: ActorRef<SchedulerMsg>, ledger: Ledger) {
     let mut pause = std::time::Duration::from_millis(100);
     loop {
-        match watch_once(&bus, &actor).await {
+        match watch_once(&bus, &actor, &ledger).await {
             Watched::ActorGone => return,
             Watched::Ended(why) => warn!(%why, "node watch ended; starting it again"),
             Watched::NotStarted(why) => error!(%why, "no node heartbeats; trying again"),
@@ -38,7 +40,7 @@ enum Watched {
     NotStarted(String),
 }
 
-async fn watch_once(bus: &Bus, actor: &ActorRef<SchedulerMsg>) -> Watched {
+async fn watch_once(bus: &Bus, actor: &ActorRef<SchedulerMsg>, ledger: &Ledger) -> Watched {
     let mut watch = match bus.watch_nodes().await {
         Ok(w) => w,
         Err(e) => return Watched::NotStarted(e.to_string()),
@@ -53,7 +55,10 @@ async fn watch_once(bus: &Bus, actor: &ActorRef<SchedulerMsg>) -> Watched {
         } else {
             match heartbeat_of(&entry.key, &entry.value) {
                 Ok(hb) => SchedulerMsg::Heartbeat(hb, bulkhead_schemas::now_ms()),
-                Err(aside) => SchedulerMsg::SetAside(aside),
+                Err(aside) => {
+                    ledger.record(aside);
+                    continue;
+                }
             }
         };
         if actor.send_message(msg).is_err() {

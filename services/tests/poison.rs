@@ -1,0 +1,211 @@
+//! Poison never stops the world, and whatever refused it, it is counted in one place: a
+//! heartbeat out of limits is set aside by the scheduler and the failover (no sign of life,
+//! no placements) and both report it to the query API; every durable consumer bounds its
+//! redeliveries; a message JetStream gives up on is listed by the API with its consumer.
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::stream;
+use bulkhead::bus::Bus;
+use bulkhead::bus::redeliver::MAX_DELIVER;
+use bulkhead_schemas::api::AsideReply;
+use bulkhead_schemas::identity::Role;
+use bulkhead_schemas::subjects;
+use futures::StreamExt;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn aside(env: &Env) -> AsideReply {
+    let reply = env
+        .bus
+        .client
+        .request(subjects::API_ASIDE_LIST, "".into())
+        .await
+        .unwrap();
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
+/// How many `code` the reporters whose name starts with `who` reported.
+fn reported(a: &AsideReply, who: &str, code: &str) -> u64 {
+    a.by_who
+        .iter()
+        .filter(|(k, _)| k.starts_with(who))
+        .map(|(_, r)| r.by_code.get(code).copied().unwrap_or(0))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_out_of_limits_is_set_aside_by_every_reader_and_counted_once_each() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("failover", &["failover", "--lost-timeout-ms", "2000"]);
+    env.spawn("api", &["api"]);
+    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    env.wait_ready("n1").await;
+
+    // n2's own key heartbeats with an interval of 584 million years and more free than it
+    // has: were it believed, the failover would never find it silent.
+    env.enroll_node("n2", Some("runc"));
+    let n2 = Bus::connect_as(&env.server.url, &env.data.creds(Role::Node, "n2").unwrap())
+        .await
+        .unwrap();
+    let beat = serde_json::json!({
+        "name": "n2",
+        "capacity": {"memory_mb": 1024, "cpu_millicores": 1000, "slots": 4},
+        "free": {"memory_mb": 1024, "cpu_millicores": 1000, "slots": 4},
+        "runtime_classes": ["runc"], "runtime": "sim", "running": 0,
+        "interval_ms": u64::MAX, "at": "now"
+    });
+    n2.client
+        .publish(
+            format!("$KV.{}.n2", subjects::NODES_BUCKET),
+            beat.to_string().into(),
+        )
+        .await
+        .unwrap();
+    n2.client.flush().await.unwrap();
+    let env_ref = &env;
+    wait_until(
+        "the scheduler and the failover to report it",
+        LONG,
+        async || {
+            let a = aside(env_ref).await;
+            reported(&a, "scheduler/", "out_of_limits") >= 1
+                && reported(&a, "failover/", "out_of_limits") >= 1
+        },
+    )
+    .await;
+    let a = aside(&env).await;
+    let why = a
+        .recent
+        .iter()
+        .find(|v| v.by.starts_with("scheduler/") && v.code == "out_of_limits")
+        .map(|v| v.reason.clone())
+        .unwrap_or_default();
+    assert!(why.contains("interval"), "{why}");
+    assert_eq!(
+        a.total,
+        a.by_who.values().map(|r| r.total).sum::<u64>(),
+        "the total is the sum of its reporters: {a:?}"
+    );
+
+    // The world goes on: a workload of two replicas runs, on n1 only.
+    let mut s = spec(Some("w"));
+    s["replicas"] = serde_json::json!(2);
+    env.natspy_pub(SUBMIT, s.to_string().as_bytes(), None);
+    env.wait_for("both copies to run", LONG, |by| {
+        by.get("w")
+            .is_some_and(|k| k.iter().filter(|k| **k == "started").count() == 2)
+    })
+    .await;
+    for (_, _, ev) in env.events(&subjects::workload_events(&key("w"))).await {
+        if let bulkhead_schemas::event::EventBody::Started(st) = &ev.body {
+            assert_eq!(st.node, "n1", "nothing placed on a node it cannot believe");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_durable_consumer_bounds_its_redeliveries() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    let osv = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/osv");
+    env.spawn("scanner", &["scanner", "--id", "w1", "--db", osv]);
+    let env_ref = &env;
+    for (stream, consumer) in [
+        (
+            subjects::CMD_STREAM,
+            subjects::SCHEDULER_CONSUMER.to_owned(),
+        ),
+        (subjects::OPS_STREAM, subjects::node_consumer("n1")),
+        (subjects::SCAN_STREAM, subjects::SCAN_CONSUMER.to_owned()),
+    ] {
+        let info = async || {
+            let s = env_ref.bus.js.get_stream(stream).await.ok()?;
+            s.consumer_info(&consumer).await.ok()
+        };
+        wait_until(&format!("{consumer} to exist"), LONG, async || {
+            info().await.is_some()
+        })
+        .await;
+        let info = info().await.unwrap();
+        assert_eq!(
+            info.config.max_deliver, MAX_DELIVER,
+            "{stream}/{consumer}: {:?}",
+            info.config
+        );
+    }
+}
+
+/// JetStream's own word that a consumer gave up on a message (its handler never answered,
+/// as one that crashes on it would not) reaches the same list, naming the consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_a_consumer_gives_up_on_is_listed_with_its_consumer() {
+    let mut env = env().await;
+    env.spawn("api", &["api"]);
+    let env_ref = &env;
+    wait_until("the API to answer", LONG, async || {
+        env_ref
+            .bus
+            .client
+            .request(subjects::API_ASIDE_LIST, "".into())
+            .await
+            .is_ok()
+    })
+    .await;
+    let s = env
+        .bus
+        .js
+        .create_stream(stream::Config {
+            name: "POISON_PROBE".into(),
+            subjects: vec!["probe.poison".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let c = s
+        .create_consumer(pull::Config {
+            durable_name: Some("probe".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_millis(300),
+            max_deliver: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    env.bus
+        .js
+        .publish("probe.poison", "crashes whoever reads it".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Delivered twice, never answered.
+    let mut got = 0;
+    let mut msgs = c.messages().await.unwrap();
+    while got < 2 {
+        let _ = tokio::time::timeout(Duration::from_secs(5), msgs.next())
+            .await
+            .expect("delivered again");
+        got += 1;
+    }
+    wait_until("the API to list it", LONG, async || {
+        aside(env_ref).await.recent.iter().any(|v| {
+            v.code == "max_deliveries" && v.subject == "POISON_PROBE" && v.reason.contains("probe")
+        })
+    })
+    .await;
+    let a = aside(&env).await;
+    assert!(a.by_code["max_deliveries"] >= 1, "{a:?}");
+    assert!(
+        a.by_who.keys().any(|k| k.starts_with("api/")),
+        "recorded by the API as itself: {:?}",
+        a.by_who.keys()
+    );
+}
