@@ -1,7 +1,8 @@
 //! Large but valid input against a real nats-server: a workload of 1,000 replicas runs all
 //! its copies (its append is over the 1,000 messages an atomic batch holds), and specs near
 //! the size ceiling with many replicas start every copy without holding up another tenant's
-//! workload (their ops are over what one message may carry).
+//! workload (their ops are over what one message may carry); a node holding 500 replicas of
+//! one workload is lost at once and every copy runs again elsewhere.
 
 mod common;
 
@@ -11,7 +12,7 @@ use common::*;
 
 const LONG: Duration = Duration::from_secs(90);
 
-fn big_node(env: &mut Env, name: &str) {
+fn big_node(env: &mut Env, name: &str) -> u32 {
     env.spawn(
         name,
         &[
@@ -27,7 +28,7 @@ fn big_node(env: &mut Env, name: &str) {
             "--cpu-millicores",
             "100000000",
         ],
-    );
+    )
 }
 
 fn started(by: &std::collections::BTreeMap<String, Vec<&'static str>>, id: &str) -> usize {
@@ -41,7 +42,7 @@ async fn a_thousand_replicas_all_run() {
     env.spawn("scheduler", &["scheduler"]);
     // As in a cluster: nodes re-chain their facts with heads they ask the API for.
     env.spawn("api", &["api"]);
-    big_node(&mut env, "n1");
+    let _ = big_node(&mut env, "n1");
     wait_until("the node to heartbeat", LONG, async || {
         env.log("scheduler").contains("node n1 heartbeats")
     })
@@ -66,6 +67,49 @@ async fn a_thousand_replicas_all_run() {
     assert_chains(&evs);
 }
 
+/// A node holding 500 replicas of one workload is lost at once: the failover's 1,000 events
+/// for that workload (a `lost` and a `replica_requested` each) go in head-checked batches,
+/// and every copy runs again on the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_500_replicas_of_one_workload_lost_at_once() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("api", &["api"]);
+    env.spawn("failover", &["failover", "--lost-timeout-ms", "2000"]);
+    let n2 = big_node(&mut env, "n2");
+    env.wait_ready("n2").await;
+    let mut s = spec(Some("five-hundred"));
+    s["replicas"] = 500.into();
+    s["memory_mb"] = 1.into();
+    s["cpu_millicores"] = 1.into();
+    s["restart"] = serde_json::json!({"policy": "always"});
+    env.natspy_pub(SUBMIT, s.to_string().as_bytes(), None);
+    env.wait_for("500 copies to run on n2", LONG, |by| {
+        started(by, "five-hundred") == 500
+    })
+    .await;
+    let _ = big_node(&mut env, "n1");
+    env.wait_ready("n1").await;
+    env.sigkill(n2);
+    env.wait_for("500 copies to run again on n1", LONG, |by| {
+        started(by, "five-hundred") == 1000
+    })
+    .await;
+    let evs = env.events(&subjects_of("five-hundred")).await;
+    let on_n1 = evs
+        .iter()
+        .filter(|(_, _, e)| {
+            matches!(&e.body, bulkhead_schemas::event::EventBody::Started(s) if s.node == "n1")
+        })
+        .count();
+    assert_eq!(on_n1, 500, "each lost copy once, on n1");
+    assert_eq!(
+        evs.iter().filter(|(_, _, e)| e.kind() == "lost").count(),
+        500
+    );
+    assert_chains(&evs);
+}
+
 fn subjects_of(id: &str) -> String {
     bulkhead_schemas::subjects::workload_events(&key(id))
 }
@@ -76,8 +120,8 @@ async fn large_specs_with_many_replicas_start_and_hold_up_no_one() {
     env.spawn("scheduler", &["scheduler"]);
     // As in a cluster: nodes re-chain their facts with heads they ask the API for.
     env.spawn("api", &["api"]);
-    big_node(&mut env, "n1");
-    big_node(&mut env, "n2");
+    let _ = big_node(&mut env, "n1");
+    let _ = big_node(&mut env, "n2");
     wait_until("the nodes to heartbeat", LONG, async || {
         let log = env.log("scheduler");
         log.contains("node n1 heartbeats") && log.contains("node n2 heartbeats")
