@@ -1,5 +1,6 @@
-//! A heartbeat from the nodes bucket: decoded, and through the one silence rule, never a
-//! panic (intervals and capacities are a node's to claim, not to overflow with).
+//! A heartbeat from the nodes bucket: decoded, checked against the limits every reader
+//! applies, and through the one silence rule, never a panic (intervals and capacities are a
+//! node's to claim, not to overflow with; the rule is also fed what the limits refuse).
 #![no_main]
 
 use bulkhead_actors::liveness::NodeWatch;
@@ -8,6 +9,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(hb) = serde_json::from_slice::<NodeHeartbeat>(data) {
+        let _ = bulkhead_actors::node::limits::refuses_heartbeat(&hb);
         let mut w = NodeWatch::default();
         w.beat(&hb.name, u64::MAX - 1, hb.interval_ms);
         w.beat(&hb.name, 0, hb.interval_ms);
