@@ -62,11 +62,13 @@ async fn a_nats_server_down_for_six_seconds_declares_no_node_lost() {
         by["always"]
     );
     assert_chains(&env.events(subjects::EVT_WORKLOADS).await);
-    assert!(
-        env.log("failover").contains("cut off from NATS"),
-        "{}",
-        env.log("failover")
-    );
+    for detector in ["failover", "scheduler"] {
+        assert!(
+            env.log(detector).contains("cut off from NATS"),
+            "{detector} knew its blindness: {}",
+            env.log(detector)
+        );
+    }
 }
 
 /// Stops the server, waits `down`, and starts it again on the same port with the same store

@@ -26,6 +26,12 @@ pub enum SchedulerMsg {
     NodeGone(String),
     /// A command (or anything else) the service would not hand over: counted, listed.
     SetAside(Aside),
+    /// The service's connection to NATS went down (`up: false`: no heartbeat can come, so
+    /// no node's silence counts) or came back at `at_ms` (every node gets a fresh interval).
+    Connection {
+        up: bool,
+        at_ms: u64,
+    },
     /// Retry pending placements, move drained replicas, notice silent nodes.
     Tick(u64),
     /// A backoff ended: place what is due.
@@ -250,6 +256,14 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
             },
             SchedulerMsg::SetAside(a) => st.core.projection.set_aside.record(a),
             SchedulerMsg::NodeGone(name) => st.core.node_gone(&name),
+            SchedulerMsg::Connection { up: false, .. } => {
+                warn!("cut off from NATS: no node's silence counts until it is back");
+                st.core.watch.blind();
+            }
+            SchedulerMsg::Connection { up: true, at_ms } => {
+                info!("back on NATS: every node gets a fresh heartbeat interval");
+                st.core.watch.hears_again(at_ms);
+            }
             SchedulerMsg::Tick(fired_ms) => {
                 // Silence as of when the tick fired: heartbeats that arrived before it are
                 // ahead of it in the mailbox, however long the actor was busy.

@@ -466,3 +466,23 @@ impl Bus {
         Ok(Some((msg.payload, seq, sig)))
     }
 }
+
+/// Tells `tell` whenever the connection goes down (`false`) or comes back (`true`), with the
+/// time (Unix ms): a failure detector is blind while its own connection is down. Ends when
+/// `tell` returns false.
+pub async fn watch_connection(client: async_nats::Client, mut tell: impl FnMut(bool, u64) -> bool) {
+    let mut up = true;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = matches!(
+            client.connection_state(),
+            async_nats::connection::State::Connected
+        );
+        if now != up {
+            up = now;
+            if !tell(up, bulkhead_schemas::now_ms()) {
+                return;
+            }
+        }
+    }
+}

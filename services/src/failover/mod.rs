@@ -133,36 +133,22 @@ async fn run_active_inner(
         actor.clone(),
         ledger,
     )));
-    let _connection = AbortOnDrop(tokio::spawn(watch_connection(bus.clone(), actor.clone())));
+    let _connection = {
+        let a = actor.clone();
+        AbortOnDrop(tokio::spawn(crate::bus::watch_connection(
+            bus.client.clone(),
+            move |up, at_ms| {
+                a.send_message(FailoverMsg::Connection { up, at_ms })
+                    .is_ok()
+            },
+        )))
+    };
     info!(instance = %cfg.instance, lost_timeout_ms = cfg.lost_timeout.as_millis() as u64, "failover active");
     if let Some(tx) = ready.take() {
         let _ = tx.send(actor.clone());
     }
     handle.await?;
     anyhow::bail!("failover actor stopped")
-}
-
-/// The failover's own connection: while it is down, no heartbeat can arrive, so the actor
-/// is told (and, when it is back, every node gets a fresh interval).
-async fn watch_connection(bus: Bus, actor: ActorRef<FailoverMsg>) {
-    let mut up = true;
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let now = matches!(
-            bus.client.connection_state(),
-            async_nats::connection::State::Connected
-        );
-        if now != up {
-            up = now;
-            let msg = FailoverMsg::Connection {
-                up,
-                at_ms: bulkhead_schemas::now_ms(),
-            };
-            if actor.send_message(msg).is_err() {
-                return;
-            }
-        }
-    }
 }
 
 /// Every heartbeat put in the nodes bucket, as it arrives. A watch that fails or ends is

@@ -119,6 +119,16 @@ async fn run_active(
     let a = actor.clone();
     let _log = follower.forward(move |batch| a.send_message(SchedulerMsg::Logged(batch)).is_ok());
     let _watches = watch::start(bus, &actor, ledger.clone());
+    let _connection = {
+        let a = actor.clone();
+        crate::tasks::AbortOnDrop(tokio::spawn(crate::bus::watch_connection(
+            bus.client.clone(),
+            move |up, at_ms| {
+                a.send_message(SchedulerMsg::Connection { up, at_ms })
+                    .is_ok()
+            },
+        )))
+    };
     let mut commands = commands::consume(bus, cfg).await?;
     info!(instance = %cfg.instance, "scheduler active");
     loop {

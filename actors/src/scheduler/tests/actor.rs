@@ -311,6 +311,34 @@ async fn a_silent_node_takes_nothing_new_until_it_beats_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_silence_while_the_scheduler_was_cut_off_is_not_the_nodes() {
+    let mut s = Shell::start(&["n1"], 1_000).await;
+    s.actor
+        .send_message(SchedulerMsg::Connection {
+            up: false,
+            at_ms: s.clock.now_ms(),
+        })
+        .unwrap();
+    pass(6_000).await; // six beats that could not arrive
+    s.actor
+        .send_message(SchedulerMsg::Connection {
+            up: true,
+            at_ms: s.clock.now_ms(),
+        })
+        .unwrap();
+    pass(500).await; // within a fresh interval, no beat yet
+    s.command(CommandKind::Submit, spec("a", 1)).await;
+    assert_eq!(
+        s.log.kinds(&key("a")),
+        ["accepted", "scheduled"],
+        "n1 still takes placements"
+    );
+    pass(3_300).await; // three missed beats since the reconnect: now it is the node's
+    s.command(CommandKind::Submit, spec("b", 1)).await;
+    assert_eq!(s.log.kinds(&key("b")), ["accepted"], "no ready node for b");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stop_whose_first_send_failed_is_sent_again_until_it_is_delivered() {
     let mut s = Shell::start(&["n1"], MINUTE).await;
     s.command(CommandKind::Submit, spec("a", 1)).await;
