@@ -5,6 +5,26 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() {
+    quiet_on_closed_pipe();
     let cli = bulkhead::cli::args::Cli::parse();
     std::process::exit(bulkhead::cli::main(cli).await);
+}
+
+/// A closed pipe (`bulkhead get ID | head`, `bulkhead events --json | true`) ends the command
+/// quietly with exit 0, as it does for other Unix tools: printing to it fails, and that
+/// failure is the reader's choice, not an error (any other panic is reported as before).
+fn quiet_on_closed_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        report(info);
+    }));
 }

@@ -37,14 +37,26 @@ pub mod exit {
     pub const REJECTED: i32 = 2;
     pub const FAILED: i32 = 3;
     pub const TIMEOUT: i32 = 4;
+    /// What a command names does not exist (a workload, a node).
+    pub const NOT_FOUND: i32 = 5;
     /// `bulkhead scan --fail-on S`: a finding at or above S.
     pub const VULNERABLE: i32 = 6;
+}
+
+/// Whether `e` is a write to a pipe whose reader has gone.
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Runs the command line and says how the process should exit.
 pub async fn main(cli: Cli) -> i32 {
     match run(cli).await {
         Ok(code) => code,
+        // A reader that closed its end of the pipe (`| head`) ends the command, quietly.
+        Err(e) if closed_pipe(&e) => exit::OK,
         Err(e) => {
             eprintln!("error: {e:#}");
             exit::ERROR

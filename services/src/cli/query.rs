@@ -11,7 +11,8 @@ use bulkhead_schemas::subjects;
 use super::exit;
 use crate::bus::Bus;
 
-async fn api_request(
+/// Asks the query API; `Err` inside carries a service error's message (not found, …).
+pub(super) async fn api_request(
     bus: &Bus,
     subject: &str,
     payload: Vec<u8>,

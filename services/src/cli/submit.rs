@@ -39,7 +39,9 @@ pub async fn submit(
     let mut spec = match spec::parse_submission(&raw) {
         Ok(s) => s,
         Err(r) => {
-            eprintln!("invalid workload spec: {r}");
+            let why = r.to_string();
+            let why = why.strip_prefix("invalid workload spec: ").unwrap_or(&why);
+            eprintln!("invalid workload spec: {why}");
             return Ok(exit::REJECTED);
         }
     };

@@ -1,0 +1,115 @@
+//! The CLI as a user drives it, a subprocess against a real nats-server: commands on things
+//! that do not exist fail with a message and send nothing; a closed pipe ends a command
+//! quietly with exit 0 (it used to panic with exit 101).
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn run(env: &Env, args: &[&str]) -> Output {
+    env.cli().args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_on_what_does_not_exist_exit_non_zero_and_send_nothing() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("api", &["api"]);
+    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    env.wait_ready("n1").await;
+    for (args, names) in [
+        (&["stop", "nosuch"][..], "nosuch"),
+        (&["scale", "nosuch", "3"][..], "nosuch"),
+        (&["node", "drain", "node-a"][..], "node-a"),
+        (&["node", "undrain", "node-zzz"][..], "node-zzz"),
+    ] {
+        let out = run(&env, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {err}");
+        assert!(err.contains(names), "{args:?} names what is missing: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} says nothing was requested");
+    }
+    // Nothing reached the command stream: no workload and no node event came of them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(env.kinds_by_workload().await.is_empty());
+    assert!(
+        env.events("bulkhead.evt.node.*.draining").await.is_empty()
+            && env.events("bulkhead.evt.node.*.undrained").await.is_empty()
+    );
+
+    // What exists still works.
+    env.natspy_pub(SUBMIT, spec(Some("w")).to_string().as_bytes(), None);
+    env.wait_for("w to run", LONG, |by| {
+        by.get("w").is_some_and(|k| k.contains(&"started"))
+    })
+    .await;
+    env.cli_ok(["scale", "w", "2"]);
+    env.cli_ok(["node", "drain", "n1"]);
+    env.cli_ok(["node", "undrain", "n1"]);
+    env.cli_ok(["stop", "w"]);
+    env.wait_for("w to stop", LONG, |by| {
+        by.get("w").is_some_and(|k| k.contains(&"stopped"))
+    })
+    .await;
+}
+
+/// Runs the CLI with its standard output a pipe whose reader is already gone; `meanwhile`
+/// runs once it has started.
+fn into_closed_pipe(env: &Env, args: &[&str], meanwhile: impl FnOnce()) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = env
+        .cli()
+        .args(args)
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    meanwhile();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{args:?} went on writing to a closed pipe"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_a_command_quietly_with_exit_zero() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("api", &["api"]);
+    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    env.natspy_pub(SUBMIT, spec(Some("w")).to_string().as_bytes(), None);
+    env.wait_for("w to run", LONG, |by| {
+        by.get("w").is_some_and(|k| k.contains(&"started"))
+    })
+    .await;
+    for args in [
+        &["get", "w"][..],
+        &["list"][..],
+        // Follows the tenant's events forever unless the closed pipe ends it.
+        &["events", "--json"][..],
+        &["perms", "--markdown"][..],
+    ] {
+        let out = into_closed_pipe(&env, args, || {
+            if args[0] == "events" {
+                // Something to print once it follows.
+                std::thread::sleep(Duration::from_secs(1));
+                env.natspy_pub(SUBMIT, spec(Some("w2")).to_string().as_bytes(), None);
+            }
+        });
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}
