@@ -1,6 +1,7 @@
 //! The CLI as a user drives it, a subprocess against a real nats-server: commands on things
 //! that do not exist fail with a message and send nothing; a closed pipe ends a command
-//! quietly with exit 0 (it used to panic with exit 101).
+//! quietly with exit 0 (it used to panic with exit 101); a second `up` on one data
+//! directory is refused.
 
 mod common;
 
@@ -112,4 +113,43 @@ async fn a_closed_pipe_ends_a_command_quietly_with_exit_zero() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
     }
+}
+
+/// Two `bulkhead up` on one data directory would run two nats-servers on one JetStream
+/// store: the second is refused at once, naming the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_up_on_the_same_data_directory_is_refused() {
+    let mut env = env().await;
+    let first = env.spawn("up", &["up", "--nodes", "1", "--heartbeat-ms", "200"]);
+    let env_ref = &env;
+    wait_until("the first up to be up", LONG, async || {
+        env_ref.log("up").contains("bulkhead is up")
+    })
+    .await;
+    let mut second = env
+        .cli()
+        .args(["up", "--nodes", "1", "--heartbeat-ms", "200"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            panic!("the second up runs beside the first");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another `bulkhead up` runs on"), "{err}");
+    assert!(err.contains(&format!("process {first}")), "{err}");
+    // The first goes on.
+    env.natspy_pub(SUBMIT, spec(Some("w")).to_string().as_bytes(), None);
+    env.wait_for("w to run", LONG, |by| {
+        by.get("w").is_some_and(|k| k.contains(&"started"))
+    })
+    .await;
 }

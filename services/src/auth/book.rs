@@ -35,6 +35,11 @@ pub enum BookError {
         name: String,
         reserved: String,
     },
+    #[error(
+        "another `bulkhead up` runs on {path} ({holder}): stop it first, or give this one \
+         its own --data-dir"
+    )]
+    Locked { path: PathBuf, holder: String },
     #[error("no {role} {name} in the book")]
     Unknown { role: Role, name: String },
     #[error("{0} is not set up: run `bulkhead init --data-dir {0}` (or `bulkhead up`, which does)")]
@@ -158,6 +163,46 @@ impl DataDir {
 
     /// Sets the directory up once: an admin, the services and the default tenant, each
     /// with its own key. A directory already set up is left as it is.
+    /// Locks the directory for one `bulkhead up` (an advisory lock on `up.lock`, holding this
+    /// process's id), for as long as the returned file is open: a second `up` on the same
+    /// directory would start a second nats-server on the same JetStream store.
+    pub fn lock_up(&self) -> Result<std::fs::File, BookError> {
+        use std::io::{Read, Seek, Write};
+        let path = self.root.join("up.lock");
+        let io = |source| BookError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.root).map_err(io)?;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = f.read_to_string(&mut pid);
+                let holder = match pid.trim() {
+                    "" => "its process id unknown".to_owned(),
+                    p => format!("process {p}"),
+                };
+                return Err(BookError::Locked {
+                    path: self.root.clone(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        f.set_len(0).map_err(io)?;
+        f.rewind().map_err(io)?;
+        write!(f, "{}", std::process::id()).map_err(io)?;
+        Ok(f)
+    }
+
     pub fn init(&self) -> Result<Book, BookError> {
         if self.is_set_up() {
             return self.book();

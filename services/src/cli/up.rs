@@ -36,6 +36,7 @@ pub async fn up(u: Up<'_>) -> anyhow::Result<i32> {
     } else {
         Auth::Required
     };
+    let _lock = u.data.lock_up()?;
     u.data.init()?;
     // Every node this process runs is enrolled with the classes its settings name.
     let settings = u.node.resolve()?;
