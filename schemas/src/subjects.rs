@@ -37,6 +37,16 @@ pub const EVT_ALL: &str = "bulkhead.evt.>";
 pub const EVT_WORKLOADS: &str = "bulkhead.evt.*.wl.>";
 pub const EVT_NODES: &str = "bulkhead.evt.node.>";
 
+/// The tenants' feed: every workload event the log stores, republished by the log's stream
+/// as `bulkhead.out.<tenant>.wl.…` after it is stored, in storage order. The tenants'
+/// account imports it back under [`EVT_WORKLOADS`] (a tenant subscribes to
+/// `bulkhead.evt.<tenant>.>`). A node's fact enters the bulkhead account through a service
+/// import, and nats-server does not pass such a message on through a stream export: without
+/// the republish, tenants saw the scheduler's events and none of their nodes'.
+pub const TENANT_FEED_ALL: &str = "bulkhead.out.*.wl.>";
+/// The republish destination that makes [`TENANT_FEED_ALL`] from [`EVT_WORKLOADS`].
+pub const TENANT_FEED_MAPPING: &str = "bulkhead.out.{{wildcard(1)}}.wl.>";
+
 /// Node operations, one work-queue subject per node (stream [`OPS_STREAM`]).
 pub const OPS_ALL: &str = "bulkhead.node.*.ops";
 

@@ -153,3 +153,57 @@ async fn a_second_up_on_the_same_data_directory_is_refused() {
     })
     .await;
 }
+
+/// The same spec sent twice is one workload (exit 0); a changed spec under a taken id is
+/// rejected by admission with what to do, and the CLI says so (it used to be dropped by the
+/// stream's duplicate window, exit 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_spec_under_a_taken_id_is_rejected_with_what_to_do() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("api", &["api"]);
+    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    env.wait_ready("n1").await;
+    let file = env.dir.path().join("w.json");
+    std::fs::write(&file, spec(Some("w")).to_string()).unwrap();
+    let file = file.display().to_string();
+    // Followed to running: the node's `started` reaches the tenant.
+    let first = run(&env, &["submit", &file]);
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("w: running (1/1 running) after started"),
+        "{err}"
+    );
+    let again = run(&env, &["submit", &file]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let mut changed = spec(Some("w"));
+    changed["memory_mb"] = 32.into();
+    std::fs::write(env.dir.path().join("w2.json"), changed.to_string()).unwrap();
+    let out = run(
+        &env,
+        &[
+            "submit",
+            &env.dir.path().join("w2.json").display().to_string(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    assert!(err.contains("bulkhead stop w"), "{err}");
+    // The workload is untouched: one accepted, its spec the first.
+    let by = env.kinds_by_workload().await;
+    assert_eq!(
+        by["w"].iter().filter(|k| **k == "accepted").count(),
+        1,
+        "{by:?}"
+    );
+    let got: serde_json::Value = serde_json::from_str(&env.natspy_req(GET, "w").unwrap()).unwrap();
+    assert_eq!(got["spec"]["memory_mb"], 16, "{got}");
+}

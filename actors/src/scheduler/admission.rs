@@ -102,7 +102,11 @@ impl SchedulerCore {
         let rejection = Rejection {
             code: RejectCode::Duplicate,
             field: Some("id".into()),
-            reason: format!("workload id {id} already exists (submitted as command {seq})"),
+            reason: format!(
+                "workload id {id} already exists (submitted as command {seq}); to replace \
+                 it, stop it (`bulkhead stop {id}`) and submit the new spec under a new id \
+                 (in-place updates come later)"
+            ),
         };
         Some((dup, Err(rejection)))
     }

@@ -50,6 +50,8 @@ pub struct Export {
     pub stream: bool,
     /// The importing account.
     pub to: &'static str,
+    /// The subject the importer sees it under, when not its own (wildcards kept in order).
+    pub local: Option<&'static str>,
 }
 
 /// What the nodes' and the tenants' accounts import: exactly what their rows use, with
@@ -59,6 +61,7 @@ pub fn exports() -> Vec<Export> {
         subject,
         stream: false,
         to,
+        local: None,
     };
     let mut e: Vec<Export> = ["started", "exited", "stopped"]
         .iter()
@@ -70,6 +73,7 @@ pub fn exports() -> Vec<Export> {
         subject: s::node_deliver("*"),
         stream: true,
         to: NODES_ACCOUNT,
+        local: None,
     });
     e.push(service(
         format!("$JS.ACK.{}.>", s::OPS_STREAM),
@@ -89,10 +93,13 @@ pub fn exports() -> Vec<Export> {
         TENANTS_ACCOUNT,
     ));
     e.push(service(s::API_SEALING_ALL.to_owned(), TENANTS_ACCOUNT));
+    // The tenants' feed (the log republishes each stored workload event there), seen
+    // by tenants under the events' own subjects.
     e.push(Export {
-        subject: s::EVT_WORKLOADS.to_owned(),
+        subject: s::TENANT_FEED_ALL.to_owned(),
         stream: true,
         to: TENANTS_ACCOUNT,
+        local: Some(s::EVT_WORKLOADS),
     });
     e
 }
@@ -356,7 +363,11 @@ pub fn markdown() -> String {
     ));
     for e in exports() {
         let kind = if e.stream { "stream" } else { "service" };
-        out.push_str(&format!("| `{}` | {kind} | {} |\n", e.subject, e.to));
+        let to = match e.local {
+            Some(l) => format!("{} (as `{l}`)", e.to),
+            None => e.to.to_owned(),
+        };
+        out.push_str(&format!("| `{}` | {kind} | {to} |\n", e.subject));
     }
     out
 }

@@ -56,11 +56,15 @@ pub fn authorization(book: &Book) -> String {
                 .filter(|e| e.to == account)
                 .map(|e| {
                     let from = json!({ "account": BULKHEAD_ACCOUNT, "subject": e.subject });
-                    if e.stream {
+                    let mut i = if e.stream {
                         json!({ "stream": from })
                     } else {
                         json!({ "service": from })
+                    };
+                    if let Some(local) = e.local {
+                        i["to"] = json!(local);
                     }
+                    i
                 })
                 .collect();
         }

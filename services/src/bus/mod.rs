@@ -260,6 +260,12 @@ impl Bus {
                 deny_purge: true,
                 allow_rollup: false,
                 metadata: [(FORMAT_KEY.to_owned(), FORMAT.to_owned())].into(),
+                // Every workload event, once stored, to the tenants' feed.
+                republish: Some(stream::Republish {
+                    source: subjects::EVT_WORKLOADS.into(),
+                    destination: subjects::TENANT_FEED_MAPPING.into(),
+                    headers_only: false,
+                }),
                 ..Default::default()
             },
             stream::Config {

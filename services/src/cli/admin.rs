@@ -140,7 +140,10 @@ pub fn print_perms(markdown: bool) -> i32 {
     } else {
         for e in perms::exports() {
             let kind = if e.stream { "stream" } else { "service" };
-            println!("export {kind} {} to {}", e.subject, e.to);
+            match e.local {
+                Some(l) => println!("export {kind} {} to {} as {l}", e.subject, e.to),
+                None => println!("export {kind} {} to {}", e.subject, e.to),
+            }
         }
         for role in Role::ALL {
             let p = perms::of(role, "<name>");

@@ -1,5 +1,8 @@
 //! `bulkhead submit FILE|-`: the spec sent as `nats pub` would, its id printed, then the
-//! workload followed to `running` (or its end) with a progress line.
+//! workload followed to `running` (or its end) with a progress line. Its `Nats-Msg-Id` is the
+//! id and a digest of the spec: the same spec sent again is dropped by the stream, a changed
+//! one reaches admission (which rejects a taken id, under an id of its own, naming this
+//! command: the CLI follows the tenant's rejections too, so it reports that).
 
 use std::io::{IsTerminal, Read};
 use std::time::Duration;
@@ -10,7 +13,7 @@ use bulkhead_actors::aside::Aside;
 use bulkhead_actors::ports::log::Stored;
 use bulkhead_actors::projection::Projection;
 use bulkhead_schemas::api::WorkloadState;
-use bulkhead_schemas::event::{Event, hash_bytes};
+use bulkhead_schemas::event::{Event, EventBody, hash_bytes};
 use bulkhead_schemas::{ids, spec, subjects};
 use futures::StreamExt;
 
@@ -50,18 +53,24 @@ pub async fn submit(
     // Following starts before the submission, so no event is missed (a tenant reads its
     // events as they are stored; it has no JetStream of its own).
     let events = if follow {
-        Some(
-            bus.client
-                .subscribe(subjects::workload_events(&key))
-                .await?,
-        )
+        let own = bus
+            .client
+            .subscribe(subjects::workload_events(&key))
+            .await?;
+        let rejections = bus
+            .client
+            .subscribe(format!("bulkhead.evt.{tenant}.wl.*.rejected"))
+            .await?;
+        Some(futures::stream::select(own, rejections))
     } else {
         None
     };
     let payload = serde_json::to_vec(&spec)?;
     let mut headers = HeaderMap::new();
-    // The id makes resubmitting the same spec idempotent.
-    headers.insert("Nats-Msg-Id", id.as_str());
+    // The id and the spec's digest: resubmitting the same spec is idempotent, and a changed
+    // one is not swallowed by the stream's duplicate window (admission decides it).
+    let msg_id = format!("{id}.{}", &hex::encode(hash_bytes(&payload))[..16]);
+    headers.insert("Nats-Msg-Id", msg_id.as_str());
     let span = tracing::info_span!("submit", workload = %id);
     if let Some(tp) = bulkhead_actors::trace::traceparent(&span) {
         headers.insert("traceparent", tp.as_str());
@@ -77,7 +86,7 @@ pub async fn submit(
         return Ok(exit::OK);
     }
     match events {
-        Some(events) => follow_workload(events, &key, timeout).await,
+        Some(events) => follow_workload(events, &key, ack.sequence, timeout).await,
         None => Ok(exit::OK),
     }
 }
@@ -86,8 +95,9 @@ pub async fn submit(
 /// submitted) until it runs or ends; prints a progress line. `key` is the workload's key
 /// (`tenant/id`).
 async fn follow_workload(
-    mut messages: async_nats::Subscriber,
+    mut messages: impl futures::Stream<Item = async_nats::Message> + Unpin,
     key: &str,
+    cmd_seq: u64,
     timeout: Duration,
 ) -> anyhow::Result<i32> {
     let id = subjects::split_key(key).map_or(key, |(_, id)| id);
@@ -119,6 +129,17 @@ async fn follow_workload(
             }
         };
         let kind = ev.kind();
+        if subjects::workload_of(&m.subject).as_deref() != Some(key) {
+            // Another workload's rejection: this command's, under an id of its own, when
+            // the id it names was taken.
+            if let EventBody::Rejected(r) = &ev.body
+                && r.cmd_seq == cmd_seq
+            {
+                eprintln!("{id}: rejected: {}", r.rejection.reason);
+                return Ok(exit::REJECTED);
+            }
+            continue;
+        }
         p.ingest(&Stored {
             seq,
             hash: hash_bytes(&m.payload),
