@@ -120,6 +120,7 @@ fn sim_node(
         labels: BTreeMap::new(),
         heartbeat_ms,
         stop_grace: Duration::from_secs(1),
+        instance: String::new(),
     };
     (cfg, rt, exits)
 }

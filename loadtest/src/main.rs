@@ -327,6 +327,7 @@ async fn throughput(
             labels: BTreeMap::new(),
             heartbeat_ms: 5000,
             stop_grace: Duration::from_secs(10),
+            instance: String::new(),
         };
         handles.push(bench.node(cfg, Arc::new(rt), exits).await?);
     }

@@ -66,6 +66,10 @@ pub struct NodeHeartbeat {
     /// A class whose probe failed is not in `runtime_classes`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub isolation: Vec<IsolationReport>,
+    /// The node process's instance id, kept in its data directory: a restart of the same
+    /// node keeps it, a second process under the same name has another (and is refused).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
 }
 
 /// The result of running a tiny probe workload in one runtime class.
@@ -202,4 +206,14 @@ pub struct HeadsReply {
 pub struct ChainHead {
     pub seq: u64,
     pub hash: String,
+}
+
+/// The answer on `bulkhead.api.node.<node>.beat`: the latest heartbeat stored under the
+/// node's name, and how long ago it was stored (none: the name is free).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+pub struct BeatReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<NodeHeartbeat>,
+    #[serde(default)]
+    pub age_ms: u64,
 }

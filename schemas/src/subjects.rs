@@ -101,6 +101,20 @@ pub fn api_workloads_list(tenant: &str) -> String {
     format!("bulkhead.api.{tenant}.workloads.list")
 }
 
+/// `bulkhead.api.node.<node>.beat`: the latest heartbeat under a node's name and its age,
+/// asked by a node process before it starts (another live instance holds the name?).
+pub fn api_node_beat(node: &str) -> String {
+    format!("bulkhead.api.node.{node}.beat")
+}
+
+/// The node a `bulkhead.api.node.<node>.beat` subject asks about.
+pub fn api_beat_node(subject: &str) -> Option<&str> {
+    let node = subject
+        .strip_prefix("bulkhead.api.node.")?
+        .strip_suffix(".beat")?;
+    is_valid_token(node).then_some(node)
+}
+
 /// `bulkhead.api.node.<node>.heads`: a node asks the chain heads of the workloads it runs
 /// (it reads no log; the API answers for workloads placed on that node only).
 pub fn api_node_heads(node: &str) -> String {

@@ -207,3 +207,66 @@ async fn a_changed_spec_under_a_taken_id_is_rejected_with_what_to_do() {
     let got: serde_json::Value = serde_json::from_str(&env.natspy_req(GET, "w").unwrap()).unwrap();
     assert_eq!(got["spec"]["memory_mb"], 16, "{got}");
 }
+
+/// A second node process under a live node's name (another machine, another data
+/// directory, the same credential) is refused: it used to mark the first's replicas
+/// vanished and restart them. A restart of the same node (same data directory) goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_under_a_live_name_is_refused_and_a_restart_is_not() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("api", &["api"]);
+    let n1 = env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    env.wait_ready("n1").await;
+    env.natspy_pub(SUBMIT, spec(Some("w")).to_string().as_bytes(), None);
+    env.wait_for("w to run", LONG, |by| {
+        by.get("w").is_some_and(|k| k.contains(&"started"))
+    })
+    .await;
+
+    let elsewhere = env.dir.path().join("elsewhere");
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .arg("--nats")
+        .arg(&env.server.url)
+        .arg("--data-dir")
+        .arg(&elsewhere)
+        .arg("--creds")
+        .arg(env.creds_path(bulkhead_schemas::identity::Role::Node, "n1"))
+        .args(["node", "--name", "n1", "--heartbeat-ms", "200"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            panic!("a second n1 runs beside the first");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("node n1 is live elsewhere"), "{err}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        env.kinds_by_workload().await["w"],
+        ["accepted", "scheduled", "started"],
+        "the first's replica untouched"
+    );
+
+    // The same node, restarted at once: its own id, so it goes on (and adopts nothing in
+    // the simulated runtime, which forgot its container).
+    env.sigkill(n1);
+    env.spawn(
+        "n1-again",
+        &["node", "--name", "n1", "--heartbeat-ms", "200"],
+    );
+    let env_ref = &env;
+    wait_until("the restarted n1 to be up", LONG, async || {
+        env_ref.log("n1-again").contains("node up")
+    })
+    .await;
+    assert!(!env.log("n1-again").contains("live elsewhere"));
+}

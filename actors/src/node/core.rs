@@ -275,6 +275,7 @@ impl NodeCore {
             interval_ms: self.config.heartbeat_ms,
             at: bulkhead_schemas::now_rfc3339(),
             isolation,
+            instance: self.config.instance.clone(),
         }
     }
 }

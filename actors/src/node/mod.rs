@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     /// Grace period of a stop that names none.
     pub stop_grace: Duration,
+    /// This process's instance id (in its heartbeats; empty: none kept).
+    pub instance: String,
 }
 
 #[cfg(test)]
@@ -56,6 +58,7 @@ impl NodeConfig {
             labels: BTreeMap::new(),
             heartbeat_ms: 1000,
             stop_grace: Duration::from_secs(10),
+            instance: String::new(),
         }
     }
 }

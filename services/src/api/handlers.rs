@@ -116,6 +116,26 @@ pub(super) fn workload_list(model: &Model, tenant: &str, payload: &[u8]) -> Repl
     })
 }
 
+/// The latest heartbeat stored under `node`'s name and its age (by the server's clock).
+pub(super) async fn node_beat(kv: &async_nats::jetstream::kv::Store, node: &str) -> Reply {
+    let reply = match kv.entry(node).await {
+        Ok(Some(e)) if e.operation == async_nats::jetstream::kv::Operation::Put => {
+            let stored: SystemTime = e.created.into();
+            let age_ms = SystemTime::now()
+                .duration_since(stored)
+                .unwrap_or(Duration::ZERO)
+                .as_millis();
+            bulkhead_schemas::node::BeatReply {
+                heartbeat: crate::bus::ops::heartbeat_of(node, &e.value).ok(),
+                age_ms: u64::try_from(age_ms).unwrap_or(u64::MAX),
+            }
+        }
+        Ok(_) => Default::default(),
+        Err(e) => return bad(500, format!("reading the nodes bucket: {e}")),
+    };
+    json(&reply)
+}
+
 pub(super) async fn nodes_list(model: &Model, kv: &async_nats::jetstream::kv::Store) -> Reply {
     let mut keys = match kv.keys().await {
         Ok(k) => k,

@@ -48,10 +48,12 @@ pub async fn start_with(bus: &Bus, every: CheckpointEvery) -> anyhow::Result<Api
     let list = endpoint(&service, "workloads-list", subjects::API_WORKLOADS_LIST_ALL).await?;
     let mut nodes = endpoint(&service, "nodes-list", subjects::API_NODES_LIST).await?;
     let heads = endpoint(&service, "node-heads", &subjects::api_node_heads("*")).await?;
+    let mut beats = endpoint(&service, "node-beat", &subjects::api_node_beat("*")).await?;
     let aside = endpoint(&service, "aside-list", subjects::API_ASIDE_LIST).await?;
     let mut audit = endpoint(&service, "audit-status", subjects::API_AUDIT_STATUS).await?;
     let mut sealing = endpoint(&service, "sealing", subjects::API_SEALING_ALL).await?;
     let nodes_kv = bus.bucket(subjects::NODES_BUCKET).await?;
+    let beat_kv = nodes_kv.clone();
 
     let get_task = answer(get, &model, |m, req| {
         let tenant = subjects::api_tenant(&req.subject).unwrap_or_default();
@@ -78,6 +80,16 @@ pub async fn start_with(bus: &Bus, every: CheckpointEvery) -> anyhow::Result<Api
             let _ = req.respond(reply).await;
         }
     });
+    let beat_task = {
+        let kv = beat_kv;
+        tokio::spawn(async move {
+            while let Some(req) = beats.next().await {
+                let node = subjects::api_beat_node(&req.message.subject).unwrap_or_default();
+                let reply = handlers::node_beat(&kv, node).await;
+                let _ = req.respond(reply).await;
+            }
+        })
+    };
     let status = Arc::new(Mutex::new(Report::default()));
     let checkpoints = {
         let (bus, status) = (bus.clone(), status.clone());
@@ -116,6 +128,7 @@ pub async fn start_with(bus: &Bus, every: CheckpointEvery) -> anyhow::Result<Api
             get_task,
             list_task,
             AbortOnDrop(nodes_task),
+            AbortOnDrop(beat_task),
             heads_task,
             aside_task,
             AbortOnDrop(checkpoints),

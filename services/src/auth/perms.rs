@@ -80,6 +80,7 @@ pub fn exports() -> Vec<Export> {
         NODES_ACCOUNT,
     ));
     e.push(service(s::api_node_heads("*"), NODES_ACCOUNT));
+    e.push(service(s::api_node_beat("*"), NODES_ACCOUNT));
     e.push(service(s::aside_report("node", "*"), NODES_ACCOUNT));
     for k in ["submit", "stop", "scale"] {
         e.push(service(s::cmd("*", k), TENANTS_ACCOUNT));
@@ -219,6 +220,7 @@ pub fn of(role: Role, name: &str) -> Perms {
                 s::node_consumer(n)
             ));
             p.publish.push(s::api_node_heads(n));
+            p.publish.push(s::api_node_beat(n));
         }
         Role::Scheduler => {
             read_log(&mut p);
@@ -262,6 +264,7 @@ pub fn of(role: Role, name: &str) -> Perms {
                 s::API_NODES_LIST.to_owned(),
                 s::API_ASIDE_LIST.to_owned(),
                 s::api_node_heads("*"),
+                s::api_node_beat("*"),
                 "$SRV.>".to_owned(),
             ]);
             // Answers go to the nodes' and tenants' imports (`_R_.…`, mapped back to the

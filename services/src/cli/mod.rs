@@ -333,7 +333,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 creds.name,
                 settings.name
             );
-            let _node = node::launch(&bus, &settings, settings.name.clone()).await?;
+            let _node =
+                node::launch(&bus, &settings, settings.name.clone(), who.data.root()).await?;
             shutdown_signal().await;
             Ok(exit::OK)
         }

@@ -100,7 +100,7 @@ pub async fn up(u: Up<'_>) -> anyhow::Result<i32> {
     let mut handles = Vec::new();
     for name in names {
         let bus = connect(Role::Node, &name).await?;
-        handles.push(node::launch(&bus, &settings, name).await?);
+        handles.push(node::launch(&bus, &settings, name, u.data.root()).await?);
     }
     info!(
         nodes = u.nodes,

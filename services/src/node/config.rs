@@ -166,6 +166,7 @@ impl NodeFile {
             labels: self.labels.clone(),
             heartbeat_ms: self.heartbeat_ms,
             stop_grace: Duration::from_secs(self.stop_grace_secs),
+            instance: String::new(),
         }
     }
 }

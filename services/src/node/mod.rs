@@ -7,11 +7,13 @@
 //! - [`config`]: the node's settings (TOML file and flags);
 //! - [`cri`]: the CRI runtime (containerd, CRI-O, Kata, Edera, gVisor through a handler);
 //! - [`ops`]: the consumer of the node's ops, which runs only what the scheduler signed;
-//! - [`delivery`]: receiving them over core NATS (a node's account has no JetStream).
+//! - [`delivery`]: receiving them over core NATS (a node's account has no JetStream);
+//! - [`instance`]: one live process per node name.
 
 pub mod config;
 pub mod cri;
 mod delivery;
+pub mod instance;
 mod ops;
 
 use std::sync::Arc;
@@ -50,8 +52,17 @@ impl Drop for NodeHandle {
 }
 
 /// Starts a node named `name` with the settings of `f`, over the runtime they name.
-pub async fn launch(bus: &Bus, f: &NodeFile, name: String) -> anyhow::Result<NodeHandle> {
-    let config = f.node_config(name.clone());
+/// Launches node `name` with the settings of `f`, its instance id kept under `dir`; refused
+/// while another live instance holds the name.
+pub async fn launch(
+    bus: &Bus,
+    f: &NodeFile,
+    name: String,
+    dir: &std::path::Path,
+) -> anyhow::Result<NodeHandle> {
+    let mut config = f.node_config(name.clone());
+    config.instance = instance::instance_id(dir, &name)?;
+    instance::check(bus, &name, &config.instance).await?;
     match f.runtime.as_str() {
         "sim" => {
             let delay = Duration::from_millis(f.sim_start_delay_ms);

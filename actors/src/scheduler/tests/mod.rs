@@ -44,6 +44,7 @@ pub(super) fn hb(name: &str, mem: u64) -> NodeHeartbeat {
         interval_ms: 1000,
         at: String::new(),
         isolation: Vec::new(),
+        instance: String::new(),
     }
 }
 
