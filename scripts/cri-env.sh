@@ -13,7 +13,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PACKAGES=(containerd runc runsc umoci skopeo busybox-static docker-registry apache2-utils jq zstd protobuf-compiler openssl)
+PACKAGES=(containerd runc runsc umoci skopeo busybox-static docker-registry apache2-utils jq zstd openssl)
 
 install() {
   local missing=()

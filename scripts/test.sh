@@ -21,7 +21,7 @@ if ! command -v docker-compose >/dev/null; then
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
-# containerd, runc, runsc (gVisor), umoci, skopeo, busybox-static, docker-registry, protoc
+# containerd, runc, runsc (gVisor), umoci, skopeo, busybox-static, docker-registry
 ./scripts/cri-env.sh install
 
 echo "== deploy/docker-compose.yml"

@@ -509,7 +509,7 @@ pub async fn cri_overlap(socket: &std::path::Path, image: &str, n: usize) -> any
                     (bulkhead::node::cri::LABEL_NODE, node),
                     (bulkhead::node::cri::LABEL_ROLE, "workload"),
                 ],
-                Some(k8s_cri::v1::ContainerState::ContainerRunning),
+                Some(bulkhead::node::cri::v1::ContainerState::ContainerRunning),
             )
             .await?
             .into_iter()

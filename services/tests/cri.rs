@@ -9,16 +9,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bulkhead::node::cri::v1::{
+    ContainerConfig, ContainerMetadata, ImageSpec, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata,
+};
 use bulkhead::node::cri::{Cri, LABEL_NODE, LABEL_REPLICA, LABEL_ROLE, LABEL_WORKLOAD};
 use bulkhead_schemas::event::{Event, EventBody, Exited};
 use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::subjects;
 use common::*;
-use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ImageSpec, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata,
-};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -418,7 +418,7 @@ async fn restarted_node_adopts_running_containers_and_reports_exits_it_missed() 
                 (LABEL_NODE, c.node.as_str()),
                 (LABEL_WORKLOAD, key("keeps").as_str()),
             ],
-            Some(k8s_cri::v1::ContainerState::ContainerRunning),
+            Some(bulkhead::node::cri::v1::ContainerState::ContainerRunning),
         )
         .await
         .unwrap();
@@ -578,7 +578,7 @@ async fn a_container_killed_from_outside_is_replaced_by_a_new_one() {
     let st = cri.container_status(&containers[1]).await.unwrap();
     assert_eq!(
         st.state,
-        k8s_cri::v1::ContainerState::ContainerRunning as i32
+        bulkhead::node::cri::v1::ContainerState::ContainerRunning as i32
     );
     // The killed one is cleaned up: one container and one sandbox are left.
     wait_until("the dead container to be removed", LONG, async || {
@@ -702,7 +702,7 @@ async fn running_on(cri: &Cri, node: &str) -> HashMap<String, usize> {
     for c in cri
         .list_containers(
             &[(LABEL_NODE, node), (LABEL_ROLE, "workload")],
-            Some(k8s_cri::v1::ContainerState::ContainerRunning),
+            Some(bulkhead::node::cri::v1::ContainerState::ContainerRunning),
         )
         .await
         .unwrap()
@@ -747,7 +747,7 @@ async fn a_gated_image_runs_pinned_to_the_digest_its_verdict_is_about() {
     let running = cri
         .list_containers(
             &[(LABEL_WORKLOAD, key("pinned").as_str())],
-            Some(k8s_cri::v1::ContainerState::ContainerRunning),
+            Some(bulkhead::node::cri::v1::ContainerState::ContainerRunning),
         )
         .await
         .unwrap();

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod events;
 pub mod probe;
+pub mod v1;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -12,18 +13,18 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use crate::node::cri::v1::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, KeyValue,
+    LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata,
+};
 use bulkhead_actors::ports::runtime::{
     ContainerRuntime, ExitNotice, Observed, ObservedStatus, RuntimeError, StartSpec,
 };
 use bulkhead_schemas::node::IsolationReport;
 use bulkhead_schemas::{RuntimeClass, WorkloadSpec};
 use futures::future::join_all;
-use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, KeyValue,
-    LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata,
-};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 

@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::node::cri::v1::{ContainerState, ContainerStatus};
 use bulkhead_actors::ports::runtime::ExitNotice;
-use k8s_cri::v1::{ContainerState, ContainerStatus};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
