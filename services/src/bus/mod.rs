@@ -30,11 +30,12 @@ pub use publish::{MAX_BATCH, PublishFailure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("cannot reach NATS at {url}: {source}")]
-    Connect {
-        url: String,
-        source: async_nats::ConnectError,
-    },
+    /// The root cause only (the client's errors repeat it at every layer), and what to do.
+    #[error(
+        "cannot reach NATS at {url}: {cause} (is `bulkhead up` running, and --nats pointing at \
+         its server?)"
+    )]
+    Connect { url: String, cause: String },
     #[error("setting up {what}: {msg}")]
     Setup { what: String, msg: String },
     #[error("{0}")]
@@ -190,10 +191,10 @@ impl Bus {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
                 }
-                Err(source) => {
+                Err(e) => {
                     return Err(BusError::Connect {
                         url: url.to_owned(),
-                        source,
+                        cause: root_cause(&e),
                     });
                 }
             }
@@ -471,6 +472,15 @@ impl Bus {
             .map(|v| v.as_str().to_owned());
         Ok(Some((msg.payload, seq, sig)))
     }
+}
+
+/// The innermost cause of `e`, said once.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
 }
 
 /// Tells `tell` whenever the connection goes down (`false`) or comes back (`true`), with the

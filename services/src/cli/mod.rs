@@ -43,6 +43,23 @@ pub mod exit {
     pub const VULNERABLE: i32 = 6;
 }
 
+/// An error and its causes, each said once: a layer that already quotes its cause in its own
+/// message does not get it repeated after it.
+fn said_once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
 /// Whether `e` is a write to a pipe whose reader has gone.
 fn closed_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -58,7 +75,7 @@ pub async fn main(cli: Cli) -> i32 {
         // A reader that closed its end of the pipe (`| head`) ends the command, quietly.
         Err(e) if closed_pipe(&e) => exit::OK,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", said_once(&e));
             exit::ERROR
         }
     }
