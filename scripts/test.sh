@@ -2,7 +2,8 @@
 # The test command: installs what the tests need on a fresh machine, then runs every
 # check and test (formatting, lints, unit, property and system tests against a real
 # nats-server on loopback, real-container tests against a private containerd), then a
-# short fuzzing run of what the control plane decodes.
+# short fuzzing run of what the control plane decodes, then the README's run command in a
+# fresh clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,3 +44,6 @@ cargo nextest run --workspace --locked --no-fail-fast
 
 echo "== fuzzing (each target ${FUZZ_SECS:-20} s from the seed corpus)"
 ./scripts/fuzz.sh
+
+echo "== the README's run command in a fresh clone (no protoc, no nats-server on PATH)"
+./scripts/readme-test.sh
