@@ -12,7 +12,8 @@ async fn main() {
 
 /// A closed pipe (`bulkhead get ID | head`, `bulkhead events --json | true`) ends the command
 /// quietly with exit 0, as it does for other Unix tools: printing to it fails, and that
-/// failure is the reader's choice, not an error (any other panic is reported as before).
+/// failure is the reader's choice, not an error (any other panic is reported as before;
+/// the services write to no pipe, so this is the CLI's stdout).
 fn quiet_on_closed_pipe() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -22,7 +23,7 @@ fn quiet_on_closed_pipe() {
             .map(String::as_str)
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or_default();
-        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+        if msg.contains("Broken pipe") || msg.contains("BrokenPipe") {
             std::process::exit(0);
         }
         report(info);

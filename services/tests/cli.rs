@@ -389,3 +389,55 @@ async fn an_unreachable_nats_is_said_once_with_what_to_do() {
     assert!(err.contains("is `bulkhead up` running"), "{err}");
     assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
 }
+
+/// `--version` names the commit; `completions SHELL` prints a script naming the commands;
+/// `events --no-follow` prints the history and exits (it used to follow forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_completions_and_history_that_ends() {
+    let mut env = env().await;
+    let out = run(&env, &["--version"]);
+    let version = String::from_utf8_lossy(&out.stdout);
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    assert!(
+        version.contains(&format!("(commit {head}")),
+        "{version} (HEAD {head})"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&env, &["completions", shell]);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(
+            script.contains("submit") && script.contains("undrain"),
+            "{shell}: {script}"
+        );
+    }
+
+    env.spawn("scheduler", &["scheduler"]);
+    env.natspy_pub(SUBMIT, spec(Some("w")).to_string().as_bytes(), None);
+    env.wait_for("w to be admitted", LONG, |by| by.contains_key("w"))
+        .await;
+    let mut c = env.cli();
+    c.args(["--creds"])
+        .arg(env.creds_path(bulkhead_schemas::identity::Role::Admin, "admin"))
+        .args(["events", "--no-follow", "--type", "accepted"]);
+    let started = std::time::Instant::now();
+    let out = c.output().unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("default/w"), "{printed}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // A tenant has no history of its own: it is told so.
+    let out = run(&env, &["events", "--no-follow"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no history of its own"));
+}

@@ -17,7 +17,7 @@ use crate::scheduler::SchedulerConfig;
 #[derive(Parser)]
 #[command(
     name = "bulkhead",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BULKHEAD_COMMIT"), ")"),
     about = "A secure container orchestrator on NATS"
 )]
 pub struct Cli {
@@ -108,6 +108,7 @@ pub enum Cmd {
     Revoke {
         /// admin, scheduler, failover, api, scanner, node or tenant.
         role: String,
+        /// The identity's name.
         name: String,
     },
     /// Print the permission table each role gets from nats-server.
@@ -146,6 +147,7 @@ pub enum Cmd {
     },
     /// Submit a workload spec (JSON file, or - for stdin) and follow it.
     Submit {
+        /// The spec: a JSON file, or - to read it from standard input.
         file: String,
         /// Print the id and return without following.
         #[arg(long)]
@@ -155,31 +157,42 @@ pub enum Cmd {
         timeout: u64,
     },
     /// Show one workload.
-    Get { id: String },
+    Get {
+        /// The workload's id (in --tenant).
+        id: String,
+    },
     /// List workloads.
     List {
+        /// Only workloads in this state: pending, scheduled, running, succeeded, failed,
+        /// stopped, rejected, lost, quarantined.
         #[arg(long)]
         state: Option<String>,
+        /// Only workloads with a replica on this node.
         #[arg(long)]
         node: Option<String>,
-        /// key=value
+        /// Only workloads with this label, key=value.
         #[arg(long)]
         label: Option<String>,
+        /// At most this many (default 1000, at most 10000).
         #[arg(long)]
         limit: Option<usize>,
+        /// Start after this id (ids are listed in order): the next page.
         #[arg(long)]
         after: Option<String>,
+        /// Print the API's answer as JSON.
         #[arg(long)]
         json: bool,
     },
     /// List nodes with capacity, allocations and heartbeat age.
     Nodes {
+        /// Print the API's answer as JSON.
         #[arg(long)]
         json: bool,
     },
     /// What the query API set aside while reading the log (forged, malformed or
     /// unauthorised events), by reason, the latest listed (admin).
     Aside {
+        /// Print the API's answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -198,9 +211,13 @@ pub enum Cmd {
     /// spec's `secrets` sent with `nats pub` (`bulkhead submit` seals by itself).
     Seal,
     /// Copy the whole log (every message as stored, with its proof) to FILE (admin).
-    Backup { file: PathBuf },
+    Backup {
+        /// Where to write it (JSON lines).
+        file: PathBuf,
+    },
     /// Verify a backup and write it into an empty log (admin).
     Restore {
+        /// A file `bulkhead backup` wrote.
         file: PathBuf,
         /// Also match these checkpoint files.
         #[arg(long = "checkpoint")]
@@ -217,6 +234,10 @@ pub enum Cmd {
         /// Start from the beginning of the log instead of new events.
         #[arg(long)]
         from_start: bool,
+        /// Print the log from its start up to now and exit (an admin's; a tenant has no
+        /// history of its own).
+        #[arg(long)]
+        no_follow: bool,
         /// Print events as stored (JSON lines).
         #[arg(long)]
         json: bool,
@@ -225,6 +246,7 @@ pub enum Cmd {
     /// advisory JSON files or an OSV all.zip). Exit 6 with --fail-on when a finding is at or
     /// above that severity. Registry credentials: BULKHEAD_REGISTRY_AUTH=HOST=user:password[,…].
     Scan {
+        /// The image reference, e.g. registry.example:5000/team/app:1.2.
         image: String,
         /// Scan here against this database; without it, the scan workers do the job.
         #[arg(long, env = "BULKHEAD_VULNDB")]
@@ -235,6 +257,7 @@ pub enum Cmd {
         /// low, medium, high or critical.
         #[arg(long, value_parser = parse_severity)]
         fail_on: Option<Severity>,
+        /// Print the verdict as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -263,9 +286,21 @@ pub enum Cmd {
         cmd: VulndbCmd,
     },
     /// Change how many replicas a workload runs (0 … 1000).
-    Scale { id: String, replicas: u32 },
+    Scale {
+        /// The workload's id (in --tenant).
+        id: String,
+        /// How many replicas it should run.
+        replicas: u32,
+    },
+    /// Print a completion script for SHELL (e.g. `bulkhead completions bash >
+    /// /etc/bash_completion.d/bulkhead`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Stop every replica of a workload.
     Stop {
+        /// The workload's id (in --tenant).
         id: String,
         /// Seconds each container gets between SIGTERM and SIGKILL (node default: 10).
         #[arg(long)]
@@ -276,37 +311,58 @@ pub enum Cmd {
 #[derive(Subcommand)]
 pub enum AdminAction {
     /// Enrol admin NAME and print its credential.
-    Add { name: String },
+    Add {
+        /// 1-64 of [A-Za-z0-9_-].
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum TenantAction {
     /// Enrol tenant NAME (or give it a new key) and print its credential.
-    Add { name: String },
+    Add {
+        /// 1-64 of [A-Za-z0-9_-] (not a reserved name: node, sys, scan, admin).
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum ServiceAction {
     /// Enrol service instance NAME of ROLE and print its credential.
-    Add { role: String, name: String },
+    Add {
+        /// scheduler, failover, api or scanner.
+        role: String,
+        /// 1-64 of [A-Za-z0-9_-].
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum PolicyAction {
     /// The policy in force (version, hash, admins, tenants) and the changes pending.
     Show {
+        /// Print it as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Propose FILE (JSON, or TOML if it ends in .toml) as the next policy and approve it;
     /// it takes effect once the policy's threshold of admins approved it. `version` and
     /// `replaces` are filled in when the file leaves them out.
-    Propose { file: PathBuf },
+    Propose {
+        /// The policy document (JSON, or TOML ending in .toml).
+        file: PathBuf,
+    },
     /// Approve the pending proposal whose hash starts with HASH.
-    Sign { hash: String },
+    Sign {
+        /// The proposal's hash, or a unique prefix of it (`policy show` lists them).
+        hash: String,
+    },
     /// Run example submissions (FILE: TOML or JSON) through admission under a policy and
     /// check each outcome; exit 1 naming the examples whose outcome differs.
-    Test { file: PathBuf },
+    Test {
+        /// The examples (and, optionally, the policy to test them under).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -317,14 +373,19 @@ pub enum AuditAction {
         /// A checkpoint file (from `audit checkpoint`) the log must still match.
         #[arg(long = "checkpoint")]
         checkpoints: Vec<PathBuf>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Write the log's latest checkpoint (signed by the query API) to FILE, to keep
     /// outside NATS.
-    Checkpoint { file: PathBuf },
+    Checkpoint {
+        /// Where to write it.
+        file: PathBuf,
+    },
     /// The query API's latest verification of the log.
     Status {
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -335,15 +396,24 @@ pub enum NodeAction {
     /// Enrol node NAME with the runtime classes it may offer (fixed: a heartbeat that
     /// advertises more is ignored) and print its credential.
     Add {
+        /// 1-64 of [A-Za-z0-9_-] (no dots: it becomes a subject token).
         name: String,
+        /// Runtime classes it may offer, comma-separated: runc, gvisor, kata, edera-zone,
+        /// confidential.
         #[arg(long, value_delimiter = ',', required = true)]
         classes: Vec<String>,
     },
     /// Move every replica off NODE, one at a time (each new copy runs before the old one
     /// stops), and place nothing new there until `undrain` (a restart of the node keeps it).
-    Drain { node: String },
+    Drain {
+        /// The node's name.
+        node: String,
+    },
     /// Let a drained (or draining) NODE take new placements again.
-    Undrain { node: String },
+    Undrain {
+        /// The node's name.
+        node: String,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -365,9 +435,15 @@ impl FailoverArgs {
 #[derive(Subcommand)]
 pub enum VulndbCmd {
     /// Import an OSV database (a directory of advisory JSON files, or an OSV all.zip).
-    Import { path: PathBuf },
+    Import {
+        /// A directory of OSV advisory JSON files, or an OSV all.zip.
+        path: PathBuf,
+    },
     /// Download an OSV all.zip (e.g. https://osv-vulnerabilities.storage.googleapis.com/Debian/all.zip) and import it.
-    Sync { url: String },
+    Sync {
+        /// Where to download the all.zip from.
+        url: String,
+    },
 }
 
 /// The scheduler's scan policy.
@@ -431,8 +507,10 @@ pub struct NodeArgs {
     /// Node configuration file (TOML); see deploy/node.example.toml.
     #[arg(long = "config")]
     config: Option<PathBuf>,
+    /// The node's name (default: node; with `up --nodes N`, node-1 … node-N).
     #[arg(long)]
     name: Option<String>,
+    /// The container runtime (default: sim).
     #[arg(long, value_enum)]
     runtime: Option<RuntimeKind>,
     /// Runtime classes a sim node offers (comma-separated).
@@ -459,15 +537,19 @@ pub struct NodeArgs {
     /// Do not follow containerd's exit events; poll only.
     #[arg(long)]
     no_exit_events: bool,
+    /// Memory the node offers, MiB (default: 16384).
     #[arg(long)]
     memory_mb: Option<u64>,
+    /// CPU the node offers, millicores (default: 8000).
     #[arg(long)]
     cpu_millicores: Option<u64>,
+    /// Replicas the node runs at most (default: 110).
     #[arg(long)]
     slots: Option<u32>,
     /// Node labels, key=value (repeatable).
     #[arg(long = "label")]
     labels: Vec<String>,
+    /// Milliseconds between heartbeats (default: 1000; 10 … 600000).
     #[arg(long)]
     heartbeat_ms: Option<u64>,
     /// Start delay of sim containers, milliseconds.
@@ -539,4 +621,37 @@ impl NodeArgs {
 
 pub fn parse_severity(s: &str) -> Result<Severity, String> {
     Severity::from_label(s).ok_or_else(|| format!("{s}: expected low, medium, high or critical"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag and positional argument of every subcommand, without help text.
+    fn unexplained(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if matches!(id, "help" | "version") || a.is_hide_set() {
+                continue;
+            }
+            if a.get_help().is_none() && a.get_long_help().is_none() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() && sub.get_name() != "help" {
+                out.push(format!("{path} {} (the subcommand)", sub.get_name()));
+            }
+            unexplained(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_argument_and_subcommand_says_what_it_is() {
+        let mut missing = Vec::new();
+        unexplained(&Cli::command(), "bulkhead", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
 }

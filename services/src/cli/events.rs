@@ -1,5 +1,5 @@
 //! `bulkhead events`: the log, one line per event (or as stored), filtered by workload
-//! and type.
+//! and type; followed, or (`--no-follow`, an admin's) printed from its start and done.
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use bulkhead_schemas::event::{Event, EventBody};
@@ -17,6 +17,7 @@ pub async fn events(
     workload: Option<&str>,
     types: &[String],
     from_start: bool,
+    no_follow: bool,
     json: bool,
 ) -> anyhow::Result<i32> {
     for t in types {
@@ -35,54 +36,81 @@ pub async fn events(
     };
     // An admin reads the stream (from its start, if asked); a tenant, which has no
     // JetStream of its own, the events as they are stored.
-    let mut messages: futures::stream::BoxStream<'static, (String, bytes::Bytes, u64)> = if admin {
-        let deliver = if from_start {
-            DeliverPolicy::All
+    let mut messages: futures::stream::BoxStream<'static, (String, bytes::Bytes, u64, u64)> =
+        if admin {
+            let deliver = if from_start || no_follow {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::New
+            };
+            let pulled = super::log_consumer(bus, filter, deliver).await?;
+            pulled
+                .filter_map(|m| async move {
+                    let m = m.ok()?;
+                    let (seq, pending) = m
+                        .info()
+                        .map(|i| (i.stream_sequence, i.pending))
+                        .unwrap_or_default();
+                    Some((m.subject.to_string(), m.payload.clone(), seq, pending))
+                })
+                .boxed()
         } else {
-            DeliverPolicy::New
+            anyhow::ensure!(
+                !from_start && !no_follow,
+                "a tenant follows its events as they are stored (it has no history of its own); \
+             `bulkhead get ID` and `bulkhead list` show where its workloads are"
+            );
+            let sub = bus.client.subscribe(filter).await?;
+            sub.map(|m| (m.subject.to_string(), m.payload, 0, 1))
+                .boxed()
         };
-        let pulled = super::log_consumer(bus, filter, deliver).await?;
-        pulled
-            .filter_map(|m| async move {
-                let m = m.ok()?;
-                let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
-                Some((m.subject.to_string(), m.payload.clone(), seq))
-            })
-            .boxed()
-    } else {
-        anyhow::ensure!(
-            !from_start,
-            "a tenant follows its events as they are stored; `bulkhead get ID` and \
-                 `bulkhead list` show where its workloads are"
-        );
-        let sub = bus.client.subscribe(filter).await?;
-        sub.map(|m| (m.subject.to_string(), m.payload, 0)).boxed()
-    };
-    while let Some((subject, payload, seq)) = messages.next().await {
-        let kind = subject.rsplit('.').next().unwrap_or_default();
-        if !types.is_empty() && !types.iter().any(|t| t == kind) {
-            continue;
-        }
-        if json {
-            println!("{}", String::from_utf8_lossy(&payload));
-            continue;
-        }
-        match Event::parse(&payload) {
-            Ok(ev) => {
-                let body = serde_json::to_value(&ev.body)
-                    .ok()
-                    .map(|v| v["body"].to_string())
-                    .unwrap_or_default();
-                println!(
-                    "{seq:>8} {} {:<17} {:<38} {} {body}",
-                    ev.at,
-                    ev.kind(),
-                    ev.subject,
-                    ev.actor.service
-                );
+    loop {
+        let next = if no_follow {
+            // The history is done when nothing more comes: the last message said none is
+            // pending, or none matched at all.
+            match tokio::time::timeout(std::time::Duration::from_secs(2), messages.next()).await {
+                Ok(m) => m,
+                Err(_) => break,
             }
-            Err(e) => println!("{seq:>8} (malformed event on {subject}: {e})"),
+        } else {
+            messages.next().await
+        };
+        let Some((subject, payload, seq, pending)) = next else {
+            break;
+        };
+        let last = no_follow && pending == 0;
+        print_event(&subject, &payload, seq, types, json);
+        if last {
+            break;
         }
     }
     Ok(exit::OK)
+}
+
+/// Prints one event (unless its type is filtered out): a line, or as stored.
+fn print_event(subject: &str, payload: &[u8], seq: u64, types: &[String], json: bool) {
+    let kind = subject.rsplit('.').next().unwrap_or_default();
+    if !types.is_empty() && !types.iter().any(|t| t == kind) {
+        return;
+    }
+    if json {
+        println!("{}", String::from_utf8_lossy(payload));
+        return;
+    }
+    match Event::parse(payload) {
+        Ok(ev) => {
+            let body = serde_json::to_value(&ev.body)
+                .ok()
+                .map(|v| v["body"].to_string())
+                .unwrap_or_default();
+            println!(
+                "{seq:>8} {} {:<17} {:<38} {} {body}",
+                ev.at,
+                ev.kind(),
+                ev.subject,
+                ev.actor.service
+            );
+        }
+        Err(e) => println!("{seq:>8} (malformed event on {subject}: {e})"),
+    }
 }

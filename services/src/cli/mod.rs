@@ -447,10 +447,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             workload,
             types,
             from_start,
+            no_follow,
             json,
         } => {
             let (bus, tenant) = who.client(tenant).await?;
-            events::events(&bus, &tenant, workload.as_deref(), &types, from_start, json).await
+            let w = workload.as_deref();
+            events::events(&bus, &tenant, w, &types, from_start, no_follow, json).await
         }
         Cmd::Scan {
             image,
@@ -470,6 +472,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Scale { id, replicas } => {
             let (bus, tenant) = who.client(tenant).await?;
             control::scale(&bus, &tenant, &id, replicas).await
+        }
+        Cmd::Completions { shell } => {
+            let mut cmd = <args::Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "bulkhead", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+            Ok(exit::OK)
         }
         Cmd::Stop { id, grace } => {
             let (bus, tenant) = who.client(tenant).await?;
