@@ -43,8 +43,9 @@ pub fn init(service: &str, default_filter: &str) -> anyhow::Result<Telemetry> {
             fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_target(false)
-                // Colour for a terminal only: a log file or a collector gets plain text.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                // Colour for a terminal only, and not with NO_COLOR (no-color.org): a log
+                // file or a collector gets plain text.
+                .with_ansi(colour()),
         )
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init()?;
@@ -72,4 +73,11 @@ mod tests {
         );
         assert_ne!(child_tp, tp, "its own span id");
     }
+}
+
+/// Whether to colour what goes to stderr: a terminal, and no `NO_COLOR` set (to anything
+/// but the empty string).
+pub fn colour() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }

@@ -441,3 +441,59 @@ async fn version_completions_and_history_that_ends() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no history of its own"));
 }
+
+/// `get` for people (what runs where), `-o json|yaml|wide` for scripts and wide screens,
+/// and `list --watch` showing the list again until stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_for_people_and_for_scripts() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("api", &["api"]);
+    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    let mut s = spec(Some("w"));
+    s["labels"] = serde_json::json!({"team": "blue"});
+    env.natspy_pub(SUBMIT, s.to_string().as_bytes(), None);
+    env.wait_for("w to run", LONG, |by| {
+        by.get("w").is_some_and(|k| k.contains(&"started"))
+    })
+    .await;
+    let env_ref = &env;
+    wait_until("the API to show w running", LONG, async || {
+        String::from_utf8_lossy(&run(env_ref, &["get", "w"]).stdout).contains("1/1 running")
+    })
+    .await;
+    let text = String::from_utf8_lossy(&run(&env, &["get", "w"]).stdout).into_owned();
+    assert!(text.contains("image     localhost/busybox:1"), "{text}");
+    assert!(text.contains("n1"), "{text}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&text).is_err(),
+        "not JSON: {text}"
+    );
+    let json = run(&env, &["get", "w", "-o", "json"]).stdout;
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(v["replicas"][0]["node"], "n1");
+    let yaml = String::from_utf8_lossy(&run(&env, &["get", "w", "-o", "yaml"]).stdout).into_owned();
+    assert!(
+        yaml.contains("id: w") && yaml.contains("node: n1"),
+        "{yaml}"
+    );
+    let wide = String::from_utf8_lossy(&run(&env, &["list", "-o", "wide"]).stdout).into_owned();
+    assert!(
+        wide.contains("LABELS") && wide.contains("team=blue"),
+        "{wide}"
+    );
+
+    // `list --watch` shows the list again and again.
+    let out = std::fs::File::create(env.dir.path().join("watch.out")).unwrap();
+    let mut watch = env
+        .cli()
+        .args(["list", "--watch"])
+        .stdout(out)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    let shown = std::fs::read_to_string(env.dir.path().join("watch.out")).unwrap();
+    assert!(shown.matches("1 of 1 shown").count() >= 2, "{shown}");
+}

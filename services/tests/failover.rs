@@ -192,11 +192,17 @@ async fn restart_policy_backoff_and_budget() {
             .spawn()
             .unwrap()
     };
-    let got = cli(&["get", "loop"]).wait_with_output().unwrap();
+    let got = cli(&["get", "loop", "-o", "json"])
+        .wait_with_output()
+        .unwrap();
     assert!(got.status.success());
     let shown: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
     assert_eq!(shown["replicas"][0]["restarts"], 4, "{shown}");
     assert_eq!(shown["replicas"][0]["exit_code"], 1);
+    // For people: the replica's restarts and why it ended.
+    let got = cli(&["get", "loop"]).wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert!(text.contains("restart budget exhausted"), "{text}");
     // `bulkhead events --type exited,replica_requested` follows the failovers (it follows
     // until stopped: read what it printed in two seconds). The log's history is an
     // admin's to read.

@@ -156,10 +156,12 @@ pub enum Cmd {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
-    /// Show one workload.
+    /// Show one workload: what it runs, where, and why (or -o json|yaml).
     Get {
         /// The workload's id (in --tenant).
         id: String,
+        #[command(flatten)]
+        format: super::output::Format,
     },
     /// List workloads.
     List {
@@ -179,15 +181,19 @@ pub enum Cmd {
         /// Start after this id (ids are listed in order): the next page.
         #[arg(long)]
         after: Option<String>,
-        /// Print the API's answer as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        format: super::output::Format,
+        /// Show it again every 2 s until interrupted.
+        #[arg(long, short = 'w')]
+        watch: bool,
     },
     /// List nodes with capacity, allocations and heartbeat age.
     Nodes {
-        /// Print the API's answer as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        format: super::output::Format,
+        /// Show it again every 2 s until interrupted.
+        #[arg(long, short = 'w')]
+        watch: bool,
     },
     /// What the query API set aside while reading the log (forged, malformed or
     /// unauthorised events), by reason, the latest listed (admin).

@@ -8,6 +8,7 @@ pub mod args;
 pub mod audit;
 pub mod control;
 pub mod events;
+pub mod output;
 pub mod policy;
 pub mod query;
 pub mod scan;
@@ -41,6 +42,35 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 5;
     /// `bulkhead scan --fail-on S`: a finding at or above S.
     pub const VULNERABLE: i32 = 6;
+}
+
+/// Runs `show` once, or (`watch`) every 2 s until interrupted or the reader goes (a closed
+/// pipe ends it quietly), clearing a terminal between views.
+async fn watching<F, Fut>(watch: bool, mut show: F) -> anyhow::Result<i32>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<i32>>,
+{
+    use std::io::{IsTerminal, Write};
+    if !watch {
+        return show().await;
+    }
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        if tty {
+            print!("\x1b[2J\x1b[H");
+        }
+        show().await?;
+        let mut out = std::io::stdout();
+        if !tty {
+            writeln!(out)?;
+        }
+        out.flush()?;
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = shutdown_signal() => return Ok(exit::OK),
+        }
+    }
 }
 
 /// An error and its causes, each said once: a layer that already quotes its cause in its own
@@ -394,9 +424,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let timeout = Duration::from_secs(timeout);
             submit::submit(&bus, &tenant, &file, !no_follow, timeout).await
         }
-        Cmd::Get { id } => {
+        Cmd::Get { id, format } => {
             let (bus, tenant) = who.client(tenant).await?;
-            query::get(&bus, &tenant, &id).await
+            query::get(&bus, &tenant, &id, format.output()).await
         }
         Cmd::List {
             state,
@@ -404,7 +434,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             label,
             limit,
             after,
-            json,
+            format,
+            watch,
         } => {
             let state = match state {
                 Some(s) => {
@@ -420,9 +451,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 after,
             };
             let (bus, tenant) = who.client(tenant).await?;
-            query::list(&bus, &tenant, req, json).await
+            let o = format.output();
+            watching(watch, || query::list(&bus, &tenant, req.clone(), o)).await
         }
-        Cmd::Nodes { json } => query::nodes(&who.admin().await?, json).await,
+        Cmd::Nodes { format, watch } => {
+            let bus = who.admin().await?;
+            watching(watch, || query::nodes(&bus, format.output())).await
+        }
         Cmd::Aside { json } => query::aside(&who.admin().await?, json).await,
         Cmd::Policy {
             action: PolicyAction::Test { file },

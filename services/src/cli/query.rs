@@ -9,6 +9,7 @@ use bulkhead_schemas::api::{
 use bulkhead_schemas::subjects;
 
 use super::exit;
+use super::output::Output;
 use crate::bus::Bus;
 
 /// Asks the query API; `Err` inside carries a service error's message (not found, …).
@@ -40,28 +41,93 @@ pub(super) async fn api_request(
     Ok(Ok(reply.payload.to_vec()))
 }
 
-pub async fn get(bus: &Bus, tenant: &str, id: &str) -> anyhow::Result<i32> {
+/// `bulkhead get ID`: the workload for people (what it runs, where, why), or as the API
+/// answers it (`-o json|yaml`).
+pub async fn get(bus: &Bus, tenant: &str, id: &str, o: Output) -> anyhow::Result<i32> {
     let subject = subjects::api_workloads_get(tenant);
-    match api_request(bus, &subject, id.as_bytes().to_vec()).await? {
-        Ok(body) => {
-            let w: WorkloadView = serde_json::from_slice(&body)?;
-            println!("{}", serde_json::to_string_pretty(&w)?);
-            Ok(exit::OK)
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            Ok(exit::ERROR)
-        }
+    let w: WorkloadView = match query(bus, &subject, id.as_bytes().to_vec(), o).await? {
+        Ok(w) => w,
+        Err(code) => return Ok(code),
+    };
+    let mut out = std::io::stdout().lock();
+    let running = w
+        .replicas
+        .iter()
+        .filter(|r| r.state == WorkloadState::Running)
+        .count();
+    writeln!(
+        out,
+        "{}  (tenant {})  {}  {running}/{} running",
+        w.id, w.tenant, w.state, w.desired
+    )?;
+    if let Some(s) = &w.spec {
+        writeln!(out, "image     {}", s.image)?;
+        writeln!(
+            out,
+            "runs as   class {}, trust {}, {} MiB, {}m CPU, placement {}",
+            s.runtime_class.as_str(),
+            s.trust_level().as_str(),
+            s.memory_mb,
+            s.cpu_millicores,
+            serde_json::to_value(s.placement)?
+                .as_str()
+                .unwrap_or_default()
+        )?;
+        writeln!(
+            out,
+            "restart   {} (at most {} in {} s)",
+            serde_json::to_value(s.restart.policy)?
+                .as_str()
+                .unwrap_or_default(),
+            s.restart.max_restarts,
+            s.restart.window_s
+        )?;
     }
+    if let Some(reason) = &w.reason {
+        writeln!(out, "reason    {reason}")?;
+    }
+    if let Some(scan) = &w.scan {
+        let worst = scan.worst.map(|s| s.to_string()).unwrap_or("none".into());
+        writeln!(
+            out,
+            "scan      {} findings, worst {worst}{}",
+            scan.findings,
+            scan.error
+                .as_deref()
+                .map(|e| format!(" (error: {e})"))
+                .unwrap_or_default()
+        )?;
+    }
+    if let Some(q) = &w.quarantine {
+        writeln!(out, "quarantine {q}")?;
+    }
+    writeln!(
+        out,
+        "\n{:<8} {:<11} {:<20} {:<28} {:>8}  REASON",
+        "REPLICA", "STATE", "NODE", "CONTAINER", "RESTARTS"
+    )?;
+    for r in &w.replicas {
+        writeln!(
+            out,
+            "{:<8} {:<11} {:<20} {:<28} {:>8}  {}",
+            r.replica,
+            r.state.to_string(),
+            r.node.as_deref().unwrap_or("-"),
+            r.container.as_deref().unwrap_or("-"),
+            r.restarts,
+            r.reason.as_deref().unwrap_or("")
+        )?;
+    }
+    Ok(exit::OK)
 }
 
-/// Asks the query API. On a service error, prints it; with `json`, prints the reply.
+/// Asks the query API. On a service error, prints it; as JSON or YAML, prints the reply.
 /// Either way the command is then done: `Err` carries its exit code.
 async fn query<T: serde::de::DeserializeOwned + serde::Serialize>(
     bus: &Bus,
     subject: &str,
     payload: Vec<u8>,
-    json: bool,
+    o: Output,
 ) -> anyhow::Result<Result<T, i32>> {
     let body = match api_request(bus, subject, payload).await? {
         Ok(b) => b,
@@ -71,31 +137,35 @@ async fn query<T: serde::de::DeserializeOwned + serde::Serialize>(
         }
     };
     let reply: T = serde_json::from_slice(&body)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&reply)?);
+    if super::output::structured(o, &reply)? {
         return Ok(Err(exit::OK));
     }
     Ok(Ok(reply))
 }
 
-pub async fn list(bus: &Bus, tenant: &str, req: ListRequest, json: bool) -> anyhow::Result<i32> {
+pub async fn list(bus: &Bus, tenant: &str, req: ListRequest, o: Output) -> anyhow::Result<i32> {
     let reply: ListReply = match query(
         bus,
         &subjects::api_workloads_list(tenant),
         serde_json::to_vec(&req)?,
-        json,
+        o,
     )
     .await?
     {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
+    let wide = o == Output::Wide;
     let mut out = std::io::stdout().lock();
-    writeln!(
+    write!(
         out,
-        "{:<38} {:<10} {:<9} {:<24} IMAGE",
+        "{:<38} {:<10} {:<9} {:<24} ",
         "ID", "STATE", "REPLICAS", "NODES"
     )?;
+    if wide {
+        write!(out, "{:<13} {:<13} {:<24} ", "CLASS", "TRUST", "LABELS")?;
+    }
+    writeln!(out, "IMAGE")?;
     for w in &reply.workloads {
         let running = w
             .replicas
@@ -109,15 +179,30 @@ pub async fn list(bus: &Bus, tenant: &str, req: ListRequest, json: bool) -> anyh
             .collect();
         nodes.dedup();
         let image = w.spec.as_ref().map(|s| s.image.as_str()).unwrap_or("-");
-        writeln!(
+        write!(
             out,
-            "{:<38} {:<10} {:<9} {:<24} {}",
+            "{:<38} {:<10} {:<9} {:<24} ",
             w.id,
             w.state,
             format!("{running}/{}", w.desired),
             nodes.join(","),
-            image
         )?;
+        if wide {
+            let (class, trust, labels) = match &w.spec {
+                Some(s) => (
+                    s.runtime_class.as_str().to_owned(),
+                    s.trust_level().as_str().to_owned(),
+                    s.labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                None => ("-".into(), "-".into(), String::new()),
+            };
+            write!(out, "{class:<13} {trust:<13} {labels:<24} ")?;
+        }
+        writeln!(out, "{image}")?;
     }
     writeln!(
         out,
@@ -132,15 +217,16 @@ pub async fn list(bus: &Bus, tenant: &str, req: ListRequest, json: bool) -> anyh
     Ok(exit::OK)
 }
 
-pub async fn nodes(bus: &Bus, json: bool) -> anyhow::Result<i32> {
-    let reply: NodesReply = match query(bus, subjects::API_NODES_LIST, Vec::new(), json).await? {
+pub async fn nodes(bus: &Bus, o: Output) -> anyhow::Result<i32> {
+    let reply: NodesReply = match query(bus, subjects::API_NODES_LIST, Vec::new(), o).await? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
+    let wide = o == Output::Wide;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<20} {:<14} {:<5} {:<22} {:>16} {:>16} {:>9} {:>8}",
+        "{:<20} {:<14} {:<5} {:<22} {:>16} {:>16} {:>9} {:>8}{}",
         "NODE",
         "STATUS",
         "RT",
@@ -148,14 +234,21 @@ pub async fn nodes(bus: &Bus, json: bool) -> anyhow::Result<i32> {
         "MEM MiB used/cap",
         "CPU m used/cap",
         "WORKLOADS",
-        "AGE ms"
+        "AGE ms",
+        if wide { "  LABELS" } else { "" }
     )?;
     for n in &reply.nodes {
         let hb = &n.heartbeat;
         let classes: Vec<&str> = hb.runtime_classes.iter().map(|c| c.as_str()).collect();
+        let labels = if wide {
+            let l: Vec<String> = hb.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("  {}", l.join(","))
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "{:<20} {:<14} {:<5} {:<22} {:>16} {:>16} {:>9} {:>8}",
+            "{:<20} {:<14} {:<5} {:<22} {:>16} {:>16} {:>9} {:>8}{labels}",
             hb.name,
             n.marks.status(),
             hb.runtime,
@@ -192,7 +285,8 @@ pub async fn nodes(bus: &Bus, json: bool) -> anyhow::Result<i32> {
 /// `bulkhead aside`: everything set aside, whatever refused it (the query API reading the
 /// log, and every service's report), by reporter, the latest listed.
 pub async fn aside(bus: &Bus, json: bool) -> anyhow::Result<i32> {
-    let reply: AsideReply = match query(bus, subjects::API_ASIDE_LIST, Vec::new(), json).await? {
+    let o = if json { Output::Json } else { Output::Table };
+    let reply: AsideReply = match query(bus, subjects::API_ASIDE_LIST, Vec::new(), o).await? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };

@@ -4,7 +4,7 @@
 //! one reaches admission (which rejects a taken id, under an id of its own, naming this
 //! command: the CLI follows the tenant's rejections too, so it reports that).
 
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -103,7 +103,8 @@ async fn follow_workload(
     let id = subjects::split_key(key).map_or(key, |(_, id)| id);
     let mut seq = 0;
     let mut p = Projection::default();
-    let tty = std::io::stderr().is_terminal();
+    // The progress line is redrawn in place on a terminal (ANSI), else one line each.
+    let tty = crate::telemetry::colour();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let m = match tokio::time::timeout_at(deadline, messages.next()).await {
