@@ -55,6 +55,13 @@ pub fn init(service: &str, default_filter: &str) -> anyhow::Result<Telemetry> {
     Ok(Telemetry { provider })
 }
 
+/// Whether to colour what goes to stderr: a terminal, and no `NO_COLOR` set (to anything
+/// but the empty string).
+pub fn colour() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -73,11 +80,4 @@ mod tests {
         );
         assert_ne!(child_tp, tp, "its own span id");
     }
-}
-
-/// Whether to colour what goes to stderr: a terminal, and no `NO_COLOR` set (to anything
-/// but the empty string).
-pub fn colour() -> bool {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    !no_color && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
