@@ -497,3 +497,57 @@ async fn output_for_people_and_for_scripts() {
     let shown = std::fs::read_to_string(env.dir.path().join("watch.out")).unwrap();
     assert!(shown.matches("1 of 1 shown").count() >= 2, "{shown}");
 }
+
+/// `bulkhead scan` with no scan worker says so at once and queues nothing (it used to wait
+/// 300 s in silence and leave its job to run later); `up` runs a worker that waits for an
+/// advisory database, says how to import one, and takes jobs once one is imported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_without_a_worker_says_so_at_once_and_up_runs_one() {
+    let mut env = env().await;
+    let started = std::time::Instant::now();
+    let out = run(&env, &["scan", "localhost/nothing:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no scan worker is running"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let mut jobs = env
+        .bus
+        .js
+        .get_stream(bulkhead_schemas::subjects::SCAN_STREAM)
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.info().await.unwrap().state.messages,
+        0,
+        "nothing queued"
+    );
+
+    env.spawn("up", &["up", "--heartbeat-ms", "200"]);
+    let env_ref = &env;
+    wait_until(
+        "up's scan worker to say what it waits for",
+        LONG,
+        async || {
+            env_ref
+                .log("up")
+                .contains("waiting for `bulkhead vulndb import PATH`")
+        },
+    )
+    .await;
+    let osv = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/osv");
+    env.cli_ok(["vulndb", "import", osv]);
+    let scanners = env
+        .bus
+        .js
+        .get_key_value(bulkhead_schemas::subjects::SCANNERS_BUCKET)
+        .await
+        .unwrap();
+    wait_until("the worker to take jobs", LONG, async || {
+        use futures::StreamExt;
+        match scanners.keys().await {
+            Ok(k) => k.count().await > 0,
+            Err(_) => false,
+        }
+    })
+    .await;
+}

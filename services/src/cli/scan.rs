@@ -131,6 +131,19 @@ fn print_verdict(
     Ok(())
 }
 
+/// What `scan` says when no worker could take its job.
+const NO_WORKER: &str = "no scan worker is running (a worker registers once it has an \
+     advisory database): start one with `bulkhead scanner`, or `bulkhead up` (which runs one), \
+     import a database with `bulkhead vulndb import PATH`, or scan here with --db PATH";
+
+/// Scan workers alive now (their keys in the scanners bucket, which expire unrenewed).
+async fn live_workers(scanners: &async_nats::jetstream::kv::Store) -> usize {
+    match scanners.keys().await {
+        Ok(keys) => keys.filter_map(|k| async move { k.ok() }).count().await,
+        Err(_) => 0,
+    }
+}
+
 /// `bulkhead scan IMAGE` without `--db`: a job for the scan workers; shows their progress,
 /// then the verdict from the `scan_completed` event.
 pub async fn scan_remote(
@@ -141,6 +154,11 @@ pub async fn scan_remote(
     json: bool,
 ) -> anyhow::Result<i32> {
     crate::scan::registry::ImageRef::parse(image)?;
+    let scanners = bus.bucket(subjects::SCANNERS_BUCKET).await?;
+    if live_workers(&scanners).await == 0 {
+        eprintln!("{NO_WORKER}");
+        return Ok(exit::ERROR);
+    }
     let job = bulkhead_schemas::scan::ScanJob {
         id: uuid::Uuid::now_v7().to_string(),
         image: image.to_owned(),
@@ -153,17 +171,33 @@ pub async fn scan_remote(
     // The job id as message id, as the contract says: a repeated publish queues one job.
     let mut h = async_nats::HeaderMap::new();
     h.insert("Nats-Msg-Id", job.id.as_str());
-    bus.js
+    let queued = bus
+        .js
         .publish_with_headers(subjects::SCAN_JOBS, h, serde_json::to_vec(&job)?.into())
         .await?
         .await?;
     eprintln!("scan job {} queued for {image}", job.id);
+    // A job nobody will take is taken back, not left to run some day.
+    let withdraw = || async {
+        if let Ok(s) = bus.js.get_stream(subjects::SCAN_STREAM).await {
+            let _ = s.delete_message(queued.sequence).await;
+        }
+    };
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut look = tokio::time::interval(Duration::from_secs(3));
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
-                eprintln!("no verdict after {} s (are scan workers running? `bulkhead scanner --db PATH`)", timeout.as_secs());
+                withdraw().await;
+                eprintln!("no verdict after {} s; the job is withdrawn (are scan workers running? `bulkhead scanner`)", timeout.as_secs());
                 return Ok(exit::TIMEOUT);
+            }
+            _ = look.tick() => {
+                if live_workers(&scanners).await == 0 {
+                    withdraw().await;
+                    eprintln!("{NO_WORKER}; the job is withdrawn");
+                    return Ok(exit::ERROR);
+                }
             }
             Some(p) = progress.next() => eprintln!("{}", progress_line(&p.payload)),
             Some(m) = done.next() => {

@@ -1,5 +1,6 @@
 //! `bulkhead up`: everything in one process — a nats-server when none answers, the query
-//! API, a scheduler, a failover, nodes, and a scan worker when given a database.
+//! API, a scheduler, a failover, nodes, and a scan worker (with the database given, or
+//! waiting for one to be imported).
 
 use std::path::Path;
 
@@ -90,13 +91,25 @@ pub async fn up(u: Up<'_>) -> anyhow::Result<i32> {
         connect(Role::Failover, "failover").await?,
         u.failover.config(),
     ));
+    // A scan worker: with the database given, or (waiting in the background, and saying
+    // how to import one) with the one `bulkhead vulndb import` puts in the object store.
+    let scan_bus = connect(Role::Scanner, "scanner").await?;
     let _scanner = match u.scan_db {
-        Some(db) => {
-            let bus = connect(Role::Scanner, "scanner").await?;
-            Some(scan::worker::launch(&bus, Some(db), None, 256, None).await?)
-        }
+        Some(db) => Some(scan::worker::launch(&scan_bus, Some(db), None, 256, None).await?),
         None => None,
     };
+    let _waiting_scanner = u.scan_db.is_none().then(|| {
+        crate::tasks::AbortOnDrop(tokio::spawn(async move {
+            match scan::worker::launch(&scan_bus, None, None, 256, None).await {
+                // Kept for as long as `up` runs (the task is aborted with it).
+                Ok(worker) => {
+                    let _worker = worker;
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => warn!(error = %e, "the scan worker did not start"),
+            }
+        }))
+    });
     let mut handles = Vec::new();
     for name in names {
         let bus = connect(Role::Node, &name).await?;

@@ -163,7 +163,10 @@ pub async fn store(bus: &Bus, zip: Vec<u8>) -> anyhow::Result<Loaded> {
 
 /// The stored database and its version (the object's nuid), if one was imported.
 pub async fn fetch(bus: &Bus) -> anyhow::Result<Option<(Loaded, String)>> {
-    let b = bucket(bus).await?;
+    // No bucket yet: nothing imported (a worker may not make it; an admin's import does).
+    let Ok(b) = bus.js.get_object_store(BUCKET).await else {
+        return Ok(None);
+    };
     let Ok(info) = b.info(OBJECT).await else {
         return Ok(None);
     };
