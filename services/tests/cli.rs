@@ -64,7 +64,7 @@ async fn commands_on_what_does_not_exist_exit_non_zero_and_send_nothing() {
 fn into_closed_pipe(env: &Env, args: &[&str], meanwhile: impl FnOnce()) -> Output {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let mut child = env
+    let child = env
         .cli()
         .args(args)
         .stdout(Stdio::from(writer))
@@ -72,12 +72,18 @@ fn into_closed_pipe(env: &Env, args: &[&str], meanwhile: impl FnOnce()) -> Outpu
         .spawn()
         .unwrap();
     meanwhile();
+    ended(child, &format!("{args:?} went on writing to a closed pipe"))
+}
+
+/// The output of `child` once it has ended by itself; killed, and `why` the panic, if it
+/// still runs after 20 s.
+fn ended(mut child: std::process::Child, why: &str) -> Output {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{args:?} went on writing to a closed pipe"
-        );
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{why}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().unwrap()
@@ -126,22 +132,14 @@ async fn a_second_up_on_the_same_data_directory_is_refused() {
         env_ref.log("up").contains("bulkhead is up")
     })
     .await;
-    let mut second = env
+    let second = env
         .cli()
         .args(["up", "--nodes", "1", "--heartbeat-ms", "200"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while second.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            second.kill().unwrap();
-            panic!("the second up runs beside the first");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = second.wait_with_output().unwrap();
+    let out = ended(second, "the second up runs beside the first");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("another `bulkhead up` runs on"), "{err}");
@@ -225,7 +223,7 @@ async fn a_second_node_under_a_live_name_is_refused_and_a_restart_is_not() {
     .await;
 
     let elsewhere = env.dir.path().join("elsewhere");
-    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_bulkhead"))
         .arg("--nats")
         .arg(&env.server.url)
         .arg("--data-dir")
@@ -237,15 +235,7 @@ async fn a_second_node_under_a_live_name_is_refused_and_a_restart_is_not() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while second.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            second.kill().unwrap();
-            panic!("a second n1 runs beside the first");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = second.wait_with_output().unwrap();
+    let out = ended(second, "a second n1 runs beside the first");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("node n1 is live elsewhere"), "{err}");
