@@ -217,3 +217,35 @@ pub struct BeatReply {
     #[serde(default)]
     pub age_ms: u64,
 }
+
+/// A request for a replica's output on `bulkhead.logs.<tenant>.<node>`: from byte `from` of
+/// its log, at most `max` bytes (whole lines; the node caps it at 1 MiB).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct LogsRequest {
+    /// The workload's id (its tenant is the subject's).
+    pub id: String,
+    #[serde(default)]
+    pub replica: u32,
+    #[serde(default)]
+    pub from: u64,
+    #[serde(default = "default_logs_max")]
+    pub max: u32,
+}
+
+fn default_logs_max() -> u32 {
+    64 * 1024
+}
+
+/// The answer: the lines read (as the runtime wrote them), where to go on from, and the
+/// log's size now; or an error.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+pub struct LogsReply {
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub next: u64,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -101,6 +101,22 @@ pub fn api_workloads_list(tenant: &str) -> String {
     format!("bulkhead.api.{tenant}.workloads.list")
 }
 
+/// A workload's output, asked of the node that ran it: `bulkhead.logs.<tenant>.<node>`
+/// (a service of the nodes' account; a tenant may ask under its own name only).
+pub const LOGS_ALL: &str = "bulkhead.logs.*.*";
+
+/// `bulkhead.logs.<tenant>.<node>`.
+pub fn logs(tenant: &str, node: &str) -> String {
+    format!("bulkhead.logs.{tenant}.{node}")
+}
+
+/// The tenant a `bulkhead.logs.<tenant>.<node>` subject asks for.
+pub fn logs_tenant(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix("bulkhead.logs.")?;
+    let (tenant, node) = rest.split_once('.')?;
+    (is_valid_tenant(tenant) && is_valid_token(node)).then_some(tenant)
+}
+
 /// `bulkhead.api.node.<node>.beat`: the latest heartbeat under a node's name and its age,
 /// asked by a node process before it starts (another live instance holds the name?).
 pub fn api_node_beat(node: &str) -> String {

@@ -467,6 +467,11 @@ async fn output_for_people_and_for_scripts() {
         yaml.contains("id: w") && yaml.contains("node: n1"),
         "{yaml}"
     );
+    // A sim node keeps no output, and says so.
+    let logs = run(&env, &["logs", "w"]);
+    let err = String::from_utf8_lossy(&logs.stderr);
+    assert_eq!(logs.status.code(), Some(1), "{err}");
+    assert!(err.contains("keeps no output"), "{err}");
     let wide = String::from_utf8_lossy(&run(&env, &["list", "-o", "wide"]).stdout).into_owned();
     assert!(
         wide.contains("LABELS") && wide.contains("team=blue"),

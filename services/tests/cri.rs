@@ -961,3 +961,80 @@ async fn a_secret_reaches_the_containers_environment_and_appears_nowhere_else() 
         .collect();
     assert!(leaks.is_empty(), "the secret is in {leaks:?}");
 }
+
+/// `bulkhead logs` reads a replica's output from the node that runs it, over NATS (the
+/// program's lines, the runtime's prefix stripped), and `--follow` goes on printing what it
+/// writes; another tenant can neither ask under the owner's name (the server refuses) nor
+/// find it under its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_come_from_the_node_and_to_their_tenant_only() {
+    let c = Cluster::start("cri-logs", &["runc=runc"]).await;
+    c.submit(c.spec(
+        "talk",
+        "runc",
+        "echo first line; echo second line >&2; for i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 0.5; done; sleep 60",
+    ));
+    c.wait_event("talk", "started").await;
+    let logs = |args: &[&str]| {
+        let mut cmd = c.env.cli();
+        cmd.arg("logs").args(args);
+        cmd
+    };
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let out = logs(&["talk"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        // stdout and stderr each in order; the runtime interleaves them as they come.
+        if text.contains("first line\n")
+            && text.contains("second line\n")
+            && text.contains("tick 1\n")
+        {
+            assert!(
+                !text.contains(" stdout F "),
+                "the runtime's prefix stripped: {text}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logs talk: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // --follow prints what comes later.
+    let file = c.env.dir.path().join("follow.out");
+    let mut follow = logs(&["talk", "--follow"])
+        .stdout(std::fs::File::create(&file).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("tick 8 to be followed", LONG, async || {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .contains("tick 8")
+    })
+    .await;
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    let followed = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(followed.matches("tick 1\n").count(), 1, "{followed}");
+
+    // Another tenant: refused under the owner's name, nothing under its own.
+    c.env.cli_ok(["tenant", "add", "t2"]);
+    let ask = serde_json::json!({"id": "talk"}).to_string();
+    let foreign = c.env.natspy_req_as(
+        Role::Tenant,
+        "t2",
+        &subjects::logs(TENANT, "cri-logs"),
+        &ask,
+    );
+    assert!(foreign.is_err(), "{foreign:?}");
+    let own = c
+        .env
+        .natspy_req_as(Role::Tenant, "t2", &subjects::logs("t2", "cri-logs"), &ask)
+        .expect("the node answers t2 about t2's workloads");
+    assert!(own.contains("no output of t2/talk"), "{own}");
+    assert!(!own.contains("tick"), "{own}");
+}

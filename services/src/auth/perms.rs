@@ -48,6 +48,8 @@ pub struct Export {
     pub subject: String,
     /// A stream of messages flowing to the importer (else a service it sends to).
     pub stream: bool,
+    /// The exporting account.
+    pub from: &'static str,
     /// The importing account.
     pub to: &'static str,
     /// The subject the importer sees it under, when not its own (wildcards kept in order).
@@ -60,6 +62,7 @@ pub fn exports() -> Vec<Export> {
     let service = |subject: String, to| Export {
         subject,
         stream: false,
+        from: BULKHEAD_ACCOUNT,
         to,
         local: None,
     };
@@ -72,6 +75,7 @@ pub fn exports() -> Vec<Export> {
     e.push(Export {
         subject: s::node_deliver("*"),
         stream: true,
+        from: BULKHEAD_ACCOUNT,
         to: NODES_ACCOUNT,
         local: None,
     });
@@ -99,8 +103,17 @@ pub fn exports() -> Vec<Export> {
     e.push(Export {
         subject: s::TENANT_FEED_ALL.to_owned(),
         stream: true,
+        from: BULKHEAD_ACCOUNT,
         to: TENANTS_ACCOUNT,
         local: Some(s::EVT_WORKLOADS),
+    });
+    // A workload's output, from the node that ran it (the nodes' account serves it).
+    e.push(Export {
+        subject: s::LOGS_ALL.to_owned(),
+        stream: false,
+        from: NODES_ACCOUNT,
+        to: TENANTS_ACCOUNT,
+        local: None,
     });
     e
 }
@@ -202,6 +215,7 @@ pub fn of(role: Role, name: &str) -> Perms {
                 s::api_workloads_get(t),
                 s::api_workloads_list(t),
                 s::api_sealing(t),
+                s::logs(t, "*"),
             ]);
             // Its own events, as they are stored (`nats sub`); no JetStream of its own.
             p.subscribe.push(s::tenant_events(t));
@@ -221,6 +235,10 @@ pub fn of(role: Role, name: &str) -> Perms {
             ));
             p.publish.push(s::api_node_heads(n));
             p.publish.push(s::api_node_beat(n));
+            // Its workloads' output, asked by their tenants; answered on the reply the
+            // import maps (`_R_.…`, routed back to the asker's account).
+            p.subscribe.push(s::logs("*", n));
+            p.publish.push("_R_.>".to_owned());
         }
         Role::Scheduler => {
             read_log(&mut p);
@@ -361,16 +379,19 @@ pub fn markdown() -> String {
             cell(&p.subscribe),
         ));
     }
-    out.push_str(&format!(
-        "\nWhat `{BULKHEAD_ACCOUNT}` exports, and only to whom:\n\n| subject | kind | to |\n|---|---|---|\n"
-    ));
+    out.push_str(
+        "\nWhat each account exports, and only to whom:\n\n| subject | kind | from | to |\n|---|---|---|---|\n",
+    );
     for e in exports() {
         let kind = if e.stream { "stream" } else { "service" };
         let to = match e.local {
             Some(l) => format!("{} (as `{l}`)", e.to),
             None => e.to.to_owned(),
         };
-        out.push_str(&format!("| `{}` | {kind} | {to} |\n", e.subject));
+        out.push_str(&format!(
+            "| `{}` | {kind} | {} | {to} |\n",
+            e.subject, e.from
+        ));
     }
     out
 }

@@ -38,7 +38,13 @@ pub fn authorization(book: &Book) -> String {
         let mut a = json!({ "users": users });
         if account == BULKHEAD_ACCOUNT {
             a["jetstream"] = json!("enabled");
-            a["exports"] = perms::exports()
+        }
+        let exports: Vec<_> = perms::exports()
+            .into_iter()
+            .filter(|e| e.from == account)
+            .collect();
+        if !exports.is_empty() {
+            a["exports"] = exports
                 .iter()
                 .map(|e| {
                     let mut x = if e.stream {
@@ -50,12 +56,16 @@ pub fn authorization(book: &Book) -> String {
                     x
                 })
                 .collect();
-        } else {
-            a["imports"] = perms::exports()
+        }
+        let imports: Vec<_> = perms::exports()
+            .into_iter()
+            .filter(|e| e.to == account)
+            .collect();
+        if !imports.is_empty() {
+            a["imports"] = imports
                 .iter()
-                .filter(|e| e.to == account)
                 .map(|e| {
-                    let from = json!({ "account": BULKHEAD_ACCOUNT, "subject": e.subject });
+                    let from = json!({ "account": e.from, "subject": e.subject });
                     let mut i = if e.stream {
                         json!({ "stream": from })
                     } else {

@@ -298,6 +298,20 @@ pub enum Cmd {
         /// How many replicas it should run.
         replicas: u32,
     },
+    /// A replica's output, from the node that runs (or ran) it.
+    Logs {
+        /// The workload's id (in --tenant).
+        id: String,
+        /// Which replica.
+        #[arg(long, default_value_t = 0)]
+        replica: u32,
+        /// Keep printing what it writes, until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Keep the runtime's timestamp on each line.
+        #[arg(long)]
+        timestamps: bool,
+    },
     /// Print a completion script for SHELL (e.g. `bulkhead completions bash >
     /// /etc/bash_completion.d/bulkhead`).
     Completions {

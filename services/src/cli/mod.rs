@@ -8,6 +8,7 @@ pub mod args;
 pub mod audit;
 pub mod control;
 pub mod events;
+pub mod logs;
 pub mod output;
 pub mod policy;
 pub mod query;
@@ -507,6 +508,15 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Scale { id, replicas } => {
             let (bus, tenant) = who.client(tenant).await?;
             control::scale(&bus, &tenant, &id, replicas).await
+        }
+        Cmd::Logs {
+            id,
+            replica,
+            follow,
+            timestamps,
+        } => {
+            let (bus, tenant) = who.client(tenant).await?;
+            logs::logs(&bus, &tenant, &id, replica, follow, timestamps).await
         }
         Cmd::Completions { shell } => {
             let mut cmd = <args::Cli as clap::CommandFactory>::command();

@@ -8,12 +8,14 @@
 //! - [`cri`]: the CRI runtime (containerd, CRI-O, Kata, Edera, gVisor through a handler);
 //! - [`ops`]: the consumer of the node's ops, which runs only what the scheduler signed;
 //! - [`delivery`]: receiving them over core NATS (a node's account has no JetStream);
-//! - [`instance`]: one live process per node name.
+//! - [`instance`]: one live process per node name;
+//! - [`logs`]: its workloads' output, served to their tenants.
 
 pub mod config;
 pub mod cri;
 mod delivery;
 pub mod instance;
+pub mod logs;
 mod ops;
 
 use std::sync::Arc;
@@ -63,11 +65,11 @@ pub async fn launch(
     let mut config = f.node_config(name.clone());
     config.instance = instance::instance_id(dir, &name)?;
     instance::check(bus, &name, &config.instance).await?;
-    match f.runtime.as_str() {
+    let (mut handle, log_dir) = match f.runtime.as_str() {
         "sim" => {
             let delay = Duration::from_millis(f.sim_start_delay_ms);
             let (rt, exits) = SimRuntime::new(&name, f.classes.clone(), delay);
-            start(bus, config, Arc::new(rt), exits).await
+            (start(bus, config, Arc::new(rt), exits).await?, None)
         }
         "cri" => {
             let (rt, exits) = CriRuntime::connect(&name, f.cri.clone()).await?;
@@ -77,10 +79,13 @@ pub async fn launch(
             if rt.runtime_classes().is_empty() {
                 warn!(node = %name, "no runtime class passed its isolation probe: this node offers nothing");
             }
-            start(bus, config, rt, exits).await
+            let dir = f.cri.log_dir.clone();
+            (start(bus, config, rt, exits).await?, Some(dir))
         }
         other => anyhow::bail!("unknown runtime {other:?} (sim or cri)"),
-    }
+    };
+    handle._tasks.push(logs::serve(bus, &name, log_dir).await?);
+    Ok(handle)
 }
 
 /// Starts a node over `runtime`, whose exits arrive on `exits`.
