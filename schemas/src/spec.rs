@@ -384,6 +384,23 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
+/// Why an image reference is refused, wherever one arrives (a spec, a scan job): empty,
+/// longer than [`MAX_IMAGE_LEN`], or with spaces or control characters.
+pub fn check_image(image: &str) -> Result<(), Rejection> {
+    if image.trim().is_empty() {
+        return Err(Rejection::value("image", "image is empty"));
+    }
+    if image.len() > MAX_IMAGE_LEN || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Rejection::value(
+            "image",
+            format!(
+                "image must be an OCI reference without spaces, at most {MAX_IMAGE_LEN} characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Semantic checks on a well-typed spec.
 pub fn validate(spec: &WorkloadSpec) -> Result<(), Rejection> {
     if let Some(id) = &spec.id
@@ -394,23 +411,7 @@ pub fn validate(spec: &WorkloadSpec) -> Result<(), Rejection> {
             format!("id {id:?} must be 1-64 characters of [A-Za-z0-9_-]"),
         ));
     }
-    let image = spec.image.trim();
-    if image.is_empty() {
-        return Err(Rejection::value("image", "image is empty"));
-    }
-    if spec.image.len() > MAX_IMAGE_LEN
-        || spec
-            .image
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(Rejection::value(
-            "image",
-            format!(
-                "image must be an OCI reference without spaces, at most {MAX_IMAGE_LEN} characters"
-            ),
-        ));
-    }
+    check_image(&spec.image)?;
     if spec.memory_mb == 0 {
         return Err(Rejection::value(
             "memory_mb",

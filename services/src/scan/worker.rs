@@ -29,7 +29,7 @@ use crate::aside::Ledger;
 use crate::bus::{Bus, redeliver};
 use crate::tasks::{AbortOnDrop, with_progress};
 use bulkhead_actors::aside::Aside;
-use bulkhead_schemas::spec::MAX_IMAGE_LEN;
+use bulkhead_schemas::spec::check_image;
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -393,23 +393,14 @@ pub async fn start(
 }
 
 /// The scan job a message carries, within the limits admission uses (an id that is a
-/// subject token, an image reference no longer than a spec's), or why it carries none.
+/// subject token, an image reference as a spec's must be), or why it carries none.
 fn job_of(payload: &[u8]) -> Result<ScanJob, String> {
     let job: ScanJob =
         serde_json::from_slice(payload).map_err(|e| format!("not a scan job: {e}"))?;
     if !subjects::is_valid_token(&job.id) {
         return Err(format!("job id {:?} is not 1-64 of [A-Za-z0-9_-]", job.id));
     }
-    if job.image.len() > MAX_IMAGE_LEN
-        || job
-            .image
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(format!(
-            "image is not a reference of at most {MAX_IMAGE_LEN} characters without spaces"
-        ));
-    }
+    check_image(&job.image).map_err(|r| r.reason)?;
     Ok(job)
 }
 
