@@ -49,11 +49,14 @@ impl Drop for NatsServer {
 /// The nats-server release fetched when no usable one is found.
 pub const PINNED: &str = "2.15.1";
 
-/// The nats-server binary: `$NATS_SERVER`, else the first on PATH that is new enough, else
-/// the copy of [`PINNED`] kept under `dir` (fetched the first time).
+/// The nats-server binary, its version checked once: `$NATS_SERVER` (too old is an error),
+/// else the first on PATH that is new enough, else the copy of [`PINNED`] kept under `dir`
+/// (fetched the first time).
 pub fn find_binary(dir: &Path) -> Result<PathBuf, NatsdError> {
     if let Some(p) = std::env::var_os("NATS_SERVER") {
-        return Ok(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        check_version(&p)?;
+        return Ok(p);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let on_path = std::env::split_paths(&path)
@@ -61,7 +64,11 @@ pub fn find_binary(dir: &Path) -> Result<PathBuf, NatsdError> {
         .find(|p| p.is_file());
     match on_path {
         Some(p) if check_version(&p).is_ok() => Ok(p),
-        _ => fetch_pinned(dir),
+        _ => {
+            let p = fetch_pinned(dir)?;
+            check_version(&p)?;
+            Ok(p)
+        }
     }
 }
 
@@ -181,7 +188,6 @@ impl NatsServer {
         security: &Security,
     ) -> Result<NatsServer, NatsdError> {
         let bin = find_binary(dir)?;
-        check_version(&bin)?;
         std::fs::create_dir_all(dir)?;
         let store = dir.join("jetstream");
         let ports = dir.join("ports");
