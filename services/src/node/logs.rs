@@ -68,10 +68,8 @@ pub fn answer(dir: &Path, tenant: &str, payload: &[u8]) -> LogsReply {
     if req.replica >= MAX_REPLICAS {
         return refused(format!("replica {} is past {MAX_REPLICAS}", req.replica));
     }
-    let path = dir
-        .join(tenant)
-        .join(&req.id)
-        .join(format!("{}.log", req.replica));
+    let key = subjects::workload_key(tenant, &req.id);
+    let path = super::cri::workload_log_dir(dir, &key).join(super::cri::log_name(req.replica));
     match read_lines(&path, req.from, req.max.min(MAX_ANSWER)) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => refused(format!(

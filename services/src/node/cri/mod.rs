@@ -9,7 +9,7 @@ pub mod v1;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -401,7 +401,7 @@ impl ContainerRuntime for CriRuntime {
         labels.insert(LABEL_WORKLOAD.into(), req.workload.clone());
         labels.insert(LABEL_REPLICA.into(), req.replica.to_string());
         labels.insert(LABEL_CLASS.into(), class.as_str().into());
-        let log_dir = self.settings.log_dir.join(&req.workload);
+        let log_dir = workload_log_dir(&self.settings.log_dir, &req.workload);
         std::fs::create_dir_all(&log_dir).map_err(|e| {
             RuntimeError::Start(format!("log directory {}: {e}", log_dir.display()))
         })?;
@@ -417,7 +417,7 @@ impl ContainerRuntime for CriRuntime {
             .run_sandbox(&sandbox, handler)
             .await
             .map_err(start_err)?;
-        let config = container_config(&req.spec, labels, format!("{}.log", req.replica));
+        let config = container_config(&req.spec, labels, log_name(req.replica));
         let id = match self.cri.create_container(&sb, config, &sandbox).await {
             Ok(id) => id,
             Err(e) => {
@@ -513,6 +513,18 @@ fn resources(memory_mb: u64, cpu_millicores: u64) -> LinuxContainerResources {
         memory_limit_in_bytes: (memory_mb as i64) * 1024 * 1024,
         ..Default::default()
     }
+}
+
+/// Where the runtime writes the logs of workload `key` (`tenant/id`) under `log_dir`: one
+/// directory a workload, one file a replica ([`log_name`]). The node's logs service reads
+/// them from the same place.
+pub fn workload_log_dir(log_dir: &Path, key: &str) -> PathBuf {
+    log_dir.join(key)
+}
+
+/// A replica's log file in its workload's log directory.
+pub fn log_name(replica: u32) -> String {
+    format!("{replica}.log")
 }
 
 fn container_config(
