@@ -125,9 +125,14 @@ pub fn api_node_beat(node: &str) -> String {
 
 /// The node a `bulkhead.api.node.<node>.beat` subject asks about.
 pub fn api_beat_node(subject: &str) -> Option<&str> {
+    api_node_endpoint(subject, ".beat")
+}
+
+/// The node of `bulkhead.api.node.<node><endpoint>`, when it is a token.
+fn api_node_endpoint<'a>(subject: &'a str, endpoint: &str) -> Option<&'a str> {
     let node = subject
         .strip_prefix("bulkhead.api.node.")?
-        .strip_suffix(".beat")?;
+        .strip_suffix(endpoint)?;
     is_valid_token(node).then_some(node)
 }
 
@@ -139,10 +144,7 @@ pub fn api_node_heads(node: &str) -> String {
 
 /// The node a `bulkhead.api.node.<node>.heads` subject asks for.
 pub fn api_heads_node(subject: &str) -> Option<&str> {
-    let node = subject
-        .strip_prefix("bulkhead.api.node.")?
-        .strip_suffix(".heads")?;
-    is_valid_token(node).then_some(node)
+    api_node_endpoint(subject, ".heads")
 }
 
 /// The tenant a query API subject `bulkhead.api.<tenant>.…` asks for.
