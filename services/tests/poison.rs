@@ -20,16 +20,6 @@ use common::*;
 
 const LONG: Duration = Duration::from_secs(60);
 
-async fn aside(env: &Env) -> AsideReply {
-    let reply = env
-        .bus
-        .client
-        .request(subjects::API_ASIDE_LIST, "".into())
-        .await
-        .unwrap();
-    serde_json::from_slice(&reply.payload).unwrap()
-}
-
 /// How many `code` the reporters whose name starts with `who` reported.
 fn reported(a: &AsideReply, who: &str, code: &str) -> u64 {
     a.by_who
@@ -74,13 +64,13 @@ async fn a_heartbeat_out_of_limits_is_set_aside_by_every_reader_and_counted_once
         "the scheduler and the failover to report it",
         LONG,
         async || {
-            let a = aside(env_ref).await;
+            let a = env_ref.aside().await;
             reported(&a, "scheduler/", "out_of_limits") >= 1
                 && reported(&a, "failover/", "out_of_limits") >= 1
         },
     )
     .await;
-    let a = aside(&env).await;
+    let a = env.aside().await;
     let why = a
         .recent
         .iter()
@@ -196,12 +186,12 @@ async fn a_message_a_consumer_gives_up_on_is_listed_with_its_consumer() {
         got += 1;
     }
     wait_until("the API to list it", LONG, async || {
-        aside(env_ref).await.recent.iter().any(|v| {
+        env_ref.aside().await.recent.iter().any(|v| {
             v.code == "max_deliveries" && v.subject == "POISON_PROBE" && v.reason.contains("probe")
         })
     })
     .await;
-    let a = aside(&env).await;
+    let a = env.aside().await;
     assert!(a.by_code["max_deliveries"] >= 1, "{a:?}");
     assert!(
         a.by_who.keys().any(|k| k.starts_with("api/")),

@@ -12,7 +12,6 @@ use bulkhead_actors::ports::log::{EventLog, WorkloadAppend};
 use bulkhead_actors::signing::{
     CERT_HEADER, Context, SIG_HEADER, Signer, seal_event, sign_batch_in,
 };
-use bulkhead_schemas::api::AsideReply;
 use bulkhead_schemas::event::{
     Accepted, Event, EventBody, Exited, Hash, ScanCompleted, Scheduled, hash_bytes,
 };
@@ -53,20 +52,9 @@ async fn stolen(env: &Env, role: Role, name: &str) -> Bus {
         .unwrap()
 }
 
-/// What the query API set aside, by code.
-async fn aside(env: &Env) -> AsideReply {
-    let reply = env
-        .bus
-        .client
-        .request(subjects::API_ASIDE_LIST, "".into())
-        .await
-        .unwrap();
-    serde_json::from_slice(&reply.payload).unwrap()
-}
-
 async fn wait_aside(env: &Env, code: &str, n: u64) {
     wait_until(&format!("{n} set aside as {code}"), LONG, async || {
-        aside(env).await.by_code.get(code).copied().unwrap_or(0) >= n
+        env.aside().await.by_code.get(code).copied().unwrap_or(0) >= n
     })
     .await;
 }
@@ -236,7 +224,7 @@ async fn stolen_keys_forge_no_fact() {
     // Everyone still serves: a new workload runs.
     submit(&env, "after", serde_json::json!({}));
     wait_started(&env, "after").await;
-    let counts = aside(&env).await;
+    let counts = env.aside().await;
     assert!(counts.total >= 3, "{counts:?}");
     assert!(
         counts.recent.iter().all(|a| a.seq > 0),
@@ -403,7 +391,8 @@ async fn a_node_runs_no_op_the_scheduler_did_not_sign_for_it() {
     }
     let env_ref = &env;
     wait_until("n1 to report the three set aside", LONG, async || {
-        aside(env_ref)
+        env_ref
+            .aside()
             .await
             .by_who
             .get("node/n1")
@@ -474,14 +463,16 @@ async fn a_node_refuses_signed_ops_whose_values_are_out_of_limits() {
     // Refused by the node, and counted where everything refused is: the query API.
     let env_ref = &env;
     wait_until("n1 to report the three refused", LONG, async || {
-        aside(env_ref)
+        env_ref
+            .aside()
             .await
             .by_who
             .get("node/n1")
             .is_some_and(|r| r.by_code.get("out_of_limits") == Some(&3))
     })
     .await;
-    let reasons: Vec<String> = aside(&env)
+    let reasons: Vec<String> = env
+        .aside()
         .await
         .recent
         .into_iter()

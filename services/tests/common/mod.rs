@@ -312,6 +312,17 @@ impl Env {
         }
     }
 
+    /// Everything set aside, as the query API answers an admin.
+    pub async fn aside(&self) -> bulkhead_schemas::api::AsideReply {
+        let reply = self
+            .bus
+            .client
+            .request(subjects::API_ASIDE_LIST, "".into())
+            .await
+            .unwrap();
+        serde_json::from_slice(&reply.payload).unwrap()
+    }
+
     /// Every workload event in the log, in order: (seq, raw bytes, parsed).
     pub async fn events(&self, filter: &str) -> Vec<(u64, Vec<u8>, Event)> {
         let end = self
@@ -431,8 +442,13 @@ pub fn done(kinds: &[&str]) -> bool {
 
 /// Holder of the scheduler lease.
 pub async fn lease_holder(bus: &Bus) -> Option<String> {
+    lease_holder_of(bus, subjects::SCHEDULER_LEASE_KEY).await
+}
+
+/// Holder of lease `key` (its instance name, `scheduler-<pid>`, `failover-<pid>`).
+pub async fn lease_holder_of(bus: &Bus, key: &str) -> Option<String> {
     let kv = bus.js.get_key_value(subjects::LEASES_BUCKET).await.unwrap();
-    kv.get(subjects::SCHEDULER_LEASE_KEY)
+    kv.get(key)
         .await
         .unwrap()
         .map(|v| String::from_utf8_lossy(&v).into_owned())
