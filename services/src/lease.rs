@@ -23,7 +23,8 @@ impl Drop for Lease {
 }
 
 impl Lease {
-    /// Waits until `holder` holds `key`, then keeps renewing it every `ttl / 3`.
+    /// Waits until `holder` holds `key` (through outages of the server too), then keeps
+    /// renewing it every `ttl / 3`.
     pub async fn acquire(
         bus: &Bus,
         key: &str,
@@ -36,6 +37,7 @@ impl Lease {
         let value = Bytes::from(holder.to_owned());
         let every = ttl / 3;
         let mut waiting_logged = false;
+        let mut pause = Duration::from_millis(100);
         let mut revision = loop {
             match store.create(key, value.clone()).await {
                 Ok(rev) => break rev,
@@ -50,7 +52,13 @@ impl Lease {
                     }
                     tokio::time::sleep(every.min(Duration::from_millis(250))).await;
                 }
-                Err(e) => return Err(BusError::Nats(format!("lease {key}: {e}"))),
+                // The server is away (an outage, a restart): a standby waits it out and
+                // tries again, with backoff, rather than exiting.
+                Err(e) => {
+                    warn!(key, error = %e, "cannot reach the lease; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
             }
         };
         info!(key, holder, "lease acquired: active");

@@ -105,9 +105,12 @@ async fn last_seq(env: &Env) -> u64 {
 
 /// The pid in a lease holder's instance name (`scheduler-<pid>`, `failover-<pid>`).
 async fn holder_pid(bus: &Bus, key: &str) -> Option<u32> {
-    let kv = bus.js.get_key_value(subjects::LEASES_BUCKET).await.ok()?;
-    let v = kv.get(key).await.ok()??;
-    String::from_utf8_lossy(&v).rsplit('-').next()?.parse().ok()
+    lease_holder_of(bus, key)
+        .await?
+        .rsplit('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn sim_node(env: &mut Env, name: &str) -> u32 {
@@ -138,6 +141,8 @@ async fn submitting(
         tried += 1;
         let mut s = spec(Some(&id));
         s["restart"] = serde_json::json!({"policy": "always"});
+        // Spread: the node killed later holds replicas that must run again elsewhere.
+        s["placement"] = "spread".into();
         let mut h = async_nats::HeaderMap::new();
         h.insert("Nats-Msg-Id", id.as_str());
         let sent = async {
@@ -284,7 +289,9 @@ async fn under_load_an_outage_and_sigkills_lose_nothing_acknowledged_and_place_n
         assert!(
             std::time::Instant::now() < deadline,
             "acknowledged submissions not running after 90 s: {t:?}\n{}",
-            env.log("failover-a")
+            ["failover-a", "failover-b", "failover-c"]
+                .map(|f| format!("== {f}\n{}", env.log(f)))
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
@@ -319,6 +326,12 @@ async fn under_load_an_outage_and_sigkills_lose_nothing_acknowledged_and_place_n
         "living nodes declared lost: {wrongly_lost:?}"
     );
     assert!(n2_lost_after_kill, "n2 declared lost before it was killed");
+    // Every service lived through the outage: none exited (a standby used to, on the
+    // lease's timeout while the server was away).
+    for service in ["scheduler-a", "scheduler-b", "failover-a", "failover-b"] {
+        let log = env.log(service);
+        assert!(!log.contains("\nerror: "), "{service} exited:\n{log}");
+    }
     assert!(
         t.nodes_lost.iter().any(|n| n == "n2"),
         "the killed node is lost: {:?}",
