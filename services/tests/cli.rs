@@ -261,11 +261,20 @@ async fn a_second_node_under_a_live_name_is_refused_and_a_restart_is_not() {
     assert!(!env.log("n1-again").contains("live elsewhere"));
 }
 
-/// Kills a child process when dropped.
+/// Stops a child process when dropped.
 struct Killed(std::process::Child);
 
 impl Drop for Killed {
+    /// SIGTERM first, so that `up` stops the nats-server it started (a SIGKILL left it
+    /// running), then SIGKILL after 10 s.
     fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while matches!(self.0.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
