@@ -63,6 +63,7 @@ pub enum EventBody {
     GaveUp(GaveUp),
     Scaled(Scaled),
     Quarantined(Quarantined),
+    ScanWaiting(ScanWaiting),
     Joined(NodeJoined),
     Draining(NodeDraining),
     Drained(NodeDrained),
@@ -92,6 +93,7 @@ impl EventBody {
             EventBody::GaveUp(_) => "gave_up",
             EventBody::Scaled(_) => "scaled",
             EventBody::Quarantined(_) => "quarantined",
+            EventBody::ScanWaiting(_) => "scan_waiting",
             EventBody::Joined(_) => "joined",
             EventBody::Draining(_) => "draining",
             EventBody::Drained(_) => "drained",
@@ -104,7 +106,7 @@ impl EventBody {
         }
     }
 
-    pub const KINDS: [&'static str; 23] = [
+    pub const KINDS: [&'static str; 24] = [
         "accepted",
         "rejected",
         "scheduled",
@@ -119,6 +121,7 @@ impl EventBody {
         "gave_up",
         "scaled",
         "quarantined",
+        "scan_waiting",
         "joined",
         "draining",
         "drained",
@@ -153,6 +156,7 @@ impl EventBody {
             | EventBody::GaveUp(_)
             | EventBody::Scaled(_)
             | EventBody::Quarantined(_)
+            | EventBody::ScanWaiting(_)
             | EventBody::Enrolled(_)
             | EventBody::Revoked(_)
             | EventBody::PolicyProposed(_)
@@ -270,6 +274,16 @@ pub struct Quarantined {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<crate::RuntimeClass>,
     /// The findings over the policy's threshold.
+    pub reason: String,
+}
+
+/// Scan policy `gate`: the workload waits for a verdict that cannot come as things stand
+/// (no scan worker is alive: none runs, or none has an advisory database). Written once;
+/// the job stays queued, and the verdict settles the workload when a worker takes it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct ScanWaiting {
+    pub image: String,
+    /// Why no verdict comes, and what to do about it.
     pub reason: String,
 }
 

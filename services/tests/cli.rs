@@ -538,6 +538,21 @@ async fn scan_without_a_worker_says_so_at_once_and_up_runs_one() {
         },
     )
     .await;
+    // Untrusted work waits for a verdict (gate) that cannot come while no worker has a
+    // database: `get` and an event say so, with the fix.
+    let mut s = spec(Some("u"));
+    s["trust"] = "untrusted".into();
+    s["runtime_class"] = "gvisor".into();
+    env.natspy_pub(SUBMIT, s.to_string().as_bytes(), None);
+    env.wait_for("u to be told its verdict cannot come", LONG, |by| {
+        by.get("u").is_some_and(|k| k.contains(&"scan_waiting"))
+    })
+    .await;
+    wait_until("get u to say why it waits", LONG, async || {
+        let shown = String::from_utf8_lossy(&run(env_ref, &["get", "u"]).stdout).into_owned();
+        shown.contains("cannot come") && shown.contains("bulkhead vulndb import")
+    })
+    .await;
     let osv = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/osv");
     env.cli_ok(["vulndb", "import", osv]);
     let scanners = env
@@ -554,4 +569,12 @@ async fn scan_without_a_worker_says_so_at_once_and_up_runs_one() {
         }
     })
     .await;
+    // Now a worker takes the queued job, and its verdict settles u (the image is in no
+    // registry: the scan fails, and the gate rejects it with that reason).
+    env.wait_for("u's verdict", LONG, |by| {
+        by.get("u").is_some_and(|k| k.contains(&"scan_completed"))
+    })
+    .await;
+    let shown = String::from_utf8_lossy(&run(&env, &["get", "u"]).stdout).into_owned();
+    assert!(!shown.contains("cannot come"), "{shown}");
 }

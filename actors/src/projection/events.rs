@@ -7,7 +7,7 @@ use bulkhead_schemas::Resources;
 use bulkhead_schemas::api::{ScanSummary, WorkloadState};
 use bulkhead_schemas::event::{
     Exited, GaveUp, Lost, QuarantineAction, Quarantined, ReplicaRequested, Scaled, ScanCompleted,
-    ScanRequested, Scheduled, Started, Stopped,
+    ScanRequested, ScanWaiting, Scheduled, Started, Stopped,
 };
 
 use super::{Change, Skip};
@@ -141,6 +141,14 @@ impl Update<'_> {
         self.w.scan_requested_ms = self.at_ms;
         if r.gate {
             self.w.reason = Some(format!("waiting for the scan verdict of {}", r.image).into());
+        }
+        Ok(())
+    }
+
+    pub fn scan_waiting(&mut self, s: &ScanWaiting) -> Result<(), Skip> {
+        self.w.scan_waiting = true;
+        if self.w.scan_gate == Some(true) && self.w.scan.is_none() && !self.w.rejected {
+            self.w.reason = Some(s.reason.as_str().into());
         }
         Ok(())
     }

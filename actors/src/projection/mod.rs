@@ -320,6 +320,7 @@ impl Projection {
             EventBody::Stopped(s) => self.update(id, head, &ev.at, |u| u.stopped(s)),
             EventBody::ScanRequested(r) => self.update(id, head, &ev.at, |u| u.scan_requested(r)),
             EventBody::ScanCompleted(c) => self.update(id, head, &ev.at, |u| u.scan_completed(c)),
+            EventBody::ScanWaiting(s) => self.update(id, head, &ev.at, |u| u.scan_waiting(s)),
             EventBody::GaveUp(g) => self.update(id, head, &ev.at, |u| u.gave_up(g)),
             EventBody::Scaled(sc) => self.update(id, head, &ev.at, |u| u.scaled(sc)),
             EventBody::Quarantined(q) => self.update(id, head, &ev.at, |u| u.quarantined(q)),

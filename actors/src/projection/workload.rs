@@ -102,6 +102,8 @@ pub struct Workload {
     pub scan: Option<Box<ScanSummary>>,
     /// What a failed `async` verdict did to it.
     pub quarantine: Option<Box<str>>,
+    /// A `scan_waiting` was written: its verdict cannot come as things stand.
+    pub scan_waiting: bool,
 }
 
 /// `image` pinned to `digest`: `registry/repo:tag` → `registry/repo@digest`. A reference
@@ -155,6 +157,7 @@ impl Workload {
             scan_requested_ms: 0,
             scan: None,
             quarantine: None,
+            scan_waiting: false,
         }
     }
 

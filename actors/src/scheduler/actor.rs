@@ -36,6 +36,8 @@ pub enum SchedulerMsg {
     Tick(u64),
     /// A backoff ended: place what is due.
     Due,
+    /// How many scan workers are alive (counted by the service every few seconds).
+    Scanners(usize),
     /// Carry out what the verdicts known at start mean (sent to itself once, at start).
     Settle,
     Stats(RpcReplyPort<SchedulerStats>),
@@ -270,8 +272,18 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                 for node in st.core.check_silent(fired_ms) {
                     warn!(%node, "node stopped heartbeating; no more placements there");
                 }
+                if st.core.take_resettle() {
+                    for plan in st.core.settle_known() {
+                        st.execute(plan).await;
+                    }
+                }
+                let stalled = st.core.stalled_scans(fired_ms);
+                if !stalled.is_empty() {
+                    st.execute(stalled).await;
+                }
                 st.progress(&me).await
             }
+            SchedulerMsg::Scanners(live) => st.core.scanners(live),
             SchedulerMsg::Settle => {
                 for plan in st.core.settle_known() {
                     st.execute(plan).await;

@@ -61,6 +61,9 @@ impl SchedulerCore {
                     Landed::Stored
                 }
                 Err(LogError::Conflict) => {
+                    // A verdict whose append lost a race is settled again on the next tick,
+                    // against the workload's new head.
+                    self.resettle |= effect.verdict;
                     if effect.new_pending || !effect.starts.is_empty() {
                         // A pending placement lost a race; it is retried on a later pass.
                         self.generation += 1;
@@ -69,6 +72,7 @@ impl SchedulerCore {
                     Landed::Conflict
                 }
                 Err(e) => {
+                    self.resettle |= effect.verdict;
                     commit.failures.push((workload.clone(), e));
                     Landed::Failed
                 }

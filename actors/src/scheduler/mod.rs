@@ -72,6 +72,10 @@ pub struct SchedulerCore {
     /// The latest scan outcome per image reference, with its time (Unix ms); it answers
     /// for the image for the policy's `verdict_ttl_ms`.
     verdicts: HashMap<String, (ScanCompleted, u64)>,
+    /// Scan workers alive as last counted (None until the service counts them).
+    scanners_live: Option<usize>,
+    /// A verdict's append did not land: settle the known verdicts again.
+    resettle: bool,
     /// The earliest time (Unix ms) a backed-off replica may be placed.
     next_due_ms: Option<u64>,
     /// Stop ops for copies a drain replaced, once their successor started.
@@ -184,6 +188,7 @@ impl SchedulerCore {
             | EventBody::StopRequested(_)
             | EventBody::ScanRequested(_)
             | EventBody::ScanCompleted(_)
+            | EventBody::ScanWaiting(_)
             | EventBody::GaveUp(_)
             | EventBody::Joined(_)
             | EventBody::Draining(_)

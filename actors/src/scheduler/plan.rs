@@ -72,6 +72,8 @@ pub(super) struct Effect {
     pub new_pending: bool,
     /// A scan to queue once the append is stored.
     pub scan_job: Option<ScanJob>,
+    /// It carries a verdict to a workload: if it does not land, verdicts are settled again.
+    pub verdict: bool,
 }
 
 impl Effect {

@@ -3,7 +3,7 @@
 
 use bulkhead_schemas::WorkloadSpec;
 use bulkhead_schemas::event::{
-    EventBody, QuarantineAction, Quarantined, Rejected, ScanCompleted, StopRequested,
+    EventBody, QuarantineAction, Quarantined, Rejected, ScanCompleted, ScanWaiting, StopRequested,
 };
 use bulkhead_schemas::scan::ScanJob;
 use bulkhead_schemas::spec::{RejectCode, Rejection};
@@ -23,6 +23,20 @@ pub(super) fn vulnerable(image: &str, why: &str, cmd_seq: u64) -> EventBody {
         },
         cmd_seq,
     })
+}
+
+/// How long a gated workload waits with no scan worker alive before it is told its verdict
+/// cannot come (a worker that is starting registers well within it).
+pub const STALL_GRACE_MS: u64 = 10_000;
+
+/// Why a gated workload's verdict cannot come while no scan worker is alive, and the fix.
+pub fn no_scanner(image: &str) -> String {
+    format!(
+        "waiting for the scan verdict of {image}, which cannot come: no scan worker is alive \
+         (a worker registers once it has an advisory database). Import one with `bulkhead \
+         vulndb import PATH` and run a worker (`bulkhead up` runs one; else `bulkhead \
+         scanner`): the job stays queued and the verdict settles this workload; or stop it"
+    )
 }
 
 /// The scan job of a workload: one per admission, named so that requeueing it is
@@ -113,6 +127,7 @@ impl SchedulerCore {
             let tp = w.traceparent.as_deref();
             let mut events = vec![event(id, EventBody::ScanCompleted(record.clone()), tp)];
             let mut effect = Effect::traced(tp);
+            effect.verdict = true;
             let fails = if w.scan_gate == Some(true) {
                 &fails_gate
             } else {
@@ -154,6 +169,57 @@ impl SchedulerCore {
             plan.push(WorkloadAppend::after(id, w.head, events), effect);
         }
         plan
+    }
+
+    /// How many scan workers are alive (their keys in the scanners bucket), as the
+    /// service last counted them.
+    pub fn scanners(&mut self, live: usize) {
+        self.scanners_live = Some(live);
+    }
+
+    /// `scan_waiting` for every gated workload that has waited `STALL_GRACE_MS` for a
+    /// verdict while no scan worker is alive, once each. Nothing while the count is
+    /// unknown. One that loses a race for its workload's head is tried on a later tick.
+    pub fn stalled_scans(&self, now_ms: u64) -> Plan {
+        let mut plan = Plan::default();
+        if self.scanners_live != Some(0) {
+            return plan;
+        }
+        for (id, w) in self.projection.iter() {
+            let Some(spec) = w.spec.as_deref() else {
+                continue;
+            };
+            if w.scan_gate != Some(true)
+                || !w.wants_verdict()
+                || w.scan_waiting
+                || w.stop_requested
+                || w.state().is_terminal()
+                || now_ms.saturating_sub(w.scan_requested_ms) < STALL_GRACE_MS
+                || self
+                    .fresh_verdict(&spec.image, w.scan_requested_ms)
+                    .is_some()
+            {
+                continue;
+            }
+            let tp = w.traceparent.as_deref();
+            let body = EventBody::ScanWaiting(ScanWaiting {
+                image: spec.image.clone(),
+                reason: no_scanner(&spec.image),
+            });
+            plan.notes
+                .push(format!("{id}: no scan worker is alive for its verdict"));
+            plan.push(
+                WorkloadAppend::after(id, w.head, vec![event(id, body, tp)]),
+                Effect::traced(tp),
+            );
+        }
+        plan
+    }
+
+    /// Whether a verdict's append lost a race or failed since the last call: the known
+    /// verdicts are settled again (`settle_known`).
+    pub fn take_resettle(&mut self) -> bool {
+        std::mem::take(&mut self.resettle)
     }
 
     /// A verdict finished just now (tests).

@@ -280,6 +280,7 @@ fn authority(family: Family, ev: &Event, role: Role, name: &str) -> Result<(), S
             | EventBody::Scheduled(_)
             | EventBody::Scaled(_)
             | EventBody::Quarantined(_)
+            | EventBody::ScanWaiting(_)
             | EventBody::StopRequested(_)
             | EventBody::Draining(_)
             | EventBody::Drained(_)
@@ -389,6 +390,10 @@ fn limits(ev: &Event, stored_ms: u64) -> Result<(), String> {
         EventBody::Scaled(_) => Ok(()),
         EventBody::Quarantined(q) => text("reason", &q.reason),
         EventBody::ScanRequested(r) => text("image", &r.image),
+        EventBody::ScanWaiting(w) => {
+            text("image", &w.image)?;
+            text("reason", &w.reason)
+        }
         EventBody::ScanCompleted(c) => {
             if at.saturating_add(MAX_VERDICT_AGE_MS) < stored_ms {
                 return Err(format!(

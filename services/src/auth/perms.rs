@@ -252,6 +252,7 @@ pub fn of(role: Role, name: &str) -> Perms {
                     "scan_completed",
                     "scaled",
                     "quarantined",
+                    "scan_waiting",
                     "stop_requested",
                 ],
             );
@@ -264,6 +265,9 @@ pub fn of(role: Role, name: &str) -> Perms {
             lease(&mut p, s::SCHEDULER_LEASE_KEY);
             kv_read(&mut p, s::NODES_BUCKET, ">");
             kv_watch(&mut p, s::NODES_BUCKET);
+            // Counting the live scan workers (their keys only).
+            kv_read(&mut p, s::SCANNERS_BUCKET, ">");
+            kv_watch(&mut p, s::SCANNERS_BUCKET);
         }
         Role::Failover => {
             read_log(&mut p);

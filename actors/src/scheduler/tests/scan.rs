@@ -342,3 +342,67 @@ fn internal_is_not_scanned_and_a_clean_known_verdict_is_recorded() {
     let plan = c.decide(&[submit(2, "u", "untrusted")]);
     assert_eq!(kinds(&plan), ["accepted", "scan_completed", "scheduled"]);
 }
+
+#[test]
+fn a_gated_workload_with_no_scan_worker_is_told_once_with_the_fix() {
+    let mut c = core();
+    let mut seq = 0;
+    let plan = c.decide(&[submit(1, "u", "untrusted"), submit(2, "t", "multi_tenant")]);
+    run(&mut c, plan, &mut seq);
+    let now = bulkhead_schemas::now_ms();
+    let later = now + verdicts::STALL_GRACE_MS + 1_000;
+    assert!(
+        c.stalled_scans(later).is_empty(),
+        "nothing while the scanners are not counted yet"
+    );
+    c.scanners(1);
+    assert!(c.stalled_scans(later).is_empty(), "a worker is alive");
+    c.scanners(0);
+    assert!(c.stalled_scans(now).is_empty(), "within the grace");
+    let plan = c.stalled_scans(later);
+    // The gated one only: the async one runs and needs no verdict to.
+    assert_eq!(kinds(&plan), ["scan_waiting"]);
+    assert_eq!(plan.appends[0].workload, format!("{T}/u"));
+    run(&mut c, plan, &mut seq);
+    let view = c
+        .projection
+        .get(&format!("{T}/u"))
+        .unwrap()
+        .view(&format!("{T}/u"));
+    let reason = view.reason.unwrap();
+    assert!(reason.contains("no scan worker is alive"), "{reason}");
+    assert!(
+        reason.contains("bulkhead vulndb import"),
+        "the fix: {reason}"
+    );
+    assert!(c.stalled_scans(later + 60_000).is_empty(), "told once");
+
+    // A worker comes and the verdict settles it as any other.
+    c.scanners(1);
+    let plan = c.scan_completed_now(verdict(None));
+    run(&mut c, plan, &mut seq);
+    let w = c.projection.get(&format!("{T}/u")).unwrap();
+    assert_eq!(w.view("x").reason, None);
+    assert_eq!(
+        kinds(&c.place_pending(10, bulkhead_schemas::now_ms())),
+        ["scheduled"]
+    );
+}
+
+#[test]
+fn a_verdict_whose_append_lost_a_race_is_settled_again() {
+    let mut c = core();
+    let mut seq = 0;
+    let plan = c.decide(&[submit(1, "u", "untrusted")]);
+    run(&mut c, plan, &mut seq);
+    let plan = c.scan_completed_now(verdict(Some(Severity::Critical)));
+    assert_eq!(kinds(&plan), ["scan_completed", "rejected"]);
+    // Another writer moved the workload's head first.
+    let commit = c.commit(plan, vec![Err(crate::ports::log::LogError::Conflict)]);
+    assert!(commit.ops.is_empty());
+    assert!(c.take_resettle(), "the verdict is settled again");
+    assert!(!c.take_resettle(), "once per loss");
+    let again = c.settle_known();
+    assert_eq!(again.len(), 1);
+    assert_eq!(kinds(&again[0]), ["scan_completed", "rejected"]);
+}
