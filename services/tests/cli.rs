@@ -578,3 +578,43 @@ async fn scan_without_a_worker_says_so_at_once_and_up_runs_one() {
     let shown = String::from_utf8_lossy(&run(&env, &["get", "u"]).stdout).into_owned();
     assert!(!shown.contains("cannot come"), "{shown}");
 }
+
+/// Colour on a terminal only, and never with `NO_COLOR` (no-color.org): help text and a
+/// service's log lines, on a pseudo-terminal (`script`) and into a pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let env = env().await;
+    let bin = env!("CARGO_BIN_EXE_bulkhead");
+    let data = env.data.root().display().to_string();
+    let commands = [
+        format!("{bin} --help"),
+        // A service's log for a few seconds (it runs until stopped).
+        format!(
+            "timeout -s INT 3 {bin} --nats {} --data-dir {data} api",
+            env.server.url
+        ),
+    ];
+    for command in &commands {
+        let on_tty = |no_color: Option<&str>| {
+            let mut c = std::process::Command::new("script");
+            c.args(["-qec", command, "/dev/null"]);
+            c.env_remove("NO_COLOR");
+            if let Some(v) = no_color {
+                c.env("NO_COLOR", v);
+            }
+            String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+        };
+        let coloured = on_tty(None);
+        assert!(coloured.contains('\u{1b}'), "{command}: colour on a terminal: {coloured}");
+        let plain = on_tty(Some("1"));
+        assert!(!plain.contains('\u{1b}'), "{command}: NO_COLOR: {plain}");
+        assert!(plain.len() > 50, "{command}: {plain}");
+        let piped = std::process::Command::new("sh")
+            .args(["-c", &format!("{command} 2>&1 | cat")])
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap();
+        let piped = String::from_utf8_lossy(&piped.stdout);
+        assert!(!piped.contains('\u{1b}'), "{command}: into a pipe: {piped}");
+    }
+}
