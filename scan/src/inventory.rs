@@ -8,12 +8,18 @@ use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tarwalk::{Kind, Limits, TarError, Walker};
+
 /// Bump when the inventory's shape or parsing changes: cached inventories of another
 /// format are not reused.
 pub const FORMAT: u32 = 1;
 
 /// Largest package database file read (a Debian status file is a few MiB at most).
-const MAX_DB_FILE: u64 = 64 * 1024 * 1024;
+pub const MAX_DB_FILE: u64 = 16 * 1024 * 1024;
+/// Package database bytes read from one layer, all files together.
+pub const MAX_DB_BYTES: u64 = 64 * 1024 * 1024;
+/// Whiteout paths kept from one layer (bytes, with each entry's overhead).
+pub const MAX_WHITEOUT_BYTES: u64 = 16 * 1024 * 1024;
 
 const OS_RELEASE: [&str; 2] = ["etc/os-release", "usr/lib/os-release"];
 const DPKG_STATUS: &str = "var/lib/dpkg/status";
@@ -101,41 +107,55 @@ pub struct LayerInventory {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    #[error("reading the layer: {0}")]
-    Read(#[from] std::io::Error),
+    #[error(transparent)]
+    Tar(#[from] TarError),
     #[error("{path} is larger than {MAX_DB_FILE} bytes")]
     TooLarge { path: String },
+    #[error("more than {MAX_DB_BYTES} bytes of package databases in one layer")]
+    TooMuchDb,
+    #[error("more than {MAX_WHITEOUT_BYTES} bytes of whiteouts in one layer")]
+    TooManyWhiteouts,
 }
 
 impl LayerInventory {
-    /// Reads an uncompressed layer tar, keeping only what a scan needs.
+    /// Reads an uncompressed layer tar, keeping only what a scan needs, within the
+    /// default [`Limits`](crate::tarwalk::Limits) of the tar reader and this module's caps.
     pub fn from_tar(layer: impl Read) -> Result<LayerInventory, InventoryError> {
         let mut inv = LayerInventory::default();
-        let mut archive = tar::Archive::new(layer);
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            let path = normalize(&entry.path()?.to_string_lossy());
+        let mut walker = Walker::new(layer, Limits::default());
+        let (mut db_bytes, mut whiteout_bytes) = (0u64, 0u64);
+        while let Some(entry) = walker.next_entry()? {
+            let path = normalize(&entry.path);
             let (dir, name) = match path.rsplit_once('/') {
                 Some((d, n)) => (format!("{d}/"), n.to_owned()),
                 None => (String::new(), path.clone()),
             };
-            if name == ".wh..wh..opq" {
-                inv.opaque.push(dir);
+            let whiteout = if name == ".wh..wh..opq" {
+                Some((&mut inv.opaque, dir))
+            } else {
+                name.strip_prefix(".wh.")
+                    .map(|hidden| (&mut inv.whiteouts, format!("{dir}{hidden}")))
+            };
+            if let Some((list, p)) = whiteout {
+                whiteout_bytes += p.len() as u64 + 24;
+                if whiteout_bytes > MAX_WHITEOUT_BYTES {
+                    return Err(InventoryError::TooManyWhiteouts);
+                }
+                list.push(p);
                 continue;
             }
-            if let Some(hidden) = name.strip_prefix(".wh.") {
-                inv.whiteouts.push(format!("{dir}{hidden}"));
+            if entry.kind != Kind::File || !wanted(&path) {
                 continue;
             }
-            if !entry.header().entry_type().is_file() || !wanted(&path) {
-                continue;
-            }
-            if entry.size() > MAX_DB_FILE {
+            if entry.size > MAX_DB_FILE {
                 return Err(InventoryError::TooLarge { path });
             }
-            let mut text = String::new();
-            entry.read_to_string(&mut text)?;
-            inv.add_file(path, &text);
+            db_bytes += entry.size;
+            if db_bytes > MAX_DB_BYTES {
+                return Err(InventoryError::TooMuchDb);
+            }
+            let data = walker.read_current("package database", MAX_DB_FILE)?;
+            inv.add_file(path, &String::from_utf8_lossy(&data));
         }
         Ok(inv)
     }

@@ -1,5 +1,5 @@
 //! bulkhead's scanning core, free of I/O: package version ordering (Debian, Alpine),
-//! layer inventories, OSV advisories and their matching, severities, image references,
+//! a bounded tar reader and layer inventories, OSV advisories and their matching, severities, image references,
 //! Trivy reports, and the layer cache's hash ring and LRU. The scan workers (crate
 //! `bulkhead`, `scan/`) do the I/O around it.
 
@@ -8,6 +8,7 @@ pub mod inventory;
 pub mod osv;
 pub mod reference;
 pub mod severity;
+pub mod tarwalk;
 pub mod trivy;
 pub mod verdict;
 pub mod version;

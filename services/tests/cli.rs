@@ -605,7 +605,10 @@ async fn colour_only_on_a_terminal_and_never_with_no_color() {
             String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
         };
         let coloured = on_tty(None);
-        assert!(coloured.contains('\u{1b}'), "{command}: colour on a terminal: {coloured}");
+        assert!(
+            coloured.contains('\u{1b}'),
+            "{command}: colour on a terminal: {coloured}"
+        );
         let plain = on_tty(Some("1"));
         assert!(!plain.contains('\u{1b}'), "{command}: NO_COLOR: {plain}");
         assert!(plain.len() > 50, "{command}: {plain}");

@@ -730,7 +730,10 @@ async fn a_gated_image_runs_pinned_to_the_digest_its_verdict_is_about() {
     )
     .await;
     let osv = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/osv");
-    c.env.spawn("scanner", &["scanner", "--db", osv]);
+    // The test registry is on loopback: on the worker's allowlist.
+    let reg = c.cri.pull_image.split('/').next().unwrap().to_owned();
+    c.env
+        .spawn("scanner", &["scanner", "--db", osv, "--registries", &reg]);
     let mut spec = c.spec("pinned", "runc", "exec sleep 3600");
     spec["image"] = c.cri.pull_image.clone().into();
     c.submit(spec);

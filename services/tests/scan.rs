@@ -135,7 +135,9 @@ fn image(name: &str) -> String {
 
 /// Starts a scan worker process.
 fn scanner(env: &mut Env, id: &str, vars: &[(&str, &str)]) -> u32 {
-    env.spawn_env(id, &["scanner", "--db", OSV, "--id", id], vars)
+    let reg = registry();
+    let args = ["scanner", "--db", OSV, "--id", id, "--registries", &reg];
+    env.spawn_env(id, &args, vars)
 }
 
 async fn wait_members(env: &Env, n: usize) {
@@ -346,6 +348,8 @@ async fn gate_rejects_a_vulnerable_image_and_async_quarantines_one() {
             "200",
             "--scan-db",
             OSV,
+            "--scan-registries",
+            &registry(),
         ],
     );
     // untrusted → gate: openssl (high) keeps the Debian image out; the Alpine image's
@@ -431,6 +435,8 @@ async fn async_quarantine_moves_a_running_workload_to_a_stronger_class() {
             "200",
             "--scan-db",
             OSV,
+            "--scan-registries",
+            &registry(),
             "--scan-quarantine",
             "kata",
         ],
@@ -592,7 +598,11 @@ async fn workers_use_the_imported_database_and_pick_up_a_new_one() {
     // 8 files, one of them withdrawn.
     let said = bulkhead(&env, &["vulndb", "import", OSV]);
     assert!(said.contains("imported 7 advisories"), "{said}");
-    env.spawn("scanner", &["scanner", "--id", "shared-db"]);
+    let reg = registry();
+    env.spawn(
+        "scanner",
+        &["scanner", "--id", "shared-db", "--registries", &reg],
+    );
     wait_members(&env, 1).await;
     let mut events = env.bus.client.subscribe(subjects::EVT_SCANS).await.unwrap();
     let alpine = image("alpine-vuln:1");
@@ -649,6 +659,8 @@ async fn the_trivy_backend_is_run_and_its_report_becomes_the_verdict() {
             &fake_s,
             "--trivy-server",
             "http://trivy.example:4954",
+            "--registries",
+            &registry(),
         ],
     );
     wait_members(&env, 1).await;

@@ -73,6 +73,11 @@ pub enum Cmd {
         /// Also run a scan worker with this OSV database (directory or all.zip).
         #[arg(long, env = "BULKHEAD_VULNDB")]
         scan_db: Option<PathBuf>,
+        /// The only registries its scan worker fetches from (`host[:port]`, commas; their
+        /// loopback or private addresses allowed too). Empty: any registry at a public
+        /// address.
+        #[arg(long, env = "BULKHEAD_SCAN_REGISTRIES", value_delimiter = ',')]
+        scan_registries: Vec<String>,
         #[command(flatten)]
         failover: FailoverArgs,
     },
@@ -285,6 +290,11 @@ pub enum Cmd {
         /// A Trivy server for --trivy (`trivy image --server URL`).
         #[arg(long, requires = "trivy")]
         trivy_server: Option<String>,
+        /// The only registries to fetch from (`host[:port]`, commas); their private or
+        /// loopback addresses are allowed too. Empty: any registry at a public address
+        /// (private, loopback and link-local addresses refused, after DNS and on redirects).
+        #[arg(long, env = "BULKHEAD_SCAN_REGISTRIES", value_delimiter = ',')]
+        registries: Vec<String>,
     },
     /// The advisory database the scan workers share.
     Vulndb {

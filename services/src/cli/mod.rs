@@ -283,6 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             insecure_no_auth,
             scan,
             scan_db,
+            scan_registries,
             failover,
         } => {
             up::up(up::Up {
@@ -293,6 +294,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 insecure_no_auth,
                 scan: &scan,
                 scan_db: scan_db.as_deref(),
+                scan_registries: &scan_registries,
                 failover: &failover,
             })
             .await
@@ -405,14 +407,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             lru_mib,
             trivy,
             trivy_server,
+            registries,
         } => {
             let bus = who.service(Role::Scanner, "scanner").await?;
             let trivy = trivy.map(|binary| TrivyConfig {
                 binary,
                 server: trivy_server,
             });
+            let egress = crate::scan::egress::Egress::new(&registries);
             let _worker =
-                crate::scan::worker::launch(&bus, db.as_deref(), id, lru_mib, trivy).await?;
+                crate::scan::worker::launch(&bus, db.as_deref(), id, lru_mib, trivy, egress)
+                    .await?;
             shutdown_signal().await;
             Ok(exit::OK)
         }

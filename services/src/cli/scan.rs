@@ -29,7 +29,10 @@ pub async fn scan(
         db_path.display(),
         loaded.skipped
     );
-    let reg = registry::Registry::new(Credentials::from_env()?)?;
+    let reg = registry::Registry::new(
+        Credentials::from_env()?,
+        crate::scan::egress::Egress::anywhere(),
+    )?;
     let report = crate::scan::scan_image(&reg, &image, &loaded.db, |p| match p {
         Progress::Resolved { digest, layers } => {
             eprintln!("{image}: {digest}, {layers} layers")

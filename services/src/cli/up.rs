@@ -16,6 +16,7 @@ use crate::auth::DataDir;
 use crate::auth::setup::{self, Auth, Listen, NO_AUTH_WARNING};
 use crate::bus::{Bus, Topology};
 use crate::natsd::Sync;
+use crate::scan::egress::Egress;
 use crate::{api, failover, node, scan, scheduler};
 
 /// What `up` runs, from its flags.
@@ -27,6 +28,7 @@ pub struct Up<'a> {
     pub insecure_no_auth: bool,
     pub scan: &'a ScanArgs,
     pub scan_db: Option<&'a Path>,
+    pub scan_registries: &'a [String],
     pub failover: &'a FailoverArgs,
 }
 
@@ -95,12 +97,23 @@ pub async fn up(u: Up<'_>) -> anyhow::Result<i32> {
     // how to import one) with the one `bulkhead vulndb import` puts in the object store.
     let scan_bus = connect(Role::Scanner, "scanner").await?;
     let _scanner = match u.scan_db {
-        Some(db) => Some(scan::worker::launch(&scan_bus, Some(db), None, 256, None).await?),
+        Some(db) => Some(
+            scan::worker::launch(
+                &scan_bus,
+                Some(db),
+                None,
+                256,
+                None,
+                Egress::new(u.scan_registries),
+            )
+            .await?,
+        ),
         None => None,
     };
+    let egress = Egress::new(u.scan_registries);
     let _waiting_scanner = u.scan_db.is_none().then(|| {
         crate::tasks::AbortOnDrop(tokio::spawn(async move {
-            match scan::worker::launch(&scan_bus, None, None, 256, None).await {
+            match scan::worker::launch(&scan_bus, None, None, 256, None, egress).await {
                 // Kept for as long as `up` runs (the task is aborted with it).
                 Ok(worker) => {
                     let _worker = worker;

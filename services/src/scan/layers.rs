@@ -1,6 +1,8 @@
 //! Inventories a layer as it streams from the registry: decompress (gzip, zstd or none)
 //! on a blocking thread fed through a channel, read the tar, and check the uncompressed
-//! bytes against the layer's diffID. Nothing is written to disk.
+//! bytes against the layer's diffID. Nothing is written to disk. Bounded: the blob's
+//! compressed bytes by what its descriptor declares ([`LayerCaps`]), the decompressed
+//! bytes by a cap, the tar's headers by the reader's limits (`bulkhead_scan::tarwalk`).
 
 use std::io::{self, Read};
 
@@ -22,6 +24,33 @@ pub enum LayerError {
         want: String,
         got: String,
     },
+}
+
+/// Largest layer blob fetched (compressed).
+pub const MAX_COMPRESSED: u64 = 4 * 1024 * 1024 * 1024;
+/// Largest layer read (decompressed): a bomb of zeros stops here.
+pub const MAX_UNCOMPRESSED: u64 = 16 * 1024 * 1024 * 1024;
+
+/// How many bytes one layer may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerCaps {
+    pub compressed: u64,
+    pub uncompressed: u64,
+}
+
+impl LayerCaps {
+    /// For a layer whose descriptor declares `size` bytes (0: not declared): no more than
+    /// that, and never more than the caps.
+    pub fn declared(size: u64) -> LayerCaps {
+        LayerCaps {
+            compressed: if size == 0 {
+                MAX_COMPRESSED
+            } else {
+                size.min(MAX_COMPRESSED)
+            },
+            uncompressed: MAX_UNCOMPRESSED,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,11 +95,12 @@ impl Read for ChannelReader {
     }
 }
 
-/// Hashes what passes through, and counts it.
+/// Hashes what passes through, and counts it; past `cap` bytes it fails.
 struct Hashing<R> {
     inner: R,
     hash: Sha256,
     bytes: u64,
+    cap: u64,
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -78,6 +108,12 @@ impl<R: Read> Read for Hashing<R> {
         let n = self.inner.read(out)?;
         self.hash.update(&out[..n]);
         self.bytes += n as u64;
+        if self.bytes > self.cap {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("decompressed, it is larger than {} bytes", self.cap),
+            ));
+        }
         Ok(n)
     }
 }
@@ -93,6 +129,7 @@ pub async fn inventory(
     digest: &str,
     diff_id: &str,
     media_type: &str,
+    caps: LayerCaps,
     blob: impl Stream<Item = reqwest::Result<Bytes>>,
 ) -> Result<(LayerInventory, LayerStats), LayerError> {
     let compression = Compression::of(media_type).ok_or_else(|| LayerError::MediaType {
@@ -120,6 +157,7 @@ pub async fn inventory(
             inner: plain,
             hash: Sha256::new(),
             bytes: 0,
+            cap: caps.uncompressed,
         };
         let inv = LayerInventory::from_tar(&mut h)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
@@ -128,10 +166,21 @@ pub async fn inventory(
         Ok::<_, io::Error>((inv, got, h.bytes))
     });
     let mut blob = std::pin::pin!(blob);
+    let mut fetched: u64 = 0;
     while let Some(chunk) = blob.next().await {
-        let chunk = chunk.map_err(io::Error::other);
-        if tx.send(chunk).await.is_err() {
-            break; // the reader stopped (an error it will report)
+        let chunk = chunk.map_err(io::Error::other).and_then(|c| {
+            fetched += c.len() as u64;
+            if fetched > caps.compressed {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the blob is larger than {} bytes", caps.compressed),
+                ));
+            }
+            Ok(c)
+        });
+        let over = chunk.is_err();
+        if tx.send(chunk).await.is_err() || over {
+            break; // the reader stopped (an error it will report), or was told why
         }
     }
     drop(tx);
@@ -163,6 +212,11 @@ pub async fn inventory(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CAPS: LayerCaps = LayerCaps {
+        compressed: MAX_COMPRESSED,
+        uncompressed: MAX_UNCOMPRESSED,
+    };
 
     fn layer_tar() -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
@@ -196,12 +250,12 @@ mod tests {
         std::io::Write::write_all(&mut gz, &tar).unwrap();
         let gz = gz.finish().unwrap();
         let mt = "application/vnd.oci.image.layer.v1.tar+gzip";
-        let (inv, stats) = inventory("sha256:x", &id, mt, chunks(gz.clone()))
+        let (inv, stats) = inventory("sha256:x", &id, mt, CAPS, chunks(gz.clone()))
             .await
             .unwrap();
         assert_eq!(inv.files.len(), 1);
         assert_eq!(stats.uncompressed_bytes, tar.len() as u64);
-        let e = inventory("sha256:x", "sha256:00", mt, chunks(gz))
+        let e = inventory("sha256:x", "sha256:00", mt, CAPS, chunks(gz))
             .await
             .unwrap_err();
         assert!(matches!(e, LayerError::DiffId { .. }), "{e}");
@@ -218,7 +272,7 @@ mod tests {
             gz.extend(m.finish().unwrap());
         }
         let mt = "application/vnd.oci.image.layer.v1.tar+gzip";
-        let (inv, stats) = inventory("sha256:x", &diff_id(&tar), mt, chunks(gz))
+        let (inv, stats) = inventory("sha256:x", &diff_id(&tar), mt, CAPS, chunks(gz))
             .await
             .unwrap();
         assert_eq!(inv.files.len(), 1);
@@ -230,10 +284,43 @@ mod tests {
         let tar = layer_tar();
         let id = diff_id(&tar);
         let mt = "application/vnd.oci.image.layer.v1.tar";
-        assert!(inventory("d", &id, mt, chunks(tar.clone())).await.is_ok());
-        let e = inventory("d", &id, "text/plain", chunks(tar))
+        assert!(
+            inventory("d", &id, mt, CAPS, chunks(tar.clone()))
+                .await
+                .is_ok()
+        );
+        let e = inventory("d", &id, "text/plain", CAPS, chunks(tar))
             .await
             .unwrap_err();
         assert!(e.to_string().contains("unsupported media type"), "{e}");
+    }
+
+    /// Megabytes of zeros in a few kilobytes of gzip: stopped at the decompressed cap; a
+    /// blob longer than its descriptor says: stopped at the declared size.
+    #[tokio::test]
+    async fn a_layer_past_its_caps_is_refused() {
+        let zeros = vec![0u8; 8 * 1024 * 1024];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &zeros).unwrap();
+        let gz = gz.finish().unwrap();
+        let mt = "application/vnd.oci.image.layer.v1.tar+gzip";
+        let small = LayerCaps {
+            compressed: MAX_COMPRESSED,
+            uncompressed: 1024 * 1024,
+        };
+        let e = inventory("d", &diff_id(&zeros), mt, small, chunks(gz.clone()))
+            .await
+            .unwrap_err()
+            .to_string();
+        // The zeros read as an empty tar: the cap is hit while reading past its end.
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
+        let declared = LayerCaps::declared(gz.len() as u64 - 1);
+        let e = inventory("d", &diff_id(&zeros), mt, declared, chunks(gz))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("blob is larger than"), "{e}");
+        assert_eq!(LayerCaps::declared(0).compressed, MAX_COMPRESSED);
+        assert_eq!(LayerCaps::declared(u64::MAX).compressed, MAX_COMPRESSED);
     }
 }

@@ -2,6 +2,7 @@
 //! offline OSV database, and a whole-image scan built from them (the pure core is the
 //! `bulkhead-scan` crate).
 
+pub mod egress;
 pub mod layers;
 pub mod registry;
 pub mod trivy;
@@ -75,7 +76,8 @@ pub async fn compute_layer(
     l: &Layer,
 ) -> Result<LayerInventory, ScanError> {
     let blob = reg.layer(image, l).await?;
-    let (inv, _) = layers::inventory(&l.digest, &l.diff_id, &l.media_type, blob).await?;
+    let caps = layers::LayerCaps::declared(l.size);
+    let (inv, _) = layers::inventory(&l.digest, &l.diff_id, &l.media_type, caps, blob).await?;
     Ok(inv)
 }
 

@@ -1,9 +1,12 @@
 //! An OCI distribution client: resolves an image reference to its platform manifest,
 //! reads the config's `rootfs.diff_ids`, and opens layer blobs as byte streams. Speaks
 //! plain HTTP to loopback registries, HTTPS elsewhere; answers Basic and Bearer challenges.
+//! Bounded: where it may connect is the [`Egress`]'s to say, every request has timeouts,
+//! every document a byte cap, and no error quotes what a server answered.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -13,6 +16,19 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 pub use bulkhead_scan::reference::{BadReference, ImageRef};
+
+use super::egress::{Egress, Refused};
+
+/// Largest manifest or index read (Docker Hub's limit is 4 MiB).
+pub const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
+/// Largest image config read.
+pub const MAX_CONFIG: u64 = 8 * 1024 * 1024;
+/// Largest token service answer read.
+pub const MAX_TOKEN: u64 = 64 * 1024;
+/// Connecting, a stall while reading, and a whole small document (manifest, config, token).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+const DOCUMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
@@ -25,6 +41,10 @@ pub enum RegistryError {
     BadReference(#[from] BadReference),
     #[error("{url}: {reason}")]
     Http { url: String, reason: String },
+    #[error("{url}: {refused}")]
+    Refused { url: String, refused: Refused },
+    #[error("{what} is larger than {limit} bytes")]
+    TooLarge { what: String, limit: u64 },
     #[error("{what}: {reason}")]
     Format { what: String, reason: String },
     #[error("no manifest for {os}/{arch} in {image}")]
@@ -132,11 +152,10 @@ pub enum AuthError {
     NoRealm,
     #[error("token realm {realm}: {reason}")]
     BadRealm { realm: String, reason: String },
-    #[error("token service {realm}: {source}")]
-    Unreachable {
-        realm: String,
-        source: reqwest::Error,
-    },
+    #[error("token service {realm}: {reason}")]
+    Unreachable { realm: String, reason: String },
+    #[error("token service answer: {0}")]
+    Answer(String),
     #[error("token service {realm}: {status}{hint}")]
     Refused {
         realm: String,
@@ -209,6 +228,7 @@ impl Credentials {
 pub struct Registry {
     http: reqwest::Client,
     creds: Credentials,
+    egress: Egress,
     /// Bearer tokens by (registry, scope).
     tokens: Mutex<HashMap<(String, String), String>>,
 }
@@ -220,10 +240,17 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    pub fn new(creds: Credentials) -> Result<Registry, RegistryError> {
+    /// A client that connects where `egress` allows, with timeouts on every request; no
+    /// proxy from the environment (a proxy would resolve names past the address checks).
+    pub fn new(creds: Credentials, egress: Egress) -> Result<Registry, RegistryError> {
         install_crypto();
         let http = reqwest::Client::builder()
             .user_agent(concat!("bulkhead/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(egress.resolver())
+            .redirect(egress.redirect_policy())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .no_proxy()
             .build()
             .map_err(|e| RegistryError::Http {
                 url: String::new(),
@@ -232,6 +259,7 @@ impl Registry {
         Ok(Registry {
             http,
             creds,
+            egress,
             tokens: Mutex::default(),
         })
     }
@@ -242,24 +270,42 @@ impl Registry {
     }
 
     /// GET with the registry's auth dance: on 401, answer the challenge once and retry.
+    /// `whole`: the response is a small document, read within [`DOCUMENT_TIMEOUT`].
     async fn get(
         &self,
         image: &ImageRef,
         url: &str,
         accept: &str,
+        whole: bool,
     ) -> Result<Response, RegistryError> {
         let err = |e: &dyn std::fmt::Display| RegistryError::Http {
             url: url.to_owned(),
             reason: e.to_string(),
         };
+        let refused = |refused| RegistryError::Refused {
+            url: url.to_owned(),
+            refused,
+        };
+        self.egress.registry(&image.registry).map_err(refused)?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| err(&e))?;
+        self.egress.url(&parsed).map_err(refused)?;
         let scope = format!("repository:{}:pull", image.repository);
         let key = (image.registry.clone(), scope.clone());
         let token = self.tokens.lock().expect("lock").get(&key).cloned();
-        let mut req = self.http.get(url).header(ACCEPT, accept);
-        if let Some(t) = &token {
-            req = req.header(AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let resp = req.send().await.map_err(|e| err(&e))?;
+        let request = |auth: Option<String>| {
+            let mut req = self.http.get(url).header(ACCEPT, accept);
+            if let Some(a) = auth {
+                req = req.header(AUTHORIZATION, a);
+            }
+            if whole {
+                req = req.timeout(DOCUMENT_TIMEOUT);
+            }
+            req
+        };
+        let resp = request(token.map(|t| format!("Bearer {t}")))
+            .send()
+            .await
+            .map_err(|e| err(&cause(&e)))?;
         let resp = if resp.status() == StatusCode::UNAUTHORIZED {
             let challenge = resp
                 .headers()
@@ -274,20 +320,16 @@ impl Registry {
             if let Some(t) = auth.strip_prefix("Bearer ") {
                 self.tokens.lock().expect("lock").insert(key, t.to_owned());
             }
-            self.http
-                .get(url)
-                .header(ACCEPT, accept)
-                .header(AUTHORIZATION, auth)
+            request(Some(auth))
                 .send()
                 .await
-                .map_err(|e| err(&e))?
+                .map_err(|e| err(&cause(&e)))?
         } else {
             resp
         };
         if !resp.status().is_success() {
-            let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            return Err(err(&format!("{status}: {}", body.trim())));
+            // The body is the server's to fill: it is not read, and never quoted.
+            return Err(err(&status_hint(resp.status())));
         }
         Ok(resp)
     }
@@ -320,15 +362,21 @@ impl Registry {
                         reason: e.to_string(),
                     }
                 })?;
-                let mut req = self.http.get(url);
+                let mut req = self.http.get(url.clone());
                 if let Some((u, p)) = creds {
                     req = req.basic_auth(u, Some(p));
                 }
-                let unreachable = |source| AuthError::Unreachable {
+                let parsed = url.clone();
+                self.egress.url(&parsed).map_err(|e| AuthError::BadRealm {
                     realm: realm.clone(),
-                    source,
-                };
-                let resp = req.send().await.map_err(unreachable)?;
+                    reason: e.to_string(),
+                })?;
+                let resp = req.timeout(DOCUMENT_TIMEOUT).send().await.map_err(|e| {
+                    AuthError::Unreachable {
+                        realm: realm.clone(),
+                        reason: cause(&e),
+                    }
+                })?;
                 if !resp.status().is_success() {
                     let hint = match (resp.status().as_u16(), creds) {
                         (401 | 403, None) => format!(
@@ -343,7 +391,11 @@ impl Registry {
                         hint,
                     });
                 }
-                let t: serde_json::Value = resp.json().await.map_err(unreachable)?;
+                let body = read_capped(resp, MAX_TOKEN)
+                    .await
+                    .map_err(|e| AuthError::Answer(e.to_string()))?;
+                let t: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|_| AuthError::Answer("not JSON".into()))?;
                 let token = t
                     .get("token")
                     .or_else(|| t.get("access_token"))
@@ -361,11 +413,10 @@ impl Registry {
         reference: &str,
     ) -> Result<(ManifestDoc, String), RegistryError> {
         let url = format!("{}/manifests/{reference}", Self::base(image));
-        let resp = self.get(image, &url, MANIFEST_TYPES).await?;
-        let body = resp.bytes().await.map_err(|e| RegistryError::Http {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+        let resp = self.get(image, &url, MANIFEST_TYPES, true).await?;
+        let body = read_capped(resp, MAX_MANIFEST)
+            .await
+            .map_err(|e| e.about(&format!("manifest {url}"), &url))?;
         let digest = digest_of(&body);
         if reference.starts_with("sha256:") {
             check_digest(reference, &digest).map_err(|e| RegistryError::Format {
@@ -410,15 +461,10 @@ impl Registry {
             reason: "no config".into(),
         })?;
         let url = format!("{}/blobs/{}", Self::base(image), config.digest);
-        let body = self
-            .get(image, &url, "*/*")
-            .await?
-            .bytes()
+        let resp = self.get(image, &url, "*/*", true).await?;
+        let body = read_capped(resp, MAX_CONFIG)
             .await
-            .map_err(|e| RegistryError::Http {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| e.about(&format!("config {url}"), &url))?;
         // The diffIDs that check every layer come from here: the config must be the one
         // the manifest names.
         let bad = |reason: String| RegistryError::Format {
@@ -462,8 +508,110 @@ impl Registry {
         layer: &Layer,
     ) -> Result<impl Stream<Item = reqwest::Result<Bytes>> + use<>, RegistryError> {
         let url = format!("{}/blobs/{}", Self::base(image), layer.digest);
-        Ok(self.get(image, &url, "*/*").await?.bytes_stream())
+        Ok(self.get(image, &url, "*/*", false).await?.bytes_stream())
     }
+}
+
+/// Why a capped read stopped.
+#[derive(Debug)]
+enum Capped {
+    Over(u64),
+    Read(String),
+}
+
+impl std::fmt::Display for Capped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Capped::Over(limit) => write!(f, "larger than {limit} bytes"),
+            Capped::Read(e) => f.write_str(e),
+        }
+    }
+}
+
+impl Capped {
+    fn about(self, what: &str, url: &str) -> RegistryError {
+        match self {
+            Capped::Over(limit) => RegistryError::TooLarge {
+                what: what.to_owned(),
+                limit,
+            },
+            Capped::Read(reason) => RegistryError::Http {
+                url: url.to_owned(),
+                reason,
+            },
+        }
+    }
+}
+
+/// The whole body of `resp` if it is at most `limit` bytes: a declared length over it is
+/// refused before reading, and reading stops as soon as the body passes it.
+async fn read_capped(resp: Response, limit: u64) -> Result<Vec<u8>, Capped> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(Capped::Over(limit));
+    }
+    let mut body = Vec::new();
+    let mut stream = std::pin::pin!(resp.bytes_stream());
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| Capped::Read(cause(&e)))?;
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(Capped::Over(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// What a request error comes down to, each cause once, without the URL (the caller
+/// names it): "client error (Connect): tcp connect error: Connection refused (os error 111)".
+pub fn cause(e: &reqwest::Error) -> String {
+    let mut out = if e.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        String::new()
+    };
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = next {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
+        }
+        next = c.source();
+    }
+    if out.is_empty() {
+        out = e.without_url_ref();
+    }
+    out
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let s = self.to_string();
+        match self.url() {
+            Some(u) => s.replace(&format!(" ({u})"), ""),
+            None => s,
+        }
+    }
+}
+
+/// A registry's refusal, by status only, with what it usually means.
+fn status_hint(status: StatusCode) -> String {
+    let hint = match status.as_u16() {
+        401 | 403 => {
+            " (not allowed: does the registry need credentials? set BULKHEAD_REGISTRY_AUTH)"
+        }
+        404 => " (no such image, tag or blob in that registry)",
+        429 => " (rate limited by the registry)",
+        500..=599 => " (the registry failed)",
+        _ => "",
+    };
+    format!("{status}{hint}")
 }
 
 /// HTTPS clients need a process-wide crypto provider (ring); installing it twice is harmless.

@@ -41,6 +41,8 @@ pub struct WorkerConfig {
     /// Pause before each layer (a test hook that makes a scan last; 0 in production).
     pub layer_delay: Duration,
     pub credentials: Credentials,
+    /// Which registries, at which addresses, the worker may fetch from.
+    pub egress: super::egress::Egress,
     /// Scan with Trivy instead of bulkhead's own scanner (no layer cache then).
     pub trivy: Option<super::trivy::TrivyConfig>,
 }
@@ -53,6 +55,7 @@ impl WorkerConfig {
             ack_wait: Duration::from_secs(5),
             layer_delay: Duration::ZERO,
             credentials: Credentials::default(),
+            egress: super::egress::Egress::default(),
             trivy: None,
         }
     }
@@ -232,6 +235,7 @@ pub async fn launch(
     id: Option<String>,
     lru_mib: usize,
     trivy: Option<super::trivy::TrivyConfig>,
+    egress: super::egress::Egress,
 ) -> anyhow::Result<WorkerHandle> {
     let advisories = match (db, &trivy) {
         (_, Some(_)) => Advisories::fixed(Default::default()),
@@ -246,6 +250,7 @@ pub async fn launch(
         WorkerConfig::new(id.unwrap_or_else(|| format!("scanner-{}", std::process::id())));
     cfg.lru_bytes = lru_mib * 1024 * 1024;
     cfg.credentials = super::registry::Credentials::from_env()?;
+    cfg.egress = egress;
     cfg.trivy = trivy;
     // Test hook: a pause before each layer makes a scan last long enough to kill it.
     if let Some(ms) = std::env::var("BULKHEAD_SCAN_LAYER_DELAY_MS")
@@ -267,7 +272,7 @@ pub async fn start(
         "worker id {:?} must be 1-64 characters of [A-Za-z0-9_-]",
         cfg.id
     );
-    let registry = Arc::new(Registry::new(cfg.credentials.clone())?);
+    let registry = Arc::new(Registry::new(cfg.credentials.clone(), cfg.egress.clone())?);
     let cache = Arc::new(LayerCache {
         registry: registry.clone(),
         kv: bus.bucket(subjects::LAYERS_BUCKET).await?,
