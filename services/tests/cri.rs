@@ -1041,3 +1041,31 @@ async fn logs_come_from_the_node_and_to_their_tenant_only() {
     assert!(own.contains("no output of t2/talk"), "{own}");
     assert!(!own.contains("tick"), "{own}");
 }
+
+/// Every container is restricted whatever its class: the runtime's default seccomp
+/// profile (mode 2, filter), `no_new_privs`, no capability but `NET_BIND_SERVICE` (bit 10),
+/// so no raw socket; on runc read from the kernel's view of the process, on gVisor (which
+/// shows its own `/proc`) from the raw socket it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_are_restricted_by_default_on_runc_and_gvisor() {
+    let c = Cluster::start("cri-restricted", &["runc=runc", "gvisor=runsc"]).await;
+    let script = "grep -E '^(Seccomp|NoNewPrivs|CapEff|CapBnd):' /proc/self/status; \
+                  ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1 && echo raw=yes || echo raw=no";
+    c.submit(c.spec("on-runc", "runc", script));
+    c.submit(c.spec("on-gvisor", "gvisor", script));
+    for id in ["on-runc", "on-gvisor"] {
+        let ev = c.wait_event(id, "exited").await;
+        assert_eq!(exited(&ev).code, 0, "{id}: {}", c.workload_log(id, 0));
+        let log = c.workload_log(id, 0);
+        assert!(log.contains("raw=no"), "{id}: a raw socket: {log}");
+    }
+    let log = c.workload_log("on-runc", 0);
+    for line in [
+        "Seccomp:\t2",
+        "NoNewPrivs:\t1",
+        "CapEff:\t0000000000000400",
+        "CapBnd:\t0000000000000400",
+    ] {
+        assert!(log.contains(line), "runc: {line}: {log}");
+    }
+}

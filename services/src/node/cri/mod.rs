@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::node::cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, KeyValue,
-    LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata,
+    Capability, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, KeyValue,
+    LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, SecurityProfile, security_profile,
 };
 use bulkhead_actors::ports::runtime::{
     ContainerRuntime, ExitNotice, Observed, ObservedStatus, RuntimeError, StartSpec,
@@ -186,7 +186,8 @@ impl CriRuntime {
                 log_path: log_name.clone(),
                 linux: Some(LinuxContainerConfig {
                     resources: Some(resources(64, 100)),
-                    security_context: None,
+                    // The probe runs as workloads do: what it proves is what they get.
+                    security_context: Some(restricted()),
                 }),
                 ..Default::default()
             };
@@ -554,7 +555,34 @@ fn container_config(
         log_path,
         linux: Some(LinuxContainerConfig {
             resources: Some(resources(spec.memory_mb, spec.cpu_millicores)),
-            security_context: None,
+            security_context: Some(restricted()),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Capabilities every container keeps: of Docker's default set only `NET_BIND_SERVICE`
+/// (the one Kubernetes' `restricted` profile lets a pod add). No `NET_RAW` (raw sockets
+/// spoof and sniff), no `CHOWN`/`DAC_OVERRIDE`/`FOWNER`/`FSETID` (root in the container does
+/// not override file permissions), no `SETUID`/`SETGID`/`SETPCAP`/`SETFCAP` (no changing
+/// identity or granting capabilities), no `MKNOD`, `KILL`, `SYS_CHROOT`, `AUDIT_WRITE`.
+pub const CAPABILITIES: [&str; 1] = ["NET_BIND_SERVICE"];
+
+/// The security context of every container, whatever its class and trust level: the
+/// runtime's default seccomp profile, `no_new_privs`, every capability dropped but
+/// [`CAPABILITIES`], never privileged.
+pub fn restricted() -> LinuxContainerSecurityContext {
+    LinuxContainerSecurityContext {
+        capabilities: Some(Capability {
+            drop_capabilities: vec!["ALL".into()],
+            add_capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+            ..Default::default()
+        }),
+        privileged: false,
+        no_new_privs: true,
+        seccomp: Some(SecurityProfile {
+            profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+            localhost_ref: String::new(),
         }),
         ..Default::default()
     }
