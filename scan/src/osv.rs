@@ -129,21 +129,19 @@ pub fn affects(eco: Ecosystem, entry: &Affected, version: &str) -> Option<Option
 /// below the version decides (`introduced` opens, `fixed` closes, `last_affected` closes
 /// just above itself). Returns the fix, if any, when affected.
 fn in_range(eco: Ecosystem, events: &[RangeEvent], version: &str) -> Option<Option<String>> {
-    let cmp = |a: &str, b: &str| {
-        if a == "0" {
-            return if b == "0" {
-                Ordering::Equal
-            } else {
-                Ordering::Less
-            };
-        }
-        version::compare(eco, a, b)
+    // "0" is below everything (OSV's "from the first version"), on either side.
+    let cmp = |a: &str, b: &str| match (a == "0", b == "0") {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        (false, false) => version::compare(eco, a, b),
     };
-    let mut sorted: Vec<&RangeEvent> = events
+    let events: Vec<&RangeEvent> = events
         .iter()
         .filter(|e| !matches!(e, RangeEvent::Limit(_)))
+        .take(MAX_RANGE_EVENTS)
         .collect();
-    sorted.sort_by(|a, b| cmp(event_version(a), event_version(b)));
+    let sorted = insertion_sorted(events, |a, b| cmp(event_version(a), event_version(b)));
     let mut affected = false;
     for e in &sorted {
         match e {
@@ -157,10 +155,29 @@ fn in_range(eco: Ecosystem, events: &[RangeEvent], version: &str) -> Option<Opti
         return None;
     }
     let fix = sorted.iter().find_map(|e| match e {
-        RangeEvent::Fixed(v) if cmp(v, version).is_gt() => Some(v.clone()),
+        // By the ecosystem's own order: a fix offered is always above the version.
+        RangeEvent::Fixed(v) if version::compare(eco, v, version).is_gt() => Some(v.clone()),
         _ => None,
     });
     Some(fix)
+}
+
+/// Events of one range considered at most (a real range has a handful).
+pub const MAX_RANGE_EVENTS: usize = 512;
+
+/// `items` in the order `cmp` gives, by insertion: unlike the standard sorts, it neither
+/// panics nor loops on an order that is not total — apk's is not transitive ("1.0" and
+/// "1.00" each equal "1" but not each other), and an advisory is input from outside.
+fn insertion_sorted<T>(items: Vec<T>, cmp: impl Fn(&T, &T) -> Ordering) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        let at = out
+            .iter()
+            .position(|o| cmp(&item, o).is_lt())
+            .unwrap_or(out.len());
+        out.insert(at, item);
+    }
+    out
 }
 
 fn event_version(e: &RangeEvent) -> &str {
@@ -175,6 +192,45 @@ fn event_version(e: &RangeEvent) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `osv` fuzz target: ranges of 21 events or more whose versions the
+    /// ecosystem does not order totally made the standard sort panic, and a scan worker with
+    /// it. Both ecosystems, both causes ("0" on the right; apk's leading zeros).
+    #[test]
+    fn ranges_the_ecosystem_cannot_order_totally_do_not_panic() {
+        let events = |vs: &[&str]| -> Vec<serde_json::Value> {
+            vs.iter()
+                .enumerate()
+                .map(|(i, v)| match i % 3 {
+                    0 => serde_json::json!({"introduced": v}),
+                    1 => serde_json::json!({"fixed": v}),
+                    _ => serde_json::json!({"last_affected": v}),
+                })
+                .collect()
+        };
+        for (eco, e, vs) in [
+            ("Debian:12", Ecosystem::Debian, ["0", "0~", "~", "1"]),
+            (
+                "Alpine:v3.19",
+                Ecosystem::Alpine,
+                ["1", "1.0", "1.00", "1.000"],
+            ),
+        ] {
+            let many: Vec<&str> = vs.iter().copied().cycle().take(64).collect();
+            let a = advisory(serde_json::json!({
+                "id": "X",
+                "affected": [{"package": {"ecosystem": eco, "name": "p"},
+                              "ranges": [{"type": "ECOSYSTEM", "events": events(&many)}]}]
+            }));
+            for entry in a.entries_for(eco, "p") {
+                for v in vs {
+                    let _ = affects(e, entry, v);
+                }
+            }
+        }
+        let sorted = insertion_sorted(vec![3, 1, 2], |a, b| a.cmp(b));
+        assert_eq!(sorted, [1, 2, 3]);
+    }
 
     fn advisory(json: serde_json::Value) -> Advisory {
         Advisory::parse(json.to_string().as_bytes()).unwrap()

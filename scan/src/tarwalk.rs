@@ -416,8 +416,10 @@ mod tests {
             matches!(e, TarError::TooLarge { what: "long name", size, .. } if size == 1 << 30),
             "{e}"
         );
-        let mut few = Limits::default();
-        few.entries = 2;
+        let few = Limits {
+            entries: 2,
+            ..Default::default()
+        };
         let mut b = tar::Builder::new(Vec::new());
         for i in 0..3 {
             append(&mut b, &format!("f{i}"), b"");
