@@ -13,7 +13,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PACKAGES=(containerd runc runsc umoci skopeo busybox-static docker-registry apache2-utils jq zstd openssl)
+PACKAGES=(containerd runc runsc umoci skopeo busybox-static docker-registry apache2-utils jq zstd openssl
+  containernetworking-plugins nftables iproute2)
 
 install() {
   local missing=()
@@ -38,8 +39,14 @@ wait_for() { # wait_for SECONDS CMD...
   "$@"
 }
 
-# gVisor through the runc shim (Debian ships runsc without its containerd shim): no host
-# network, every CRI container its own gVisor sandbox, `kill` after exit is not an error.
+# gVisor through the runc shim (Debian ships runsc without its containerd shim): every CRI
+# container its own gVisor sandbox, `kill` after exit is not an error. Network: containerd
+# puts a container in its pause's namespace (/proc/<pid>/ns/net), but the pause is a gVisor
+# sandbox of its own, so the wrapper points the container at the pod's CNI namespace and
+# runs it with `--network=host` there: the pod's namespace, through the host kernel's stack
+# (runsc's own netstack, `--network=sandbox`, cannot take the interface in this setup: it
+# refuses "in root network namespace"); the pause, and anything in the host's namespace,
+# gets `--network=none`. Each container's OCI spec is kept in specs/ for the tests.
 write_runsc_wrapper() {
   cat >"$1" <<'EOF'
 #!/usr/bin/env bash
@@ -53,17 +60,59 @@ for ((i = 0; i < ${#args[@]}; i++)); do
       [ -z "$cmd" ] && cmd=${args[$i]} ;;
   esac
 done
+here=$(dirname "$0")
+known=$here/netns
+id=${args[-1]}
+network=none
 if [ "$cmd" = create ] && [ -f "$bundle/config.json" ]; then
+  cfg=$bundle/config.json
+  kind=$(jq -r '.annotations["io.kubernetes.cri.container-type"] // ""' "$cfg")
+  sandbox=$(jq -r '.annotations["io.kubernetes.cri.sandbox-id"] // ""' "$cfg")
+  netns=$(jq -r '[.linux.namespaces[]? | select(.type == "network") | .path // ""][0] // ""' "$cfg")
+  mkdir -p "$known" "$here/specs"
+  if [ "$kind" = sandbox ] && [ -n "$netns" ] && [ -n "$sandbox" ]; then
+    echo "$netns" >"$known/$sandbox"
+  elif [ "$kind" = container ] && [ -f "$known/$sandbox" ]; then
+    jq --arg p "$(cat "$known/$sandbox")" '(.linux.namespaces[] | select(.type == "network")).path = $p' \
+      "$cfg" >"$cfg.tmp" && mv "$cfg.tmp" "$cfg"
+    network=host
+    echo host >"$known/mode-$id"
+  fi
+  [ "$kind" = container ] && cp "$cfg" "$here/specs/$id.json"
   jq 'if .annotations then .annotations |= with_entries(select(.key | startswith("io.kubernetes.cri.") | not)) else . end' \
-    "$bundle/config.json" >"$bundle/config.json.tmp" && mv "$bundle/config.json.tmp" "$bundle/config.json"
+    "$cfg" >"$cfg.tmp" && mv "$cfg.tmp" "$cfg"
+fi
+[ -f "$known/mode-$id" ] && network=$(cat "$known/mode-$id")
+if [ "$cmd" = delete ]; then
+  rm -f "$known/mode-$id" "$known/$id"
 fi
 if [ "$cmd" = kill ]; then
-  runsc --network=none "$@" 2>/dev/null || true
+  runsc --network=$network "$@" 2>/dev/null || true
   exit 0
 fi
-exec runsc --network=none "$@"
+exec runsc --network=$network "$@"
 EOF
   chmod +x "$1"
+}
+
+# The pod network: a bridge of its own (not Docker's), host-local addresses, masquerade for
+# egress, and the CNI firewall plugin's FORWARD accepts (Docker sets FORWARD's policy to
+# DROP). What keeps pods off the host's own services is the node's nftables guard.
+POD_CIDR=10.88.0.0/16
+write_cni_config() {
+  mkdir -p "$1"
+  cat >"$1/10-bulkhead.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "bulkhead",
+  "plugins": [
+    {"type": "bridge", "bridge": "bulkhead0", "isGateway": true, "ipMasq": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR"}]],
+              "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "firewall", "backend": "iptables"}
+  ]
+}
+EOF
 }
 
 # An OCI image of busybox-static with `cmd` as its command, built with umoci.
@@ -219,6 +268,7 @@ start() {
   local port sock=$dir/containerd.sock
   port=$(free_port)
   write_runsc_wrapper "$dir/runsc-wrapper"
+  write_cni_config "$dir/net.d"
 
   mkdir -p "$dir/certs.d/127.0.0.1:$port"
   cat >"$dir/certs.d/127.0.0.1:$port/hosts.toml" <<EOF
@@ -240,6 +290,7 @@ state = "$dir/state"
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
+    conf_dir = "$dir/net.d"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
@@ -324,6 +375,7 @@ export BULKHEAD_TEST_AUTH=scanuser:s3cret
 export BULKHEAD_TEST_TOKEN_REGISTRY=127.0.0.1:$tokreg_port
 export BULKHEAD_TEST_TOKEN_LOG=$dir/tokens.log
 export BULKHEAD_TEST_CRI_DIR=$dir
+export BULKHEAD_TEST_POD_CIDR=$POD_CIDR
 EOF
   cat "$dir/env"
 }

@@ -1042,22 +1042,175 @@ async fn logs_come_from_the_node_and_to_their_tenant_only() {
     assert!(!own.contains("tick"), "{own}");
 }
 
+/// A network namespace beyond the pod bridge with a TCP server in it (`ip netns`, a veth
+/// pair on 10.99.<n>.0/30): where an outbound connection from a workload should get to.
+/// Removed when dropped.
+struct Outside {
+    ns: String,
+    host_if: String,
+    addr: String,
+    port: u16,
+    server: std::process::Child,
+}
+
+impl Outside {
+    fn new() -> Outside {
+        let n = std::process::id() % 200 + 20;
+        let ns = format!("bh-out-{n}");
+        let host_if = format!("bhout{n}");
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &ns])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", &host_if])
+            .output();
+        ip(&["netns", "add", &ns]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", "eth-out", "netns", &ns,
+        ]);
+        ip(&["addr", "add", &format!("10.99.{n}.1/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("10.99.{n}.2/30"),
+            "dev",
+            "eth-out",
+        ]);
+        ip(&["-n", &ns, "link", "set", "eth-out", "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let port = 18_000 + n as u16;
+        let addr = format!("10.99.{n}.2");
+        let server = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "python3",
+                "-c",
+                SERVER,
+                &addr,
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Outside {
+            ns,
+            host_if,
+            addr,
+            port,
+            server,
+        }
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.ns])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", &self.host_if])
+            .output();
+    }
+}
+
+/// A TCP server that greets every connection and closes it.
+const SERVER: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"hello-from-outside\n")
+    c.close()
+"#;
+
+/// The host's own IPv4 addresses (every interface's, the pod bridge's gateway included).
+fn host_addresses() -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|a| a.split('/').next())
+        .filter(|a| !a.starts_with("127.") && !a.starts_with("10.99."))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Every container is restricted whatever its class: the runtime's default seccomp
 /// profile (mode 2, filter), `no_new_privs`, no capability but `NET_BIND_SERVICE` (bit 10),
 /// so no raw socket; on runc read from the kernel's view of the process, on gVisor (which
-/// shows its own `/proc`) from the raw socket it refuses.
+/// shows its own `/proc`) from the raw socket it refuses. And a network of its own: no
+/// connection to the host's services (a listener on all the host's addresses, and
+/// nats-server's port), one to a server beyond the bridge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn containers_are_restricted_by_default_on_runc_and_gvisor() {
+async fn containers_are_restricted_and_kept_off_the_host_on_runc_and_gvisor() {
     let c = Cluster::start("cri-restricted", &["runc=runc", "gvisor=runsc"]).await;
-    let script = "grep -E '^(Seccomp|NoNewPrivs|CapEff|CapBnd):' /proc/self/status; \
-                  ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1 && echo raw=yes || echo raw=no";
-    c.submit(c.spec("on-runc", "runc", script));
-    c.submit(c.spec("on-gvisor", "gvisor", script));
+    // A host service listening everywhere: what a workload must not reach.
+    let host_service = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = host_service.local_addr().unwrap().port();
+    let nats_port = c.env.server.url.rsplit(':').next().unwrap().to_owned();
+    let outside = Outside::new();
+    let mut targets: Vec<String> = host_addresses()
+        .iter()
+        .map(|a| format!("{a}:{host_port}"))
+        .collect();
+    targets.push(format!("127.0.0.1:{nats_port}"));
+    targets.push("10.88.0.1:".to_owned() + &nats_port);
+    assert!(targets.len() >= 3, "host addresses: {targets:?}");
+    let mut script = "grep -E '^(Seccomp|NoNewPrivs|CapEff|CapBnd):' /proc/self/status; \
+                      ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1 && echo raw=yes || echo raw=no; "
+        .to_owned();
+    for t in &targets {
+        let (a, p) = t.rsplit_once(':').unwrap();
+        script += &format!(
+            "nc -w 2 {a} {p} </dev/null >/dev/null 2>&1 && echo 'reach {t}' || echo 'closed {t}'; "
+        );
+    }
+    script += &format!(
+        "echo \"out=$(nc -w 3 {} {} </dev/null 2>&1)\"",
+        outside.addr, outside.port
+    );
+    c.submit(c.spec("on-runc", "runc", &script));
+    c.submit(c.spec("on-gvisor", "gvisor", &format!(": on-gvisor; {script}")));
     for id in ["on-runc", "on-gvisor"] {
         let ev = c.wait_event(id, "exited").await;
-        assert_eq!(exited(&ev).code, 0, "{id}: {}", c.workload_log(id, 0));
         let log = c.workload_log(id, 0);
+        assert_eq!(exited(&ev).code, 0, "{id}: {log}");
         assert!(log.contains("raw=no"), "{id}: a raw socket: {log}");
+        for t in &targets {
+            assert!(
+                log.contains(&format!("closed {t}")),
+                "{id}: the host's {t}: {log}"
+            );
+        }
+        assert!(
+            log.contains("out=hello-from-outside"),
+            "{id}: the server beyond the bridge: {log}"
+        );
     }
     let log = c.workload_log("on-runc", 0);
     for line in [
@@ -1068,4 +1221,36 @@ async fn containers_are_restricted_by_default_on_runc_and_gvisor() {
     ] {
         assert!(log.contains(line), "runc: {line}: {log}");
     }
+    // gVisor shows its own /proc: what it was given is in the OCI spec it received (kept by
+    // the test environment's runsc wrapper).
+    let specs =
+        std::path::Path::new(&std::env::var("BULKHEAD_TEST_CRI_DIR").unwrap()).join("specs");
+    let spec: serde_json::Value = std::fs::read_dir(&specs)
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.unwrap().path()).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .find(|v| {
+            v["process"]["args"][2]
+                .as_str()
+                .is_some_and(|a| a.starts_with(": on-gvisor;"))
+        })
+        .expect("the gVisor container's OCI spec");
+    assert_eq!(spec["process"]["noNewPrivileges"], true, "{spec}");
+    assert_eq!(
+        spec["process"]["capabilities"]["effective"],
+        serde_json::json!(["CAP_NET_BIND_SERVICE"]),
+        "{spec}"
+    );
+    assert_eq!(
+        spec["process"]["capabilities"]["bounding"],
+        serde_json::json!(["CAP_NET_BIND_SERVICE"])
+    );
+    let seccomp = &spec["linux"]["seccomp"];
+    assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO", "{seccomp}");
+    assert!(
+        seccomp["syscalls"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty())
+    );
+    drop(host_service);
 }

@@ -558,6 +558,15 @@ pub struct NodeArgs {
     /// Image of the isolation probe (needs sh, uname, cat).
     #[arg(long)]
     probe_image: Option<String>,
+    /// Workloads' network (CRI runtime): `pod`, a namespace of its own per sandbox on the
+    /// runtime's CNI network with the host's own addresses closed to it (default), or
+    /// `host`, the node's own namespace, where every workload reaches the host's services.
+    #[arg(long, value_parser = ["pod", "host"])]
+    network: Option<String>,
+    /// The pod network's addresses, as its CNI configuration hands them out (default
+    /// 10.88.0.0/16): what the node's nftables guard keeps off the host.
+    #[arg(long)]
+    pod_cidr: Option<String>,
     /// Milliseconds between looks for exited containers without exit events.
     #[arg(long)]
     exit_poll_ms: Option<u64>,
@@ -616,6 +625,14 @@ impl NodeArgs {
             exit_poll_ms => f.cri.exit_poll_ms);
         if let Some(p) = &self.events_socket {
             f.cri.events_socket = Some(p.clone());
+        }
+        match self.network.as_deref() {
+            Some("host") => f.cri.network = crate::node::config::Network::Host,
+            Some(_) => f.cri.network = crate::node::config::Network::Pod,
+            None => {}
+        }
+        if let Some(c) = &self.pod_cidr {
+            f.cri.pod_cidr = c.clone();
         }
         if self.no_exit_events {
             f.cri.exit_events = false;

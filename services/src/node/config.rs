@@ -63,9 +63,14 @@ pub struct CriSettings {
     pub probe_image: String,
     /// Seconds between isolation probes (after the one at start).
     pub probe_interval_secs: u64,
-    /// `host` (the node's network namespace; no CNI needed) or `pod` (a network namespace
-    /// per sandbox, set up by the runtime's CNI configuration).
+    /// `pod` (default: a network namespace per sandbox, set up by the runtime's CNI
+    /// configuration, the host's own addresses closed to it by the node's nftables guard)
+    /// or `host` (the node's network namespace: every workload reaches the host's
+    /// services; no CNI needed).
     pub network: Network,
+    /// The pod network's addresses, as the CNI configuration hands them out: what the
+    /// guard keeps off the host.
+    pub pod_cidr: String,
     /// Milliseconds between looks for exited containers when no exit events flow (while
     /// they do, the look is a safety net every 5 s).
     pub exit_poll_ms: u64,
@@ -87,7 +92,8 @@ impl Default for CriSettings {
             log_dir: "/var/log/bulkhead".into(),
             probe_image: "docker.io/library/busybox:1.36".into(),
             probe_interval_secs: 300,
-            network: Network::Host,
+            network: Network::Pod,
+            pod_cidr: "10.88.0.0/16".into(),
             exit_poll_ms: 200,
             exit_events: true,
             events_socket: None,

@@ -26,6 +26,9 @@ pub enum CriError {
         call: &'static str,
         status: Box<tonic::Status>,
     },
+    /// The pod network's guard could not be set up (the node does not start without it).
+    #[error(transparent)]
+    Guard(#[from] super::guard::GuardError),
 }
 
 impl CriError {
@@ -37,7 +40,7 @@ impl CriError {
                     || status.message().contains("not found")
                     || status.message().contains("does not exist")
             }
-            CriError::Connect { .. } => false,
+            CriError::Connect { .. } | CriError::Guard(_) => false,
         }
     }
 
@@ -51,6 +54,7 @@ impl CriError {
         match self {
             CriError::Call { status, .. } => status.message().to_owned(),
             CriError::Connect { reason, .. } => reason.clone(),
+            CriError::Guard(e) => e.to_string(),
         }
     }
 }

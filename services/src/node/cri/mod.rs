@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod events;
+pub mod guard;
 pub mod probe;
 pub mod v1;
 mod watch;
@@ -69,6 +70,8 @@ pub struct CriRuntime {
     tasks: Mutex<Vec<AbortOnDrop>>,
     /// `containerd v1.6.20 (CRI v1)` and the like.
     pub version: String,
+    /// The pod network's guard (pod network only), removed with the runtime.
+    _guard: Option<guard::HostGuard>,
 }
 
 impl CriRuntime {
@@ -80,6 +83,16 @@ impl CriRuntime {
     ) -> Result<(Arc<CriRuntime>, mpsc::UnboundedReceiver<ExitNotice>), CriError> {
         let (cri, version) = Cri::connect(&settings.socket).await?;
         info!(node, socket = %settings.socket.display(), %version, "connected to the CRI runtime");
+        let guard = match settings.network {
+            Network::Pod => Some(guard::HostGuard::install(node, &settings.pod_cidr)?),
+            Network::Host => {
+                warn!(
+                    node,
+                    "host network: every workload shares the node's network namespace and reaches the host's services"
+                );
+                None
+            }
+        };
         let rt = Arc::new(CriRuntime {
             cri,
             node: node.to_owned(),
@@ -90,6 +103,7 @@ impl CriRuntime {
             sandboxes: Mutex::default(),
             tasks: Mutex::default(),
             version,
+            _guard: guard,
         });
         rt.remove_sandboxes(&[(LABEL_ROLE, "probe")]).await;
         rt.probe_all().await;
