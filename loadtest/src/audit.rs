@@ -43,6 +43,7 @@ fn workload(i: usize, scheduler: &Signer, node: &Signer) -> Vec<(String, Vec<u8>
             replica: 0,
             node: "n1".into(),
             container: format!("c-{i}"),
+            confinement: None,
         }),
     ];
     for body in bodies {

@@ -114,6 +114,9 @@ pub struct ReplicaView {
     pub node: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// How its container is confined (from its `started` event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<crate::event::Confinement>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -220,6 +220,25 @@ pub struct Started {
     pub replica: u32,
     pub node: String,
     pub container: String,
+    /// What the container was given (CRI nodes; a sim node runs nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<Confinement>,
+}
+
+/// How a replica's container is confined, as its node asked the runtime for it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Confinement {
+    /// `pod` (a namespace of its own, the host closed to it) or `host`.
+    pub network: String,
+    /// The seccomp profile: `runtime/default`.
+    pub seccomp: String,
+    pub no_new_privs: bool,
+    /// Every capability it holds (all others dropped).
+    pub capabilities: Vec<String>,
+    /// The user id it runs as, when the spec names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_user: Option<u32>,
+    pub read_only_rootfs: bool,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]

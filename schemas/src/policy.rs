@@ -98,6 +98,34 @@ pub struct TenantPolicy {
     /// Ceilings over its workloads that have not ended.
     #[serde(default, skip_serializing_if = "Quota::is_unlimited")]
     pub quota: Quota,
+    /// What its workloads' confinement settings must or must not be.
+    #[serde(default, skip_serializing_if = "SecurityRules::is_default")]
+    pub security: SecurityRules,
+}
+
+/// A tenant's rules over its specs' `security` (absent: host networking forbidden, the
+/// rest up to the spec).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityRules {
+    /// Its workloads may use the host's network namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_host_network: bool,
+    /// Its workloads must name a `run_as_user` other than 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_non_root: bool,
+    /// Its workloads must ask for a read-only root filesystem.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_read_only_rootfs: bool,
+    /// The capabilities its workloads may add (absent: any addable one; empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_capabilities: Option<Vec<String>>,
+}
+
+impl SecurityRules {
+    pub fn is_default(&self) -> bool {
+        *self == SecurityRules::default()
+    }
 }
 
 /// Ceilings on a tenant's live workloads (absent: no ceiling).
@@ -134,6 +162,7 @@ impl TenantPolicy {
             runtime_classes: None,
             registries: None,
             quota: Quota::default(),
+            security: SecurityRules::default(),
         }
     }
 }

@@ -62,6 +62,91 @@ pub struct WorkloadSpec {
     /// Placement strategy among the nodes that fit.
     #[serde(default)]
     pub placement: PlacementStrategy,
+    /// How its containers are confined beyond the restricted default every container gets
+    /// (CRI nodes); the tenant's policy may require or forbid each setting.
+    #[serde(default, skip_serializing_if = "Security::is_default")]
+    pub security: Security,
+}
+
+/// A spec's confinement settings. Every container already gets the runtime's default
+/// seccomp profile, `no_new_privs` and no capability but `NET_BIND_SERVICE`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    /// The node's network namespace instead of one of its own: every service on the host
+    /// is reachable from it. Only where the tenant's policy allows it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
+    /// The user id its processes run as (absent: the image's; 0 is root), at most 2^31-1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_user: Option<u32>,
+    /// Its root filesystem read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_rootfs: bool,
+    /// Capabilities on top of `NET_BIND_SERVICE`, from [`ADDABLE_CAPABILITIES`] (names
+    /// without `CAP_`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_capabilities: Vec<String>,
+}
+
+impl Security {
+    pub fn is_default(&self) -> bool {
+        *self == Security::default()
+    }
+}
+
+/// Capabilities every container keeps.
+pub const BASE_CAPABILITIES: [&str; 1] = ["NET_BIND_SERVICE"];
+
+/// Capabilities a spec may add: the rest of Docker's default set, never more (no
+/// `SYS_ADMIN`, `NET_ADMIN`, `SYS_PTRACE`, …: those are a way out of a shared kernel).
+pub const ADDABLE_CAPABILITIES: [&str; 13] = [
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+
+/// The highest user id a spec may name.
+pub const MAX_UID: u32 = i32::MAX as u32;
+
+fn check_security(s: &Security) -> Result<(), Rejection> {
+    if let Some(uid) = s.run_as_user
+        && uid > MAX_UID
+    {
+        return Err(Rejection::value(
+            "security.run_as_user",
+            format!("run_as_user {uid} is over {MAX_UID}"),
+        ));
+    }
+    for (i, cap) in s.add_capabilities.iter().enumerate() {
+        if !ADDABLE_CAPABILITIES.contains(&cap.as_str()) {
+            let shown: String = cap.chars().take(32).collect();
+            return Err(Rejection::value(
+                "security.add_capabilities",
+                format!(
+                    "{shown:?} cannot be added: only {} (without CAP_)",
+                    ADDABLE_CAPABILITIES.join(", ")
+                ),
+            ));
+        }
+        if s.add_capabilities[..i].contains(cap) {
+            return Err(Rejection::value(
+                "security.add_capabilities",
+                format!("{cap} is named twice"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn one() -> u32 {
@@ -461,6 +546,7 @@ pub fn validate(spec: &WorkloadSpec) -> Result<(), Rejection> {
             "restart.backoff_initial_ms must be at least 1 and at most restart.backoff_max_ms",
         ));
     }
+    check_security(&spec.security)?;
     check_map("labels", &spec.labels)?;
     check_map("node_selector", &spec.node_selector)?;
     for key in spec.env.keys() {
@@ -559,6 +645,44 @@ mod tests {
 
     fn reject(v: serde_json::Value) -> Rejection {
         parse_submission(v.to_string().as_bytes()).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn security_settings_are_checked() {
+        let mut v = ok();
+        v["security"] = serde_json::json!({"run_as_user": 1000, "read_only_rootfs": true,
+                                           "add_capabilities": ["CHOWN", "NET_RAW"]});
+        let s = parse_submission(v.to_string().as_bytes()).unwrap();
+        assert_eq!(s.security.run_as_user, Some(1000));
+        for (security, says) in [
+            (
+                serde_json::json!({"add_capabilities": ["SYS_ADMIN"]}),
+                "cannot be added",
+            ),
+            (
+                serde_json::json!({"add_capabilities": ["CAP_CHOWN"]}),
+                "without CAP_",
+            ),
+            (
+                serde_json::json!({"add_capabilities": ["KILL", "KILL"]}),
+                "named twice",
+            ),
+            (
+                serde_json::json!({"run_as_user": 4_294_967_295u64}),
+                "is over",
+            ),
+        ] {
+            v["security"] = security.clone();
+            let r = reject(v.clone());
+            assert_eq!(r.code, RejectCode::InvalidValue, "{security}: {r:?}");
+            assert!(r.reason.contains(says), "{security}: {}", r.reason);
+        }
+        v["security"] = serde_json::json!({"privileged": true});
+        assert_eq!(
+            reject(v).code,
+            RejectCode::InvalidField,
+            "no privileged, ever"
+        );
     }
 
     #[test]

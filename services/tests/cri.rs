@@ -1254,3 +1254,70 @@ async fn containers_are_restricted_and_kept_off_the_host_on_runc_and_gvisor() {
     );
     drop(host_service);
 }
+
+/// A spec's own settings on top of the restricted default: a user id, a read-only root
+/// filesystem, an added capability, each applied and reported in `started` and `get`;
+/// host networking refused by a policy that does not allow it (the default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_specs_security_settings_are_applied_reported_and_host_network_refused() {
+    let c = Cluster::start("cri-settings", &["runc=runc"]).await;
+    let mut user = c.spec(
+        "as-user",
+        "runc",
+        "echo uid=$(id -u); touch /probe 2>/dev/null && echo rootfs=writable || echo rootfs=read-only",
+    );
+    user["security"] = serde_json::json!({"run_as_user": 1000, "read_only_rootfs": true});
+    c.submit(user);
+    let mut raw = c.spec(
+        "with-raw",
+        "runc",
+        "grep CapEff /proc/self/status; ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1 && echo raw=yes || echo raw=no",
+    );
+    raw["security"] = serde_json::json!({"add_capabilities": ["NET_RAW"]});
+    c.submit(raw);
+    let mut host = c.spec("on-host", "runc", "true");
+    host["security"] = serde_json::json!({"host_network": true});
+    c.submit(host);
+
+    let ev = c.wait_event("as-user", "exited").await;
+    let log = c.workload_log("as-user", 0);
+    assert!(log.contains("uid=1000"), "{log}");
+    assert!(log.contains("rootfs=read-only"), "{log}");
+    let started = ev
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::Started(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("started");
+    let conf = started
+        .confinement
+        .expect("a CRI node reports its confinement");
+    assert_eq!(
+        (
+            conf.network.as_str(),
+            conf.run_as_user,
+            conf.read_only_rootfs
+        ),
+        ("pod", Some(1000), true)
+    );
+    assert_eq!(conf.capabilities, ["NET_BIND_SERVICE"]);
+    assert!(conf.no_new_privs);
+    let v = c.api(GET, "as-user");
+    assert_eq!(v["replicas"][0]["confinement"]["run_as_user"], 1000, "{v}");
+
+    c.wait_event("with-raw", "exited").await;
+    let log = c.workload_log("with-raw", 0);
+    assert!(log.contains("raw=yes"), "an added NET_RAW: {log}");
+    assert!(log.contains("CapEff:\t0000000000002400"), "{log}");
+
+    let ev = c.wait_event("on-host", "rejected").await;
+    let EventBody::Rejected(r) = &ev[0].body else {
+        panic!("{ev:?}")
+    };
+    assert!(
+        r.rejection.reason.contains("allow_host_network"),
+        "{}",
+        r.rejection.reason
+    );
+}

@@ -200,13 +200,20 @@ impl NodeCore {
         )
     }
 
-    pub(super) fn started(&self, workload: &str, replica: u32, container: &str) -> Event {
+    pub(super) fn started(
+        &self,
+        workload: &str,
+        replica: u32,
+        container: &str,
+        confinement: Option<bulkhead_schemas::event::Confinement>,
+    ) -> Event {
         self.event(
             workload,
             EventBody::Started(Started {
                 replica,
                 node: self.config.name.clone(),
                 container: container.to_owned(),
+                confinement,
             }),
         )
     }

@@ -21,6 +21,7 @@ pub enum OpResult {
         replica: u32,
         need: Resources,
         traceparent: Option<String>,
+        confinement: Option<bulkhead_schemas::event::Confinement>,
         result: Result<String, RuntimeError>,
     },
     Stop {
@@ -57,6 +58,7 @@ pub(super) fn take_ops<R: ContainerRuntime, L, H>(
                 crate::set_parent(&span, traceparent.as_deref());
                 let need = Resources::of(&spec);
                 let rt = st.runtime.clone();
+                let confinement = st.runtime.confinement(&spec);
                 let req = StartSpec {
                     workload: workload.clone(),
                     replica,
@@ -71,6 +73,7 @@ pub(super) fn take_ops<R: ContainerRuntime, L, H>(
                             replica,
                             need,
                             traceparent,
+                            confinement,
                             result,
                         }
                     }
@@ -135,12 +138,14 @@ pub(super) async fn ops_done<R: ContainerRuntime, L: EventLog, H>(
                 replica,
                 need,
                 traceparent,
+                confinement,
                 result,
             } => {
                 let early = st.core.start_done(result.as_deref().ok());
                 let mut evs = match result {
                     Ok(container) => {
-                        let mut evs = vec![st.core.started(&workload, replica, &container)];
+                        let mut evs =
+                            vec![st.core.started(&workload, replica, &container, confinement)];
                         match early {
                             Some(exit) => {
                                 remove_later(st, &container);

@@ -444,6 +444,7 @@ mod tests {
             replica: 0,
             node: "me".into(),
             container: "c0".into(),
+            confinement: None,
         }));
         let v = LogView::of(&p, "me");
         assert_eq!(

@@ -45,7 +45,7 @@ pub(super) async fn with_runtime<R: ContainerRuntime, L: EventLog, H>(
                 if log_started {
                     events.push((
                         workload.clone(),
-                        st.core.started(&workload, replica, &container),
+                        st.core.started(&workload, replica, &container, None),
                     ));
                 }
                 st.core.record(container, &workload, replica, need);
@@ -63,7 +63,7 @@ pub(super) async fn with_runtime<R: ContainerRuntime, L: EventLog, H>(
                 if log_started {
                     events.push((
                         workload.clone(),
-                        st.core.started(&workload, replica, &container),
+                        st.core.started(&workload, replica, &container, None),
                     ));
                 }
                 events.push((workload.clone(), st.core.exited(&workload, replica, exit)));

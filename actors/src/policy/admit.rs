@@ -3,7 +3,7 @@
 //! The scheduler's admission calls [`admit`]; so does `bulkhead policy test`.
 
 use bulkhead_schemas::WorkloadSpec;
-use bulkhead_schemas::policy::Policy;
+use bulkhead_schemas::policy::{Policy, SecurityRules};
 use bulkhead_schemas::spec::{RejectCode, Rejection, class_for_trust};
 
 /// What a tenant's live workloads take, summed.
@@ -99,6 +99,8 @@ pub fn admit(
             ),
         ));
     }
+    check_security(&spec, &rules.security, tenant)
+        .map_err(|(field, name, why)| refuse(field, &format!("security.{name}"), why))?;
     let mut after = *used;
     after.add(Usage::of(&spec, spec.replicas));
     let q = &rules.quota;
@@ -125,6 +127,53 @@ pub fn admit(
         }
     }
     Ok(spec)
+}
+
+/// The spec's `security` against the tenant's rules: (field, rule, why) of the first
+/// refusal.
+fn check_security(
+    spec: &WorkloadSpec,
+    rules: &SecurityRules,
+    tenant: &str,
+) -> Result<(), (&'static str, &'static str, String)> {
+    let s = &spec.security;
+    if s.host_network && !rules.allow_host_network {
+        return Err((
+            "security.host_network",
+            "allow_host_network",
+            format!(
+                "tenant {tenant}'s workloads may not use the host's network namespace (every \
+                 service on the host would be reachable); drop host_network"
+            ),
+        ));
+    }
+    if rules.require_non_root && s.run_as_user.is_none_or(|u| u == 0) {
+        return Err((
+            "security.run_as_user",
+            "require_non_root",
+            format!("tenant {tenant}'s workloads must name a run_as_user other than 0"),
+        ));
+    }
+    if rules.require_read_only_rootfs && !s.read_only_rootfs {
+        return Err((
+            "security.read_only_rootfs",
+            "require_read_only_rootfs",
+            format!("tenant {tenant}'s workloads must set read_only_rootfs"),
+        ));
+    }
+    if let Some(allowed) = &rules.allowed_capabilities
+        && let Some(cap) = s.add_capabilities.iter().find(|c| !allowed.contains(c))
+    {
+        return Err((
+            "security.add_capabilities",
+            "allowed_capabilities",
+            format!(
+                "tenant {tenant}'s workloads may add only [{}], not {cap}",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The registry an image reference names (`host[:port]`); `docker.io` for a bare name.

@@ -1,7 +1,9 @@
 //! The policy's rules and its M-of-N changes, directly.
 
 use bulkhead_schemas::event::{Event, EventBody};
-use bulkhead_schemas::policy::{Policy, PolicyApproved, PolicyProposed, Quota, TenantPolicy};
+use bulkhead_schemas::policy::{
+    Policy, PolicyApproved, PolicyProposed, Quota, SecurityRules, TenantPolicy,
+};
 use bulkhead_schemas::spec::{RejectCode, TrustLevel, parse_submission};
 use bulkhead_schemas::{RuntimeClass, WorkloadSpec};
 
@@ -222,4 +224,66 @@ fn a_policy_that_cannot_govern_is_refused() {
     assert!(why.contains("threshold"), "{why}");
     p.admins.threshold = 0;
     assert!(book.refuses(a.public_key(), &proposed(&a, &p)).is_some());
+}
+
+/// Host networking is forbidden unless the tenant's policy allows it; non-root, a read-only
+/// root filesystem and the capabilities a spec may add are the policy's to require or limit.
+#[test]
+fn security_settings_are_the_policys_to_require_or_forbid() {
+    let none = Usage::default();
+    let open = policy_with("acme", TenantPolicy::at(TrustLevel::Internal));
+    let mut s = base();
+    s["security"] = serde_json::json!({"host_network": true});
+    let r = admit(&open, "acme", spec(s.clone()), &none).unwrap_err();
+    assert!(
+        r.reason.contains("security.allow_host_network"),
+        "{}",
+        r.reason
+    );
+    assert_eq!(r.field.as_deref(), Some("security.host_network"));
+    let allowing = policy_with(
+        "acme",
+        TenantPolicy {
+            security: SecurityRules {
+                allow_host_network: true,
+                ..SecurityRules::default()
+            },
+            ..TenantPolicy::at(TrustLevel::Internal)
+        },
+    );
+    assert!(admit(&allowing, "acme", spec(s), &none).is_ok());
+
+    let strict = policy_with(
+        "acme",
+        TenantPolicy {
+            security: SecurityRules {
+                require_non_root: true,
+                require_read_only_rootfs: true,
+                allowed_capabilities: Some(vec!["CHOWN".into()]),
+                ..SecurityRules::default()
+            },
+            ..TenantPolicy::at(TrustLevel::Internal)
+        },
+    );
+    let mut s = base();
+    for (security, rule) in [
+        (serde_json::json!({}), "require_non_root"),
+        (serde_json::json!({"run_as_user": 0}), "require_non_root"),
+        (
+            serde_json::json!({"run_as_user": 1000}),
+            "require_read_only_rootfs",
+        ),
+        (
+            serde_json::json!({"run_as_user": 1000, "read_only_rootfs": true,
+                               "add_capabilities": ["NET_RAW"]}),
+            "allowed_capabilities",
+        ),
+    ] {
+        s["security"] = security.clone();
+        let r = admit(&strict, "acme", spec(s.clone()), &none).unwrap_err();
+        assert!(r.reason.contains(rule), "{security}: {}", r.reason);
+    }
+    s["security"] = serde_json::json!({"run_as_user": 1000, "read_only_rootfs": true,
+                                       "add_capabilities": ["CHOWN"]});
+    assert!(admit(&strict, "acme", spec(s), &none).is_ok());
 }

@@ -70,6 +70,14 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     fn isolation(&self) -> Vec<IsolationReport> {
         Vec::new()
     }
+    /// How a container of `spec` is confined here, for its `started` event (None where
+    /// nothing runs, as on the simulated runtime).
+    fn confinement(
+        &self,
+        _spec: &bulkhead_schemas::WorkloadSpec,
+    ) -> Option<bulkhead_schemas::event::Confinement> {
+        None
+    }
     /// Starts the replica and returns its container id.
     fn start(&self, spec: StartSpec) -> impl Future<Output = Result<String, RuntimeError>> + Send;
     /// Stops the container (SIGTERM, then SIGKILL after `grace`) and removes it with

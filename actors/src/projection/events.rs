@@ -82,6 +82,7 @@ impl Update<'_> {
         rep.state = WorkloadState::Scheduled;
         rep.node = Some(node);
         rep.container = None;
+        rep.confinement = None;
         rep.not_before_ms = None;
         w.reason = None;
         Ok(())
@@ -92,6 +93,7 @@ impl Update<'_> {
         if rep.holds() && rep.is_on(&s.node) {
             rep.state = WorkloadState::Running;
             rep.container = Some(s.container.as_str().into());
+            rep.confinement = s.confinement.clone().map(Box::new);
         }
         Ok(())
     }
@@ -188,6 +190,7 @@ impl Update<'_> {
         rep.lost_on = lost_on;
         rep.state = WorkloadState::Pending;
         rep.container = None;
+        rep.confinement = None;
         rep.restarts += 1;
         rep.recent_restarts.push(at_ms);
         if rep.recent_restarts.len() > keep {
@@ -251,6 +254,7 @@ impl Update<'_> {
                 // Stopped for a quarantine move: placed again in the new class.
                 rep.last_node = rep.node.take();
                 rep.container = None;
+                rep.confinement = None;
                 rep.state = WorkloadState::Pending;
             } else {
                 rep.state = WorkloadState::Stopped;

@@ -148,6 +148,7 @@ fn lifecycle_moves_state_and_allocations() {
             replica: 0,
             node: "n".into(),
             container: "c0".into(),
+            confinement: None,
         })),
     )
     .unwrap();
@@ -159,6 +160,7 @@ fn lifecycle_moves_state_and_allocations() {
             replica: 1,
             node: "n".into(),
             container: "c1".into(),
+            confinement: None,
         })),
     )
     .unwrap();

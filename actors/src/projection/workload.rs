@@ -13,6 +13,8 @@ pub struct Replica {
     pub state: WorkloadState,
     pub node: Option<Arc<str>>,
     pub container: Option<Box<str>>,
+    /// How its current copy is confined (from its `started`).
+    pub confinement: Option<Box<bulkhead_schemas::event::Confinement>>,
     /// The last exit's code and reason (kept across restarts).
     pub exit_code: Option<i32>,
     pub reason: Option<Box<str>>,
@@ -52,6 +54,7 @@ impl Replica {
             state: WorkloadState::Pending,
             node: None,
             container: None,
+            confinement: None,
             exit_code: None,
             reason: None,
             restarts: 0,
@@ -252,6 +255,7 @@ impl Workload {
                     state: r.state,
                     node: r.node.as_deref().map(str::to_owned),
                     container: r.container.as_deref().map(str::to_owned),
+                    confinement: r.confinement.as_deref().cloned(),
                     exit_code: r.exit_code,
                     reason: r.reason.as_deref().map(str::to_owned),
                     restarts: r.restarts,

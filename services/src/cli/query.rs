@@ -118,6 +118,30 @@ pub async fn get(bus: &Bus, tenant: &str, id: &str, o: Output) -> anyhow::Result
             r.reason.as_deref().unwrap_or("")
         )?;
     }
+    // What each running copy was given: one line per distinct confinement.
+    let mut shown: Vec<&bulkhead_schemas::event::Confinement> = Vec::new();
+    for c in w.replicas.iter().filter_map(|r| r.confinement.as_ref()) {
+        if !shown.contains(&c) {
+            shown.push(c);
+        }
+    }
+    for c in shown {
+        writeln!(
+            out,
+            "\nconfined  network {}, seccomp {}, no_new_privs {}, capabilities {}, user {}, root filesystem {}",
+            c.network,
+            c.seccomp,
+            c.no_new_privs,
+            c.capabilities.join(","),
+            c.run_as_user
+                .map_or("the image's".to_owned(), |u| u.to_string()),
+            if c.read_only_rootfs {
+                "read-only"
+            } else {
+                "writable"
+            }
+        )?;
+    }
     Ok(exit::OK)
 }
 

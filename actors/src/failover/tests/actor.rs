@@ -89,6 +89,7 @@ fn running(replicas: u32, node: &str) -> MemLog {
             replica,
             node: node.into(),
             container: format!("c{replica}"),
+            confinement: None,
         }));
     }
     log

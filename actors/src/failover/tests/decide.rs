@@ -57,6 +57,7 @@ impl Log {
             replica,
             node: node.into(),
             container: format!("c{}", self.seq),
+            confinement: None,
         }));
     }
     fn exit(&mut self, replica: u32, node: &str, code: i32) {

@@ -203,6 +203,7 @@ async fn a_restart_is_placed_when_its_backoff_ends_not_before() {
             replica: 0,
             node: "n1".into(),
             container: "c1".into(),
+            confinement: None,
         }),
     );
     s.logged("a", exited);
@@ -227,6 +228,7 @@ async fn a_stop_that_lost_a_race_is_redelivered_then_stops_every_copy() {
             replica,
             node: node.into(),
             container: format!("c{replica}"),
+            confinement: None,
         })
     };
     let first = s
@@ -271,6 +273,7 @@ async fn what_is_no_command_or_no_fact_is_set_aside_and_counted() {
             replica: 0,
             node: "n1".into(),
             container: "c".into(),
+            confinement: None,
         }),
     );
     let malformed = Aside::new(9, "bulkhead.evt.wl.x.started", "malformed", "not JSON");
@@ -348,6 +351,7 @@ async fn a_stop_whose_first_send_failed_is_sent_again_until_it_is_delivered() {
             replica: 0,
             node: "n1".into(),
             container: "c0".into(),
+            confinement: None,
         }),
     );
     s.ops.cut_off("n1");

@@ -162,6 +162,7 @@ impl World {
                 replica,
                 node,
                 container: format!("c{}", self.seq),
+                confinement: None,
             }),
         );
     }

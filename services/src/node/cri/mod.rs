@@ -15,15 +15,17 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::node::cri::v1::{
-    Capability, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, KeyValue,
-    LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
+    Capability, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, Int64Value,
+    KeyValue, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
     PodSandboxConfig, PodSandboxMetadata, SecurityProfile, security_profile,
 };
 use bulkhead_actors::ports::runtime::{
     ContainerRuntime, ExitNotice, Observed, ObservedStatus, RuntimeError, StartSpec,
 };
+use bulkhead_schemas::event::Confinement;
 use bulkhead_schemas::node::IsolationReport;
+use bulkhead_schemas::spec::{BASE_CAPABILITIES, Security};
 use bulkhead_schemas::{RuntimeClass, WorkloadSpec};
 use futures::future::join_all;
 use tokio::sync::mpsc;
@@ -184,7 +186,7 @@ impl CriRuntime {
             source,
         })?;
         let _ = std::fs::remove_file(log_dir.join(&log_name));
-        let sandbox = self.sandbox_config(&name, labels.clone(), &log_dir);
+        let sandbox = self.sandbox_config(&name, labels.clone(), &log_dir, self.settings.network);
         let image = &self.settings.probe_image;
         self.ensure_image(image, &sandbox).await?;
         let sb = self.cri.run_sandbox(&sandbox, handler).await?;
@@ -201,7 +203,10 @@ impl CriRuntime {
                 linux: Some(LinuxContainerConfig {
                     resources: Some(resources(64, 100)),
                     // The probe runs as workloads do: what it proves is what they get.
-                    security_context: Some(restricted()),
+                    security_context: Some(security_context(&confinement_of(
+                        &Security::default(),
+                        self.settings.network,
+                    ))),
                 }),
                 ..Default::default()
             };
@@ -242,6 +247,11 @@ impl CriRuntime {
         Ok(probe::cri_log_text(&log))
     }
 
+    /// How a container of `spec` is confined on this node.
+    fn confinement_for(&self, spec: &WorkloadSpec) -> Confinement {
+        confinement_of(&spec.security, self.settings.network)
+    }
+
     fn advertised(&self, class: RuntimeClass) -> Result<(), NotOffered> {
         match self.probes.lock().expect("lock").get(&class) {
             Some(r) if r.ok => Ok(()),
@@ -262,8 +272,9 @@ impl CriRuntime {
         name: &str,
         labels: BTreeMap<String, String>,
         log_dir: &Path,
+        network: Network,
     ) -> PodSandboxConfig {
-        let network = match self.settings.network {
+        let network = match network {
             Network::Host => NamespaceMode::Node,
             Network::Pod => NamespaceMode::Pod,
         };
@@ -384,6 +395,10 @@ impl ContainerRuntime for CriRuntime {
             .collect()
     }
 
+    fn confinement(&self, spec: &WorkloadSpec) -> Option<Confinement> {
+        Some(self.confinement_for(spec))
+    }
+
     fn isolation(&self) -> Vec<IsolationReport> {
         self.probes
             .lock()
@@ -420,10 +435,12 @@ impl ContainerRuntime for CriRuntime {
         std::fs::create_dir_all(&log_dir).map_err(|e| {
             RuntimeError::Start(format!("log directory {}: {e}", log_dir.display()))
         })?;
+        let host = self.confinement_for(&req.spec).network == "host";
         let sandbox = self.sandbox_config(
             &format!("{}-{}", req.workload, req.replica),
             labels.clone(),
             &log_dir,
+            if host { Network::Host } else { Network::Pod },
         );
         self.ensure_image(&req.spec.image, &sandbox).await?;
         let start_err = |e: CriError| RuntimeError::Start(e.to_string());
@@ -432,7 +449,8 @@ impl ContainerRuntime for CriRuntime {
             .run_sandbox(&sandbox, handler)
             .await
             .map_err(start_err)?;
-        let config = container_config(&req.spec, labels, log_name(req.replica));
+        let confinement = self.confinement_for(&req.spec);
+        let config = container_config(&req.spec, &confinement, labels, log_name(req.replica));
         let id = match self.cri.create_container(&sb, config, &sandbox).await {
             Ok(id) => id,
             Err(e) => {
@@ -544,6 +562,7 @@ pub fn log_name(replica: u32) -> String {
 
 fn container_config(
     spec: &WorkloadSpec,
+    confinement: &Confinement,
     labels: BTreeMap<String, String>,
     log_path: String,
 ) -> ContainerConfig {
@@ -569,35 +588,57 @@ fn container_config(
         log_path,
         linux: Some(LinuxContainerConfig {
             resources: Some(resources(spec.memory_mb, spec.cpu_millicores)),
-            security_context: Some(restricted()),
+            security_context: Some(security_context(confinement)),
         }),
         ..Default::default()
     }
 }
 
-/// Capabilities every container keeps: of Docker's default set only `NET_BIND_SERVICE`
-/// (the one Kubernetes' `restricted` profile lets a pod add). No `NET_RAW` (raw sockets
-/// spoof and sniff), no `CHOWN`/`DAC_OVERRIDE`/`FOWNER`/`FSETID` (root in the container does
-/// not override file permissions), no `SETUID`/`SETGID`/`SETPCAP`/`SETFCAP` (no changing
-/// identity or granting capabilities), no `MKNOD`, `KILL`, `SYS_CHROOT`, `AUDIT_WRITE`.
-pub const CAPABILITIES: [&str; 1] = ["NET_BIND_SERVICE"];
+/// How a container of a spec with `security` is confined on a node whose network is
+/// `network`: every capability dropped but `NET_BIND_SERVICE` (Kubernetes' `restricted`
+/// set) and what the spec adds from Docker's default set (admission checked it against the
+/// tenant's policy); the runtime's default seccomp profile; `no_new_privs`; never
+/// privileged. Dropped by default: `NET_RAW` (raw sockets spoof and sniff), `CHOWN`,
+/// `DAC_OVERRIDE`, `FOWNER`, `FSETID` (root in the container overriding file permissions),
+/// `SETUID`, `SETGID`, `SETPCAP`, `SETFCAP` (changing identity, granting capabilities),
+/// `MKNOD`, `KILL`, `SYS_CHROOT`, `AUDIT_WRITE`.
+pub fn confinement_of(security: &Security, network: Network) -> Confinement {
+    let host = security.host_network || network == Network::Host;
+    let mut capabilities: Vec<String> = BASE_CAPABILITIES
+        .iter()
+        .map(|c| (*c).to_owned())
+        .chain(security.add_capabilities.iter().cloned())
+        .collect();
+    capabilities.sort();
+    capabilities.dedup();
+    Confinement {
+        network: if host { "host" } else { "pod" }.into(),
+        seccomp: "runtime/default".into(),
+        no_new_privs: true,
+        capabilities,
+        run_as_user: security.run_as_user,
+        read_only_rootfs: security.read_only_rootfs,
+    }
+}
 
-/// The security context of every container, whatever its class and trust level: the
-/// runtime's default seccomp profile, `no_new_privs`, every capability dropped but
-/// [`CAPABILITIES`], never privileged.
-pub fn restricted() -> LinuxContainerSecurityContext {
+/// The CRI security context that gives a container `c`.
+pub fn security_context(c: &Confinement) -> LinuxContainerSecurityContext {
     LinuxContainerSecurityContext {
         capabilities: Some(Capability {
             drop_capabilities: vec!["ALL".into()],
-            add_capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+            add_capabilities: c.capabilities.clone(),
             ..Default::default()
         }),
         privileged: false,
-        no_new_privs: true,
+        no_new_privs: c.no_new_privs,
         seccomp: Some(SecurityProfile {
             profile_type: security_profile::ProfileType::RuntimeDefault as i32,
             localhost_ref: String::new(),
         }),
+        run_as_user: c.run_as_user.map(|uid| Int64Value {
+            value: i64::from(uid),
+        }),
+        readonly_rootfs: c.read_only_rootfs,
         ..Default::default()
     }
 }
