@@ -2,7 +2,7 @@
 # Fuzzing what the control plane decodes (spec validation, events through the verifier,
 # node ops, heartbeats, subjects) and what the image scanner parses (layer tars into
 # inventories, dpkg/apk databases and os-release, OSV advisories and their matching,
-# Debian/Alpine version ordering): each target for FUZZ_SECS (20) from the committed seed
+# Debian/Alpine version ordering, manifests and image configs): each target for FUZZ_SECS (20) from the committed seed
 # corpus in fuzz/corpus/. New inputs go to a temporary directory; a crash fails the run
 # and leaves its input in fuzz/artifacts/<target>/ (make it a regression test).
 # Only stable Rust is here: RUSTC_BOOTSTRAP lets cargo-fuzz pass its -Z flags.
@@ -13,7 +13,7 @@ secs=${FUZZ_SECS:-20}
 export RUSTC_BOOTSTRAP=1
 out=$(mktemp -d /tmp/bulkhead-fuzz.XXXXXX)
 trap 'rm -rf --one-file-system "$out"' EXIT
-targets=(spec event ops heartbeat subjects layer_tar pkgdb osv version)
+targets=(spec event ops heartbeat subjects layer_tar pkgdb osv version manifest)
 cargo fuzz build --fuzz-dir fuzz
 for t in "${targets[@]}"; do
   mkdir -p "$out/$t"

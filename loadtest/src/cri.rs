@@ -22,6 +22,8 @@ pub struct Args {
     pub image: String,
     pub handlers: Vec<String>,
     pub workloads: usize,
+    /// The node's network: host (else pod).
+    pub host_network: bool,
     /// CPU of each workload. Under gVisor the sandbox's own kernel runs inside this quota,
     /// so a tiny quota makes the start itself slow.
     pub cpu_millicores: u64,
@@ -39,6 +41,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     file.cri.socket = args.socket.clone();
     file.cri.log_dir = dir.path().join("logs");
     file.cri.probe_image = args.image.clone();
+    if args.host_network {
+        file.cri.network = bulkhead::node::config::Network::Host;
+    }
+    println!("network: {:?}", file.cri.network);
     file.memory_mb = 1024 * 1024;
     file.cpu_millicores = 1_000_000;
     file.slots = 10_000;

@@ -73,6 +73,10 @@ enum Scenario {
         handlers: Vec<String>,
         #[arg(long, default_value_t = 50)]
         workloads: usize,
+        /// The workloads' network: `pod` (a namespace per sandbox on the CNI network, the
+        /// host guarded) or `host`.
+        #[arg(long, default_value = "pod", value_parser = ["pod", "host"])]
+        network: String,
         #[arg(long, default_value_t = 250)]
         cpu_millicores: u64,
     },
@@ -180,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
             image,
             handlers,
             workloads,
+            network,
             cpu_millicores,
         } => {
             return cri::run(cri::Args {
@@ -187,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
                 image,
                 handlers,
                 workloads,
+                host_network: network == "host",
                 cpu_millicores,
             })
             .await;

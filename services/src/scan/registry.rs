@@ -12,9 +12,10 @@ use bytes::Bytes;
 use futures::Stream;
 use reqwest::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+pub use bulkhead_scan::manifest::Layer;
+use bulkhead_scan::manifest::{Manifest, ManifestError};
 pub use bulkhead_scan::reference::{BadReference, ImageRef};
 
 use super::egress::{Egress, Refused};
@@ -47,62 +48,11 @@ pub enum RegistryError {
     TooLarge { what: String, limit: u64 },
     #[error("{what}: {reason}")]
     Format { what: String, reason: String },
-    #[error("no manifest for {os}/{arch} in {image}")]
-    NoPlatform {
+    #[error("{image}: {source}")]
+    Manifest {
         image: String,
-        os: String,
-        arch: String,
+        source: ManifestError,
     },
-}
-
-#[derive(Deserialize, Debug)]
-struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
-    #[serde(default)]
-    size: u64,
-    #[serde(default)]
-    platform: Option<Platform>,
-}
-
-#[derive(Deserialize, Debug)]
-struct Platform {
-    architecture: String,
-    os: String,
-}
-
-#[derive(Deserialize, Debug)]
-struct ManifestDoc {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
-    #[serde(default)]
-    config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-}
-
-#[derive(Deserialize, Debug)]
-struct ConfigDoc {
-    rootfs: RootFs,
-}
-
-#[derive(Deserialize, Debug)]
-struct RootFs {
-    diff_ids: Vec<String>,
-}
-
-/// One layer of an image.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Layer {
-    /// Digest of the blob as stored (compressed).
-    pub digest: String,
-    /// Digest of the uncompressed tar: the cache key.
-    pub diff_id: String,
-    pub media_type: String,
-    pub size: u64,
 }
 
 /// An image resolved to one platform.
@@ -411,7 +361,7 @@ impl Registry {
         &self,
         image: &ImageRef,
         reference: &str,
-    ) -> Result<(ManifestDoc, String), RegistryError> {
+    ) -> Result<(Manifest, String), RegistryError> {
         let url = format!("{}/manifests/{reference}", Self::base(image));
         let resp = self.get(image, &url, MANIFEST_TYPES, true).await?;
         let body = read_capped(resp, MAX_MANIFEST)
@@ -424,7 +374,7 @@ impl Registry {
                 reason: e.to_string(),
             })?;
         }
-        let doc = serde_json::from_slice(&body).map_err(|e| RegistryError::Format {
+        let doc = Manifest::parse(&body).map_err(|e| RegistryError::Format {
             what: format!("manifest {url}"),
             reason: e.to_string(),
         })?;
@@ -439,27 +389,15 @@ impl Registry {
         arch: &str,
     ) -> Result<ResolvedImage, RegistryError> {
         let (mut doc, mut digest) = self.manifest(image, &image.reference).await?;
-        if !doc.manifests.is_empty() {
-            let pick = doc
-                .manifests
-                .iter()
-                .find(|m| {
-                    m.platform
-                        .as_ref()
-                        .is_some_and(|p| p.os == os && p.architecture == arch)
-                })
-                .ok_or_else(|| RegistryError::NoPlatform {
-                    image: image.to_string(),
-                    os: os.into(),
-                    arch: arch.into(),
-                })?;
-            let d = pick.digest.clone();
+        let bad = |source| RegistryError::Manifest {
+            image: image.to_string(),
+            source,
+        };
+        if doc.is_index() {
+            let d = doc.platform(os, arch).map_err(bad)?.digest.clone();
             (doc, digest) = self.manifest(image, &d).await?;
         }
-        let config = doc.config.ok_or_else(|| RegistryError::Format {
-            what: format!("manifest of {image} ({})", doc.media_type),
-            reason: "no config".into(),
-        })?;
+        let config = doc.config().map_err(bad)?;
         let url = format!("{}/blobs/{}", Self::base(image), config.digest);
         let resp = self.get(image, &url, "*/*", true).await?;
         let body = read_capped(resp, MAX_CONFIG)
@@ -467,33 +405,11 @@ impl Registry {
             .map_err(|e| e.about(&format!("config {url}"), &url))?;
         // The diffIDs that check every layer come from here: the config must be the one
         // the manifest names.
-        let bad = |reason: String| RegistryError::Format {
+        check_digest(&config.digest, &digest_of(&body)).map_err(|e| RegistryError::Format {
             what: format!("config of {image}"),
-            reason,
-        };
-        check_digest(&config.digest, &digest_of(&body)).map_err(|e| bad(e.to_string()))?;
-        let cfg: ConfigDoc = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-        if cfg.rootfs.diff_ids.len() != doc.layers.len() {
-            return Err(RegistryError::Format {
-                what: format!("config of {image}"),
-                reason: format!(
-                    "{} diff_ids for {} layers",
-                    cfg.rootfs.diff_ids.len(),
-                    doc.layers.len()
-                ),
-            });
-        }
-        let layers = doc
-            .layers
-            .into_iter()
-            .zip(cfg.rootfs.diff_ids)
-            .map(|(l, diff_id)| Layer {
-                digest: l.digest,
-                diff_id,
-                media_type: l.media_type,
-                size: l.size,
-            })
-            .collect();
+            reason: e.to_string(),
+        })?;
+        let layers = doc.layers(&body).map_err(bad)?;
         Ok(ResolvedImage {
             image: image.clone(),
             digest,
