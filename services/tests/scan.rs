@@ -850,3 +850,23 @@ fn a_registry_that_wants_a_bearer_token_gets_one_from_its_token_server() {
         "ALPINE-CVE-2023-42366"
     );
 }
+
+/// A registry that is down: the error names the registry's URL and the root cause, each once
+/// (it used to end at "error sending request for url …").
+#[test]
+fn a_registry_that_is_down_is_named_with_its_cause_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["scan", "--db", OSV, &format!("127.0.0.1:{port}/app:1")])
+        .output()
+        .expect("bulkhead runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    assert!(!err.contains("error sending request"), "{err}");
+}
