@@ -1253,6 +1253,26 @@ async fn containers_are_restricted_and_kept_off_the_host_on_runc_and_gvisor() {
             .is_some_and(|s| !s.is_empty())
     );
     drop(host_service);
+
+    // The node's guard is its own, and goes when the node stops.
+    let tables = || {
+        let out = std::process::Command::new("nft")
+            .args(["list", "tables", "inet"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = format!("bulkhead_cri_restricted_{}", c.node_pid);
+    assert!(tables().contains(&table), "{table}: {}", tables());
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &c.node_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    wait_until("the stopped node's guard to be removed", LONG, async || {
+        !tables().contains(&table)
+    })
+    .await;
 }
 
 /// A spec's own settings on top of the restricted default: a user id, a read-only root

@@ -101,7 +101,11 @@ fn closed_pipe(e: &anyhow::Error) -> bool {
 
 /// Runs the command line and says how the process should exit.
 pub async fn main(cli: Cli) -> i32 {
-    match run(cli).await {
+    let result = run(cli).await;
+    // A node's pod network guard goes with it, however the command ended (a drop may not
+    // run as the process exits).
+    crate::node::cri::guard::remove_installed();
+    match result {
         Ok(code) => code,
         // A reader that closed its end of the pipe (`| head`) ends the command, quietly.
         Err(e) if closed_pipe(&e) => exit::OK,

@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 use tracing::{info, warn};
 
@@ -20,6 +21,21 @@ pub enum GuardError {
          install it, or run the node with network = \"host\")"
     )]
     Nft(String),
+}
+
+/// Tables this process installed and has not removed: a drop may not run as a process
+/// exits, so a stopping node removes them with [`remove_installed`].
+static INSTALLED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Removes every table this process installed (a node's last act when it stops).
+pub fn remove_installed() {
+    let tables = std::mem::take(&mut *INSTALLED.lock().unwrap_or_else(|p| p.into_inner()));
+    for table in tables {
+        match nft(&["delete", "table", "inet", &table], None) {
+            Ok(_) => info!(%table, "pod network guard removed"),
+            Err(e) => warn!(%table, error = %e, "could not remove the pod network guard"),
+        }
+    }
 }
 
 /// The rules in force while it lives.
@@ -115,6 +131,10 @@ impl HostGuard {
         }
         let table = format!("{prefix}{}", std::process::id());
         nft(&["-f", "-"], Some(&ruleset(&table, addr, len)))?;
+        INSTALLED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(table.clone());
         info!(%table, cidr, "pod network guard: the host's own addresses are closed to workloads");
         Ok(HostGuard { table })
     }
@@ -126,6 +146,12 @@ impl HostGuard {
 
 impl Drop for HostGuard {
     fn drop(&mut self) {
+        let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(i) = installed.iter().position(|t| *t == self.table) else {
+            return; // removed already, as the process stopped
+        };
+        installed.remove(i);
+        drop(installed);
         if let Err(e) = nft(&["delete", "table", "inet", &self.table], None) {
             warn!(table = %self.table, error = %e, "could not remove the pod network guard");
         }
