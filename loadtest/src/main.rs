@@ -12,6 +12,7 @@ mod audit;
 mod bench;
 mod cri;
 mod failover;
+mod results;
 mod scan_cache;
 mod signing;
 
@@ -54,6 +55,10 @@ enum Scenario {
         latency_secs: u64,
         #[arg(long, value_enum, default_value = "both")]
         sync: SyncMode,
+        /// Append a row of figures (date, commit, machine) to this file, e.g.
+        /// loadtest/RESULTS.md.
+        #[arg(long)]
+        record: Option<std::path::PathBuf>,
     },
     /// Signatures and verifications per second on one core; bytes a signature adds.
     Signing,
@@ -131,14 +136,15 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter("warn")
         .with_writer(std::io::stderr)
         .init();
-    let (nodes, workloads, rate, latency_secs, sync) = match Cli::parse().cmd {
+    let (nodes, workloads, rate, latency_secs, sync, record) = match Cli::parse().cmd {
         Scenario::Throughput {
             nodes,
             workloads,
             rate,
             latency_secs,
             sync,
-        } => (nodes, workloads, rate, latency_secs, sync),
+            record,
+        } => (nodes, workloads, rate, latency_secs, sync, record),
         Scenario::Failover {
             nodes,
             workloads,
@@ -198,17 +204,25 @@ async fn main() -> anyhow::Result<()> {
             .await;
         }
     };
-    let modes: Vec<(Sync, &str)> = match sync {
-        SyncMode::Default => vec![(Sync::Default, "default fsync interval")],
-        SyncMode::Always => vec![(Sync::Always, "sync_interval: always")],
+    let modes: Vec<(Sync, &str, &'static str)> = match sync {
+        SyncMode::Default => vec![(Sync::Default, "default fsync interval", "default")],
+        SyncMode::Always => vec![(Sync::Always, "sync_interval: always", "always")],
         SyncMode::Both => vec![
-            (Sync::Default, "default fsync interval"),
-            (Sync::Always, "sync_interval: always"),
+            (Sync::Default, "default fsync interval", "default"),
+            (Sync::Always, "sync_interval: always", "always"),
         ],
     };
-    for (mode, label) in modes {
+    let date = chrono_date();
+    for (mode, label, short) in modes {
         println!("\n## throughput: {nodes} sim nodes, {workloads} workloads, {label}");
-        throughput(mode, nodes, workloads, rate, latency_secs).await?;
+        let mut f = throughput(mode, nodes, workloads, rate, latency_secs).await?;
+        f.sync = short;
+        println!("\n{}", f.table());
+        if let Some(path) = &record {
+            let row = f.history_row(&date, &results::commit(), &results::machine());
+            results::record(path, &row)?;
+            println!("recorded in {}", path.display());
+        }
     }
     Ok(())
 }
@@ -280,13 +294,22 @@ async fn raw_append_rate(bus: &Bus) -> anyhow::Result<(f64, f64)> {
     Ok((single, batched))
 }
 
+/// Today's date (UTC), `YYYY-MM-DD`.
+fn chrono_date() -> String {
+    bulkhead_schemas::now_rfc3339()
+        .split('T')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 async fn throughput(
     mode: Sync,
     nodes: usize,
     workloads: usize,
     rate: u64,
     latency_secs: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<results::Figures> {
     let dir = tempfile::tempdir()?;
     let bench = Bench::start(dir.path(), mode).await?;
     let bus = bench.admin().clone();
@@ -443,5 +466,18 @@ async fn throughput(
     );
     drop(core);
     drop(bench);
-    Ok(())
+    Ok(results::Figures {
+        nodes,
+        workloads,
+        sync: "",
+        raw_single: single,
+        raw_batched: batched,
+        placements_per_s: place_rate,
+        burst_running_s: last_started.duration_since(t0).as_secs_f64(),
+        steady_rate: rate,
+        p50_ms: pct(&lat, 0.5).as_secs_f64() * 1e3,
+        p99_ms: pct(&lat, 0.99).as_secs_f64() * 1e3,
+        restart_s: ready.as_secs_f64(),
+        kib_per_workload: after.saturating_sub(before) as f64 / count.max(1) as f64,
+    })
 }

@@ -1,0 +1,176 @@
+//! The `throughput` scenario's figures: a table with each figure beside the limit measured
+//! in the same run and the goal of issue 18, and a history row appended to a results file
+//! (`--record loadtest/RESULTS.md`: date, commit, machine, figures) so regressions show.
+
+use std::io::Write;
+use std::path::Path;
+
+/// What one `throughput` run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Figures {
+    pub nodes: usize,
+    pub workloads: usize,
+    pub sync: &'static str,
+    /// The limits, measured first: raw appends one by one and in atomic batches of 500.
+    pub raw_single: f64,
+    pub raw_batched: f64,
+    pub placements_per_s: f64,
+    pub burst_running_s: f64,
+    pub steady_rate: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub restart_s: f64,
+    pub kib_per_workload: f64,
+}
+
+impl Figures {
+    /// The markdown table: figure, value, beside what, goal.
+    pub fn table(&self) -> String {
+        // Three events per placement: the durable append limit in placements.
+        let limit = self.raw_batched / 3.0;
+        let rows = [
+            (
+                "raw appends, atomic batches of 500".to_owned(),
+                format!("{:.0}/s", self.raw_batched),
+                format!("one by one: {:.0}/s", self.raw_single),
+                "— (the limit)".to_owned(),
+            ),
+            (
+                format!("placements/s, {}-workload burst", self.workloads),
+                format!("{:.0}/s", self.placements_per_s),
+                format!(
+                    "{:.0} % of the limit ({limit:.0}/s at 3 events each); all running after {:.1} s",
+                    100.0 * self.placements_per_s / limit.max(1.0),
+                    self.burst_running_s
+                ),
+                "≥ 10,000/s".to_owned(),
+            ),
+            (
+                format!("submit → running at {}/s", self.steady_rate),
+                format!("p50 {:.1} ms, p99 {:.1} ms", self.p50_ms, self.p99_ms),
+                String::new(),
+                "p99 < 50 ms".to_owned(),
+            ),
+            (
+                "scheduler restart-to-ready".to_owned(),
+                format!("{:.2} s", self.restart_s),
+                format!("{} workloads in the log", self.workloads),
+                "< 2 s".to_owned(),
+            ),
+            (
+                "resident memory per workload".to_owned(),
+                format!("{:.2} KiB", self.kib_per_workload),
+                String::new(),
+                "≤ 1.5 KiB".to_owned(),
+            ),
+        ];
+        let mut out = String::from("| figure | value | beside | goal |\n|---|---|---|---|\n");
+        for (f, v, b, g) in rows {
+            out.push_str(&format!("| {f} | {v} | {b} | {g} |\n"));
+        }
+        out
+    }
+
+    /// One row of the history: date, commit, machine, then the figures.
+    pub fn history_row(&self, date: &str, commit: &str, machine: &str) -> String {
+        format!(
+            "| {date} | {commit} | {machine} | {} nodes, {} workloads, {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} |\n",
+            self.nodes,
+            self.workloads,
+            self.sync,
+            self.raw_batched,
+            self.placements_per_s,
+            self.p50_ms,
+            self.p99_ms,
+            self.restart_s,
+            self.kib_per_workload
+        )
+    }
+}
+
+const HEADER: &str = "# Load test results\n\n\
+`bulkhead-loadtest throughput … --record loadtest/RESULTS.md` appends a row per run. The machine is\n\
+noisy: compare a figure with the raw append limit of the same row, and judge by the median of\n\
+several runs.\n\n\
+| date | commit | machine | run | raw batched appends/s | placements/s | submit→running p50 / p99 ms | restart s | KiB/workload |\n\
+|---|---|---|---|---|---|---|---|---|\n";
+
+/// Appends `row` to the history at `path`, writing its header first if the file is new.
+pub fn record(path: &Path, row: &str) -> std::io::Result<()> {
+    let new = !path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    if new {
+        f.write_all(HEADER.as_bytes())?;
+    }
+    f.write_all(row.as_bytes())
+}
+
+/// This checkout's commit (short), or `unknown`.
+pub fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `<cores> cores, <GiB> GiB`.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0);
+    format!("{cores} cores, {} GiB", mem_kib / 1024 / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_sets_each_figure_beside_its_limit_and_the_history_grows() {
+        let f = Figures {
+            nodes: 1000,
+            workloads: 100_000,
+            sync: "always",
+            raw_single: 9000.0,
+            raw_batched: 60000.0,
+            placements_per_s: 2000.0,
+            steady_rate: 1000,
+            p50_ms: 30.0,
+            p99_ms: 150.0,
+            restart_s: 20.0,
+            kib_per_workload: 0.5,
+            ..Figures::default()
+        };
+        let t = f.table();
+        assert!(t.contains("| 2000/s | 10 % of the limit (20000/s"), "{t}");
+        assert!(t.contains("p99 150.0 ms"), "{t}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("RESULTS.md");
+        record(
+            &path,
+            &f.history_row("2026-12-01", "abc", "2 cores, 24 GiB"),
+        )
+        .unwrap();
+        record(
+            &path,
+            &f.history_row("2026-12-02", "def", "2 cores, 24 GiB"),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("# Load test results").count(), 1);
+        assert!(text.contains("| 2026-12-02 | def |"), "{text}");
+        assert_eq!(text.lines().filter(|l| l.starts_with("| 2026")).count(), 2);
+    }
+}
