@@ -555,18 +555,8 @@ async fn scan_without_a_worker_says_so_at_once_and_up_runs_one() {
     .await;
     let osv = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/osv");
     env.cli_ok(["vulndb", "import", osv]);
-    let scanners = env
-        .bus
-        .js
-        .get_key_value(bulkhead_schemas::subjects::SCANNERS_BUCKET)
-        .await
-        .unwrap();
     wait_until("the worker to take jobs", LONG, async || {
-        use futures::StreamExt;
-        match scanners.keys().await {
-            Ok(k) => k.count().await > 0,
-            Err(_) => false,
-        }
+        env_ref.scan_workers().await > 0
     })
     .await;
     // Now a worker takes the queued job, and its verdict settles u (the image is in no

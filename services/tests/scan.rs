@@ -141,19 +141,10 @@ fn scanner(env: &mut Env, id: &str, vars: &[(&str, &str)]) -> u32 {
 }
 
 async fn wait_members(env: &Env, n: usize) {
-    let kv = env
-        .bus
-        .js
-        .get_key_value(subjects::SCANNERS_BUCKET)
-        .await
-        .unwrap();
     wait_until(
         &format!("{n} scan workers"),
         Duration::from_secs(30),
-        async || match kv.keys().await {
-            Ok(keys) => keys.filter_map(|k| async move { k.ok() }).count().await >= n,
-            Err(_) => false,
-        },
+        async || env.scan_workers().await >= n,
     )
     .await;
     // Each worker rebuilds its ring every second: let both see both.

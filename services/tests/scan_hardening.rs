@@ -66,18 +66,8 @@ fn scan_error(env: &Env, image: &str) -> String {
 }
 
 async fn one_worker(env: &Env) {
-    let kv = env
-        .bus
-        .js
-        .get_key_value(bulkhead_schemas::subjects::SCANNERS_BUCKET)
-        .await
-        .unwrap();
     wait_until("a scan worker", Duration::from_secs(30), async || {
-        use futures::StreamExt;
-        match kv.keys().await {
-            Ok(keys) => keys.filter_map(|k| async move { k.ok() }).count().await == 1,
-            Err(_) => false,
-        }
+        env.scan_workers().await == 1
     })
     .await;
 }
@@ -113,19 +103,7 @@ async fn internal_addresses_bodies_and_unlisted_registries_never_reach_a_scan() 
     wait_until(
         "the open worker to expire",
         Duration::from_secs(30),
-        async || {
-            use futures::StreamExt;
-            let kv = env
-                .bus
-                .js
-                .get_key_value(bulkhead_schemas::subjects::SCANNERS_BUCKET)
-                .await
-                .unwrap();
-            match kv.keys().await {
-                Ok(keys) => keys.filter_map(|k| async move { k.ok() }).count().await == 0,
-                Err(_) => false,
-            }
-        },
+        async || env.scan_workers().await == 0,
     )
     .await;
 

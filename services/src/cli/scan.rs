@@ -139,12 +139,11 @@ const NO_WORKER: &str = "no scan worker is running (a worker registers once it h
      advisory database): start one with `bulkhead scanner`, or `bulkhead up` (which runs one), \
      import a database with `bulkhead vulndb import PATH`, or scan here with --db PATH";
 
-/// Scan workers alive now (their keys in the scanners bucket, which expire unrenewed).
+/// Scan workers alive now; none when they cannot be listed.
 async fn live_workers(scanners: &async_nats::jetstream::kv::Store) -> usize {
-    match scanners.keys().await {
-        Ok(keys) => keys.filter_map(|k| async move { k.ok() }).count().await,
-        Err(_) => 0,
-    }
+    crate::scan::worker::live_workers(scanners)
+        .await
+        .unwrap_or(0)
 }
 
 /// `bulkhead scan IMAGE` without `--db`: a job for the scan workers; shows their progress,

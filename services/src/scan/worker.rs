@@ -409,6 +409,13 @@ fn job_of(payload: &[u8]) -> Result<ScanJob, String> {
     Ok(job)
 }
 
+/// Scan workers alive now: their keys in the scanners bucket, which expire unrenewed.
+/// None when the bucket cannot be listed (an outage is not the absence of workers).
+pub async fn live_workers(scanners: &kv::Store) -> Option<usize> {
+    let keys = scanners.keys().await.ok()?;
+    Some(keys.filter_map(|k| async move { k.ok() }).count().await)
+}
+
 async fn refresh_ring(members: &kv::Store, ring: &RwLock<Ring>, me: &str) {
     let Ok(keys) = members.keys().await else {
         return;

@@ -33,8 +33,7 @@ async fn scanners(bus: Bus, actor: ActorRef<SchedulerMsg>) {
     loop {
         let listed = async {
             let bucket = bus.bucket(subjects::SCANNERS_BUCKET).await.ok()?;
-            let keys = bucket.keys().await.ok()?;
-            Some(keys.filter_map(|k| async move { k.ok() }).count().await)
+            crate::scan::worker::live_workers(&bucket).await
         };
         if let Some(live) = listed.await
             && actor.send_message(SchedulerMsg::Scanners(live)).is_err()

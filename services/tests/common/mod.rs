@@ -223,6 +223,20 @@ impl Env {
         c.wait().unwrap();
     }
 
+    /// Scan workers alive now (as `bulkhead scan` and the scheduler count them); 0 when
+    /// they cannot be listed.
+    pub async fn scan_workers(&self) -> usize {
+        let Ok(kv) = self
+            .bus
+            .js
+            .get_key_value(bulkhead_schemas::subjects::SCANNERS_BUCKET)
+            .await
+        else {
+            return 0;
+        };
+        bulkhead::scan::worker::live_workers(&kv).await.unwrap_or(0)
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
