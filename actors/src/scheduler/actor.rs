@@ -36,7 +36,8 @@ pub enum SchedulerMsg {
     Tick(u64),
     /// A backoff ended: place what is due.
     Due,
-    /// How many scan workers are alive (counted by the service every few seconds).
+    /// How many scan workers are alive (counted by the service every few seconds); gated
+    /// workloads waiting in vain are told so.
     Scanners(usize),
     /// Carry out what the verdicts known at start mean (sent to itself once, at start).
     Settle,
@@ -277,13 +278,17 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                         st.execute(plan).await;
                     }
                 }
-                let stalled = st.core.stalled_scans(fired_ms);
+                st.progress(&me).await
+            }
+            // Each count (every few seconds, not every tick: the look goes over every
+            // workload) tells the gated ones that wait in vain.
+            SchedulerMsg::Scanners(live) => {
+                st.core.scanners(live);
+                let stalled = st.core.stalled_scans(st.clock.now_ms());
                 if !stalled.is_empty() {
                     st.execute(stalled).await;
                 }
-                st.progress(&me).await
             }
-            SchedulerMsg::Scanners(live) => st.core.scanners(live),
             SchedulerMsg::Settle => {
                 for plan in st.core.settle_known() {
                     st.execute(plan).await;

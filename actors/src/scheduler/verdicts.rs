@@ -179,7 +179,7 @@ impl SchedulerCore {
 
     /// `scan_waiting` for every gated workload that has waited `STALL_GRACE_MS` for a
     /// verdict while no scan worker is alive, once each. Nothing while the count is
-    /// unknown. One that loses a race for its workload's head is tried on a later tick.
+    /// unknown. One that loses a race for its workload's head is tried at the next count.
     pub fn stalled_scans(&self, now_ms: u64) -> Plan {
         let mut plan = Plan::default();
         if self.scanners_live != Some(0) {

@@ -312,15 +312,14 @@ impl Registry {
                         reason: e.to_string(),
                     }
                 })?;
-                let mut req = self.http.get(url.clone());
-                if let Some((u, p)) = creds {
-                    req = req.basic_auth(u, Some(p));
-                }
-                let parsed = url.clone();
-                self.egress.url(&parsed).map_err(|e| AuthError::BadRealm {
+                self.egress.url(&url).map_err(|e| AuthError::BadRealm {
                     realm: realm.clone(),
                     reason: e.to_string(),
                 })?;
+                let mut req = self.http.get(url);
+                if let Some((u, p)) = creds {
+                    req = req.basic_auth(u, Some(p));
+                }
                 let resp = req.timeout(DOCUMENT_TIMEOUT).send().await.map_err(|e| {
                     AuthError::Unreachable {
                         realm: realm.clone(),
@@ -497,23 +496,13 @@ pub fn cause(e: &reqwest::Error) -> String {
         next = c.source();
     }
     if out.is_empty() {
-        out = e.without_url_ref();
-    }
-    out
-}
-
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let s = self.to_string();
-        match self.url() {
-            Some(u) => s.replace(&format!(" ({u})"), ""),
-            None => s,
+        // No cause beneath: its own words, without the URL.
+        out = e.to_string();
+        if let Some(u) = e.url() {
+            out = out.replace(&format!(" ({u})"), "");
         }
     }
+    out
 }
 
 /// A registry's refusal, by status only, with what it usually means.

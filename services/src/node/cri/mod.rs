@@ -435,7 +435,8 @@ impl ContainerRuntime for CriRuntime {
         std::fs::create_dir_all(&log_dir).map_err(|e| {
             RuntimeError::Start(format!("log directory {}: {e}", log_dir.display()))
         })?;
-        let host = self.confinement_for(&req.spec).network == "host";
+        let confinement = self.confinement_for(&req.spec);
+        let host = confinement.network == "host";
         let sandbox = self.sandbox_config(
             &format!("{}-{}", req.workload, req.replica),
             labels.clone(),
@@ -449,7 +450,6 @@ impl ContainerRuntime for CriRuntime {
             .run_sandbox(&sandbox, handler)
             .await
             .map_err(start_err)?;
-        let confinement = self.confinement_for(&req.spec);
         let config = container_config(&req.spec, &confinement, labels, log_name(req.replica));
         let id = match self.cri.create_container(&sb, config, &sandbox).await {
             Ok(id) => id,
