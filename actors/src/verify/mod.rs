@@ -312,6 +312,25 @@ fn replica(r: u32) -> Result<(), String> {
     }
 }
 
+/// A `started` event's confinement: only the capabilities a container can hold here, each
+/// once, and short words (every reader keeps it per replica).
+fn confinement(c: &bulkhead_schemas::event::Confinement) -> Result<(), String> {
+    use bulkhead_schemas::spec::{ADDABLE_CAPABILITIES, BASE_CAPABILITIES};
+    text("confinement.network", &c.network)?;
+    text("confinement.seccomp", &c.seccomp)?;
+    for (i, cap) in c.capabilities.iter().enumerate() {
+        let known = BASE_CAPABILITIES.contains(&cap.as_str())
+            || ADDABLE_CAPABILITIES.contains(&cap.as_str());
+        if !known || c.capabilities[..i].contains(cap) {
+            let shown: String = cap.chars().take(32).collect();
+            return Err(format!(
+                "confinement names capability {shown:?}, unknown or twice"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn text(what: &str, s: &str) -> Result<(), String> {
     if s.len() <= MAX_TEXT {
         Ok(())
@@ -353,7 +372,8 @@ fn limits(ev: &Event, stored_ms: u64) -> Result<(), String> {
         EventBody::Started(s) => {
             replica(s.replica)?;
             token("node", &s.node)?;
-            text("container", &s.container)
+            text("container", &s.container)?;
+            s.confinement.as_ref().map_or(Ok(()), confinement)
         }
         EventBody::Exited(x) => {
             replica(x.replica)?;

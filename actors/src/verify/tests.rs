@@ -226,6 +226,43 @@ fn poison_signed_with_an_authorised_key_is_out_of_limits() {
     );
 }
 
+/// A node's stolen key: a `started` whose confinement names capabilities no container
+/// here can hold (or one many times over, to swell every reader's projection) is refused;
+/// an honest one is applied.
+#[test]
+fn a_started_confinement_names_only_capabilities_a_container_can_hold() {
+    let mut w = World::new();
+    let node = w.node.clone();
+    let started = |caps: Vec<String>| {
+        let body = EventBody::Started(bulkhead_schemas::event::Started {
+            replica: 0,
+            node: "n1".into(),
+            container: "c".into(),
+            confinement: Some(bulkhead_schemas::event::Confinement {
+                network: "pod".into(),
+                seccomp: "runtime/default".into(),
+                no_new_privs: true,
+                capabilities: caps,
+                run_as_user: None,
+                read_only_rootfs: false,
+            }),
+        });
+        Event::new("node/n1", "t/w", None, body)
+    };
+    let subject = format!("{W}.started");
+    for caps in [
+        vec!["SYS_ADMIN".to_owned()],
+        vec!["NET_RAW".to_owned(); 1000],
+    ] {
+        assert_eq!(
+            code(w.read(&node, started(caps), &subject)),
+            "out_of_limits"
+        );
+    }
+    let honest = vec!["NET_BIND_SERVICE".to_owned(), "NET_RAW".to_owned()];
+    assert_eq!(code(w.read(&node, started(honest), &subject)), "applied");
+}
+
 /// A scanner's stolen key: a verdict replayed from long ago, or dated in the future, is
 /// refused; a fresh one is a scanner's to write.
 #[test]
