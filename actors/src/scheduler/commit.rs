@@ -67,7 +67,7 @@ impl SchedulerCore {
                     if effect.new_pending || !effect.starts.is_empty() {
                         // A pending placement lost a race; it is retried on a later pass.
                         self.generation += 1;
-                        self.pending.push_back(workload.clone());
+                        self.pending.push(workload);
                     }
                     Landed::Conflict
                 }

@@ -11,6 +11,7 @@
 //! | [`verdicts`] | scan verdicts: gate, reject, quarantine |
 //! | [`scan_policy`] | the pure policy per trust level |
 //! | [`placement`] | placing waiting replicas (backoffs, lost nodes) |
+//! | [`pending`] | the queue of workloads waiting for capacity, each once |
 //! | [`cluster`] | the pure filter and score over the nodes |
 //! | [`sync`] | the views of the log sent to nodes (which read none) |
 //! | [`plan`] | a round's decisions ([`Plan`]) and what is left once stored ([`Commit`]) |
@@ -26,6 +27,7 @@ pub mod cluster;
 pub mod command;
 mod commit;
 mod drain;
+mod pending;
 pub mod placement;
 pub mod plan;
 mod scale;
@@ -34,7 +36,7 @@ mod stop;
 mod sync;
 mod verdicts;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bulkhead_schemas::api::WorkloadState;
@@ -61,7 +63,7 @@ pub const SERVICE: &str = "scheduler";
 pub struct SchedulerCore {
     pub projection: Projection,
     pub cluster: Cluster,
-    pending: VecDeque<String>,
+    pending: pending::Pending,
     /// Cluster generation at the last full pending pass; retry only when it changed.
     pending_pass_gen: u64,
     generation: u64,
@@ -205,15 +207,12 @@ impl SchedulerCore {
     /// Puts the workload in the queue of pending placements if it has replicas waiting
     /// and is not queued yet; returns whether it did.
     fn queue_if_pending(&mut self, id: &str) -> bool {
-        let queue = self
-            .projection
-            .get(id)
-            .is_some_and(|w| w.pending_replicas().next().is_some())
-            && !self.pending.iter().any(|p| p == id);
-        if queue {
-            self.pending.push_back(id.to_owned());
-        }
-        queue
+        !self.pending.contains(id)
+            && self
+                .projection
+                .get(id)
+                .is_some_and(|w| w.pending_replicas().next().is_some())
+            && self.pending.push(id)
     }
 
     /// The successor of a drained replica runs: stop the copy it replaces.

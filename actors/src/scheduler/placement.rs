@@ -3,7 +3,6 @@
 //! time; one whose node was lost never goes back there; one that failed prefers another
 //! node; replicas of one workload spread over nodes while others fit.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bulkhead_schemas::{Resources, WorkloadSpec};
@@ -24,10 +23,8 @@ impl SchedulerCore {
         self.pending_pass_gen = self.generation;
         self.next_due_ms = None;
         let mut overlay = Overlay::new();
-        let mut keep = VecDeque::new();
-        let n = self.pending.len().min(limit);
-        let batch: Vec<String> = self.pending.drain(..n).collect();
-        for id in batch {
+        let mut keep = Vec::new();
+        for id in self.pending.take_front(limit) {
             let Some(w) = self.projection.get(&id) else {
                 continue;
             };
@@ -53,7 +50,7 @@ impl SchedulerCore {
             }
             if waiting.is_empty() {
                 if later {
-                    keep.push_back(id.clone());
+                    keep.push(id.clone());
                 }
                 continue;
             }
@@ -65,7 +62,7 @@ impl SchedulerCore {
                 .collect();
             let (to, still) = self.place_replicas(&spec, &waiting, &placed, &mut overlay);
             if still.is_some() || later {
-                keep.push_back(id.clone());
+                keep.push(id.clone());
             }
             if to.is_empty() {
                 continue;
@@ -81,8 +78,7 @@ impl SchedulerCore {
             }
             plan.push(WorkloadAppend::after(&id, w.head, events), effect);
         }
-        keep.extend(self.pending.drain(..));
-        self.pending = keep;
+        self.pending.put_front(keep);
         plan
     }
 
