@@ -113,6 +113,25 @@ fn node_messages(
     Ok(out)
 }
 
+/// Cuts `nodes` (each message's node, a node's messages side by side) into spans for
+/// atomic batches: runs of one node's messages (at most [`MAX_BATCH`] each), joined while a
+/// span holds at most `max` messages (`max` = 1: one run per span).
+fn spans(nodes: &[Arc<str>], max: usize) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < nodes.len() {
+        let end = (i..nodes.len())
+            .find(|&j| nodes[j] != nodes[i] || j - i == MAX_BATCH)
+            .unwrap_or(nodes.len());
+        match out.last_mut() {
+            Some((start, last)) if end - *start <= max => *last = end,
+            _ => out.push((i, end)),
+        }
+        i = end;
+    }
+    out
+}
+
 fn encode<T: serde::Serialize>(v: &T) -> Result<Bytes, SinkError> {
     serde_json::to_vec(v)
         .map(Bytes::from)
@@ -189,17 +208,19 @@ impl OpsSink for NatsOps {
                 (subjects::node_ops(node), h, payload)
             })
             .collect();
-        // One node's messages per batch: a message that fails fails its own node only.
-        let mut i = 0;
-        while i < msgs.len() {
-            let node = &nodes[i];
-            let end = (i..msgs.len())
-                .find(|&j| &nodes[j] != node || j - i == MAX_BATCH)
-                .unwrap_or(msgs.len());
-            if let Err(e) = self.bus.publish_atomic(&msgs[i..end]).await {
-                failed.push((node.clone(), SinkError::from(e)));
+        // As few atomic batches as fit (one store and one sync for a round's ops to a
+        // thousand nodes, not one per node); a batch that fails is sent again node by node,
+        // so that a message that fails fails its own node only.
+        for (start, end) in spans(&nodes, MAX_BATCH) {
+            if self.bus.publish_atomic(&msgs[start..end]).await.is_ok() {
+                continue;
             }
-            i = end;
+            for (i, j) in spans(&nodes[start..end], 1) {
+                let (i, j) = (start + i, start + j);
+                if let Err(e) = self.bus.publish_atomic(&msgs[i..j]).await {
+                    failed.push((nodes[i].clone(), SinkError::from(e)));
+                }
+            }
         }
         failed
     }
@@ -295,5 +316,21 @@ mod tests {
         );
         let alone = node_messages("n1", "UKEY", &big[..2], 1024).unwrap();
         assert_eq!(alone.len(), 2, "an op over the limit goes alone");
+    }
+
+    #[test]
+    fn spans_join_whole_nodes_up_to_the_limit() {
+        let n = |names: &[&str]| -> Vec<Arc<str>> { names.iter().map(|s| Arc::from(*s)).collect() };
+        let nodes = n(&["a", "a", "b", "c", "c", "c", "d"]);
+        assert_eq!(spans(&nodes, 1000), vec![(0, 7)]);
+        assert_eq!(spans(&nodes, 4), vec![(0, 3), (3, 7)]);
+        assert_eq!(spans(&nodes, 1), vec![(0, 2), (2, 3), (3, 6), (6, 7)]);
+        let many = n(&vec!["a"; MAX_BATCH + 5]);
+        assert_eq!(
+            spans(&many, MAX_BATCH),
+            vec![(0, MAX_BATCH), (MAX_BATCH, MAX_BATCH + 5)],
+            "one node's run is cut at the batch limit"
+        );
+        assert!(spans(&[], MAX_BATCH).is_empty());
     }
 }
