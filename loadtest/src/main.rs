@@ -1,6 +1,7 @@
 //! Benchmarks. `throughput`: N sim nodes and M workloads submitted through NATS, reporting
 //! placements per second, submit→running latency at a steady rate, scheduler restart-to-ready
 //! and memory per workload, beside the raw JetStream append rate measured in the same run.
+//! `c1m`: a million workloads on 5,000 sim nodes (by hand).
 //! `cri`: submit → running on a real CRI runtime per runtime class, with per-call times.
 //! `scan-cache`: CPU of cold scans, rescans, and many images sharing base layers.
 //! `signing`: signatures and verifications per second per core, bytes added per event.
@@ -10,6 +11,7 @@
 
 mod audit;
 mod bench;
+mod c1m;
 mod cri;
 mod failover;
 mod results;
@@ -59,6 +61,20 @@ enum Scenario {
         /// loadtest/RESULTS.md.
         #[arg(long)]
         record: Option<std::path::PathBuf>,
+    },
+    /// Nomad's C1M on one machine: a million workloads on 5,000 sim nodes, time to all
+    /// running, placements/s, scheduler memory, log size on disk. By hand (it takes many
+    /// minutes), not part of the test command.
+    C1m {
+        #[arg(long, default_value_t = 5000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        workloads: usize,
+        #[arg(long, value_enum, default_value = "always")]
+        sync: SyncMode,
+        /// Give up waiting for all to run after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
     },
     /// Signatures and verifications per second on one core; bytes a signature adds.
     Signing,
@@ -183,6 +199,19 @@ async fn main() -> anyhow::Result<()> {
             })
             .await;
         }
+        Scenario::C1m {
+            nodes,
+            workloads,
+            sync,
+            timeout_secs,
+        } => {
+            let sync = if sync == SyncMode::Default {
+                Sync::Default
+            } else {
+                Sync::Always
+            };
+            return c1m::run(nodes, workloads, sync, Duration::from_secs(timeout_secs)).await;
+        }
         Scenario::Signing => return signing::run(),
         Scenario::Audit { workloads } => return audit::run(workloads).await,
         Scenario::Cri {
@@ -253,6 +282,161 @@ fn spec(id: &str) -> Vec<u8> {
         .expect("json")
 }
 
+/// Records when each workload is seen `scheduled` and `started`, as they are stored.
+pub(crate) async fn observe(bus: &Bus) -> anyhow::Result<Arc<std::sync::Mutex<Observed>>> {
+    let seen: Arc<std::sync::Mutex<Observed>> = Default::default();
+    let mut sub = bus.client.subscribe("bulkhead.evt.*.wl.*.*").await?;
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            let now = Instant::now();
+            let Some(id) = subjects::workload_of(&m.subject)
+                .map(|k| k.rsplit('/').next().unwrap_or_default().to_owned())
+            else {
+                continue;
+            };
+            let mut g = s.lock().expect("lock");
+            if m.subject.ends_with(".scheduled") {
+                g.0.insert(id.to_owned(), now);
+            } else if m.subject.ends_with(".started") {
+                g.1.insert(id.to_owned(), now);
+            }
+        }
+    });
+    Ok(seen)
+}
+
+/// Starts a sim node (64 GiB, 64 cores, 1,000 slots) per name, each as its own identity.
+pub(crate) async fn sim_nodes(
+    bench: &Bench,
+    names: Vec<String>,
+) -> anyhow::Result<Vec<bulkhead::node::NodeHandle>> {
+    let t = Instant::now();
+    let nodes = names.len();
+    let mut handles = Vec::with_capacity(nodes);
+    for name in names {
+        let (rt, exits) = SimRuntime::new(&name, vec![RuntimeClass::Runc], Duration::ZERO);
+        let cfg = NodeConfig {
+            name,
+            capacity: Resources {
+                memory_mb: 64 * 1024,
+                cpu_millicores: 64_000,
+                slots: 1000,
+            },
+            labels: BTreeMap::new(),
+            heartbeat_ms: 5000,
+            stop_grace: Duration::from_secs(10),
+            instance: String::new(),
+        };
+        handles.push(bench.node(cfg, Arc::new(rt), exits).await?);
+    }
+    println!(
+        "{nodes} sim nodes up in {:.1} s (one credential and connection each)",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(handles)
+}
+
+/// What a burst of submissions came to.
+pub(crate) struct Burst {
+    pub placements_per_s: f64,
+    /// Seconds from the first submission to the last `started`.
+    pub running_s: f64,
+}
+
+/// Submits `workloads` specs in atomic batches and waits (up to `timeout`) until all run.
+pub(crate) async fn burst(
+    tenant: &Bus,
+    seen: &std::sync::Mutex<Observed>,
+    workloads: usize,
+    timeout: Duration,
+) -> anyhow::Result<Burst> {
+    let t0 = Instant::now();
+    let mut next_report = Instant::now() + Duration::from_secs(30);
+    for chunk in (0..workloads).collect::<Vec<_>>().chunks(MAX_BATCH) {
+        let msgs: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                let id = format!("burst-{i}");
+                (
+                    subjects::cmd(subjects::DEFAULT_TENANT, "submit"),
+                    HeaderMap::new(),
+                    Bytes::from(spec(&id)),
+                )
+            })
+            .collect();
+        tenant
+            .publish_atomic(&msgs)
+            .await
+            .map_err(|e| anyhow::anyhow!("submit: {e}"))?;
+    }
+    let ingest = t0.elapsed();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let started = seen.lock().expect("lock").1.len();
+        if started >= workloads || Instant::now() > deadline {
+            break;
+        }
+        if Instant::now() > next_report {
+            next_report += Duration::from_secs(30);
+            println!(
+                "  … {started} running after {:.0} s",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let g = seen.lock().expect("lock");
+    let first_sched = g.0.values().min().copied().unwrap_or(t0);
+    let last_sched = g.0.values().max().copied().unwrap_or(t0);
+    let last_started = g.1.values().max().copied().unwrap_or(t0);
+    let (n_sched, n_started) = (g.0.len(), g.1.len());
+    let placements_per_s = n_sched as f64
+        / last_sched
+            .duration_since(first_sched)
+            .as_secs_f64()
+            .max(1e-3);
+    let running_s = last_started.duration_since(t0).as_secs_f64();
+    println!(
+        "burst: {workloads} submitted in {:.2} s ({:.0}/s ingest); {n_sched} placed at {placements_per_s:.0} placements/s; {n_started} running after {running_s:.2} s",
+        ingest.as_secs_f64(),
+        workloads as f64 / ingest.as_secs_f64(),
+    );
+    Ok(Burst {
+        placements_per_s,
+        running_s,
+    })
+}
+
+/// A scheduler's restart: how long it takes to be ready, and its memory.
+pub(crate) struct Restart {
+    pub ready_s: f64,
+    pub kib_per_workload: f64,
+    pub kib: u64,
+}
+
+/// Restart-to-ready and memory: rebuilds a scheduler projection from the whole log (the
+/// scheduler stopped first).
+pub(crate) async fn restart(bench: &Bench) -> anyhow::Result<Restart> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib();
+    let t = Instant::now();
+    let (core, _follower) = scheduler::rebuild(&bench.scheduler().await?).await?;
+    let ready = t.elapsed();
+    let kib = rss_kib().saturating_sub(before);
+    let count = core.projection.len();
+    let kib_per_workload = kib as f64 / count.max(1) as f64;
+    println!(
+        "scheduler restart-to-ready with {count} workloads in the log: {:.2} s; resident memory +{kib} KiB ({kib_per_workload:.2} KiB per workload)",
+        ready.as_secs_f64(),
+    );
+    Ok(Restart {
+        ready_s: ready.as_secs_f64(),
+        kib_per_workload,
+        kib,
+    })
+}
+
 /// Raw append rates on a scratch stream: single async publishes, and atomic batches of 500.
 async fn raw_append_rate(bus: &Bus) -> anyhow::Result<(f64, f64)> {
     bus.js
@@ -321,98 +505,15 @@ async fn throughput(
     bench.enroll_nodes(&names).await?;
     let tenant = bench.tenant().await?;
 
-    // Observe `scheduled` and `started` as they are stored.
-    let seen: Arc<std::sync::Mutex<Observed>> = Default::default();
-    let mut sub = bus.client.subscribe("bulkhead.evt.*.wl.*.*").await?;
-    let s = seen.clone();
-    tokio::spawn(async move {
-        while let Some(m) = sub.next().await {
-            let now = Instant::now();
-            let Some(id) = subjects::workload_of(&m.subject)
-                .map(|k| k.rsplit('/').next().unwrap_or_default().to_owned())
-            else {
-                continue;
-            };
-            let mut g = s.lock().expect("lock");
-            if m.subject.ends_with(".scheduled") {
-                g.0.insert(id.to_owned(), now);
-            } else if m.subject.ends_with(".started") {
-                g.1.insert(id.to_owned(), now);
-            }
-        }
-    });
+    let seen = observe(&bus).await?;
 
-    let t = Instant::now();
-    let mut handles = Vec::with_capacity(nodes);
-    for name in names {
-        let (rt, exits) = SimRuntime::new(&name, vec![RuntimeClass::Runc], Duration::ZERO);
-        let cfg = NodeConfig {
-            name,
-            capacity: Resources {
-                memory_mb: 64 * 1024,
-                cpu_millicores: 64_000,
-                slots: 1000,
-            },
-            labels: BTreeMap::new(),
-            heartbeat_ms: 5000,
-            stop_grace: Duration::from_secs(10),
-            instance: String::new(),
-        };
-        handles.push(bench.node(cfg, Arc::new(rt), exits).await?);
-    }
-    println!(
-        "{nodes} sim nodes up in {:.1} s (one credential and connection each)",
-        t.elapsed().as_secs_f64()
-    );
+    let handles = sim_nodes(&bench, names).await?;
     let control = bench.control().await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Phase 1: a burst of `workloads` submissions, published in atomic batches.
-    let t0 = Instant::now();
-    for chunk in (0..workloads).collect::<Vec<_>>().chunks(MAX_BATCH) {
-        let msgs: Vec<_> = chunk
-            .iter()
-            .map(|i| {
-                let id = format!("burst-{i}");
-                (
-                    subjects::cmd(subjects::DEFAULT_TENANT, "submit"),
-                    HeaderMap::new(),
-                    Bytes::from(spec(&id)),
-                )
-            })
-            .collect();
-        tenant
-            .publish_atomic(&msgs)
-            .await
-            .map_err(|e| anyhow::anyhow!("submit: {e}"))?;
-    }
-    let ingest = t0.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let started = seen.lock().expect("lock").1.len();
-        if started >= workloads || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (first_sched, last_sched, last_started, n_sched, n_started) = {
-        let g = seen.lock().expect("lock");
-        let first = g.0.values().min().copied().unwrap_or(t0);
-        let last = g.0.values().max().copied().unwrap_or(t0);
-        let last_started = g.1.values().max().copied().unwrap_or(t0);
-        (first, last, last_started, g.0.len(), g.1.len())
-    };
-    let place_rate = n_sched as f64
-        / last_sched
-            .duration_since(first_sched)
-            .as_secs_f64()
-            .max(1e-3);
-    println!(
-        "burst: {workloads} submitted in {:.2} s ({:.0}/s ingest); {n_sched} placed at {place_rate:.0} placements/s; {n_started} running after {:.2} s",
-        ingest.as_secs_f64(),
-        workloads as f64 / ingest.as_secs_f64(),
-        last_started.duration_since(t0).as_secs_f64()
-    );
+    let b = burst(&tenant, &seen, workloads, Duration::from_secs(600)).await?;
+    let place_rate = b.placements_per_s;
 
     // Phase 2: a steady rate, one submission at a time, latency submit → running.
     let n = (rate * latency_secs) as usize;
@@ -450,21 +551,7 @@ async fn throughput(
     control.stop_scheduler();
     drop(handles);
 
-    // Restart-to-ready and memory: rebuild a scheduler projection from the whole log.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib();
-    let t = Instant::now();
-    let (core, _follower) = scheduler::rebuild(&bench.scheduler().await?).await?;
-    let ready = t.elapsed();
-    let after = rss_kib();
-    let count = core.projection.len();
-    println!(
-        "scheduler restart-to-ready with {count} workloads in the log: {:.2} s; resident memory +{} KiB ({:.2} KiB per workload)",
-        ready.as_secs_f64(),
-        after.saturating_sub(before),
-        after.saturating_sub(before) as f64 / count.max(1) as f64
-    );
-    drop(core);
+    let r = restart(&bench).await?;
     drop(bench);
     Ok(results::Figures {
         nodes,
@@ -473,11 +560,11 @@ async fn throughput(
         raw_single: single,
         raw_batched: batched,
         placements_per_s: place_rate,
-        burst_running_s: last_started.duration_since(t0).as_secs_f64(),
+        burst_running_s: b.running_s,
         steady_rate: rate,
         p50_ms: pct(&lat, 0.5).as_secs_f64() * 1e3,
         p99_ms: pct(&lat, 0.99).as_secs_f64() * 1e3,
-        restart_s: ready.as_secs_f64(),
-        kib_per_workload: after.saturating_sub(before) as f64 / count.max(1) as f64,
+        restart_s: r.ready_s,
+        kib_per_workload: r.kib_per_workload,
     })
 }
