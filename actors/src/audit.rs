@@ -25,8 +25,32 @@ const CONTEXT: &[u8] = b"bulkhead/2 log\n";
 /// recent sequence; an older one is counted as unchecked, not failed).
 const WINDOW: usize = 100_000;
 
+/// One stored message of the log, as it is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawMsg {
+    pub seq: u64,
+    pub subject: String,
+    /// The payload, as UTF-8 text (events are JSON).
+    pub payload: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+    pub stored_ms: u64,
+}
+
+impl RawMsg {
+    pub fn raw(&self) -> Raw<'_> {
+        Raw {
+            seq: self.seq,
+            subject: &self.subject,
+            payload: self.payload.as_bytes(),
+            proof: self.proof.as_deref(),
+            stored_ms: self.stored_ms,
+        }
+    }
+}
+
 /// The running hash through `seq`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningHash {
     pub seq: u64,
     pub hash: Hash,

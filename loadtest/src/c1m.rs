@@ -22,7 +22,10 @@ pub async fn run(
     let names: Vec<String> = (0..nodes).map(|i| format!("sim-{i}")).collect();
     let t = Instant::now();
     bench.enroll_nodes(&names).await?;
-    println!("{nodes} nodes enrolled in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "{nodes} nodes enrolled in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let tenant = bench.tenant().await?;
     let seen = crate::observe(bench.admin()).await?;
     let handles = crate::sim_nodes(&bench, names).await?;

@@ -166,6 +166,8 @@ pub const LAYERS_BUCKET: &str = "bulkhead-layers";
 pub const VULNDB_BUCKET: &str = "bulkhead-vulndb";
 /// KV bucket of live scan workers (key: worker id; entries expire): the hash ring's members.
 pub const SCANNERS_BUCKET: &str = "bulkhead-scanners";
+/// Object store of the services' snapshots (object name: the service, e.g. `scheduler`).
+pub const SNAPSHOTS_BUCKET: &str = "bulkhead-snapshots";
 
 pub const CMD_STREAM: &str = "BULKHEAD_CMD";
 pub const EVT_STREAM: &str = "BULKHEAD_EVT";

@@ -9,7 +9,6 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use bulkhead_actors::audit::{Auditor, Report};
 use bulkhead_actors::signing::{Checked, Context, Proof, SIG_HEADER, seal_event};
-use bulkhead_actors::verify::Raw;
 use bulkhead_schemas::event::{Event, EventBody, hash_bytes};
 use bulkhead_schemas::policy::Checkpoint;
 use bulkhead_schemas::subjects;
@@ -18,42 +17,21 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+pub use bulkhead_actors::audit::RawMsg;
+
 use crate::bus::{Bus, BusError};
 use crate::follow::{ordered_log, raw_of};
 
-/// One stored message of the log, as it is stored.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RawMsg {
-    pub seq: u64,
-    pub subject: String,
-    /// The payload, as UTF-8 text (events are JSON).
-    pub payload: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proof: Option<String>,
-    pub stored_ms: u64,
-}
-
-impl RawMsg {
-    pub fn raw(&self) -> Raw<'_> {
-        Raw {
-            seq: self.seq,
-            subject: &self.subject,
-            payload: self.payload.as_bytes(),
-            proof: self.proof.as_deref(),
-            stored_ms: self.stored_ms,
-        }
-    }
-
-    pub fn of(m: &async_nats::jetstream::Message) -> Option<RawMsg> {
-        let raw = raw_of(m).ok()?;
-        Some(RawMsg {
-            seq: raw.seq,
-            subject: raw.subject.to_owned(),
-            payload: String::from_utf8_lossy(raw.payload).into_owned(),
-            proof: raw.proof.map(str::to_owned),
-            stored_ms: raw.stored_ms,
-        })
-    }
+/// A message of the log as stored (None: it carries no stream metadata).
+pub fn raw_msg(m: &async_nats::jetstream::Message) -> Option<RawMsg> {
+    let raw = raw_of(m).ok()?;
+    Some(RawMsg {
+        seq: raw.seq,
+        subject: raw.subject.to_owned(),
+        payload: String::from_utf8_lossy(raw.payload).into_owned(),
+        proof: raw.proof.map(str::to_owned),
+        stored_ms: raw.stored_ms,
+    })
 }
 
 /// The log's messages from `from` on, as stored, with the stream's last sequence and
@@ -69,7 +47,7 @@ pub async fn read_log(
     let raw = messages
         .filter_map(|m| async move {
             match m {
-                Ok(m) => RawMsg::of(&m),
+                Ok(m) => raw_msg(&m),
                 Err(e) => {
                     warn!(error = %e, "event log read error");
                     None
@@ -105,7 +83,7 @@ pub async fn read_filtered(bus: &Bus, filter: &str) -> anyhow::Result<Vec<RawMsg
     let mut messages = crate::cli::log_consumer(bus, filter.to_owned(), DeliverPolicy::All).await?;
     let mut out = Vec::new();
     while let Some(m) = messages.next().await {
-        let Some(raw) = RawMsg::of(&m?) else { continue };
+        let Some(raw) = raw_msg(&m?) else { continue };
         let seq = raw.seq;
         out.push(raw);
         if seq >= last.seq {

@@ -2,14 +2,24 @@
 //! (`bulkhead_actors::verify`): first up to its current end (rebuilding a projection), then
 //! live, in batches of whatever has arrived. What does not verify is set aside in the
 //! batch it delivers, never applied and never dropped in silence.
+//!
+//! On the way it keeps the log's running hash and its node, scan and identity messages,
+//! and ends a batch at each checkpoint event: a reader's state after such a batch is what
+//! a snapshot anchored there holds ([`crate::snapshot`]). A follower can start after a
+//! snapshot ([`Resume`]): the verifier, running hash and messages it held.
 
 use async_nats::jetstream::consumer::{Consumer, DeliverPolicy, pull};
 use async_nats::jetstream::stream::{Config, Info};
+use std::sync::Arc;
+
 use bulkhead_actors::aside::Aside;
-use bulkhead_actors::ports::log::Batch;
+use bulkhead_actors::audit::{RawMsg, RunningHash};
+use bulkhead_actors::ports::log::{Anchor, Batch};
 use bulkhead_actors::projection::Projection;
 use bulkhead_actors::signing::SIG_HEADER;
+use bulkhead_actors::verify::Family;
 use bulkhead_actors::verify::{Raw, Verifier};
+use bulkhead_schemas::event::EventBody;
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -28,6 +38,8 @@ pub struct Follower {
     pub rx: mpsc::Receiver<Batch>,
     /// Sequence of the last event when the follower started: the end of the rebuild.
     pub end_at_start: u64,
+    /// The first sequence it reads (after a snapshot, the one after the snapshot's).
+    pub from_seq: u64,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -111,18 +123,97 @@ pub async fn ordered_log(
     Ok((consumer, info))
 }
 
+/// Where a follower starts: after a snapshot, the verifier, running hash and messages it
+/// held; from the log's first message, fresh ones.
+pub struct Resume {
+    pub verifier: Verifier,
+    /// The running hash through the message before the first to read.
+    pub running: RunningHash,
+    /// The node, scan and identity messages read so far (the latest checkpoint only).
+    pub raw: Vec<RawMsg>,
+}
+
+impl Resume {
+    /// From the log's first message, trusting `admins`.
+    pub fn fresh(admins: &[String]) -> Resume {
+        Resume {
+            verifier: Verifier::new(admins),
+            running: RunningHash::default(),
+            raw: Vec::new(),
+        }
+    }
+}
+
+/// What a follower keeps besides verifying: the running hash, and the messages a snapshot
+/// carries.
+struct Keep {
+    running: RunningHash,
+    raw: Arc<Vec<RawMsg>>,
+}
+
+impl Keep {
+    /// Takes one verified (or set-aside) message; returns the anchor when it is a checkpoint.
+    fn take(
+        &mut self,
+        raw: &Raw<'_>,
+        family: Option<Family>,
+        body: Option<&EventBody>,
+    ) -> Option<Anchor> {
+        self.running
+            .add(raw.seq, raw.subject, raw.payload, raw.proof);
+        if matches!(family, None | Some(Family::Workload)) {
+            return None;
+        }
+        let covers = match body {
+            Some(EventBody::Checkpoint(cp)) => Some(cp.seq),
+            _ => None,
+        };
+        let kept = Arc::make_mut(&mut self.raw);
+        if covers.is_some() {
+            // Older checkpoints change no reader's state: the latest one is kept.
+            kept.retain(|m| !m.subject.ends_with(".checkpoint"));
+        }
+        kept.push(RawMsg {
+            seq: raw.seq,
+            subject: raw.subject.to_owned(),
+            payload: String::from_utf8_lossy(raw.payload).into_owned(),
+            proof: raw.proof.map(str::to_owned),
+            stored_ms: raw.stored_ms,
+        });
+        covers.map(|covers| Anchor {
+            seq: raw.seq,
+            covers,
+            running: self.running,
+            raw: self.raw.clone(),
+        })
+    }
+}
+
 impl Follower {
     /// Follows the log from `from_seq` as the connection's identity, trusting the admins its
     /// credential names.
     pub async fn start(bus: &Bus, from_seq: u64) -> Result<Follower, BusError> {
-        let err = |e: &dyn std::fmt::Display| BusError::Nats(format!("reading the event log: {e}"));
         let admins = bus.identity()?.creds.admins.clone();
+        Follower::resume(bus, from_seq, Resume::fresh(&admins)).await
+    }
+
+    /// Follows the log from `from_seq` on, going on from `resume`.
+    pub async fn resume(bus: &Bus, from_seq: u64, resume: Resume) -> Result<Follower, BusError> {
+        let err = |e: &dyn std::fmt::Display| BusError::Nats(format!("reading the event log: {e}"));
         let (consumer, info) = ordered_log(bus, "follow", from_seq).await?;
         let end_at_start = info.state.last_sequence;
         let messages = consumer.messages().await.map_err(|e| err(&e))?;
         let (tx, rx) = mpsc::channel(64);
         let task = tokio::spawn(async move {
-            let mut verifier = Verifier::new(&admins);
+            let Resume {
+                mut verifier,
+                running,
+                raw,
+            } = resume;
+            let mut keep = Keep {
+                running,
+                raw: Arc::new(raw),
+            };
             let mut chunks = messages.ready_chunks(2048);
             while let Some(chunk) = chunks.next().await {
                 let mut batch = Batch::default();
@@ -134,9 +225,36 @@ impl Follower {
                             continue;
                         }
                     };
-                    match raw_of(&m) {
-                        Ok(raw) => verifier.read(raw, &mut batch),
-                        Err(a) => batch.set_aside.push(a),
+                    let raw = match raw_of(&m) {
+                        Ok(raw) => raw,
+                        Err(a) => {
+                            batch.set_aside.push(a);
+                            continue;
+                        }
+                    };
+                    let anchor = match verifier.check(raw) {
+                        Ok((family, stored)) => {
+                            let anchor = keep.take(&raw, Some(family), Some(&stored.event.body));
+                            match family {
+                                Family::Workload => batch.events.push(stored),
+                                Family::Node => batch.nodes.push(stored),
+                                Family::Scan => batch.scans.push((stored, raw.stored_ms)),
+                                Family::Sys => batch.identities.push(stored),
+                            }
+                            anchor
+                        }
+                        Err(a) => {
+                            keep.take(&raw, None, None);
+                            batch.set_aside.push(a);
+                            None
+                        }
+                    };
+                    if let Some(anchor) = anchor {
+                        // The batch ends here: a snapshot may be taken of what it leaves.
+                        batch.checkpoint = Some(anchor);
+                        if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 if !batch.is_empty() && tx.send(batch).await.is_err() {
@@ -147,6 +265,7 @@ impl Follower {
         Ok(Follower {
             rx,
             end_at_start,
+            from_seq,
             task,
         })
     }
@@ -178,7 +297,7 @@ impl Follower {
     /// messages they held.
     pub async fn catch_up(&mut self, mut apply: impl FnMut(Batch)) -> usize {
         let mut n = 0;
-        let mut last = 0;
+        let mut last = self.from_seq.saturating_sub(1);
         while last < self.end_at_start {
             let Some(batch) = self.rx.recv().await else {
                 break;

@@ -15,6 +15,7 @@
 //! | [`auth`] | identities: credentials, the admin's book, enrolments in the log |
 //! | [`bus`] | plumbing: the NATS connection, streams and buckets, the log/ops/heartbeat adapters |
 //! | [`follow`] | plumbing: reading the log in order (rebuild, then live) |
+//! | [`snapshot`] | a service's projection, signed and anchored on a checkpoint: restarts replay the tail |
 //! | [`lease`] | plumbing: one active instance through a KV lease |
 //! | [`natsd`] | plumbing: a local nats-server child |
 //! | [`tasks`] | plumbing: task guards and the ack-progress loop |
@@ -34,5 +35,6 @@ pub mod node;
 pub mod scan;
 pub mod scheduler;
 pub mod sealing;
+pub mod snapshot;
 pub mod tasks;
 pub mod telemetry;

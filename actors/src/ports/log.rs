@@ -10,7 +10,7 @@ use bulkhead_schemas::subjects;
 use super::Cause;
 
 /// The last stored event of a workload: what the next append expects and chains to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Head {
     pub seq: u64,
     pub hash: Hash,
@@ -124,6 +124,24 @@ pub struct Batch {
     /// Enrolments and revocations.
     pub identities: Vec<Stored>,
     pub set_aside: Vec<crate::aside::Aside>,
+    /// The batch ends with a checkpoint of the log: a reader's state after it is what a
+    /// snapshot anchored there holds.
+    pub checkpoint: Option<Anchor>,
+}
+
+/// Where a snapshot can be anchored: the log through `seq`, where a checkpoint event is
+/// stored, as the reader read it.
+#[derive(Clone, Debug)]
+pub struct Anchor {
+    /// Where the checkpoint event is stored (the last message the batch holds).
+    pub seq: u64,
+    /// The sequence the checkpoint covers (its running hash is through there).
+    pub covers: u64,
+    /// The running hash through `seq`, as the reader computed it.
+    pub running: crate::audit::RunningHash,
+    /// The node, scan and identity messages through `seq`, as stored (the latest
+    /// checkpoint only): a snapshot carries them to be verified again at load.
+    pub raw: std::sync::Arc<Vec<crate::audit::RawMsg>>,
 }
 
 impl From<Vec<Stored>> for Batch {

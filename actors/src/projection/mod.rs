@@ -146,6 +146,27 @@ impl Projection {
             .take_while(move |(k, _)| k.starts_with(&prefix))
     }
 
+    /// Takes the workloads a snapshot holds (the log through `last_seq`), node names
+    /// interned again.
+    pub fn restore(&mut self, workloads: Vec<(String, Workload)>, last_seq: u64) {
+        self.last_seq = self.last_seq.max(last_seq);
+        for (id, mut w) in workloads {
+            for r in &mut w.replicas {
+                for n in [
+                    &mut r.node,
+                    &mut r.last_node,
+                    &mut r.lost_on,
+                    &mut r.replacing,
+                ] {
+                    if let Some(name) = n.as_deref() {
+                        *n = Some(self.intern(name));
+                    }
+                }
+            }
+            self.workloads.insert(id, w);
+        }
+    }
+
     fn intern(&mut self, node: &str) -> Arc<str> {
         if let Some(n) = self.nodes.get(node) {
             return n.clone();

@@ -8,7 +8,7 @@ use bulkhead_schemas::{Resources, WorkloadSpec};
 
 use crate::ports::log::Head;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Replica {
     pub state: WorkloadState,
     pub node: Option<Arc<str>>,
@@ -81,7 +81,7 @@ impl Replica {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Workload {
     pub spec: Option<Arc<WorkloadSpec>>,
     pub rejected: bool,

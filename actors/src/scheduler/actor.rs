@@ -42,6 +42,9 @@ pub enum SchedulerMsg {
     /// Carry out what the verdicts known at start mean (sent to itself once, at start).
     Settle,
     Stats(RpcReplyPort<SchedulerStats>),
+    /// Every workload as the core holds it now: a snapshot's (sent right after the batch
+    /// that ends at its checkpoint).
+    Snapshot(RpcReplyPort<Vec<(String, crate::projection::Workload)>>),
 }
 
 /// What the scheduler holds, for tests and load tests.
@@ -301,6 +304,10 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                 if st.core.placement_due(st.clock.now_ms()) {
                     st.progress(&me).await;
                 }
+            }
+            SchedulerMsg::Snapshot(reply) => {
+                let all = st.core.projection.iter();
+                let _ = reply.send(all.map(|(k, w)| (k.clone(), w.clone())).collect());
             }
             SchedulerMsg::Stats(reply) => {
                 let _ = reply.send(SchedulerStats {

@@ -48,7 +48,7 @@ use crate::aside::Aside;
 use crate::directory::Directory;
 use crate::liveness::NodeWatch;
 use crate::ports::log::{Batch, Stored};
-use crate::projection::{Change, Projection};
+use crate::projection::{self, Change, Projection};
 use cluster::Cluster;
 pub use command::{Command, CommandKind, Disposition};
 use plan::chain_head;
@@ -202,6 +202,37 @@ impl SchedulerCore {
             | EventBody::PolicyApproved(_)
             | EventBody::Checkpoint(_) => {}
         }
+    }
+
+    /// Takes the workloads of a snapshot (the log through `last_seq`): the nodes' shares
+    /// and the queue of pending placements follow from them, as a replay would leave them
+    /// (a copy holds its node's share until it ends, and so does the copy a drain move
+    /// replaces).
+    pub fn restore(&mut self, workloads: Vec<(String, projection::Workload)>, last_seq: u64) {
+        self.projection.restore(workloads, last_seq);
+        let mut shares = Vec::new();
+        let mut pending = Vec::new();
+        for (id, w) in self.projection.iter() {
+            let need = w.need();
+            for r in &w.replicas {
+                if let (true, Some(node)) = (r.holds(), &r.node) {
+                    shares.push((node.clone(), need));
+                }
+                if let Some(old) = &r.replacing {
+                    shares.push((old.clone(), need));
+                }
+            }
+            if w.pending_replicas().next().is_some() {
+                pending.push(id.clone());
+            }
+        }
+        for (node, need) in shares {
+            self.cluster.allocate(&node, &need);
+        }
+        for id in pending {
+            self.pending.push(&id);
+        }
+        self.generation += 1;
     }
 
     /// Puts the workload in the queue of pending placements if it has replicas waiting

@@ -186,6 +186,29 @@ fn durable(p: &mut Perms, stream: &str, consumer: &str, filter: Option<&str>) {
     });
 }
 
+/// Writing and reading the service's own snapshot, object `name` of the snapshots' store
+/// (the chunks' subjects are random: a writer can reach others' chunks, never their
+/// entries, and a snapshot not signed by its reader's key is ignored).
+fn snapshots(p: &mut Perms, name: &str) {
+    use base64::Engine;
+    let bucket = s::SNAPSHOTS_BUCKET;
+    let obj = format!("OBJ_{bucket}");
+    let meta = format!(
+        "$O.{bucket}.M.{}",
+        base64::engine::general_purpose::URL_SAFE.encode(name)
+    );
+    p.publish.extend([
+        api(&format!("STREAM.INFO.{obj}")),
+        api(&format!("DIRECT.GET.{obj}.{meta}")),
+        api(&format!("CONSUMER.CREATE.{obj}")),
+        api(&format!("CONSUMER.CREATE.{obj}.>")),
+        api(&format!("STREAM.PURGE.{obj}")),
+        format!("$JS.FC.{obj}.>"),
+        format!("$O.{bucket}.C.>"),
+        meta,
+    ]);
+}
+
 /// Holding a lease key.
 fn lease(p: &mut Perms, key: &str) {
     kv_write(p, s::LEASES_BUCKET, key);
@@ -263,6 +286,7 @@ pub fn of(role: Role, name: &str) -> Perms {
             p.publish
                 .push(api(&format!("STREAM.INFO.{}", s::SCAN_STREAM)));
             lease(&mut p, s::SCHEDULER_LEASE_KEY);
+            snapshots(&mut p, bulkhead_actors::scheduler::SERVICE);
             kv_read(&mut p, s::NODES_BUCKET, ">");
             kv_watch(&mut p, s::NODES_BUCKET);
             // Counting the live scan workers (their keys only).

@@ -348,6 +348,23 @@ impl Bus {
                 .await
                 .map_err(|e| setup(&format!("bucket {bucket}"))(&e))?;
         }
+        if self
+            .js
+            .get_object_store(subjects::SNAPSHOTS_BUCKET)
+            .await
+            .is_err()
+        {
+            self.js
+                .create_object_store(async_nats::jetstream::object_store::Config {
+                    bucket: subjects::SNAPSHOTS_BUCKET.into(),
+                    description: Some(
+                        "the services' snapshots: signed, anchored on a checkpoint".into(),
+                    ),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| setup(&format!("bucket {}", subjects::SNAPSHOTS_BUCKET))(&e))?;
+        }
         Ok(())
     }
 

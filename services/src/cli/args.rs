@@ -132,6 +132,13 @@ pub enum Cmd {
     Scheduler {
         #[command(flatten)]
         scan: ScanArgs,
+        /// Write a snapshot (at a checkpoint of the log) once this many messages came since
+        /// the last …
+        #[arg(long, default_value_t = 50_000)]
+        snapshot_messages: u64,
+        /// … or this many seconds passed while the log grew.
+        #[arg(long, default_value_t = 300)]
+        snapshot_secs: u64,
     },
     /// Run a node (or, with `drain`, move every replica off one).
     #[command(args_conflicts_with_subcommands = true)]

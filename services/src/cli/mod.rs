@@ -341,9 +341,20 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             admin::revoke(&data, nats, admin::parse_role(&role)?, &name).await
         }
         Cmd::Perms { markdown } => Ok(admin::print_perms(markdown)),
-        Cmd::Scheduler { scan } => {
+        Cmd::Scheduler {
+            scan,
+            snapshot_messages,
+            snapshot_secs,
+        } => {
             let bus = who.service(Role::Scheduler, "scheduler").await?;
-            serve(scheduler::run(bus, scan.config()?)).await
+            let cfg = scheduler::SchedulerConfig {
+                snapshots: scheduler::SnapshotEvery {
+                    messages: snapshot_messages,
+                    interval: Duration::from_secs(snapshot_secs),
+                },
+                ..scan.config()?
+            };
+            serve(scheduler::run(bus, cfg)).await
         }
         Cmd::Failover { failover } => {
             let bus = who.service(Role::Failover, "failover").await?;

@@ -8,21 +8,25 @@
 mod commands;
 mod watch;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bulkhead_actors::clock::Clock;
+use bulkhead_actors::ports::log::Anchor;
 use bulkhead_actors::ports::ops::OpsSink;
-use bulkhead_actors::scheduler::SchedulerCore;
 use bulkhead_actors::scheduler::actor::{SchedulerActor, SchedulerArgs, SchedulerMsg};
 use bulkhead_actors::scheduler::scan_policy::ScanPolicy;
+use bulkhead_actors::scheduler::{SERVICE, SchedulerCore};
 use bulkhead_schemas::subjects;
-use ractor::Actor;
+use ractor::{Actor, ActorRef};
 use tracing::{info, warn};
 
 use crate::aside::Ledger;
 use crate::bus::{Bus, NatsLog, NatsOps, Topology};
 use crate::follow::Follower;
 use crate::lease::Lease;
+use crate::snapshot::{Snapshot, seal};
 use crate::tasks::StopOnDrop;
 
 #[derive(Clone, Debug)]
@@ -34,6 +38,24 @@ pub struct SchedulerConfig {
     pub ack_wait: Duration,
     pub tick: Duration,
     pub scan_policy: ScanPolicy,
+    pub snapshots: SnapshotEvery,
+}
+
+/// When the scheduler writes its snapshot: at a checkpoint of the log, once `messages`
+/// came since the last, or `interval` passed while the log grew.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotEvery {
+    pub messages: u64,
+    pub interval: Duration,
+}
+
+impl Default for SnapshotEvery {
+    fn default() -> Self {
+        SnapshotEvery {
+            messages: 50_000,
+            interval: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for SchedulerConfig {
@@ -44,6 +66,7 @@ impl Default for SchedulerConfig {
             ack_wait: Duration::from_secs(5),
             tick: Duration::from_millis(200),
             scan_policy: ScanPolicy::default(),
+            snapshots: SnapshotEvery::default(),
         }
     }
 }
@@ -65,16 +88,26 @@ pub async fn run(bus: Bus, cfg: SchedulerConfig) -> anyhow::Result<()> {
     .await
 }
 
-/// Rebuilds the scheduler's state from the log.
+/// Rebuilds the scheduler's state: from its snapshot and the log's tail when a snapshot
+/// passes its checks, else from the whole log.
 pub async fn rebuild(bus: &Bus) -> anyhow::Result<(SchedulerCore, Follower)> {
     let started = Instant::now();
-    let mut follower = Follower::start(bus, 1).await?;
     let mut core = SchedulerCore::default();
     // The same anchor as the follower's verifier: the policy's changes are counted alike.
     core.directory = bulkhead_actors::directory::Directory::new(&bus.identity()?.creds.admins);
     core.sealer = Some(bulkhead_actors::secrets::Sealer::of(
         &bus.identity()?.signer,
     ));
+    let mut follower = match crate::snapshot::load(bus, SERVICE).await {
+        Some(snap) => {
+            // Identities and node events first (a verdict then walks no workload), then
+            // the workloads, then the tail.
+            core.logged(snap.batch);
+            core.restore(snap.workloads, snap.seq);
+            Follower::resume(bus, snap.seq + 1, snap.resume).await?
+        }
+        None => Follower::start(bus, 1).await?,
+    };
     // Verdicts found on the way are carried out once the actor runs (`Settle`).
     let n = follower
         .catch_up(|batch| {
@@ -117,7 +150,17 @@ async fn run_active(
     .await?;
     let _guard = StopOnDrop(actor.clone());
     let a = actor.clone();
-    let _log = follower.forward(move |batch| a.send_message(SchedulerMsg::Logged(batch)).is_ok());
+    let mut snapshots = Snapshots::new(bus, cfg.snapshots, follower.from_seq.saturating_sub(1));
+    let _log = follower.forward(move |batch| {
+        let anchor = batch.checkpoint.clone();
+        if a.send_message(SchedulerMsg::Logged(batch)).is_err() {
+            return false;
+        }
+        if let Some(anchor) = anchor {
+            snapshots.at(&a, anchor);
+        }
+        true
+    });
     let _watches = watch::start(bus, &actor, ledger.clone());
     let _connection = {
         let a = actor.clone();
@@ -170,6 +213,71 @@ async fn resend(core: &SchedulerCore, ops: &NatsOps) {
             warn!(%node, error = %err, "could not resend ops");
         }
     }
+}
+
+/// Writes the scheduler's snapshot at checkpoints, one at a time, when enough of the log
+/// came since the last.
+struct Snapshots {
+    bus: Bus,
+    every: SnapshotEvery,
+    last_seq: u64,
+    last_at: Instant,
+    writing: Arc<AtomicBool>,
+}
+
+impl Snapshots {
+    fn new(bus: &Bus, every: SnapshotEvery, seq: u64) -> Self {
+        Snapshots {
+            bus: bus.clone(),
+            every,
+            last_seq: seq,
+            last_at: Instant::now(),
+            writing: Arc::default(),
+        }
+    }
+
+    /// The actor just took the batch ending at `anchor`: the workloads it holds next are
+    /// the log's through there (and its own appends after, which the tail repeats).
+    fn at(&mut self, actor: &ActorRef<SchedulerMsg>, anchor: Anchor) {
+        let due = anchor.seq >= self.last_seq + self.every.messages
+            || (anchor.seq > self.last_seq && self.last_at.elapsed() >= self.every.interval);
+        if !due || self.writing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.last_seq = anchor.seq;
+        self.last_at = Instant::now();
+        let (bus, actor, writing) = (self.bus.clone(), actor.clone(), self.writing.clone());
+        tokio::spawn(async move {
+            if let Err(e) = write_snapshot(&bus, &actor, &anchor).await {
+                warn!(error = %e, "could not write a snapshot");
+            }
+            writing.store(false, Ordering::SeqCst);
+        });
+    }
+}
+
+async fn write_snapshot(
+    bus: &Bus,
+    actor: &ActorRef<SchedulerMsg>,
+    anchor: &Anchor,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let workloads = ractor::call!(actor, SchedulerMsg::Snapshot)
+        .map_err(|e| anyhow::anyhow!("scheduler actor: {e}"))?;
+    let count = workloads.len();
+    let signer = bus.identity()?.signer.clone();
+    let snap = Snapshot::at(SERVICE, anchor, workloads);
+    let bytes = tokio::task::spawn_blocking(move || seal(&signer, &snap)).await??;
+    let size = bytes.len();
+    crate::snapshot::save(bus, SERVICE, bytes).await?;
+    info!(
+        seq = anchor.seq,
+        workloads = count,
+        bytes = size,
+        ms = started.elapsed().as_millis() as u64,
+        "snapshot written"
+    );
+    Ok(())
 }
 
 async fn handle_closed(handle: &tokio::task::JoinHandle<()>) {

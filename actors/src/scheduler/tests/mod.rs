@@ -7,6 +7,7 @@ mod drain;
 mod restarts;
 mod scale;
 mod scan;
+mod snapshot;
 mod stop;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,325 @@
+//! Snapshots of a service's projection, so that a restart replays only the log's tail.
+//!
+//! A snapshot is an entry of the object store `bulkhead-snapshots` named after the service
+//! (`scheduler`): a header line `{"service", "key", "sig"}` and a JSON body ([`Snapshot`]).
+//! `sig` is the writer's signature of the body's SHA-256 (context `bulkhead/2 snapshot`);
+//! a reader takes only a snapshot signed by its own key. The body records the log sequence
+//! it covers, `seq`, where a checkpoint event is stored, and the running hash there; it
+//! carries the node, scan and identity messages through `seq` as stored, and the workloads.
+//!
+//! At load ([`load`]), before anything in it is used: the signature; every message it
+//! carries verifies again from the admins' keys (so identities and policy never rest on the
+//! snapshot); the last is the checkpoint at `seq`, and the log holds that very message
+//! there; the log's messages from the checkpoint's own sequence to `seq`, hashed on from
+//! the checkpoint's running hash, give the snapshot's. Anything else and the snapshot is
+//! ignored (with a warning saying why): the service replays the whole log.
+
+use std::time::Instant;
+
+use bulkhead_actors::audit::{RawMsg, RunningHash};
+use bulkhead_actors::ports::log::{Anchor, Batch};
+use bulkhead_actors::projection::Workload;
+use bulkhead_actors::signing::{Signer, verify};
+use bulkhead_actors::verify::{Family, Verifier};
+use bulkhead_schemas::event::{EventBody, hash_bytes};
+use bulkhead_schemas::subjects;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use tracing::{info, warn};
+
+use crate::bus::Bus;
+use crate::follow::{Resume, ordered_log, raw_of};
+
+const CONTEXT: &[u8] = b"bulkhead/2 snapshot\n";
+
+/// What a snapshot holds.
+#[derive(Serialize, Deserialize)]
+pub struct Snapshot {
+    pub service: String,
+    /// The log through this sequence, where the checkpoint it is anchored on is stored.
+    pub seq: u64,
+    /// The sequence that checkpoint covers.
+    pub covers: u64,
+    /// The running hash through `seq`.
+    pub running: RunningHash,
+    /// The node, scan and identity messages through `seq`, as stored.
+    pub raw: Vec<RawMsg>,
+    pub workloads: Vec<(String, Workload)>,
+}
+
+impl Snapshot {
+    /// A snapshot of `workloads` at `anchor`.
+    pub fn at(service: &str, anchor: &Anchor, workloads: Vec<(String, Workload)>) -> Snapshot {
+        Snapshot {
+            service: service.to_owned(),
+            seq: anchor.seq,
+            covers: anchor.covers,
+            running: anchor.running,
+            raw: anchor.raw.as_ref().clone(),
+            workloads,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    service: String,
+    key: String,
+    sig: String,
+}
+
+/// The snapshot as stored: the signed header line, then the body.
+pub fn seal(signer: &Signer, snapshot: &Snapshot) -> Result<Vec<u8>, serde_json::Error> {
+    let body = serde_json::to_vec(snapshot)?;
+    let sig = signer.sign(CONTEXT, &hash_bytes(&body));
+    let header = Header {
+        service: snapshot.service.clone(),
+        key: signer.public_key().to_owned(),
+        sig: hex::encode(sig),
+    };
+    let mut out = serde_json::to_vec(&header)?;
+    out.push(b'\n');
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// The snapshot in `bytes`, if `key` signed it for `service`; or why not.
+pub fn open(bytes: &[u8], service: &str, key: &str) -> Result<Snapshot, String> {
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("no header line")?;
+    let (head, body) = (&bytes[..nl], &bytes[nl + 1..]);
+    let header: Header = serde_json::from_slice(head).map_err(|e| format!("its header: {e}"))?;
+    if header.service != service {
+        return Err(format!("it is the {}'s", header.service));
+    }
+    if header.key != key {
+        return Err(format!(
+            "it is signed by {}, not by this service's key",
+            header.key
+        ));
+    }
+    let sig = hex::decode(&header.sig).map_err(|_| "its signature is not hex".to_owned())?;
+    verify(key, CONTEXT, &hash_bytes(body), &sig).map_err(|e| format!("its signature: {e}"))?;
+    let snap: Snapshot = serde_json::from_slice(body).map_err(|e| format!("its body: {e}"))?;
+    if snap.service != service {
+        return Err("its body names another service".into());
+    }
+    Ok(snap)
+}
+
+/// A snapshot that passed every check: what the service starts from.
+pub struct Loaded {
+    /// The log through this sequence; the tail starts after it.
+    pub seq: u64,
+    pub workloads: Vec<(String, Workload)>,
+    /// The node, scan and identity events it carried, verified again.
+    pub batch: Batch,
+    /// Where the service's follower goes on from.
+    pub resume: Resume,
+}
+
+/// Stores `bytes` as `service`'s snapshot.
+pub async fn save(bus: &Bus, service: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+    let store = bus.js.get_object_store(subjects::SNAPSHOTS_BUCKET).await?;
+    store.put(service, &mut std::io::Cursor::new(bytes)).await?;
+    Ok(())
+}
+
+/// `service`'s snapshot, once every check passed; None (with the reason logged) when there
+/// is none or it is ignored.
+pub async fn load(bus: &Bus, service: &str) -> Option<Loaded> {
+    let started = Instant::now();
+    let bytes = match read(bus, service).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return None,
+        Err(e) => {
+            warn!(error = %e, "could not read the snapshot; replaying the whole log");
+            return None;
+        }
+    };
+    let size = bytes.len();
+    let checked = match bus.identity() {
+        Ok(id) => {
+            check(
+                bus,
+                &bytes,
+                service,
+                id.signer.public_key(),
+                &id.creds.admins,
+            )
+            .await
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match checked {
+        Ok(loaded) => {
+            info!(
+                seq = loaded.seq,
+                workloads = loaded.workloads.len(),
+                bytes = size,
+                ms = started.elapsed().as_millis() as u64,
+                "snapshot loaded and checked"
+            );
+            Some(loaded)
+        }
+        Err(why) => {
+            warn!(reason = %why, "snapshot ignored; replaying the whole log");
+            None
+        }
+    }
+}
+
+/// How long reading a snapshot may take: a read that overlaps the next write loses the
+/// chunks it reads (the write purges them) and would wait for ever.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+async fn read(bus: &Bus, service: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    tokio::time::timeout(READ_TIMEOUT, read_now(bus, service))
+        .await
+        .map_err(|_| anyhow::anyhow!("it took over {} s", READ_TIMEOUT.as_secs()))?
+}
+
+async fn read_now(bus: &Bus, service: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    let Ok(store) = bus.js.get_object_store(subjects::SNAPSHOTS_BUCKET).await else {
+        return Ok(None);
+    };
+    let mut obj = match store.get(service).await {
+        Ok(o) => o,
+        Err(e) if e.kind() == async_nats::jetstream::object_store::GetErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut bytes = Vec::new();
+    obj.read_to_end(&mut bytes).await?;
+    Ok(Some(bytes))
+}
+
+/// Every check of a snapshot (see the module's head).
+async fn check(
+    bus: &Bus,
+    bytes: &[u8],
+    service: &str,
+    key: &str,
+    admins: &[String],
+) -> Result<Loaded, String> {
+    let snap = open(bytes, service, key)?;
+    let (verifier, batch, checkpoint) = replay(&snap, admins)?;
+    // The log holds that very checkpoint at `seq`.
+    let stream = bus
+        .js
+        .get_stream(subjects::EVT_STREAM)
+        .await
+        .map_err(|e| format!("the log: {e}"))?;
+    let stored = stream
+        .direct_get(snap.seq)
+        .await
+        .map_err(|e| format!("the log has no message at {}: {e}", snap.seq))?;
+    let proof = stored
+        .headers
+        .get(bulkhead_actors::signing::SIG_HEADER)
+        .map(|v| v.as_str());
+    if stored.subject.as_str() != checkpoint.subject
+        || stored.payload.as_ref() != checkpoint.payload.as_bytes()
+        || proof != checkpoint.proof.as_deref()
+    {
+        return Err(format!(
+            "the log's message at {} is not the checkpoint it carries",
+            snap.seq
+        ));
+    }
+    // The log from the checkpoint's cover to `seq`, hashed on, gives the snapshot's hash.
+    let running = hash_on(bus, &checkpoint, snap.covers, snap.seq).await?;
+    if running != snap.running {
+        return Err(format!(
+            "the log's running hash through {} is not the snapshot's",
+            snap.seq
+        ));
+    }
+    Ok(Loaded {
+        seq: snap.seq,
+        workloads: snap.workloads,
+        batch,
+        resume: Resume {
+            verifier,
+            running: snap.running,
+            raw: snap.raw,
+        },
+    })
+}
+
+/// The messages a snapshot carries, verified again in order from the admins' keys: the
+/// verifier they leave, the batch of their events, and the checkpoint (the last one, at
+/// the snapshot's `seq`).
+fn replay(snap: &Snapshot, admins: &[String]) -> Result<(Verifier, Batch, RawMsg), String> {
+    let mut verifier = Verifier::new(admins);
+    let mut batch = Batch::default();
+    let mut last = 0;
+    for m in &snap.raw {
+        if m.seq <= last || m.seq > snap.seq {
+            return Err(format!("its messages are out of order at {}", m.seq));
+        }
+        last = m.seq;
+        match verifier.check(m.raw()) {
+            Ok((Family::Workload, _)) => {
+                return Err(format!("it carries a workload event at {}", m.seq));
+            }
+            Ok((Family::Node, s)) => batch.nodes.push(s),
+            Ok((Family::Scan, s)) => batch.scans.push((s, m.stored_ms)),
+            Ok((Family::Sys, s)) => batch.identities.push(s),
+            Err(a) => return Err(format!("a message it carries does not verify: {a:?}")),
+        }
+    }
+    let checkpoint = snap.raw.last().cloned().ok_or("it carries no checkpoint")?;
+    let covers = match batch.identities.last() {
+        Some(s) if s.seq == snap.seq => match &s.event.body {
+            EventBody::Checkpoint(cp) => cp.seq,
+            _ => return Err(format!("its message at {} is no checkpoint", snap.seq)),
+        },
+        _ => return Err(format!("it carries no checkpoint at {}", snap.seq)),
+    };
+    if covers != snap.covers {
+        return Err("its checkpoint covers another sequence".into());
+    }
+    Ok((verifier, batch, checkpoint))
+}
+
+/// The running hash through `to`, from the checkpoint's (through `covers`) and the log's
+/// messages after it.
+async fn hash_on(
+    bus: &Bus,
+    checkpoint: &RawMsg,
+    covers: u64,
+    to: u64,
+) -> Result<RunningHash, String> {
+    let cp: bulkhead_schemas::event::Event =
+        serde_json::from_str(&checkpoint.payload).map_err(|e| e.to_string())?;
+    let EventBody::Checkpoint(cp) = cp.body else {
+        return Err("no checkpoint".into());
+    };
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&cp.hash, &mut hash).map_err(|_| "its checkpoint's hash".to_owned())?;
+    let mut running = RunningHash {
+        seq: cp.seq,
+        hash,
+        messages: cp.messages,
+    };
+    debug_assert_eq!(cp.seq, covers);
+    let (consumer, _) = ordered_log(bus, "snapshot", covers + 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while running.seq < to {
+        let m = match messages.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Err(format!("reading the log: {e}")),
+            None => return Err("the log ended early".into()),
+        };
+        let raw = raw_of(&m).map_err(|a| a.reason)?;
+        running.add(raw.seq, raw.subject, raw.payload, raw.proof);
+    }
+    Ok(running)
+}

@@ -1,0 +1,198 @@
+//! Snapshots against a real nats-server: a scheduler writes its snapshot at a checkpoint
+//! of the log and a restart starts from it, replaying only the tail, to the same state as
+//! a replay of the whole log; a snapshot that is not the scheduler's, or not the log's, is
+//! ignored and the whole log replayed.
+
+mod common;
+
+use std::time::Duration;
+
+use bulkhead::bus::Bus;
+use bulkhead::snapshot::{self, Snapshot};
+use bulkhead_actors::scheduler::{SERVICE, SchedulerCore};
+use bulkhead_actors::signing::Signer;
+use bulkhead_schemas::identity::Role;
+use bulkhead_schemas::subjects;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+async fn connect(env: &Env, role: Role, name: &str) -> Bus {
+    Bus::connect_as(&env.server.url, &env.data.creds(role, name).unwrap())
+        .await
+        .unwrap()
+}
+
+/// A cluster whose scheduler writes a snapshot at every checkpoint (the API's, every
+/// second), with `n` workloads running; the scheduler's pid.
+async fn ran(ids: &[&str]) -> (Env, u32) {
+    let mut env = env().await;
+    let pid = env.spawn("scheduler", &["scheduler", "--snapshot-messages", "1"]);
+    env.spawn("api", &["api", "--checkpoint-secs", "1"]);
+    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    for id in ids {
+        env.natspy_pub(SUBMIT, spec(Some(id)).to_string().as_bytes(), None);
+    }
+    let n = ids.len();
+    env.wait_for("the workloads to run", LONG, |by| {
+        by.len() == n && by.values().all(|k| k.contains(&"started"))
+    })
+    .await;
+    (env, pid)
+}
+
+/// The scheduler's snapshot as stored, once it covers `seq`.
+async fn snapshot_through(env: &Env, seq: u64) -> Vec<u8> {
+    let store = env
+        .bus
+        .js
+        .get_object_store(subjects::SNAPSHOTS_BUCKET)
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    wait_until("a snapshot past the last event", LONG, async || {
+        use tokio::io::AsyncReadExt;
+        // A read that overlaps the next write loses its chunks: tried again.
+        let read = async {
+            let mut obj = store.get(SERVICE).await.ok()?;
+            let mut bytes = Vec::new();
+            obj.read_to_end(&mut bytes).await.ok()?;
+            Some(bytes)
+        };
+        let Ok(Some(bytes)) = tokio::time::timeout(Duration::from_secs(5), read).await else {
+            return false;
+        };
+        let body = &bytes[bytes.iter().position(|&b| b == b'\n').unwrap() + 1..];
+        let snap: Snapshot = serde_json::from_slice(body).unwrap();
+        found = bytes;
+        snap.seq >= seq
+    })
+    .await;
+    found
+}
+
+/// What a core holds, to compare two: each workload's head and replicas, each node's share.
+fn state(core: &SchedulerCore) -> (Vec<String>, Vec<String>) {
+    let workloads = core
+        .projection
+        .iter()
+        .map(|(k, w)| format!("{k} {:?} {:?}", w.head, w.replicas))
+        .collect();
+    let mut nodes: Vec<String> = core
+        .cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("{} {:?}", n.name, n.allocated))
+        .collect();
+    nodes.sort();
+    (workloads, nodes)
+}
+
+#[tokio::test]
+async fn a_restarted_scheduler_starts_from_its_snapshot_and_replays_only_the_tail() {
+    let (mut env, pid) = ran(&["w1", "w2", "w3"]).await;
+    let last = env
+        .bus
+        .last_event(subjects::EVT_ALL)
+        .await
+        .unwrap()
+        .unwrap()
+        .seq;
+    let stored = snapshot_through(&env, last).await;
+    let sched = connect(&env, Role::Scheduler, "scheduler").await;
+    let loaded = snapshot::load(&sched, SERVICE)
+        .await
+        .expect("it passes its checks");
+    assert_eq!(loaded.workloads.len(), 3);
+
+    // The scheduler dies; work comes while none runs; another starts from the snapshot.
+    env.sigkill(pid);
+    for id in ["w4", "w5"] {
+        env.natspy_pub(SUBMIT, spec(Some(id)).to_string().as_bytes(), None);
+    }
+    env.spawn("scheduler2", &["scheduler", "--snapshot-messages", "1"]);
+    env.wait_for("all five to run", LONG, |by| {
+        by.len() == 5 && by.values().all(|k| k.contains(&"started"))
+    })
+    .await;
+    let log = env.log("scheduler2");
+    assert!(log.contains("snapshot loaded and checked"), "{log}");
+
+    // From the snapshot and the tail: what the whole log gives.
+    let (from_snapshot, _f) = bulkhead::scheduler::rebuild(&sched).await.unwrap();
+    let store = env
+        .bus
+        .js
+        .get_object_store(subjects::SNAPSHOTS_BUCKET)
+        .await
+        .unwrap();
+    store.delete(SERVICE).await.unwrap();
+    assert!(snapshot::load(&sched, SERVICE).await.is_none(), "deleted");
+    let (replayed, _f) = bulkhead::scheduler::rebuild(&sched).await.unwrap();
+    assert_eq!(replayed.projection.len(), 5);
+    assert_eq!(state(&from_snapshot), state(&replayed));
+    drop(stored);
+}
+
+#[tokio::test]
+async fn a_snapshot_not_the_schedulers_or_not_the_logs_is_ignored() {
+    let (env, _pid) = ran(&["w1", "w2"]).await;
+    let last = env
+        .bus
+        .last_event(subjects::EVT_ALL)
+        .await
+        .unwrap()
+        .unwrap()
+        .seq;
+    let good = snapshot_through(&env, last).await;
+    let sched = connect(&env, Role::Scheduler, "scheduler").await;
+    let signer = sched.identity().unwrap().signer.clone();
+    let nl = good.iter().position(|&b| b == b'\n').unwrap();
+    let body = || -> Snapshot { serde_json::from_slice(&good[nl + 1..]).unwrap() };
+    let seal = |s: &Signer, snap: &Snapshot| snapshot::seal(s, snap).unwrap();
+
+    let mut flipped = good.clone();
+    let at = flipped.len() - 10;
+    flipped[at] ^= 1;
+    let mut other_hash = body();
+    other_hash.running.hash[0] ^= 1;
+    let mut not_the_checkpoint = body();
+    not_the_checkpoint.seq -= 1;
+    let mut forged = body();
+    if let Some(m) = forged.raw.first_mut() {
+        // Still the same JSON, but not the bytes its writer signed.
+        m.payload.push(' ');
+    }
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a byte changed", flipped),
+        ("signed by the failover's key", {
+            let failover = connect(&env, Role::Failover, "failover").await;
+            seal(&failover.identity().unwrap().signer, &body())
+        }),
+        (
+            "another running hash, signed by the scheduler",
+            seal(&signer, &other_hash),
+        ),
+        (
+            "anchored where the log holds no checkpoint",
+            seal(&signer, &not_the_checkpoint),
+        ),
+        ("a message it carries altered", seal(&signer, &forged)),
+    ];
+    for (what, bytes) in cases {
+        snapshot::save(&env.bus, SERVICE, bytes).await.unwrap();
+        assert!(
+            snapshot::load(&sched, SERVICE).await.is_none(),
+            "{what}: ignored"
+        );
+        // The scheduler still rebuilds, from the whole log.
+        let (core, _f) = bulkhead::scheduler::rebuild(&sched).await.unwrap();
+        assert_eq!(core.projection.len(), 2, "{what}");
+    }
+    snapshot::save(&env.bus, SERVICE, good).await.unwrap();
+    assert!(
+        snapshot::load(&sched, SERVICE).await.is_some(),
+        "the good one"
+    );
+}
