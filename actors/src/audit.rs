@@ -53,6 +53,7 @@ impl RawMsg {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningHash {
     pub seq: u64,
+    #[serde(with = "crate::ports::log::hex32")]
     pub hash: Hash,
     pub messages: u64,
 }

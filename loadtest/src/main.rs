@@ -149,7 +149,7 @@ enum SyncMode {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter("warn")
+        .with_env_filter("warn,bulkhead::snapshot=info,bulkhead::scheduler=info")
         .with_writer(std::io::stderr)
         .init();
     let (nodes, workloads, rate, latency_secs, sync, record) = match Cli::parse().cmd {
@@ -248,7 +248,7 @@ async fn main() -> anyhow::Result<()> {
         f.sync = short;
         println!("\n{}", f.table());
         if let Some(path) = &record {
-            let row = f.history_row(&date, &results::commit(), &results::machine());
+            let row = f.history_row(&date, &results::commit(path), &results::machine());
             results::record(path, &row)?;
             println!("recorded in {}", path.display());
         }

@@ -109,9 +109,17 @@ pub fn record(path: &Path, row: &str) -> std::io::Result<()> {
 }
 
 /// This checkout's commit (short), or `unknown`.
-pub fn commit() -> String {
+pub fn commit(near: &std::path::Path) -> String {
+    // The checkout the record file is in (the benchmark may run from anywhere), marked
+    // `-dirty` when it holds changes not committed.
+    let dir = near
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+        .arg("-C")
+        .arg(dir)
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
         .output()
         .ok()
         .filter(|o| o.status.success())

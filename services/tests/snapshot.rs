@@ -28,7 +28,16 @@ async fn connect(env: &Env, role: Role, name: &str) -> Bus {
 /// second), with `n` workloads running; the scheduler's pid.
 async fn ran(ids: &[&str]) -> (Env, u32) {
     let mut env = env().await;
-    let pid = env.spawn("scheduler", &["scheduler", "--snapshot-messages", "1"]);
+    let pid = env.spawn(
+        "scheduler",
+        &[
+            "scheduler",
+            "--snapshot-messages",
+            "1",
+            "--snapshot-min-secs",
+            "0",
+        ],
+    );
     env.spawn("api", &["api", "--checkpoint-secs", "1"]);
     env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
     for id in ids {
@@ -111,7 +120,16 @@ async fn a_restarted_scheduler_starts_from_its_snapshot_and_replays_only_the_tai
     for id in ["w4", "w5"] {
         env.natspy_pub(SUBMIT, spec(Some(id)).to_string().as_bytes(), None);
     }
-    env.spawn("scheduler2", &["scheduler", "--snapshot-messages", "1"]);
+    env.spawn(
+        "scheduler2",
+        &[
+            "scheduler",
+            "--snapshot-messages",
+            "1",
+            "--snapshot-min-secs",
+            "0",
+        ],
+    );
     env.wait_for("all five to run", LONG, |by| {
         by.len() == 5 && by.values().all(|k| k.contains(&"started"))
     })

@@ -13,7 +13,22 @@ use super::Cause;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Head {
     pub seq: u64,
+    #[serde(with = "hex32")]
     pub hash: Hash,
+}
+
+/// A hash as 64 hex digits (not an array of 32 numbers) in what is serialized.
+pub mod hex32 {
+    pub fn serialize<S: serde::Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(h))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&text, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
 }
 
 /// Events for one workload, appended in order after `head` (None: the workload is new).

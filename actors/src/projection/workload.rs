@@ -8,32 +8,50 @@ use bulkhead_schemas::{Resources, WorkloadSpec};
 
 use crate::ports::log::Head;
 
+/// Serde's skip for counters at zero (snapshots leave defaults out).
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Replica {
     pub state: WorkloadState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Box<str>>,
     /// How its current copy is confined (from its `started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confinement: Option<Box<bulkhead_schemas::event::Confinement>>,
     /// The last exit's code and reason (kept across restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Box<str>>,
     /// Restarts requested by the failover, in all.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub restarts: u32,
     /// Times (Unix ms) of the latest restarts, newest last, at most `max_restarts + 1`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_restarts: Vec<u64>,
     /// A requested restart waits until then (backoff), Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<u64>,
     /// The node of the copy that ended: placement prefers another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_node: Option<Arc<str>>,
     /// The copy ended because its node was lost: never place the replica there again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_on: Option<Arc<str>>,
     /// The failover gave up on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gave_up: bool,
     /// A drain moves it: the copy on this node runs until the new one has started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacing: Option<Arc<str>>,
     /// A quarantine moves it to a stronger class: once its copy has stopped, it is placed
     /// again (pending) instead of ending.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub requeue: bool,
 }
 
@@ -83,29 +101,39 @@ impl Replica {
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Workload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<Arc<WorkloadSpec>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rejected: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stop_requested: bool,
     pub replicas: Vec<Replica>,
     /// How many replicas it should run (the spec's count until a scale changes it);
     /// replicas at or past this index are retired.
     pub desired: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Box<str>>,
     pub head: Head,
     pub events: u32,
     /// Stream sequence of the submission that created it.
     pub cmd_seq: u64,
     /// Trace context of its admission: later events of the workload join that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<Box<str>>,
     /// A scan of its image was requested; `Some(true)`: placement waits for the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_gate: Option<bool>,
     /// When the scan was requested (Unix ms; 0 if never).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub scan_requested_ms: u64,
     /// Its image's verdict, once recorded on the workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan: Option<Box<ScanSummary>>,
     /// What a failed `async` verdict did to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<Box<str>>,
     /// A `scan_waiting` was written: its verdict cannot come as things stand.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub scan_waiting: bool,
 }
 

@@ -139,6 +139,9 @@ pub enum Cmd {
         /// … or this many seconds passed while the log grew.
         #[arg(long, default_value_t = 300)]
         snapshot_secs: u64,
+        /// … but never sooner than this many seconds after the last.
+        #[arg(long, default_value_t = 30)]
+        snapshot_min_secs: u64,
     },
     /// Run a node (or, with `drain`, move every replica off one).
     #[command(args_conflicts_with_subcommands = true)]

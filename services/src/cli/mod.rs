@@ -345,12 +345,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             scan,
             snapshot_messages,
             snapshot_secs,
+            snapshot_min_secs,
         } => {
             let bus = who.service(Role::Scheduler, "scheduler").await?;
             let cfg = scheduler::SchedulerConfig {
                 snapshots: scheduler::SnapshotEvery {
                     messages: snapshot_messages,
                     interval: Duration::from_secs(snapshot_secs),
+                    min_interval: Duration::from_secs(snapshot_min_secs),
                 },
                 ..scan.config()?
             };

@@ -42,11 +42,13 @@ pub struct SchedulerConfig {
 }
 
 /// When the scheduler writes its snapshot: at a checkpoint of the log, once `messages`
-/// came since the last, or `interval` passed while the log grew.
+/// came since the last, or `interval` passed while the log grew; never sooner than
+/// `min_interval` after the last (a burst would otherwise write one every few seconds).
 #[derive(Clone, Copy, Debug)]
 pub struct SnapshotEvery {
     pub messages: u64,
     pub interval: Duration,
+    pub min_interval: Duration,
 }
 
 impl Default for SnapshotEvery {
@@ -54,6 +56,7 @@ impl Default for SnapshotEvery {
         SnapshotEvery {
             messages: 50_000,
             interval: Duration::from_secs(300),
+            min_interval: Duration::from_secs(30),
         }
     }
 }
@@ -239,8 +242,10 @@ impl Snapshots {
     /// The actor just took the batch ending at `anchor`: the workloads it holds next are
     /// the log's through there (and its own appends after, which the tail repeats).
     fn at(&mut self, actor: &ActorRef<SchedulerMsg>, anchor: Anchor) {
-        let due = anchor.seq >= self.last_seq + self.every.messages
-            || (anchor.seq > self.last_seq && self.last_at.elapsed() >= self.every.interval);
+        let since = self.last_at.elapsed();
+        let due = anchor.seq > self.last_seq
+            && since >= self.every.min_interval
+            && (anchor.seq >= self.last_seq + self.every.messages || since >= self.every.interval);
         if !due || self.writing.swap(true, Ordering::SeqCst) {
             return;
         }
