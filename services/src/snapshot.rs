@@ -14,7 +14,11 @@
 //! the checkpoint's running hash, give the snapshot's. Anything else and the snapshot is
 //! ignored (with a warning saying why): the service replays the whole log.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
 
 use bulkhead_actors::audit::{RawMsg, RunningHash};
 use bulkhead_actors::ports::log::{Anchor, Batch};
@@ -29,7 +33,8 @@ use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
 use crate::bus::Bus;
-use crate::follow::{Resume, ordered_log, raw_of};
+use crate::follow::{Follower, Resume, ordered_log, raw_of};
+use bulkhead_actors::projection::Projection;
 
 const CONTEXT: &[u8] = b"bulkhead/2 snapshot\n";
 
@@ -322,4 +327,130 @@ async fn hash_on(
         running.add(raw.seq, raw.subject, raw.payload, raw.proof);
     }
     Ok(running)
+}
+
+/// When a service writes its snapshot: at a checkpoint of the log, once `messages`
+/// came since the last, or `interval` passed while the log grew; never sooner than
+/// `min_interval` after the last (a burst would otherwise write one every few seconds).
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotEvery {
+    pub messages: u64,
+    pub interval: Duration,
+    pub min_interval: Duration,
+}
+
+impl Default for SnapshotEvery {
+    fn default() -> Self {
+        SnapshotEvery {
+            messages: 50_000,
+            interval: Duration::from_secs(300),
+            min_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a service's snapshot holds, asked of its actor right after the batch that ends at
+/// the checkpoint (its mailbox keeps the order).
+pub type Take = Box<dyn Fn() -> BoxFuture<'static, anyhow::Result<Vec<(String, Workload)>>> + Send>;
+
+/// Writes a service's snapshot at checkpoints, one at a time, when enough of the log came
+/// since the last.
+pub struct Snapshots {
+    bus: Bus,
+    service: &'static str,
+    every: SnapshotEvery,
+    last_seq: u64,
+    last_at: Instant,
+    writing: Arc<AtomicBool>,
+    take: Take,
+}
+
+impl Snapshots {
+    /// For `service`, whose `follower` started after its last snapshot (or at the log's
+    /// start); `take` asks its actor for the workloads.
+    pub fn new<F>(
+        bus: &Bus,
+        service: &'static str,
+        every: SnapshotEvery,
+        follower: &Follower,
+        take: F,
+    ) -> Self
+    where
+        F: Fn() -> BoxFuture<'static, anyhow::Result<Vec<(String, Workload)>>> + Send + 'static,
+    {
+        Snapshots {
+            bus: bus.clone(),
+            service,
+            every,
+            last_seq: follower.from_seq.saturating_sub(1),
+            last_at: Instant::now(),
+            writing: Arc::default(),
+            take: Box::new(take),
+        }
+    }
+
+    /// The actor was just handed the batch ending at `anchor`: the workloads it holds next
+    /// are the log's through there (and its own appends after, which the tail repeats).
+    pub fn at(&mut self, anchor: Anchor) {
+        let since = self.last_at.elapsed();
+        let due = anchor.seq > self.last_seq
+            && since >= self.every.min_interval
+            && (anchor.seq >= self.last_seq + self.every.messages || since >= self.every.interval);
+        if !due || self.writing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.last_seq = anchor.seq;
+        self.last_at = Instant::now();
+        let (bus, service, writing) = (self.bus.clone(), self.service, self.writing.clone());
+        let workloads = (self.take)();
+        tokio::spawn(async move {
+            if let Err(e) = write(&bus, service, &anchor, workloads).await {
+                warn!(error = %e, "could not write a snapshot");
+            }
+            writing.store(false, Ordering::SeqCst);
+        });
+    }
+}
+
+async fn write(
+    bus: &Bus,
+    service: &'static str,
+    anchor: &Anchor,
+    workloads: BoxFuture<'static, anyhow::Result<Vec<(String, Workload)>>>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let workloads = workloads.await?;
+    let count = workloads.len();
+    let signer = bus.identity()?.signer.clone();
+    let snap = Snapshot::at(service, anchor, workloads);
+    let bytes = tokio::task::spawn_blocking(move || seal(&signer, &snap)).await??;
+    let size = bytes.len();
+    save(bus, service, bytes).await?;
+    info!(
+        service,
+        seq = anchor.seq,
+        workloads = count,
+        bytes = size,
+        ms = started.elapsed().as_millis() as u64,
+        "snapshot written"
+    );
+    Ok(())
+}
+
+/// A projection of the log (for a service that keeps a plain one): from `service`'s
+/// snapshot and the tail when the snapshot passes its checks, else from the whole log;
+/// and the follower to go on from there.
+pub async fn projection(
+    bus: &Bus,
+    service: &str,
+) -> Result<(Projection, Follower), crate::bus::BusError> {
+    let Some(snap) = load(bus, service).await else {
+        return Follower::rebuild(bus).await;
+    };
+    let mut projection = Projection::default();
+    projection.logged(snap.batch);
+    projection.restore(snap.workloads, snap.seq);
+    let mut follower = Follower::resume(bus, snap.seq + 1, snap.resume).await?;
+    follower.catch_up(|batch| projection.logged(batch)).await;
+    Ok((projection, follower))
 }

@@ -1,7 +1,7 @@
 //! Snapshots against a real nats-server: a scheduler writes its snapshot at a checkpoint
 //! of the log and a restart starts from it, replaying only the tail, to the same state as
 //! a replay of the whole log; a snapshot that is not the scheduler's, or not the log's, is
-//! ignored and the whole log replayed.
+//! ignored and the whole log replayed. The failover's snapshot likewise.
 
 mod common;
 
@@ -53,6 +53,11 @@ async fn ran(ids: &[&str]) -> (Env, u32) {
 
 /// The scheduler's snapshot as stored, once it covers `seq`.
 async fn snapshot_through(env: &Env, seq: u64) -> Vec<u8> {
+    stored_through(env, SERVICE, seq).await
+}
+
+/// `service`'s snapshot as stored, once it covers `seq`.
+async fn stored_through(env: &Env, service: &str, seq: u64) -> Vec<u8> {
     let store = env
         .bus
         .js
@@ -64,7 +69,7 @@ async fn snapshot_through(env: &Env, seq: u64) -> Vec<u8> {
         use tokio::io::AsyncReadExt;
         // A read that overlaps the next write loses its chunks: tried again.
         let read = async {
-            let mut obj = store.get(SERVICE).await.ok()?;
+            let mut obj = store.get(service).await.ok()?;
             let mut bytes = Vec::new();
             obj.read_to_end(&mut bytes).await.ok()?;
             Some(bytes)
@@ -213,4 +218,54 @@ async fn a_snapshot_not_the_schedulers_or_not_the_logs_is_ignored() {
         snapshot::load(&sched, SERVICE).await.is_some(),
         "the good one"
     );
+}
+
+#[tokio::test]
+async fn a_restarted_failover_starts_from_its_snapshot() {
+    let mut env = env().await;
+    let every = ["--snapshot-messages", "1", "--snapshot-min-secs", "0"];
+    env.spawn("scheduler", &["scheduler"]);
+    let pid = env.spawn("failover", &[&["failover"][..], &every].concat());
+    env.spawn("api", &["api", "--checkpoint-secs", "1"]);
+    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    for id in ["w1", "w2"] {
+        env.natspy_pub(SUBMIT, spec(Some(id)).to_string().as_bytes(), None);
+    }
+    env.wait_for("two to run", LONG, |by| {
+        by.len() == 2 && by.values().all(|k| k.contains(&"started"))
+    })
+    .await;
+    let last = env
+        .bus
+        .last_event(subjects::EVT_ALL)
+        .await
+        .unwrap()
+        .unwrap()
+        .seq;
+    stored_through(&env, bulkhead::failover::SERVICE, last).await;
+    env.sigkill(pid);
+    env.natspy_pub(SUBMIT, spec(Some("w3")).to_string().as_bytes(), None);
+    env.spawn("failover2", &[&["failover"][..], &every].concat());
+    wait_until(
+        "the failover to start from its snapshot",
+        LONG,
+        async || env.log("failover2").contains("snapshot loaded and checked"),
+    )
+    .await;
+    env.wait_for("three to run", LONG, |by| {
+        by.len() == 3 && by.values().all(|k| k.contains(&"started"))
+    })
+    .await;
+    let bus = connect(&env, Role::Failover, "failover").await;
+    let (restored, _f) = snapshot::projection(&bus, bulkhead::failover::SERVICE)
+        .await
+        .unwrap();
+    let (replayed, _f) = bulkhead::follow::Follower::rebuild(&bus).await.unwrap();
+    let view = |p: &bulkhead_actors::projection::Projection| -> Vec<String> {
+        p.iter()
+            .map(|(k, w)| format!("{k} {:?} {:?}", w.head, w.replicas))
+            .collect()
+    };
+    assert_eq!(replayed.len(), 3);
+    assert_eq!(view(&restored), view(&replayed));
 }

@@ -31,6 +31,9 @@ pub enum FailoverMsg {
     Connection { up: bool, at_ms: u64 },
     /// Decisions taken (restarts requested, replicas given up) and nodes declared lost.
     Stats(RpcReplyPort<FailoverStats>),
+    /// Every workload as the projection holds it now: a snapshot's (sent right after the
+    /// batch that ends at its checkpoint).
+    Snapshot(RpcReplyPort<Vec<(String, crate::projection::Workload)>>),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -259,6 +262,10 @@ impl<L: EventLog> Actor for FailoverActor<L> {
                     let retry = std::mem::take(&mut st.retry);
                     st.decide(retry).await;
                 }
+            }
+            FailoverMsg::Snapshot(reply) => {
+                let all = st.projection.iter();
+                let _ = reply.send(all.map(|(k, w)| (k.clone(), w.clone())).collect());
             }
             FailoverMsg::Stats(reply) => {
                 let stats = FailoverStats {

@@ -298,6 +298,7 @@ pub fn of(role: Role, name: &str) -> Perms {
             write_workload_events(&mut p, &["lost", "replica_requested", "gave_up"]);
             write_node_events(&mut p, &["lost"]);
             lease(&mut p, s::FAILOVER_LEASE_KEY);
+            snapshots(&mut p, crate::failover::SERVICE);
             kv_read(&mut p, s::NODES_BUCKET, ">");
             kv_watch(&mut p, s::NODES_BUCKET);
         }

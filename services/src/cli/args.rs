@@ -132,16 +132,8 @@ pub enum Cmd {
     Scheduler {
         #[command(flatten)]
         scan: ScanArgs,
-        /// Write a snapshot (at a checkpoint of the log) once this many messages came since
-        /// the last …
-        #[arg(long, default_value_t = 50_000)]
-        snapshot_messages: u64,
-        /// … or this many seconds passed while the log grew.
-        #[arg(long, default_value_t = 300)]
-        snapshot_secs: u64,
-        /// … but never sooner than this many seconds after the last.
-        #[arg(long, default_value_t = 30)]
-        snapshot_min_secs: u64,
+        #[command(flatten)]
+        snapshots: SnapshotArgs,
     },
     /// Run a node (or, with `drain`, move every replica off one).
     #[command(args_conflicts_with_subcommands = true)]
@@ -461,13 +453,40 @@ pub struct FailoverArgs {
     /// A node whose heartbeats stop for this long is lost and its replicas replaced.
     #[arg(long, default_value_t = 3000)]
     lost_timeout_ms: u64,
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
 }
 
 impl FailoverArgs {
     pub fn config(&self) -> FailoverConfig {
         FailoverConfig {
             lost_timeout: Duration::from_millis(self.lost_timeout_ms.max(100)),
+            snapshots: self.snapshots.every(),
             ..Default::default()
+        }
+    }
+}
+
+/// When a service writes its snapshot (at a checkpoint of the log).
+#[derive(Args, Clone)]
+pub struct SnapshotArgs {
+    /// Write a snapshot once this many messages came since the last …
+    #[arg(long, default_value_t = 50_000)]
+    snapshot_messages: u64,
+    /// … or this many seconds passed while the log grew …
+    #[arg(long, default_value_t = 300)]
+    snapshot_secs: u64,
+    /// … but never sooner than this many seconds after the last.
+    #[arg(long, default_value_t = 30)]
+    snapshot_min_secs: u64,
+}
+
+impl SnapshotArgs {
+    pub fn every(&self) -> crate::snapshot::SnapshotEvery {
+        crate::snapshot::SnapshotEvery {
+            messages: self.snapshot_messages,
+            interval: Duration::from_secs(self.snapshot_secs),
+            min_interval: Duration::from_secs(self.snapshot_min_secs),
         }
     }
 }

@@ -341,19 +341,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             admin::revoke(&data, nats, admin::parse_role(&role)?, &name).await
         }
         Cmd::Perms { markdown } => Ok(admin::print_perms(markdown)),
-        Cmd::Scheduler {
-            scan,
-            snapshot_messages,
-            snapshot_secs,
-            snapshot_min_secs,
-        } => {
+        Cmd::Scheduler { scan, snapshots } => {
             let bus = who.service(Role::Scheduler, "scheduler").await?;
             let cfg = scheduler::SchedulerConfig {
-                snapshots: scheduler::SnapshotEvery {
-                    messages: snapshot_messages,
-                    interval: Duration::from_secs(snapshot_secs),
-                    min_interval: Duration::from_secs(snapshot_min_secs),
-                },
+                snapshots: snapshots.every(),
                 ..scan.config()?
             };
             serve(scheduler::run(bus, cfg)).await

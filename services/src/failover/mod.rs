@@ -12,7 +12,10 @@ use tracing::{error, info, warn};
 
 use crate::aside::Ledger;
 use crate::bus::{Bus, NatsLog, Topology};
-use crate::follow::Follower;
+use futures::FutureExt;
+
+/// The name the failover's snapshot is stored under.
+pub const SERVICE: &str = "failover";
 use crate::lease::Lease;
 use crate::tasks::{AbortOnDrop, StopOnDrop};
 
@@ -24,6 +27,7 @@ pub struct FailoverConfig {
     pub lost_timeout: Duration,
     /// How often silent nodes are checked.
     pub tick: Duration,
+    pub snapshots: crate::snapshot::SnapshotEvery,
 }
 
 impl Default for FailoverConfig {
@@ -33,6 +37,7 @@ impl Default for FailoverConfig {
             topology: Topology::default(),
             lost_timeout: Duration::from_secs(3),
             tick: Duration::from_millis(100),
+            snapshots: crate::snapshot::SnapshotEvery::default(),
         }
     }
 }
@@ -105,7 +110,7 @@ async fn run_active_inner(
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let (projection, follower) = Follower::rebuild(bus).await?;
+    let (projection, follower) = crate::snapshot::projection(bus, SERVICE).await?;
     info!(
         workloads = projection.len(),
         ms = started.elapsed().as_millis() as u64,
@@ -124,8 +129,30 @@ async fn run_active_inner(
     )
     .await?;
     let _stop = StopOnDrop(actor.clone());
+    let take = {
+        let a = actor.clone();
+        move || {
+            let a = a.clone();
+            async move {
+                ractor::call!(a, FailoverMsg::Snapshot)
+                    .map_err(|e| anyhow::anyhow!("failover actor: {e}"))
+            }
+            .boxed()
+        }
+    };
+    let mut snapshots =
+        crate::snapshot::Snapshots::new(bus, SERVICE, cfg.snapshots, &follower, take);
     let a = actor.clone();
-    let _log = follower.forward(move |batch| a.send_message(FailoverMsg::Logged(batch)).is_ok());
+    let _log = follower.forward(move |batch| {
+        let anchor = batch.checkpoint.clone();
+        if a.send_message(FailoverMsg::Logged(batch)).is_err() {
+            return false;
+        }
+        if let Some(anchor) = anchor {
+            snapshots.at(anchor);
+        }
+        true
+    });
     let ledger = Ledger::default();
     let _reporting = crate::aside::reporting(bus, ledger.clone());
     let _beats = AbortOnDrop(tokio::spawn(watch_beats(

@@ -8,26 +8,25 @@
 mod commands;
 mod watch;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bulkhead_actors::clock::Clock;
-use bulkhead_actors::ports::log::Anchor;
 use bulkhead_actors::ports::ops::OpsSink;
 use bulkhead_actors::scheduler::actor::{SchedulerActor, SchedulerArgs, SchedulerMsg};
 use bulkhead_actors::scheduler::scan_policy::ScanPolicy;
 use bulkhead_actors::scheduler::{SERVICE, SchedulerCore};
 use bulkhead_schemas::subjects;
-use ractor::{Actor, ActorRef};
+use ractor::Actor;
 use tracing::{info, warn};
 
 use crate::aside::Ledger;
 use crate::bus::{Bus, NatsLog, NatsOps, Topology};
 use crate::follow::Follower;
 use crate::lease::Lease;
-use crate::snapshot::{Snapshot, seal};
+pub use crate::snapshot::SnapshotEvery;
+use crate::snapshot::Snapshots;
 use crate::tasks::StopOnDrop;
+use futures::FutureExt;
 
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -39,26 +38,6 @@ pub struct SchedulerConfig {
     pub tick: Duration,
     pub scan_policy: ScanPolicy,
     pub snapshots: SnapshotEvery,
-}
-
-/// When the scheduler writes its snapshot: at a checkpoint of the log, once `messages`
-/// came since the last, or `interval` passed while the log grew; never sooner than
-/// `min_interval` after the last (a burst would otherwise write one every few seconds).
-#[derive(Clone, Copy, Debug)]
-pub struct SnapshotEvery {
-    pub messages: u64,
-    pub interval: Duration,
-    pub min_interval: Duration,
-}
-
-impl Default for SnapshotEvery {
-    fn default() -> Self {
-        SnapshotEvery {
-            messages: 50_000,
-            interval: Duration::from_secs(300),
-            min_interval: Duration::from_secs(30),
-        }
-    }
 }
 
 impl Default for SchedulerConfig {
@@ -153,14 +132,25 @@ async fn run_active(
     .await?;
     let _guard = StopOnDrop(actor.clone());
     let a = actor.clone();
-    let mut snapshots = Snapshots::new(bus, cfg.snapshots, follower.from_seq.saturating_sub(1));
+    let take = {
+        let a = actor.clone();
+        move || {
+            let a = a.clone();
+            async move {
+                ractor::call!(a, SchedulerMsg::Snapshot)
+                    .map_err(|e| anyhow::anyhow!("scheduler actor: {e}"))
+            }
+            .boxed()
+        }
+    };
+    let mut snapshots = Snapshots::new(bus, SERVICE, cfg.snapshots, &follower, take);
     let _log = follower.forward(move |batch| {
         let anchor = batch.checkpoint.clone();
         if a.send_message(SchedulerMsg::Logged(batch)).is_err() {
             return false;
         }
         if let Some(anchor) = anchor {
-            snapshots.at(&a, anchor);
+            snapshots.at(anchor);
         }
         true
     });
@@ -216,73 +206,6 @@ async fn resend(core: &SchedulerCore, ops: &NatsOps) {
             warn!(%node, error = %err, "could not resend ops");
         }
     }
-}
-
-/// Writes the scheduler's snapshot at checkpoints, one at a time, when enough of the log
-/// came since the last.
-struct Snapshots {
-    bus: Bus,
-    every: SnapshotEvery,
-    last_seq: u64,
-    last_at: Instant,
-    writing: Arc<AtomicBool>,
-}
-
-impl Snapshots {
-    fn new(bus: &Bus, every: SnapshotEvery, seq: u64) -> Self {
-        Snapshots {
-            bus: bus.clone(),
-            every,
-            last_seq: seq,
-            last_at: Instant::now(),
-            writing: Arc::default(),
-        }
-    }
-
-    /// The actor just took the batch ending at `anchor`: the workloads it holds next are
-    /// the log's through there (and its own appends after, which the tail repeats).
-    fn at(&mut self, actor: &ActorRef<SchedulerMsg>, anchor: Anchor) {
-        let since = self.last_at.elapsed();
-        let due = anchor.seq > self.last_seq
-            && since >= self.every.min_interval
-            && (anchor.seq >= self.last_seq + self.every.messages || since >= self.every.interval);
-        if !due || self.writing.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        self.last_seq = anchor.seq;
-        self.last_at = Instant::now();
-        let (bus, actor, writing) = (self.bus.clone(), actor.clone(), self.writing.clone());
-        tokio::spawn(async move {
-            if let Err(e) = write_snapshot(&bus, &actor, &anchor).await {
-                warn!(error = %e, "could not write a snapshot");
-            }
-            writing.store(false, Ordering::SeqCst);
-        });
-    }
-}
-
-async fn write_snapshot(
-    bus: &Bus,
-    actor: &ActorRef<SchedulerMsg>,
-    anchor: &Anchor,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let workloads = ractor::call!(actor, SchedulerMsg::Snapshot)
-        .map_err(|e| anyhow::anyhow!("scheduler actor: {e}"))?;
-    let count = workloads.len();
-    let signer = bus.identity()?.signer.clone();
-    let snap = Snapshot::at(SERVICE, anchor, workloads);
-    let bytes = tokio::task::spawn_blocking(move || seal(&signer, &snap)).await??;
-    let size = bytes.len();
-    crate::snapshot::save(bus, SERVICE, bytes).await?;
-    info!(
-        seq = anchor.seq,
-        workloads = count,
-        bytes = size,
-        ms = started.elapsed().as_millis() as u64,
-        "snapshot written"
-    );
-    Ok(())
 }
 
 async fn handle_closed(handle: &tokio::task::JoinHandle<()>) {
