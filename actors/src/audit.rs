@@ -38,6 +38,17 @@ pub struct RawMsg {
 }
 
 impl RawMsg {
+    /// An owned copy of a message as read.
+    pub fn of(raw: &Raw<'_>) -> RawMsg {
+        RawMsg {
+            seq: raw.seq,
+            subject: raw.subject.to_owned(),
+            payload: String::from_utf8_lossy(raw.payload).into_owned(),
+            proof: raw.proof.map(str::to_owned),
+            stored_ms: raw.stored_ms,
+        }
+    }
+
     pub fn raw(&self) -> Raw<'_> {
         Raw {
             seq: self.seq,

@@ -24,14 +24,7 @@ use crate::follow::{ordered_log, raw_of};
 
 /// A message of the log as stored (None: it carries no stream metadata).
 pub fn raw_msg(m: &async_nats::jetstream::Message) -> Option<RawMsg> {
-    let raw = raw_of(m).ok()?;
-    Some(RawMsg {
-        seq: raw.seq,
-        subject: raw.subject.to_owned(),
-        payload: String::from_utf8_lossy(raw.payload).into_owned(),
-        proof: raw.proof.map(str::to_owned),
-        stored_ms: raw.stored_ms,
-    })
+    raw_of(m).ok().map(|raw| RawMsg::of(&raw))
 }
 
 /// The log's messages from `from` on, as stored, with the stream's last sequence and

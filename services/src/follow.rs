@@ -130,7 +130,7 @@ pub struct Resume {
     /// The running hash through the message before the first to read.
     pub running: RunningHash,
     /// The node, scan and identity messages read so far (the latest checkpoint only).
-    pub raw: Vec<RawMsg>,
+    pub raw: Arc<Vec<RawMsg>>,
 }
 
 impl Resume {
@@ -139,7 +139,7 @@ impl Resume {
         Resume {
             verifier: Verifier::new(admins),
             running: RunningHash::default(),
-            raw: Vec::new(),
+            raw: Arc::default(),
         }
     }
 }
@@ -173,13 +173,7 @@ impl Keep {
             // Older checkpoints change no reader's state: the latest one is kept.
             kept.retain(|m| !m.subject.ends_with(".checkpoint"));
         }
-        kept.push(RawMsg {
-            seq: raw.seq,
-            subject: raw.subject.to_owned(),
-            payload: String::from_utf8_lossy(raw.payload).into_owned(),
-            proof: raw.proof.map(str::to_owned),
-            stored_ms: raw.stored_ms,
-        });
+        kept.push(RawMsg::of(raw));
         covers.map(|covers| Anchor {
             seq: raw.seq,
             covers,
@@ -210,10 +204,7 @@ impl Follower {
                 running,
                 raw,
             } = resume;
-            let mut keep = Keep {
-                running,
-                raw: Arc::new(raw),
-            };
+            let mut keep = Keep { running, raw };
             let mut chunks = messages.ready_chunks(2048);
             while let Some(chunk) = chunks.next().await {
                 let mut batch = Batch::default();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
+use ractor::{ActorRef, RpcReplyPort};
 
 use bulkhead_actors::audit::{RawMsg, RunningHash};
 use bulkhead_actors::ports::log::{Anchor, Batch};
@@ -26,6 +26,7 @@ use bulkhead_actors::projection::Workload;
 use bulkhead_actors::signing::{Signer, verify};
 use bulkhead_actors::verify::{Family, Verifier};
 use bulkhead_schemas::event::{EventBody, hash_bytes};
+use bulkhead_schemas::policy::Checkpoint;
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,7 @@ use tracing::{info, warn};
 
 use crate::bus::Bus;
 use crate::follow::{Follower, Resume, ordered_log, raw_of};
+use crate::tasks::AbortOnDrop;
 use bulkhead_actors::projection::Projection;
 
 const CONTEXT: &[u8] = b"bulkhead/2 snapshot\n";
@@ -49,7 +51,7 @@ pub struct Snapshot {
     /// The running hash through `seq`.
     pub running: RunningHash,
     /// The node, scan and identity messages through `seq`, as stored.
-    pub raw: Vec<RawMsg>,
+    pub raw: Arc<Vec<RawMsg>>,
     pub workloads: Vec<(String, Workload)>,
 }
 
@@ -61,7 +63,7 @@ impl Snapshot {
             seq: anchor.seq,
             covers: anchor.covers,
             running: anchor.running,
-            raw: anchor.raw.as_ref().clone(),
+            raw: anchor.raw.clone(),
             workloads,
         }
     }
@@ -212,7 +214,7 @@ async fn check(
     admins: &[String],
 ) -> Result<Loaded, String> {
     let snap = open(bytes, service, key)?;
-    let (verifier, batch, checkpoint) = replay(&snap, admins)?;
+    let (verifier, batch, checkpoint, cp) = replay(&snap, admins)?;
     // The log holds that very checkpoint at `seq`.
     let stream = bus
         .js
@@ -237,7 +239,7 @@ async fn check(
         ));
     }
     // The log from the checkpoint's cover to `seq`, hashed on, gives the snapshot's hash.
-    let running = hash_on(bus, &checkpoint, snap.covers, snap.seq).await?;
+    let running = hash_on(bus, &cp, snap.seq).await?;
     if running != snap.running {
         return Err(format!(
             "the log's running hash through {} is not the snapshot's",
@@ -258,12 +260,15 @@ async fn check(
 
 /// The messages a snapshot carries, verified again in order from the admins' keys: the
 /// verifier they leave, the batch of their events, and the checkpoint (the last one, at
-/// the snapshot's `seq`).
-fn replay(snap: &Snapshot, admins: &[String]) -> Result<(Verifier, Batch, RawMsg), String> {
+/// the snapshot's `seq`) as stored and as it reads.
+fn replay(
+    snap: &Snapshot,
+    admins: &[String],
+) -> Result<(Verifier, Batch, RawMsg, Checkpoint), String> {
     let mut verifier = Verifier::new(admins);
     let mut batch = Batch::default();
     let mut last = 0;
-    for m in &snap.raw {
+    for m in snap.raw.iter() {
         if m.seq <= last || m.seq > snap.seq {
             return Err(format!("its messages are out of order at {}", m.seq));
         }
@@ -279,32 +284,25 @@ fn replay(snap: &Snapshot, admins: &[String]) -> Result<(Verifier, Batch, RawMsg
         }
     }
     let checkpoint = snap.raw.last().cloned().ok_or("it carries no checkpoint")?;
-    let covers = match batch.identities.last() {
+    let cp = match batch.identities.last() {
         Some(s) if s.seq == snap.seq => match &s.event.body {
-            EventBody::Checkpoint(cp) => cp.seq,
+            EventBody::Checkpoint(cp) => cp.clone(),
             _ => return Err(format!("its message at {} is no checkpoint", snap.seq)),
         },
         _ => return Err(format!("it carries no checkpoint at {}", snap.seq)),
     };
-    if covers != snap.covers {
+    if cp.seq != snap.covers {
         return Err("its checkpoint covers another sequence".into());
     }
-    Ok((verifier, batch, checkpoint))
+    if cp.seq >= snap.seq {
+        return Err("its checkpoint covers its own place or later".into());
+    }
+    Ok((verifier, batch, checkpoint, cp))
 }
 
-/// The running hash through `to`, from the checkpoint's (through `covers`) and the log's
-/// messages after it.
-async fn hash_on(
-    bus: &Bus,
-    checkpoint: &RawMsg,
-    covers: u64,
-    to: u64,
-) -> Result<RunningHash, String> {
-    let cp: bulkhead_schemas::event::Event =
-        serde_json::from_str(&checkpoint.payload).map_err(|e| e.to_string())?;
-    let EventBody::Checkpoint(cp) = cp.body else {
-        return Err("no checkpoint".into());
-    };
+/// The running hash through `to`, from the checkpoint's (through `cp.seq`, before `to`)
+/// and the log's messages after it.
+async fn hash_on(bus: &Bus, cp: &Checkpoint, to: u64) -> Result<RunningHash, String> {
     let mut hash = [0u8; 32];
     hex::decode_to_slice(&cp.hash, &mut hash).map_err(|_| "its checkpoint's hash".to_owned())?;
     let mut running = RunningHash {
@@ -312,8 +310,7 @@ async fn hash_on(
         hash,
         messages: cp.messages,
     };
-    debug_assert_eq!(cp.seq, covers);
-    let (consumer, _) = ordered_log(bus, "snapshot", covers + 1)
+    let (consumer, _) = ordered_log(bus, "snapshot", cp.seq + 1)
         .await
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
@@ -349,62 +346,79 @@ impl Default for SnapshotEvery {
     }
 }
 
-/// What a service's snapshot holds, asked of its actor right after the batch that ends at
-/// the checkpoint (its mailbox keeps the order).
-pub type Take = Box<dyn Fn() -> BoxFuture<'static, anyhow::Result<Vec<(String, Workload)>>> + Send>;
+/// A service's workloads, as its actor holds them.
+pub type Workloads = Vec<(String, Workload)>;
 
-/// Writes a service's snapshot at checkpoints, one at a time, when enough of the log came
-/// since the last.
-pub struct Snapshots {
+/// Hands every batch `follower` reads to `actor` (`logged`) and, at a checkpoint when one
+/// is due, writes `service`'s snapshot of what the actor holds right after that batch
+/// (asked with `snapshot`, sent behind the batch: the mailbox keeps the order).
+pub fn forward<M: ractor::Message>(
+    bus: &Bus,
+    service: &'static str,
+    every: SnapshotEvery,
+    follower: Follower,
+    actor: &ActorRef<M>,
+    logged: fn(Batch) -> M,
+    snapshot: fn(RpcReplyPort<Workloads>) -> M,
+) -> AbortOnDrop {
+    let mut snapshots = Snapshots {
+        bus: bus.clone(),
+        service,
+        every,
+        last_seq: follower.from_seq.saturating_sub(1),
+        last_at: Instant::now(),
+        writing: Arc::default(),
+    };
+    let actor = actor.clone();
+    follower.forward(move |batch| {
+        let anchor = batch.checkpoint.clone();
+        if actor.send_message(logged(batch)).is_err() {
+            return false;
+        }
+        if let Some(anchor) = anchor
+            && snapshots.due(&anchor)
+        {
+            let (tx, rx) = ractor::concurrency::oneshot();
+            if actor.send_message(snapshot(tx.into())).is_err() {
+                return false;
+            }
+            snapshots.write(anchor, rx);
+        }
+        true
+    })
+}
+
+/// When a service last wrote its snapshot, and whether it is writing one.
+struct Snapshots {
     bus: Bus,
     service: &'static str,
     every: SnapshotEvery,
     last_seq: u64,
     last_at: Instant,
     writing: Arc<AtomicBool>,
-    take: Take,
 }
 
 impl Snapshots {
-    /// For `service`, whose `follower` started after its last snapshot (or at the log's
-    /// start); `take` asks its actor for the workloads.
-    pub fn new<F>(
-        bus: &Bus,
-        service: &'static str,
-        every: SnapshotEvery,
-        follower: &Follower,
-        take: F,
-    ) -> Self
-    where
-        F: Fn() -> BoxFuture<'static, anyhow::Result<Vec<(String, Workload)>>> + Send + 'static,
-    {
-        Snapshots {
-            bus: bus.clone(),
-            service,
-            every,
-            last_seq: follower.from_seq.saturating_sub(1),
-            last_at: Instant::now(),
-            writing: Arc::default(),
-            take: Box::new(take),
-        }
-    }
-
-    /// The actor was just handed the batch ending at `anchor`: the workloads it holds next
-    /// are the log's through there (and its own appends after, which the tail repeats).
-    pub fn at(&mut self, anchor: Anchor) {
+    /// Whether a snapshot at `anchor` is due (and none is being written): if so, it is
+    /// counted as the last.
+    fn due(&mut self, anchor: &Anchor) -> bool {
         let since = self.last_at.elapsed();
         let due = anchor.seq > self.last_seq
             && since >= self.every.min_interval
             && (anchor.seq >= self.last_seq + self.every.messages || since >= self.every.interval);
         if !due || self.writing.swap(true, Ordering::SeqCst) {
-            return;
+            return false;
         }
         self.last_seq = anchor.seq;
         self.last_at = Instant::now();
+        true
+    }
+
+    /// Writes the snapshot of the workloads `rx` brings, in a task.
+    fn write(&self, anchor: Anchor, rx: ractor::concurrency::OneshotReceiver<Workloads>) {
         let (bus, service, writing) = (self.bus.clone(), self.service, self.writing.clone());
-        let workloads = (self.take)();
         tokio::spawn(async move {
-            if let Err(e) = write(&bus, service, &anchor, workloads).await {
+            if let Err(e) = write(&bus, service, &anchor, rx).await {
                 warn!(error = %e, "could not write a snapshot");
             }
             writing.store(false, Ordering::SeqCst);
@@ -416,10 +430,12 @@ async fn write(
     bus: &Bus,
     service: &'static str,
     anchor: &Anchor,
-    workloads: BoxFuture<'static, anyhow::Result<Vec<(String, Workload)>>>,
+    workloads: ractor::concurrency::OneshotReceiver<Workloads>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let workloads = workloads.await?;
+    let workloads = workloads
+        .await
+        .map_err(|_| anyhow::anyhow!("the {service} actor gave no workloads"))?;
     let count = workloads.len();
     let signer = bus.identity()?.signer.clone();
     let snap = Snapshot::at(service, anchor, workloads);

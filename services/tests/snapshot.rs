@@ -106,13 +106,7 @@ fn state(core: &SchedulerCore) -> (Vec<String>, Vec<String>) {
 #[tokio::test]
 async fn a_restarted_scheduler_starts_from_its_snapshot_and_replays_only_the_tail() {
     let (mut env, pid) = ran(&["w1", "w2", "w3"]).await;
-    let last = env
-        .bus
-        .last_event(subjects::EVT_ALL)
-        .await
-        .unwrap()
-        .unwrap()
-        .seq;
+    let last = env.last_seq(subjects::EVT_ALL).await;
     let stored = snapshot_through(&env, last).await;
     let sched = connect(&env, Role::Scheduler, "scheduler").await;
     let loaded = snapshot::load(&sched, SERVICE)
@@ -161,13 +155,7 @@ async fn a_restarted_scheduler_starts_from_its_snapshot_and_replays_only_the_tai
 #[tokio::test]
 async fn a_snapshot_not_the_schedulers_or_not_the_logs_is_ignored() {
     let (env, _pid) = ran(&["w1", "w2"]).await;
-    let last = env
-        .bus
-        .last_event(subjects::EVT_ALL)
-        .await
-        .unwrap()
-        .unwrap()
-        .seq;
+    let last = env.last_seq(subjects::EVT_ALL).await;
     let good = snapshot_through(&env, last).await;
     let sched = connect(&env, Role::Scheduler, "scheduler").await;
     let signer = sched.identity().unwrap().signer.clone();
@@ -183,7 +171,7 @@ async fn a_snapshot_not_the_schedulers_or_not_the_logs_is_ignored() {
     let mut not_the_checkpoint = body();
     not_the_checkpoint.seq -= 1;
     let mut forged = body();
-    if let Some(m) = forged.raw.first_mut() {
+    if let Some(m) = std::sync::Arc::make_mut(&mut forged.raw).first_mut() {
         // Still the same JSON, but not the bytes its writer signed.
         m.payload.push(' ');
     }
@@ -235,13 +223,7 @@ async fn a_restarted_failover_starts_from_its_snapshot() {
         by.len() == 2 && by.values().all(|k| k.contains(&"started"))
     })
     .await;
-    let last = env
-        .bus
-        .last_event(subjects::EVT_ALL)
-        .await
-        .unwrap()
-        .unwrap()
-        .seq;
+    let last = env.last_seq(subjects::EVT_ALL).await;
     stored_through(&env, bulkhead::failover::SERVICE, last).await;
     env.sigkill(pid);
     env.natspy_pub(SUBMIT, spec(Some("w3")).to_string().as_bytes(), None);

@@ -12,8 +12,6 @@ use tracing::{error, info, warn};
 
 use crate::aside::Ledger;
 use crate::bus::{Bus, NatsLog, Topology};
-use futures::FutureExt;
-
 /// The name the failover's snapshot is stored under.
 pub const SERVICE: &str = "failover";
 use crate::lease::Lease;
@@ -129,30 +127,15 @@ async fn run_active_inner(
     )
     .await?;
     let _stop = StopOnDrop(actor.clone());
-    let take = {
-        let a = actor.clone();
-        move || {
-            let a = a.clone();
-            async move {
-                ractor::call!(a, FailoverMsg::Snapshot)
-                    .map_err(|e| anyhow::anyhow!("failover actor: {e}"))
-            }
-            .boxed()
-        }
-    };
-    let mut snapshots =
-        crate::snapshot::Snapshots::new(bus, SERVICE, cfg.snapshots, &follower, take);
-    let a = actor.clone();
-    let _log = follower.forward(move |batch| {
-        let anchor = batch.checkpoint.clone();
-        if a.send_message(FailoverMsg::Logged(batch)).is_err() {
-            return false;
-        }
-        if let Some(anchor) = anchor {
-            snapshots.at(anchor);
-        }
-        true
-    });
+    let _log = crate::snapshot::forward(
+        bus,
+        SERVICE,
+        cfg.snapshots,
+        follower,
+        &actor,
+        FailoverMsg::Logged,
+        FailoverMsg::Snapshot,
+    );
     let ledger = Ledger::default();
     let _reporting = crate::aside::reporting(bus, ledger.clone());
     let _beats = AbortOnDrop(tokio::spawn(watch_beats(

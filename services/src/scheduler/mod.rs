@@ -24,9 +24,7 @@ use crate::bus::{Bus, NatsLog, NatsOps, Topology};
 use crate::follow::Follower;
 use crate::lease::Lease;
 pub use crate::snapshot::SnapshotEvery;
-use crate::snapshot::Snapshots;
 use crate::tasks::StopOnDrop;
-use futures::FutureExt;
 
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -131,29 +129,15 @@ async fn run_active(
     )
     .await?;
     let _guard = StopOnDrop(actor.clone());
-    let a = actor.clone();
-    let take = {
-        let a = actor.clone();
-        move || {
-            let a = a.clone();
-            async move {
-                ractor::call!(a, SchedulerMsg::Snapshot)
-                    .map_err(|e| anyhow::anyhow!("scheduler actor: {e}"))
-            }
-            .boxed()
-        }
-    };
-    let mut snapshots = Snapshots::new(bus, SERVICE, cfg.snapshots, &follower, take);
-    let _log = follower.forward(move |batch| {
-        let anchor = batch.checkpoint.clone();
-        if a.send_message(SchedulerMsg::Logged(batch)).is_err() {
-            return false;
-        }
-        if let Some(anchor) = anchor {
-            snapshots.at(anchor);
-        }
-        true
-    });
+    let _log = crate::snapshot::forward(
+        bus,
+        SERVICE,
+        cfg.snapshots,
+        follower,
+        &actor,
+        SchedulerMsg::Logged,
+        SchedulerMsg::Snapshot,
+    );
     let _watches = watch::start(bus, &actor, ledger.clone());
     let _connection = {
         let a = actor.clone();
