@@ -37,13 +37,7 @@ async fn ran() -> (Env, Vec<u32>, PathBuf) {
         by.len() == 3 && by.values().all(|k| k.contains(&"started"))
     })
     .await;
-    let last = env
-        .bus
-        .last_event(subjects::EVT_WORKLOADS)
-        .await
-        .unwrap()
-        .unwrap()
-        .seq;
+    let last = env.last_seq(subjects::EVT_WORKLOADS).await;
     let file = env.dir.path().join("checkpoint.json");
     wait_until(
         "a checkpoint past the last workload event",

@@ -192,20 +192,28 @@ fn durable(p: &mut Perms, stream: &str, consumer: &str, filter: Option<&str>) {
 fn snapshots(p: &mut Perms, name: &str) {
     use base64::Engine;
     let bucket = s::SNAPSHOTS_BUCKET;
-    let obj = format!("OBJ_{bucket}");
     let meta = format!(
         "$O.{bucket}.M.{}",
         base64::engine::general_purpose::URL_SAFE.encode(name)
     );
+    object_read(p, bucket, &meta);
     p.publish.extend([
-        api(&format!("STREAM.INFO.{obj}")),
-        api(&format!("DIRECT.GET.{obj}.{meta}")),
-        api(&format!("CONSUMER.CREATE.{obj}")),
-        api(&format!("CONSUMER.CREATE.{obj}.>")),
-        api(&format!("STREAM.PURGE.{obj}")),
-        format!("$JS.FC.{obj}.>"),
+        api(&format!("STREAM.PURGE.OBJ_{bucket}")),
         format!("$O.{bucket}.C.>"),
         meta,
+    ]);
+}
+
+/// Reading an object store: its info, direct gets of `subjects` (an entry's, or `>`), and
+/// its chunks (an ordered push consumer, its flow control).
+fn object_read(p: &mut Perms, bucket: &str, subjects: &str) {
+    let obj = format!("OBJ_{bucket}");
+    p.publish.extend([
+        api(&format!("STREAM.INFO.{obj}")),
+        api(&format!("DIRECT.GET.{obj}.{subjects}")),
+        api(&format!("CONSUMER.CREATE.{obj}")),
+        api(&format!("CONSUMER.CREATE.{obj}.>")),
+        format!("$JS.FC.{obj}.>"),
     ]);
 }
 
@@ -343,15 +351,9 @@ pub fn of(role: Role, name: &str) -> Perms {
             kv_write(&mut p, s::SCANNERS_BUCKET, ">");
             kv_watch(&mut p, s::SCANNERS_BUCKET);
             // The advisory database an admin imported: an object store, read only.
-            let obj = format!("OBJ_{}", s::VULNDB_BUCKET);
-            p.publish.extend([
-                api(&format!("STREAM.INFO.{obj}")),
-                api(&format!("CONSUMER.CREATE.{obj}")),
-                api(&format!("CONSUMER.CREATE.{obj}.>")),
-                api(&format!("DIRECT.GET.{obj}.>")),
-                api(&format!("STREAM.MSG.GET.{obj}")),
-                format!("$JS.FC.{obj}.>"),
-            ]);
+            object_read(&mut p, s::VULNDB_BUCKET, ">");
+            p.publish
+                .push(api(&format!("STREAM.MSG.GET.OBJ_{}", s::VULNDB_BUCKET)));
         }
     }
     p

@@ -237,6 +237,11 @@ impl Env {
         bulkhead::scan::worker::live_workers(&kv).await.unwrap_or(0)
     }
 
+    /// The sequence of the last message of the log under `filter`.
+    pub async fn last_seq(&self, filter: &str) -> u64 {
+        self.bus.last_event(filter).await.unwrap().unwrap().seq
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
