@@ -1,7 +1,7 @@
 //! Snapshots of a service's projection, so that a restart replays only the log's tail.
 //!
 //! A snapshot is an entry of the object store `bulkhead-snapshots` named after the service
-//! (`scheduler`): a header line `{"service", "key", "sig"}` and a JSON body ([`Snapshot`]).
+//! (`scheduler`, `failover`, `api`): a header line `{"service", "key", "sig"}` and a JSON body ([`Snapshot`]).
 //! `sig` is the writer's signature of the body's SHA-256 (context `bulkhead/2 snapshot`);
 //! a reader takes only a snapshot signed by its own key. The body records the log sequence
 //! it covers, `seq`, where a checkpoint event is stored, and the running hash there; it
@@ -361,6 +361,31 @@ pub fn forward<M: ractor::Message>(
     logged: fn(Batch) -> M,
     snapshot: fn(RpcReplyPort<Workloads>) -> M,
 ) -> AbortOnDrop {
+    let (feed, ask) = (actor.clone(), actor.clone());
+    forward_with(
+        bus,
+        service,
+        every,
+        follower,
+        move |batch| feed.send_message(logged(batch)).is_ok(),
+        move || {
+            let (tx, rx) = ractor::concurrency::oneshot();
+            ask.send_message(snapshot(tx.into())).ok().map(|_| rx)
+        },
+    )
+}
+
+/// Hands every batch `follower` reads to `apply` (false stops) and, at a checkpoint when a
+/// snapshot is due, writes `service`'s snapshot of the workloads `ask` brings (asked right
+/// after that batch was applied; `None` stops).
+pub fn forward_with(
+    bus: &Bus,
+    service: &'static str,
+    every: SnapshotEvery,
+    follower: Follower,
+    mut apply: impl FnMut(Batch) -> bool + Send + 'static,
+    mut ask: impl FnMut() -> Option<ractor::concurrency::OneshotReceiver<Workloads>> + Send + 'static,
+) -> AbortOnDrop {
     let mut snapshots = Snapshots {
         bus: bus.clone(),
         service,
@@ -369,19 +394,17 @@ pub fn forward<M: ractor::Message>(
         last_at: Instant::now(),
         writing: Arc::default(),
     };
-    let actor = actor.clone();
     follower.forward(move |batch| {
         let anchor = batch.checkpoint.clone();
-        if actor.send_message(logged(batch)).is_err() {
+        if !apply(batch) {
             return false;
         }
         if let Some(anchor) = anchor
             && snapshots.due(&anchor)
         {
-            let (tx, rx) = ractor::concurrency::oneshot();
-            if actor.send_message(snapshot(tx.into())).is_err() {
+            let Some(rx) = ask() else {
                 return false;
-            }
+            };
             snapshots.write(anchor, rx);
         }
         true

@@ -251,3 +251,67 @@ async fn a_restarted_failover_starts_from_its_snapshot() {
     assert_eq!(replayed.len(), 3);
     assert_eq!(view(&restored), view(&replayed));
 }
+
+#[tokio::test]
+async fn a_restarted_query_api_starts_from_its_snapshot() {
+    let mut env = env().await;
+    let api = [
+        "api",
+        "--checkpoint-secs",
+        "1",
+        "--snapshot-messages",
+        "1",
+        "--snapshot-min-secs",
+        "0",
+    ];
+    env.spawn("scheduler", &["scheduler"]);
+    let pid = env.spawn("api", &api);
+    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    for id in ["w1", "w2"] {
+        env.natspy_pub(SUBMIT, spec(Some(id)).to_string().as_bytes(), None);
+    }
+    env.wait_for("two to run", LONG, |by| {
+        by.len() == 2 && by.values().all(|k| k.contains(&"started"))
+    })
+    .await;
+    let last = env.last_seq(subjects::EVT_ALL).await;
+    stored_through(&env, bulkhead::api::SERVICE, last).await;
+    env.sigkill(pid);
+    env.natspy_pub(SUBMIT, spec(Some("w3")).to_string().as_bytes(), None);
+    env.spawn("api2", &api);
+    wait_until(
+        "the query API to start from its snapshot",
+        LONG,
+        async || env.log("api2").contains("snapshot loaded and checked"),
+    )
+    .await;
+    env.wait_for("three to run", LONG, |by| {
+        by.len() == 3 && by.values().all(|k| k.contains(&"started"))
+    })
+    .await;
+    // Its answers are those of a whole-log replay, the tail's workload included.
+    let bus = connect(&env, Role::Api, "api").await;
+    let (replayed, _f) = bulkhead::follow::Follower::rebuild(&bus).await.unwrap();
+    assert_eq!(replayed.len(), 3);
+    let want: Vec<serde_json::Value> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|id| {
+            let k = key(id);
+            serde_json::to_value(replayed.get(&k).unwrap().view(&k)).unwrap()
+        })
+        .collect();
+    let get = subjects::api_workloads_get(TENANT);
+    let mut got: Vec<serde_json::Value> = Vec::new();
+    wait_until("the API to answer as the log", LONG, async || {
+        got = ["w1", "w2", "w3"]
+            .iter()
+            .map(|id| {
+                let reply = env.natspy_req(&get, id).unwrap_or_default();
+                serde_json::from_str(&reply).unwrap_or_default()
+            })
+            .collect();
+        got == want
+    })
+    .await;
+    assert_eq!(got, want);
+}

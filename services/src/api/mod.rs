@@ -15,28 +15,60 @@ use tracing::{error, info};
 
 use crate::audit::{CheckpointEvery, checkpointer};
 use crate::bus::Bus;
-use crate::follow::Follower;
+use crate::snapshot::SnapshotEvery;
 use crate::tasks::AbortOnDrop;
 use handlers::{aside_list, node_heads, nodes_list, workload_get, workload_list, write};
+
+/// The name the query API's snapshot is stored under.
+pub const SERVICE: &str = "api";
 
 pub struct ApiHandle {
     _tasks: Vec<AbortOnDrop>,
 }
 
-/// The query API, checkpointing the log at the default pace.
-pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
-    start_with(bus, CheckpointEvery::default()).await
+/// How often the query API checkpoints the log and snapshots its read model.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApiConfig {
+    pub checkpoints: CheckpointEvery,
+    pub snapshots: SnapshotEvery,
 }
 
-/// The query API, checkpointing the log as `every` says.
-pub async fn start_with(bus: &Bus, every: CheckpointEvery) -> anyhow::Result<ApiHandle> {
-    let (rebuilt, follower) = Follower::rebuild(bus).await?;
+/// The query API, checkpointing and snapshotting at the default pace.
+pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
+    start_with(bus, ApiConfig::default()).await
+}
+
+/// The query API, checkpointing and snapshotting as `cfg` says; it starts from its
+/// snapshot and the log's tail when the snapshot passes its checks.
+pub async fn start_with(bus: &Bus, cfg: ApiConfig) -> anyhow::Result<ApiHandle> {
+    let started = std::time::Instant::now();
+    let (rebuilt, follower) = crate::snapshot::projection(bus, SERVICE).await?;
+    info!(
+        workloads = rebuilt.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "query API rebuilt its read model"
+    );
     let model = Arc::new(RwLock::new(rebuilt));
-    let m = model.clone();
-    let follow_task = follower.forward(move |batch| {
-        write(&m).logged(batch);
-        true
-    });
+    let (m, s) = (model.clone(), model.clone());
+    let follow_task = crate::snapshot::forward_with(
+        bus,
+        SERVICE,
+        cfg.snapshots,
+        follower,
+        move |batch| {
+            write(&m).logged(batch);
+            true
+        },
+        move || {
+            let (tx, rx) = ractor::concurrency::oneshot();
+            let all = handlers::read(&s)
+                .iter()
+                .map(|(k, w)| (k.clone(), w.clone()))
+                .collect();
+            let _ = tx.send(all);
+            Some(rx)
+        },
+    );
     let service = bus
         .client
         .service_builder()
@@ -94,7 +126,7 @@ pub async fn start_with(bus: &Bus, every: CheckpointEvery) -> anyhow::Result<Api
     let checkpoints = {
         let (bus, status) = (bus.clone(), status.clone());
         tokio::spawn(async move {
-            if let Err(e) = checkpointer(bus, every, status).await {
+            if let Err(e) = checkpointer(bus, cfg.checkpoints, status).await {
                 error!(error = %e, "the log's checkpointer stopped");
             }
         })

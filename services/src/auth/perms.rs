@@ -312,6 +312,7 @@ pub fn of(role: Role, name: &str) -> Perms {
         }
         Role::Api => {
             read_log(&mut p);
+            snapshots(&mut p, crate::api::SERVICE);
             p.subscribe.extend([
                 s::API_WORKLOADS_GET_ALL.to_owned(),
                 s::API_WORKLOADS_LIST_ALL.to_owned(),

@@ -151,6 +151,8 @@ pub enum Cmd {
         /// … or after this many new messages.
         #[arg(long, default_value_t = 10_000)]
         checkpoint_messages: u64,
+        #[command(flatten)]
+        snapshots: SnapshotArgs,
     },
     /// Submit a workload spec (JSON file, or - for stdin) and follow it.
     Submit {

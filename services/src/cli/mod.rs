@@ -399,13 +399,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Api {
             checkpoint_secs,
             checkpoint_messages,
+            snapshots,
         } => {
             let bus = who.service(Role::Api, "api").await?;
-            let every = crate::audit::CheckpointEvery {
-                interval: std::time::Duration::from_secs(checkpoint_secs.max(1)),
-                messages: checkpoint_messages.max(1),
+            let cfg = api::ApiConfig {
+                checkpoints: crate::audit::CheckpointEvery {
+                    interval: std::time::Duration::from_secs(checkpoint_secs.max(1)),
+                    messages: checkpoint_messages.max(1),
+                },
+                snapshots: snapshots.every(),
             };
-            let _api = api::start_with(&bus, every).await?;
+            let _api = api::start_with(&bus, cfg).await?;
             shutdown_signal().await;
             Ok(exit::OK)
         }
