@@ -30,10 +30,10 @@ pub async fn run(
     let seen = crate::observe(bench.admin()).await?;
     let handles = crate::sim_nodes(&bench, names).await?;
     let control = bench.control().await?;
+    let failover = crate::failover(&bench).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let b = crate::burst(&tenant, &seen, workloads, timeout).await?;
-    control.stop_scheduler();
-    drop(handles);
+    drop((control, failover, handles));
     let r = crate::restart(&bench).await?;
     let log = dir_size(&dir.path().join("data"), "BULKHEAD_EVT");
     println!(
@@ -41,11 +41,14 @@ pub async fn run(
          | all {workloads} running | {:.0} s | < 300 s (Nomad's C1M), stretch < 120 s |\n\
          | placements/s | {:.0}/s | |\n\
          | scheduler restart-to-ready | {:.1} s | < 2 s |\n\
+         | failover / query API restart-to-ready | {:.1} s / {:.1} s | < 2 s |\n\
          | scheduler memory (projection) | {:.0} MiB ({:.2} KiB per workload) | ≤ 1.5 KiB per workload |\n\
          | event log on disk | {:.0} MiB ({:.0} B per workload) | |",
         b.running_s,
         b.placements_per_s,
         r.ready_s,
+        r.failover_s,
+        r.api_s,
         r.kib as f64 / 1024.0,
         r.kib_per_workload,
         log as f64 / (1 << 20) as f64,

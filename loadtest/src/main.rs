@@ -408,15 +408,27 @@ pub(crate) async fn burst(
     })
 }
 
-/// A scheduler's restart: how long it takes to be ready, and its memory.
+/// The services' restarts: how long each takes to be ready, and the scheduler's memory.
 pub(crate) struct Restart {
     pub ready_s: f64,
     pub kib_per_workload: f64,
     pub kib: u64,
+    pub failover_s: f64,
+    pub api_s: f64,
 }
 
-/// Restart-to-ready and memory: rebuilds a scheduler projection from the whole log (the
-/// scheduler stopped first).
+/// A failover, active at once, as the cluster runs it (to write its snapshots).
+pub(crate) async fn failover(bench: &Bench) -> anyhow::Result<bulkhead::failover::FailoverHandle> {
+    bulkhead::failover::start(
+        &bench.failover().await?,
+        bulkhead::failover::FailoverConfig::default(),
+    )
+    .await
+}
+
+/// Restart-to-ready and memory, the services stopped first: a scheduler's core, then the
+/// failover's and the query API's projections, each from its snapshot and the log's tail
+/// (or the whole log when there is none).
 pub(crate) async fn restart(bench: &Bench) -> anyhow::Result<Restart> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib();
@@ -425,15 +437,36 @@ pub(crate) async fn restart(bench: &Bench) -> anyhow::Result<Restart> {
     let ready = t.elapsed();
     let kib = rss_kib().saturating_sub(before);
     let count = core.projection.len();
+    drop((core, _follower));
     let kib_per_workload = kib as f64 / count.max(1) as f64;
     println!(
         "scheduler restart-to-ready with {count} workloads in the log: {:.2} s; resident memory +{kib} KiB ({kib_per_workload:.2} KiB per workload)",
         ready.as_secs_f64(),
     );
+    let projection = async |bus: Bus, service: &str| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let (p, _follower) = bulkhead::snapshot::projection(&bus, service).await?;
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "{service} restart-to-ready with {} workloads: {s:.2} s",
+            p.len()
+        );
+        Ok(s)
+    };
+    let failover_s = projection(bench.failover().await?, bulkhead::failover::SERVICE).await?;
+    let api_s = projection(
+        bench
+            .connect(bulkhead_schemas::identity::Role::Api, "api")
+            .await?,
+        bulkhead::api::SERVICE,
+    )
+    .await?;
     Ok(Restart {
         ready_s: ready.as_secs_f64(),
         kib_per_workload,
         kib,
+        failover_s,
+        api_s,
     })
 }
 
@@ -509,6 +542,7 @@ async fn throughput(
 
     let handles = sim_nodes(&bench, names).await?;
     let control = bench.control().await?;
+    let failover = failover(&bench).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Phase 1: a burst of `workloads` submissions, published in atomic batches.
@@ -548,8 +582,7 @@ async fn throughput(
         pct(&lat, 0.99).as_secs_f64() * 1e3,
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
-    control.stop_scheduler();
-    drop(handles);
+    drop((control, failover, handles));
 
     let r = restart(&bench).await?;
     drop(bench);
@@ -565,6 +598,8 @@ async fn throughput(
         p50_ms: pct(&lat, 0.5).as_secs_f64() * 1e3,
         p99_ms: pct(&lat, 0.99).as_secs_f64() * 1e3,
         restart_s: r.ready_s,
+        failover_restart_s: r.failover_s,
+        api_restart_s: r.api_s,
         kib_per_workload: r.kib_per_workload,
     })
 }

@@ -20,6 +20,8 @@ pub struct Figures {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub restart_s: f64,
+    pub failover_restart_s: f64,
+    pub api_restart_s: f64,
     pub kib_per_workload: f64,
 }
 
@@ -58,6 +60,15 @@ impl Figures {
                 "< 2 s".to_owned(),
             ),
             (
+                "failover / query API restart-to-ready".to_owned(),
+                format!(
+                    "{:.2} s / {:.2} s",
+                    self.failover_restart_s, self.api_restart_s
+                ),
+                "from their snapshots and the tail".to_owned(),
+                "< 2 s".to_owned(),
+            ),
+            (
                 "resident memory per workload".to_owned(),
                 format!("{:.2} KiB", self.kib_per_workload),
                 String::new(),
@@ -74,7 +85,7 @@ impl Figures {
     /// One row of the history: date, commit, machine, then the figures.
     pub fn history_row(&self, date: &str, commit: &str, machine: &str) -> String {
         format!(
-            "| {date} | {commit} | {machine} | {} nodes, {} workloads, {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} |\n",
+            "| {date} | {commit} | {machine} | {} nodes, {} workloads, {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} / {:.2} |\n",
             self.nodes,
             self.workloads,
             self.sync,
@@ -83,7 +94,9 @@ impl Figures {
             self.p50_ms,
             self.p99_ms,
             self.restart_s,
-            self.kib_per_workload
+            self.kib_per_workload,
+            self.failover_restart_s,
+            self.api_restart_s
         )
     }
 }
@@ -92,8 +105,8 @@ const HEADER: &str = "# Load test results\n\n\
 `bulkhead-loadtest throughput … --record loadtest/RESULTS.md` appends a row per run. The machine is\n\
 noisy: compare a figure with the raw append limit of the same row, and judge by the median of\n\
 several runs.\n\n\
-| date | commit | machine | run | raw batched appends/s | placements/s | submit→running p50 / p99 ms | restart s | KiB/workload |\n\
-|---|---|---|---|---|---|---|---|---|\n";
+| date | commit | machine | run | raw batched appends/s | placements/s | submit→running p50 / p99 ms | restart s | KiB/workload | failover / API restart s |\n\
+|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// Appends `row` to the history at `path`, writing its header first if the file is new.
 pub fn record(path: &Path, row: &str) -> std::io::Result<()> {

@@ -74,16 +74,30 @@ struct Header {
     service: String,
     key: String,
     sig: String,
+    /// `zstd`: the body is the JSON compressed (absent in an older, plain JSON one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encoding: Option<String>,
 }
 
-/// The snapshot as stored: the signed header line, then the body.
+const ZSTD: &str = "zstd";
+
+/// The compression level: the fastest (about zstd's 1: a snapshot is written beside the
+/// work it snapshots).
+const LEVEL: ruzstd::encoding::CompressionLevel = ruzstd::encoding::CompressionLevel::Fastest;
+
+/// The most a body may grow to when it is decompressed (a bomb stops here).
+const MAX_BODY: u64 = 8 << 30;
+
+/// The snapshot as stored: the signed header line, then the body (its JSON, compressed).
 pub fn seal(signer: &Signer, snapshot: &Snapshot) -> Result<Vec<u8>, serde_json::Error> {
-    let body = serde_json::to_vec(snapshot)?;
+    let json = serde_json::to_vec(snapshot)?;
+    let body = ruzstd::encoding::compress_to_vec(&json[..], LEVEL);
     let sig = signer.sign(CONTEXT, &hash_bytes(&body));
     let header = Header {
         service: snapshot.service.clone(),
         key: signer.public_key().to_owned(),
         sig: hex::encode(sig),
+        encoding: Some(ZSTD.into()),
     };
     let mut out = serde_json::to_vec(&header)?;
     out.push(b'\n');
@@ -91,14 +105,51 @@ pub fn seal(signer: &Signer, snapshot: &Snapshot) -> Result<Vec<u8>, serde_json:
     Ok(out)
 }
 
-/// The snapshot in `bytes`, if `key` signed it for `service`; or why not.
-pub fn open(bytes: &[u8], service: &str, key: &str) -> Result<Snapshot, String> {
+/// The header and body of a stored snapshot.
+fn split(bytes: &[u8]) -> Result<(Header, &[u8]), String> {
     let nl = bytes
         .iter()
         .position(|&b| b == b'\n')
         .ok_or("no header line")?;
-    let (head, body) = (&bytes[..nl], &bytes[nl + 1..]);
-    let header: Header = serde_json::from_slice(head).map_err(|e| format!("its header: {e}"))?;
+    let header: Header =
+        serde_json::from_slice(&bytes[..nl]).map_err(|e| format!("its header: {e}"))?;
+    Ok((header, &bytes[nl + 1..]))
+}
+
+/// The snapshot a body holds, decompressed as its header says (at most [`MAX_BODY`]).
+fn decode(header: &Header, body: &[u8]) -> Result<Snapshot, String> {
+    let snap = match header.encoding.as_deref() {
+        None => serde_json::from_slice(body),
+        Some(ZSTD) => {
+            use std::io::Read;
+            let mut json = Vec::new();
+            ruzstd::decoding::StreamingDecoder::new(body)
+                .map_err(|e| e.to_string())
+                .and_then(|d| {
+                    d.take(MAX_BODY + 1)
+                        .read_to_end(&mut json)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| format!("its body does not decompress: {e}"))?;
+            if json.len() as u64 > MAX_BODY {
+                return Err(format!("its body grows past {MAX_BODY} bytes"));
+            }
+            serde_json::from_slice(&json)
+        }
+        Some(other) => return Err(format!("its body is encoded as {other:?}")),
+    };
+    snap.map_err(|e| format!("its body: {e}"))
+}
+
+/// What a stored snapshot says, unchecked (for tests and inspection: [`open`] checks).
+pub fn unchecked(bytes: &[u8]) -> Result<Snapshot, String> {
+    let (header, body) = split(bytes)?;
+    decode(&header, body)
+}
+
+/// The snapshot in `bytes`, if `key` signed it for `service`; or why not.
+pub fn open(bytes: &[u8], service: &str, key: &str) -> Result<Snapshot, String> {
+    let (header, body) = split(bytes)?;
     if header.service != service {
         return Err(format!("it is the {}'s", header.service));
     }
@@ -110,7 +161,7 @@ pub fn open(bytes: &[u8], service: &str, key: &str) -> Result<Snapshot, String> 
     }
     let sig = hex::decode(&header.sig).map_err(|_| "its signature is not hex".to_owned())?;
     verify(key, CONTEXT, &hash_bytes(body), &sig).map_err(|e| format!("its signature: {e}"))?;
-    let snap: Snapshot = serde_json::from_slice(body).map_err(|e| format!("its body: {e}"))?;
+    let snap = decode(&header, body)?;
     if snap.service != service {
         return Err("its body names another service".into());
     }
@@ -492,4 +543,69 @@ pub async fn projection(
     let mut follower = Follower::resume(bus, snap.seq + 1, snap.resume).await?;
     follower.catch_up(|batch| projection.logged(batch)).await;
     Ok((projection, follower))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            service: "api".into(),
+            seq: 7,
+            covers: 5,
+            running: RunningHash::default(),
+            raw: Arc::default(),
+            workloads: Vec::new(),
+        }
+    }
+
+    /// The stored form of `body` under a header of `signer`'s, encoded as `encoding`.
+    fn stored(signer: &Signer, body: &[u8], encoding: Option<&str>) -> Vec<u8> {
+        let header = Header {
+            service: "api".into(),
+            key: signer.public_key().to_owned(),
+            sig: hex::encode(signer.sign(CONTEXT, &hash_bytes(body))),
+            encoding: encoding.map(str::to_owned),
+        };
+        let mut out = serde_json::to_vec(&header).unwrap();
+        out.push(b'\n');
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn a_sealed_snapshot_is_compressed_and_opens_for_its_signer_only() {
+        let (signer, other) = (Signer::generate(), Signer::generate());
+        let bytes = seal(&signer, &sample()).unwrap();
+        let (header, body) = split(&bytes).unwrap();
+        assert_eq!(header.encoding.as_deref(), Some(ZSTD));
+        assert!(
+            serde_json::from_slice::<Snapshot>(body).is_err(),
+            "not plain"
+        );
+        let snap = open(&bytes, "api", signer.public_key()).unwrap();
+        assert_eq!((snap.seq, snap.covers), (7, 5));
+        assert!(open(&bytes, "api", other.public_key()).is_err());
+        assert!(open(&bytes, "scheduler", signer.public_key()).is_err());
+    }
+
+    #[test]
+    fn a_plain_json_snapshot_still_opens_and_an_unknown_encoding_does_not() {
+        let signer = Signer::generate();
+        let json = serde_json::to_vec(&sample()).unwrap();
+        let plain = stored(&signer, &json, None);
+        assert_eq!(open(&plain, "api", signer.public_key()).unwrap().seq, 7);
+        let odd = stored(&signer, &json, Some("gzip"));
+        let why = open(&odd, "api", signer.public_key()).err().unwrap();
+        assert!(why.contains("encoded as \"gzip\""), "{why}");
+    }
+
+    #[test]
+    fn a_body_that_does_not_decompress_is_refused_not_fatal() {
+        let signer = Signer::generate();
+        let junk = stored(&signer, b"not zstd at all", Some(ZSTD));
+        let why = open(&junk, "api", signer.public_key()).err().unwrap();
+        assert!(why.contains("does not decompress"), "{why}");
+    }
 }
