@@ -86,6 +86,11 @@ impl NodeWatch {
     pub fn is_lost(&self, node: &str) -> bool {
         self.lost.contains_key(node)
     }
+
+    /// The nodes declared lost and silent since.
+    pub fn lost(&self) -> Vec<String> {
+        self.lost.keys().cloned().collect()
+    }
 }
 
 #[cfg(test)]

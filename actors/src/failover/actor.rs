@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::failover::{self, decide};
 use crate::liveness::NodeWatch;
 use crate::ports::log::{Batch, EventLog, LogError, WorkloadAppend};
-use crate::projection::Projection;
+use crate::projection::{Projection, Workload};
 
 pub enum FailoverMsg {
     /// Events read from the log, in stream order.
@@ -64,6 +64,8 @@ pub struct FailoverState<L> {
     lost_timeout_ms: u64,
     /// Workloads whose decision did not land (the log moved or the append failed).
     retry: BTreeSet<String>,
+    /// Workloads the log changed since the last sweep for replicas on lost nodes.
+    unswept: BTreeSet<String>,
     stats: FailoverStats,
 }
 
@@ -171,16 +173,30 @@ impl<L: EventLog> FailoverState<L> {
         self.append(appends).await;
     }
 
+    /// Replicas on nodes already lost, placed there since the loss (or whose loss did not
+    /// land): only workloads the log changed since the last sweep, or to retry, can hold
+    /// one (a node's loss walks every workload once, when it is declared).
     async fn sweep_lost(&mut self) {
+        let mut ids = std::mem::take(&mut self.unswept);
+        let lost = self.watch.lost();
+        if lost.is_empty() {
+            return;
+        }
+        ids.extend(self.retry.iter().cloned());
         let now = self.clock.now_ms();
-        let lost: Vec<String> = decide::nodes_in_use(&self.projection)
-            .into_iter()
-            .filter(|n| self.watch.is_lost(n))
+        let workloads: Vec<(&String, &Workload)> = ids
+            .iter()
+            .filter_map(|id| Some((id, self.projection.get(id)?)))
             .collect();
         let mut appends = Vec::new();
         for node in lost {
             let reason = format!("node {node} is lost (no heartbeat)");
-            appends.extend(decide::lose_node(&self.projection, &node, &reason, now));
+            appends.extend(decide::lose_node_in(
+                workloads.iter().copied(),
+                &node,
+                &reason,
+                now,
+            ));
         }
         self.append(appends).await;
     }
@@ -211,6 +227,7 @@ impl<L: EventLog> Actor for FailoverActor<L> {
             watch,
             lost_timeout_ms: args.lost_timeout.as_millis() as u64,
             retry: BTreeSet::new(),
+            unswept: BTreeSet::new(),
             stats: FailoverStats::default(),
         };
         // Exits that ended while no failover ran are decided now.
@@ -234,6 +251,7 @@ impl<L: EventLog> Actor for FailoverActor<L> {
                     }
                 }
                 st.projection.note_set_aside(batch.set_aside);
+                st.unswept.extend(touched.iter().cloned());
                 touched.extend(std::mem::take(&mut st.retry));
                 st.decide(touched).await;
             }

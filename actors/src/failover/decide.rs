@@ -106,8 +106,18 @@ pub fn lose_node(
     reason: &str,
     now_ms: u64,
 ) -> Vec<WorkloadAppend> {
+    lose_node_in(projection.iter(), node, reason, now_ms)
+}
+
+/// [`lose_node`] over some workloads only (those that changed since a node was lost).
+pub fn lose_node_in<'a>(
+    workloads: impl IntoIterator<Item = (&'a String, &'a Workload)>,
+    node: &str,
+    reason: &str,
+    now_ms: u64,
+) -> Vec<WorkloadAppend> {
     let mut out = Vec::new();
-    for (id, w) in projection.iter() {
+    for (id, w) in workloads {
         if w.spec.is_none() {
             continue;
         }

@@ -178,3 +178,34 @@ async fn a_node_silent_past_the_timeout_is_lost_and_its_replicas_requested_elsew
     assert!(kinds.ends_with(&["lost", "replica_requested"]), "{kinds:?}");
     assert_eq!(s.stats().await.nodes_lost, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_placed_on_a_node_already_lost_is_lost_at_the_next_tick() {
+    let s = Shell::start(running(1, "n1")).await;
+    s.beat("n1");
+    pass(3_500).await;
+    assert_eq!(s.stats().await.nodes_lost, 1, "n1 is silent");
+    let before = s.log.kinds("w").len();
+    // A scheduler that had not heard yet places the replacement on the lost node.
+    s.logged(
+        "w",
+        EventBody::Scheduled(Scheduled {
+            replica: 0,
+            node: "n1".into(),
+            runtime_class: Default::default(),
+            replaces: None,
+        }),
+    );
+    pass(300).await;
+    let lost: Vec<Option<u32>> = s
+        .log
+        .workload("w")
+        .into_iter()
+        .skip(before)
+        .filter_map(|e| match e.body {
+            EventBody::Lost(l) => Some(l.replica),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost, [Some(0)], "{:?}", s.log.kinds("w"));
+}
