@@ -280,8 +280,9 @@ async fn one_of_two_schedulers_is_active_and_the_other_takes_over() {
 }
 
 /// The command stream stores the command subjects only, and each command only until the
-/// scheduler has handled it: a publish to `bulkhead.cmd.<anything else>` finds no stream,
-/// and a backlog is bounded (a full stream refuses new commands instead of growing).
+/// scheduler has handled it (it purges them, up to its ack floor): a publish to
+/// `bulkhead.cmd.<anything else>` finds no stream, and a backlog is bounded (a full stream
+/// refuses new commands instead of growing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_stream_keeps_only_commands_and_only_until_handled() {
     use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy};
@@ -301,7 +302,7 @@ async fn the_command_stream_keeps_only_commands_and_only_until_handled() {
         info.state.messages, 0,
         "nothing stored from bulkhead.cmd.foo"
     );
-    assert_eq!(info.config.retention, RetentionPolicy::WorkQueue);
+    assert_eq!(info.config.retention, RetentionPolicy::Limits);
     assert_eq!(info.config.discard, DiscardPolicy::New);
     assert!(info.config.max_messages > 0 && info.config.max_bytes > 0);
 
@@ -321,8 +322,8 @@ async fn the_command_stream_keeps_only_commands_and_only_until_handled() {
     .await;
 }
 
-/// A command stream made by an older bulkhead (limits retention: it kept every command) is
-/// replaced by the work queue only once nothing in it waits for a scheduler.
+/// A command stream made by an older bulkhead (a work queue) is replaced only once nothing
+/// in it waits for a scheduler.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_command_stream_is_replaced_only_when_nothing_in_it_waits() {
     use async_nats::jetstream::stream::{Config, RetentionPolicy};
@@ -333,6 +334,7 @@ async fn an_older_command_stream_is_replaced_only_when_nothing_in_it_waits() {
     let old = Config {
         name: subjects::CMD_STREAM.into(),
         subjects: vec!["bulkhead.cmd.>".into()],
+        retention: RetentionPolicy::WorkQueue,
         ..Default::default()
     };
     let mut stream = bus.js.create_stream(old).await.unwrap();
@@ -364,7 +366,7 @@ async fn an_older_command_stream_is_replaced_only_when_nothing_in_it_waits() {
         .await
         .unwrap()
         .clone();
-    assert_eq!(info.config.retention, RetentionPolicy::WorkQueue);
+    assert_eq!(info.config.retention, RetentionPolicy::Limits);
 }
 
 /// A log written before events were signed is refused at start with a clear message, by

@@ -291,6 +291,10 @@ pub fn of(role: Role, name: &str) -> Perms {
             p.publish
                 .extend([s::OPS_ALL.to_owned(), s::SCAN_JOBS.to_owned()]);
             durable(&mut p, s::CMD_STREAM, s::SCHEDULER_CONSUMER, None);
+            // The commands it handled leave the stream by its purge (its power over the
+            // commands is no greater: it can already acknowledge any command unhandled).
+            p.publish
+                .push(api(&format!("STREAM.PURGE.{}", s::CMD_STREAM)));
             p.publish
                 .push(api(&format!("STREAM.INFO.{}", s::SCAN_STREAM)));
             lease(&mut p, s::SCHEDULER_LEASE_KEY);

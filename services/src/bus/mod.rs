@@ -240,7 +240,11 @@ impl Bus {
                 subjects: subjects::CMD_SUBJECTS.map(String::from).into(),
                 storage: stream::StorageType::File,
                 duplicate_window: topo.duplicate_window,
-                retention: stream::RetentionPolicy::WorkQueue,
+                // Limits, not a work queue: a work queue removes each command as it is
+                // acknowledged, one fsync'd delete a command under `sync_interval: always`
+                // (the placement rate's bound). The scheduler purges what it handled, up to
+                // its consumer's ack floor, in one operation a second (`commands::Purger`).
+                retention: stream::RetentionPolicy::Limits,
                 max_messages: topo.cmd_backlog,
                 max_bytes: topo.cmd_backlog_bytes,
                 discard: stream::DiscardPolicy::New,
@@ -384,9 +388,9 @@ impl Bus {
         crate::follow::check_format(&info.config)
     }
 
-    /// A command stream from before it was a work queue (nats-server cannot change a
-    /// stream's retention) is replaced, but only once the scheduler has handled every
-    /// command in it: an unhandled command is never dropped.
+    /// A command stream from before commands were purged by the scheduler (a work queue;
+    /// nats-server cannot change a stream's retention) is replaced, but only once the
+    /// scheduler has handled every command in it: an unhandled command is never dropped.
     async fn replace_old_command_stream(&self) -> Result<(), BusError> {
         let setup = |msg: String| BusError::Setup {
             what: format!("stream {}", subjects::CMD_STREAM),
@@ -401,7 +405,7 @@ impl Bus {
             .await
             .map_err(|e| setup(e.to_string()))?
             .clone();
-        if info.config.retention == stream::RetentionPolicy::WorkQueue {
+        if info.config.retention == stream::RetentionPolicy::Limits {
             return Ok(());
         }
         let waiting = match stream.consumer_info(subjects::SCHEDULER_CONSUMER).await {
@@ -410,7 +414,7 @@ impl Bus {
         };
         if waiting > 0 {
             return Err(setup(format!(
-                "it was made by an older bulkhead, which kept every command; {waiting} are \
+                "it was made by an older bulkhead (a work queue); {waiting} are \
                  still unhandled. Let the older scheduler handle them first (or delete the \
                  stream with `nats stream rm {}` to drop them)",
                 subjects::CMD_STREAM

@@ -1,6 +1,7 @@
 //! Commands: the durable consumer of `BULKHEAD_CMD`, the commands handed to the actor in
 //! chunks, and each message acknowledged (or redelivered) as its disposition says. A
-//! message that is no command (an unknown subject, no metadata) is set aside.
+//! message that is no command (an unknown subject, no metadata) is set aside. What was
+//! handled leaves the stream in one purge a second ([`purge_handled`]).
 
 use std::collections::HashMap;
 
@@ -22,16 +23,75 @@ use tracing::{Instrument, info_span, warn};
 use super::SchedulerConfig;
 use crate::aside::Ledger;
 use crate::bus::{Bus, redeliver};
+use crate::tasks::AbortOnDrop;
 
 /// Commands handed to the actor at once, at most.
 const CHUNK: usize = 1000;
 
-pub(super) struct Commands(ReadyChunks<Stream>);
+/// A chunk of at least this many ready commands is a backlog: it is topped up …
+const TOP_UP_FROM: usize = 64;
+/// … for at most this long.
+const TOP_UP_FOR: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How often the commands handled are purged from the stream.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub(super) struct Commands {
+    messages: ReadyChunks<Stream>,
+    _purging: AbortOnDrop,
+}
 
 impl Commands {
+    /// The next commands: those ready, and when many were (a backlog), those that come
+    /// within [`TOP_UP_FOR`] more, up to [`CHUNK`]: a round's appends and ops cost about
+    /// the same for 100 commands as for 1,000 (a 100k burst: 1,617 → 1,986 placements/s).
     pub async fn next_chunk(&mut self) -> Option<Vec<Result<Message, MessagesError>>> {
-        self.0.next().await
+        let mut chunk = self.messages.next().await?;
+        if chunk.len() >= TOP_UP_FROM {
+            let until = tokio::time::Instant::now() + TOP_UP_FOR;
+            let more = self.messages.get_mut();
+            while chunk.len() < CHUNK {
+                match tokio::time::timeout_at(until, more.next()).await {
+                    Ok(Some(m)) => chunk.push(m),
+                    _ => break,
+                }
+            }
+        }
+        Some(chunk)
     }
+}
+
+/// Purges the commands the scheduler handled, every [`PURGE_EVERY`], in a task: everything
+/// up to its consumer's ack floor (each command there was acknowledged or terminated; one
+/// redelivered later holds the floor below it), in one operation. A command acknowledged
+/// on a work queue was one fsync'd delete each.
+fn purging(stream: async_nats::jetstream::stream::Stream) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut done = 0;
+        let mut every = tokio::time::interval(PURGE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match purge_handled(&stream, done).await {
+                Ok(floor) => done = floor,
+                Err(e) => warn!(error = %e, "could not purge the commands handled; will try again"),
+            }
+        }
+    }))
+}
+
+/// Purges the commands through the consumer's ack floor when it passed `done`; returns the
+/// floor purged through.
+pub async fn purge_handled(
+    stream: &async_nats::jetstream::stream::Stream,
+    done: u64,
+) -> anyhow::Result<u64> {
+    let info = stream.consumer_info(subjects::SCHEDULER_CONSUMER).await?;
+    let floor = info.ack_floor.stream_sequence;
+    if floor > done {
+        stream.purge().sequence(floor + 1).await?;
+    }
+    Ok(floor.max(done))
 }
 
 /// The scheduler's durable consumer, created or updated (a consumer from an older release
@@ -57,7 +117,10 @@ pub(super) async fn consume(bus: &Bus, cfg: &SchedulerConfig) -> anyhow::Result<
         .max_messages_per_batch(CHUNK)
         .messages()
         .await?;
-    Ok(Commands(messages.ready_chunks(CHUNK)))
+    Ok(Commands {
+        messages: messages.ready_chunks(CHUNK),
+        _purging: purging(stream),
+    })
 }
 
 /// The command a message carries, or why it carries none.
