@@ -513,7 +513,7 @@ async fn write(
     let count = workloads.len();
     let signer = bus.identity()?.signer.clone();
     let snap = Snapshot::at(service, anchor, workloads);
-    let bytes = tokio::task::spawn_blocking(move || seal(&signer, &snap)).await??;
+    let bytes = sealed_in_background(signer, snap).await??;
     let size = bytes.len();
     save(bus, service, bytes).await?;
     info!(
@@ -525,6 +525,32 @@ async fn write(
         "snapshot written"
     );
     Ok(())
+}
+
+/// Seals `snap` in a thread of its own at the lowest CPU priority (nice 19), and drops it
+/// there: on a busy machine placements go first and the snapshot waits. Three snapshots
+/// of 100,000 workloads sealed at normal priority beside 1,000 submissions/s took the
+/// submit→running p50 from about 70 ms to 904 ms (throughput load test).
+async fn sealed_in_background(
+    signer: Signer,
+    snap: Snapshot,
+) -> anyhow::Result<Result<Vec<u8>, serde_json::Error>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("snapshot".into())
+        .spawn(move || {
+            lowest_priority();
+            let _ = tx.send(seal(&signer, &snap));
+        })?;
+    Ok(rx.await?)
+}
+
+/// Lowers the calling thread's CPU priority to the lowest (nice 19); on failure it stays.
+fn lowest_priority() {
+    use thread_priority::{ThreadPriority, set_current_thread_priority};
+    if let Err(e) = set_current_thread_priority(ThreadPriority::Min) {
+        warn!(error = ?e, "could not lower the snapshot thread's priority");
+    }
 }
 
 /// A projection of the log (for a service that keeps a plain one): from `service`'s
@@ -607,5 +633,19 @@ mod tests {
         let junk = stored(&signer, b"not zstd at all", Some(ZSTD));
         let why = open(&junk, "api", signer.public_key()).err().unwrap();
         assert!(why.contains("does not decompress"), "{why}");
+    }
+
+    #[test]
+    fn the_sealing_thread_runs_at_the_lowest_priority() {
+        let nice = std::thread::spawn(|| {
+            lowest_priority();
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            // After `pid (comm) `: state is field 3, nice field 19.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            rest.split(' ').nth(16).unwrap().parse::<i32>().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(nice, 19);
     }
 }
