@@ -171,12 +171,23 @@ mod tests {
             p50_ms: 30.0,
             p99_ms: 150.0,
             restart_s: 20.0,
+            failover_restart_s: 0.9,
+            api_restart_s: 1.1,
             kib_per_workload: 0.5,
             ..Figures::default()
         };
         let t = f.table();
         assert!(t.contains("| 2000/s | 10 % of the limit (20000/s"), "{t}");
         assert!(t.contains("p99 150.0 ms"), "{t}");
+        assert!(
+            t.contains("| 0.90 s / 1.10 s | from their snapshots"),
+            "{t}"
+        );
+        assert!(
+            f.history_row("d", "c", "m")
+                .ends_with("| 0.50 | 0.90 / 1.10 |\n"),
+            "the restarts close the row"
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("RESULTS.md");
         record(
