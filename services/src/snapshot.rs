@@ -560,14 +560,24 @@ pub async fn projection(
     bus: &Bus,
     service: &str,
 ) -> Result<(Projection, Follower), crate::bus::BusError> {
-    let Some(snap) = load(bus, service).await else {
-        return Follower::rebuild(bus).await;
+    let started = Instant::now();
+    let (projection, follower) = match load(bus, service).await {
+        None => Follower::rebuild(bus).await?,
+        Some(snap) => {
+            let mut projection = Projection::default();
+            projection.logged(snap.batch);
+            projection.restore(snap.workloads, snap.seq);
+            let mut follower = Follower::resume(bus, snap.seq + 1, snap.resume).await?;
+            follower.catch_up(|batch| projection.logged(batch)).await;
+            (projection, follower)
+        }
     };
-    let mut projection = Projection::default();
-    projection.logged(snap.batch);
-    projection.restore(snap.workloads, snap.seq);
-    let mut follower = Follower::resume(bus, snap.seq + 1, snap.resume).await?;
-    follower.catch_up(|batch| projection.logged(batch)).await;
+    info!(
+        service,
+        workloads = projection.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "projection rebuilt"
+    );
     Ok((projection, follower))
 }
 

@@ -85,6 +85,37 @@ async fn stored_through(env: &Env, service: &str, seq: u64) -> Vec<u8> {
     found
 }
 
+/// `bulkhead <args>` (service `service`) snapshots while two workloads come to run on a
+/// node; it is killed, a third is submitted, and another instance starts from its snapshot
+/// while the third comes to run.
+async fn restart_from_snapshot(env: &mut Env, service: &str, args: &[&str]) {
+    let pid = env.spawn(service, args);
+    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    for id in ["w1", "w2"] {
+        env.natspy_pub(SUBMIT, spec(Some(id)).to_string().as_bytes(), None);
+    }
+    env.wait_for("two to run", LONG, |by| {
+        by.len() == 2 && by.values().all(|k| k.contains(&"started"))
+    })
+    .await;
+    let last = env.last_seq(subjects::EVT_ALL).await;
+    stored_through(env, service, last).await;
+    env.sigkill(pid);
+    env.natspy_pub(SUBMIT, spec(Some("w3")).to_string().as_bytes(), None);
+    let again = format!("{service}2");
+    env.spawn(&again, args);
+    wait_until(
+        &format!("the {service} to start from its snapshot"),
+        LONG,
+        async || env.log(&again).contains("snapshot loaded and checked"),
+    )
+    .await;
+    env.wait_for("three to run", LONG, |by| {
+        by.len() == 3 && by.values().all(|k| k.contains(&"started"))
+    })
+    .await;
+}
+
 /// What a core holds, to compare two: each workload's head and replicas, each node's share.
 fn state(core: &SchedulerCore) -> (Vec<String>, Vec<String>) {
     let workloads = core
@@ -211,31 +242,9 @@ async fn a_restarted_failover_starts_from_its_snapshot() {
     let mut env = env().await;
     let every = ["--snapshot-messages", "1", "--snapshot-min-secs", "0"];
     env.spawn("scheduler", &["scheduler"]);
-    let pid = env.spawn("failover", &[&["failover"][..], &every].concat());
     env.spawn("api", &["api", "--checkpoint-secs", "1"]);
-    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
-    for id in ["w1", "w2"] {
-        env.natspy_pub(SUBMIT, spec(Some(id)).to_string().as_bytes(), None);
-    }
-    env.wait_for("two to run", LONG, |by| {
-        by.len() == 2 && by.values().all(|k| k.contains(&"started"))
-    })
-    .await;
-    let last = env.last_seq(subjects::EVT_ALL).await;
-    stored_through(&env, bulkhead::failover::SERVICE, last).await;
-    env.sigkill(pid);
-    env.natspy_pub(SUBMIT, spec(Some("w3")).to_string().as_bytes(), None);
-    env.spawn("failover2", &[&["failover"][..], &every].concat());
-    wait_until(
-        "the failover to start from its snapshot",
-        LONG,
-        async || env.log("failover2").contains("snapshot loaded and checked"),
-    )
-    .await;
-    env.wait_for("three to run", LONG, |by| {
-        by.len() == 3 && by.values().all(|k| k.contains(&"started"))
-    })
-    .await;
+    let failover = [&["failover"][..], &every].concat();
+    restart_from_snapshot(&mut env, bulkhead::failover::SERVICE, &failover).await;
     let bus = connect(&env, Role::Failover, "failover").await;
     let (restored, _f) = snapshot::projection(&bus, bulkhead::failover::SERVICE)
         .await
@@ -263,30 +272,7 @@ async fn a_restarted_query_api_starts_from_its_snapshot() {
         "0",
     ];
     env.spawn("scheduler", &["scheduler"]);
-    let pid = env.spawn("api", &api);
-    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
-    for id in ["w1", "w2"] {
-        env.natspy_pub(SUBMIT, spec(Some(id)).to_string().as_bytes(), None);
-    }
-    env.wait_for("two to run", LONG, |by| {
-        by.len() == 2 && by.values().all(|k| k.contains(&"started"))
-    })
-    .await;
-    let last = env.last_seq(subjects::EVT_ALL).await;
-    stored_through(&env, bulkhead::api::SERVICE, last).await;
-    env.sigkill(pid);
-    env.natspy_pub(SUBMIT, spec(Some("w3")).to_string().as_bytes(), None);
-    env.spawn("api2", &api);
-    wait_until(
-        "the query API to start from its snapshot",
-        LONG,
-        async || env.log("api2").contains("snapshot loaded and checked"),
-    )
-    .await;
-    env.wait_for("three to run", LONG, |by| {
-        by.len() == 3 && by.values().all(|k| k.contains(&"started"))
-    })
-    .await;
+    restart_from_snapshot(&mut env, bulkhead::api::SERVICE, &api).await;
     // Its answers are those of a whole-log replay, the tail's workload included.
     let bus = connect(&env, Role::Api, "api").await;
     let (replayed, _f) = bulkhead::follow::Follower::rebuild(&bus).await.unwrap();

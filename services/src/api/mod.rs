@@ -41,13 +41,7 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
 /// The query API, checkpointing and snapshotting as `cfg` says; it starts from its
 /// snapshot and the log's tail when the snapshot passes its checks.
 pub async fn start_with(bus: &Bus, cfg: ApiConfig) -> anyhow::Result<ApiHandle> {
-    let started = std::time::Instant::now();
     let (rebuilt, follower) = crate::snapshot::projection(bus, SERVICE).await?;
-    info!(
-        workloads = rebuilt.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "query API rebuilt its read model"
-    );
     let model = Arc::new(RwLock::new(rebuilt));
     let (m, s) = (model.clone(), model.clone());
     let follow_task = crate::snapshot::forward_with(

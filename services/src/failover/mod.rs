@@ -107,13 +107,7 @@ async fn run_active_inner(
     cfg: &FailoverConfig,
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
     let (projection, follower) = crate::snapshot::projection(bus, SERVICE).await?;
-    info!(
-        workloads = projection.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "failover rebuilt its projection from the log"
-    );
     let (actor, handle) = Actor::spawn(
         None,
         FailoverActor::<NatsLog>::default(),
