@@ -6,6 +6,7 @@
 //! `scan-cache`: CPU of cold scans, rescans, and many images sharing base layers.
 //! `signing`: signatures and verifications per second per core, bytes added per event.
 //! `audit`: `audit verify` speed on a log of N workloads, the running hash, a sealed secret.
+//! `ops-delivery`: what each way of delivering nodes their ops costs nats-server.
 //! `failover`: die → replacement running (sim fleet and real containerd), node lost → all
 //! its replicas running elsewhere.
 
@@ -14,6 +15,7 @@ mod bench;
 mod c1m;
 mod cri;
 mod failover;
+mod ops_delivery;
 mod results;
 mod scan_cache;
 mod signing;
@@ -127,6 +129,24 @@ enum Scenario {
         #[arg(long)]
         cri_only: bool,
     },
+    /// What delivering each node its own ops costs nats-server, for each way considered:
+    /// a push or a pull consumer per node, a republishing stream, core NATS.
+    OpsDelivery {
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// Bytes per message (a start op with its spec and signature is about 1 KiB).
+        #[arg(long, default_value_t = 1024)]
+        payload: usize,
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "push,pull,republish,core"
+        )]
+        ways: Vec<ops_delivery::Way>,
+    },
     /// Scan CPU cold vs rescan, and N images sharing base layers (needs a loopback
     /// registry: scripts/cri-env.sh starts one).
     ScanCache {
@@ -211,6 +231,20 @@ async fn main() -> anyhow::Result<()> {
                 Sync::Always
             };
             return c1m::run(nodes, workloads, sync, Duration::from_secs(timeout_secs)).await;
+        }
+        Scenario::OpsDelivery {
+            nodes,
+            rounds,
+            payload,
+            ways,
+        } => {
+            return ops_delivery::run(ops_delivery::Args {
+                nodes,
+                rounds,
+                payload,
+                ways,
+            })
+            .await;
         }
         Scenario::Signing => return signing::run(),
         Scenario::Audit { workloads } => return audit::run(workloads).await,
@@ -306,29 +340,66 @@ pub(crate) async fn observe(bus: &Bus) -> anyhow::Result<Arc<std::sync::Mutex<Ob
     Ok(seen)
 }
 
+/// A sim node and the runtime its containers live in (they outlive a restart of the node).
+pub(crate) struct SimNode {
+    pub handle: bulkhead::node::NodeHandle,
+    pub runtime: Arc<SimRuntime>,
+}
+
+/// A sim node's settings: 64 GiB, 64 cores, 1,000 slots.
+fn sim_config(name: String) -> NodeConfig {
+    NodeConfig {
+        name,
+        capacity: Resources {
+            memory_mb: 64 * 1024,
+            cpu_millicores: 64_000,
+            slots: 1000,
+        },
+        labels: BTreeMap::new(),
+        heartbeat_ms: 5000,
+        stop_grace: Duration::from_secs(10),
+        instance: String::new(),
+    }
+}
+
+/// Restarts the first sim node over the same runtime (its containers keep running);
+/// returns seconds from the start until it is ready (the scheduler's view reconciled), and
+/// how many replicas ran on it.
+async fn node_restart(bench: &Bench, nodes: &mut [SimNode]) -> anyhow::Result<(f64, usize)> {
+    let Some(node) = nodes.first_mut() else {
+        return Ok((0.0, 0));
+    };
+    let name = node.handle.name.clone();
+    let running = node.runtime.running();
+    node.handle.actor.stop(None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The sim's exits went to the stopped node; none come during the measure.
+    let (_exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
+    let t = Instant::now();
+    node.handle = bench
+        .node(sim_config(name.clone()), node.runtime.clone(), exits)
+        .await?;
+    anyhow::ensure!(
+        tokio::time::timeout(Duration::from_secs(30), node.handle.synced())
+            .await
+            .unwrap_or(false),
+        "node {name} was not ready 30 s after its restart"
+    );
+    let s = t.elapsed().as_secs_f64();
+    println!("node restart-to-ready with {running} replicas running on it: {s:.2} s");
+    Ok((s, running))
+}
+
 /// Starts a sim node (64 GiB, 64 cores, 1,000 slots) per name, each as its own identity.
-pub(crate) async fn sim_nodes(
-    bench: &Bench,
-    names: Vec<String>,
-) -> anyhow::Result<Vec<bulkhead::node::NodeHandle>> {
+pub(crate) async fn sim_nodes(bench: &Bench, names: Vec<String>) -> anyhow::Result<Vec<SimNode>> {
     let t = Instant::now();
     let nodes = names.len();
     let mut handles = Vec::with_capacity(nodes);
     for name in names {
         let (rt, exits) = SimRuntime::new(&name, vec![RuntimeClass::Runc], Duration::ZERO);
-        let cfg = NodeConfig {
-            name,
-            capacity: Resources {
-                memory_mb: 64 * 1024,
-                cpu_millicores: 64_000,
-                slots: 1000,
-            },
-            labels: BTreeMap::new(),
-            heartbeat_ms: 5000,
-            stop_grace: Duration::from_secs(10),
-            instance: String::new(),
-        };
-        handles.push(bench.node(cfg, Arc::new(rt), exits).await?);
+        let runtime = Arc::new(rt);
+        let handle = bench.node(sim_config(name), runtime.clone(), exits).await?;
+        handles.push(SimNode { handle, runtime });
     }
     println!(
         "{nodes} sim nodes up in {:.1} s (one credential and connection each)",
@@ -540,7 +611,7 @@ async fn throughput(
 
     let seen = observe(&bus).await?;
 
-    let handles = sim_nodes(&bench, names).await?;
+    let mut handles = sim_nodes(&bench, names).await?;
     let control = bench.control().await?;
     let failover = failover(&bench).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -582,6 +653,7 @@ async fn throughput(
         pct(&lat, 0.99).as_secs_f64() * 1e3,
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
+    let (node_restart_s, node_replicas) = node_restart(&bench, &mut handles).await?;
     drop((control, failover, handles));
 
     let r = restart(&bench).await?;
@@ -600,6 +672,8 @@ async fn throughput(
         restart_s: r.ready_s,
         failover_restart_s: r.failover_s,
         api_restart_s: r.api_s,
+        node_restart_s,
+        node_replicas,
         kib_per_workload: r.kib_per_workload,
     })
 }

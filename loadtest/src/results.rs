@@ -22,6 +22,10 @@ pub struct Figures {
     pub restart_s: f64,
     pub failover_restart_s: f64,
     pub api_restart_s: f64,
+    /// A node restarted with its share of the replicas running: until its view is reconciled.
+    pub node_restart_s: f64,
+    /// Replicas running on that node.
+    pub node_replicas: usize,
     pub kib_per_workload: f64,
 }
 
@@ -69,6 +73,12 @@ impl Figures {
                 "< 2 s".to_owned(),
             ),
             (
+                "node restart-to-ready".to_owned(),
+                format!("{:.2} s", self.node_restart_s),
+                format!("{} replicas running on it", self.node_replicas),
+                "< 1 s".to_owned(),
+            ),
+            (
                 "resident memory per workload".to_owned(),
                 format!("{:.2} KiB", self.kib_per_workload),
                 String::new(),
@@ -85,7 +95,7 @@ impl Figures {
     /// One row of the history: date, commit, machine, then the figures.
     pub fn history_row(&self, date: &str, commit: &str, machine: &str) -> String {
         format!(
-            "| {date} | {commit} | {machine} | {} nodes, {} workloads, {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} / {:.2} |\n",
+            "| {date} | {commit} | {machine} | {} nodes, {} workloads, {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} |\n",
             self.nodes,
             self.workloads,
             self.sync,
@@ -96,7 +106,8 @@ impl Figures {
             self.restart_s,
             self.kib_per_workload,
             self.failover_restart_s,
-            self.api_restart_s
+            self.api_restart_s,
+            self.node_restart_s
         )
     }
 }
@@ -105,8 +116,8 @@ const HEADER: &str = "# Load test results\n\n\
 `bulkhead-loadtest throughput … --record loadtest/RESULTS.md` appends a row per run. The machine is\n\
 noisy: compare a figure with the raw append limit of the same row, and judge by the median of\n\
 several runs.\n\n\
-| date | commit | machine | run | raw batched appends/s | placements/s | submit→running p50 / p99 ms | restart s | KiB/workload | failover / API restart s |\n\
-|---|---|---|---|---|---|---|---|---|---|\n";
+| date | commit | machine | run | raw batched appends/s | placements/s | submit→running p50 / p99 ms | restart s | KiB/workload | failover / API restart s | node restart s |\n\
+|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// Appends `row` to the history at `path`, writing its header first if the file is new.
 pub fn record(path: &Path, row: &str) -> std::io::Result<()> {
@@ -173,6 +184,8 @@ mod tests {
             restart_s: 20.0,
             failover_restart_s: 0.9,
             api_restart_s: 1.1,
+            node_restart_s: 0.4,
+            node_replicas: 1000,
             kib_per_workload: 0.5,
             ..Figures::default()
         };
@@ -185,8 +198,12 @@ mod tests {
         );
         assert!(
             f.history_row("d", "c", "m")
-                .ends_with("| 0.50 | 0.90 / 1.10 |\n"),
+                .ends_with("| 0.50 | 0.90 / 1.10 | 0.40 |\n"),
             "the restarts close the row"
+        );
+        assert!(
+            t.contains("| node restart-to-ready | 0.40 s | 1000 replicas running on it | < 1 s |"),
+            "{t}"
         );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("RESULTS.md");

@@ -405,6 +405,12 @@ async fn restarted_node_adopts_running_containers_and_reports_exits_it_missed() 
     assert!(kinds(&c.events("dies").await).ends_with(&["started"]));
 
     c.start_node().await;
+    // It says when it is ready: the scheduler's view came and its containers are reconciled.
+    let log = format!("node-{pid}");
+    wait_until("the restarted node to be ready", LONG, async || {
+        c.env.log(&log).contains("node ready")
+    })
+    .await;
     let ev = c.wait_event("dies", "exited").await;
     let x = exited(&ev);
     assert_eq!((x.code, x.reason.as_str()), (5, "error"));

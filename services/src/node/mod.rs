@@ -44,7 +44,19 @@ pub struct NodeHandle {
     /// What the node set aside (ops not signed for it, out of limits, given up on),
     /// reported to the query API.
     pub refused: Ledger,
+    /// True once the scheduler's first view of the log is reconciled (the node runs ops
+    /// from then on).
+    synced: tokio::sync::watch::Receiver<bool>,
     _tasks: Vec<AbortOnDrop>,
+}
+
+impl NodeHandle {
+    /// Waits until the node is ready: the scheduler's first view of the log has come, the
+    /// node reconciled its runtime with it and ran the ops held until then. False when the
+    /// node stopped first.
+    pub async fn synced(&self) -> bool {
+        self.synced.clone().wait_for(|s| *s).await.is_ok()
+    }
 }
 
 impl Drop for NodeHandle {
@@ -100,6 +112,7 @@ pub async fn start<R: ContainerRuntime>(
         "node name {:?} must be 1-64 characters of [A-Za-z0-9_-]",
         config.name
     );
+    let began = std::time::Instant::now();
     let name = config.name.clone();
     let hello = NodeJoined {
         capacity: config.capacity,
@@ -143,13 +156,24 @@ pub async fn start<R: ContainerRuntime>(
             })
         })
     };
-    let ops_task = ops::consume(bus, &name, actor.clone(), refused.clone(), on_lost).await?;
+    let (ready, synced) = tokio::sync::watch::channel(false);
+    let ops_task = ops::consume(bus, &name, actor.clone(), refused.clone(), on_lost, ready).await?;
     info!(node = %name, "node up; waiting for the scheduler's view before running ops");
+    let ready_task = {
+        let (mut synced, name) = (synced.clone(), name.clone());
+        tokio::spawn(async move {
+            if synced.wait_for(|s| *s).await.is_ok() {
+                let ms = began.elapsed().as_millis() as u64;
+                info!(node = %name, ms, "node ready: the scheduler's view is reconciled");
+            }
+        })
+    };
     Ok(NodeHandle {
         name,
         actor,
         refused,
-        _tasks: [AbortOnDrop(exit_task), ops_task]
+        synced,
+        _tasks: [AbortOnDrop(exit_task), ops_task, AbortOnDrop(ready_task)]
             .into_iter()
             .chain(reporting)
             .collect(),

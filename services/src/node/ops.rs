@@ -18,6 +18,7 @@ use bulkhead_actors::node::trust::OpsTrust;
 use bulkhead_actors::signing::{CERT_HEADER, SIG_HEADER};
 use bulkhead_schemas::{NodeOp, SyncReason};
 use ractor::ActorRef;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::delivery::{Delivered, Deliveries, Reply};
@@ -33,13 +34,15 @@ const OPS_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 pub(super) type OnLost = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// Consumes the node's ops and hands them to its actor, in a task. `refused` records what
-/// is set aside.
+/// is set aside; `synced` turns true once the first view of the log is reconciled and the
+/// ops held until then have run.
 pub(super) async fn consume(
     bus: &Bus,
     name: &str,
     actor: ActorRef<NodeMsg>,
     refused: Ledger,
     on_lost: OnLost,
+    synced: watch::Sender<bool>,
 ) -> anyhow::Result<AbortOnDrop> {
     let mut deliveries = Deliveries::new(&bus.client, name).await?;
     let admins = bus.identity()?.creds.admins.clone();
@@ -51,6 +54,7 @@ pub(super) async fn consume(
         refused,
         on_lost,
         synced: false,
+        ready: synced,
         held: BTreeMap::new(),
         xkey: Arc::new(bulkhead_actors::secrets::xkey_of(&bus.identity()?.signer)),
     };
@@ -73,6 +77,8 @@ struct Runner {
     on_lost: OnLost,
     /// Whether a view of the log has come.
     synced: bool,
+    /// Told once that view is reconciled and the held ops have run.
+    ready: watch::Sender<bool>,
     /// Messages held until then, by stream sequence (a redelivery replaces its first copy).
     held: BTreeMap<u64, (Delivered, Vec<NodeOp>)>,
     /// This node's curve key: it opens the secrets the scheduler sealed to it.
@@ -164,6 +170,7 @@ impl Runner {
                     return false;
                 }
             }
+            self.ready.send_replace(true);
         }
         if lost {
             warn!(node = %self.node, "this node was declared lost; it reconciled and says it is back");
