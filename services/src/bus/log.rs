@@ -1,6 +1,7 @@
-//! The event log on `BULKHEAD_EVT`: appends as atomic batches, each workload's first event
-//! carrying the expected last sequence of that workload's subjects, so two writers never
-//! fork a chain; appends that do not fit one batch go alone. Every batch is signed once
+//! The event log on `BULKHEAD_EVT`: appends as atomic batches (a few go one by one, at
+//! once), each workload's first event carrying the expected last sequence of that
+//! workload's subjects, so two writers never fork a chain; appends that do not fit one
+//! batch go alone. Every batch is signed once
 //! (`bulkhead_actors::signing`): each message carries its proof in `Bulkhead-Sig`.
 
 use async_nats::HeaderMap;
@@ -17,7 +18,7 @@ use futures::stream::FuturesOrdered;
 
 use bulkhead_actors::signing::{Proof, SIG_HEADER, Signer, seal_event, sign_batch};
 
-use super::publish::{MAX_BATCH, PublishFailure};
+use super::publish::{ATOMIC_FROM, MAX_BATCH, PublishFailure};
 use super::{Bus, BusError};
 
 /// Batches in flight at once.
@@ -79,11 +80,16 @@ fn messages(
         .collect()
 }
 
-fn stored(append: &WorkloadAppend, sealed: &[Sealed], first: u64) -> Outcome {
+/// An append's events as stored at `seqs`, in order.
+fn stored(
+    append: &WorkloadAppend,
+    sealed: &[Sealed],
+    seqs: impl IntoIterator<Item = u64>,
+) -> Outcome {
     Ok(sealed
         .iter()
         .zip(&append.events)
-        .zip(first..)
+        .zip(seqs)
         .map(|((s, e), seq)| Stored {
             seq,
             hash: s.hash,
@@ -206,30 +212,50 @@ impl NatsLog {
         Ok(seqs)
     }
 
-    /// A group of whole appends as one atomic batch; on failure each goes alone.
+    /// A group of whole appends, signed together: one atomic batch, or, when each append is
+    /// one event and they are fewer than [`ATOMIC_FROM`] (a node's facts), each stored on
+    /// its own, all at once (a small atomic batch costs the server more than its messages;
+    /// an append of several events stays one batch: its chain cannot be cut). An append
+    /// that fails goes again alone.
     async fn append_group(&self, mut group: Vec<WorkloadAppend>) -> Vec<Outcome> {
         let key = self.signer.public_key().to_owned();
         let sealed: Vec<Vec<Sealed>> = group.iter_mut().map(|a| a.seal(&key)).collect();
         let all: Vec<&[Sealed]> = sealed.iter().map(Vec::as_slice).collect();
         let proofs = sign(&self.signer, &all);
-        let msgs: Vec<_> = group
+        let msgs: Vec<Vec<_>> = group
             .iter()
             .zip(&sealed)
             .zip(&proofs)
-            .flat_map(|((a, s), p)| messages(a, s, p))
+            .map(|((a, s), p)| messages(a, s, p))
             .collect();
-        if group.len() > 1
-            && let Ok(mut first) = self.bus.publish_atomic(&msgs).await
-        {
-            return group
+        let singly = msgs.len() < ATOMIC_FROM && msgs.iter().all(|m| m.len() == 1);
+        if group.len() > 1 && !singly {
+            if let Ok(mut first) = self.bus.publish_atomic(&msgs.concat()).await {
+                return group
+                    .iter()
+                    .zip(&sealed)
+                    .map(|(a, s)| {
+                        let o = stored(a, s, first..);
+                        first += s.len() as u64;
+                        o
+                    })
+                    .collect();
+            }
+        } else if group.len() > 1 {
+            let each: FuturesOrdered<_> = group
                 .iter()
-                .zip(&sealed)
-                .map(|(a, s)| {
-                    let o = stored(a, s, first);
-                    first += s.len() as u64;
-                    o
-                })
+                .zip(msgs)
+                .map(|(a, m)| self.publish_in_parts(&a.workload, m))
                 .collect();
+            let results: Vec<_> = each.collect().await;
+            let mut out = Vec::with_capacity(group.len());
+            for ((a, s), r) in group.into_iter().zip(&sealed).zip(results) {
+                out.push(match r {
+                    Ok(seqs) => stored(&a, s, seqs),
+                    Err(_) => self.append_one(a).await,
+                });
+            }
+            return out;
         }
         let singles: FuturesOrdered<_> = group.into_iter().map(|a| self.append_one(a)).collect();
         singles.collect().await

@@ -26,7 +26,7 @@ use crate::follow::{FORMAT, FORMAT_KEY};
 
 pub use log::NatsLog;
 pub use ops::{KvHeartbeat, NatsOps};
-pub use publish::{MAX_BATCH, PublishFailure};
+pub use publish::{ATOMIC_FROM, MAX_BATCH, PublishFailure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {

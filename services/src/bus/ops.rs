@@ -15,8 +15,10 @@ use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::scan::ScanJob;
 use bulkhead_schemas::{NodeHeartbeat, NodeOp, subjects};
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 
-use super::publish::MAX_BATCH;
+use super::publish::{ATOMIC_FROM, MAX_BATCH};
 use super::{Bus, BusError};
 
 /// Ops per message to one node.
@@ -208,7 +210,22 @@ impl OpsSink for NatsOps {
                 (subjects::node_ops(node), h, payload)
             })
             .collect();
-        // As few atomic batches as fit (one store and one sync for a round's ops to a
+        // A few messages go node by node, all at once (a small atomic batch costs the
+        // server more than its messages: [`ATOMIC_FROM`]).
+        if msgs.len() < ATOMIC_FROM {
+            let msgs = &msgs;
+            let each: FuturesOrdered<_> = spans(&nodes, 1)
+                .into_iter()
+                .map(|(i, j)| async move { (i, self.bus.publish_atomic(&msgs[i..j]).await) })
+                .collect();
+            for (i, r) in each.collect::<Vec<_>>().await {
+                if let Err(e) = r {
+                    failed.push((nodes[i].clone(), SinkError::from(e)));
+                }
+            }
+            return failed;
+        }
+        // Else as few atomic batches as fit (one store and one sync for a round's ops to a
         // thousand nodes, not one per node); a batch that fails is sent again node by node,
         // so that a message that fails fails its own node only.
         for (start, end) in spans(&nodes, MAX_BATCH) {

@@ -14,6 +14,12 @@ use super::Bus;
 
 /// The server's limit of messages in one atomic batch.
 pub const MAX_BATCH: usize = 1000;
+/// Messages that need not be stored together go as one atomic batch only from this many
+/// on; fewer go one by one, all at once. nats-server 2.15 stages each atomic batch in a
+/// file store of its own: at `sync_interval: always`, batches of 2 cost it 1,010 µs of
+/// CPU per message against 192 µs for the same messages sent singly; the two break even
+/// near 16 (115 vs 98 µs) and batches win beyond (32: 71 vs 94 µs; 128: 30 vs 87 µs).
+pub const ATOMIC_FROM: usize = 16;
 /// JetStream's error code for a failed `Nats-Expected-Last-Subject-Sequence`.
 const WRONG_LAST_SEQUENCE: u64 = 10071;
 
