@@ -74,10 +74,20 @@ impl Bench {
                 .collect(),
         )?;
         data.reload_server()?;
-        // The server reloads its users in the background.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        setup::prepare(data, &self.cluster.server.url, &Topology::default()).await?;
-        Ok(())
+        // The server reloads its users in the background: with thousands of users, for
+        // longer than a moment (JetStream answers no one meanwhile), so the setup is tried
+        // again for up to a minute.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            match setup::prepare(data, &self.cluster.server.url, &Topology::default()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("the cluster's setup after enrolling nodes, again: {e:#}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A connection as `role` `name`.
