@@ -16,6 +16,7 @@ mod c1m;
 mod cri;
 mod failover;
 mod ops_delivery;
+mod procfs;
 mod results;
 mod scan_cache;
 mod signing;
@@ -293,17 +294,6 @@ async fn main() -> anyhow::Result<()> {
 /// When each workload was seen `scheduled` and `started`.
 type Observed = (HashMap<String, Instant>, HashMap<String, Instant>);
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 pub(crate) fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -502,11 +492,11 @@ pub(crate) async fn failover(bench: &Bench) -> anyhow::Result<bulkhead::failover
 /// (or the whole log when there is none).
 pub(crate) async fn restart(bench: &Bench) -> anyhow::Result<Restart> {
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib();
+    let before = procfs::rss_kib("self");
     let t = Instant::now();
     let (core, _follower) = scheduler::rebuild(&bench.scheduler().await?).await?;
     let ready = t.elapsed();
-    let kib = rss_kib().saturating_sub(before);
+    let kib = procfs::rss_kib("self").saturating_sub(before);
     let count = core.projection.len();
     drop((core, _follower));
     let kib_per_workload = kib as f64 / count.max(1) as f64;

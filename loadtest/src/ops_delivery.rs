@@ -15,6 +15,8 @@ use async_nats::jetstream::{self, consumer, stream};
 use bulkhead::bus::{Bus, MAX_BATCH};
 use bulkhead::natsd::{self, NatsServer, Security, Sync};
 use bytes::Bytes;
+
+use crate::procfs;
 use clap::ValueEnum;
 use futures::StreamExt;
 
@@ -128,6 +130,7 @@ fn deliver(node: usize) -> String {
 }
 
 async fn measure(way: Way, url: &str, pid: u32, args: &Args) -> anyhow::Result<Figures> {
+    let server = pid.to_string();
     let admin = Bus::connect(url, "ops-bench").await?;
     let t = Instant::now();
     if way != Way::Core {
@@ -249,15 +252,19 @@ async fn measure(way: Way, url: &str, pid: u32, args: &Args) -> anyhow::Result<F
     admin.client.flush().await?;
     let setup = t.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let server_rss_kib = proc_status(pid, "VmRSS:");
+    let server_rss_kib = procfs::rss_kib(&server);
 
-    let (s0, i0) = (cpu_ticks(pid), Instant::now());
+    let (s0, i0) = (procfs::cpu_secs(&server), Instant::now());
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle_cpu_pct = (cpu_ticks(pid) - s0) as f64 / 100.0 / i0.elapsed().as_secs_f64() * 100.0;
+    let idle_cpu_pct = (procfs::cpu_secs(&server) - s0) / i0.elapsed().as_secs_f64() * 100.0;
 
     let payload = Bytes::from(vec![b'x'; args.payload]);
     let total = (args.nodes * args.rounds) as u64;
-    let (s0, c0, t0) = (cpu_ticks(pid), self_cpu_ticks(), Instant::now());
+    let (s0, c0, t0) = (
+        procfs::cpu_secs(&server),
+        procfs::cpu_secs("self"),
+        Instant::now(),
+    );
     for _ in 0..args.rounds {
         let msgs: Vec<(String, HeaderMap, Bytes)> = (0..args.nodes)
             .map(|n| (subject(way, n), HeaderMap::new(), payload.clone()))
@@ -284,8 +291,8 @@ async fn measure(way: Way, url: &str, pid: u32, args: &Args) -> anyhow::Result<F
     let delivered = got.load(Ordering::Relaxed);
     // Let the last acks land before the CPU is read.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let server_ms = (cpu_ticks(pid) - s0) as f64 * 10.0;
-    let client_ms = (self_cpu_ticks() - c0) as f64 * 10.0;
+    let server_ms = (procfs::cpu_secs(&server) - s0) * 1e3;
+    let client_ms = (procfs::cpu_secs("self") - c0) * 1e3;
     if delivered < total {
         println!("{}: only {delivered} of {total} delivered", way.label());
     }
@@ -299,34 +306,4 @@ async fn measure(way: Way, url: &str, pid: u32, args: &Args) -> anyhow::Result<F
         server_ms_per_k: server_ms / k,
         client_ms_per_k: client_ms / k,
     })
-}
-
-/// utime + stime of a process, in clock ticks (USER_HZ, 100 a second).
-fn cpu_ticks(pid: u32) -> u64 {
-    stat_ticks(&format!("/proc/{pid}/stat"))
-}
-
-fn self_cpu_ticks() -> u64 {
-    stat_ticks("/proc/self/stat")
-}
-
-fn stat_ticks(path: &str) -> u64 {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of stat: 12 and 13 after the command.
-    n(11) + n(12)
-}
-
-fn proc_status(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -28,16 +28,6 @@ pub struct Args {
     pub base_mib: u64,
 }
 
-/// CPU seconds this process has used (user + system).
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // fields 14 and 15 of stat (utime, stime), counted from after the command name
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn sha(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
@@ -254,14 +244,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Ok(sources)
     };
 
-    let (c0, t0) = (cpu_secs(), Instant::now());
+    let (c0, t0) = (crate::procfs::cpu_secs("self"), Instant::now());
     let jobs = scan(vec![names[0].clone()]).await?;
     let cold_src = wait(jobs).await?;
-    let (cold_cpu, cold_wall) = (cpu_secs() - c0, t0.elapsed());
-    let (c1, t1) = (cpu_secs(), Instant::now());
+    let (cold_cpu, cold_wall) = (crate::procfs::cpu_secs("self") - c0, t0.elapsed());
+    let (c1, t1) = (crate::procfs::cpu_secs("self"), Instant::now());
     let jobs = scan(vec![names[0].clone()]).await?;
     let warm_src = wait(jobs).await?;
-    let (warm_cpu, warm_wall) = (cpu_secs() - c1, t1.elapsed());
+    let (warm_cpu, warm_wall) = (crate::procfs::cpu_secs("self") - c1, t1.elapsed());
     println!(
         "\n## cold scan vs rescan of one image\n| | CPU s | wall s | layer sources |\n|---|---|---|---|\n| cold | {cold_cpu:.2} | {:.2} | {cold_src:?} |\n| rescan | {warm_cpu:.2} | {:.2} | {warm_src:?} |\nrescan saves {:.1}% of the cold scan's CPU",
         cold_wall.as_secs_f64(),
@@ -269,12 +259,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         100.0 * (1.0 - warm_cpu / cold_cpu.max(1e-9))
     );
 
-    let (c2, t2) = (cpu_secs(), Instant::now());
+    let (c2, t2) = (crate::procfs::cpu_secs("self"), Instant::now());
     let rest: Vec<String> = names[1..].to_vec();
     let count = rest.len();
     let jobs = scan(rest).await?;
     let src = wait(jobs).await?;
-    let (cpu, wall) = (cpu_secs() - c2, t2.elapsed());
+    let (cpu, wall) = (crate::procfs::cpu_secs("self") - c2, t2.elapsed());
     let total: usize = src.values().sum();
     let computed = src.get(&LayerSource::Computed).copied().unwrap_or(0);
     // Without the cache every layer would be read: the cold scan's CPU per image.
