@@ -229,19 +229,21 @@ impl NatsLog {
             .map(|((a, s), p)| messages(a, s, p))
             .collect();
         let singly = msgs.len() < ATOMIC_FROM && msgs.iter().all(|m| m.len() == 1);
-        if group.len() > 1 && !singly {
-            if let Ok(mut first) = self.bus.publish_atomic(&msgs.concat()).await {
-                return group
-                    .iter()
-                    .zip(&sealed)
-                    .map(|(a, s)| {
-                        let o = stored(a, s, first..);
-                        first += s.len() as u64;
-                        o
-                    })
-                    .collect();
-            }
-        } else if group.len() > 1 {
+        if group.len() > 1
+            && !singly
+            && let Ok(mut first) = self.bus.publish_atomic(&msgs.concat()).await
+        {
+            return group
+                .iter()
+                .zip(&sealed)
+                .map(|(a, s)| {
+                    let o = stored(a, s, first..);
+                    first += s.len() as u64;
+                    o
+                })
+                .collect();
+        }
+        if group.len() > 1 && singly {
             let each: FuturesOrdered<_> = group
                 .iter()
                 .zip(msgs)

@@ -157,23 +157,18 @@ pub async fn start<R: ContainerRuntime>(
         })
     };
     let (ready, synced) = tokio::sync::watch::channel(false);
+    let ready = ops::Ready {
+        tell: ready,
+        since: began,
+    };
     let ops_task = ops::consume(bus, &name, actor.clone(), refused.clone(), on_lost, ready).await?;
     info!(node = %name, "node up; waiting for the scheduler's view before running ops");
-    let ready_task = {
-        let (mut synced, name) = (synced.clone(), name.clone());
-        tokio::spawn(async move {
-            if synced.wait_for(|s| *s).await.is_ok() {
-                let ms = began.elapsed().as_millis() as u64;
-                info!(node = %name, ms, "node ready: the scheduler's view is reconciled");
-            }
-        })
-    };
     Ok(NodeHandle {
         name,
         actor,
         refused,
         synced,
-        _tasks: [AbortOnDrop(exit_task), ops_task, AbortOnDrop(ready_task)]
+        _tasks: [AbortOnDrop(exit_task), ops_task]
             .into_iter()
             .chain(reporting)
             .collect(),

@@ -33,16 +33,22 @@ const OPS_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// What the consumer does besides running ops: say the node is back after a loss.
 pub(super) type OnLost = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
+/// Whom to tell that the node is ready, and since when it started.
+pub(super) struct Ready {
+    pub tell: watch::Sender<bool>,
+    pub since: std::time::Instant,
+}
+
 /// Consumes the node's ops and hands them to its actor, in a task. `refused` records what
-/// is set aside; `synced` turns true once the first view of the log is reconciled and the
-/// ops held until then have run.
+/// is set aside; `ready` is told (and `node ready` logged) once the first view of the log
+/// is reconciled and the ops held until then have run.
 pub(super) async fn consume(
     bus: &Bus,
     name: &str,
     actor: ActorRef<NodeMsg>,
     refused: Ledger,
     on_lost: OnLost,
-    synced: watch::Sender<bool>,
+    ready: Ready,
 ) -> anyhow::Result<AbortOnDrop> {
     let mut deliveries = Deliveries::new(&bus.client, name).await?;
     let admins = bus.identity()?.creds.admins.clone();
@@ -54,7 +60,7 @@ pub(super) async fn consume(
         refused,
         on_lost,
         synced: false,
-        ready: synced,
+        ready,
         held: BTreeMap::new(),
         xkey: Arc::new(bulkhead_actors::secrets::xkey_of(&bus.identity()?.signer)),
     };
@@ -78,7 +84,7 @@ struct Runner {
     /// Whether a view of the log has come.
     synced: bool,
     /// Told once that view is reconciled and the held ops have run.
-    ready: watch::Sender<bool>,
+    ready: Ready,
     /// Messages held until then, by stream sequence (a redelivery replaces its first copy).
     held: BTreeMap<u64, (Delivered, Vec<NodeOp>)>,
     /// This node's curve key: it opens the secrets the scheduler sealed to it.
@@ -170,7 +176,9 @@ impl Runner {
                     return false;
                 }
             }
-            self.ready.send_replace(true);
+            self.ready.tell.send_replace(true);
+            let ms = self.ready.since.elapsed().as_millis() as u64;
+            info!(node = %self.node, ms, "node ready: the scheduler's view is reconciled");
         }
         if lost {
             warn!(node = %self.node, "this node was declared lost; it reconciled and says it is back");
