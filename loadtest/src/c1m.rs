@@ -32,7 +32,14 @@ pub async fn run(
     let control = bench.control().await?;
     let failover = crate::failover(&bench).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let b = crate::burst(&tenant, &seen, workloads, timeout).await?;
+    let b = crate::burst(
+        bench.cluster.server.pid(),
+        &tenant,
+        &seen,
+        workloads,
+        timeout,
+    )
+    .await?;
     drop((control, failover, handles));
     let r = crate::restart(&bench).await?;
     let log = dir_size(&dir.path().join("data"), "BULKHEAD_EVT");

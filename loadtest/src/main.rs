@@ -79,6 +79,16 @@ enum Scenario {
         #[arg(long, default_value_t = 3600)]
         timeout_secs: u64,
     },
+    /// Internal: a scheduler's restart in a process of its own (as a restarted service
+    /// starts), printing its time to ready and its memory as JSON for the scenario that
+    /// spawned it.
+    #[command(hide = true)]
+    SchedulerRestart {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        creds: std::path::PathBuf,
+    },
     /// Signatures and verifications per second on one core; bytes a signature adds.
     Signing,
     /// `audit verify` on a log of N workloads; the running hash; a sealed secret's size.
@@ -247,6 +257,9 @@ async fn main() -> anyhow::Result<()> {
             })
             .await;
         }
+        Scenario::SchedulerRestart { url, creds } => {
+            return scheduler_restart(&url, &creds).await;
+        }
         Scenario::Signing => return signing::run(),
         Scenario::Audit { workloads } => return audit::run(workloads).await,
         Scenario::Cri {
@@ -403,15 +416,21 @@ pub(crate) struct Burst {
     pub placements_per_s: f64,
     /// Seconds from the first submission to the last `started`.
     pub running_s: f64,
+    /// CPU per workload from the first submission until all run, in µs: this process
+    /// (every service and sim node) and the nats-server.
+    pub cpu_us: (f64, f64),
 }
 
 /// Submits `workloads` specs in atomic batches and waits (up to `timeout`) until all run.
 pub(crate) async fn burst(
+    server: u32,
     tenant: &Bus,
     seen: &std::sync::Mutex<Observed>,
     workloads: usize,
     timeout: Duration,
 ) -> anyhow::Result<Burst> {
+    let server = server.to_string();
+    let cpu0 = (procfs::cpu_secs("self"), procfs::cpu_secs(&server));
     let t0 = Instant::now();
     let mut next_report = Instant::now() + Duration::from_secs(30);
     for chunk in (0..workloads).collect::<Vec<_>>().chunks(MAX_BATCH) {
@@ -447,6 +466,10 @@ pub(crate) async fn burst(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let cpu_us = (
+        (procfs::cpu_secs("self") - cpu0.0) * 1e6 / workloads.max(1) as f64,
+        (procfs::cpu_secs(&server) - cpu0.1) * 1e6 / workloads.max(1) as f64,
+    );
     let g = seen.lock().expect("lock");
     let first_sched = g.0.values().min().copied().unwrap_or(t0);
     let last_sched = g.0.values().max().copied().unwrap_or(t0);
@@ -463,9 +486,14 @@ pub(crate) async fn burst(
         ingest.as_secs_f64(),
         workloads as f64 / ingest.as_secs_f64(),
     );
+    println!(
+        "CPU per workload in the burst: {:.0} µs in bulkhead (every service and sim node), {:.0} µs in nats-server",
+        cpu_us.0, cpu_us.1
+    );
     Ok(Burst {
         placements_per_s,
         running_s,
+        cpu_us,
     })
 }
 
@@ -487,22 +515,52 @@ pub(crate) async fn failover(bench: &Bench) -> anyhow::Result<bulkhead::failover
     .await
 }
 
+/// A scheduler's restart, in this process (spawned for it): connects as the scheduler,
+/// rebuilds its core from its snapshot and the log, and prints the time that took and
+/// the memory it grew by.
+async fn scheduler_restart(url: &str, creds: &std::path::Path) -> anyhow::Result<()> {
+    let before = procfs::rss_kib("self");
+    let t = Instant::now();
+    let bus = Bus::connect_as(url, &bulkhead::auth::Credential::load(creds)?).await?;
+    let (core, _follower) = scheduler::rebuild(&bus).await?;
+    let ready_s = t.elapsed().as_secs_f64();
+    // What the core holds once the replay's buffers are given back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let kib = procfs::rss_kib("self").saturating_sub(before);
+    let workloads = core.projection.len();
+    println!(
+        "{}",
+        serde_json::json!({"ready_s": ready_s, "kib": kib, "workloads": workloads})
+    );
+    Ok(())
+}
+
 /// Restart-to-ready and memory, the services stopped first: a scheduler's core, then the
 /// failover's and the query API's projections, each from its snapshot and the log's tail
 /// (or the whole log when there is none).
 pub(crate) async fn restart(bench: &Bench) -> anyhow::Result<Restart> {
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = procfs::rss_kib("self");
-    let t = Instant::now();
-    let (core, _follower) = scheduler::rebuild(&bench.scheduler().await?).await?;
-    let ready = t.elapsed();
-    let kib = procfs::rss_kib("self").saturating_sub(before);
-    let count = core.projection.len();
-    drop((core, _follower));
-    let kib_per_workload = kib as f64 / count.max(1) as f64;
+    // In a process of its own: its memory is the core's alone, not the earlier phases'
+    // freed memory reused.
+    let creds = bench
+        .cluster
+        .data
+        .creds_path(bulkhead_schemas::identity::Role::Scheduler, "scheduler");
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("scheduler-restart")
+        .arg("--url")
+        .arg(&bench.cluster.server.url)
+        .arg("--creds")
+        .arg(&creds)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "the scheduler's restart failed");
+    let child: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let number = |k: &str| child[k].as_f64().unwrap_or(0.0);
+    let (ready_s, kib, count) = (number("ready_s"), number("kib") as u64, number("workloads"));
+    let kib_per_workload = kib as f64 / count.max(1.0);
     println!(
-        "scheduler restart-to-ready with {count} workloads in the log: {:.2} s; resident memory +{kib} KiB ({kib_per_workload:.2} KiB per workload)",
-        ready.as_secs_f64(),
+        "scheduler restart-to-ready with {count} workloads in the log: {ready_s:.2} s; resident memory +{kib} KiB ({kib_per_workload:.2} KiB per workload)",
     );
     let projection = async |bus: Bus, service: &str| -> anyhow::Result<f64> {
         let t = Instant::now();
@@ -523,7 +581,7 @@ pub(crate) async fn restart(bench: &Bench) -> anyhow::Result<Restart> {
     )
     .await?;
     Ok(Restart {
-        ready_s: ready.as_secs_f64(),
+        ready_s,
         kib_per_workload,
         kib,
         failover_s,
@@ -607,7 +665,8 @@ async fn throughput(
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Phase 1: a burst of `workloads` submissions, published in atomic batches.
-    let b = burst(&tenant, &seen, workloads, Duration::from_secs(600)).await?;
+    let server = bench.cluster.server.pid();
+    let b = burst(server, &tenant, &seen, workloads, Duration::from_secs(600)).await?;
     let place_rate = b.placements_per_s;
 
     // Phase 2: a steady rate, one submission at a time, latency submit → running.
@@ -651,11 +710,13 @@ async fn throughput(
     Ok(results::Figures {
         nodes,
         workloads,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         sync: "",
         raw_single: single,
         raw_batched: batched,
         placements_per_s: place_rate,
         burst_running_s: b.running_s,
+        cpu_us: b.cpu_us,
         steady_rate: rate,
         p50_ms: pct(&lat, 0.5).as_secs_f64() * 1e3,
         p99_ms: pct(&lat, 0.99).as_secs_f64() * 1e3,

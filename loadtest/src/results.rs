@@ -10,12 +10,16 @@ use std::path::Path;
 pub struct Figures {
     pub nodes: usize,
     pub workloads: usize,
+    /// The machine's cores (what bounds placements at their CPU cost).
+    pub cores: usize,
     pub sync: &'static str,
     /// The limits, measured first: raw appends one by one and in atomic batches of 500.
     pub raw_single: f64,
     pub raw_batched: f64,
     pub placements_per_s: f64,
     pub burst_running_s: f64,
+    /// CPU per workload in the burst, µs: bulkhead (this process) and nats-server.
+    pub cpu_us: (f64, f64),
     pub steady_rate: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -50,6 +54,21 @@ impl Figures {
                     self.burst_running_s
                 ),
                 "≥ 10,000/s".to_owned(),
+            ),
+            (
+                "CPU per placement in the burst".to_owned(),
+                format!(
+                    "{:.0} µs (bulkhead {:.0} + nats-server {:.0})",
+                    self.cpu_us.0 + self.cpu_us.1,
+                    self.cpu_us.0,
+                    self.cpu_us.1
+                ),
+                format!(
+                    "at most {:.0} placements/s on {} cores at this cost",
+                    self.cores as f64 * 1e6 / (self.cpu_us.0 + self.cpu_us.1).max(1.0),
+                    self.cores
+                ),
+                "≤ 200 µs (10,000/s on 2 cores)".to_owned(),
             ),
             (
                 format!("submit → running at {}/s", self.steady_rate),
@@ -95,7 +114,7 @@ impl Figures {
     /// One row of the history: date, commit, machine, then the figures.
     pub fn history_row(&self, date: &str, commit: &str, machine: &str) -> String {
         format!(
-            "| {date} | {commit} | {machine} | {} nodes, {} workloads, {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} |\n",
+            "| {date} | {commit} | {machine} | {} nodes, {} workloads, {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} | {:.0} + {:.0} |\n",
             self.nodes,
             self.workloads,
             self.sync,
@@ -107,7 +126,9 @@ impl Figures {
             self.kib_per_workload,
             self.failover_restart_s,
             self.api_restart_s,
-            self.node_restart_s
+            self.node_restart_s,
+            self.cpu_us.0,
+            self.cpu_us.1
         )
     }
 }
@@ -116,8 +137,8 @@ const HEADER: &str = "# Load test results\n\n\
 `bulkhead-loadtest throughput … --record loadtest/RESULTS.md` appends a row per run. The machine is\n\
 noisy: compare a figure with the raw append limit of the same row, and judge by the median of\n\
 several runs.\n\n\
-| date | commit | machine | run | raw batched appends/s | placements/s | submit→running p50 / p99 ms | restart s | KiB/workload | failover / API restart s | node restart s |\n\
-|---|---|---|---|---|---|---|---|---|---|---|\n";
+| date | commit | machine | run | raw batched appends/s | placements/s | submit→running p50 / p99 ms | restart s | KiB/workload | failover / API restart s | node restart s | CPU µs per placement (bulkhead + server) |\n\
+|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// Appends `row` to the history at `path`, writing its header first if the file is new.
 pub fn record(path: &Path, row: &str) -> std::io::Result<()> {
@@ -187,18 +208,26 @@ mod tests {
             node_restart_s: 0.4,
             node_replicas: 1000,
             kib_per_workload: 0.5,
+            cores: 2,
+            cpu_us: (300.0, 100.0),
             ..Figures::default()
         };
         let t = f.table();
         assert!(t.contains("| 2000/s | 10 % of the limit (20000/s"), "{t}");
         assert!(t.contains("p99 150.0 ms"), "{t}");
         assert!(
+            t.contains(
+                "| 400 µs (bulkhead 300 + nats-server 100) | at most 5000 placements/s on 2 cores"
+            ),
+            "{t}"
+        );
+        assert!(
             t.contains("| 0.90 s / 1.10 s | from their snapshots"),
             "{t}"
         );
         assert!(
             f.history_row("d", "c", "m")
-                .ends_with("| 0.50 | 0.90 / 1.10 | 0.40 |\n"),
+                .ends_with("| 0.50 | 0.90 / 1.10 | 0.40 | 300 + 100 |\n"),
             "the restarts close the row"
         );
         assert!(
