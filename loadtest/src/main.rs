@@ -21,6 +21,10 @@ mod results;
 mod scan_cache;
 mod signing;
 
+/// mimalloc, as the `bulkhead` binary uses (the services run in this process here).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
