@@ -171,13 +171,26 @@ pub(super) async fn log_events<R, L: EventLog, H>(
     st.core.unlogged.extend(failed);
 }
 
-/// Removes an ended container in the background (its log file stays).
+/// Tries to remove an ended container this many times, waiting 1, 2, 4 … s between.
+const REMOVE_ATTEMPTS: u32 = 6;
+
+/// Removes an ended container in the background (its log file stays); a removal that fails
+/// (a runtime slow under load) is tried again, backing off, so that nothing is left behind.
 pub(super) fn remove_later<R: ContainerRuntime, L, H>(st: &NodeState<R, L, H>, container: &str) {
     let rt = st.runtime.clone();
     let container = container.to_owned();
     tokio::spawn(async move {
-        if let Err(e) = rt.stop(&container, Duration::ZERO).await {
-            warn!(%container, error = %e, "could not remove an ended container");
+        for attempt in 1..=REMOVE_ATTEMPTS {
+            match rt.stop(&container, Duration::ZERO).await {
+                Ok(()) => return,
+                Err(e) if attempt == REMOVE_ATTEMPTS => {
+                    warn!(%container, error = %e, attempt, "could not remove an ended container");
+                }
+                Err(e) => {
+                    warn!(%container, error = %e, attempt, "could not remove an ended container; trying again");
+                    tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
+                }
+            }
         }
     });
 }

@@ -153,6 +153,31 @@ async fn an_exit_is_logged_after_its_start_and_the_container_removed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_ended_container_whose_removal_fails_is_removed_on_a_later_try() {
+    let s = Shell::start().await;
+    s.runtime.fail_next_stops(2);
+    let spec = spec(&[(SIM_EXIT_AFTER_MS, "0"), (SIM_EXIT_CODE, "0")]);
+    let head = s.admit("w", &spec);
+    s.ops(vec![start(&spec, &head)]).await;
+    pass(10).await;
+    assert_eq!(
+        s.runtime.stops(),
+        1,
+        "the first removal is tried at once, and fails"
+    );
+    pass(1_000).await;
+    assert_eq!(s.runtime.stops(), 2, "tried again after 1 s, and fails");
+    pass(2_000).await;
+    assert_eq!(
+        s.runtime.stops(),
+        3,
+        "tried again after 2 s more, and succeeds"
+    );
+    pass(60_000).await;
+    assert_eq!(s.runtime.stops(), 3, "not tried after it succeeded");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stop_ends_the_container_and_logs_stopped() {
     let s = Shell::start().await;
     let spec = spec(&[]);

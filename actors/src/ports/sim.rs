@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::runtime::{
@@ -30,6 +30,9 @@ pub struct SimRuntime {
     containers: Mutex<HashMap<String, SimContainer>>,
     next: AtomicU64,
     prefix: String,
+    /// Stops asked, and how many of the next ones fail (as a runtime slow under load).
+    stops: AtomicU64,
+    failing_stops: AtomicU32,
 }
 
 impl SimRuntime {
@@ -47,12 +50,24 @@ impl SimRuntime {
             containers: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             prefix: format!("sim-{node}-"),
+            stops: AtomicU64::new(0),
+            failing_stops: AtomicU32::new(0),
         };
         (rt, rx)
     }
 
     pub fn running(&self) -> usize {
         self.containers.lock().expect("lock").len()
+    }
+
+    /// Makes the next `n` stops fail.
+    pub fn fail_next_stops(&self, n: u32) {
+        self.failing_stops.store(n, Ordering::SeqCst);
+    }
+
+    /// How many stops were asked (those that failed included).
+    pub fn stops(&self) -> u64 {
+        self.stops.load(Ordering::SeqCst)
     }
 
     /// Makes a container exit now with `code`, as if its process ended.
@@ -137,6 +152,15 @@ impl ContainerRuntime for SimRuntime {
     }
 
     async fn stop(&self, container: &str, _grace: Duration) -> Result<(), RuntimeError> {
+        self.stops.fetch_add(1, Ordering::SeqCst);
+        let failing = self
+            .failing_stops
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(RuntimeError::Stop(
+                "the sim was told to fail this stop".into(),
+            ));
+        }
         let found = self.containers.lock().expect("lock").remove(container);
         if let Some(t) = found.and_then(|c| c.exit_task) {
             t.abort();
