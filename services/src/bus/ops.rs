@@ -140,27 +140,6 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Bytes, SinkError> {
         .map_err(|e| SinkError::Refused(format!("cannot encode: {e}")))
 }
 
-impl NatsOps {
-    /// Sends `msgs` (to `nodes`, one per message, a node's messages side by side) node by
-    /// node, all at once, each node's messages one atomic batch; returns the nodes whose
-    /// messages failed.
-    async fn node_by_node(
-        &self,
-        msgs: &[(String, HeaderMap, Bytes)],
-        nodes: &[Arc<str>],
-    ) -> Vec<(Arc<str>, SinkError)> {
-        let each: FuturesOrdered<_> = spans(nodes, 1)
-            .into_iter()
-            .map(|(i, j)| async move { (i, self.bus.publish_atomic(&msgs[i..j]).await) })
-            .collect();
-        each.collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .filter_map(|(i, r)| r.err().map(|e| (nodes[i].clone(), SinkError::from(e))))
-            .collect()
-    }
-}
-
 impl OpsSink for NatsOps {
     async fn queue_scans(&self, jobs: Vec<ScanJob>) -> Vec<(String, SinkError)> {
         let mut failed = Vec::new();
@@ -234,16 +213,30 @@ impl OpsSink for NatsOps {
         // A few messages go node by node, all at once (a small atomic batch costs the
         // server more than its messages: [`ATOMIC_FROM`]).
         if msgs.len() < ATOMIC_FROM {
-            failed.extend(self.node_by_node(&msgs, &nodes).await);
+            let msgs = &msgs;
+            let each: FuturesOrdered<_> = spans(&nodes, 1)
+                .into_iter()
+                .map(|(i, j)| async move { (i, self.bus.publish_atomic(&msgs[i..j]).await) })
+                .collect();
+            for (i, r) in each.collect::<Vec<_>>().await {
+                if let Err(e) = r {
+                    failed.push((nodes[i].clone(), SinkError::from(e)));
+                }
+            }
             return failed;
         }
         // Else as few atomic batches as fit (one store and one sync for a round's ops to a
         // thousand nodes, not one per node); a batch that fails is sent again node by node,
         // so that a message that fails fails its own node only.
         for (start, end) in spans(&nodes, MAX_BATCH) {
-            if self.bus.publish_atomic(&msgs[start..end]).await.is_err() {
-                let again = self.node_by_node(&msgs[start..end], &nodes[start..end]);
-                failed.extend(again.await);
+            if self.bus.publish_atomic(&msgs[start..end]).await.is_ok() {
+                continue;
+            }
+            for (i, j) in spans(&nodes[start..end], 1) {
+                let (i, j) = (start + i, start + j);
+                if let Err(e) = self.bus.publish_atomic(&msgs[i..j]).await {
+                    failed.push((nodes[i].clone(), SinkError::from(e)));
+                }
             }
         }
         failed
