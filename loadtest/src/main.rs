@@ -550,14 +550,15 @@ pub(crate) async fn restart(bench: &Bench) -> anyhow::Result<Restart> {
         .cluster
         .data
         .creds_path(bulkhead_schemas::identity::Role::Scheduler, "scheduler");
-    let out = std::process::Command::new(std::env::current_exe()?)
+    let out = tokio::process::Command::new(std::env::current_exe()?)
         .arg("scheduler-restart")
         .arg("--url")
         .arg(&bench.cluster.server.url)
         .arg("--creds")
         .arg(&creds)
         .stderr(std::process::Stdio::inherit())
-        .output()?;
+        .output()
+        .await?;
     anyhow::ensure!(out.status.success(), "the scheduler's restart failed");
     let child: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let number = |k: &str| child[k].as_f64().unwrap_or(0.0);
