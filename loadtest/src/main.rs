@@ -462,7 +462,8 @@ pub(crate) async fn burst(
             break;
         }
         if Instant::now() > next_report {
-            next_report += Duration::from_secs(30);
+            // From now: a submission that took longer than the period prints one line.
+            next_report = Instant::now() + Duration::from_secs(30);
             println!(
                 "  … {started} running after {:.0} s",
                 t0.elapsed().as_secs_f64()
@@ -635,6 +636,39 @@ async fn raw_append_rate(bus: &Bus) -> anyhow::Result<(f64, f64)> {
     Ok((single, batched))
 }
 
+/// The steady phase second by second: the p50 and max from submission until `what` (seen
+/// at the times in `seen`) of the workloads submitted in each second. A latency that grows
+/// from second to second is a rate the machine cannot keep up with; a flat one a fixed delay.
+fn by_second(times: &[(String, Instant)], seen: &HashMap<String, Instant>, what: &str) -> String {
+    let Some(first) = times.first().map(|(_, t)| *t) else {
+        return String::new();
+    };
+    let mut seconds: Vec<Vec<Duration>> = Vec::new();
+    for (id, t) in times {
+        let s = t.duration_since(first).as_secs() as usize;
+        if seconds.len() <= s {
+            seconds.resize_with(s + 1, Vec::new);
+        }
+        if let Some(r) = seen.get(id) {
+            seconds[s].push(r.duration_since(*t));
+        }
+    }
+    let mut out = format!("  submit→{what} by second submitted (p50 / max ms):");
+    for (s, lat) in seconds.iter_mut().enumerate() {
+        if lat.is_empty() {
+            out.push_str(&format!(" [{s}] none seen"));
+            continue;
+        }
+        lat.sort();
+        out.push_str(&format!(
+            " [{s}] {:.0} / {:.0}",
+            pct(lat, 0.5).as_secs_f64() * 1e3,
+            lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        ));
+    }
+    out
+}
+
 /// Today's date (UTC), `YYYY-MM-DD`.
 fn chrono_date() -> String {
     bulkhead_schemas::now_rfc3339()
@@ -699,6 +733,11 @@ async fn throughput(
             .filter_map(|(id, t)| g.1.get(id).map(|s| s.duration_since(*t)))
             .collect()
     };
+    {
+        let g = seen.lock().expect("lock");
+        println!("{}", by_second(&times, &g.0, "scheduled"));
+        println!("{}", by_second(&times, &g.1, "running"));
+    }
     lat.sort();
     println!(
         "steady {rate}/s for {latency_secs} s: {} of {n} running; submit→running p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -732,4 +771,30 @@ async fn throughput(
         node_replicas,
         kib_per_workload: r.kib_per_workload,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steady_phase_is_shown_by_the_second_each_was_submitted_in() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let times: Vec<(String, Instant)> = [("a", 0), ("b", 200), ("c", 1_500), ("d", 2_100)]
+            .into_iter()
+            .map(|(id, at)| (id.to_owned(), t0 + ms(at)))
+            .collect();
+        // a took 100 ms, b 300 ms, c 40 ms; d was never seen.
+        let seen: HashMap<String, Instant> = [("a", 100), ("b", 500), ("c", 1_540)]
+            .into_iter()
+            .map(|(id, at)| (id.to_owned(), t0 + ms(at)))
+            .collect();
+        let line = by_second(&times, &seen, "running");
+        assert_eq!(
+            line,
+            "  submit→running by second submitted (p50 / max ms): [0] 300 / 300 [1] 40 / 40 [2] none seen"
+        );
+        assert_eq!(by_second(&[], &seen, "running"), "");
+    }
 }
