@@ -1,6 +1,7 @@
 //! `ops-delivery`: what it costs nats-server to deliver each node its own ops, for each way
 //! considered (issue 18): a durable push consumer per node on a work queue (what bulkhead
-//! does), a durable pull consumer per node, a stream that republishes each stored op to its
+//! did until every ack on it proved O(nodes)) or on a stream of limits (what it does), a
+//! durable pull consumer per node, a stream that republishes each stored op to its
 //! node's core subject (no consumer at all), and core NATS alone (no log: the floor). For
 //! each: setup time, the server's memory and idle CPU with every node connected, and the
 //! server's and the clients' CPU per thousand messages delivered, at `sync_interval:
@@ -41,9 +42,9 @@ pub enum Way {
 impl Way {
     fn label(self) -> &'static str {
         match self {
-            Way::Push => "push consumer per node (bulkhead)",
+            Way::Push => "push consumer per node, work queue",
             Way::PushMem => "push consumer per node, state in memory",
-            Way::PushLimits => "push consumer per node, limits stream",
+            Way::PushLimits => "push consumer per node, limits stream (bulkhead)",
             Way::PushNoAck => "push consumer per node, limits, no acks",
             Way::Pull => "pull consumer per node",
             Way::Republish => "stream republish, no consumer",

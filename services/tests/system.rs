@@ -369,6 +369,119 @@ async fn an_older_command_stream_is_replaced_only_when_nothing_in_it_waits() {
     assert_eq!(info.config.retention, RetentionPolicy::Limits);
 }
 
+/// An ops stream made by an older bulkhead (a work queue, whose every ack asks each node's
+/// consumer for interest) is replaced by one of limits only once no op in it waits, and the
+/// consumers it had are made again on the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_ops_stream_is_replaced_only_when_no_op_in_it_waits() {
+    use async_nats::jetstream::stream::{Config, RetentionPolicy};
+    use bulkhead::bus::Topology;
+    let env = env().await;
+    let bus = &env.bus;
+    bus.js.delete_stream(subjects::OPS_STREAM).await.unwrap();
+    let old = Config {
+        name: subjects::OPS_STREAM.into(),
+        subjects: vec![subjects::OPS_ALL.into()],
+        retention: RetentionPolicy::WorkQueue,
+        ..Default::default()
+    };
+    let mut stream = bus.js.create_stream(old).await.unwrap();
+    bulkhead::auth::enroll::node_consumers(bus, &["n9"])
+        .await
+        .unwrap();
+    bus.js
+        .publish(subjects::node_ops("n9"), "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let e = bus
+        .ensure(&Topology::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1 ops in it still wait"), "{e}");
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        1,
+        "nothing dropped"
+    );
+    stream.purge().await.unwrap();
+    let topo = Topology::default();
+    bus.ensure(&topo).await.unwrap();
+    let mut stream = bus.js.get_stream(subjects::OPS_STREAM).await.unwrap();
+    let info = stream.info().await.unwrap().clone();
+    assert_eq!(info.config.retention, RetentionPolicy::Limits);
+    assert_eq!(info.config.max_age, topo.ops_ttl);
+    let consumer = stream
+        .consumer_info(subjects::node_consumer("n9"))
+        .await
+        .expect("the node's consumer is made again");
+    assert_eq!(
+        consumer.config.deliver_subject.as_deref(),
+        Some(subjects::node_deliver("n9").as_str())
+    );
+    assert_eq!(
+        consumer.config.filter_subject,
+        subjects::node_ops("n9"),
+        "{:?}",
+        consumer.config
+    );
+}
+
+/// A node's ops consumer made otherwise (an earlier build's) is made again from where it
+/// stood: an op it acknowledged is not taken again (an ack deletes nothing from the stream
+/// of limits), one it did not is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_consumer_made_again_takes_neither_more_nor_less() {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+    use futures::StreamExt;
+    let env = env().await;
+    let bus = &env.bus;
+    let stream = bus.js.get_stream(subjects::OPS_STREAM).await.unwrap();
+    let durable = subjects::node_consumer("n8");
+    let older = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(durable.clone()),
+            filter_subject: subjects::node_ops("n8"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut seqs = Vec::new();
+    for op in ["first", "second"] {
+        let ack = bus
+            .js
+            .publish(subjects::node_ops("n8"), op.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        seqs.push(ack.sequence);
+    }
+    let mut batch = older.fetch().max_messages(1).messages().await.unwrap();
+    let first = batch.next().await.unwrap().unwrap();
+    assert_eq!(&first.payload[..], b"first");
+    first.double_ack().await.unwrap();
+    drop(batch);
+    bulkhead::auth::enroll::node_consumers(bus, &["n8"])
+        .await
+        .unwrap();
+    let info = stream.consumer_info(&durable).await.unwrap().clone();
+    assert_eq!(
+        info.config.deliver_subject.as_deref(),
+        Some(subjects::node_deliver("n8").as_str()),
+        "a push consumer now"
+    );
+    assert_eq!(
+        info.config.deliver_policy,
+        DeliverPolicy::ByStartSequence {
+            start_sequence: seqs[1]
+        }
+    );
+    assert_eq!(info.num_pending, 1, "the second op only");
+}
+
 /// A log written before events were signed is refused at start with a clear message, by
 /// the admin's setup and by every reader: it is never mixed with signed events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

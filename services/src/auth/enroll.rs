@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{AckPolicy, push};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, push};
 use bulkhead_actors::signing::{SIG_HEADER, Signer, seal_event};
 use bulkhead_schemas::event::{Event, EventBody};
 use bulkhead_schemas::identity::{Enrolled, Revoked, Role};
@@ -69,9 +69,20 @@ pub async fn node_consumers(bus: &Bus, nodes: &[&str]) -> Result<(), BusError> {
             ..Default::default()
         };
         if stream.create_consumer(config.clone()).await.is_err() {
-            // One of another kind (a pull consumer of an earlier build): a work queue
-            // keeps its messages for the new one.
+            // One made otherwise (by an earlier build): made again from where it stands, so
+            // that its node neither misses an op it has not acknowledged nor takes again
+            // one it has (an ack deletes nothing from the stream).
+            let from = match stream.consumer_info(&durable).await {
+                Ok(info) => info.ack_floor.stream_sequence + 1,
+                Err(_) => 1,
+            };
             let _ = stream.delete_consumer(&durable).await;
+            let config = push::Config {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                ..config
+            };
             stream
                 .create_consumer(config)
                 .await
