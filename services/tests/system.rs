@@ -322,24 +322,35 @@ async fn the_command_stream_keeps_only_commands_and_only_until_handled() {
     .await;
 }
 
-/// A command stream made by an older bulkhead (a work queue) is replaced only once nothing
-/// in it waits for a scheduler.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_older_command_stream_is_replaced_only_when_nothing_in_it_waits() {
+/// Stream `name` made again as an older bulkhead made it: a work queue on `subjects`.
+async fn older_work_queue(
+    bus: &bulkhead::bus::Bus,
+    name: &str,
+    subjects: &str,
+) -> async_nats::jetstream::stream::Stream {
     use async_nats::jetstream::stream::{Config, RetentionPolicy};
-    use bulkhead::bus::Topology;
-    let env = env().await;
-    let bus = &env.bus;
-    bus.js.delete_stream(subjects::CMD_STREAM).await.unwrap();
+    bus.js.delete_stream(name).await.unwrap();
     let old = Config {
-        name: subjects::CMD_STREAM.into(),
-        subjects: vec!["bulkhead.cmd.>".into()],
+        name: name.into(),
+        subjects: vec![subjects.into()],
         retention: RetentionPolicy::WorkQueue,
         ..Default::default()
     };
-    let mut stream = bus.js.create_stream(old).await.unwrap();
+    bus.js.create_stream(old).await.unwrap()
+}
+
+/// With one message stored on `subject` in the older `stream`, `ensure` refuses, saying
+/// `waiting`, and drops nothing; once the stream is purged, `ensure` passes.
+async fn refused_until_purged(
+    bus: &bulkhead::bus::Bus,
+    stream: &mut async_nats::jetstream::stream::Stream,
+    subject: String,
+    payload: Vec<u8>,
+    waiting: &str,
+) {
+    use bulkhead::bus::Topology;
     bus.js
-        .publish(SUBMIT, spec(Some("old")).to_string().into())
+        .publish(subject, payload.into())
         .await
         .unwrap()
         .await
@@ -349,7 +360,7 @@ async fn an_older_command_stream_is_replaced_only_when_nothing_in_it_waits() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("1 are still unhandled"), "{e}");
+    assert!(e.contains(waiting), "{e}");
     assert_eq!(
         stream.info().await.unwrap().state.messages,
         1,
@@ -357,6 +368,25 @@ async fn an_older_command_stream_is_replaced_only_when_nothing_in_it_waits() {
     );
     stream.purge().await.unwrap();
     bus.ensure(&Topology::default()).await.unwrap();
+}
+
+/// A command stream made by an older bulkhead (a work queue) is replaced only once nothing
+/// in it waits for a scheduler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_command_stream_is_replaced_only_when_nothing_in_it_waits() {
+    use async_nats::jetstream::stream::RetentionPolicy;
+    let env = env().await;
+    let bus = &env.bus;
+    let mut stream = older_work_queue(bus, subjects::CMD_STREAM, "bulkhead.cmd.>").await;
+    let submit = spec(Some("old")).to_string().into_bytes();
+    refused_until_purged(
+        bus,
+        &mut stream,
+        SUBMIT.into(),
+        submit,
+        "1 are still unhandled",
+    )
+    .await;
     let info = bus
         .js
         .get_stream(subjects::CMD_STREAM)
@@ -374,41 +404,24 @@ async fn an_older_command_stream_is_replaced_only_when_nothing_in_it_waits() {
 /// consumers it had are made again on the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_ops_stream_is_replaced_only_when_no_op_in_it_waits() {
-    use async_nats::jetstream::stream::{Config, RetentionPolicy};
+    use async_nats::jetstream::stream::RetentionPolicy;
     use bulkhead::bus::Topology;
     let env = env().await;
     let bus = &env.bus;
-    bus.js.delete_stream(subjects::OPS_STREAM).await.unwrap();
-    let old = Config {
-        name: subjects::OPS_STREAM.into(),
-        subjects: vec![subjects::OPS_ALL.into()],
-        retention: RetentionPolicy::WorkQueue,
-        ..Default::default()
-    };
-    let mut stream = bus.js.create_stream(old).await.unwrap();
+    let mut stream = older_work_queue(bus, subjects::OPS_STREAM, subjects::OPS_ALL).await;
     bulkhead::auth::enroll::node_consumers(bus, &["n9"])
         .await
         .unwrap();
-    bus.js
-        .publish(subjects::node_ops("n9"), "{}".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let e = bus
-        .ensure(&Topology::default())
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("1 ops in it still wait"), "{e}");
-    assert_eq!(
-        stream.info().await.unwrap().state.messages,
-        1,
-        "nothing dropped"
-    );
-    stream.purge().await.unwrap();
+    let op = subjects::node_ops("n9");
+    refused_until_purged(
+        bus,
+        &mut stream,
+        op,
+        b"{}".to_vec(),
+        "1 ops in it still wait",
+    )
+    .await;
     let topo = Topology::default();
-    bus.ensure(&topo).await.unwrap();
     let mut stream = bus.js.get_stream(subjects::OPS_STREAM).await.unwrap();
     let info = stream.info().await.unwrap().clone();
     assert_eq!(info.config.retention, RetentionPolicy::Limits);
