@@ -728,16 +728,13 @@ async fn throughput(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut lat: Vec<Duration> = {
         let g = seen.lock().expect("lock");
+        println!("{}", by_second(&times, &g.0, "scheduled"));
+        println!("{}", by_second(&times, &g.1, "running"));
         times
             .iter()
             .filter_map(|(id, t)| g.1.get(id).map(|s| s.duration_since(*t)))
             .collect()
     };
-    {
-        let g = seen.lock().expect("lock");
-        println!("{}", by_second(&times, &g.0, "scheduled"));
-        println!("{}", by_second(&times, &g.1, "running"));
-    }
     lat.sort();
     println!(
         "steady {rate}/s for {latency_secs} s: {} of {n} running; submit→running p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

@@ -323,18 +323,15 @@ impl Bus {
                 .create_or_update_stream(cfg)
                 .await
                 .map_err(|e| setup(&format!("stream {name}"))(&e))?;
-            if name == subjects::OPS_STREAM && !ops_consumers.is_empty() {
-                let stream = self
-                    .js
-                    .get_stream(&name)
+        }
+        // The consumers of an older ops stream, made again on the new one.
+        if !ops_consumers.is_empty() {
+            let stream = self.stream(subjects::OPS_STREAM).await?;
+            for c in ops_consumers {
+                stream
+                    .create_consumer(c)
                     .await
-                    .map_err(|e| setup(&format!("stream {name}"))(&e))?;
-                for c in std::mem::take(&mut ops_consumers) {
-                    stream
-                        .create_consumer(c)
-                        .await
-                        .map_err(|e| setup("the nodes' ops consumers")(&e))?;
-                }
+                    .map_err(|e| setup("the nodes' ops consumers")(&e))?;
             }
         }
         let buckets = [
