@@ -478,7 +478,8 @@ pub struct SnapshotArgs {
     /// … or this many seconds passed while the log grew …
     #[arg(long, default_value_t = 300)]
     snapshot_secs: u64,
-    /// … but never sooner than this many seconds after the last.
+    /// … but never sooner than this many seconds after the last (nor sooner than ten
+    /// times as long as the last took to write).
     #[arg(long, default_value_t = 30)]
     snapshot_min_secs: u64,
 }
@@ -489,6 +490,7 @@ impl SnapshotArgs {
             messages: self.snapshot_messages,
             interval: Duration::from_secs(self.snapshot_secs),
             min_interval: Duration::from_secs(self.snapshot_min_secs),
+            ..Default::default()
         }
     }
 }
