@@ -444,7 +444,7 @@ async fn an_older_ops_stream_is_replaced_only_when_no_op_in_it_waits() {
 
 /// A node's ops consumer made otherwise (an earlier build's) is made again from where it
 /// stood: an op it acknowledged is not taken again (an ack deletes nothing from the stream
-/// of limits), one it did not is.
+/// of limits), one it did not is; a later setup keeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_consumer_made_again_takes_neither_more_nor_less() {
     use async_nats::jetstream::consumer::{DeliverPolicy, pull};
@@ -493,6 +493,13 @@ async fn a_node_consumer_made_again_takes_neither_more_nor_less() {
         }
     );
     assert_eq!(info.num_pending, 1, "the second op only");
+    // The next setup keeps it as it is: not deleted and made again from its ack floor.
+    bulkhead::auth::enroll::node_consumers(bus, &["n8"])
+        .await
+        .unwrap();
+    let again = stream.consumer_info(&durable).await.unwrap().clone();
+    assert_eq!(again.created, info.created, "the same consumer");
+    assert_eq!(again.num_pending, 1);
 }
 
 /// A log written before events were signed is refused at start with a clear message, by

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, push};
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, push};
 use bulkhead_actors::signing::{SIG_HEADER, Signer, seal_event};
 use bulkhead_schemas::event::{Event, EventBody};
 use bulkhead_schemas::identity::{Enrolled, Revoked, Role};
@@ -68,28 +68,43 @@ pub async fn node_consumers(bus: &Bus, nodes: &[&str]) -> Result<(), BusError> {
             max_ack_pending: NODE_MAX_ACK_PENDING,
             ..Default::default()
         };
-        if stream.create_consumer(config.clone()).await.is_err() {
-            // One made otherwise (by an earlier build): made again from where it stands, so
-            // that its node neither misses an op it has not acknowledged nor takes again
-            // one it has (an ack deletes nothing from the stream).
-            let from = match stream.consumer_info(&durable).await {
-                Ok(info) => info.ack_floor.stream_sequence + 1,
-                Err(_) => 1,
-            };
-            let _ = stream.delete_consumer(&durable).await;
-            let config = push::Config {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: from,
-                },
-                ..config
-            };
-            stream
-                .create_consumer(config)
-                .await
-                .map_err(|e| setup(&e))?;
+        if stream.create_consumer(config.clone()).await.is_ok() {
+            continue;
         }
+        let info = stream.consumer_info(&durable).await.ok();
+        if let Some(info) = &info
+            && same_but_start(&info.config, &config)
+        {
+            continue; // made again earlier, from where it stood: kept
+        }
+        // One made otherwise (by an earlier build): made again from where it stands, so
+        // that its node neither misses an op it has not acknowledged nor takes again one
+        // it has (an ack deletes nothing from the stream).
+        let from = info.map_or(1, |i| i.ack_floor.stream_sequence + 1);
+        let _ = stream.delete_consumer(&durable).await;
+        let config = push::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ..config
+        };
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| setup(&e))?;
     }
     Ok(())
+}
+
+/// Whether the consumer `have` is `want` but for where it began delivering (one made again
+/// from its ack floor differs from the setup's only there).
+fn same_but_start(have: &consumer::Config, want: &push::Config) -> bool {
+    have.deliver_subject.as_deref() == Some(want.deliver_subject.as_str())
+        && have.filter_subject == want.filter_subject
+        && have.ack_policy == want.ack_policy
+        && have.ack_wait == want.ack_wait
+        && have.max_deliver == want.max_deliver
+        && have.max_ack_pending == want.max_ack_pending
 }
 
 /// Writes what the log does not say yet of the book's identities (the latest entry of

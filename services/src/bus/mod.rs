@@ -502,7 +502,6 @@ impl Bus {
         Ok(consumers)
     }
 
-    /// The last event of a workload's chain, read from the stream.
     /// Every heartbeat in the `bulkhead-nodes` bucket (and each deletion or expiry), as it
     /// is written, starting with each node's latest.
     pub async fn watch_nodes(&self) -> Result<kv::Watch, BusError> {
@@ -513,6 +512,7 @@ impl Bus {
             .map_err(|e| BusError::Nats(format!("watching the nodes bucket: {e}")))
     }
 
+    /// The last event of a workload's chain, read from the stream.
     pub async fn head(&self, workload: &str) -> Result<Option<Head>, BusError> {
         self.last_event(&subjects::workload_events(workload)).await
     }
