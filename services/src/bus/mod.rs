@@ -4,9 +4,11 @@
 //! - [`publish`]: single and atomic-batch publishes, with typed failures;
 //! - [`log`]: the event log port (`NatsLog`);
 //! - [`ops`]: the ops and heartbeat ports (`NatsOps`, `KvHeartbeat`);
+//! - [`node_watch`]: the watch of the nodes' heartbeats, each handed on once;
 //! - [`redeliver`]: every durable consumer's bound on redelivery.
 
 pub mod log;
+pub mod node_watch;
 pub mod ops;
 pub mod publish;
 pub mod redeliver;

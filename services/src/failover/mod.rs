@@ -6,9 +6,8 @@ use std::time::Duration;
 use bulkhead_actors::clock::Clock;
 use bulkhead_actors::failover::actor::{FailoverActor, FailoverArgs, FailoverMsg, FailoverStats};
 use bulkhead_schemas::subjects;
-use futures::StreamExt;
 use ractor::{Actor, ActorRef};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::aside::Ledger;
 use crate::bus::{Bus, NatsLog, Topology};
@@ -155,41 +154,19 @@ async fn run_active_inner(
     anyhow::bail!("failover actor stopped")
 }
 
-/// Every heartbeat put in the nodes bucket, as it arrives. A watch that fails or ends is
-/// started again, with backoff; only the actor's end ends it.
-async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>, ledger: Ledger) {
-    let mut pause = std::time::Duration::from_millis(100);
-    loop {
-        match beats_once(&bus, &actor, &ledger).await {
-            None => return,
-            Some(why) => warn!(%why, "node watch ended; starting it again"),
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(std::time::Duration::from_secs(5));
-    }
-}
-
-/// One watch of the heartbeats; None when the actor is gone, else why it ended. A
+/// Every new heartbeat put in the nodes bucket, as it arrives, until the actor's end. A
 /// heartbeat that does not decode or is out of limits is set aside: it is no sign of life.
-async fn beats_once(bus: &Bus, actor: &ActorRef<FailoverMsg>, ledger: &Ledger) -> Option<String> {
-    let mut watch = match bus.watch_nodes().await {
-        Ok(w) => w,
-        Err(e) => return Some(e.to_string()),
-    };
-    while let Some(entry) = watch.next().await {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => return Some(e.to_string()),
-        };
+async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>, ledger: Ledger) {
+    crate::bus::node_watch::follow(&bus, "failover", |entry| {
         if entry.operation != async_nats::jetstream::kv::Operation::Put {
-            continue;
+            return true;
         }
         // Its interval sets how long a silence means lost (no fewer than three beats).
         let hb = match crate::bus::ops::heartbeat_of(&entry.key, &entry.value) {
             Ok(hb) => hb,
             Err(aside) => {
                 ledger.record(aside);
-                continue;
+                return true;
             }
         };
         let beat = FailoverMsg::Beat {
@@ -197,9 +174,7 @@ async fn beats_once(bus: &Bus, actor: &ActorRef<FailoverMsg>, ledger: &Ledger) -
             interval_ms: hb.interval_ms,
             at_ms: bulkhead_schemas::now_ms(),
         };
-        if actor.send_message(beat).is_err() {
-            return None;
-        }
-    }
-    Some("the watch's stream ended".into())
+        actor.send_message(beat).is_ok()
+    })
+    .await
 }

@@ -6,12 +6,11 @@
 use async_nats::jetstream::kv::Operation;
 use bulkhead_actors::scheduler::actor::SchedulerMsg;
 use bulkhead_schemas::subjects;
-use futures::StreamExt;
 use ractor::ActorRef;
-use tracing::{error, warn};
 
 use crate::aside::Ledger;
 use crate::bus::Bus;
+use crate::bus::node_watch;
 use crate::bus::ops::heartbeat_of;
 use crate::tasks::AbortOnDrop;
 
@@ -44,38 +43,10 @@ async fn scanners(bus: Bus, actor: ActorRef<SchedulerMsg>) {
     }
 }
 
-/// Every heartbeat put in the nodes bucket, and every removal, to the actor (which keeps
-/// the silence rule). A watch that fails or ends is started again, with backoff; only the
-/// actor's end ends it.
+/// Every new heartbeat put in the nodes bucket, and every removal, to the actor (which
+/// keeps the silence rule), until the actor's end.
 async fn heartbeats(bus: Bus, actor: ActorRef<SchedulerMsg>, ledger: Ledger) {
-    let mut pause = std::time::Duration::from_millis(100);
-    loop {
-        match watch_once(&bus, &actor, &ledger).await {
-            Watched::ActorGone => return,
-            Watched::Ended(why) => warn!(%why, "node watch ended; starting it again"),
-            Watched::NotStarted(why) => error!(%why, "no node heartbeats; trying again"),
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(std::time::Duration::from_secs(5));
-    }
-}
-
-enum Watched {
-    ActorGone,
-    Ended(String),
-    NotStarted(String),
-}
-
-async fn watch_once(bus: &Bus, actor: &ActorRef<SchedulerMsg>, ledger: &Ledger) -> Watched {
-    let mut watch = match bus.watch_nodes().await {
-        Ok(w) => w,
-        Err(e) => return Watched::NotStarted(e.to_string()),
-    };
-    while let Some(entry) = watch.next().await {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => return Watched::Ended(e.to_string()),
-        };
+    node_watch::follow(&bus, "scheduler", |entry| {
         let msg = if entry.operation != Operation::Put {
             SchedulerMsg::NodeGone(entry.key)
         } else {
@@ -83,13 +54,11 @@ async fn watch_once(bus: &Bus, actor: &ActorRef<SchedulerMsg>, ledger: &Ledger) 
                 Ok(hb) => SchedulerMsg::Heartbeat(hb, bulkhead_schemas::now_ms()),
                 Err(aside) => {
                     ledger.record(aside);
-                    continue;
+                    return true;
                 }
             }
         };
-        if actor.send_message(msg).is_err() {
-            return Watched::ActorGone;
-        }
-    }
-    Watched::Ended("the watch's stream ended".into())
+        actor.send_message(msg).is_ok()
+    })
+    .await
 }
