@@ -88,7 +88,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_entry_is_news_once_and_an_older_one_never() {
+    fn an_entry_is_handed_on_once_across_watches() {
         let mut r = Revisions::default();
         assert!(r.news("n1", 10));
         assert!(!r.news("n1", 10), "the same entry again, from a new watch");
