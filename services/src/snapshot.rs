@@ -655,6 +655,13 @@ mod tests {
         // The last took 40 s to write: the next waits ten times as long.
         assert!(!every.due(900_000, 100_000, s(399), s(40)));
         assert!(every.due(900_000, 100_000, s(400), s(40)));
+        // Spacing 0: the cost adds no wait.
+        let eager = SnapshotEvery {
+            spacing: 0,
+            min_interval: s(0),
+            ..every
+        };
+        assert!(eager.due(150_000, 100_000, s(0), s(40)));
         // No overflow at the edges.
         assert!(!every.due(u64::MAX, u64::MAX - 1, s(0), Duration::MAX));
     }

@@ -36,6 +36,8 @@ async fn ran(ids: &[&str]) -> (Env, u32) {
             "1",
             "--snapshot-min-secs",
             "0",
+            "--snapshot-spacing",
+            "0",
         ],
     );
     env.spawn("api", &["api", "--checkpoint-secs", "1"]);
@@ -157,6 +159,8 @@ async fn a_restarted_scheduler_starts_from_its_snapshot_and_replays_only_the_tai
             "1",
             "--snapshot-min-secs",
             "0",
+            "--snapshot-spacing",
+            "0",
         ],
     );
     env.wait_for("all five to run", LONG, |by| {
@@ -240,7 +244,14 @@ async fn a_snapshot_not_the_schedulers_or_not_the_logs_is_ignored() {
 #[tokio::test]
 async fn a_restarted_failover_starts_from_its_snapshot() {
     let mut env = env().await;
-    let every = ["--snapshot-messages", "1", "--snapshot-min-secs", "0"];
+    let every = [
+        "--snapshot-messages",
+        "1",
+        "--snapshot-min-secs",
+        "0",
+        "--snapshot-spacing",
+        "0",
+    ];
     env.spawn("scheduler", &["scheduler"]);
     env.spawn("api", &["api", "--checkpoint-secs", "1"]);
     let failover = [&["failover"][..], &every].concat();
@@ -269,6 +280,8 @@ async fn a_restarted_query_api_starts_from_its_snapshot() {
         "--snapshot-messages",
         "1",
         "--snapshot-min-secs",
+        "0",
+        "--snapshot-spacing",
         "0",
     ];
     env.spawn("scheduler", &["scheduler"]);

@@ -478,10 +478,13 @@ pub struct SnapshotArgs {
     /// … or this many seconds passed while the log grew …
     #[arg(long, default_value_t = 300)]
     snapshot_secs: u64,
-    /// … but never sooner than this many seconds after the last (nor sooner than ten
-    /// times as long as the last took to write).
+    /// … but never sooner than this many seconds after the last …
     #[arg(long, default_value_t = 30)]
     snapshot_min_secs: u64,
+    /// … nor sooner than this many times as long as the last took to write (0: no such
+    /// wait).
+    #[arg(long, default_value_t = 10)]
+    snapshot_spacing: u32,
 }
 
 impl SnapshotArgs {
@@ -490,7 +493,7 @@ impl SnapshotArgs {
             messages: self.snapshot_messages,
             interval: Duration::from_secs(self.snapshot_secs),
             min_interval: Duration::from_secs(self.snapshot_min_secs),
-            ..Default::default()
+            spacing: self.snapshot_spacing,
         }
     }
 }
