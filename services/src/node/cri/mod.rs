@@ -230,7 +230,7 @@ impl CriRuntime {
             }
         }
         .await;
-        self.remove_sandbox(&sb).await;
+        let _ = self.remove_sandbox(&sb).await;
         let status = r?;
         let log =
             std::fs::read_to_string(log_dir.join(&log_name)).map_err(|source| ProbeError::Io {
@@ -321,8 +321,10 @@ impl CriRuntime {
         Ok(())
     }
 
-    /// Stops and removes a sandbox with whatever it holds; gone already is fine.
-    async fn remove_sandbox(&self, sandbox: &str) {
+    /// Stops and removes a sandbox with whatever it holds; gone already is fine. Returns
+    /// the first failure (each is logged).
+    async fn remove_sandbox(&self, sandbox: &str) -> Result<(), CriError> {
+        let mut failed = None;
         for r in [
             self.cri.stop_sandbox(sandbox).await,
             self.cri.remove_sandbox(sandbox).await,
@@ -331,8 +333,10 @@ impl CriRuntime {
                 && !e.is_not_found()
             {
                 warn!(sandbox, error = %e, "could not remove a sandbox");
+                failed.get_or_insert(e);
             }
         }
+        failed.map_or(Ok(()), Err)
     }
 
     async fn remove_sandboxes(&self, extra: &[(&str, &str)]) {
@@ -341,7 +345,7 @@ impl CriRuntime {
         match self.cri.list_sandboxes(&sel).await {
             Ok(list) => {
                 for sb in list {
-                    self.remove_sandbox(&sb.id).await;
+                    let _ = self.remove_sandbox(&sb.id).await;
                 }
             }
             Err(e) => warn!(error = %e, "could not list sandboxes"),
@@ -454,12 +458,12 @@ impl ContainerRuntime for CriRuntime {
         let id = match self.cri.create_container(&sb, config, &sandbox).await {
             Ok(id) => id,
             Err(e) => {
-                self.remove_sandbox(&sb).await;
+                let _ = self.remove_sandbox(&sb).await;
                 return Err(start_err(e));
             }
         };
         if let Err(e) = self.cri.start_container(&id).await {
-            self.remove_sandbox(&sb).await;
+            let _ = self.remove_sandbox(&sb).await;
             return Err(start_err(e));
         }
         self.sandboxes.lock().expect("lock").insert(id.clone(), sb);
@@ -478,8 +482,16 @@ impl ContainerRuntime for CriRuntime {
                 _ => {}
             }
         }
-        if let Some(sb) = sandbox {
-            self.remove_sandbox(&sb).await;
+        if let Some(sb) = sandbox
+            && let Err(e) = self.remove_sandbox(&sb).await
+        {
+            // Kept for the next try of this stop (containerd can fail to unlink a network
+            // namespace still busy, "device or resource busy"): the sandbox is not left.
+            self.sandboxes
+                .lock()
+                .expect("lock")
+                .insert(container.to_owned(), sb);
+            return Err(stop_err(e));
         }
         Ok(())
     }
@@ -529,7 +541,7 @@ impl ContainerRuntime for CriRuntime {
         for sb in self.cri.list_sandboxes(&sel).await.map_err(list_err)? {
             if !held.contains(&sb.id) {
                 info!(sandbox = %sb.id, "removing an empty sandbox");
-                self.remove_sandbox(&sb.id).await;
+                let _ = self.remove_sandbox(&sb.id).await;
             }
         }
         Ok(out)
