@@ -18,6 +18,17 @@ use common::*;
 
 const LONG: Duration = Duration::from_secs(30);
 
+/// A service's flags to write a snapshot at every checkpoint (no message count, minimum
+/// interval or spacing after a costly one holds it back).
+const EVERY_CHECKPOINT: [&str; 6] = [
+    "--snapshot-messages",
+    "1",
+    "--snapshot-min-secs",
+    "0",
+    "--snapshot-spacing",
+    "0",
+];
+
 async fn connect(env: &Env, role: Role, name: &str) -> Bus {
     Bus::connect_as(&env.server.url, &env.data.creds(role, name).unwrap())
         .await
@@ -30,15 +41,7 @@ async fn ran(ids: &[&str]) -> (Env, u32) {
     let mut env = env().await;
     let pid = env.spawn(
         "scheduler",
-        &[
-            "scheduler",
-            "--snapshot-messages",
-            "1",
-            "--snapshot-min-secs",
-            "0",
-            "--snapshot-spacing",
-            "0",
-        ],
+        &[&["scheduler"][..], &EVERY_CHECKPOINT].concat(),
     );
     env.spawn("api", &["api", "--checkpoint-secs", "1"]);
     env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
@@ -153,15 +156,7 @@ async fn a_restarted_scheduler_starts_from_its_snapshot_and_replays_only_the_tai
     }
     env.spawn(
         "scheduler2",
-        &[
-            "scheduler",
-            "--snapshot-messages",
-            "1",
-            "--snapshot-min-secs",
-            "0",
-            "--snapshot-spacing",
-            "0",
-        ],
+        &[&["scheduler"][..], &EVERY_CHECKPOINT].concat(),
     );
     env.wait_for("all five to run", LONG, |by| {
         by.len() == 5 && by.values().all(|k| k.contains(&"started"))
@@ -244,17 +239,9 @@ async fn a_snapshot_not_the_schedulers_or_not_the_logs_is_ignored() {
 #[tokio::test]
 async fn a_restarted_failover_starts_from_its_snapshot() {
     let mut env = env().await;
-    let every = [
-        "--snapshot-messages",
-        "1",
-        "--snapshot-min-secs",
-        "0",
-        "--snapshot-spacing",
-        "0",
-    ];
     env.spawn("scheduler", &["scheduler"]);
     env.spawn("api", &["api", "--checkpoint-secs", "1"]);
-    let failover = [&["failover"][..], &every].concat();
+    let failover = [&["failover"][..], &EVERY_CHECKPOINT].concat();
     restart_from_snapshot(&mut env, bulkhead::failover::SERVICE, &failover).await;
     let bus = connect(&env, Role::Failover, "failover").await;
     let (restored, _f) = snapshot::projection(&bus, bulkhead::failover::SERVICE)
@@ -273,17 +260,7 @@ async fn a_restarted_failover_starts_from_its_snapshot() {
 #[tokio::test]
 async fn a_restarted_query_api_starts_from_its_snapshot() {
     let mut env = env().await;
-    let api = [
-        "api",
-        "--checkpoint-secs",
-        "1",
-        "--snapshot-messages",
-        "1",
-        "--snapshot-min-secs",
-        "0",
-        "--snapshot-spacing",
-        "0",
-    ];
+    let api = [&["api", "--checkpoint-secs", "1"][..], &EVERY_CHECKPOINT].concat();
     env.spawn("scheduler", &["scheduler"]);
     restart_from_snapshot(&mut env, bulkhead::api::SERVICE, &api).await;
     // Its answers are those of a whole-log replay, the tail's workload included.
