@@ -1,7 +1,9 @@
 //! Snapshots of a service's projection, so that a restart replays only the log's tail.
 //!
 //! A snapshot is an entry of the object store `bulkhead-snapshots` named after the service
-//! (`scheduler`, `failover`, `api`): a header line `{"service", "key", "sig"}` and a JSON body ([`Snapshot`]).
+//! (`scheduler`, `failover`, `api`): a header line `{"service", "key", "sig", "encoding",
+//! "size"}` and a body, the JSON of a [`Snapshot`] compressed with zstd (`size` is its length
+//! decompressed: unsigned, it only sizes a buffer).
 //! `sig` is the writer's signature of the body's SHA-256 (context `bulkhead/2 snapshot`);
 //! a reader takes only a snapshot signed by its own key. The body records the log sequence
 //! it covers, `seq`, where a checkpoint event is stored, and the running hash there; it
@@ -77,6 +79,12 @@ struct Header {
     /// `zstd`: the body is the JSON compressed (absent in an older, plain JSON one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     encoding: Option<String>,
+    /// The body's length once decompressed: a hint that sizes the buffer it is
+    /// decompressed into (at most [`MAX_HINT_RATIO`] times the stored body), nothing more.
+    /// A buffer grown by doubling instead touches twice the memory, and fresh memory is
+    /// most of what loading a snapshot costs (the kernel zeroes every page first touched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
 }
 
 const ZSTD: &str = "zstd";
@@ -88,6 +96,10 @@ const LEVEL: ruzstd::encoding::CompressionLevel = ruzstd::encoding::CompressionL
 /// The most a body may grow to when it is decompressed (a bomb stops here).
 const MAX_BODY: u64 = 8 << 30;
 
+/// The header's size hint is believed up to this many times the stored body's length
+/// (a snapshot's JSON compresses about tenfold); past it the buffer grows as it fills.
+const MAX_HINT_RATIO: u64 = 64;
+
 /// The snapshot as stored: the signed header line, then the body (its JSON, compressed).
 pub fn seal(signer: &Signer, snapshot: &Snapshot) -> Result<Vec<u8>, serde_json::Error> {
     let json = serde_json::to_vec(snapshot)?;
@@ -98,6 +110,7 @@ pub fn seal(signer: &Signer, snapshot: &Snapshot) -> Result<Vec<u8>, serde_json:
         key: signer.public_key().to_owned(),
         sig: hex::encode(sig),
         encoding: Some(ZSTD.into()),
+        size: Some(json.len() as u64),
     };
     let mut out = serde_json::to_vec(&header)?;
     out.push(b'\n');
@@ -123,6 +136,13 @@ fn decode(header: &Header, body: &[u8]) -> Result<Snapshot, String> {
         Some(ZSTD) => {
             use std::io::Read;
             let mut json = Vec::new();
+            let hint = header.size.unwrap_or(0).min(
+                (body.len() as u64)
+                    .saturating_mul(MAX_HINT_RATIO)
+                    .min(MAX_BODY),
+            );
+            // A hint the allocator refuses sizes nothing: the buffer grows as it fills.
+            let _ = json.try_reserve_exact(usize::try_from(hint).unwrap_or(0));
             ruzstd::decoding::StreamingDecoder::new(body)
                 .map_err(|e| e.to_string())
                 .and_then(|d| {
@@ -632,6 +652,7 @@ mod tests {
             key: signer.public_key().to_owned(),
             sig: hex::encode(signer.sign(CONTEXT, &hash_bytes(body))),
             encoding: encoding.map(str::to_owned),
+            size: None,
         };
         let mut out = serde_json::to_vec(&header).unwrap();
         out.push(b'\n');
@@ -691,6 +712,27 @@ mod tests {
         let odd = stored(&signer, &json, Some("gzip"));
         let why = open(&odd, "api", signer.public_key()).err().unwrap();
         assert!(why.contains("encoded as \"gzip\""), "{why}");
+    }
+
+    #[test]
+    fn the_size_hint_sizes_the_buffer_and_nothing_else() {
+        let signer = Signer::generate();
+        let bytes = seal(&signer, &sample()).unwrap();
+        let (header, body) = split(&bytes).unwrap();
+        let json = serde_json::to_vec(&sample()).unwrap();
+        assert_eq!(header.size, Some(json.len() as u64));
+        // A hint that lies either way (it is not signed) still opens the same snapshot.
+        for size in [None, Some(0), Some(1), Some(u64::MAX)] {
+            let mut lying = serde_json::to_vec(&Header {
+                size,
+                ..split(&bytes).unwrap().0
+            })
+            .unwrap();
+            lying.push(b'\n');
+            lying.extend_from_slice(body);
+            let snap = open(&lying, "api", signer.public_key()).unwrap();
+            assert_eq!((snap.seq, snap.covers), (7, 5), "{size:?}");
+        }
     }
 
     #[test]
