@@ -147,10 +147,12 @@ impl Projection {
     }
 
     /// Takes the workloads a snapshot holds (the log through `last_seq`), node names
-    /// interned again.
-    pub fn restore(&mut self, workloads: Vec<(String, Workload)>, last_seq: u64) {
+    /// interned again. Into an empty projection the map is built in one go, its nodes full:
+    /// inserted one by one in id order (a snapshot's order), every node split would stay
+    /// little over half full, and the projection would hold that much more memory.
+    pub fn restore(&mut self, mut workloads: Vec<(String, Workload)>, last_seq: u64) {
         self.last_seq = self.last_seq.max(last_seq);
-        for (id, mut w) in workloads {
+        for (_, w) in &mut workloads {
             for r in &mut w.replicas {
                 for n in [
                     &mut r.node,
@@ -163,7 +165,13 @@ impl Projection {
                     }
                 }
             }
-            self.workloads.insert(id, w);
+        }
+        if self.workloads.is_empty() {
+            // Sorted already (a stable sort of a sorted list is one pass); a later copy
+            // of an id wins, as an insert's would.
+            self.workloads = workloads.into_iter().collect();
+        } else {
+            self.workloads.extend(workloads);
         }
     }
 

@@ -424,3 +424,42 @@ fn set_aside_messages_hold_their_place_in_the_chain() {
     assert_eq!(p.set_aside_seq("default/squatted"), 9);
     assert_eq!(p.set_aside_seq("default/free"), 0);
 }
+
+/// A snapshot's workloads come back in id order, node names shared again; a later copy of
+/// an id wins over an earlier one, into an empty projection as into one that holds some.
+#[test]
+fn a_restore_takes_every_workload_and_the_last_copy_of_an_id() {
+    let head = crate::ports::log::Head {
+        seq: 1,
+        hash: [0; 32],
+    };
+    let on = |node: &str, cmd_seq: u64| {
+        let mut w = Workload::accepted(&spec(1), cmd_seq, head, None, None);
+        w.replicas[0].node = Some(Arc::from(node));
+        w
+    };
+    let ids: Vec<String> = (0..100).map(|i| format!("w-{i:03}")).collect();
+    let mut snapshot: Vec<(String, Workload)> =
+        ids.iter().map(|id| (id.clone(), on("n1", 1))).collect();
+    // A second copy of w-050 right after the first.
+    snapshot.insert(51, (ids[50].clone(), on("n2", 2)));
+
+    let mut empty = Projection::default();
+    empty.restore(snapshot.clone(), 9);
+    let mut holding = Projection::default();
+    holding.restore(vec![(ids[0].clone(), on("n3", 3))], 2);
+    holding.restore(snapshot, 9);
+
+    for p in [&empty, &holding] {
+        assert_eq!(p.len(), 100);
+        assert_eq!(p.last_seq, 9);
+        let keys: Vec<&String> = p.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ids.iter().collect::<Vec<_>>());
+        assert_eq!(p.get("w-050").unwrap().cmd_seq, 2);
+        assert_eq!(p.get("w-049").unwrap().cmd_seq, 1);
+        assert_eq!(p.get("w-000").unwrap().cmd_seq, 1);
+        let (a, b) = (p.get("w-001").unwrap(), p.get("w-002").unwrap());
+        let node = |w: &Workload| w.replicas[0].node.clone().unwrap();
+        assert!(Arc::ptr_eq(&node(a), &node(b)), "node names interned");
+    }
+}
