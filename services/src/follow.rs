@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bulkhead_actors::aside::Aside;
 use bulkhead_actors::audit::{RawMsg, RunningHash};
-use bulkhead_actors::ports::log::{Anchor, Batch};
+use bulkhead_actors::ports::log::{Anchor, Batch, Stored};
 use bulkhead_actors::projection::Projection;
 use bulkhead_actors::signing::SIG_HEADER;
 use bulkhead_actors::verify::Family;
@@ -153,18 +153,23 @@ struct Keep {
 
 impl Keep {
     /// Takes one verified (or set-aside) message; returns the anchor when it is a checkpoint.
-    fn take(
-        &mut self,
-        raw: &Raw<'_>,
-        family: Option<Family>,
-        body: Option<&EventBody>,
-    ) -> Option<Anchor> {
-        self.running
-            .add(raw.seq, raw.subject, raw.payload, raw.proof);
-        if matches!(family, None | Some(Family::Workload)) {
+    fn take(&mut self, raw: &Raw<'_>, verified: Option<(Family, &Stored)>) -> Option<Anchor> {
+        let family = match verified {
+            Some((family, stored)) => {
+                self.running
+                    .add_hashed(raw.seq, raw.subject, &stored.hash, raw.proof);
+                family
+            }
+            None => {
+                self.running
+                    .add(raw.seq, raw.subject, raw.payload, raw.proof);
+                return None;
+            }
+        };
+        if family == Family::Workload {
             return None;
         }
-        let covers = match body {
+        let covers = match verified.map(|(_, s)| &s.event.body) {
             Some(EventBody::Checkpoint(cp)) => Some(cp.seq),
             _ => None,
         };
@@ -225,7 +230,7 @@ impl Follower {
                     };
                     let anchor = match verifier.check(raw) {
                         Ok((family, stored)) => {
-                            let anchor = keep.take(&raw, Some(family), Some(&stored.event.body));
+                            let anchor = keep.take(&raw, Some((family, &stored)));
                             match family {
                                 Family::Workload => batch.events.push(stored),
                                 Family::Node => batch.nodes.push(stored),
@@ -235,7 +240,7 @@ impl Follower {
                             anchor
                         }
                         Err(a) => {
-                            keep.take(&raw, None, None);
+                            keep.take(&raw, None);
                             batch.set_aside.push(a);
                             None
                         }
