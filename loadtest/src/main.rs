@@ -527,17 +527,26 @@ async fn scheduler_restart(url: &str, creds: &std::path::Path) -> anyhow::Result
     let before = procfs::rss_kib("self");
     let t = Instant::now();
     let bus = Bus::connect_as(url, &bulkhead::auth::Credential::load(creds)?).await?;
-    let (core, _follower) = scheduler::rebuild(&bus).await?;
+    let (core, follower) = scheduler::rebuild(&bus).await?;
     let ready_s = t.elapsed().as_secs_f64();
+    let tail = tail_of(&follower);
     // What the core holds once the replay's buffers are given back.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let kib = procfs::rss_kib("self").saturating_sub(before);
     let workloads = core.projection.len();
     println!(
         "{}",
-        serde_json::json!({"ready_s": ready_s, "kib": kib, "workloads": workloads})
+        serde_json::json!({"ready_s": ready_s, "kib": kib, "workloads": workloads, "tail": tail})
     );
     Ok(())
+}
+
+/// How many messages a restart replayed after its snapshot (the whole log without one):
+/// what a restart's time follows, run to run.
+fn tail_of(follower: &bulkhead::follow::Follower) -> u64 {
+    follower
+        .end_at_start
+        .saturating_sub(follower.from_seq.saturating_sub(1))
 }
 
 /// Restart-to-ready and memory, the services stopped first: a scheduler's core, then the
@@ -564,17 +573,19 @@ pub(crate) async fn restart(bench: &Bench) -> anyhow::Result<Restart> {
     let child: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let number = |k: &str| child[k].as_f64().unwrap_or(0.0);
     let (ready_s, kib, count) = (number("ready_s"), number("kib") as u64, number("workloads"));
+    let tail = number("tail");
     let kib_per_workload = kib as f64 / count.max(1.0);
     println!(
-        "scheduler restart-to-ready with {count} workloads in the log: {ready_s:.2} s; resident memory +{kib} KiB ({kib_per_workload:.2} KiB per workload)",
+        "scheduler restart-to-ready with {count} workloads in the log: {ready_s:.2} s (a tail of {tail} messages after its snapshot); resident memory +{kib} KiB ({kib_per_workload:.2} KiB per workload)",
     );
     let projection = async |bus: Bus, service: &str| -> anyhow::Result<f64> {
         let t = Instant::now();
-        let (p, _follower) = bulkhead::snapshot::projection(&bus, service).await?;
+        let (p, follower) = bulkhead::snapshot::projection(&bus, service).await?;
         let s = t.elapsed().as_secs_f64();
         println!(
-            "{service} restart-to-ready with {} workloads: {s:.2} s",
-            p.len()
+            "{service} restart-to-ready with {} workloads: {s:.2} s (a tail of {} messages)",
+            p.len(),
+            tail_of(&follower)
         );
         Ok(s)
     };
