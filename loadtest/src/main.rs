@@ -183,6 +183,8 @@ enum SyncMode {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As the services run (and the children it starts: the restarted scheduler).
+    bulkhead::memory::small_pages_only();
     tracing_subscriber::fmt()
         .with_env_filter("warn,bulkhead::snapshot=info,bulkhead::scheduler=info")
         .with_writer(std::io::stderr)

@@ -17,6 +17,7 @@
 //! | [`follow`] | plumbing: reading the log in order (rebuild, then live) |
 //! | [`snapshot`] | a service's projection, signed and anchored on a checkpoint: restarts replay the tail |
 //! | [`lease`] | plumbing: one active instance through a KV lease |
+//! | [`memory`] | plumbing: small pages only (no transparent huge pages) |
 //! | [`natsd`] | plumbing: a local nats-server child |
 //! | [`tasks`] | plumbing: task guards and the ack-progress loop |
 //! | [`telemetry`] | plumbing: logs and OpenTelemetry traces |
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod failover;
 pub mod follow;
 pub mod lease;
+pub mod memory;
 pub mod natsd;
 pub mod node;
 pub mod scan;

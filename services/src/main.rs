@@ -10,6 +10,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
+    bulkhead::memory::small_pages_only();
     quiet_on_closed_pipe();
     let cli = bulkhead::cli::args::Cli::parse();
     std::process::exit(bulkhead::cli::main(cli).await);
