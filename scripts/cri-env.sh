@@ -266,6 +266,8 @@ start() {
   fi
   mkdir -p "$dir/root" "$dir/state" "$dir/logs" "$dir/registry"
   local port sock=$dir/containerd.sock
+  # The pod network namespaces there before this containerd: `stop` leaves them alone.
+  ls /run/netns 2>/dev/null | grep '^cni-' >"$dir/netns-before" || true
   port=$(free_port)
   write_runsc_wrapper "$dir/runsc-wrapper"
   write_cni_config "$dir/net.d"
@@ -398,6 +400,20 @@ stop() {
   sleep 0.5
   pkill -f -- "-address $sock" 2>/dev/null || true
   grep " $dir/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  remove_left_netns "$dir"
+}
+
+# containerd 1.6 does not try again to unlink a pod's network namespace it once could not
+# ("device or resource busy"): the ones this containerd made and left, with no process in
+# them any more, are removed (one another containerd still uses keeps its processes).
+remove_left_netns() {
+  local dir=$1 ns
+  [ -f "$dir/netns-before" ] || return 0
+  for ns in $(ls /run/netns 2>/dev/null | grep '^cni-'); do
+    grep -qx "$ns" "$dir/netns-before" && continue
+    [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] || continue
+    ip netns delete "$ns" 2>/dev/null || { umount -l "/run/netns/$ns" 2>/dev/null; rm -f "/run/netns/$ns"; } || true
+  done
 }
 
 case "${1:-}" in
