@@ -154,23 +154,18 @@ struct Keep {
 impl Keep {
     /// Takes one verified (or set-aside) message; returns the anchor when it is a checkpoint.
     fn take(&mut self, raw: &Raw<'_>, verified: Option<(Family, &Stored)>) -> Option<Anchor> {
-        let family = match verified {
-            Some((family, stored)) => {
-                self.running
-                    .add_hashed(raw.seq, raw.subject, &stored.hash, raw.proof);
-                family
-            }
-            None => {
-                self.running
-                    .add(raw.seq, raw.subject, raw.payload, raw.proof);
-                return None;
-            }
+        let Some((family, stored)) = verified else {
+            self.running
+                .add(raw.seq, raw.subject, raw.payload, raw.proof);
+            return None;
         };
+        self.running
+            .add_hashed(raw.seq, raw.subject, &stored.hash, raw.proof);
         if family == Family::Workload {
             return None;
         }
-        let covers = match verified.map(|(_, s)| &s.event.body) {
-            Some(EventBody::Checkpoint(cp)) => Some(cp.seq),
+        let covers = match &stored.event.body {
+            EventBody::Checkpoint(cp) => Some(cp.seq),
             _ => None,
         };
         let kept = Arc::make_mut(&mut self.raw);
