@@ -33,7 +33,7 @@ pub enum FailoverMsg {
     Stats(RpcReplyPort<FailoverStats>),
     /// Every workload as the projection holds it now: a snapshot's (sent right after the
     /// batch that ends at its checkpoint).
-    Snapshot(RpcReplyPort<Vec<(String, crate::projection::Workload)>>),
+    Snapshot(RpcReplyPort<crate::projection::Workloads>),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -282,8 +282,7 @@ impl<L: EventLog> Actor for FailoverActor<L> {
                 }
             }
             FailoverMsg::Snapshot(reply) => {
-                let all = st.projection.iter();
-                let _ = reply.send(all.map(|(k, w)| (k.clone(), w.clone())).collect());
+                let _ = reply.send(st.projection.shared());
             }
             FailoverMsg::Stats(reply) => {
                 let stats = FailoverStats {

@@ -77,9 +77,16 @@ impl Skip {
 /// Ids the log never admitted whose set-aside sequences are remembered, at most.
 pub const MAX_SET_ASIDE_IDS: usize = 100_000;
 
+/// A projection's workloads as a snapshot takes them: each shared with the projection,
+/// which copies one only when it changes while the snapshot still holds it.
+pub type Workloads = Vec<(String, Arc<Workload>)>;
+
 #[derive(Default, Debug)]
 pub struct Projection {
-    workloads: BTreeMap<String, Workload>,
+    /// Each workload behind an `Arc`: a snapshot takes them all without copying one, so
+    /// the actor that holds the projection is not held up while they are copied (a deep
+    /// copy of 100,000 stalled the scheduler for its whole length).
+    workloads: BTreeMap<String, Arc<Workload>>,
     /// Highest stream sequence applied.
     pub last_seq: u64,
     /// Interned node names.
@@ -94,7 +101,7 @@ pub struct Projection {
 
 impl Projection {
     pub fn get(&self, id: &str) -> Option<&Workload> {
-        self.workloads.get(id)
+        self.workloads.get(id).map(Arc::as_ref)
     }
 
     pub fn len(&self) -> usize {
@@ -106,7 +113,15 @@ impl Projection {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Workload)> {
-        self.workloads.iter()
+        self.workloads.iter().map(|(k, w)| (k, w.as_ref()))
+    }
+
+    /// Every workload, shared: what a snapshot holds (no workload is copied).
+    pub fn shared(&self) -> Workloads {
+        self.workloads
+            .iter()
+            .map(|(k, w)| (k.clone(), w.clone()))
+            .collect()
     }
 
     /// What the log says of a node (drains, loss); default for a node it never mentioned.
@@ -144,15 +159,21 @@ impl Projection {
         self.workloads
             .range::<String, _>((start, Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(|(k, w)| (k, w.as_ref()))
     }
 
     /// Takes the workloads a snapshot holds (the log through `last_seq`), node names
     /// interned again. Into an empty projection the map is built in one go, its nodes full:
     /// inserted one by one in id order (a snapshot's order), every node split would stay
     /// little over half full, and the projection would hold that much more memory.
-    pub fn restore(&mut self, mut workloads: Vec<(String, Workload)>, last_seq: u64) {
+    pub fn restore(&mut self, mut workloads: Workloads, last_seq: u64) {
         self.last_seq = self.last_seq.max(last_seq);
         for (_, w) in &mut workloads {
+            // Unshared when it comes from a snapshot just read: no copy.
+            let w = Arc::make_mut(w);
+            // A list read from JSON grows by doubling (a lone replica in room for four):
+            // the spare room would stay for as long as the workload.
+            w.replicas.shrink_to_fit();
             for r in &mut w.replicas {
                 for n in [
                     &mut r.node,
@@ -222,7 +243,8 @@ impl Projection {
         // What the view a node is sent covers: it must not lag the heads it carries.
         self.last_seq = self.last_seq.max(seq);
         match self.workloads.get_mut(&key) {
-            Some(w) => w.head.seq = w.head.seq.max(seq),
+            Some(w) if w.head.seq < seq => Arc::make_mut(w).head.seq = seq,
+            Some(_) => {}
             None => {
                 if self.set_aside_seqs.len() >= MAX_SET_ASIDE_IDS
                     && !self.set_aside_seqs.contains_key(&key)
@@ -312,14 +334,14 @@ impl Projection {
                     a.pending.as_deref(),
                     ev.traceparent.as_deref(),
                 );
-                self.workloads.insert(id.to_owned(), w);
+                self.workloads.insert(id.to_owned(), Arc::new(w));
                 Ok(Vec::new())
             }
             EventBody::Rejected(r) => {
                 let reason = r.rejection.reason.as_str();
                 if !self.workloads.contains_key(id) {
                     let w = Workload::rejected(r.cmd_seq, head, reason);
-                    self.workloads.insert(id.to_owned(), w);
+                    self.workloads.insert(id.to_owned(), Arc::new(w));
                     return Ok(Vec::new());
                 }
                 // An accepted workload rejected later (its scan verdict failed the gate).
@@ -384,6 +406,7 @@ impl Projection {
                 head: w.head.seq,
             });
         }
+        let w = Arc::make_mut(w);
         let mut u = Update {
             need: w.need(),
             at_ms: bulkhead_schemas::parse_rfc3339_ms(at).unwrap_or(0),

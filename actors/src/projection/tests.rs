@@ -439,16 +439,26 @@ fn a_restore_takes_every_workload_and_the_last_copy_of_an_id() {
         w
     };
     let ids: Vec<String> = (0..100).map(|i| format!("w-{i:03}")).collect();
-    let mut snapshot: Vec<(String, Workload)> =
-        ids.iter().map(|id| (id.clone(), on("n1", 1))).collect();
-    // A second copy of w-050 right after the first.
-    snapshot.insert(51, (ids[50].clone(), on("n2", 2)));
+    // As read from JSON: each workload its own, replicas with room to spare.
+    let snapshot = || {
+        let mut all: Workloads = ids
+            .iter()
+            .map(|id| {
+                let mut w = on("n1", 1);
+                w.replicas.reserve(7);
+                (id.clone(), Arc::new(w))
+            })
+            .collect();
+        // A second copy of w-050 right after the first.
+        all.insert(51, (ids[50].clone(), Arc::new(on("n2", 2))));
+        all
+    };
 
     let mut empty = Projection::default();
-    empty.restore(snapshot.clone(), 9);
+    empty.restore(snapshot(), 9);
     let mut holding = Projection::default();
-    holding.restore(vec![(ids[0].clone(), on("n3", 3))], 2);
-    holding.restore(snapshot, 9);
+    holding.restore(vec![(ids[0].clone(), Arc::new(on("n3", 3)))], 2);
+    holding.restore(snapshot(), 9);
 
     for p in [&empty, &holding] {
         assert_eq!(p.len(), 100);
@@ -461,5 +471,51 @@ fn a_restore_takes_every_workload_and_the_last_copy_of_an_id() {
         let (a, b) = (p.get("w-001").unwrap(), p.get("w-002").unwrap());
         let node = |w: &Workload| w.replicas[0].node.clone().unwrap();
         assert!(Arc::ptr_eq(&node(a), &node(b)), "node names interned");
+        for (_, w) in p.iter() {
+            assert_eq!(
+                w.replicas.capacity(),
+                w.replicas.len(),
+                "no spare room kept"
+            );
+        }
     }
+}
+
+/// A snapshot shares the projection's workloads: what it took stays as it was while the
+/// projection moves on (the workload changed is copied, the others still shared).
+#[test]
+fn a_snapshot_keeps_what_it_took_while_the_projection_moves_on() {
+    let mut p = Projection::default();
+    let h = [0u8; 32];
+    for (seq, id) in [(1, "w"), (2, "v")] {
+        let mut e = ev(EventBody::Accepted(Accepted {
+            spec: spec(1),
+            cmd_seq: seq,
+            by: Default::default(),
+            pending: None,
+        }));
+        e.subject = id.into();
+        p.apply(seq, h, &e).unwrap();
+    }
+    let taken = p.shared();
+    p.apply(
+        3,
+        h,
+        &ev(EventBody::Scheduled(Scheduled {
+            replica: 0,
+            node: "n".into(),
+            runtime_class: Default::default(),
+            replaces: None,
+        })),
+    )
+    .unwrap();
+    let of = |id: &str| &taken.iter().find(|(k, _)| k == id).unwrap().1;
+    assert_eq!(of("w").head.seq, 1, "the snapshot's copy is as it was");
+    assert!(of("w").replicas[0].node.is_none());
+    assert_eq!(p.get("w").unwrap().head.seq, 3);
+    assert_eq!(p.get("w").unwrap().replicas[0].node.as_deref(), Some("n"));
+    assert!(
+        std::ptr::eq(of("v").as_ref(), p.get("v").unwrap()),
+        "an unchanged workload is still shared, not copied"
+    );
 }

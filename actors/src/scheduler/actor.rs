@@ -44,7 +44,7 @@ pub enum SchedulerMsg {
     Stats(RpcReplyPort<SchedulerStats>),
     /// Every workload as the core holds it now: a snapshot's (sent right after the batch
     /// that ends at its checkpoint).
-    Snapshot(RpcReplyPort<Vec<(String, crate::projection::Workload)>>),
+    Snapshot(RpcReplyPort<crate::projection::Workloads>),
 }
 
 /// What the scheduler holds, for tests and load tests.
@@ -306,8 +306,7 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                 }
             }
             SchedulerMsg::Snapshot(reply) => {
-                let all = st.core.projection.iter();
-                let _ = reply.send(all.map(|(k, w)| (k.clone(), w.clone())).collect());
+                let _ = reply.send(st.core.projection.shared());
             }
             SchedulerMsg::Stats(reply) => {
                 let _ = reply.send(SchedulerStats {

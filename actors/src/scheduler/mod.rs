@@ -208,7 +208,7 @@ impl SchedulerCore {
     /// and the queue of pending placements follow from them, as a replay would leave them
     /// (a copy holds its node's share until it ends, and so does the copy a drain move
     /// replaces).
-    pub fn restore(&mut self, workloads: Vec<(String, projection::Workload)>, last_seq: u64) {
+    pub fn restore(&mut self, workloads: projection::Workloads, last_seq: u64) {
         self.projection.restore(workloads, last_seq);
         let mut shares = Vec::new();
         let mut pending = Vec::new();

@@ -55,11 +55,7 @@ pub async fn start_with(bus: &Bus, cfg: ApiConfig) -> anyhow::Result<ApiHandle> 
         },
         move || {
             let (tx, rx) = ractor::concurrency::oneshot();
-            let all = handlers::read(&s)
-                .iter()
-                .map(|(k, w)| (k.clone(), w.clone()))
-                .collect();
-            let _ = tx.send(all);
+            let _ = tx.send(handlers::read(&s).shared());
             Some(rx)
         },
     );

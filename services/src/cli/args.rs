@@ -479,9 +479,9 @@ pub struct SnapshotArgs {
     #[arg(long, default_value_t = 300)]
     snapshot_secs: u64,
     /// … but never sooner than this many seconds after the last …
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 10)]
     snapshot_min_secs: u64,
-    /// … nor sooner than this many times as long as the last took to write (0: no such
+    /// … nor sooner than this many times the CPU time the last took to seal (0: no such
     /// wait).
     #[arg(long, default_value_t = 10)]
     snapshot_spacing: u32,

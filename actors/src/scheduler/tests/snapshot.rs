@@ -5,12 +5,8 @@
 use super::*;
 
 /// The workloads of a core as a snapshot carries them (through JSON and back).
-fn through_json(core: &SchedulerCore) -> Vec<(String, crate::projection::Workload)> {
-    let all: Vec<_> = core
-        .projection
-        .iter()
-        .map(|(k, w)| (k.clone(), w.clone()))
-        .collect();
+fn through_json(core: &SchedulerCore) -> crate::projection::Workloads {
+    let all = core.projection.shared();
     serde_json::from_slice(&serde_json::to_vec(&all).unwrap()).unwrap()
 }
 
