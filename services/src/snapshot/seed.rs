@@ -2,8 +2,8 @@
 //! `workloads` hint): the list is allocated once at its size instead of growing by
 //! doubling, which touched about twice its memory fresh, and fresh memory (zeroed by the
 //! kernel) is most of what a load costs. The hint only sizes the list, never past the
-//! decompressed JSON's own length in bytes; what the body says is read as the derived
-//! `Deserialize` reads it (unknown fields ignored, a missing or repeated one refused).
+//! decompressed JSON's own length in bytes; what the body says is read as a derived
+//! `Deserialize` would read it (unknown fields ignored, a missing or repeated one refused).
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ impl<'de> DeserializeSeed<'de> for SnapshotSeed {
     }
 }
 
-/// Sets a field once: a second copy is refused, as the derived `Deserialize` refuses it.
+/// Sets a field once: a second copy is refused, as a derived `Deserialize` refuses it.
 fn once<T, E: Error>(slot: &mut Option<T>, name: &'static str, value: T) -> Result<(), E> {
     if slot.replace(value).is_some() {
         return Err(E::duplicate_field(name));
@@ -143,7 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn a_body_decodes_as_the_derived_reader_reads_it_whatever_the_hint() {
+    fn a_body_decodes_to_the_snapshot_sealed_whatever_the_hint() {
         let snap = sample(300);
         let json = serde_json::to_vec(&snap).unwrap();
         for hint in [None, Some(0), Some(1), Some(300), Some(301), Some(u64::MAX)] {
