@@ -21,6 +21,26 @@ fn ev(body: EventBody) -> Event {
     Event::new("test", "w", None, body)
 }
 
+/// `accepted` for a workload of `replicas`, nothing pending.
+fn accepted(replicas: u32, cmd_seq: u64) -> EventBody {
+    EventBody::Accepted(Accepted {
+        spec: spec(replicas),
+        cmd_seq,
+        by: Default::default(),
+        pending: None,
+    })
+}
+
+/// `scheduled` for `replica` on node `n`.
+fn scheduled(replica: u32) -> EventBody {
+    EventBody::Scheduled(Scheduled {
+        replica,
+        node: "n".into(),
+        runtime_class: Default::default(),
+        replaces: None,
+    })
+}
+
 #[test]
 fn images_are_pinned_to_the_scanned_digest() {
     let d = "sha256:abc";
@@ -98,30 +118,9 @@ fn node_events_mark_drains_and_losses_until_undrained_or_joined() {
 fn lifecycle_moves_state_and_allocations() {
     let mut p = Projection::default();
     let h = [0u8; 32];
-    p.apply(
-        1,
-        h,
-        &ev(EventBody::Accepted(Accepted {
-            spec: spec(2),
-            cmd_seq: 9,
-            by: Default::default(),
-            pending: None,
-        })),
-    )
-    .unwrap();
+    p.apply(1, h, &ev(accepted(2, 9))).unwrap();
     assert_eq!(p.get("w").unwrap().state(), WorkloadState::Pending);
-    let ch = p
-        .apply(
-            2,
-            h,
-            &ev(EventBody::Scheduled(Scheduled {
-                replica: 0,
-                node: "n".into(),
-                runtime_class: Default::default(),
-                replaces: None,
-            })),
-        )
-        .unwrap();
+    let ch = p.apply(2, h, &ev(scheduled(0))).unwrap();
     assert!(
         matches!(&ch[..], [Change::Placed { node, need }] if &**node == "n" && need.memory_mb == 10)
     );
@@ -130,17 +129,7 @@ fn lifecycle_moves_state_and_allocations() {
         WorkloadState::Pending,
         "replica 1 still pending"
     );
-    p.apply(
-        3,
-        h,
-        &ev(EventBody::Scheduled(Scheduled {
-            replica: 1,
-            node: "n".into(),
-            runtime_class: Default::default(),
-            replaces: None,
-        })),
-    )
-    .unwrap();
+    p.apply(3, h, &ev(scheduled(1))).unwrap();
     p.apply(
         4,
         h,
@@ -212,12 +201,7 @@ fn replays_are_skipped_and_unknown_workloads_reported() {
     p.apply(5, h, &acc).unwrap();
     assert_eq!(p.get("w").unwrap().reason.as_deref(), Some("no node"));
     assert!(matches!(p.apply(5, h, &acc), Err(Skip::Stale { .. })));
-    let sch = ev(EventBody::Scheduled(Scheduled {
-        replica: 0,
-        node: "n".into(),
-        runtime_class: Default::default(),
-        replaces: None,
-    }));
+    let sch = ev(scheduled(0));
     p.apply(6, h, &sch).unwrap();
     assert!(matches!(p.apply(6, h, &sch), Err(Skip::Stale { .. })));
     let mut other = sch.clone();
@@ -226,12 +210,7 @@ fn replays_are_skipped_and_unknown_workloads_reported() {
         p.apply(7, h, &other),
         Err(Skip::UnknownWorkload(_))
     ));
-    let bad = ev(EventBody::Scheduled(Scheduled {
-        replica: 3,
-        node: "n".into(),
-        runtime_class: Default::default(),
-        replaces: None,
-    }));
+    let bad = ev(scheduled(3));
     assert_eq!(p.apply(8, h, &bad), Err(Skip::BadReplica(3)));
 }
 
@@ -239,28 +218,8 @@ fn replays_are_skipped_and_unknown_workloads_reported() {
 fn stop_ends_pending_replicas_and_releases_placed_ones() {
     let mut p = Projection::default();
     let h = [0u8; 32];
-    p.apply(
-        1,
-        h,
-        &ev(EventBody::Accepted(Accepted {
-            spec: spec(2),
-            cmd_seq: 1,
-            by: Default::default(),
-            pending: None,
-        })),
-    )
-    .unwrap();
-    p.apply(
-        2,
-        h,
-        &ev(EventBody::Scheduled(Scheduled {
-            replica: 0,
-            node: "n".into(),
-            runtime_class: Default::default(),
-            replaces: None,
-        })),
-    )
-    .unwrap();
+    p.apply(1, h, &ev(accepted(2, 1))).unwrap();
+    p.apply(2, h, &ev(scheduled(0))).unwrap();
     p.apply(
         3,
         h,
@@ -290,20 +249,8 @@ fn stop_ends_pending_replicas_and_releases_placed_ones() {
 fn a_fact_from_a_node_that_never_held_the_replica_is_set_aside() {
     let mut p = Projection::default();
     let mut chain = Chain::default();
-    let accepted = EventBody::Accepted(Accepted {
-        spec: spec(1),
-        cmd_seq: 1,
-        by: Default::default(),
-        pending: None,
-    });
-    p.ingest(&chain.next(accepted));
-    let scheduled = EventBody::Scheduled(Scheduled {
-        replica: 0,
-        node: "n".into(),
-        runtime_class: Default::default(),
-        replaces: None,
-    });
-    p.ingest(&chain.next(scheduled));
+    p.ingest(&chain.next(accepted(1, 1)));
+    p.ingest(&chain.next(scheduled(0)));
     let forged = EventBody::Exited(Exited {
         replica: 0,
         node: "x".into(),
@@ -348,36 +295,17 @@ impl Chain {
 fn an_event_off_the_chain_is_set_aside() {
     let mut p = Projection::default();
     let mut chain = Chain::default();
-    let accepted = EventBody::Accepted(Accepted {
-        spec: spec(1),
-        cmd_seq: 1,
-        by: Default::default(),
-        pending: None,
-    });
-    p.ingest(&chain.next(accepted));
-    let scheduled = || {
-        EventBody::Scheduled(Scheduled {
-            replica: 0,
-            node: "n".into(),
-            runtime_class: Default::default(),
-            replaces: None,
-        })
-    };
-    let mut forked = chain.next(scheduled());
+    p.ingest(&chain.next(accepted(1, 1)));
+    let mut forked = chain.next(scheduled(0));
     forked.event.prev = Some(hex::encode([7u8; 32]));
     assert!(p.ingest(&forked).is_none());
-    let mut unchained = chain.next(scheduled());
+    let mut unchained = chain.next(scheduled(0));
     unchained.event.prev = None;
     assert!(p.ingest(&unchained).is_none());
     assert_eq!(p.set_aside.by_code().get("broken_chain"), Some(&2));
     assert_eq!(p.get("w").unwrap().state(), WorkloadState::Pending);
     // A second `accepted` claiming to start the chain again is refused too.
-    let again = EventBody::Accepted(Accepted {
-        spec: spec(1),
-        cmd_seq: 2,
-        by: Default::default(),
-        pending: None,
-    });
+    let again = accepted(1, 2);
     let mut restart = chain.next(again);
     restart.event.prev = None;
     assert!(p.ingest(&restart).is_none());
@@ -392,22 +320,11 @@ fn an_event_off_the_chain_is_set_aside() {
 fn set_aside_messages_hold_their_place_in_the_chain() {
     let mut p = Projection::default();
     let mut chain = Chain::default();
-    let accepted = EventBody::Accepted(Accepted {
-        spec: spec(1),
-        cmd_seq: 1,
-        by: Default::default(),
-        pending: None,
-    });
-    p.ingest(&chain.next(accepted));
+    p.ingest(&chain.next(accepted(1, 1)));
     let applied = p.get("w").unwrap().head;
     // Seq 7: set aside by the verifier (a bad signature); seq 8: by the projection.
     p.note_set_aside(vec![Aside::new(7, "w", "bad_signature", "forged")]);
-    let mut off_chain = chain.next(EventBody::Scheduled(Scheduled {
-        replica: 0,
-        node: "n".into(),
-        runtime_class: Default::default(),
-        replaces: None,
-    }));
+    let mut off_chain = chain.next(scheduled(0));
     off_chain.seq = 8;
     off_chain.event.prev = Some(hex::encode([9u8; 32]));
     assert!(p.ingest(&off_chain).is_none());
@@ -488,27 +405,12 @@ fn a_snapshot_keeps_what_it_took_while_the_projection_moves_on() {
     let mut p = Projection::default();
     let h = [0u8; 32];
     for (seq, id) in [(1, "w"), (2, "v")] {
-        let mut e = ev(EventBody::Accepted(Accepted {
-            spec: spec(1),
-            cmd_seq: seq,
-            by: Default::default(),
-            pending: None,
-        }));
+        let mut e = ev(accepted(1, seq));
         e.subject = id.into();
         p.apply(seq, h, &e).unwrap();
     }
     let taken = p.shared();
-    p.apply(
-        3,
-        h,
-        &ev(EventBody::Scheduled(Scheduled {
-            replica: 0,
-            node: "n".into(),
-            runtime_class: Default::default(),
-            replaces: None,
-        })),
-    )
-    .unwrap();
+    p.apply(3, h, &ev(scheduled(0))).unwrap();
     let of = |id: &str| &taken.iter().find(|(k, _)| k == id).unwrap().1;
     assert_eq!(of("w").head.seq, 1, "the snapshot's copy is as it was");
     assert!(of("w").replicas[0].node.is_none());
