@@ -286,12 +286,12 @@ impl SchedulerCore {
         };
         match node_event {
             NodeEvent::Draining(_) => {
-                self.cluster.slot_mut(node).1.cordoned = true;
+                self.cluster.update(node, |n| n.cordoned = true);
                 self.drained.remove(node);
                 self.generation += 1;
             }
             NodeEvent::Undrained(_) => {
-                self.cluster.slot_mut(node).1.cordoned = false;
+                self.cluster.update(node, |n| n.cordoned = false);
                 self.drained.remove(node);
                 self.generation += 1;
             }
@@ -328,16 +328,18 @@ impl SchedulerCore {
             return Err(refuse("unenrolled_class", why));
         }
         self.watch.beat(&hb.name, now_ms, hb.interval_ms);
-        let (_, slot) = self.cluster.slot_mut(&hb.name);
-        let back = !slot.ready;
-        let changed = back
-            || slot.capacity != hb.capacity
-            || slot.classes != hb.runtime_classes
-            || slot.labels != hb.labels;
-        slot.capacity = hb.capacity;
-        slot.classes = hb.runtime_classes.clone();
-        slot.labels = hb.labels.clone();
-        slot.ready = true;
+        let (back, changed) = self.cluster.update(&hb.name, |slot| {
+            let back = !slot.ready;
+            let changed = back
+                || slot.capacity != hb.capacity
+                || slot.classes != hb.runtime_classes
+                || slot.labels != hb.labels;
+            slot.capacity = hb.capacity;
+            slot.classes = hb.runtime_classes.clone();
+            slot.labels = hb.labels.clone();
+            slot.ready = true;
+            (back, changed)
+        });
         if changed {
             self.generation += 1;
         }
@@ -364,7 +366,7 @@ impl SchedulerCore {
     /// more there.
     pub fn node_gone(&mut self, name: &str) {
         if self.cluster.get(name).is_some_and(|n| n.ready) {
-            self.cluster.slot_mut(name).1.ready = false;
+            self.cluster.update(name, |n| n.ready = false);
         }
     }
 

@@ -109,8 +109,7 @@ impl SchedulerCore {
             };
             match self.cluster.place(&req, overlay) {
                 Ok(i) => {
-                    let e = overlay.entry(i).or_default();
-                    *e = e.add(&need);
+                    overlay.add(&self.cluster, i, &need);
                     let Some(node) = self.cluster.nodes().get(i) else {
                         return (placed, Some(format!("node {i} vanished from the cluster")));
                     };
