@@ -16,6 +16,7 @@ mod c1m;
 mod cri;
 mod failover;
 mod ops_delivery;
+mod placement;
 mod procfs;
 mod results;
 mod scan_cache;
@@ -95,6 +96,14 @@ enum Scenario {
     },
     /// Signatures and verifications per second on one core; bytes a signature adds.
     Signing,
+    /// Microseconds a placement takes on one core, through the placement index and by a
+    /// scan of every node, for clusters of these sizes.
+    Placement {
+        #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 5000])]
+        nodes: Vec<usize>,
+        #[arg(long, default_value_t = 20_000)]
+        replicas: usize,
+    },
     /// `audit verify` on a log of N workloads; the running hash; a sealed secret's size.
     Audit {
         #[arg(long, default_value_t = 100_000)]
@@ -267,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
             return scheduler_restart(&url, &creds).await;
         }
         Scenario::Signing => return signing::run(),
+        Scenario::Placement { nodes, replicas } => return placement::run(&nodes, replicas),
         Scenario::Audit { workloads } => return audit::run(workloads).await,
         Scenario::Cri {
             socket,

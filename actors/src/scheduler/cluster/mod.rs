@@ -170,8 +170,9 @@ impl Cluster {
         }
     }
 
-    /// [`Cluster::place`] by looking at every node; and, when none fits, why.
-    fn scan(&self, req: &Request<'_>, overlay: &Overlay) -> Result<usize, Unschedulable> {
+    /// [`Cluster::place`] by looking at every node; and, when none fits, why. What `place`
+    /// falls back to, and a benchmark's baseline.
+    pub fn scan(&self, req: &Request<'_>, overlay: &Overlay) -> Result<usize, Unschedulable> {
         let mut tally = Tally::default();
         let mut best: Option<(bool, Room, usize)> = None;
         for (i, n) in self.nodes.iter().enumerate() {

@@ -5,14 +5,14 @@
 //! `SHA-256(0x00 ‖ h)`, nodes `SHA-256(0x01 ‖ left ‖ right)`) over the batch's message
 //! hashes `h = SHA-256(payload)`, and each message carries its Merkle path, so one message
 //! still verifies alone, whatever became of its neighbours. The signed bytes are
-//! `"bulkhead/2 batch\n" ‖ root`. A reader checks a batch's signature once: a [`Checked`]
-//! remembers the last 16 roots it verified (writers' batches interleave in the log).
+//! `"bulkhead/2 batch\n" ‖ root`. A reader checks a batch's signature once, and hashes
+//! each message's path only up to a node of the tree it knows already: a [`Checked`]
+//! remembers the last 16 batches it verified (writers' batches interleave in the log).
 //!
 //! Each message's proof travels in its `Bulkhead-Sig` header as
 //! `<index>/<size> <signature> <path>`: the 64-byte signature and the path (32 bytes a level,
 //! leaf to root, concatenated; absent for a batch of one) in unpadded base64url.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -356,71 +356,9 @@ pub fn seal_event(signer: &Signer, event: &mut bulkhead_schemas::Event) -> (Vec<
     (bytes, proof)
 }
 
-/// Verifies batch proofs, each batch's signature once, each key parsed once.
-pub struct Checked {
-    context: Context,
-    keys: HashMap<String, KeyPair>,
-    /// The latest batch roots verified, with their key and signature: writers' batches
-    /// interleave in the log (a scheduler's and its nodes'), so more than the last one.
-    recent: std::collections::VecDeque<(String, Hash, [u8; 64])>,
-    /// Signatures verified (not counting batches seen again).
-    pub verified: u64,
-}
+mod checked;
 
-impl Default for Checked {
-    /// Checks batches of the log.
-    fn default() -> Self {
-        Checked::new(Context::Log)
-    }
-}
-
-/// Batch roots remembered as verified.
-const RECENT_ROOTS: usize = 16;
-
-/// Keys remembered at most (a reader meets few writers).
-const MAX_KEYS: usize = 10_000;
-
-impl Checked {
-    /// Checks batches signed in `context`.
-    pub fn new(context: Context) -> Checked {
-        Checked {
-            context,
-            keys: HashMap::new(),
-            recent: std::collections::VecDeque::with_capacity(RECENT_ROOTS),
-            verified: 0,
-        }
-    }
-
-    /// Whether `proof` shows `key` signed the batch holding the message with `hash`.
-    pub fn verify(&mut self, key: &str, hash: &Hash, proof: &Proof) -> Result<(), SigError> {
-        let root = root_of(hash, proof)?;
-        if self
-            .recent
-            .iter()
-            .any(|(k, r, s)| *r == root && *s == proof.sig && k == key)
-        {
-            return Ok(());
-        }
-        if !self.keys.contains_key(key) {
-            let kp = KeyPair::from_public_key(key).map_err(|e| SigError::BadKey(e.to_string()))?;
-            if self.keys.len() >= MAX_KEYS {
-                self.keys.clear();
-            }
-            self.keys.insert(key.to_owned(), kp);
-        }
-        let kp = self
-            .keys
-            .get(key)
-            .ok_or_else(|| SigError::BadKey(key.to_owned()))?;
-        verify_with(kp, self.context.bytes(), &root, &proof.sig)?;
-        self.verified += 1;
-        if self.recent.len() == RECENT_ROOTS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((key.to_owned(), root, proof.sig));
-        Ok(())
-    }
-}
+pub use checked::Checked;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,85 @@
+//! The `placement` scenario: what choosing a node costs on one core, through the index
+//! (`Cluster::place`) beside the scan of every node it falls back to (`Cluster::scan`), for
+//! clusters of sim-sized nodes (64 GiB, 64 cores, 1,000 slots) under bin-pack and spread.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use bulkhead_actors::scheduler::cluster::{Cluster, Overlay, Request};
+use bulkhead_schemas::Resources;
+use bulkhead_schemas::spec::{PlacementStrategy, RuntimeClass};
+
+/// A round of this many placements shares one overlay, as a scheduler's round does.
+const ROUND: usize = 500;
+
+pub fn run(nodes: &[usize], replicas: usize) -> anyhow::Result<()> {
+    println!("\n## placement, one core ({replicas} replicas of 64 MiB, 50m each)");
+    for &n in nodes {
+        for strategy in [PlacementStrategy::Binpack, PlacementStrategy::Spread] {
+            let (indexed, chosen) = fill(n, replicas, strategy, |c, r, o| c.place(r, o).ok())?;
+            let (scanned, same) = fill(n, replicas, strategy, |c, r, o| c.scan(r, o).ok())?;
+            anyhow::ensure!(chosen == same, "the index and the scan chose differently");
+            println!(
+                "{n:>5} nodes, {strategy:?}: {:.2} µs a placement through the index, {:.2} µs scanning every node ({:.0}×)",
+                indexed * 1e6,
+                scanned * 1e6,
+                scanned / indexed
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Places `replicas` one by one in rounds of [`ROUND`] with `choose`, each placement then
+/// allocated; returns the seconds a placement took and the nodes chosen.
+fn fill(
+    n: usize,
+    replicas: usize,
+    strategy: PlacementStrategy,
+    choose: impl Fn(&Cluster, &Request<'_>, &Overlay) -> Option<usize>,
+) -> anyhow::Result<(f64, Vec<usize>)> {
+    let mut c = Cluster::default();
+    for i in 0..n {
+        c.update(&format!("sim-{i}"), |s| {
+            s.capacity = Resources {
+                memory_mb: 65_536,
+                cpu_millicores: 64_000,
+                slots: 1000,
+            };
+            s.classes = vec![RuntimeClass::Runc, RuntimeClass::Gvisor];
+            s.ready = true;
+        });
+    }
+    let need = Resources {
+        memory_mb: 64,
+        cpu_millicores: 50,
+        slots: 1,
+    };
+    let none = BTreeMap::new();
+    let req = Request {
+        need,
+        class: RuntimeClass::Runc,
+        selector: &none,
+        strategy,
+        avoid: &[],
+        exclude: &[],
+    };
+    let mut chosen = Vec::with_capacity(replicas);
+    let mut spent = 0.0;
+    for round in (0..replicas).step_by(ROUND) {
+        let mut overlay = Overlay::new();
+        let t = Instant::now();
+        for _ in round..(round + ROUND).min(replicas) {
+            let i = choose(&c, &req, &overlay).ok_or_else(|| anyhow::anyhow!("cluster full"))?;
+            overlay.add(&c, i, &need);
+            chosen.push(i);
+        }
+        spent += t.elapsed().as_secs_f64();
+        // The round written: its allocations are the cluster's now.
+        for &i in &chosen[round..] {
+            let name = c.nodes()[i].name.clone();
+            c.allocate(&name, &need);
+        }
+    }
+    Ok((spent / replicas as f64, chosen))
+}
