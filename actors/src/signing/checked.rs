@@ -20,6 +20,12 @@ const RECENT_BATCHES: usize = 16;
 /// Keys remembered at most (a reader meets few writers).
 const MAX_KEYS: usize = 10_000;
 
+/// Nodes remembered of one batch at most: a tree of 2,048 messages in all (a writer's batches
+/// are smaller). A batch claiming more (any key can sign a root over a size of 2^31 of one
+/// payload repeated) is still checked, its paths hashed up to the nodes already known or the
+/// root; what they computed is not kept.
+const MAX_TREE_NODES: usize = 4096;
+
 /// What is known of one verified batch: its nodes under the signed root, by span.
 struct Tree {
     key: String,
@@ -114,10 +120,19 @@ impl Checked {
                 self.trees.len() - 1
             }
         };
-        if let Some(t) = self.trees.get_mut(k) {
+        // All of a path or none of it: a known node's sibling and parent are known too.
+        if let Some(t) = self.trees.get_mut(k)
+            && t.nodes.len() + learned.len() <= MAX_TREE_NODES
+        {
             t.nodes.extend(learned);
         }
         Ok(())
+    }
+
+    /// Tree nodes remembered, over all batches.
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.trees.iter().map(|t| t.nodes.len()).sum()
     }
 
     /// Checks `sig` of `root` by `key` (a batch not seen before).
@@ -212,6 +227,38 @@ mod tests {
             1 => (0u32..80).prop_map(Tamper::Index),
             1 => Just(Tamper::DropLevel),
         ]
+    }
+
+    #[test]
+    fn a_batch_too_large_to_remember_is_still_checked_and_memory_stays_bounded() {
+        let signer = Signer::generate();
+        let n = 3000;
+        let hs: Vec<Hash> = (0..n)
+            .map(|i| hash_bytes(format!("m{i}").as_bytes()))
+            .collect();
+        let ps = sign_batch(&signer, &hs);
+        let mut checked = Checked::default();
+        for (h, p) in hs.iter().zip(&ps) {
+            checked.verify(signer.public_key(), h, p).unwrap();
+        }
+        assert!(
+            checked.remembered() <= MAX_TREE_NODES,
+            "{}",
+            checked.remembered()
+        );
+        assert!(
+            checked.remembered() > MAX_TREE_NODES / 2,
+            "it remembered what fit"
+        );
+        assert_eq!(checked.verified, 1);
+        for (h, p) in hs.iter().zip(&ps).rev().step_by(7) {
+            let mut forged = p.clone();
+            forged.path[0][0] ^= 1;
+            assert!(checked.verify(signer.public_key(), h, &forged).is_err());
+            assert!(checked.verify(signer.public_key(), &[9; 32], p).is_err());
+            checked.verify(signer.public_key(), h, p).unwrap();
+        }
+        assert!(checked.remembered() <= MAX_TREE_NODES);
     }
 
     proptest! {

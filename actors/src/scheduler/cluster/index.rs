@@ -25,7 +25,7 @@ pub fn room(capacity: &Resources, free: &Resources) -> Room {
 }
 
 /// Nodes looked at that cannot take the replica before the index leaves the choice to the
-/// scan.
+/// scan (nodes the request avoids are not counted: they are as many as it lists).
 const LOOK: usize = 64;
 
 /// A candidate: preferred (not avoided), its room, its node index.
@@ -144,7 +144,9 @@ impl Walk<'_> {
                     return Some((Some(best), None));
                 }
                 Some(Fit::Avoided) if avoided.is_none() => avoided = Some((r, i)),
-                Some(Fit::Avoided | Fit::No) => *budget = budget.checked_sub(1)?,
+                // Avoided nodes are as many as the caller listed: not the budget's.
+                Some(Fit::Avoided) => {}
+                Some(Fit::No) => *budget = budget.checked_sub(1)?,
             }
         }
         let avoided = match avoided {
@@ -163,7 +165,8 @@ impl Walk<'_> {
                 match self.fit(j) {
                     None => {}
                     Some(f) if f == want => return Some((preferred, r, j)),
-                    Some(_) => *budget = budget.checked_sub(1)?,
+                    Some(Fit::No) => *budget = budget.checked_sub(1)?,
+                    Some(_) => {}
                 }
             }
         }

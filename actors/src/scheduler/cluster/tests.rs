@@ -390,3 +390,29 @@ fn a_selector_few_nodes_match_is_left_to_the_scan_which_still_finds_them() {
     assert_eq!(c.index.choose(c.nodes(), &r, &o), None);
     assert_eq!(c.place(&r, &o), Ok(321));
 }
+
+#[test]
+fn a_workload_with_hundreds_of_replicas_placed_is_still_settled_by_the_index() {
+    let c = big(1000);
+    let none = BTreeMap::new();
+    // Bin-pack walks the fullest nodes first: those its other replicas already use.
+    let mut by_room: Vec<usize> = (0..1000).collect();
+    by_room.sort_by_key(|&i| (room(&c.nodes()[i].capacity, &c.nodes()[i].free()), i));
+    let avoid: Vec<Arc<str>> = by_room[..300]
+        .iter()
+        .map(|&i| c.nodes()[i].name.clone())
+        .collect();
+    let r = Request {
+        avoid: &avoid,
+        ..req(
+            res(64, 100, 1),
+            RuntimeClass::Runc,
+            &none,
+            PlacementStrategy::Binpack,
+        )
+    };
+    let o = Overlay::new();
+    let i = c.index.choose(c.nodes(), &r, &o);
+    assert_eq!(i, Some(by_room[300]));
+    assert_eq!(c.scan(&r, &o), Ok(by_room[300]));
+}
