@@ -268,6 +268,7 @@ start() {
   local port sock=$dir/containerd.sock
   # The pod network namespaces there before this containerd: `stop` leaves them alone.
   ls /run/netns 2>/dev/null | grep '^cni-' >"$dir/netns-before" || true
+  shared_netns_dir
   port=$(free_port)
   write_runsc_wrapper "$dir/runsc-wrapper"
   write_cni_config "$dir/net.d"
@@ -401,6 +402,16 @@ stop() {
   pkill -f -- "-address $sock" 2>/dev/null || true
   grep " $dir/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   remove_left_netns "$dir"
+}
+
+# /run/netns made a shared mount of itself before containerd mounts pod namespaces in it, as
+# `ip netns add` does on its first use: done later (a test's `ip netns add`), that bind mount
+# hides the namespaces mounted before it, which can then be neither unmounted nor unlinked
+# ("device or resource busy"), and containerd leaves them behind for good.
+shared_netns_dir() {
+  mkdir -p /run/netns
+  mountpoint -q /run/netns || mount --bind /run/netns /run/netns
+  mount --make-shared /run/netns
 }
 
 # containerd 1.6 does not try again to unlink a pod's network namespace it once could not
