@@ -75,13 +75,14 @@ impl Checked {
         let mut learned = Vec::with_capacity(2 * steps.len() + 1);
         learned.push((at, h));
         let mut settled = false;
-        let levels: Vec<_> = proof.path.iter().zip(steps.iter().rev()).collect();
-        for (d, &(sibling, &(here, other))) in levels.iter().enumerate() {
+        // Leaf to root: each level's sibling as carried, and the spans of node and sibling.
+        let levels = || proof.path.iter().zip(steps.iter().rev());
+        for (d, (sibling, &(here, other))) in levels().enumerate() {
             if let Some(t) = known.and_then(|k| self.trees.get(k))
                 && meets(t, at, &h)?
             {
                 // The rest of the path is known too: it must be what it carries.
-                carries_known(t, &levels[d..])?;
+                carries_known(t, levels().skip(d))?;
                 settled = true;
                 break;
             }
@@ -166,8 +167,11 @@ fn meets(t: &Tree, at: Span, h: &Hash) -> Result<bool, SigError> {
 
 /// Whether the path's remaining `levels` carry the siblings the known tree holds (a node
 /// is learned only with every sibling above it, so all are known).
-fn carries_known(t: &Tree, levels: &[(&Hash, &(Span, Span))]) -> Result<(), SigError> {
-    for &(sibling, &(_, other)) in levels {
+fn carries_known<'a>(
+    t: &Tree,
+    levels: impl Iterator<Item = (&'a Hash, &'a (Span, Span))>,
+) -> Result<(), SigError> {
+    for (sibling, &(_, other)) in levels {
         if t.nodes.get(&other) != Some(sibling) {
             return Err(SigError::BadSignature);
         }

@@ -35,14 +35,18 @@ type Candidate = (bool, Room, usize);
 #[derive(Default, Debug)]
 pub struct Index {
     by_class: BTreeMap<RuntimeClass, BTreeSet<(Room, usize)>>,
-    /// Each node's room as indexed, when it is.
-    rooms: Vec<Option<Room>>,
+}
+
+/// The room a node left with `free` is indexed under: none when placement may not use it
+/// or no slot is free.
+fn indexed_room(node: &NodeSlot, free: &Resources) -> Option<Room> {
+    (node.eligible() && free.slots > 0).then(|| room(&node.capacity, free))
 }
 
 impl Index {
-    /// Takes node `i` out (before its slot changes).
+    /// Takes node `i` out (before its slot changes: its room is what it was put in under).
     pub fn remove(&mut self, i: usize, node: &NodeSlot) {
-        let Some(Some(r)) = self.rooms.get(i).copied() else {
+        let Some(r) = indexed_room(node, &node.free()) else {
             return;
         };
         for c in &node.classes {
@@ -50,23 +54,16 @@ impl Index {
                 set.remove(&(r, i));
             }
         }
-        self.rooms[i] = None;
     }
 
     /// Puts node `i` in, if placement may use it and it has a slot free.
     pub fn insert(&mut self, i: usize, node: &NodeSlot) {
-        if self.rooms.len() <= i {
-            self.rooms.resize(i + 1, None);
-        }
-        let free = node.free();
-        if !node.eligible() || free.slots == 0 {
+        let Some(r) = indexed_room(node, &node.free()) else {
             return;
-        }
-        let r = room(&node.capacity, &free);
+        };
         for c in &node.classes {
             self.by_class.entry(*c).or_default().insert((r, i));
         }
-        self.rooms[i] = Some(r);
     }
 
     /// The node the scan would choose for `req`, when a look at a few nodes settles it;
@@ -178,7 +175,7 @@ impl Walk<'_> {
 /// nodes they touch (while a slot is left) ordered by the room left after them.
 #[derive(Default, Debug, Clone)]
 pub struct Overlay {
-    extra: HashMap<usize, (Resources, Option<Room>)>,
+    extra: HashMap<usize, Resources>,
     rooms: BTreeSet<(Room, usize)>,
 }
 
@@ -190,7 +187,7 @@ impl Overlay {
     /// What node `i` has free once this overlay is counted.
     pub fn free(&self, i: usize, node: &NodeSlot) -> Resources {
         match self.extra.get(&i) {
-            Some((extra, _)) => node.free().saturating_sub(extra),
+            Some(extra) => node.free().saturating_sub(extra),
             None => node.free(),
         }
     }
@@ -200,17 +197,22 @@ impl Overlay {
         let Some(node) = cluster.nodes().get(i) else {
             return;
         };
-        let (extra, was) = self.extra.remove(&i).unwrap_or_default();
-        if let Some(r) = was {
+        if let Some(r) = self.room_of(i, node) {
             self.rooms.remove(&(r, i));
         }
-        let extra = extra.add(need);
-        let free = node.free().saturating_sub(&extra);
-        let now = (free.slots > 0).then(|| room(&node.capacity, &free));
-        if let Some(r) = now {
+        let extra = self.extra.entry(i).or_default();
+        *extra = extra.add(need);
+        if let Some(r) = self.room_of(i, node) {
             self.rooms.insert((r, i));
         }
-        self.extra.insert(i, (extra, now));
+    }
+
+    /// The room node `i` is ordered by here: none when the overlay does not touch it or
+    /// leaves it no slot.
+    fn room_of(&self, i: usize, node: &NodeSlot) -> Option<Room> {
+        let extra = self.extra.get(&i)?;
+        let free = node.free().saturating_sub(extra);
+        (free.slots > 0).then(|| room(&node.capacity, &free))
     }
 }
 

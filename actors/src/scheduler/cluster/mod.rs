@@ -57,13 +57,24 @@ impl Request<'_> {
     /// What the node is to this request once it has `free` left: unusable, usable but
     /// avoided, or preferred. Readiness and class are the caller's to check.
     fn judge(&self, node: &NodeSlot, free: &Resources) -> Fit {
-        if self.exclude.contains(&node.name)
-            || !self
-                .selector
-                .iter()
-                .all(|(k, v)| node.labels.get(k) == Some(v))
-            || !self.need.fits_in(free)
-        {
+        if self.exclude.contains(&node.name) || !self.labels_match(node) {
+            Fit::No
+        } else {
+            self.room_for(node, free)
+        }
+    }
+
+    /// Whether the node carries every label the request's selector names.
+    fn labels_match(&self, node: &NodeSlot) -> bool {
+        self.selector
+            .iter()
+            .all(|(k, v)| node.labels.get(k) == Some(v))
+    }
+
+    /// [`Request::judge`] of a node already known to be neither excluded nor of other
+    /// labels: whether `free` takes the replica, and whether the node is avoided.
+    fn room_for(&self, node: &NodeSlot, free: &Resources) -> Fit {
+        if !self.need.fits_in(free) {
             Fit::No
         } else if self.avoid.contains(&node.name) {
             Fit::Avoided
@@ -184,7 +195,7 @@ impl Cluster {
                 continue;
             }
             tally.with_class += 1;
-            if !req.selector.iter().all(|(k, v)| n.labels.get(k) == Some(v)) {
+            if !req.labels_match(n) {
                 continue;
             }
             tally.matching += 1;
@@ -192,7 +203,7 @@ impl Cluster {
             if tally.largest_free.memory_mb < free.memory_mb {
                 tally.largest_free = free;
             }
-            let preferred = match req.judge(n, &free) {
+            let preferred = match req.room_for(n, &free) {
                 Fit::No => continue,
                 Fit::Avoided => false,
                 Fit::Preferred => true,
