@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use bulkhead_actors::scheduler::cluster::{Cluster, Overlay, Request};
+use bulkhead_actors::scheduler::cluster::{Cluster, Names, Overlay, Request, no_nodes};
 use bulkhead_schemas::Resources;
-use bulkhead_schemas::spec::{PlacementStrategy, RuntimeClass};
+use bulkhead_schemas::spec::{MAX_REPLICAS, PlacementStrategy, RuntimeClass};
 
 /// A round of this many placements shares one overlay, as a scheduler's round does.
 const ROUND: usize = 500;
@@ -26,18 +26,52 @@ pub fn run(nodes: &[usize], replicas: usize) -> anyhow::Result<()> {
                 scanned / indexed
             );
         }
+        let r = n.min(MAX_REPLICAS as usize);
+        let (t, spread) = one_workload(n, r)?;
+        println!(
+            "{n:>5} nodes, one workload of {r} replicas (bin-pack, each avoiding its others' nodes): {:.2} µs a replica, on {spread} nodes",
+            t * 1e6
+        );
     }
     Ok(())
 }
 
-/// Places `replicas` one by one in rounds of [`ROUND`] with `choose`, each placement then
-/// allocated; returns the seconds a placement took and the nodes chosen.
-fn fill(
-    n: usize,
-    replicas: usize,
-    strategy: PlacementStrategy,
-    choose: impl Fn(&Cluster, &Request<'_>, &Overlay) -> Option<usize>,
-) -> anyhow::Result<(f64, Vec<usize>)> {
+/// One workload's `replicas` placed in one round, as the scheduler places them: each
+/// replica avoids the nodes its workload's other replicas were given. Returns the seconds
+/// a replica took and how many nodes it was spread over.
+fn one_workload(n: usize, replicas: usize) -> anyhow::Result<(f64, usize)> {
+    let c = cluster(n);
+    let none = BTreeMap::new();
+    let need = Resources {
+        memory_mb: 64,
+        cpu_millicores: 50,
+        slots: 1,
+    };
+    let mut overlay = Overlay::new();
+    let mut avoid = Names::new();
+    let t = Instant::now();
+    for _ in 0..replicas {
+        let req = Request {
+            need,
+            class: RuntimeClass::Runc,
+            selector: &none,
+            strategy: PlacementStrategy::Binpack,
+            avoid: &avoid,
+            prefer_not: None,
+            exclude: &[],
+        };
+        let i = c
+            .place(&req, &overlay)
+            .map_err(|u| anyhow::anyhow!("{}", u.reason))?;
+        overlay.add(&c, i, &need);
+        avoid.insert(c.nodes()[i].name.clone());
+    }
+    let spent = t.elapsed().as_secs_f64();
+    Ok((spent / replicas as f64, avoid.len()))
+}
+
+/// `n` ready sim-sized nodes.
+fn cluster(n: usize) -> Cluster {
     let mut c = Cluster::default();
     for i in 0..n {
         c.update(&format!("sim-{i}"), |s| {
@@ -50,6 +84,18 @@ fn fill(
             s.ready = true;
         });
     }
+    c
+}
+
+/// Places `replicas` one by one in rounds of [`ROUND`] with `choose`, each placement then
+/// allocated; returns the seconds a placement took and the nodes chosen.
+fn fill(
+    n: usize,
+    replicas: usize,
+    strategy: PlacementStrategy,
+    choose: impl Fn(&Cluster, &Request<'_>, &Overlay) -> Option<usize>,
+) -> anyhow::Result<(f64, Vec<usize>)> {
+    let mut c = cluster(n);
     let need = Resources {
         memory_mb: 64,
         cpu_millicores: 50,
@@ -61,7 +107,8 @@ fn fill(
         class: RuntimeClass::Runc,
         selector: &none,
         strategy,
-        avoid: &[],
+        avoid: no_nodes(),
+        prefer_not: None,
         exclude: &[],
     };
     let mut chosen = Vec::with_capacity(replicas);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bulkhead_schemas::{Resources, WorkloadSpec};
 
 use super::SchedulerCore;
-use super::cluster::{Overlay, Request};
+use super::cluster::{Names, Overlay, Request};
 use super::plan::{Effect, Plan, Want, event, scheduled};
 use crate::ports::log::WorkloadAppend;
 
@@ -91,21 +91,19 @@ impl SchedulerCore {
         overlay: &mut Overlay,
     ) -> (Vec<(u32, Arc<str>)>, Option<String>) {
         let need = Resources::of(spec);
-        let mut avoid: Vec<Arc<str>> = already.to_vec();
+        let mut avoid: Names = already.iter().cloned().collect();
         let mut placed = Vec::new();
         for want in replicas {
             let replica = want.replica;
-            // After a failure, prefer another node than the one it failed on.
-            let mut avoid_here = avoid.clone();
-            avoid_here.extend(want.prefer_not.clone());
-            let never: Vec<Arc<str>> = want.never.iter().cloned().collect();
             let req = Request {
                 need,
                 class: spec.runtime_class,
                 selector: &spec.node_selector,
                 strategy: spec.placement,
-                avoid: &avoid_here,
-                exclude: &never,
+                avoid: &avoid,
+                // After a failure, prefer another node than the one it failed on.
+                prefer_not: want.prefer_not.as_ref(),
+                exclude: want.never.as_slice(),
             };
             match self.cluster.place(&req, overlay) {
                 Ok(i) => {
@@ -113,7 +111,7 @@ impl SchedulerCore {
                     let Some(node) = self.cluster.nodes().get(i) else {
                         return (placed, Some(format!("node {i} vanished from the cluster")));
                     };
-                    avoid.push(node.name.clone());
+                    avoid.insert(node.name.clone());
                     placed.push((replica, node.name.clone()));
                 }
                 Err(u) => return (placed, Some(u.reason)),

@@ -5,8 +5,8 @@
 
 mod index;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, LazyLock};
 
 use bulkhead_schemas::Resources;
 use bulkhead_schemas::spec::{PlacementStrategy, RuntimeClass};
@@ -47,10 +47,22 @@ pub struct Request<'a> {
     pub class: RuntimeClass,
     pub selector: &'a BTreeMap<String, String>,
     pub strategy: PlacementStrategy,
-    /// Nodes to use only when no other fits (e.g. where other replicas already run).
-    pub avoid: &'a [Arc<str>],
+    /// Nodes to use only when no other fits: where the workload's other replicas run (a
+    /// set: a workload may have a thousand, and a placement looks at each node it walks) …
+    pub avoid: &'a Names,
+    /// … and the node this replica last failed on.
+    pub prefer_not: Option<&'a Arc<str>>,
     /// Nodes never to use (where the replica's node was lost).
     pub exclude: &'a [Arc<str>],
+}
+
+/// A set of node names.
+pub type Names = HashSet<Arc<str>>;
+
+/// No node: what a request that avoids none names.
+pub fn no_nodes() -> &'static Names {
+    static NONE: LazyLock<Names> = LazyLock::new(Names::new);
+    &NONE
 }
 
 impl Request<'_> {
@@ -76,7 +88,7 @@ impl Request<'_> {
     fn room_for(&self, node: &NodeSlot, free: &Resources) -> Fit {
         if !self.need.fits_in(free) {
             Fit::No
-        } else if self.avoid.contains(&node.name) {
+        } else if self.prefer_not == Some(&node.name) || self.avoid.contains(&node.name) {
             Fit::Avoided
         } else {
             Fit::Preferred

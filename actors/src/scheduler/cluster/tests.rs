@@ -43,7 +43,8 @@ fn req<'a>(
         class,
         selector: sel,
         strategy,
-        avoid: &[],
+        avoid: no_nodes(),
+        prefer_not: None,
         exclude: &[],
     }
 }
@@ -167,7 +168,7 @@ fn overlay_counts_undecided_allocations_and_avoid_is_soft() {
         ),
         Ok(1)
     );
-    let avoid = [Arc::from("a")];
+    let avoid: Names = [Arc::from("a")].into_iter().collect();
     let r = Request {
         avoid: &avoid,
         ..req(need, RuntimeClass::Runc, &none, PlacementStrategy::Binpack)
@@ -180,6 +181,14 @@ fn overlay_counts_undecided_allocations_and_avoid_is_soft() {
         Ok(0),
         "avoided node is still used when nothing else fits"
     );
+    // The node a replica last failed on is avoided the same way.
+    let a: Arc<str> = Arc::from("a");
+    let r = Request {
+        prefer_not: Some(&a),
+        ..req(need, RuntimeClass::Runc, &none, PlacementStrategy::Binpack)
+    };
+    assert_eq!(c.place(&r, &Overlay::new()), Ok(1));
+    assert_eq!(c.place(&r, &only_a), Ok(0));
 }
 
 #[test]
@@ -330,9 +339,16 @@ proptest! {
             let selector: BTreeMap<String, String> =
                 zone.iter().map(|z| ("zone".to_string(), z.to_string())).collect();
             let strategy = if spread { PlacementStrategy::Spread } else { PlacementStrategy::Binpack };
-            let avoid: Vec<Arc<str>> = avoid.iter().map(|&i| Arc::from(name(i))).collect();
+            // The first node avoided is the one the replica last failed on.
+            let prefer_not: Option<Arc<str>> = avoid.first().map(|&i| Arc::from(name(i)));
+            let avoid: Names = avoid.iter().skip(1).map(|&i| Arc::from(name(i))).collect();
             let exclude: Vec<Arc<str>> = exclude.iter().map(|&i| Arc::from(name(i))).collect();
-            let r = Request { avoid: &avoid, exclude: &exclude, ..req(need, class, &selector, strategy) };
+            let r = Request {
+                avoid: &avoid,
+                prefer_not: prefer_not.as_ref(),
+                exclude: &exclude,
+                ..req(need, class, &selector, strategy)
+            };
             let chosen = c.index.choose(c.nodes(), &r, &o);
             let scanned = c.scan(&r, &o);
             if let Some(i) = chosen {
@@ -398,7 +414,7 @@ fn a_workload_with_hundreds_of_replicas_placed_is_still_settled_by_the_index() {
     // Bin-pack walks the fullest nodes first: those its other replicas already use.
     let mut by_room: Vec<usize> = (0..1000).collect();
     by_room.sort_by_key(|&i| (room(&c.nodes()[i].capacity, &c.nodes()[i].free()), i));
-    let avoid: Vec<Arc<str>> = by_room[..300]
+    let avoid: Names = by_room[..300]
         .iter()
         .map(|&i| c.nodes()[i].name.clone())
         .collect();

@@ -181,3 +181,35 @@ fn conflicting_new_workload_is_acked_and_failed_appends_retried() {
         commit.commands
     );
 }
+
+#[test]
+fn a_workload_of_the_most_replicas_puts_each_on_a_node_of_its_own() {
+    use bulkhead_schemas::spec::MAX_REPLICAS;
+    let mut core = SchedulerCore::default();
+    for i in 0..MAX_REPLICAS {
+        beat_in(&mut core, &hb(&format!("n{i}"), 100_000), 0);
+    }
+    let json = serde_json::json!({"id": "wide", "image": "i", "memory_mb": 100,
+        "cpu_millicores": 10, "replicas": MAX_REPLICAS, "placement": "binpack"});
+    let mut plan = core.decide(&[submit(1, json)]);
+    let mut seq = 0;
+    let outcomes = store_all(&mut plan, &mut seq);
+    let commit = core.commit(plan, outcomes);
+    assert_eq!(commit.ops.len(), MAX_REPLICAS as usize, "one node each");
+    assert!(commit.ops.values().all(|ops| ops.len() == 1));
+    // One more replica than nodes: the last shares a node (avoiding is soft).
+    let mut core2 = SchedulerCore::default();
+    for i in 0..MAX_REPLICAS - 1 {
+        beat_in(&mut core2, &hb(&format!("n{i}"), 100_000), 0);
+    }
+    let json = serde_json::json!({"id": "wide", "image": "i", "memory_mb": 100,
+        "cpu_millicores": 10, "replicas": MAX_REPLICAS, "placement": "binpack"});
+    let mut plan = core2.decide(&[submit(1, json)]);
+    let outcomes = store_all(&mut plan, &mut seq);
+    let commit = core2.commit(plan, outcomes);
+    assert_eq!(commit.ops.len(), MAX_REPLICAS as usize - 1);
+    assert_eq!(
+        commit.ops.values().map(Vec::len).sum::<usize>(),
+        MAX_REPLICAS as usize
+    );
+}
