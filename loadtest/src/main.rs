@@ -736,7 +736,20 @@ async fn throughput(
     let b = burst(server, &tenant, &seen, workloads, Duration::from_secs(600)).await?;
     let place_rate = b.placements_per_s;
 
+    // What the system spends idle (heartbeats, the burst's snapshots), for the steady
+    // phase's CPU to be read beside.
+    let idle_secs = 3.0;
+    let server = server.to_string();
+    let idle0 = (procfs::cpu_secs("self"), procfs::cpu_secs(&server));
+    tokio::time::sleep(Duration::from_secs_f64(idle_secs)).await;
+    let idle = (
+        (procfs::cpu_secs("self") - idle0.0) / idle_secs,
+        (procfs::cpu_secs(&server) - idle0.1) / idle_secs,
+    );
+
     // Phase 2: a steady rate, one submission at a time, latency submit → running.
+    let cpu0 = (procfs::cpu_secs("self"), procfs::cpu_secs(&server));
+    let t0 = Instant::now();
     let n = (rate * latency_secs) as usize;
     let every = Duration::from_secs_f64(1.0 / rate as f64);
     let mut times = Vec::with_capacity(n);
@@ -754,6 +767,20 @@ async fn throughput(
             .await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let span = t0.elapsed().as_secs_f64();
+    let cpu = (
+        procfs::cpu_secs("self") - cpu0.0,
+        procfs::cpu_secs(&server) - cpu0.1,
+    );
+    println!(
+        "CPU in the steady phase ({span:.1} s): {:.2} + {:.2} cores (bulkhead + nats-server; idle before it: {:.2} + {:.2}), {:.0} + {:.0} µs a workload above idle",
+        cpu.0 / span,
+        cpu.1 / span,
+        idle.0,
+        idle.1,
+        (cpu.0 - idle.0 * span) * 1e6 / n.max(1) as f64,
+        (cpu.1 - idle.1 * span) * 1e6 / n.max(1) as f64,
+    );
     let mut lat: Vec<Duration> = {
         let g = seen.lock().expect("lock");
         println!("{}", by_second(&times, &g.0, "scheduled"));
