@@ -1,6 +1,6 @@
 //! What a reader checks before it applies an event of the log, in stream order. An event is
-//! applied only when: it parses as a format-2 event; its `Bulkhead-Sig` proof verifies with
-//! the key it names; that key is enrolled (and not revoked) at that point of the log; the
+//! applied only when: it parses as a format-2 event; the key it names is enrolled (and not
+//! revoked) at that point of the log; its `Bulkhead-Sig` proof verifies with that key; the
 //! key's role may write that type there (a node writes facts about its own copies only, a
 //! scanner writes verdicts, an admin enrols and changes the policy, the query API writes
 //! checkpoints); a policy event counts under the policy in force (M of N); the subject it
@@ -117,14 +117,16 @@ impl Verifier {
             .proof
             .ok_or_else(|| aside("unsigned", "no Bulkhead-Sig header".into()))?;
         let proof = Proof::decode(proof).map_err(|e| aside("bad_signature", e.to_string()))?;
-        let hash = hash_bytes(raw.payload);
-        self.checked
-            .verify(&event.actor.key, &hash, &proof)
-            .map_err(|e| aside("bad_signature", e.to_string()))?;
+        // The writer first: a key the log never enrolled costs no signature check, and
+        // leaves no batch tree behind in the reader's memory.
         let writer = self
             .directory
             .writer(&event.actor.key, raw.seq)
             .map_err(|e| aside("unknown_writer", e.to_string()))?;
+        let hash = hash_bytes(raw.payload);
+        self.checked
+            .verify(&event.actor.key, &hash, &proof)
+            .map_err(|e| aside("bad_signature", e.to_string()))?;
         let family = Family::of(raw.subject)
             .ok_or_else(|| aside("subject_mismatch", "not a subject of the log".into()))?;
         let expected = expected_subject(family, &event).ok_or_else(|| {

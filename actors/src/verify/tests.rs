@@ -158,10 +158,26 @@ fn unsigned_tampered_unknown_and_old_events_are_set_aside() {
         "bad_signature"
     );
     let stranger = Signer::generate();
+    let verified = w.verifier.signatures_verified();
     assert_eq!(
         code(w.read(&stranger, accepted(1), &subject)),
         "unknown_writer"
     );
+    // The writer is looked up first: a key never enrolled costs no signature check (nor
+    // a remembered tree), and a forgery under it is an unknown writer too.
+    assert_eq!(w.verifier.signatures_verified(), verified);
+    let (theirs, their_proof) = seal_event(&stranger, &mut accepted(1));
+    let forged = String::from_utf8(theirs)
+        .unwrap()
+        .replace(r#""image":"i""#, r#""image":"j""#)
+        .into_bytes();
+    assert_eq!(
+        code(w.raw(&subject, &forged, Some(&their_proof.encode()))),
+        "unknown_writer"
+    );
+    assert_eq!(w.verifier.signatures_verified(), verified);
+    assert_eq!(code(w.read(&sched, accepted(1), &subject)), "applied");
+    assert_eq!(w.verifier.signatures_verified(), verified + 1);
     let mut old = accepted(1);
     old.v = 1;
     assert_eq!(code(w.read(&sched, old, &subject)), "old_format");
