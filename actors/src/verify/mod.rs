@@ -1,6 +1,7 @@
 //! What a reader checks before it applies an event of the log, in stream order. An event is
-//! applied only when: it parses as a format-2 event; the key it names is enrolled (and not
-//! revoked) at that point of the log; its `Bulkhead-Sig` proof verifies with that key; the
+//! applied only when: it parses as a format-2 event and carries a `Bulkhead-Sig` proof that
+//! decodes; the key it names is enrolled (and not revoked) at that point of the log; the
+//! proof verifies with that key; the
 //! key's role may write that type there (a node writes facts about its own copies only, a
 //! scanner writes verdicts, an admin enrols and changes the policy, the query API writes
 //! checkpoints); a policy event counts under the policy in force (M of N); the subject it

@@ -163,8 +163,8 @@ fn unsigned_tampered_unknown_and_old_events_are_set_aside() {
         code(w.read(&stranger, accepted(1), &subject)),
         "unknown_writer"
     );
-    // The writer is looked up first: a key never enrolled costs no signature check (nor
-    // a remembered tree), and a forgery under it is an unknown writer too.
+    // The writer is looked up first: a key never enrolled costs no signature check, and
+    // a forgery under it is an unknown writer too.
     assert_eq!(w.verifier.signatures_verified(), verified);
     let (theirs, their_proof) = seal_event(&stranger, &mut accepted(1));
     let forged = String::from_utf8(theirs)

@@ -296,7 +296,7 @@ fn any_request() -> impl Strategy<Value = AnyRequest> {
         prop::sample::select(vec![RuntimeClass::Runc, RuntimeClass::Gvisor]),
         prop::option::weighted(0.2, prop::sample::select(vec!["x", "y"])),
         any::<bool>(),
-        prop::collection::vec(0usize..64, 0..3),
+        prop::collection::vec(0usize..64, 0..4),
         prop::collection::vec(0usize..64, 0..2),
     )
         .prop_map(|(m, c, s, class, zone, spread, avoid, exclude)| {
@@ -339,9 +339,15 @@ proptest! {
             let selector: BTreeMap<String, String> =
                 zone.iter().map(|z| ("zone".to_string(), z.to_string())).collect();
             let strategy = if spread { PlacementStrategy::Spread } else { PlacementStrategy::Binpack };
-            // The first node avoided is the one the replica last failed on.
-            let prefer_not: Option<Arc<str>> = avoid.first().map(|&i| Arc::from(name(i)));
-            let avoid: Names = avoid.iter().skip(1).map(|&i| Arc::from(name(i))).collect();
+            // Of two or more nodes avoided, the first is the one the replica last failed on;
+            // one alone is where another replica runs.
+            let failed_on = if avoid.len() >= 2 { avoid.first() } else { None };
+            let prefer_not: Option<Arc<str>> = failed_on.map(|&i| Arc::from(name(i)));
+            let avoid: Names = avoid
+                .iter()
+                .skip(usize::from(failed_on.is_some()))
+                .map(|&i| Arc::from(name(i)))
+                .collect();
             let exclude: Vec<Arc<str>> = exclude.iter().map(|&i| Arc::from(name(i))).collect();
             let r = Request {
                 avoid: &avoid,
