@@ -12,6 +12,13 @@ use bulkhead_schemas::spec::{MAX_REPLICAS, PlacementStrategy, RuntimeClass};
 /// A round of this many placements shares one overlay, as a scheduler's round does.
 const ROUND: usize = 500;
 
+/// What each replica needs: 64 MiB, 50 millicores.
+const NEED: Resources = Resources {
+    memory_mb: 64,
+    cpu_millicores: 50,
+    slots: 1,
+};
+
 pub fn run(nodes: &[usize], replicas: usize) -> anyhow::Result<()> {
     println!("\n## placement, one core ({replicas} replicas of 64 MiB, 50m each)");
     for &n in nodes {
@@ -42,17 +49,12 @@ pub fn run(nodes: &[usize], replicas: usize) -> anyhow::Result<()> {
 fn one_workload(n: usize, replicas: usize) -> anyhow::Result<(f64, usize)> {
     let c = cluster(n);
     let none = BTreeMap::new();
-    let need = Resources {
-        memory_mb: 64,
-        cpu_millicores: 50,
-        slots: 1,
-    };
     let mut overlay = Overlay::new();
     let mut avoid = Names::new();
     let t = Instant::now();
     for _ in 0..replicas {
         let req = Request {
-            need,
+            need: NEED,
             class: RuntimeClass::Runc,
             selector: &none,
             strategy: PlacementStrategy::Binpack,
@@ -63,7 +65,7 @@ fn one_workload(n: usize, replicas: usize) -> anyhow::Result<(f64, usize)> {
         let i = c
             .place(&req, &overlay)
             .map_err(|u| anyhow::anyhow!("{}", u.reason))?;
-        overlay.add(&c, i, &need);
+        overlay.add(&c, i, &NEED);
         avoid.insert(c.nodes()[i].name.clone());
     }
     let spent = t.elapsed().as_secs_f64();
@@ -96,14 +98,9 @@ fn fill(
     choose: impl Fn(&Cluster, &Request<'_>, &Overlay) -> Option<usize>,
 ) -> anyhow::Result<(f64, Vec<usize>)> {
     let mut c = cluster(n);
-    let need = Resources {
-        memory_mb: 64,
-        cpu_millicores: 50,
-        slots: 1,
-    };
     let none = BTreeMap::new();
     let req = Request {
-        need,
+        need: NEED,
         class: RuntimeClass::Runc,
         selector: &none,
         strategy,
@@ -118,14 +115,14 @@ fn fill(
         let t = Instant::now();
         for _ in round..(round + ROUND).min(replicas) {
             let i = choose(&c, &req, &overlay).ok_or_else(|| anyhow::anyhow!("cluster full"))?;
-            overlay.add(&c, i, &need);
+            overlay.add(&c, i, &NEED);
             chosen.push(i);
         }
         spent += t.elapsed().as_secs_f64();
         // The round written: its allocations are the cluster's now.
         for &i in &chosen[round..] {
             let name = c.nodes()[i].name.clone();
-            c.allocate(&name, &need);
+            c.allocate(&name, &NEED);
         }
     }
     Ok((spent / replicas as f64, chosen))

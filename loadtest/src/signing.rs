@@ -75,17 +75,6 @@ pub fn run() -> anyhow::Result<()> {
             .map(|e| Proof::decode(e))
             .collect::<Result<_, _>>()?;
         let t = Instant::now();
-        // The signer enrolled as the scheduler: the reader checks its signatures (a key it
-        // does not know is set aside before any).
-        let mut verifier = Verifier::new(&[]);
-        verifier.directory.enroll(Identity {
-            role: Role::Scheduler,
-            name: "scheduler".into(),
-            key: signer.public_key().into(),
-            classes: Vec::new(),
-            revoked_at: None,
-            xkey: None,
-        });
         for _ in 0..rounds {
             // A fresh reader each round: each batch's signature checked once per round.
             let mut checked = Checked::default();
@@ -103,6 +92,17 @@ pub fn run() -> anyhow::Result<()> {
             }
         }
         let per_event_root = t.elapsed().as_secs_f64() / (rounds * size) as f64;
+        // The signer enrolled as the scheduler: the reader checks its signatures (a key it
+        // does not know is set aside before any).
+        let mut verifier = Verifier::new(&[]);
+        verifier.directory.enroll(Identity {
+            role: Role::Scheduler,
+            name: "scheduler".into(),
+            key: signer.public_key().into(),
+            classes: Vec::new(),
+            revoked_at: None,
+            xkey: None,
+        });
         // The whole check a reader makes (parse, directory, proof, subject, authority,
         // limits), from a fresh reader.
         let t = Instant::now();

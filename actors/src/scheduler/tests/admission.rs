@@ -191,7 +191,7 @@ fn a_workload_of_the_most_replicas_puts_each_on_a_node_of_its_own() {
     }
     let json = serde_json::json!({"id": "wide", "image": "i", "memory_mb": 100,
         "cpu_millicores": 10, "replicas": MAX_REPLICAS, "placement": "binpack"});
-    let mut plan = core.decide(&[submit(1, json)]);
+    let mut plan = core.decide(&[submit(1, json.clone())]);
     let mut seq = 0;
     let outcomes = store_all(&mut plan, &mut seq);
     let commit = core.commit(plan, outcomes);
@@ -202,8 +202,6 @@ fn a_workload_of_the_most_replicas_puts_each_on_a_node_of_its_own() {
     for i in 0..MAX_REPLICAS - 1 {
         beat_in(&mut core2, &hb(&format!("n{i}"), 100_000), 0);
     }
-    let json = serde_json::json!({"id": "wide", "image": "i", "memory_mb": 100,
-        "cpu_millicores": 10, "replicas": MAX_REPLICAS, "placement": "binpack"});
     let mut plan = core2.decide(&[submit(1, json)]);
     let outcomes = store_all(&mut plan, &mut seq);
     let commit = core2.commit(plan, outcomes);
