@@ -11,12 +11,15 @@ use sha2::{Digest, Sha256};
 use crate::node::Resources;
 use crate::spec::{Rejection, RuntimeClass, WorkloadSpec};
 
+mod read;
+
 /// Envelope version: 2 is signed (format 1, unsigned, is not read).
 pub const EVENT_VERSION: u32 = 2;
 
 /// One event of the log, as stored on `bulkhead.evt.…`. `type` and `body` come from
-/// [`EventBody`] (serialized adjacently: `"type": "scheduled", "body": {…}`).
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+/// [`EventBody`] (serialized adjacently: `"type": "scheduled", "body": {…}`). Read in one
+/// pass by `read.rs` (the derived reading of `flatten` buffers the whole message first).
+#[derive(Serialize, JsonSchema, Clone, Debug, PartialEq)]
 pub struct Event {
     pub v: u32,
     /// UUID v7.
