@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod command;
+pub mod de;
 pub mod event;
 pub mod identity;
 pub mod ids;

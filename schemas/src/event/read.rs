@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{Actor, Event, EventBody};
+use crate::de::once;
 
 /// The envelope's fields, by name.
 #[derive(Deserialize)]
@@ -97,15 +98,6 @@ impl<'de> Deserialize<'de> for Event {
 }
 
 struct Envelope;
-
-/// Keeps the first value of a field; a second is an error.
-fn once<T, E: de::Error>(slot: &mut Option<T>, name: &'static str, value: T) -> Result<(), E> {
-    if slot.is_some() {
-        return Err(E::duplicate_field(name));
-    }
-    *slot = Some(value);
-    Ok(())
-}
 
 impl<'de> Visitor<'de> for Envelope {
     type Value = Event;

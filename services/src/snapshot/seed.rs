@@ -12,6 +12,7 @@ use serde::de::{DeserializeSeed, Deserializer, Error, IgnoredAny, MapAccess, Seq
 
 use super::Snapshot;
 use bulkhead_actors::projection::{Workload, Workloads};
+use bulkhead_schemas::de::once;
 
 /// The snapshot in `json`, its workloads' list sized for `hint` of them (at most as many
 /// as fit in `json.len()` bytes).
@@ -34,14 +35,6 @@ impl<'de> DeserializeSeed<'de> for SnapshotSeed {
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Snapshot, D::Error> {
         d.deserialize_map(self)
     }
-}
-
-/// Sets a field once: a second copy is refused, as a derived `Deserialize` refuses it.
-fn once<T, E: Error>(slot: &mut Option<T>, name: &'static str, value: T) -> Result<(), E> {
-    if slot.replace(value).is_some() {
-        return Err(E::duplicate_field(name));
-    }
-    Ok(())
 }
 
 impl<'de> Visitor<'de> for SnapshotSeed {
