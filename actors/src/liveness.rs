@@ -1,7 +1,9 @@
 //! The one rule that decides a node went silent: no heartbeat for [`MISSED_BEATS`] of its
 //! own intervals, or for a caller's timeout when that is longer. The scheduler stops
-//! placing on a silent node; the failover declares it lost. Pure: time is an argument.
-//! Work on failure detection changes this file only.
+//! placing on a silent node; the failover declares it lost, unless most of the cluster fell
+//! silent at once ([`Silence`]): then the watcher, or the server between it and the nodes,
+//! is the likelier fault. Pure: time is an argument. Work on failure detection changes this
+//! file only.
 
 use std::collections::HashMap;
 
@@ -14,8 +16,43 @@ pub struct NodeWatch {
     interval: HashMap<String, u64>,
     /// Declared lost and silent since.
     lost: HashMap<String, u64>,
-    /// The watcher itself hears nothing (it is cut off from NATS): no one is silent.
-    blind: bool,
+    /// The watcher's ears that hear nothing now (its connection, its watch): while any is
+    /// deaf, no one is silent.
+    deaf: Vec<Ear>,
+    /// When a node was last declared lost during a mass silence.
+    trickled: Option<u64>,
+}
+
+/// What a watcher hears heartbeats through: its connection to NATS, and its watch of the
+/// heartbeat bucket (which can fail or end on its own while the connection stays up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ear {
+    Connection,
+    Watch,
+}
+
+/// How much of the cluster is quiet (silent for more than half of its limit) at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Silence {
+    /// Fewer than [`MASS_MIN`] nodes, or less than [`MASS_SHARE_PCT`] % of them: each silent
+    /// node is its own fault, and is declared lost.
+    #[default]
+    Normal,
+    /// Most of the cluster, not all: one silent node is declared lost every [`TRICKLE_MS`],
+    /// the longest silent first.
+    Mass { quiet: usize, watched: usize },
+    /// Every node at once (and at least [`MASS_MIN`]): none is declared lost.
+    Total { quiet: usize },
+}
+
+/// What [`NodeWatch::declare`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Declared {
+    /// Declared lost now, each with its silence (ms).
+    pub lost: Vec<(String, u64)>,
+    /// Silent past their limit, but held back by a mass silence.
+    pub held: usize,
+    pub silence: Silence,
 }
 
 /// A node is silent only after missing this many heartbeats in a row, whatever the timeout.
@@ -27,6 +64,17 @@ pub const MISSED_BEATS: u64 = 3;
 /// A node's interval counts as at least this (a heartbeat saying 0 or 1 ms is not trusted
 /// to mean the node is gone after 3 ms).
 pub const MIN_INTERVAL_MS: u64 = 100;
+
+/// A mass silence needs at least this many quiet nodes (as Kubernetes' node lifecycle
+/// controller: a cluster of one or two nodes fails over as it always did).
+pub const MASS_MIN: usize = 3;
+
+/// ... and at least this share (percent) of the nodes watched and not yet lost (Kubernetes'
+/// `--unhealthy-zone-threshold`, 0.55).
+pub const MASS_SHARE_PCT: usize = 55;
+
+/// During a mass silence that is not total, one node is declared lost at most this often.
+pub const TRICKLE_MS: u64 = 10_000;
 
 impl NodeWatch {
     /// A heartbeat arrived from a node beating every `interval_ms` (0: unknown). Returns
@@ -46,38 +94,113 @@ impl NodeWatch {
 
     /// Nodes silent for longer than `timeout_ms` (or than [`MISSED_BEATS`] of their own
     /// intervals, when that is longer), each reported once, with its silence. The
-    /// scheduler asks with no timeout (three missed beats take a node out of placement);
-    /// the failover with its lost timeout (then the node is declared lost).
+    /// scheduler asks this with no timeout (three missed beats take a node out of
+    /// placement); the failover asks [`NodeWatch::declare`].
     pub fn silent(&mut self, now_ms: u64, timeout_ms: u64) -> Vec<(String, u64)> {
-        if self.blind {
+        if !self.deaf.is_empty() {
             return Vec::new();
         }
-        let gone: Vec<(String, u64)> = self
-            .last
-            .iter()
-            .filter(|(n, at)| {
-                let every = self.interval.get(*n).copied().unwrap_or(0);
-                let every = every.max(MIN_INTERVAL_MS);
-                let limit = timeout_ms.max(every.saturating_mul(MISSED_BEATS));
-                now_ms.saturating_sub(**at) > limit && !self.lost.contains_key(*n)
-            })
-            .map(|(n, at)| (n.clone(), now_ms.saturating_sub(*at)))
-            .collect();
-        for (n, _) in &gone {
-            self.lost.insert(n.clone(), now_ms);
-        }
+        let gone = self.past_limit(now_ms, timeout_ms);
+        self.mark_lost(&gone, now_ms);
         gone
     }
 
-    /// The watcher is cut off: until it hears again, a node's silence is its own.
-    pub fn blind(&mut self) {
-        self.blind = true;
+    /// The nodes to declare lost now: those [`NodeWatch::silent`] would report, unless most
+    /// of the cluster is quiet at once ([`Silence`]). A node held back stays silent and is
+    /// reported when the mass silence ends (or its turn comes), or forgotten if it beats.
+    pub fn declare(&mut self, now_ms: u64, timeout_ms: u64) -> Declared {
+        if !self.deaf.is_empty() {
+            return Declared::default();
+        }
+        let mut over = self.past_limit(now_ms, timeout_ms);
+        let past = over.len();
+        let silence = self.silence(now_ms, timeout_ms);
+        let lost = match silence {
+            Silence::Normal => over,
+            Silence::Total { .. } => Vec::new(),
+            Silence::Mass { .. } => {
+                let due = self
+                    .trickled
+                    .is_none_or(|t| now_ms.saturating_sub(t) >= TRICKLE_MS);
+                // The longest silent first; equal silences by name, so the turn is stable.
+                over.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                let first: Vec<(String, u64)> = over.into_iter().take(usize::from(due)).collect();
+                if !first.is_empty() {
+                    self.trickled = Some(now_ms);
+                }
+                first
+            }
+        };
+        let held = past - lost.len();
+        self.mark_lost(&lost, now_ms);
+        Declared {
+            lost,
+            held,
+            silence,
+        }
     }
 
-    /// The watcher hears again at `now_ms`: every node gets a fresh interval from then (a
-    /// silence that began while it was deaf is not the node's).
-    pub fn hears_again(&mut self, now_ms: u64) {
-        self.blind = false;
+    /// How much of the cluster (the nodes watched and not yet lost) is quiet at once.
+    fn silence(&self, now_ms: u64, timeout_ms: u64) -> Silence {
+        let watched = self.last.len() - self.lost.len();
+        let quiet = self
+            .last
+            .iter()
+            .filter(|(n, at)| {
+                !self.lost.contains_key(*n)
+                    && now_ms.saturating_sub(**at).saturating_mul(2) > self.limit(n, timeout_ms)
+            })
+            .count();
+        if quiet < MASS_MIN {
+            Silence::Normal
+        } else if quiet == watched {
+            Silence::Total { quiet }
+        } else if quiet * 100 >= watched * MASS_SHARE_PCT {
+            Silence::Mass { quiet, watched }
+        } else {
+            Silence::Normal
+        }
+    }
+
+    /// How long a node may be silent before it is: `timeout_ms`, or [`MISSED_BEATS`] of its
+    /// own interval when that is longer.
+    fn limit(&self, node: &str, timeout_ms: u64) -> u64 {
+        let every = self.interval.get(node).copied().unwrap_or(0);
+        let every = every.max(MIN_INTERVAL_MS);
+        timeout_ms.max(every.saturating_mul(MISSED_BEATS))
+    }
+
+    /// Nodes past their limit and not yet lost, with their silence.
+    fn past_limit(&self, now_ms: u64, timeout_ms: u64) -> Vec<(String, u64)> {
+        self.last
+            .iter()
+            .filter(|(n, at)| {
+                now_ms.saturating_sub(**at) > self.limit(n, timeout_ms)
+                    && !self.lost.contains_key(*n)
+            })
+            .map(|(n, at)| (n.clone(), now_ms.saturating_sub(*at)))
+            .collect()
+    }
+
+    fn mark_lost(&mut self, nodes: &[(String, u64)], now_ms: u64) {
+        for (n, _) in nodes {
+            self.lost.insert(n.clone(), now_ms);
+        }
+    }
+
+    /// One of the watcher's ears is cut off: until it hears again, a node's silence is not
+    /// the node's.
+    pub fn blind(&mut self, ear: Ear) {
+        if !self.deaf.contains(&ear) {
+            self.deaf.push(ear);
+        }
+    }
+
+    /// The ear hears again at `now_ms`: every node gets a fresh interval from then (a
+    /// silence that began while the watcher was deaf is not the node's; while another ear
+    /// is still deaf, no one is silent, and its return gives a fresh interval again).
+    pub fn hears_again(&mut self, ear: Ear, now_ms: u64) {
+        self.deaf.retain(|e| *e != ear);
         for at in self.last.values_mut() {
             *at = (*at).max(now_ms);
         }
@@ -94,68 +217,4 @@ impl NodeWatch {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn silent_nodes_are_reported_once_until_they_beat_again() {
-        let mut nw = NodeWatch::default();
-        nw.beat("a", 1000, 1000);
-        nw.beat("b", 1000, 1000);
-        nw.expect("c", 1500);
-        nw.beat("b", 3500, 1000);
-        assert!(nw.silent(3900, 3000).is_empty());
-        let mut lost = nw.silent(4100, 3000);
-        lost.sort();
-        assert_eq!(lost, [("a".to_owned(), 3100)]);
-        assert!(nw.silent(4200, 3000).is_empty(), "reported once");
-        assert!(nw.is_lost("a"));
-        assert_eq!(nw.silent(4600, 3000), [("c".to_owned(), 3100)]);
-        assert!(nw.beat("a", 5000, 1000), "back");
-        assert!(!nw.is_lost("a"));
-    }
-
-    #[test]
-    fn a_node_that_beats_slowly_is_lost_only_after_three_missed_beats() {
-        let mut nw = NodeWatch::default();
-        nw.beat("slow", 0, 5000);
-        nw.beat("fast", 0, 200);
-        let lost = nw.silent(3100, 3000);
-        assert_eq!(
-            lost,
-            [("fast".to_owned(), 3100)],
-            "3 s timeout for a 200 ms beat"
-        );
-        assert!(
-            nw.silent(14_000, 3000).is_empty(),
-            "5 s beats: not before 15 s"
-        );
-        assert_eq!(nw.silent(15_100, 3000), [("slow".to_owned(), 15_100)]);
-    }
-
-    #[test]
-    fn a_watcher_cut_off_declares_no_one_and_gives_everyone_a_fresh_interval() {
-        let mut w = NodeWatch::default();
-        w.beat("n", 1000, 1000);
-        w.blind();
-        assert!(w.silent(60_000, 3000).is_empty(), "deaf: no one is silent");
-        w.hears_again(60_000);
-        assert!(
-            w.silent(62_000, 3000).is_empty(),
-            "a fresh interval from the reconnect"
-        );
-        assert_eq!(w.silent(63_100, 3000), [("n".to_owned(), 3100)]);
-    }
-
-    #[test]
-    fn an_endless_interval_does_not_make_a_node_immortal() {
-        let mut w = NodeWatch::default();
-        w.beat("n", 0, u64::MAX);
-        let silence = MAX_INTERVAL_MS * MISSED_BEATS + 1;
-        assert_eq!(
-            w.silent(silence, 0).len(),
-            1,
-            "lost after three capped intervals"
-        );
-    }
-}
+mod tests;

@@ -64,7 +64,8 @@ async fn a_nats_server_down_for_six_seconds_declares_no_node_lost() {
     assert_chains(&env.events(subjects::EVT_WORKLOADS).await);
     for detector in ["failover", "scheduler"] {
         assert!(
-            env.log(detector).contains("cut off from NATS"),
+            env.log(detector).contains("deaf to heartbeats")
+                && env.log(detector).contains("ear=Connection"),
             "{detector} knew its blindness: {}",
             env.log(detector)
         );

@@ -10,7 +10,7 @@ use tracing::{info, info_span, warn};
 
 use crate::clock::Clock;
 use crate::failover::{self, decide};
-use crate::liveness::NodeWatch;
+use crate::liveness::{Ear, NodeWatch, Silence};
 use crate::ports::log::{Batch, EventLog, LogError, WorkloadAppend};
 use crate::projection::{Projection, Workload};
 
@@ -26,9 +26,10 @@ pub enum FailoverMsg {
     },
     /// Check for silent nodes and retry what did not land.
     Tick(u64),
-    /// The failover's own connection to NATS went down (false) or came back (true), at
-    /// `at_ms`: while it is down it hears no heartbeat, so it declares no node lost.
-    Connection { up: bool, at_ms: u64 },
+    /// The failover's own connection to NATS, or its watch of the heartbeats, went down
+    /// (false) or came back (true), at `at_ms`: while either is down it hears no heartbeat,
+    /// so it declares no node lost.
+    Hearing { ear: Ear, up: bool, at_ms: u64 },
     /// Decisions taken (restarts requested, replicas given up) and nodes declared lost.
     Stats(RpcReplyPort<FailoverStats>),
     /// Every workload as the projection holds it now: a snapshot's (sent right after the
@@ -41,6 +42,9 @@ pub struct FailoverStats {
     pub restarts: u64,
     pub gave_up: u64,
     pub nodes_lost: u64,
+    /// Nodes past their lost timeout but not declared lost, at the last tick: most of the
+    /// cluster fell silent at once ([`Silence`]).
+    pub held: u64,
     pub conflicts: u64,
     /// Events the failover's projection would not apply.
     pub set_aside: u64,
@@ -67,6 +71,8 @@ pub struct FailoverState<L> {
     /// Workloads the log changed since the last sweep for replicas on lost nodes.
     unswept: BTreeSet<String>,
     stats: FailoverStats,
+    /// How much of the cluster was quiet at the last tick (a change is logged).
+    silence: Silence,
 }
 
 pub struct FailoverActor<L>(std::marker::PhantomData<L>);
@@ -148,7 +154,25 @@ impl<L: EventLog> FailoverState<L> {
     /// since (or whose loss did not land).
     async fn check_nodes(&mut self, now: u64) {
         let mut appends = Vec::new();
-        for (node, silent_ms) in self.watch.silent(now, self.lost_timeout_ms) {
+        let declared = self.watch.declare(now, self.lost_timeout_ms);
+        self.stats.held = declared.held as u64;
+        if declared.silence != self.silence {
+            match declared.silence {
+                Silence::Normal => info!("the mass silence is over: silent nodes are lost again"),
+                Silence::Mass { quiet, watched } => warn!(
+                    quiet,
+                    watched,
+                    "most of the cluster is silent at once: one node declared lost every {} ms",
+                    crate::liveness::TRICKLE_MS
+                ),
+                Silence::Total { quiet } => warn!(
+                    quiet,
+                    "every node is silent at once: the fault is likelier ours or the server's; none is declared lost"
+                ),
+            }
+            self.silence = declared.silence;
+        }
+        for (node, silent_ms) in declared.lost {
             let reason = format!(
                 "node {node} stopped heartbeating: silent for {silent_ms} ms (lost timeout {} ms)",
                 self.lost_timeout_ms
@@ -229,6 +253,7 @@ impl<L: EventLog> Actor for FailoverActor<L> {
             retry: BTreeSet::new(),
             unswept: BTreeSet::new(),
             stats: FailoverStats::default(),
+            silence: Silence::Normal,
         };
         // Exits that ended while no failover ran are decided now.
         let all: Vec<String> = st.projection.iter().map(|(id, _)| id.clone()).collect();
@@ -264,13 +289,23 @@ impl<L: EventLog> Actor for FailoverActor<L> {
                     info!(%node, "lost node heartbeats again");
                 }
             }
-            FailoverMsg::Connection { up: false, .. } => {
-                warn!("cut off from NATS: no node is declared lost until it is back");
-                st.watch.blind();
+            FailoverMsg::Hearing { ear, up: false, .. } => {
+                warn!(
+                    ?ear,
+                    "deaf to heartbeats: no node is declared lost until it hears again"
+                );
+                st.watch.blind(ear);
             }
-            FailoverMsg::Connection { up: true, at_ms } => {
-                info!("back on NATS: every node gets a fresh heartbeat interval");
-                st.watch.hears_again(at_ms);
+            FailoverMsg::Hearing {
+                ear,
+                up: true,
+                at_ms,
+            } => {
+                info!(
+                    ?ear,
+                    "hears heartbeats again: every node gets a fresh interval"
+                );
+                st.watch.hears_again(ear, at_ms);
             }
             FailoverMsg::Tick(fired_ms) => {
                 // Silence as of when the tick fired (beats that came before are handled).

@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 
 use crate::aside::Aside;
 use crate::clock::Clock;
+use crate::liveness::Ear;
 use crate::ports::log::{Batch, EventLog};
 use crate::ports::ops::OpsSink;
 use crate::scheduler::{Command, Disposition, Plan, SchedulerCore};
@@ -26,9 +27,11 @@ pub enum SchedulerMsg {
     NodeGone(String),
     /// A command (or anything else) the service would not hand over: counted, listed.
     SetAside(Aside),
-    /// The service's connection to NATS went down (`up: false`: no heartbeat can come, so
-    /// no node's silence counts) or came back at `at_ms` (every node gets a fresh interval).
-    Connection {
+    /// The service's connection to NATS, or its watch of the heartbeats, went down (`up:
+    /// false`: no heartbeat can come, so no node's silence counts) or came back at `at_ms`
+    /// (once both are up, every node gets a fresh interval).
+    Hearing {
+        ear: Ear,
         up: bool,
         at_ms: u64,
     },
@@ -262,13 +265,23 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
             },
             SchedulerMsg::SetAside(a) => st.core.projection.set_aside.record(a),
             SchedulerMsg::NodeGone(name) => st.core.node_gone(&name),
-            SchedulerMsg::Connection { up: false, .. } => {
-                warn!("cut off from NATS: no node's silence counts until it is back");
-                st.core.watch.blind();
+            SchedulerMsg::Hearing { ear, up: false, .. } => {
+                warn!(
+                    ?ear,
+                    "deaf to heartbeats: no node's silence counts until it hears again"
+                );
+                st.core.watch.blind(ear);
             }
-            SchedulerMsg::Connection { up: true, at_ms } => {
-                info!("back on NATS: every node gets a fresh heartbeat interval");
-                st.core.watch.hears_again(at_ms);
+            SchedulerMsg::Hearing {
+                ear,
+                up: true,
+                at_ms,
+            } => {
+                info!(
+                    ?ear,
+                    "hears heartbeats again: every node gets a fresh interval"
+                );
+                st.core.watch.hears_again(ear, at_ms);
             }
             SchedulerMsg::Tick(fired_ms) => {
                 // Silence as of when the tick fired: heartbeats that arrived before it are

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use bulkhead_actors::clock::Clock;
 use bulkhead_actors::failover::actor::{FailoverActor, FailoverArgs, FailoverMsg, FailoverStats};
+use bulkhead_actors::liveness::Ear;
 use bulkhead_schemas::subjects;
 use ractor::{Actor, ActorRef};
 use tracing::{error, info};
 
 use crate::aside::Ledger;
+use crate::bus::node_watch::Watched;
 use crate::bus::{Bus, NatsLog, Topology};
 /// The name the failover's snapshot is stored under.
 pub const SERVICE: &str = "failover";
@@ -141,7 +143,8 @@ async fn run_active_inner(
         AbortOnDrop(tokio::spawn(crate::bus::watch_connection(
             bus.client.clone(),
             move |up, at_ms| {
-                a.send_message(FailoverMsg::Connection { up, at_ms })
+                let ear = Ear::Connection;
+                a.send_message(FailoverMsg::Hearing { ear, up, at_ms })
                     .is_ok()
             },
         )))
@@ -157,7 +160,17 @@ async fn run_active_inner(
 /// Every new heartbeat put in the nodes bucket, as it arrives, until the actor's end. A
 /// heartbeat that does not decode or is out of limits is set aside: it is no sign of life.
 async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>, ledger: Ledger) {
-    crate::bus::node_watch::follow(&bus, "failover", |entry| {
+    crate::bus::node_watch::follow(&bus, "failover", |watched| {
+        let entry = match watched {
+            Watched::Entry(entry) => entry,
+            Watched::Deaf(at_ms) | Watched::Again(at_ms) => {
+                let up = matches!(watched, Watched::Again(_));
+                let ear = Ear::Watch;
+                return actor
+                    .send_message(FailoverMsg::Hearing { ear, up, at_ms })
+                    .is_ok();
+            }
+        };
         if entry.operation != async_nats::jetstream::kv::Operation::Put {
             return true;
         }

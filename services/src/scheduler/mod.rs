@@ -11,6 +11,7 @@ mod watch;
 use std::time::{Duration, Instant};
 
 use bulkhead_actors::clock::Clock;
+use bulkhead_actors::liveness::Ear;
 use bulkhead_actors::ports::ops::OpsSink;
 use bulkhead_actors::scheduler::actor::{SchedulerActor, SchedulerArgs, SchedulerMsg};
 use bulkhead_actors::scheduler::scan_policy::ScanPolicy;
@@ -144,7 +145,8 @@ async fn run_active(
         crate::tasks::AbortOnDrop(tokio::spawn(crate::bus::watch_connection(
             bus.client.clone(),
             move |up, at_ms| {
-                a.send_message(SchedulerMsg::Connection { up, at_ms })
+                let ear = Ear::Connection;
+                a.send_message(SchedulerMsg::Hearing { ear, up, at_ms })
                     .is_ok()
             },
         )))

@@ -4,13 +4,14 @@
 //! limits is set aside in the service's ledger.
 
 use async_nats::jetstream::kv::Operation;
+use bulkhead_actors::liveness::Ear;
 use bulkhead_actors::scheduler::actor::SchedulerMsg;
 use bulkhead_schemas::subjects;
 use ractor::ActorRef;
 
 use crate::aside::Ledger;
 use crate::bus::Bus;
-use crate::bus::node_watch;
+use crate::bus::node_watch::{self, Watched};
 use crate::bus::ops::heartbeat_of;
 use crate::tasks::AbortOnDrop;
 
@@ -46,7 +47,17 @@ async fn scanners(bus: Bus, actor: ActorRef<SchedulerMsg>) {
 /// Every new heartbeat put in the nodes bucket, and every removal, to the actor (which
 /// keeps the silence rule), until the actor's end.
 async fn heartbeats(bus: Bus, actor: ActorRef<SchedulerMsg>, ledger: Ledger) {
-    node_watch::follow(&bus, "scheduler", |entry| {
+    node_watch::follow(&bus, "scheduler", |watched| {
+        let entry = match watched {
+            Watched::Entry(entry) => entry,
+            Watched::Deaf(at_ms) | Watched::Again(at_ms) => {
+                let up = matches!(watched, Watched::Again(_));
+                let ear = Ear::Watch;
+                return actor
+                    .send_message(SchedulerMsg::Hearing { ear, up, at_ms })
+                    .is_ok();
+            }
+        };
         let msg = if entry.operation != Operation::Put {
             SchedulerMsg::NodeGone(entry.key)
         } else {

@@ -1,5 +1,6 @@
 //! The failover actor over the in-memory log, on a paused clock: exits answered once,
-//! decisions that lost a race taken again, silent nodes declared lost.
+//! decisions that lost a race taken again, silent nodes declared lost (not a whole cluster
+//! silent at once).
 
 use std::time::Duration;
 
@@ -208,4 +209,38 @@ async fn a_replica_placed_on_a_node_already_lost_is_lost_at_the_next_tick() {
         })
         .collect();
     assert_eq!(lost, [Some(0)], "{:?}", s.log.kinds("w"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_whole_cluster_silent_at_once_is_held_and_the_one_still_silent_lost_after() {
+    let s = Shell::start(running(1, "n1")).await;
+    let nodes = ["n1", "n2", "n3", "n4"];
+    for _ in 0..3 {
+        for n in nodes {
+            s.beat(n);
+        }
+        pass(1_000).await;
+    }
+    // Not one beat for ten seconds: a stalled watch or a stuck server, not four nodes.
+    pass(10_000).await;
+    assert!(s.log.node_events().is_empty(), "none declared lost");
+    let stats = s.stats().await;
+    assert_eq!((stats.nodes_lost, stats.held), (0, 4));
+    // Heard again: three beat, n1 does not; it is its own fault now.
+    for _ in 0..2 {
+        for n in &nodes[1..] {
+            s.beat(n);
+        }
+        pass(1_000).await;
+    }
+    let lost: Vec<String> = s
+        .log
+        .node_events()
+        .into_iter()
+        .filter(|e| e.kind() == "lost")
+        .map(|e| e.subject)
+        .collect();
+    assert_eq!(lost, ["n1"]);
+    assert!(s.log.kinds("w").ends_with(&["lost", "replica_requested"]));
+    assert_eq!(s.stats().await.held, 0);
 }

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::*;
 use crate::aside::Aside;
 use crate::clock::Clock;
+use crate::liveness::Ear;
 use crate::ports::log::Batch;
 use crate::ports::mem_log::MemLog;
 use crate::ports::ops::RecordingOps;
@@ -317,14 +318,16 @@ async fn a_silent_node_takes_nothing_new_until_it_beats_again() {
 async fn a_silence_while_the_scheduler_was_cut_off_is_not_the_nodes() {
     let mut s = Shell::start(&["n1"], 1_000).await;
     s.actor
-        .send_message(SchedulerMsg::Connection {
+        .send_message(SchedulerMsg::Hearing {
+            ear: Ear::Connection,
             up: false,
             at_ms: s.clock.now_ms(),
         })
         .unwrap();
     pass(6_000).await; // six beats that could not arrive
     s.actor
-        .send_message(SchedulerMsg::Connection {
+        .send_message(SchedulerMsg::Hearing {
+            ear: Ear::Connection,
             up: true,
             at_ms: s.clock.now_ms(),
         })

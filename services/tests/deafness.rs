@@ -1,0 +1,109 @@
+//! When heartbeats stop reaching the watchers rather than the nodes stopping. The nodes
+//! bucket deleted (its stream: every watch of it ends, and no node can beat) for 22 s, on a
+//! live connection: the scheduler and the failover are deaf until a new watch starts, and
+//! declare no node lost. A whole cluster falling silent at once is held, not declared lost,
+//! while a node killed on its own is still lost.
+
+mod common;
+
+use std::time::Duration;
+
+use bulkhead::bus::Topology;
+use bulkhead_schemas::subjects;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Deletes the heartbeat bucket, waits `gone`, and makes it again as `bulkhead up` does.
+async fn bucket_gone(env: &Env, gone: Duration) {
+    let stream = format!("KV_{}", subjects::NODES_BUCKET);
+    env.bus.js.delete_stream(&stream).await.unwrap();
+    tokio::time::sleep(gone).await;
+    env.bus.ensure(&Topology::default()).await.unwrap();
+}
+
+fn lost_nodes(events: &[(u64, Vec<u8>, bulkhead_schemas::event::Event)]) -> Vec<String> {
+    events.iter().map(|(_, _, e)| e.subject.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_watch_that_ends_is_deafness_not_a_silent_node() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("api", &["api"]);
+    // One node, and a lost timeout (15 s) longer than the client takes to notice a watch
+    // that ended (two missed idle heartbeats, 10 s) but shorter than the bucket is gone.
+    env.spawn("failover", &["failover", "--lost-timeout-ms", "15000"]);
+    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    env.wait_ready("n1").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    bucket_gone(&env, Duration::from_secs(22)).await;
+    wait_until("the failover to hear again", LONG, async || {
+        env.log("failover").contains("hears heartbeats again")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let lost = env.events("bulkhead.evt.node.*.lost").await;
+    assert!(
+        lost.is_empty(),
+        "declared lost: {:?}\n{}",
+        lost_nodes(&lost),
+        env.log("failover")
+    );
+    for watcher in ["failover", "scheduler"] {
+        assert!(
+            env.log(watcher).contains("deaf to heartbeats"),
+            "{watcher} knew its watch had ended: {}",
+            env.log(watcher)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_silent_at_once_is_held_and_a_node_killed_alone_is_lost() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("api", &["api"]);
+    env.spawn("failover", &["failover", "--lost-timeout-ms", "1500"]);
+    let mut pids = Vec::new();
+    for n in ["n1", "n2", "n3"] {
+        pids.push(env.spawn(n, &["node", "--name", n, "--heartbeat-ms", "200"]));
+    }
+    for n in ["n1", "n2", "n3"] {
+        env.wait_ready(n).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Every node silent at once for 12 s, eight times the lost timeout, before the watch's
+    // end is noticed (10 s): the mass-silence guard, not deafness, keeps them.
+    bucket_gone(&env, Duration::from_secs(12)).await;
+    wait_until("the failover to hear again", LONG, async || {
+        env.log("failover").contains("hears heartbeats again")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let lost = env.events("bulkhead.evt.node.*.lost").await;
+    assert!(
+        lost.is_empty(),
+        "declared lost: {:?}\n{}",
+        lost_nodes(&lost),
+        env.log("failover")
+    );
+    assert!(
+        env.log("failover").contains("every node is silent at once"),
+        "the failover held them: {}",
+        env.log("failover")
+    );
+
+    // One node of three killed: its own fault, lost as before.
+    env.sigkill(pids[2]);
+    wait_until("n3 to be declared lost", LONG, async || {
+        !env.events("bulkhead.evt.node.n3.lost").await.is_empty()
+    })
+    .await;
+    let lost = env.events("bulkhead.evt.node.*.lost").await;
+    assert_eq!(lost_nodes(&lost), ["n3"]);
+}
