@@ -55,10 +55,10 @@ pub struct Declared {
     pub silence: Silence,
 }
 
-/// A node is silent only after missing this many heartbeats in a row, whatever the timeout.
 /// The longest heartbeat interval the silence rule believes (a minute).
 pub const MAX_INTERVAL_MS: u64 = 60_000;
 
+/// A node is silent only after missing this many heartbeats in a row, whatever the timeout.
 pub const MISSED_BEATS: u64 = 3;
 
 /// A node's interval counts as at least this (a heartbeat saying 0 or 1 ms is not trusted
