@@ -19,8 +19,18 @@ pub struct NodeWatch {
     /// The watcher's ears that hear nothing now (its connection, its watch): while any is
     /// deaf, no one is silent.
     deaf: Vec<Ear>,
-    /// When a node was last declared lost during a mass silence.
-    trickled: Option<u64>,
+    /// The mass silence under way, if any.
+    episode: Option<Episode>,
+    /// How much of the cluster was quiet at the last [`NodeWatch::declare`].
+    silence: Silence,
+}
+
+/// A mass silence: since when, and when a node was last declared lost during it (the first
+/// waits [`TRICKLE_MS`] from its start).
+#[derive(Clone, Copy, Debug)]
+struct Episode {
+    since: u64,
+    trickled: u64,
 }
 
 /// What a watcher hears heartbeats through: its connection to NATS, and its watch of the
@@ -38,11 +48,22 @@ pub enum Silence {
     /// node is its own fault, and is declared lost.
     #[default]
     Normal,
-    /// Most of the cluster, not all: one silent node is declared lost every [`TRICKLE_MS`],
-    /// the longest silent first.
+    /// Most of the cluster, not all: one silent node is declared lost every [`TRICKLE_MS`]
+    /// (the first one [`TRICKLE_MS`] after it began), the longest silent first.
     Mass { quiet: usize, watched: usize },
     /// Every node at once (and at least [`MASS_MIN`]): none is declared lost.
     Total { quiet: usize },
+}
+
+impl Silence {
+    /// How grave: a silence that eases steps down.
+    fn rank(self) -> u8 {
+        match self {
+            Silence::Normal => 0,
+            Silence::Mass { .. } => 1,
+            Silence::Total { .. } => 2,
+        }
+    }
 }
 
 /// What [`NodeWatch::declare`] found.
@@ -65,12 +86,12 @@ pub const MISSED_BEATS: u64 = 3;
 /// to mean the node is gone after 3 ms).
 pub const MIN_INTERVAL_MS: u64 = 100;
 
-/// A mass silence needs at least this many quiet nodes (as Kubernetes' node lifecycle
-/// controller: a cluster of one or two nodes fails over as it always did).
+/// A mass silence needs at least this many quiet nodes (Kubernetes' partial disruption
+/// needs more than two: a cluster of one or two nodes fails over as it always did).
 pub const MASS_MIN: usize = 3;
 
-/// ... and at least this share (percent) of the nodes watched and not yet lost (Kubernetes'
-/// `--unhealthy-zone-threshold`, 0.55).
+/// ... and at least this share (percent) of the nodes watched (not lost before the mass
+/// silence began; Kubernetes' `--unhealthy-zone-threshold`, 0.55).
 pub const MASS_SHARE_PCT: usize = 55;
 
 /// During a mass silence that is not total, one node is declared lost at most this often.
@@ -107,28 +128,56 @@ impl NodeWatch {
 
     /// The nodes to declare lost now: those [`NodeWatch::silent`] would report, unless most
     /// of the cluster is quiet at once ([`Silence`]). A node held back stays silent and is
-    /// reported when the mass silence ends (or its turn comes), or forgotten if it beats.
+    /// reported when its turn comes, or a limit after the mass silence ends if it has not
+    /// beaten by then.
     pub fn declare(&mut self, now_ms: u64, timeout_ms: u64) -> Declared {
         if !self.deaf.is_empty() {
-            return Declared::default();
+            let silence = self.silence;
+            return Declared {
+                silence,
+                ..Declared::default()
+            };
+        }
+        let silence = self.silence(now_ms, timeout_ms);
+        let before = std::mem::replace(&mut self.silence, silence);
+        if silence.rank() < before.rank() {
+            // The silence eases: beats are coming back, spread over an interval. As when
+            // the watcher hears again, every node gets a fresh interval, so one whose beat
+            // is still on its way is not taken for lost; none is declared this time.
+            self.refresh(now_ms);
+            if silence == Silence::Normal {
+                self.episode = None;
+            }
+            return Declared {
+                silence,
+                ..Declared::default()
+            };
         }
         let mut over = self.past_limit(now_ms, timeout_ms);
         let past = over.len();
-        let silence = self.silence(now_ms, timeout_ms);
         let lost = match silence {
             Silence::Normal => over,
-            Silence::Total { .. } => Vec::new(),
+            Silence::Total { .. } => {
+                self.episode.get_or_insert(Episode {
+                    since: now_ms,
+                    trickled: now_ms,
+                });
+                Vec::new()
+            }
             Silence::Mass { .. } => {
-                let due = self
-                    .trickled
-                    .is_none_or(|t| now_ms.saturating_sub(t) >= TRICKLE_MS);
-                // The longest silent first; equal silences by name, so the turn is stable.
-                over.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                let first: Vec<(String, u64)> = over.into_iter().take(usize::from(due)).collect();
-                if !first.is_empty() {
-                    self.trickled = Some(now_ms);
+                let ep = self.episode.get_or_insert(Episode {
+                    since: now_ms,
+                    trickled: now_ms,
+                });
+                if over.is_empty() || now_ms.saturating_sub(ep.trickled) < TRICKLE_MS {
+                    Vec::new()
+                } else {
+                    ep.trickled = now_ms;
+                    // The longest silent first; equal silences by name, so the turn is stable.
+                    over.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                    over.truncate(1);
+                    over
                 }
-                first
             }
         };
         let held = past - lost.len();
@@ -140,17 +189,23 @@ impl NodeWatch {
         }
     }
 
-    /// How much of the cluster (the nodes watched and not yet lost) is quiet at once.
+    /// How much of the cluster is quiet at once: the nodes watched and not lost, and those
+    /// declared lost during the mass silence under way (they count as quiet until they beat,
+    /// so a mass silence does not end by declaring its own nodes lost).
     fn silence(&self, now_ms: u64, timeout_ms: u64) -> Silence {
-        let watched = self.last.len() - self.lost.len();
-        let quiet = self
-            .last
-            .iter()
-            .filter(|(n, at)| {
-                !self.lost.contains_key(*n)
-                    && now_ms.saturating_sub(**at).saturating_mul(2) > self.limit(n, timeout_ms)
-            })
-            .count();
+        let lost_in_it = self.episode.map_or(0, |e| {
+            self.lost.values().filter(|at| **at >= e.since).count()
+        });
+        let watched = self.last.len() - self.lost.len() + lost_in_it;
+        let quiet = lost_in_it
+            + self
+                .last
+                .iter()
+                .filter(|(n, at)| {
+                    !self.lost.contains_key(*n)
+                        && now_ms.saturating_sub(**at).saturating_mul(2) > self.limit(n, timeout_ms)
+                })
+                .count();
         if quiet < MASS_MIN {
             Silence::Normal
         } else if quiet == watched {
@@ -201,6 +256,11 @@ impl NodeWatch {
     /// is still deaf, no one is silent, and its return gives a fresh interval again).
     pub fn hears_again(&mut self, ear: Ear, now_ms: u64) {
         self.deaf.retain(|e| *e != ear);
+        self.refresh(now_ms);
+    }
+
+    /// Every node's silence starts again at `now_ms` at the latest.
+    fn refresh(&mut self, now_ms: u64) {
         for at in self.last.values_mut() {
             *at = (*at).max(now_ms);
         }

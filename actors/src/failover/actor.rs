@@ -156,9 +156,13 @@ impl<L: EventLog> FailoverState<L> {
         let mut appends = Vec::new();
         let declared = self.watch.declare(now, self.lost_timeout_ms);
         self.stats.held = declared.held as u64;
-        if declared.silence != self.silence {
+        let changed =
+            std::mem::discriminant(&declared.silence) != std::mem::discriminant(&self.silence);
+        if changed {
             match declared.silence {
-                Silence::Normal => info!("the mass silence is over: silent nodes are lost again"),
+                Silence::Normal => info!(
+                    "the mass silence is over: every node has a fresh interval, then silent nodes are lost again"
+                ),
                 Silence::Mass { quiet, watched } => warn!(
                     quiet,
                     watched,

@@ -92,7 +92,7 @@ fn one_silent_node_among_many_is_declared_at_once() {
 }
 
 #[test]
-fn every_node_silent_at_once_declares_none_until_most_beat_again() {
+fn every_node_silent_at_once_declares_none_and_those_still_silent_a_limit_after() {
     // Beats spread over a second, then the watcher hears nothing (a stalled watch, a
     // server that stores no heartbeat): the first node passes its limit while every other
     // is already quiet, so the silence is seen as total before anyone is declared.
@@ -106,15 +106,76 @@ fn every_node_silent_at_once_declares_none_until_most_beat_again() {
     let later = w.declare(60_000, 3000);
     assert!(later.lost.is_empty());
     assert_eq!(later.held, 20, "all past their limit, all held");
-    // Heard again: the 18 that beat are alive; the two that did not are lost, at once.
-    for i in 2..20 {
-        w.beat(&format!("n{i}"), 61_000, 1000);
-    }
+    // Heard again: 18 beat, n0 and n1 do not. The silence eases, every node gets a fresh
+    // interval; the two still silent a limit later are lost then, at once.
+    let beat = |w: &mut NodeWatch, t: u64| {
+        for i in 2..20 {
+            w.beat(&format!("n{i}"), t, 1000);
+        }
+    };
+    beat(&mut w, 61_000);
     let d = w.declare(61_100, 3000);
+    assert!(d.lost.is_empty(), "{d:?}");
+    assert_eq!(d.silence, Silence::Normal);
+    for t in [62_000, 63_000, 64_000] {
+        beat(&mut w, t);
+        assert!(w.declare(t + 50, 3000).lost.is_empty());
+    }
+    let d = w.declare(64_200, 3000);
     let mut lost = names(&d);
     lost.sort();
     assert_eq!(lost, ["n0", "n1"]);
-    assert_eq!(d.silence, Silence::Normal);
+}
+
+/// Every `n`-th node of `w` beats at each 50 ms from `from` for `span` ms, in turn, each
+/// once per `every` ms; `declare` asked every 100 ms. What was declared lost.
+fn run(w: &mut NodeWatch, nodes: &[(String, u64)], from: u64, span: u64) -> Vec<String> {
+    let mut lost = Vec::new();
+    for t in (from..from + span).step_by(50) {
+        for (i, (n, every)) in nodes.iter().enumerate() {
+            // Node i beats at its own phase: (i * 50) ms into each of its intervals.
+            if (t - from) % every == (i as u64 * 50) % every {
+                w.beat(n, t, *every);
+            }
+        }
+        if t % 100 == 0 {
+            lost.extend(w.declare(t, 3000).lost.into_iter().map(|(n, _)| n));
+        }
+    }
+    lost
+}
+
+#[test]
+fn beats_coming_back_one_by_one_after_a_total_silence_lose_no_node() {
+    let nodes: Vec<(String, u64)> = (0..20).map(|i| (format!("n{i}"), 1000)).collect();
+    let mut w = NodeWatch::default();
+    assert!(run(&mut w, &nodes, 0, 5_000).is_empty(), "beating: none");
+    // Silent for 20 s (everything held), then back, one beat every 50 ms.
+    for t in (5_000..25_000).step_by(100) {
+        assert!(w.declare(t, 3000).lost.is_empty(), "at {t}");
+    }
+    assert!(
+        run(&mut w, &nodes, 25_000, 10_000).is_empty(),
+        "a node whose beat was still on its way is not lost"
+    );
+}
+
+#[test]
+fn a_slower_node_turns_a_total_silence_into_a_mass_one_that_waits_before_declaring() {
+    // Ten nodes beat every second, one every two: when they all stop, the fast ones pass
+    // their limit (3 s) before the slow one is quiet (past 3 of its 6 s): a mass silence
+    // first, whose first declaration waits ten seconds, by which time it is total.
+    let mut nodes: Vec<(String, u64)> = (0..10).map(|i| (format!("n{i}"), 1000)).collect();
+    nodes.push(("slow".into(), 2000));
+    let mut w = NodeWatch::default();
+    assert!(run(&mut w, &nodes, 0, 4_000).is_empty());
+    let mut seen = Vec::new();
+    for t in (4_000..40_000).step_by(100) {
+        let d = w.declare(t, 3000);
+        assert!(d.lost.is_empty(), "at {t}: {d:?}");
+        seen.push(d.silence.rank());
+    }
+    assert!(seen.contains(&1) && seen.last() == Some(&2), "{seen:?}");
 }
 
 #[test]
@@ -129,39 +190,51 @@ fn most_of_the_cluster_silent_is_declared_one_node_per_trickle() {
             w.beat(&format!("n{i}"), t, 1000);
         }
     };
+    let mass = Silence::Mass {
+        quiet: 6,
+        watched: 10,
+    };
     keep(&mut w, 3000);
     let d = w.declare(3100, 3000);
-    assert_eq!(names(&d), ["n0"], "the longest silent first");
-    assert_eq!(
-        d.silence,
-        Silence::Mass {
-            quiet: 6,
-            watched: 10
-        }
-    );
-    assert_eq!(d.held, 5);
-    keep(&mut w, 6000);
-    let d = w.declare(6100, 3000);
-    assert!(d.lost.is_empty(), "not before {TRICKLE_MS} ms: {d:?}");
+    assert!(d.lost.is_empty(), "the first waits {TRICKLE_MS} ms: {d:?}");
+    assert_eq!((d.held, d.silence), (6, mass));
+    for t in (6_000..=12_000).step_by(3000) {
+        keep(&mut w, t);
+        assert!(w.declare(t + 100, 3000).lost.is_empty());
+    }
     keep(&mut w, 13_000);
     let d = w.declare(13_100, 3000);
-    assert_eq!(names(&d), ["n1"]);
-    // Five quiet of nine watched (n0 is lost): 55 % and more.
+    assert_eq!(names(&d), ["n0"], "the longest silent first");
     assert_eq!(
-        d.silence,
-        Silence::Mass {
-            quiet: 5,
-            watched: 9
-        }
+        (d.held, d.silence),
+        (5, mass),
+        "a node lost in it still counts"
     );
-    // Four quiet of eight watched is under 55 %: the rest are each their own fault,
-    // declared together.
+    for t in (14_000..=22_000).step_by(2000) {
+        keep(&mut w, t);
+        assert!(w.declare(t + 100, 3000).lost.is_empty());
+    }
     keep(&mut w, 23_000);
-    let d = w.declare(23_100, 3000);
-    let mut lost = names(&d);
-    lost.sort();
-    assert_eq!(lost, ["n2", "n3", "n4", "n5"]);
-    assert_eq!((d.held, d.silence), (0, Silence::Normal));
+    assert_eq!(names(&w.declare(23_100, 3000)), ["n1"]);
+    // Counting only those not lost it would be four quiet of eight, under 55 %: the mass
+    // silence would end by its own declarations, and the other four be lost at once.
+    for t in (24_000..=32_000).step_by(1000) {
+        keep(&mut w, t);
+        let d = w.declare(t + 100, 3000);
+        assert!(d.lost.is_empty(), "at {t}: {d:?}");
+        assert_eq!(d.silence, mass);
+    }
+    keep(&mut w, 33_000);
+    assert_eq!(names(&w.declare(33_100, 3000)), ["n2"]);
+    // n3..n5 beat again: only the three lost in it are quiet now, the silence eases and
+    // ends; n0..n2 stay lost until they beat.
+    for i in 3..6 {
+        w.beat(&format!("n{i}"), 34_000, 1000);
+    }
+    keep(&mut w, 34_000);
+    let d = w.declare(34_100, 3000);
+    assert_eq!((d.lost.len(), d.silence), (0, Silence::Normal));
+    assert!(w.is_lost("n0") && w.is_lost("n1") && w.is_lost("n2"));
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! - [`publish`]: single and atomic-batch publishes, with typed failures;
 //! - [`log`]: the event log port (`NatsLog`);
 //! - [`ops`]: the ops and heartbeat ports (`NatsOps`, `KvHeartbeat`);
-//! - [`node_watch`]: the watch of the nodes' heartbeats, each handed on once;
+//! - [`node_watch`]: the watch of the nodes' heartbeats, each handed on once, and when the
+//!   watcher is deaf to them;
 //! - [`redeliver`]: every durable consumer's bound on redelivery.
 
 pub mod log;

@@ -1,20 +1,54 @@
 //! The watch of the nodes bucket that the scheduler and the failover share: every
 //! heartbeat handed on as it is written, across the watch's restarts.
 //!
-//! A KV watch (`watch_all`, deliver policy *new*) brings only the entries written after it
+//! A KV watch (`watch_all`, deliver policy *new*) brings the entries written after it
 //! starts; one can fail or end while the connection stays up (idle heartbeats missed on a
 //! busy server, the bucket deleted), and is noticed only when the client misses two idle
-//! heartbeats (10 s). Between its end and the next watch's start the watcher hears no
-//! heartbeat: it is told so ([`Watched::Deaf`], then [`Watched::Again`]), so that the
-//! silence of that gap is not taken for the nodes'.
+//! heartbeats (10 s). Until the first watch starts, and between a watch's end and the next
+//! one's start, the watcher hears no heartbeat: it is told so ([`Watched::Deaf`], then
+//! [`Watched::Again`]), so that the silence of that gap is not taken for the nodes'.
+//!
+//! Across a reconnect the client makes the watch's consumer again from the entry after the
+//! last it delivered, so an entry can come twice: each carries its revision (its sequence in
+//! the bucket's stream) and the time it was stored, and one handed on already is skipped
+//! ([`Revisions`]): a silent node's last heartbeat is not taken for a new one.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::jetstream::kv::Entry;
+use async_nats::jetstream::kv::{Entry, Operation};
 use futures::StreamExt;
 use tracing::{error, warn};
 
 use super::Bus;
+
+/// The latest entry handed on for each node: its revision and when the server stored it
+/// (Unix ns).
+#[derive(Default, Debug)]
+pub struct Revisions {
+    latest: HashMap<String, (u64, i128)>,
+}
+
+impl Revisions {
+    /// Whether the entry of `key` at `revision`, stored at `stored_ns`, is news (and, if so,
+    /// it is now the latest): the entry handed on last for that key is not. Any other is:
+    /// a later one, or one from a bucket made again (its revisions start over and may meet
+    /// the last one seen; the time it was stored tells them apart).
+    pub fn news(&mut self, key: &str, revision: u64, stored_ns: i128) -> bool {
+        let entry = (revision, stored_ns);
+        match self.latest.get_mut(key) {
+            Some(seen) if *seen == entry => false,
+            Some(seen) => {
+                *seen = entry;
+                true
+            }
+            None => {
+                self.latest.insert(key.to_owned(), entry);
+                true
+            }
+        }
+    }
+}
 
 /// What [`follow`] hands on.
 #[derive(Debug)]
@@ -31,12 +65,17 @@ pub enum Watched {
 const PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// Hands every new entry of the nodes bucket (heartbeats put, keys deleted or expired)
-/// to `take` until it returns false, and when the watch goes deaf and hears again. A watch
-/// that fails or ends is started again after a pause that doubles while watches bring
-/// nothing, and starts short again after one that did.
+/// to `take` until it returns false, and when the watch goes deaf and hears again (deaf
+/// first: nothing is heard before the first watch starts). A watch that fails or ends is
+/// started again after a pause that doubles while watches bring nothing, and starts short
+/// again after one that did.
 pub async fn follow(bus: &Bus, who: &str, mut take: impl FnMut(Watched) -> bool) {
+    let mut revisions = Revisions::default();
     let mut pause = PAUSE.0;
-    let mut deaf = false;
+    if !take(Watched::Deaf(bulkhead_schemas::now_ms())) {
+        return;
+    }
+    let mut deaf = true;
     loop {
         let mut watch = match bus.watch_nodes().await {
             Ok(w) => w,
@@ -60,6 +99,13 @@ pub async fn follow(bus: &Bus, who: &str, mut take: impl FnMut(Watched) -> bool)
                 Some(Err(e)) => break e.to_string(),
                 None => break "the watch's stream ended".to_owned(),
             };
+            // A deletion or expiry is news whatever came before (its own revision).
+            let stored_ns = entry.created.unix_timestamp_nanos();
+            if entry.operation == Operation::Put
+                && !revisions.news(&entry.key, entry.revision, stored_ns)
+            {
+                continue;
+            }
             pause = PAUSE.0;
             if !take(Watched::Entry(entry)) {
                 return;
@@ -72,5 +118,32 @@ pub async fn follow(bus: &Bus, who: &str, mut take: impl FnMut(Watched) -> bool)
         deaf = true;
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(PAUSE.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_handed_on_once_across_watches() {
+        let mut r = Revisions::default();
+        assert!(r.news("n1", 10, 1_000));
+        assert!(
+            !r.news("n1", 10, 1_000),
+            "the same entry again, from a consumer made again"
+        );
+        assert!(r.news("n2", 10, 1_000), "each node on its own");
+        assert!(r.news("n1", 11, 2_000));
+        assert!(!r.news("n1", 11, 2_000));
+        assert!(
+            r.news("n1", 3, 3_000),
+            "a bucket made again starts its revisions over"
+        );
+        assert!(!r.news("n1", 3, 3_000));
+        assert!(
+            r.news("n1", 3, 4_000),
+            "made again once more: the same revision, stored later"
+        );
     }
 }
