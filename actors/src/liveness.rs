@@ -108,9 +108,16 @@ impl NodeWatch {
         self.lost.remove(node).is_some()
     }
 
-    /// Watch a node that has not beaten yet (known from the log), as if it beat now.
-    pub fn expect(&mut self, node: &str, now_ms: u64) {
+    /// Watch a node that has not beaten yet (known from the log), as if it beat now, at the
+    /// interval its last heartbeat stated when that is known (else the caller's timeout is
+    /// its limit until it beats).
+    pub fn expect(&mut self, node: &str, now_ms: u64, interval_ms: Option<u64>) {
         self.last.entry(node.to_owned()).or_insert(now_ms);
+        if let Some(every) = interval_ms {
+            self.interval
+                .entry(node.to_owned())
+                .or_insert(every.min(MAX_INTERVAL_MS));
+        }
     }
 
     /// Nodes silent for longer than `timeout_ms` (or than [`MISSED_BEATS`] of their own

@@ -2,7 +2,8 @@
 //! bucket deleted (its stream: every watch of it ends, and no node can beat) for 22 s, on a
 //! live connection: the scheduler and the failover are deaf until a new watch starts, and
 //! declare no node lost. A whole cluster falling silent at once is held, not declared lost,
-//! while a node killed on its own is still lost.
+//! while a node killed on its own is still lost. A failover that takes over knows how often
+//! each node beats before it hears one (the watch brings only beats to come).
 
 mod common;
 
@@ -117,4 +118,49 @@ async fn a_whole_cluster_silent_at_once_is_held_and_a_node_killed_alone_is_lost(
     .await;
     let lost = env.events("bulkhead.evt.node.*.lost").await;
     assert_eq!(lost_nodes(&lost), ["n3"]);
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.
+fn signal(pid: u32, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_taking_over_knows_how_often_each_node_beats() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("api", &["api"]);
+    let first = env.spawn("failover", &["failover", "--lost-timeout-ms", "3000"]);
+    // n1 beats every 5 s: its limit is 15 s, not the 3 s lost timeout.
+    let n1 = env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "5000"]);
+    env.wait_ready("n1").await;
+    env.natspy_pub(SUBMIT, spec(Some("w")).to_string().as_bytes(), None);
+    env.wait_for("w to run on n1", LONG, |by| {
+        by.get("w").is_some_and(|k| k.contains(&"started"))
+    })
+    .await;
+
+    // n1 frozen, and the failover replaced: the new one knows n1 from the log, and hears no
+    // beat from it for 6 s after it is active (twice the lost timeout, under n1's limit).
+    signal(n1, "-STOP");
+    env.sigkill(first);
+    env.spawn("failover2", &["failover", "--lost-timeout-ms", "3000"]);
+    wait_until("the new failover to be active", LONG, async || {
+        env.log("failover2").contains("failover active")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    signal(n1, "-CONT");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lost = env.events("bulkhead.evt.node.*.lost").await;
+    assert!(
+        lost.is_empty(),
+        "declared lost: {:?}\n{}",
+        lost_nodes(&lost),
+        env.log("failover2")
+    );
 }

@@ -1,7 +1,7 @@
 //! The failover actor: keeps a projection of the log, decides restarts for replicas that
 //! ended (see [`crate::failover`]), and declares nodes lost when their heartbeats stop.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use bulkhead_schemas::event::{Event, EventBody, Lost};
@@ -58,6 +58,10 @@ pub struct FailoverArgs<L> {
     pub lost_timeout: Duration,
     pub tick: Duration,
     pub clock: Clock,
+    /// Each node's heartbeat interval as its latest heartbeat says, read at start: the
+    /// heartbeat watch brings only beats to come, and a node known from the log but not
+    /// heard yet would otherwise have the lost timeout as its limit.
+    pub intervals: HashMap<String, u64>,
 }
 
 pub struct FailoverState<L> {
@@ -246,7 +250,7 @@ impl<L: EventLog> Actor for FailoverActor<L> {
         let mut watch = NodeWatch::default();
         // Nodes the log places work on are watched from now, heartbeat or not.
         for node in decide::nodes_in_use(&args.projection) {
-            watch.expect(&node, now);
+            watch.expect(&node, now, args.intervals.get(&node).copied());
         }
         let mut st = FailoverState {
             projection: args.projection,

@@ -7,7 +7,7 @@ fn silent_nodes_are_reported_once_until_they_beat_again() {
     let mut nw = NodeWatch::default();
     nw.beat("a", 1000, 1000);
     nw.beat("b", 1000, 1000);
-    nw.expect("c", 1500);
+    nw.expect("c", 1500, None);
     nw.beat("b", 3500, 1000);
     assert!(nw.silent(3900, 3000).is_empty());
     let mut lost = nw.silent(4100, 3000);
@@ -283,4 +283,18 @@ fn a_deaf_watch_or_connection_each_keeps_every_node_alive() {
     );
     w.beat("n0", 22_500, 1000);
     assert_eq!(names(&w.declare(23_100, 3000)), ["n1"]);
+}
+
+#[test]
+fn a_node_known_from_the_log_has_the_interval_it_last_stated() {
+    let mut w = NodeWatch::default();
+    w.expect("slow", 0, Some(5000));
+    w.expect("unknown", 0, None);
+    assert_eq!(
+        w.silent(3100, 3000),
+        [("unknown".to_owned(), 3100)],
+        "no interval known: the timeout"
+    );
+    assert!(w.silent(14_000, 3000).is_empty(), "three of its 5 s beats");
+    assert_eq!(w.silent(15_100, 3000), [("slow".to_owned(), 15_100)]);
 }

@@ -20,6 +20,8 @@ use async_nats::jetstream::kv::{Entry, Operation};
 use futures::StreamExt;
 use tracing::{error, warn};
 
+use bulkhead_schemas::subjects;
+
 use super::Bus;
 
 /// The latest entry handed on for each node: its revision and when the server stored it
@@ -48,6 +50,32 @@ impl Revisions {
             }
         }
     }
+}
+
+/// Each node's heartbeat interval as its latest entry in the bucket states (a watch brings
+/// only the beats to come; this is what was before). An entry that is not a heartbeat within
+/// limits tells nothing; a bucket that cannot be read, nothing at all (the caller goes on).
+pub async fn intervals(bus: &Bus) -> Result<HashMap<String, u64>, super::BusError> {
+    let store = bus.bucket(subjects::NODES_BUCKET).await?;
+    let failed =
+        |e: &dyn std::fmt::Display| super::BusError::Nats(format!("reading the nodes bucket: {e}"));
+    let keys: Vec<String> = store
+        .keys()
+        .await
+        .map_err(|e| failed(&e))?
+        .filter_map(|k| async move { k.ok() })
+        .collect()
+        .await;
+    let store = &store;
+    let read = futures::stream::iter(keys)
+        .map(|key| async move {
+            let value = store.get(key.as_str()).await.ok()??;
+            let hb = super::ops::heartbeat_of(&key, &value).ok()?;
+            Some((key, hb.interval_ms))
+        })
+        .buffer_unordered(64)
+        .filter_map(|kv| async move { kv });
+    Ok(read.collect().await)
 }
 
 /// What [`follow`] hands on.

@@ -8,7 +8,7 @@ use bulkhead_actors::failover::actor::{FailoverActor, FailoverArgs, FailoverMsg,
 use bulkhead_actors::liveness::Ear;
 use bulkhead_schemas::subjects;
 use ractor::{Actor, ActorRef};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::aside::Ledger;
 use crate::bus::node_watch::Watched;
@@ -109,6 +109,12 @@ async fn run_active_inner(
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
     let (projection, follower) = crate::snapshot::projection(bus, SERVICE).await?;
+    let intervals = crate::bus::node_watch::intervals(bus)
+        .await
+        .unwrap_or_else(|e| {
+            warn!(error = %e, "no heartbeat intervals at start: nodes not heard yet have the lost timeout as their limit");
+            Default::default()
+        });
     let (actor, handle) = Actor::spawn(
         None,
         FailoverActor::<NatsLog>::default(),
@@ -118,6 +124,7 @@ async fn run_active_inner(
             lost_timeout: cfg.lost_timeout,
             tick: cfg.tick,
             clock: Clock::Wall,
+            intervals,
         },
     )
     .await?;

@@ -32,6 +32,7 @@ impl Shell {
             lost_timeout: Duration::from_secs(3),
             tick: Duration::from_millis(100),
             clock,
+            intervals: Default::default(),
         };
         let (actor, _) = Actor::spawn(None, FailoverActor::default(), args)
             .await
