@@ -606,7 +606,17 @@ pub(crate) async fn restart(bench: &Bench) -> anyhow::Result<Restart> {
         );
         Ok(s)
     };
-    let failover_s = projection(bench.failover().await?, bulkhead::failover::SERVICE).await?;
+    let failover = bench.failover().await?;
+    let mut failover_s = projection(failover.clone(), bulkhead::failover::SERVICE).await?;
+    // The failover also reads each node's heartbeat interval before it is ready.
+    let t = Instant::now();
+    let known = bulkhead::bus::node_watch::intervals(&failover).await?;
+    let intervals_s = t.elapsed().as_secs_f64();
+    println!(
+        "failover's heartbeat intervals at start: {} nodes in {intervals_s:.2} s (counted in its restart-to-ready)",
+        known.len()
+    );
+    failover_s += intervals_s;
     let api_s = projection(
         bench
             .connect(bulkhead_schemas::identity::Role::Api, "api")
