@@ -5,7 +5,7 @@
 //! is the likelier fault. Pure: time is an argument. Work on failure detection changes this
 //! file only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Which nodes heartbeat, and which fell silent. Times are Unix ms of arrival, so node
 /// clocks do not matter.
@@ -14,8 +14,11 @@ pub struct NodeWatch {
     last: HashMap<String, u64>,
     /// Each node's heartbeat interval, as it last said.
     interval: HashMap<String, u64>,
-    /// Declared lost and silent since.
+    /// Declared lost, and when (a mass silence counts those it declared).
     lost: HashMap<String, u64>,
+    /// Given a fresh interval by a mass silence that eased, and silent since: the next one
+    /// gives them none (recurring stalls must not keep a dead node alive).
+    refreshed: HashSet<String>,
     /// The watcher's ears that hear nothing now (its connection, its watch): while any is
     /// deaf, no one is silent.
     deaf: Vec<Ear>,
@@ -101,7 +104,10 @@ impl NodeWatch {
     /// A heartbeat arrived from a node beating every `interval_ms` (0: unknown). Returns
     /// true when the node had been declared lost (it is back).
     pub fn beat(&mut self, node: &str, now_ms: u64, interval_ms: u64) -> bool {
-        self.last.insert(node.to_owned(), now_ms);
+        // Never earlier than a fresh interval it was given (a beat stamped before it).
+        let last = self.last.entry(node.to_owned()).or_insert(now_ms);
+        *last = (*last).max(now_ms);
+        self.refreshed.remove(node);
         // A heartbeat that claims an endless interval must not make its node never silent.
         self.interval
             .insert(node.to_owned(), interval_ms.min(MAX_INTERVAL_MS));
@@ -150,8 +156,13 @@ impl NodeWatch {
         if silence.rank() < before.rank() {
             // The silence eases: beats are coming back, spread over an interval. As when
             // the watcher hears again, every node gets a fresh interval, so one whose beat
-            // is still on its way is not taken for lost; none is declared this time.
-            self.refresh(now_ms);
+            // is still on its way is not taken for lost; none is declared this time. A node
+            // that has not beaten since the last such refresh gets none.
+            for (n, at) in &mut self.last {
+                if self.refreshed.insert(n.clone()) {
+                    *at = (*at).max(now_ms);
+                }
+            }
             if silence == Silence::Normal {
                 self.episode = None;
             }
@@ -196,23 +207,24 @@ impl NodeWatch {
         }
     }
 
-    /// How much of the cluster is quiet at once: the nodes watched and not lost, and those
-    /// declared lost during the mass silence under way (they count as quiet until they beat,
-    /// so a mass silence does not end by declaring its own nodes lost).
+    /// How much of the cluster is quiet at once: the nodes watched and not lost, and, while
+    /// any of those is quiet, the nodes declared lost during the mass silence under way (so it
+    /// does not end by its own declarations, nor outlast the silence of the nodes left).
     fn silence(&self, now_ms: u64, timeout_ms: u64) -> Silence {
-        let lost_in_it = self.episode.map_or(0, |e| {
-            self.lost.values().filter(|at| **at >= e.since).count()
-        });
+        let quiet_left = self
+            .last
+            .iter()
+            .filter(|(n, at)| {
+                !self.lost.contains_key(*n)
+                    && now_ms.saturating_sub(**at).saturating_mul(2) > self.limit(n, timeout_ms)
+            })
+            .count();
+        let lost_in_it = match self.episode {
+            Some(e) if quiet_left > 0 => self.lost.values().filter(|at| **at >= e.since).count(),
+            _ => 0,
+        };
         let watched = self.last.len() - self.lost.len() + lost_in_it;
-        let quiet = lost_in_it
-            + self
-                .last
-                .iter()
-                .filter(|(n, at)| {
-                    !self.lost.contains_key(*n)
-                        && now_ms.saturating_sub(**at).saturating_mul(2) > self.limit(n, timeout_ms)
-                })
-                .count();
+        let quiet = quiet_left + lost_in_it;
         if quiet < MASS_MIN {
             Silence::Normal
         } else if quiet == watched {

@@ -162,11 +162,11 @@ fn beats_coming_back_one_by_one_after_a_total_silence_lose_no_node() {
 
 #[test]
 fn a_slower_node_turns_a_total_silence_into_a_mass_one_that_waits_before_declaring() {
-    // Ten nodes beat every second, one every two: when they all stop, the fast ones pass
-    // their limit (3 s) before the slow one is quiet (past 3 of its 6 s): a mass silence
+    // Ten nodes beat every second, one every three: when they all stop, the fast ones pass
+    // their limit (3 s) before the slow one is quiet (past 4.5 of its 9 s): a mass silence
     // first, whose first declaration waits ten seconds, by which time it is total.
     let mut nodes: Vec<(String, u64)> = (0..10).map(|i| (format!("n{i}"), 1000)).collect();
-    nodes.push(("slow".into(), 2000));
+    nodes.push(("slow".into(), 3000));
     let mut w = NodeWatch::default();
     assert!(run(&mut w, &nodes, 0, 4_000).is_empty());
     let mut seen = Vec::new();
@@ -297,4 +297,53 @@ fn a_node_known_from_the_log_has_the_interval_it_last_stated() {
     );
     assert!(w.silent(14_000, 3000).is_empty(), "three of its 5 s beats");
     assert_eq!(w.silent(15_100, 3000), [("slow".to_owned(), 15_100)]);
+}
+
+#[test]
+fn recurring_stalls_do_not_keep_a_dead_node_alive() {
+    // Nine nodes beat twice a second but for 2 s of every 4.5 s (a server that stalls); a
+    // tenth, beating every 2 s (its limit 6 s, longer than the stalls' period), is dead. Each stall is total and eases: the dead node gets one fresh interval,
+    // not one at every stall.
+    let mut w = NodeWatch::default();
+    w.beat("dead", 0, 2000);
+    let mut lost = Vec::new();
+    for t in (0..60_000u64).step_by(100) {
+        if t % 4500 < 2500 && t % 500 == 0 {
+            for i in 0..9 {
+                w.beat(&format!("n{i}"), t, 1000);
+            }
+        }
+        lost.extend(w.declare(t, 3000).lost.into_iter().map(|(n, _)| n));
+    }
+    assert_eq!(lost, ["dead"]);
+}
+
+#[test]
+fn a_mass_silence_ends_with_the_silence_of_the_nodes_left() {
+    // Three of five die at once: a mass silence, one declared every 10 s. Once they are all
+    // lost and the two left beat, it is over: a later lone failure is declared at its limit,
+    // not at a turn of the old silence.
+    let mut w = NodeWatch::default();
+    let mut lost = Vec::new();
+    for t in (0..60_000u64).step_by(100) {
+        for i in 0..5 {
+            let alive = match i {
+                0..=2 => t < 1000,
+                3 => t < 36_000,
+                _ => true,
+            };
+            if alive && t % 1000 == 0 {
+                w.beat(&format!("n{i}"), t, 1000);
+            }
+        }
+        let d = w.declare(t, 3000);
+        lost.extend(d.lost.into_iter().map(|(n, _)| (n, t)));
+    }
+    let names: Vec<&str> = lost.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["n0", "n1", "n2", "n3"], "{lost:?}");
+    let n3_at = lost[3].1;
+    assert!(
+        (38_000..=38_300).contains(&n3_at),
+        "n3 at its limit after its last beat at 35 s, not at the next turn (41.6 s): {lost:?}"
+    );
 }

@@ -8,10 +8,10 @@
 //! one's start, the watcher hears no heartbeat: it is told so ([`Watched::Deaf`], then
 //! [`Watched::Again`]), so that the silence of that gap is not taken for the nodes'.
 //!
-//! Across a reconnect the client makes the watch's consumer again from the entry after the
-//! last it delivered, so an entry can come twice: each carries its revision (its sequence in
-//! the bucket's stream) and the time it was stored, and one handed on already is skipped
-//! ([`Revisions`]): a silent node's last heartbeat is not taken for a new one.
+//! Each entry carries its revision (its sequence in the bucket's stream) and the time it was
+//! stored; one handed on already is skipped ([`Revisions`]), so a silent node's last heartbeat
+//! is never taken for a new one. A guard: the client is not known to hand one on twice (a
+//! consumer it makes again after a reconnect resumes after the last entry it delivered).
 
 use std::collections::HashMap;
 use std::time::Duration;

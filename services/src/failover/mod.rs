@@ -101,6 +101,9 @@ async fn run_active(bus: &Bus, cfg: &FailoverConfig, mut lease: Lease) -> anyhow
     }
 }
 
+/// How long a failover that starts waits for the nodes' heartbeat intervals.
+const INTERVALS_PATIENCE: Duration = Duration::from_secs(5);
+
 type Ready = Option<tokio::sync::oneshot::Sender<ActorRef<FailoverMsg>>>;
 
 async fn run_active_inner(
@@ -109,12 +112,22 @@ async fn run_active_inner(
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
     let (projection, follower) = crate::snapshot::projection(bus, SERVICE).await?;
-    let intervals = crate::bus::node_watch::intervals(bus)
-        .await
-        .unwrap_or_else(|e| {
+    // Bounded: a stalled server must not keep the cluster without an active failover.
+    let read = tokio::time::timeout(INTERVALS_PATIENCE, crate::bus::node_watch::intervals(bus));
+    let intervals = match read.await {
+        Ok(Ok(known)) => known,
+        Ok(Err(e)) => {
             warn!(error = %e, "no heartbeat intervals at start: nodes not heard yet have the lost timeout as their limit");
             Default::default()
-        });
+        }
+        Err(_) => {
+            warn!(
+                patience_s = INTERVALS_PATIENCE.as_secs(),
+                "no heartbeat intervals at start (too slow): nodes not heard yet have the lost timeout as their limit"
+            );
+            Default::default()
+        }
+    };
     let (actor, handle) = Actor::spawn(
         None,
         FailoverActor::<NatsLog>::default(),
