@@ -5,8 +5,8 @@
 //! starts; one can fail or end while the connection stays up (idle heartbeats missed on a
 //! busy server, the bucket deleted), and is noticed only when the client misses two idle
 //! heartbeats (10 s). Until the first watch starts, and between a watch's end and the next
-//! one's start, the watcher hears no heartbeat: it is told so ([`Watched::Deaf`], then
-//! [`Watched::Again`]), so that the silence of that gap is not taken for the nodes'.
+//! one's start, the watcher hears no heartbeat: it is told so ([`Watched::Hearing`], down
+//! then up), so that the silence of that gap is not taken for the nodes'.
 //!
 //! Each entry carries its revision (its sequence in the bucket's stream) and the time it was
 //! stored; one handed on already is skipped ([`Revisions`]), so a silent node's last heartbeat
@@ -83,10 +83,15 @@ pub async fn intervals(bus: &Bus) -> Result<HashMap<String, u64>, super::BusErro
 pub enum Watched {
     /// A new entry: a heartbeat put, a key deleted or expired.
     Entry(Entry),
-    /// The watch failed or ended at this time (Unix ms): nothing is heard until `Again`.
-    Deaf(u64),
-    /// A new watch started at this time: heartbeats are heard again.
-    Again(u64),
+    /// The watch failed or ended (`up: false`: nothing is heard until the next), or a new
+    /// one started (`up: true`), at `at_ms` (Unix ms).
+    Hearing { up: bool, at_ms: u64 },
+}
+
+/// The watch went down (`false`) or came up (`true`) now.
+fn hearing(up: bool) -> Watched {
+    let at_ms = bulkhead_schemas::now_ms();
+    Watched::Hearing { up, at_ms }
 }
 
 /// The first pause before a watch is started again, and the longest.
@@ -100,7 +105,7 @@ const PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_
 pub async fn follow(bus: &Bus, who: &str, mut take: impl FnMut(Watched) -> bool) {
     let mut revisions = Revisions::default();
     let mut pause = PAUSE.0;
-    if !take(Watched::Deaf(bulkhead_schemas::now_ms())) {
+    if !take(hearing(false)) {
         return;
     }
     let mut deaf = true;
@@ -109,7 +114,7 @@ pub async fn follow(bus: &Bus, who: &str, mut take: impl FnMut(Watched) -> bool)
             Ok(w) => w,
             Err(e) => {
                 error!(who, error = %e, "no node heartbeats; trying again");
-                if !deaf && !take(Watched::Deaf(bulkhead_schemas::now_ms())) {
+                if !deaf && !take(hearing(false)) {
                     return;
                 }
                 deaf = true;
@@ -118,7 +123,7 @@ pub async fn follow(bus: &Bus, who: &str, mut take: impl FnMut(Watched) -> bool)
                 continue;
             }
         };
-        if std::mem::take(&mut deaf) && !take(Watched::Again(bulkhead_schemas::now_ms())) {
+        if std::mem::take(&mut deaf) && !take(hearing(true)) {
             return;
         }
         let why = loop {
@@ -140,7 +145,7 @@ pub async fn follow(bus: &Bus, who: &str, mut take: impl FnMut(Watched) -> bool)
             }
         };
         warn!(who, %why, "node watch ended; deaf to heartbeats until it starts again");
-        if !take(Watched::Deaf(bulkhead_schemas::now_ms())) {
+        if !take(hearing(false)) {
             return;
         }
         deaf = true;

@@ -183,8 +183,7 @@ async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>, ledger: Ledger) {
     crate::bus::node_watch::follow(&bus, "failover", |watched| {
         let entry = match watched {
             Watched::Entry(entry) => entry,
-            Watched::Deaf(at_ms) | Watched::Again(at_ms) => {
-                let up = matches!(watched, Watched::Again(_));
+            Watched::Hearing { up, at_ms } => {
                 let ear = Ear::Watch;
                 return actor
                     .send_message(FailoverMsg::Hearing { ear, up, at_ms })

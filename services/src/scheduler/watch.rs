@@ -50,8 +50,7 @@ async fn heartbeats(bus: Bus, actor: ActorRef<SchedulerMsg>, ledger: Ledger) {
     node_watch::follow(&bus, "scheduler", |watched| {
         let entry = match watched {
             Watched::Entry(entry) => entry,
-            Watched::Deaf(at_ms) | Watched::Again(at_ms) => {
-                let up = matches!(watched, Watched::Again(_));
+            Watched::Hearing { up, at_ms } => {
                 let ear = Ear::Watch;
                 return actor
                     .send_message(SchedulerMsg::Hearing { ear, up, at_ms })
