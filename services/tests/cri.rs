@@ -799,14 +799,7 @@ async fn a_paused_node_is_lost_and_once_back_removes_the_copies_replaced_meanwhi
     let cri = c.runtime().await;
     assert_eq!(running_on(&cri, "pa").await.len(), 4);
 
-    let signal = |sig: &str| {
-        let st = std::process::Command::new("kill")
-            .args([sig, &pa.to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success(), "kill {sig} {pa}");
-    };
-    signal("-STOP");
+    c.env.signal(pa, "-STOP");
     c.env
         .wait_for("every replica to start again on pb", LONG, |by| {
             ids.iter().all(|id| {
@@ -818,7 +811,7 @@ async fn a_paused_node_is_lost_and_once_back_removes_the_copies_replaced_meanwhi
     // Frozen, pa's copies still run: the overlap the thaw ends.
     assert_eq!(running_on(&cri, "pa").await.len(), 4);
     assert_eq!(running_on(&cri, "pb").await.len(), 4);
-    signal("-CONT");
+    c.env.signal(pa, "-CONT");
     wait_until("pa to remove its replaced copies", LONG, async || {
         running_on(&cri, "pa").await.is_empty()
     })

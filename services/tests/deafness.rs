@@ -32,8 +32,20 @@ fn lines(env: &Env, who: &str, parts: &[&str]) -> usize {
         .count()
 }
 
-fn lost_nodes(events: &[(u64, Vec<u8>, bulkhead_schemas::event::Event)]) -> Vec<String> {
+/// The nodes declared lost, in the log's order.
+async fn lost_nodes(env: &Env) -> Vec<String> {
+    let events = env.events("bulkhead.evt.node.*.lost").await;
     events.iter().map(|(_, _, e)| e.subject.clone()).collect()
+}
+
+/// No node was declared lost (else the failover's log, from `failover`, says why).
+async fn assert_no_node_lost(env: &Env, failover: &str) {
+    let lost = lost_nodes(env).await;
+    assert!(
+        lost.is_empty(),
+        "declared lost: {lost:?}\n{}",
+        env.log(failover)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,13 +69,7 @@ async fn a_heartbeat_watch_that_ends_is_deafness_not_a_silent_node() {
     // Past the lost timeout from there: n1's beats are heard again, not only forgiven.
     tokio::time::sleep(Duration::from_secs(17)).await;
 
-    let lost = env.events("bulkhead.evt.node.*.lost").await;
-    assert!(
-        lost.is_empty(),
-        "declared lost: {:?}\n{}",
-        lost_nodes(&lost),
-        env.log("failover")
-    );
+    assert_no_node_lost(&env, "failover").await;
     for watcher in ["failover", "scheduler"] {
         assert!(
             env.log(watcher).contains("node watch ended"),
@@ -97,13 +103,7 @@ async fn a_whole_cluster_silent_at_once_is_held_and_a_node_killed_alone_is_lost(
     .await;
     // Past the lost timeout from there: the nodes beat again.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let lost = env.events("bulkhead.evt.node.*.lost").await;
-    assert!(
-        lost.is_empty(),
-        "declared lost: {:?}\n{}",
-        lost_nodes(&lost),
-        env.log("failover")
-    );
+    assert_no_node_lost(&env, "failover").await;
     assert!(
         env.log("failover").contains("every node is silent at once"),
         "the failover held them: {}",
@@ -116,17 +116,7 @@ async fn a_whole_cluster_silent_at_once_is_held_and_a_node_killed_alone_is_lost(
         !env.events("bulkhead.evt.node.n3.lost").await.is_empty()
     })
     .await;
-    let lost = env.events("bulkhead.evt.node.*.lost").await;
-    assert_eq!(lost_nodes(&lost), ["n3"]);
-}
-
-/// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.
-fn signal(pid: u32, sig: &str) {
-    let st = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill {sig} {pid}");
+    assert_eq!(lost_nodes(&env).await, ["n3"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +136,7 @@ async fn a_failover_taking_over_knows_how_often_each_node_beats() {
 
     // n1 frozen, and the failover replaced: the new one knows n1 from the log, and hears no
     // beat from it for 6 s after it is active (twice the lost timeout, under n1's limit).
-    signal(n1, "-STOP");
+    env.signal(n1, "-STOP");
     env.sigkill(first);
     env.spawn("failover2", &["failover", "--lost-timeout-ms", "3000"]);
     wait_until("the new failover to be active", LONG, async || {
@@ -154,13 +144,7 @@ async fn a_failover_taking_over_knows_how_often_each_node_beats() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    signal(n1, "-CONT");
+    env.signal(n1, "-CONT");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let lost = env.events("bulkhead.evt.node.*.lost").await;
-    assert!(
-        lost.is_empty(),
-        "declared lost: {:?}\n{}",
-        lost_nodes(&lost),
-        env.log("failover2")
-    );
+    assert_no_node_lost(&env, "failover2").await;
 }

@@ -223,6 +223,15 @@ impl Env {
         c.wait().unwrap();
     }
 
+    /// Sends `sig` (`-STOP`, `-CONT`) to process `pid` (a child of this test).
+    pub fn signal(&self, pid: u32, sig: &str) {
+        let st = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {sig} {pid}");
+    }
+
     /// Scan workers alive now (as `bulkhead scan` and the scheduler count them); 0 when
     /// they cannot be listed.
     pub async fn scan_workers(&self) -> usize {

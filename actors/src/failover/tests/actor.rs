@@ -60,6 +60,15 @@ impl Shell {
         self.actor.send_message(msg).unwrap();
     }
 
+    /// The nodes declared lost, in the order of their `lost` events.
+    fn nodes_lost(&self) -> Vec<String> {
+        let events = self.log.node_events().into_iter();
+        events
+            .filter(|e| e.kind() == "lost")
+            .map(|e| e.subject)
+            .collect()
+    }
+
     async fn stats(&self) -> FailoverStats {
         ractor::call!(self.actor, FailoverMsg::Stats).unwrap()
     }
@@ -168,13 +177,7 @@ async fn a_node_silent_past_the_timeout_is_lost_and_its_replicas_requested_elsew
         pass(1_000).await;
     }
     pass(200).await;
-    let lost: Vec<String> = s
-        .log
-        .node_events()
-        .into_iter()
-        .filter(|e| e.kind() == "lost")
-        .map(|e| e.subject)
-        .collect();
+    let lost = s.nodes_lost();
     assert_eq!(lost, ["n1"], "n1 went silent, n2 did not");
     let kinds = s.log.kinds("w");
     assert!(kinds.ends_with(&["lost", "replica_requested"]), "{kinds:?}");
@@ -243,13 +246,7 @@ async fn a_whole_cluster_silent_at_once_is_held_and_the_one_still_silent_lost_af
         }
         pass(1_000).await;
     }
-    let lost: Vec<String> = s
-        .log
-        .node_events()
-        .into_iter()
-        .filter(|e| e.kind() == "lost")
-        .map(|e| e.subject)
-        .collect();
+    let lost = s.nodes_lost();
     assert_eq!(lost, ["n1"]);
     assert!(s.log.kinds("w").ends_with(&["lost", "replica_requested"]));
     assert_eq!(s.stats().await.held, 0);
