@@ -77,6 +77,8 @@ pub struct Declared {
     /// Silent past their limit, but held back by a mass silence.
     pub held: usize,
     pub silence: Silence,
+    /// The silence at the ask before (a change is worth saying).
+    pub was: Silence,
 }
 
 /// The longest heartbeat interval the silence rule believes (a minute).
@@ -148,6 +150,7 @@ impl NodeWatch {
             let silence = self.silence;
             return Declared {
                 silence,
+                was: silence,
                 ..Declared::default()
             };
         }
@@ -168,6 +171,7 @@ impl NodeWatch {
             }
             return Declared {
                 silence,
+                was: before,
                 ..Declared::default()
             };
         }
@@ -204,6 +208,7 @@ impl NodeWatch {
             lost,
             held,
             silence,
+            was: before,
         }
     }
 

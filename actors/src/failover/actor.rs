@@ -75,8 +75,6 @@ pub struct FailoverState<L> {
     /// Workloads the log changed since the last sweep for replicas on lost nodes.
     unswept: BTreeSet<String>,
     stats: FailoverStats,
-    /// How much of the cluster was quiet at the last tick (a change is logged).
-    silence: Silence,
 }
 
 pub struct FailoverActor<L>(std::marker::PhantomData<L>);
@@ -161,7 +159,7 @@ impl<L: EventLog> FailoverState<L> {
         let declared = self.watch.declare(now, self.lost_timeout_ms);
         self.stats.held = declared.held as u64;
         let changed =
-            std::mem::discriminant(&declared.silence) != std::mem::discriminant(&self.silence);
+            std::mem::discriminant(&declared.silence) != std::mem::discriminant(&declared.was);
         if changed {
             match declared.silence {
                 Silence::Normal => info!(
@@ -178,7 +176,6 @@ impl<L: EventLog> FailoverState<L> {
                     "every node is silent at once: the fault is likelier ours or the server's; none is declared lost"
                 ),
             }
-            self.silence = declared.silence;
         }
         for (node, silent_ms) in declared.lost {
             let reason = format!(
@@ -261,7 +258,6 @@ impl<L: EventLog> Actor for FailoverActor<L> {
             retry: BTreeSet::new(),
             unswept: BTreeSet::new(),
             stats: FailoverStats::default(),
-            silence: Silence::Normal,
         };
         // Exits that ended while no failover ran are decided now.
         let all: Vec<String> = st.projection.iter().map(|(id, _)| id.clone()).collect();
