@@ -15,6 +15,7 @@ use bulkhead_schemas::subjects;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub use bulkhead_actors::audit::RawMsg;
@@ -155,49 +156,120 @@ impl Default for CheckpointEvery {
     }
 }
 
+/// How many chunks of the follower's messages the auditor may be behind before the
+/// follower drops some (it then reads them from the log itself).
+pub const TEE_CHUNKS: usize = 16;
+
 /// The query API's auditor: reads the log as stored, keeps its latest report for
 /// `bulkhead.api.admin.audit.status`, and writes a signed checkpoint when the log has
 /// grown (every `every.interval`, or every `every.messages`). Its own checkpoints alone do
 /// not make it write another.
+///
+/// It reads what the API's follower reads, handed on through `tee` (one delivery of the log
+/// to the API, not two); what came before the follower's first message, and what the tee
+/// dropped while it was behind, it reads from the log itself, from where it is to where the
+/// tee goes on. Every message is checked here again, by an auditor of its own, from the
+/// log's first message.
 pub async fn checkpointer(
     bus: Bus,
     every: CheckpointEvery,
     status: Arc<Mutex<Report>>,
+    mut tee: mpsc::Receiver<Vec<RawMsg>>,
 ) -> anyhow::Result<()> {
     let identity = bus.identity()?;
-    let (admins, name) = (identity.creds.admins.clone(), identity.creds.name.clone());
-    let (raw, _, _) = read_log(&bus, 1).await?;
-    let mut auditor = Auditor::new(&admins);
-    let mut chunks = raw.ready_chunks(1024);
+    let auditor = Auditor::new(&identity.creds.admins);
+    let name = identity.creds.name.clone();
+    let mut cp = Checkpointer {
+        bus,
+        name,
+        every,
+        status,
+        auditor,
+        new_since: 0,
+    };
     let mut tick = tokio::time::interval(every.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut new_since = 0u64;
     loop {
         tokio::select! {
-            chunk = chunks.next() => {
-                let Some(chunk) = chunk else { anyhow::bail!("the log's consumer ended") };
-                for m in &chunk {
-                    auditor.read(m.raw());
-                    if !m.subject.ends_with(".checkpoint") {
-                        new_since += 1;
-                    }
+            chunk = tee.recv() => {
+                let Some(chunk) = chunk else { anyhow::bail!("the log's follower ended") };
+                let Some(first) = chunk.first().map(|m| m.seq) else { continue };
+                if first > cp.next_seq() {
+                    cp.fill(first).await?;
                 }
-                *status.lock().unwrap_or_else(|p| p.into_inner()) = auditor.report();
-                if new_since < every.messages {
+                cp.take(&chunk);
+                if cp.new_since < every.messages {
                     continue;
                 }
             }
             _ = tick.tick() => {
-                if new_since == 0 {
+                if cp.new_since == 0 {
                     continue;
                 }
             }
         }
-        let cp = auditor.running().checkpoint();
-        match write_checkpoint(&bus, &name, &cp).await {
+        cp.write().await;
+    }
+}
+
+/// The query API's auditor and what it has read since its last checkpoint.
+struct Checkpointer {
+    bus: Bus,
+    name: String,
+    every: CheckpointEvery,
+    status: Arc<Mutex<Report>>,
+    auditor: Auditor,
+    /// Messages read since the last checkpoint written (its own checkpoints not counted).
+    new_since: u64,
+}
+
+impl Checkpointer {
+    /// The sequence it reads next.
+    fn next_seq(&self) -> u64 {
+        self.auditor.running().seq + 1
+    }
+
+    /// Reads `msgs`, skipping those it has read already (the tee and its own reads of the
+    /// log overlap), and updates the report.
+    fn take(&mut self, msgs: &[RawMsg]) {
+        for m in msgs {
+            if m.seq < self.next_seq() {
+                continue;
+            }
+            self.auditor.read(m.raw());
+            if !m.subject.ends_with(".checkpoint") {
+                self.new_since += 1;
+            }
+        }
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = self.auditor.report();
+    }
+
+    /// Reads the log itself from where it is up to `before` (the tee's next message),
+    /// checkpointing on the way as it would from the tee.
+    async fn fill(&mut self, before: u64) -> anyhow::Result<()> {
+        let from = self.next_seq();
+        info!(from, before, "the auditor reads these from the log itself");
+        let (raw, _, _) = read_log(&self.bus, from).await?;
+        let mut chunks = raw.ready_chunks(1024);
+        while self.next_seq() < before {
+            let Some(chunk) = chunks.next().await else {
+                anyhow::bail!("the log's consumer ended")
+            };
+            self.take(&chunk);
+            if self.new_since >= self.every.messages {
+                self.write().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint of the log as read so far.
+    async fn write(&mut self) {
+        let cp = self.auditor.running().checkpoint();
+        match write_checkpoint(&self.bus, &self.name, &cp).await {
             Ok(()) => {
                 info!(seq = cp.seq, messages = cp.messages, "checkpoint written");
-                new_since = 0;
+                self.new_since = 0;
             }
             Err(e) => warn!(error = %e, "could not write a checkpoint; will retry"),
         }

@@ -123,6 +123,27 @@ pub async fn ordered_log(
     Ok((consumer, info))
 }
 
+/// A copy of every message a follower reads, in chunks, for a second reader in the same
+/// process. Bounded: when that reader falls behind, chunks are dropped rather than holding
+/// the follower up, and the reader, seeing the sequences jump, reads the missing ones from
+/// the log itself ([`crate::audit::checkpointer`]).
+pub struct Tee(mpsc::Sender<Vec<RawMsg>>);
+
+impl Tee {
+    /// A tee holding at most `chunks` chunks not yet taken, and its receiving end.
+    pub fn new(chunks: usize) -> (Tee, mpsc::Receiver<Vec<RawMsg>>) {
+        let (tx, rx) = mpsc::channel(chunks.max(1));
+        (Tee(tx), rx)
+    }
+
+    /// Hands `chunk` on, or drops it when the reader is behind or gone.
+    fn give(&self, chunk: Vec<RawMsg>) {
+        if !chunk.is_empty() {
+            let _ = self.0.try_send(chunk);
+        }
+    }
+}
+
 /// Where a follower starts: after a snapshot, the verifier, running hash and messages it
 /// held; from the log's first message, fresh ones.
 pub struct Resume {
@@ -193,6 +214,16 @@ impl Follower {
 
     /// Follows the log from `from_seq` on, going on from `resume`.
     pub async fn resume(bus: &Bus, from_seq: u64, resume: Resume) -> Result<Follower, BusError> {
+        Follower::resume_teed(bus, from_seq, resume, None).await
+    }
+
+    /// [`Follower::resume`], handing a copy of every message to `tee` if there is one.
+    pub async fn resume_teed(
+        bus: &Bus,
+        from_seq: u64,
+        resume: Resume,
+        tee: Option<Tee>,
+    ) -> Result<Follower, BusError> {
         let err = |e: &dyn std::fmt::Display| BusError::Nats(format!("reading the event log: {e}"));
         let (consumer, info) = ordered_log(bus, "follow", from_seq).await?;
         let end_at_start = info.state.last_sequence;
@@ -208,6 +239,7 @@ impl Follower {
             let mut chunks = messages.ready_chunks(2048);
             while let Some(chunk) = chunks.next().await {
                 let mut batch = Batch::default();
+                let mut copies = Vec::with_capacity(if tee.is_some() { chunk.len() } else { 0 });
                 for m in chunk {
                     let m = match m {
                         Ok(m) => m,
@@ -223,6 +255,9 @@ impl Follower {
                             continue;
                         }
                     };
+                    if tee.is_some() {
+                        copies.push(RawMsg::of(&raw));
+                    }
                     let anchor = match verifier.check(raw) {
                         Ok((family, stored)) => {
                             let anchor = keep.take(&raw, Some((family, &stored)));
@@ -248,6 +283,9 @@ impl Follower {
                         }
                     }
                 }
+                if let Some(tee) = &tee {
+                    tee.give(copies);
+                }
                 if !batch.is_empty() && tx.send(batch).await.is_err() {
                     return;
                 }
@@ -263,7 +301,16 @@ impl Follower {
 
     /// A projection of the whole log as it is now, and the follower to go on from there.
     pub async fn rebuild(bus: &Bus) -> Result<(Projection, Follower), BusError> {
-        let mut follower = Follower::start(bus, 1).await?;
+        Follower::rebuild_teed(bus, None).await
+    }
+
+    /// [`Follower::rebuild`], handing a copy of every message to `tee` if there is one.
+    pub async fn rebuild_teed(
+        bus: &Bus,
+        tee: Option<Tee>,
+    ) -> Result<(Projection, Follower), BusError> {
+        let admins = bus.identity()?.creds.admins.clone();
+        let mut follower = Follower::resume_teed(bus, 1, Resume::fresh(&admins), tee).await?;
         let mut projection = Projection::default();
         follower.catch_up(|batch| projection.logged(batch)).await;
         Ok((projection, follower))

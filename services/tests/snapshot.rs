@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bulkhead::bus::Bus;
 use bulkhead::snapshot::{self, Snapshot};
+use bulkhead_actors::audit::Report;
 use bulkhead_actors::scheduler::{SERVICE, SchedulerCore};
 use bulkhead_actors::signing::Signer;
 use bulkhead_schemas::identity::Role;
@@ -288,4 +289,41 @@ async fn a_restarted_query_api_starts_from_its_snapshot() {
     })
     .await;
     assert_eq!(got, want);
+}
+
+/// The API's auditor reads what the API's follower reads (the server delivers the log to
+/// the API once); restarted from its snapshot, that follower starts past the log's first
+/// message, and the auditor reads the rest from the log itself: its report is that of
+/// `bulkhead audit verify`, every message counted and nothing found.
+#[tokio::test]
+async fn a_query_api_restarted_from_its_snapshot_audits_the_whole_log() {
+    let mut env = env().await;
+    let api = [&["api", "--checkpoint-secs", "1"][..], &EVERY_CHECKPOINT].concat();
+    env.spawn("scheduler", &["scheduler"]);
+    restart_from_snapshot(&mut env, bulkhead::api::SERVICE, &api).await;
+    let report = |args: &[&str]| -> Option<Report> {
+        let out = env.cli().args(args).output().unwrap();
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let (mut audited, mut verified) = (None, None);
+    wait_until("the API's audit to reach the log's end", LONG, async || {
+        let last = env.last_seq(subjects::EVT_ALL).await;
+        audited = report(&["audit", "status", "--json"]);
+        verified = report(&["audit", "verify", "--json"]);
+        audited.as_ref().is_some_and(|a| a.through_seq == last)
+            && verified.as_ref().is_some_and(|v| v.through_seq == last)
+    })
+    .await;
+    let (audited, verified) = (audited.unwrap(), verified.unwrap());
+    assert_eq!(audited.first, None, "{audited:?}");
+    assert_eq!(audited.findings, 0);
+    assert_eq!(
+        (audited.messages, &audited.hash),
+        (verified.messages, &verified.hash),
+        "the API's audit and `audit verify` read the same log"
+    );
+    assert!(
+        audited.checkpoints_matched >= 2,
+        "the checkpoints before the snapshot and after it: {audited:?}"
+    );
 }

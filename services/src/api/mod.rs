@@ -13,8 +13,9 @@ use bulkhead_schemas::subjects;
 use futures::StreamExt;
 use tracing::{error, info};
 
-use crate::audit::{CheckpointEvery, checkpointer};
+use crate::audit::{CheckpointEvery, TEE_CHUNKS, checkpointer};
 use crate::bus::Bus;
+use crate::follow::Tee;
 use crate::snapshot::SnapshotEvery;
 use crate::tasks::AbortOnDrop;
 use handlers::{aside_list, node_heads, nodes_list, workload_get, workload_list, write};
@@ -41,7 +42,8 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
 /// The query API, checkpointing and snapshotting as `cfg` says; it starts from its
 /// snapshot and the log's tail when the snapshot passes its checks.
 pub async fn start_with(bus: &Bus, cfg: ApiConfig) -> anyhow::Result<ApiHandle> {
-    let (rebuilt, follower) = crate::snapshot::projection(bus, SERVICE).await?;
+    let (tee, teed) = Tee::new(TEE_CHUNKS);
+    let (rebuilt, follower) = crate::snapshot::projection_teed(bus, SERVICE, Some(tee)).await?;
     let model = Arc::new(RwLock::new(rebuilt));
     let (m, s) = (model.clone(), model.clone());
     let follow_task = crate::snapshot::forward_with(
@@ -116,7 +118,7 @@ pub async fn start_with(bus: &Bus, cfg: ApiConfig) -> anyhow::Result<ApiHandle> 
     let checkpoints = {
         let (bus, status) = (bus.clone(), status.clone());
         tokio::spawn(async move {
-            if let Err(e) = checkpointer(bus, cfg.checkpoints, status).await {
+            if let Err(e) = checkpointer(bus, cfg.checkpoints, status, teed).await {
                 error!(error = %e, "the log's checkpointer stopped");
             }
         })

@@ -37,7 +37,7 @@ use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
 use crate::bus::Bus;
-use crate::follow::{Follower, Resume, ordered_log, raw_of};
+use crate::follow::{Follower, Resume, Tee, ordered_log, raw_of};
 use crate::tasks::AbortOnDrop;
 use bulkhead_actors::projection::Projection;
 
@@ -666,14 +666,23 @@ pub async fn projection(
     bus: &Bus,
     service: &str,
 ) -> Result<(Projection, Follower), crate::bus::BusError> {
+    projection_teed(bus, service, None).await
+}
+
+/// [`projection`], its follower handing a copy of every message it reads to `tee`.
+pub async fn projection_teed(
+    bus: &Bus,
+    service: &str,
+    tee: Option<Tee>,
+) -> Result<(Projection, Follower), crate::bus::BusError> {
     let started = Instant::now();
     let (projection, follower) = match load(bus, service).await {
-        None => Follower::rebuild(bus).await?,
+        None => Follower::rebuild_teed(bus, tee).await?,
         Some(snap) => {
             let mut projection = Projection::default();
             projection.logged(snap.batch);
             projection.restore(snap.workloads, snap.seq);
-            let mut follower = Follower::resume(bus, snap.seq + 1, snap.resume).await?;
+            let mut follower = Follower::resume_teed(bus, snap.seq + 1, snap.resume, tee).await?;
             follower.catch_up(|batch| projection.logged(batch)).await;
             (projection, follower)
         }
