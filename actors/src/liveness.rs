@@ -16,12 +16,15 @@ pub struct NodeWatch {
     interval: HashMap<String, u64>,
     /// Declared lost, and when (a mass silence counts those it declared).
     lost: HashMap<String, u64>,
-    /// Given a fresh interval by a mass silence that eased, and silent since: the next one
-    /// gives them none (recurring stalls must not keep a dead node alive).
+    /// Given a fresh interval (by a mass silence that eased, or by the watcher hearing
+    /// again), and silent since: the next one gives them none (stalls or a watch that come
+    /// and go must not keep a dead node alive).
     refreshed: HashSet<String>,
     /// The watcher's ears that hear nothing now (its connection, its watch): while any is
     /// deaf, no one is silent.
     deaf: Vec<Ear>,
+    /// Since when the first of them has been deaf.
+    deaf_since: u64,
     /// The mass silence under way, if any.
     episode: Option<Episode>,
     /// How much of the cluster was quiet at the last [`NodeWatch::declare`].
@@ -267,26 +270,36 @@ impl NodeWatch {
         }
     }
 
-    /// One of the watcher's ears is cut off: until it hears again, a node's silence is not
-    /// the node's.
-    pub fn blind(&mut self, ear: Ear) {
+    /// One of the watcher's ears is cut off at `now_ms`: until it hears again, a node's
+    /// silence is not the node's.
+    pub fn blind(&mut self, ear: Ear, now_ms: u64) {
+        if self.deaf.is_empty() {
+            self.deaf_since = now_ms;
+        }
         if !self.deaf.contains(&ear) {
             self.deaf.push(ear);
         }
     }
 
-    /// The ear hears again at `now_ms`: every node gets a fresh interval from then (a
-    /// silence that began while the watcher was deaf is not the node's; while another ear
-    /// is still deaf, no one is silent, and its return gives a fresh interval again).
+    /// The ear hears again at `now_ms`. Once no ear is deaf, every node gets a fresh
+    /// interval from then (a silence that began while the watcher was deaf is not the
+    /// node's), except a node that has not beaten since the last one it got: the time the
+    /// watcher was deaf is taken off its silence, and the rest counts. A watch that ends
+    /// and starts again, however often, keeps no dead node alive.
     pub fn hears_again(&mut self, ear: Ear, now_ms: u64) {
+        let was_deaf = !self.deaf.is_empty();
         self.deaf.retain(|e| *e != ear);
-        self.refresh(now_ms);
-    }
-
-    /// Every node's silence starts again at `now_ms` at the latest.
-    fn refresh(&mut self, now_ms: u64) {
-        for at in self.last.values_mut() {
-            *at = (*at).max(now_ms);
+        if !was_deaf || !self.deaf.is_empty() {
+            return;
+        }
+        let since = self.deaf_since.min(now_ms);
+        for (n, at) in &mut self.last {
+            if self.refreshed.insert(n.clone()) {
+                *at = (*at).max(now_ms);
+            } else {
+                // Silent since its fresh interval: only the deaf time is forgiven.
+                *at = at.saturating_add(now_ms.saturating_sub((*at).max(since)));
+            }
         }
     }
 

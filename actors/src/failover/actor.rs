@@ -293,12 +293,16 @@ impl<L: EventLog> Actor for FailoverActor<L> {
                     info!(%node, "lost node heartbeats again");
                 }
             }
-            FailoverMsg::Hearing { ear, up: false, .. } => {
+            FailoverMsg::Hearing {
+                ear,
+                up: false,
+                at_ms,
+            } => {
                 warn!(
                     ?ear,
                     "deaf to heartbeats: no node is declared lost until it hears again"
                 );
-                st.watch.blind(ear);
+                st.watch.blind(ear, at_ms);
             }
             FailoverMsg::Hearing {
                 ear,
@@ -307,7 +311,7 @@ impl<L: EventLog> Actor for FailoverActor<L> {
             } => {
                 info!(
                     ?ear,
-                    "hears heartbeats again: every node gets a fresh interval"
+                    "hears heartbeats again: every node gets a fresh interval (once until it beats)"
                 );
                 st.watch.hears_again(ear, at_ms);
             }

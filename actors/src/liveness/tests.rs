@@ -42,7 +42,7 @@ fn a_node_that_beats_slowly_is_lost_only_after_three_missed_beats() {
 fn a_watcher_cut_off_declares_no_one_and_gives_everyone_a_fresh_interval() {
     let mut w = NodeWatch::default();
     w.beat("n", 1000, 1000);
-    w.blind(Ear::Connection);
+    w.blind(Ear::Connection, 1000);
     assert!(w.silent(60_000, 3000).is_empty(), "deaf: no one is silent");
     w.hears_again(Ear::Connection, 60_000);
     assert!(
@@ -268,8 +268,8 @@ fn nodes_lost_long_ago_do_not_count_towards_a_mass_silence() {
 fn a_deaf_watch_or_connection_each_keeps_every_node_alive() {
     // Two nodes: fewer than a mass silence, so only deafness can keep them.
     let mut w = fleet(2, 0, 0);
-    w.blind(Ear::Watch);
-    w.blind(Ear::Connection);
+    w.blind(Ear::Watch, 0);
+    w.blind(Ear::Connection, 0);
     w.hears_again(Ear::Connection, 10_000);
     assert!(
         w.declare(20_000, 3000).lost.is_empty(),
@@ -345,5 +345,50 @@ fn a_mass_silence_ends_with_the_silence_of_the_nodes_left() {
     assert!(
         (38_000..=38_300).contains(&n3_at),
         "n3 at its limit after its last beat at 35 s, not at the next turn (41.6 s): {lost:?}"
+    );
+}
+
+#[test]
+fn a_watch_that_comes_and_goes_keeps_no_dead_node_alive() {
+    // Deaf for a second, hearing for a second, again and again: each time shorter than the
+    // 3 s timeout. Two nodes, so no mass silence: only the rule for hearing again decides.
+    let mut w = NodeWatch::default();
+    w.beat("dead", 0, 1000);
+    w.beat("live", 0, 1000);
+    let mut lost_at = None;
+    for cycle in 0..20u64 {
+        let t = 1000 + cycle * 2000;
+        w.blind(Ear::Watch, t);
+        w.hears_again(Ear::Watch, t + 1000);
+        w.beat("live", t + 1500, 1000);
+        let d = w.declare(t + 1900, 3000);
+        assert!(!names(&d).contains(&"live"), "cycle {cycle}");
+        if names(&d) == ["dead"] {
+            lost_at = Some(t + 1900);
+            break;
+        }
+    }
+    // One fresh interval (from 2 s), then only the time heard counts: 900 ms a cycle.
+    assert_eq!(lost_at, Some(8900), "the dead node is lost after 3 s heard");
+}
+
+#[test]
+fn a_node_silent_across_two_deafnesses_keeps_the_time_heard_between() {
+    let mut w = NodeWatch::default();
+    w.beat("n", 0, 1000);
+    w.blind(Ear::Connection, 1000);
+    w.hears_again(Ear::Connection, 30_000);
+    // Deaf again before its next beat came: the 500 ms heard still count, the deaf time not.
+    w.blind(Ear::Connection, 30_500);
+    w.hears_again(Ear::Connection, 60_000);
+    assert!(w.silent(62_000, 3000).is_empty(), "2.5 s heard");
+    assert_eq!(w.silent(62_600, 3000), [("n".to_owned(), 3100)]);
+    // A beat makes it eligible for a fresh interval again.
+    w.beat("n", 63_000, 1000);
+    w.blind(Ear::Connection, 63_500);
+    w.hears_again(Ear::Connection, 90_000);
+    assert!(
+        w.silent(92_900, 3000).is_empty(),
+        "a fresh interval from 90 s"
     );
 }

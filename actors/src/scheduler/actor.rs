@@ -265,12 +265,16 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
             },
             SchedulerMsg::SetAside(a) => st.core.projection.set_aside.record(a),
             SchedulerMsg::NodeGone(name) => st.core.node_gone(&name),
-            SchedulerMsg::Hearing { ear, up: false, .. } => {
+            SchedulerMsg::Hearing {
+                ear,
+                up: false,
+                at_ms,
+            } => {
                 warn!(
                     ?ear,
                     "deaf to heartbeats: no node's silence counts until it hears again"
                 );
-                st.core.watch.blind(ear);
+                st.core.watch.blind(ear, at_ms);
             }
             SchedulerMsg::Hearing {
                 ear,
@@ -279,7 +283,7 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
             } => {
                 info!(
                     ?ear,
-                    "hears heartbeats again: every node gets a fresh interval"
+                    "hears heartbeats again: every node gets a fresh interval (once until it beats)"
                 );
                 st.core.watch.hears_again(ear, at_ms);
             }
