@@ -84,8 +84,9 @@ pub struct Declared {
     pub was: Silence,
 }
 
-/// The longest heartbeat interval the silence rule believes (a minute).
-pub const MAX_INTERVAL_MS: u64 = 60_000;
+/// The longest heartbeat interval the silence rule believes: the longest a node may
+/// announce (10 s; a heartbeat stating more is set aside before it gets here).
+pub const MAX_INTERVAL_MS: u64 = *crate::node::limits::HEARTBEAT_MS.end();
 
 /// A node is silent only after missing this many heartbeats in a row, whatever the timeout.
 pub const MISSED_BEATS: u64 = 3;

@@ -8,8 +8,10 @@ use bulkhead_schemas::command::MAX_GRACE_SECS;
 use bulkhead_schemas::spec::{MAX_CPU_MILLICORES, MAX_MEMORY_MB, MAX_REPLICAS, validate};
 use bulkhead_schemas::{NodeHeartbeat, NodeOp, Resources, subjects};
 
-/// Heartbeat intervals a node may announce: the silence rule waits a few of them.
-pub const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 10..=600_000;
+/// Heartbeat intervals a node may announce: the silence rule waits a few of them. At most a
+/// third of the heartbeat bucket's 30 s TTL (`Topology::node_ttl`), so a live node always has
+/// an entry there: the API lists it, and a failover taking over reads its interval from it.
+pub const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 10..=10_000;
 /// Labels, runtime classes and isolation reports a heartbeat may carry, at most.
 pub const MAX_LABELS: usize = 64;
 pub const MAX_CLASSES: usize = 16;
@@ -174,10 +176,11 @@ mod tests {
     fn heartbeats_out_of_limits_are_refused_with_their_reason() {
         assert_eq!(refuses_heartbeat(&beat()), None);
         type Edit = fn(&mut NodeHeartbeat);
-        let cases: [(&str, Edit); 6] = [
+        let cases: [(&str, Edit); 7] = [
             ("node name", |h| h.name = "a.b".into()),
             ("interval", |h| h.interval_ms = 0),
             ("interval", |h| h.interval_ms = u64::MAX),
+            ("interval", |h| h.interval_ms = 10_001),
             ("labels", |h| {
                 h.labels.insert("k".into(), "v".repeat(MAX_LABEL_VALUE + 1));
             }),

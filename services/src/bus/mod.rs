@@ -99,7 +99,9 @@ pub struct Identity {
 pub struct Topology {
     /// Window within which a repeated `Nats-Msg-Id` is dropped.
     pub duplicate_window: Duration,
-    /// Heartbeat entries older than this vanish from the nodes bucket.
+    /// Heartbeat entries older than this vanish from the nodes bucket: at least three of
+    /// the longest interval a node may announce (`node::limits::HEARTBEAT_MS`), so a live
+    /// node always has one.
     pub node_ttl: Duration,
     /// Lifetime of the scheduler lease unless renewed.
     pub lease_ttl: Duration,
@@ -596,5 +598,16 @@ pub async fn watch_connection(client: async_nats::Client, mut tell: impl FnMut(b
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Topology;
+
+    #[test]
+    fn a_live_node_always_has_a_heartbeat_entry() {
+        let longest = *bulkhead_actors::node::limits::HEARTBEAT_MS.end();
+        assert!(Topology::default().node_ttl.as_millis() >= u128::from(3 * longest));
     }
 }

@@ -624,7 +624,7 @@ pub struct NodeArgs {
     /// Node labels, key=value (repeatable).
     #[arg(long = "label")]
     labels: Vec<String>,
-    /// Milliseconds between heartbeats (default: 1000; 10 … 600000).
+    /// Milliseconds between heartbeats (default: 1000; 10 … 10000).
     #[arg(long)]
     heartbeat_ms: Option<u64>,
     /// Start delay of sim containers, milliseconds.
@@ -698,6 +698,16 @@ impl NodeArgs {
                 .with_context(|| format!("label {l} is not key=value"))?;
             f.labels.insert(k.to_owned(), v.to_owned());
         }
+        let beats = bulkhead_actors::node::limits::HEARTBEAT_MS;
+        if !beats.contains(&f.heartbeat_ms) {
+            anyhow::bail!(
+                "a heartbeat every {} ms is outside {}…{} ms: every reader would set its \
+                 heartbeats aside (at most a third of the heartbeat bucket's 30 s TTL)",
+                f.heartbeat_ms,
+                beats.start(),
+                beats.end()
+            );
+        }
         Ok(f)
     }
 }
@@ -736,5 +746,26 @@ mod tests {
         let mut missing = Vec::new();
         unexplained(&Cli::command(), "bulkhead", &mut missing);
         assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    /// The node's settings from `bulkhead node <args>`.
+    fn node(args: &[&str]) -> anyhow::Result<crate::node::config::NodeFile> {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([&["bulkhead", "node"][..], args].concat()).unwrap();
+        let Cmd::Node { node, .. } = cli.cmd else {
+            panic!("not the node command")
+        };
+        node.resolve()
+    }
+
+    #[test]
+    fn a_node_refuses_a_heartbeat_interval_its_readers_would_set_aside() {
+        assert_eq!(
+            node(&["--heartbeat-ms", "10000"]).unwrap().heartbeat_ms,
+            10_000
+        );
+        let e = node(&["--heartbeat-ms", "10001"]).unwrap_err().to_string();
+        assert!(e.contains("outside 10…10000 ms"), "{e}");
+        assert!(node(&["--heartbeat-ms", "9"]).is_err());
     }
 }
