@@ -169,12 +169,14 @@ pub const TEE_CHUNKS: usize = 16;
 /// to the API, not two); what came before the follower's first message, and what the tee
 /// dropped while it was behind, it reads from the log itself, from where it is to where the
 /// tee goes on. Every message is checked here again, by an auditor of its own, from the
-/// log's first message.
+/// log's first message. `followed_from` is the follower's first sequence: what comes
+/// before it is read at once, whether or not the log grows.
 pub async fn checkpointer(
     bus: Bus,
     every: CheckpointEvery,
     status: Arc<Mutex<Report>>,
     mut tee: mpsc::Receiver<Vec<RawMsg>>,
+    followed_from: u64,
 ) -> anyhow::Result<()> {
     let identity = bus.identity()?;
     let auditor = Auditor::new(&identity.creds.admins);
@@ -187,6 +189,7 @@ pub async fn checkpointer(
         auditor,
         new_since: 0,
     };
+    cp.fill(followed_from).await;
     let mut tick = tokio::time::interval(every.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -194,9 +197,7 @@ pub async fn checkpointer(
             chunk = tee.recv() => {
                 let Some(chunk) = chunk else { anyhow::bail!("the log's follower ended") };
                 let Some(first) = chunk.first().map(|m| m.seq) else { continue };
-                if first > cp.next_seq() {
-                    cp.fill(first).await?;
-                }
+                cp.fill(first).await;
                 cp.take(&chunk);
                 if cp.new_since < every.messages {
                     continue;
@@ -244,12 +245,23 @@ impl Checkpointer {
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = self.auditor.report();
     }
 
-    /// Reads the log itself from where it is up to `before` (the tee's next message),
-    /// checkpointing on the way as it would from the tee.
-    async fn fill(&mut self, before: u64) -> anyhow::Result<()> {
-        let from = self.next_seq();
-        info!(from, before, "the auditor reads these from the log itself");
-        let (raw, _, _) = read_log(&self.bus, from).await?;
+    /// Reads the log itself from where it is up to `before` (the tee's next message), if
+    /// it is not there yet, checkpointing on the way as it would from the tee; a read that
+    /// fails is tried again from where it stopped (going on past the hole would report a
+    /// gap the log does not have).
+    async fn fill(&mut self, before: u64) {
+        while self.next_seq() < before {
+            let from = self.next_seq();
+            info!(from, before, "the auditor reads these from the log itself");
+            if let Err(e) = self.fill_once(before).await {
+                warn!(error = %e, from = self.next_seq(), "reading the log for the auditor; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    async fn fill_once(&mut self, before: u64) -> anyhow::Result<()> {
+        let (raw, _, _) = read_log(&self.bus, self.next_seq()).await?;
         let mut chunks = raw.ready_chunks(1024);
         while self.next_seq() < before {
             let Some(chunk) = chunks.next().await else {

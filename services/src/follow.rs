@@ -136,6 +136,11 @@ impl Tee {
         (Tee(tx), rx)
     }
 
+    /// Whether a chunk would be taken now (else it is not worth copying).
+    fn open(&self) -> bool {
+        self.0.capacity() > 0
+    }
+
     /// Hands `chunk` on, or drops it when the reader is behind or gone.
     fn give(&self, chunk: Vec<RawMsg>) {
         if !chunk.is_empty() {
@@ -239,7 +244,8 @@ impl Follower {
             let mut chunks = messages.ready_chunks(2048);
             while let Some(chunk) = chunks.next().await {
                 let mut batch = Batch::default();
-                let mut copies = Vec::with_capacity(if tee.is_some() { chunk.len() } else { 0 });
+                let teeing = tee.as_ref().filter(|t| t.open());
+                let mut copies = Vec::with_capacity(if teeing.is_some() { chunk.len() } else { 0 });
                 for m in chunk {
                     let m = match m {
                         Ok(m) => m,
@@ -255,7 +261,7 @@ impl Follower {
                             continue;
                         }
                     };
-                    if tee.is_some() {
+                    if teeing.is_some() {
                         copies.push(RawMsg::of(&raw));
                     }
                     let anchor = match verifier.check(raw) {
@@ -283,7 +289,7 @@ impl Follower {
                         }
                     }
                 }
-                if let Some(tee) = &tee {
+                if let Some(tee) = teeing {
                     tee.give(copies);
                 }
                 if !batch.is_empty() && tx.send(batch).await.is_err() {

@@ -44,6 +44,7 @@ pub async fn start(bus: &Bus) -> anyhow::Result<ApiHandle> {
 pub async fn start_with(bus: &Bus, cfg: ApiConfig) -> anyhow::Result<ApiHandle> {
     let (tee, teed) = Tee::new(TEE_CHUNKS);
     let (rebuilt, follower) = crate::snapshot::projection_teed(bus, SERVICE, Some(tee)).await?;
+    let followed_from = follower.from_seq;
     let model = Arc::new(RwLock::new(rebuilt));
     let (m, s) = (model.clone(), model.clone());
     let follow_task = crate::snapshot::forward_with(
@@ -118,7 +119,7 @@ pub async fn start_with(bus: &Bus, cfg: ApiConfig) -> anyhow::Result<ApiHandle> 
     let checkpoints = {
         let (bus, status) = (bus.clone(), status.clone());
         tokio::spawn(async move {
-            if let Err(e) = checkpointer(bus, cfg.checkpoints, status, teed).await {
+            if let Err(e) = checkpointer(bus, cfg.checkpoints, status, teed, followed_from).await {
                 error!(error = %e, "the log's checkpointer stopped");
             }
         })
