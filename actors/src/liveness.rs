@@ -16,10 +16,13 @@ pub struct NodeWatch {
     interval: HashMap<String, u64>,
     /// Declared lost, and when (a mass silence counts those it declared).
     lost: HashMap<String, u64>,
-    /// Given a fresh interval (by a mass silence that eased, or by the watcher hearing
-    /// again), and silent since: the next one gives them none (stalls or a watch that come
-    /// and go must not keep a dead node alive).
+    /// Given a fresh interval by a mass silence that eased, and silent since: the next one
+    /// gives them none (recurring stalls must not keep a dead node alive).
     refreshed: HashSet<String>,
+    /// The same for the watcher hearing again (a watch that comes and goes). Apart from the
+    /// above: after a server restart, hearing again and then the silence easing as beats come
+    /// back are both needed (at most two fresh intervals until a node beats).
+    heard_again: HashSet<String>,
     /// The watcher's ears that hear nothing now (its connection, its watch): while any is
     /// deaf, no one is silent.
     deaf: Vec<Ear>,
@@ -114,6 +117,7 @@ impl NodeWatch {
         let last = self.last.entry(node.to_owned()).or_insert(now_ms);
         *last = (*last).max(now_ms);
         self.refreshed.remove(node);
+        self.heard_again.remove(node);
         // A heartbeat that claims an endless interval must not make its node never silent.
         self.interval
             .insert(node.to_owned(), interval_ms.min(MAX_INTERVAL_MS));
@@ -284,8 +288,8 @@ impl NodeWatch {
 
     /// The ear hears again at `now_ms`. Once no ear is deaf, every node gets a fresh
     /// interval from then (a silence that began while the watcher was deaf is not the
-    /// node's), except a node that has not beaten since the last one it got: the time the
-    /// watcher was deaf is taken off its silence, and the rest counts. A watch that ends
+    /// node's), except a node that has not beaten since the last one hearing again gave it:
+    /// the time the watcher was deaf is taken off its silence, and the rest counts. A watch that ends
     /// and starts again, however often, keeps no dead node alive.
     pub fn hears_again(&mut self, ear: Ear, now_ms: u64) {
         let was_deaf = !self.deaf.is_empty();
@@ -295,7 +299,7 @@ impl NodeWatch {
         }
         let since = self.deaf_since.min(now_ms);
         for (n, at) in &mut self.last {
-            if self.refreshed.insert(n.clone()) {
+            if self.heard_again.insert(n.clone()) {
                 *at = (*at).max(now_ms);
             } else {
                 // Silent since its fresh interval: only the deaf time is forgiven.

@@ -392,3 +392,26 @@ fn a_node_silent_across_two_deafnesses_keeps_the_time_heard_between() {
         "a fresh interval from 90 s"
     );
 }
+
+#[test]
+fn after_a_server_restart_beats_coming_back_slowly_lose_no_node() {
+    // The watcher's connection is down 100 ms → 6 s; five nodes beating every 200 ms
+    // reconnect 1.6 to 4 s after it. Hearing again and the mass silence easing each give a
+    // fresh interval: neither uses up the other's.
+    let mut w = NodeWatch::default();
+    for i in 0..5 {
+        w.beat(&format!("n{i}"), 0, 200);
+    }
+    w.blind(Ear::Connection, 100);
+    w.hears_again(Ear::Connection, 6000);
+    let back = [7600, 8000, 8500, 9500, 10_000];
+    for now in (6000..14_000).step_by(100) {
+        for (i, at) in back.iter().enumerate() {
+            if now >= *at && (now - at) % 200 == 0 {
+                w.beat(&format!("n{i}"), now, 200);
+            }
+        }
+        let d = w.declare(now, 3000);
+        assert!(d.lost.is_empty(), "at {now}: {:?}", d.lost);
+    }
+}
