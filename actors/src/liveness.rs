@@ -169,11 +169,7 @@ impl NodeWatch {
             // the watcher hears again, every node gets a fresh interval, so one whose beat
             // is still on its way is not taken for lost; none is declared this time. A node
             // that has not beaten since the last such refresh gets none.
-            for (n, at) in &mut self.last {
-                if self.refreshed.insert(n.clone()) {
-                    *at = (*at).max(now_ms);
-                }
-            }
+            fresh_intervals(&mut self.last, &mut self.refreshed, now_ms, None);
             if silence == Silence::Normal {
                 self.episode = None;
             }
@@ -289,8 +285,8 @@ impl NodeWatch {
     /// The ear hears again at `now_ms`. Once no ear is deaf, every node gets a fresh
     /// interval from then (a silence that began while the watcher was deaf is not the
     /// node's), except a node that has not beaten since the last one hearing again gave it:
-    /// the time the watcher was deaf is taken off its silence, and the rest counts. A watch that ends
-    /// and starts again, however often, keeps no dead node alive.
+    /// the time the watcher was deaf is taken off its silence, and the rest counts. A watch
+    /// that ends and starts again, however often, keeps no dead node alive.
     pub fn hears_again(&mut self, ear: Ear, now_ms: u64) {
         let was_deaf = !self.deaf.is_empty();
         self.deaf.retain(|e| *e != ear);
@@ -298,14 +294,7 @@ impl NodeWatch {
             return;
         }
         let since = self.deaf_since.min(now_ms);
-        for (n, at) in &mut self.last {
-            if self.heard_again.insert(n.clone()) {
-                *at = (*at).max(now_ms);
-            } else {
-                // Silent since its fresh interval: only the deaf time is forgiven.
-                *at = at.saturating_add(now_ms.saturating_sub((*at).max(since)));
-            }
-        }
+        fresh_intervals(&mut self.last, &mut self.heard_again, now_ms, Some(since));
     }
 
     pub fn is_lost(&self, node: &str) -> bool {
@@ -315,6 +304,24 @@ impl NodeWatch {
     /// The nodes declared lost and silent since.
     pub fn lost(&self) -> Vec<String> {
         self.lost.keys().cloned().collect()
+    }
+}
+
+/// Every node's silence starts again at `now_ms` at the latest, once until it beats (`given`
+/// holds those that had it so). A node that had it already keeps its silence, less the time
+/// from `deaf_since` (if the watcher was deaf) to `now_ms` not already behind its last beat.
+fn fresh_intervals(
+    last: &mut HashMap<String, u64>,
+    given: &mut HashSet<String>,
+    now_ms: u64,
+    deaf_since: Option<u64>,
+) {
+    for (n, at) in last {
+        if given.insert(n.clone()) {
+            *at = (*at).max(now_ms);
+        } else if let Some(since) = deaf_since {
+            *at = at.saturating_add(now_ms.saturating_sub((*at).max(since)));
+        }
     }
 }
 

@@ -302,8 +302,9 @@ fn a_node_known_from_the_log_has_the_interval_it_last_stated() {
 #[test]
 fn recurring_stalls_do_not_keep_a_dead_node_alive() {
     // Nine nodes beat twice a second but for 2 s of every 4.5 s (a server that stalls); a
-    // tenth, beating every 2 s (its limit 6 s, longer than the stalls' period), is dead. Each stall is total and eases: the dead node gets one fresh interval,
-    // not one at every stall.
+    // tenth, beating every 2 s (its limit 6 s, longer than the stalls' period), is dead.
+    // Each stall is total and eases: the dead node gets one fresh interval, not one at every
+    // stall.
     let mut w = NodeWatch::default();
     w.beat("dead", 0, 2000);
     let mut lost = Vec::new();
