@@ -30,6 +30,11 @@ const EVERY_CHECKPOINT: [&str; 6] = [
     "0",
 ];
 
+/// The query API's flags: a checkpoint every second, a snapshot at each.
+fn api_every_checkpoint() -> Vec<&'static str> {
+    [&["api", "--checkpoint-secs", "1"][..], &EVERY_CHECKPOINT].concat()
+}
+
 async fn connect(env: &Env, role: Role, name: &str) -> Bus {
     Bus::connect_as(&env.server.url, &env.data.creds(role, name).unwrap())
         .await
@@ -258,10 +263,14 @@ async fn a_restarted_failover_starts_from_its_snapshot() {
     assert_eq!(view(&restored), view(&replayed));
 }
 
+/// Restarted from its snapshot, the query API answers as a replay of the whole log; and its
+/// auditor, which reads what the API's follower reads (the server delivers the log to the API
+/// once), reads what came before the snapshot from the log itself: its report is that of
+/// `bulkhead audit verify`, every message counted and nothing found.
 #[tokio::test]
 async fn a_restarted_query_api_starts_from_its_snapshot() {
     let mut env = env().await;
-    let api = [&["api", "--checkpoint-secs", "1"][..], &EVERY_CHECKPOINT].concat();
+    let api = api_every_checkpoint();
     env.spawn("scheduler", &["scheduler"]);
     restart_from_snapshot(&mut env, bulkhead::api::SERVICE, &api).await;
     // Its answers are those of a whole-log replay, the tail's workload included.
@@ -289,18 +298,6 @@ async fn a_restarted_query_api_starts_from_its_snapshot() {
     })
     .await;
     assert_eq!(got, want);
-}
-
-/// The API's auditor reads what the API's follower reads (the server delivers the log to
-/// the API once); restarted from its snapshot, that follower starts past the log's first
-/// message, and the auditor reads the rest from the log itself: its report is that of
-/// `bulkhead audit verify`, every message counted and nothing found.
-#[tokio::test]
-async fn a_query_api_restarted_from_its_snapshot_audits_the_whole_log() {
-    let mut env = env().await;
-    let api = [&["api", "--checkpoint-secs", "1"][..], &EVERY_CHECKPOINT].concat();
-    env.spawn("scheduler", &["scheduler"]);
-    restart_from_snapshot(&mut env, bulkhead::api::SERVICE, &api).await;
     audits_the_whole_log(&env).await;
 }
 
@@ -309,7 +306,7 @@ async fn a_query_api_restarted_from_its_snapshot_audits_the_whole_log() {
 #[tokio::test]
 async fn a_query_api_restarted_from_its_snapshot_on_a_quiet_log_audits_it() {
     let mut env = env().await;
-    let api = [&["api", "--checkpoint-secs", "1"][..], &EVERY_CHECKPOINT].concat();
+    let api = api_every_checkpoint();
     env.spawn("scheduler", &["scheduler"]);
     let pid = env.spawn("api", &api);
     env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
