@@ -28,7 +28,7 @@ pub async fn run(
     );
     let tenant = bench.tenant().await?;
     let seen = crate::observe(bench.admin()).await?;
-    let handles = crate::sim_nodes(&bench, names).await?;
+    let handles = crate::sim_nodes(&bench, names, crate::SIM_HEARTBEAT_MS).await?;
     let control = bench.control().await?;
     let failover = crate::failover(&bench).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;

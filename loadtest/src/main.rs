@@ -65,6 +65,10 @@ enum Scenario {
         latency_secs: u64,
         #[arg(long, value_enum, default_value = "both")]
         sync: SyncMode,
+        /// The sim nodes' heartbeat interval, ms (a real node's default is 1,000; the
+        /// recorded history is at 5,000).
+        #[arg(long, default_value_t = SIM_HEARTBEAT_MS)]
+        heartbeat_ms: u64,
         /// Append a row of figures (date, commit, machine) to this file, e.g.
         /// loadtest/RESULTS.md.
         #[arg(long)]
@@ -198,15 +202,25 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter("warn,bulkhead::snapshot=info,bulkhead::scheduler=info")
         .with_writer(std::io::stderr)
         .init();
-    let (nodes, workloads, rate, latency_secs, sync, record) = match Cli::parse().cmd {
+    let (nodes, workloads, rate, latency_secs, sync, heartbeat_ms, record) = match Cli::parse().cmd
+    {
         Scenario::Throughput {
             nodes,
             workloads,
             rate,
             latency_secs,
             sync,
+            heartbeat_ms,
             record,
-        } => (nodes, workloads, rate, latency_secs, sync, record),
+        } => (
+            nodes,
+            workloads,
+            rate,
+            latency_secs,
+            sync,
+            heartbeat_ms,
+            record,
+        ),
         Scenario::Failover {
             nodes,
             workloads,
@@ -307,8 +321,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let date = chrono_date();
     for (mode, label, short) in modes {
-        println!("\n## throughput: {nodes} sim nodes, {workloads} workloads, {label}");
-        let mut f = throughput(mode, nodes, workloads, rate, latency_secs).await?;
+        println!(
+            "\n## throughput: {nodes} sim nodes (a heartbeat every {heartbeat_ms} ms), {workloads} workloads, {label}"
+        );
+        let mut f = throughput(mode, nodes, workloads, rate, latency_secs, heartbeat_ms).await?;
         f.sync = short;
         println!("\n{}", f.table());
         if let Some(path) = &record {
@@ -365,8 +381,11 @@ pub(crate) struct SimNode {
     pub runtime: Arc<SimRuntime>,
 }
 
-/// A sim node's settings: 64 GiB, 64 cores, 1,000 slots.
-fn sim_config(name: String) -> NodeConfig {
+/// How often a sim node beats unless told otherwise, ms.
+pub(crate) const SIM_HEARTBEAT_MS: u64 = 5000;
+
+/// A sim node's settings: 64 GiB, 64 cores, 1,000 slots, a heartbeat every `heartbeat_ms`.
+fn sim_config(name: String, heartbeat_ms: u64) -> NodeConfig {
     NodeConfig {
         name,
         capacity: Resources {
@@ -375,7 +394,7 @@ fn sim_config(name: String) -> NodeConfig {
             slots: 1000,
         },
         labels: BTreeMap::new(),
-        heartbeat_ms: 5000,
+        heartbeat_ms,
         stop_grace: Duration::from_secs(10),
         instance: String::new(),
     }
@@ -384,7 +403,11 @@ fn sim_config(name: String) -> NodeConfig {
 /// Restarts the first sim node over the same runtime (its containers keep running);
 /// returns seconds from the start until it is ready (the scheduler's view reconciled), and
 /// how many replicas ran on it.
-async fn node_restart(bench: &Bench, nodes: &mut [SimNode]) -> anyhow::Result<(f64, usize)> {
+async fn node_restart(
+    bench: &Bench,
+    nodes: &mut [SimNode],
+    heartbeat_ms: u64,
+) -> anyhow::Result<(f64, usize)> {
     let Some(node) = nodes.first_mut() else {
         return Ok((0.0, 0));
     };
@@ -396,7 +419,11 @@ async fn node_restart(bench: &Bench, nodes: &mut [SimNode]) -> anyhow::Result<(f
     let (_exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
     let t = Instant::now();
     node.handle = bench
-        .node(sim_config(name.clone()), node.runtime.clone(), exits)
+        .node(
+            sim_config(name.clone(), heartbeat_ms),
+            node.runtime.clone(),
+            exits,
+        )
         .await?;
     anyhow::ensure!(
         tokio::time::timeout(Duration::from_secs(30), node.handle.synced())
@@ -409,15 +436,22 @@ async fn node_restart(bench: &Bench, nodes: &mut [SimNode]) -> anyhow::Result<(f
     Ok((s, running))
 }
 
-/// Starts a sim node (64 GiB, 64 cores, 1,000 slots) per name, each as its own identity.
-pub(crate) async fn sim_nodes(bench: &Bench, names: Vec<String>) -> anyhow::Result<Vec<SimNode>> {
+/// Starts a sim node (64 GiB, 64 cores, 1,000 slots, a heartbeat every `heartbeat_ms`) per
+/// name, each as its own identity.
+pub(crate) async fn sim_nodes(
+    bench: &Bench,
+    names: Vec<String>,
+    heartbeat_ms: u64,
+) -> anyhow::Result<Vec<SimNode>> {
     let t = Instant::now();
     let nodes = names.len();
     let mut handles = Vec::with_capacity(nodes);
     for name in names {
         let (rt, exits) = SimRuntime::new(&name, vec![RuntimeClass::Runc], Duration::ZERO);
         let runtime = Arc::new(rt);
-        let handle = bench.node(sim_config(name), runtime.clone(), exits).await?;
+        let handle = bench
+            .node(sim_config(name, heartbeat_ms), runtime.clone(), exits)
+            .await?;
         handles.push(SimNode { handle, runtime });
     }
     println!(
@@ -722,6 +756,7 @@ async fn throughput(
     workloads: usize,
     rate: u64,
     latency_secs: u64,
+    heartbeat_ms: u64,
 ) -> anyhow::Result<results::Figures> {
     let dir = tempfile::tempdir()?;
     let bench = Bench::start(dir.path(), mode).await?;
@@ -736,7 +771,7 @@ async fn throughput(
 
     let seen = observe(&bus).await?;
 
-    let mut handles = sim_nodes(&bench, names).await?;
+    let mut handles = sim_nodes(&bench, names, heartbeat_ms).await?;
     let control = bench.control().await?;
     let failover = failover(&bench).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -808,7 +843,7 @@ async fn throughput(
         pct(&lat, 0.99).as_secs_f64() * 1e3,
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
-    let (node_restart_s, node_replicas) = node_restart(&bench, &mut handles).await?;
+    let (node_restart_s, node_replicas) = node_restart(&bench, &mut handles, heartbeat_ms).await?;
     drop((control, failover, handles));
 
     let r = restart(&bench).await?;
@@ -818,6 +853,7 @@ async fn throughput(
         workloads,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         sync: "",
+        heartbeat_ms,
         raw_single: single,
         raw_batched: batched,
         placements_per_s: place_rate,

@@ -13,6 +13,9 @@ pub struct Figures {
     /// The machine's cores (what bounds placements at their CPU cost).
     pub cores: usize,
     pub sync: &'static str,
+    /// The sim nodes' heartbeat interval, ms (the history's rows are at 5,000 unless they
+    /// say otherwise).
+    pub heartbeat_ms: u64,
     /// The limits, measured first: raw appends one by one and in atomic batches of 500.
     pub raw_single: f64,
     pub raw_batched: f64,
@@ -114,8 +117,12 @@ impl Figures {
     /// One row of the history: date, commit, machine, then the figures.
     pub fn history_row(&self, date: &str, commit: &str, machine: &str) -> String {
         format!(
-            "| {date} | {commit} | {machine} | {} nodes, {} workloads, {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} | {:.0} + {:.0} |\n",
+            "| {date} | {commit} | {machine} | {} nodes{}, {} workloads, {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} | {:.0} + {:.0} |\n",
             self.nodes,
+            match self.heartbeat_ms {
+                crate::SIM_HEARTBEAT_MS => String::new(),
+                ms => format!(" (beating every {ms} ms)"),
+            },
             self.workloads,
             self.sync,
             self.raw_batched,
@@ -196,6 +203,7 @@ mod tests {
             nodes: 1000,
             workloads: 100_000,
             sync: "always",
+            heartbeat_ms: crate::SIM_HEARTBEAT_MS,
             raw_single: 9000.0,
             raw_batched: 60000.0,
             placements_per_s: 2000.0,
@@ -229,6 +237,20 @@ mod tests {
             f.history_row("d", "c", "m")
                 .ends_with("| 0.50 | 0.90 / 1.10 | 0.40 | 300 + 100 |\n"),
             "the restarts close the row"
+        );
+        assert!(
+            f.history_row("d", "c", "m")
+                .contains("| 1000 nodes, 100000 workloads, always |"),
+            "the usual heartbeat is not named"
+        );
+        let fast = Figures {
+            heartbeat_ms: 1000,
+            ..f.clone()
+        };
+        assert!(
+            fast.history_row("d", "c", "m")
+                .contains("| 1000 nodes (beating every 1000 ms), 100000 workloads, always |"),
+            "another heartbeat is named"
         );
         assert!(
             t.contains("| node restart-to-ready | 0.40 s | 1000 replicas running on it | < 1 s |"),

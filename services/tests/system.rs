@@ -442,6 +442,66 @@ async fn an_older_ops_stream_is_replaced_only_when_no_op_in_it_waits() {
     );
 }
 
+/// The buckets of beats are written unsynced (a heartbeat is not an fsync); one made by an
+/// older bulkhead, synced, is made again unsynced, the beats it held dropped (they come again);
+/// a later setup keeps the bucket and what it holds. Layers and leases stay synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synced_bucket_of_beats_is_made_again_unsynced() {
+    use async_nats::jetstream::stream::{Config, PersistenceMode};
+    use bulkhead::bus::Topology;
+    let env = env().await;
+    let bus = &env.bus;
+    let mode = async |bucket: &str| {
+        let mut s = bus.js.get_stream(format!("KV_{bucket}")).await.unwrap();
+        s.info().await.unwrap().config.persist_mode
+    };
+    for bucket in [subjects::NODES_BUCKET, subjects::SCANNERS_BUCKET] {
+        assert_eq!(mode(bucket).await, Some(PersistenceMode::Async), "{bucket}");
+    }
+    for bucket in [subjects::LAYERS_BUCKET, subjects::LEASES_BUCKET] {
+        assert_ne!(mode(bucket).await, Some(PersistenceMode::Async), "{bucket}");
+    }
+
+    // As an older bulkhead made it: synced.
+    let name = format!("KV_{}", subjects::NODES_BUCKET);
+    let old = bus
+        .js
+        .get_stream(&name)
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    bus.js.delete_stream(&name).await.unwrap();
+    bus.js
+        .create_stream(Config {
+            persist_mode: None,
+            ..old
+        })
+        .await
+        .unwrap();
+    let kv = bus.js.get_key_value(subjects::NODES_BUCKET).await.unwrap();
+    kv.put("old-beat", "{}".into()).await.unwrap();
+    assert_ne!(
+        mode(subjects::NODES_BUCKET).await,
+        Some(PersistenceMode::Async)
+    );
+
+    bus.ensure(&Topology::default()).await.unwrap();
+    assert_eq!(
+        mode(subjects::NODES_BUCKET).await,
+        Some(PersistenceMode::Async)
+    );
+    let kv = bus.js.get_key_value(subjects::NODES_BUCKET).await.unwrap();
+    assert!(kv.get("old-beat").await.unwrap().is_none(), "made again");
+    kv.put("new-beat", "{}".into()).await.unwrap();
+    bus.ensure(&Topology::default()).await.unwrap();
+    assert!(
+        kv.get("new-beat").await.unwrap().is_some(),
+        "an unsynced bucket is kept"
+    );
+}
+
 /// A node's ops consumer made otherwise (an earlier build's) is made again from where it
 /// stood: an op it acknowledged is not taken again (an ack deletes nothing from the stream
 /// of limits), one it did not is; a later setup keeps it.

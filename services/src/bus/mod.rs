@@ -339,25 +339,45 @@ impl Bus {
                     .map_err(|e| setup("the nodes' ops consumers")(&e))?;
             }
         }
+        // Beats (the nodes' and the scan workers') are written without waiting on the disk:
+        // under `sync_interval: always` each put was an fsync of its own (1,000 nodes beating
+        // every second, a thousand a second, queued before every stored step of a
+        // placement), and a beat lost to a crash of the server is only a beat, sent again
+        // within its interval. Layers and leases are kept as everything else is.
+        let (beats, kept) = (
+            stream::PersistenceMode::Async,
+            stream::PersistenceMode::Default,
+        );
         let buckets = [
-            (subjects::NODES_BUCKET, "node heartbeats", topo.node_ttl),
+            (
+                subjects::NODES_BUCKET,
+                "node heartbeats",
+                topo.node_ttl,
+                beats,
+            ),
             (
                 subjects::SCANNERS_BUCKET,
                 "live scan workers (the layer cache's hash ring)",
                 topo.scanner_ttl,
+                beats,
             ),
             (
                 subjects::LAYERS_BUCKET,
                 "layer inventories by diffID and format",
                 Duration::ZERO,
+                kept,
             ),
             (
                 subjects::LEASES_BUCKET,
                 "leases of active service instances",
                 topo.lease_ttl,
+                kept,
             ),
         ];
-        for (bucket, description, ttl) in buckets {
+        for (bucket, description, ttl, persist) in buckets {
+            if persist == beats {
+                self.replace_synced_beats(bucket).await?;
+            }
             // The stream a KV bucket is, made by hand: as `create_key_value` makes it, but
             // with no rollups and no purges (a `Nats-Rollup: all` on one key a writer may
             // use would otherwise wipe the whole bucket).
@@ -376,6 +396,7 @@ impl Bus {
                 duplicate_window: ttl
                     .min(Duration::from_secs(120))
                     .max(Duration::from_secs(1)),
+                persist_mode: Some(persist),
                 ..Default::default()
             };
             self.js
@@ -400,6 +421,28 @@ impl Bus {
                 .await
                 .map_err(|e| setup(&format!("bucket {}", subjects::SNAPSHOTS_BUCKET))(&e))?;
         }
+        Ok(())
+    }
+
+    /// A bucket of beats made by an older bulkhead (each put synced to disk) is deleted, to
+    /// be made again unsynced: nats-server cannot change a stream's persist mode. What it
+    /// held are beats, each sent again within its interval; a watcher of the bucket is deaf
+    /// meanwhile, which the silence rule already forgives.
+    async fn replace_synced_beats(&self, bucket: &str) -> Result<(), BusError> {
+        let name = format!("KV_{bucket}");
+        let Ok(mut stream) = self.js.get_stream(&name).await else {
+            return Ok(()); // none yet
+        };
+        let setup = |e: &dyn std::fmt::Display| BusError::Setup {
+            what: format!("bucket {bucket}"),
+            msg: e.to_string(),
+        };
+        let info = stream.info().await.map_err(|e| setup(&e))?;
+        if info.config.persist_mode == Some(stream::PersistenceMode::Async) {
+            return Ok(());
+        }
+        tracing::info!(bucket, "making the bucket of beats again, unsynced");
+        self.js.delete_stream(&name).await.map_err(|e| setup(&e))?;
         Ok(())
     }
 
