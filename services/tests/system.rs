@@ -443,8 +443,8 @@ async fn an_older_ops_stream_is_replaced_only_when_no_op_in_it_waits() {
 }
 
 /// The buckets of beats are written unsynced (a heartbeat is not an fsync); one made by an
-/// older bulkhead, synced, is made again unsynced, the beats it held dropped (they come again);
-/// a later setup keeps the bucket and what it holds. Layers and leases stay synced.
+/// older bulkhead, synced, is made again unsynced, the latest beat of each key put back; a
+/// later setup keeps the bucket and what it holds. Layers and leases stay synced, untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_synced_bucket_of_beats_is_made_again_unsynced() {
     use async_nats::jetstream::stream::{Config, PersistenceMode};
@@ -481,11 +481,16 @@ async fn a_synced_bucket_of_beats_is_made_again_unsynced() {
         .await
         .unwrap();
     let kv = bus.js.get_key_value(subjects::NODES_BUCKET).await.unwrap();
-    kv.put("old-beat", "{}".into()).await.unwrap();
+    kv.put("old-beat", "{\"n\":1}".into()).await.unwrap();
     assert_ne!(
         mode(subjects::NODES_BUCKET).await,
         Some(PersistenceMode::Async)
     );
+    // What the other buckets hold is not touched.
+    let layers = bus.js.get_key_value(subjects::LAYERS_BUCKET).await.unwrap();
+    layers.put("f1-abc", "{}".into()).await.unwrap();
+    let leases = bus.js.get_key_value(subjects::LEASES_BUCKET).await.unwrap();
+    leases.put("scheduler", "{}".into()).await.unwrap();
 
     bus.ensure(&Topology::default()).await.unwrap();
     assert_eq!(
@@ -493,7 +498,13 @@ async fn a_synced_bucket_of_beats_is_made_again_unsynced() {
         Some(PersistenceMode::Async)
     );
     let kv = bus.js.get_key_value(subjects::NODES_BUCKET).await.unwrap();
-    assert!(kv.get("old-beat").await.unwrap().is_none(), "made again");
+    assert_eq!(
+        kv.get("old-beat").await.unwrap().as_deref(),
+        Some(&b"{\"n\":1}"[..]),
+        "the latest beat is put back in the bucket made again (a failover reads intervals)"
+    );
+    assert!(layers.get("f1-abc").await.unwrap().is_some());
+    assert!(leases.get("scheduler").await.unwrap().is_some());
     kv.put("new-beat", "{}".into()).await.unwrap();
     bus.ensure(&Topology::default()).await.unwrap();
     assert!(

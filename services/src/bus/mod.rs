@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use bulkhead_actors::signing::Signer;
+use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::auth::Credential;
@@ -375,9 +376,11 @@ impl Bus {
             ),
         ];
         for (bucket, description, ttl, persist) in buckets {
-            if persist == beats {
-                self.replace_synced_beats(bucket).await?;
-            }
+            let kept_beats = if persist == beats {
+                self.replace_synced_beats(bucket).await?
+            } else {
+                Vec::new()
+            };
             // The stream a KV bucket is, made by hand: as `create_key_value` makes it, but
             // with no rollups and no purges (a `Nats-Rollup: all` on one key a writer may
             // use would otherwise wipe the whole bucket).
@@ -403,6 +406,7 @@ impl Bus {
                 .create_or_update_stream(cfg)
                 .await
                 .map_err(|e| setup(&format!("bucket {bucket}"))(&e))?;
+            self.put_back_beats(bucket, kept_beats).await?;
         }
         if self
             .js
@@ -425,13 +429,14 @@ impl Bus {
     }
 
     /// A bucket of beats made by an older bulkhead (each put synced to disk) is deleted, to
-    /// be made again unsynced: nats-server cannot change a stream's persist mode. What it
-    /// held are beats, each sent again within its interval; a watcher of the bucket is deaf
-    /// meanwhile, which the silence rule already forgives.
-    async fn replace_synced_beats(&self, bucket: &str) -> Result<(), BusError> {
+    /// be made again unsynced: nats-server cannot change a stream's persist mode. The latest
+    /// beat under each key is returned, to be put back in the new bucket
+    /// ([`Bus::put_back_beats`]): a failover starting on an empty bucket would know no node's
+    /// interval and hold each to the lost timeout. Another setup deleting it first is no error.
+    async fn replace_synced_beats(&self, bucket: &str) -> Result<Vec<(String, Bytes)>, BusError> {
         let name = format!("KV_{bucket}");
         let Ok(mut stream) = self.js.get_stream(&name).await else {
-            return Ok(()); // none yet
+            return Ok(Vec::new()); // none yet
         };
         let setup = |e: &dyn std::fmt::Display| BusError::Setup {
             what: format!("bucket {bucket}"),
@@ -439,10 +444,52 @@ impl Bus {
         };
         let info = stream.info().await.map_err(|e| setup(&e))?;
         if info.config.persist_mode == Some(stream::PersistenceMode::Async) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         tracing::info!(bucket, "making the bucket of beats again, unsynced");
-        self.js.delete_stream(&name).await.map_err(|e| setup(&e))?;
+        let kv = self.bucket(bucket).await?;
+        let keys: Vec<String> = match kv.keys().await {
+            Ok(keys) => keys.filter_map(|k| async move { k.ok() }).collect().await,
+            Err(e) => return Err(setup(&e)),
+        };
+        let beats: Vec<(String, Bytes)> = futures::stream::iter(keys)
+            .map(|key| {
+                let kv = &kv;
+                async move { kv.get(&key).await.ok().flatten().map(|v| (key, v)) }
+            })
+            .buffer_unordered(64)
+            .filter_map(|b| async move { b })
+            .collect()
+            .await;
+        if let Err(e) = self.js.delete_stream(&name).await
+            && self.js.get_stream(&name).await.is_ok()
+        {
+            return Err(setup(&e));
+        }
+        Ok(beats)
+    }
+
+    /// The beats kept from a replaced bucket, each put back unless its key was written since.
+    async fn put_back_beats(
+        &self,
+        bucket: &str,
+        beats: Vec<(String, Bytes)>,
+    ) -> Result<(), BusError> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        let kv = self.bucket(bucket).await?;
+        let n = beats.len();
+        futures::stream::iter(beats)
+            .map(|(key, value)| {
+                let kv = &kv;
+                // `create`: a beat written since (newer) is not overwritten.
+                async move { kv.create(&key, value).await.is_ok() }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<bool>>()
+            .await;
+        tracing::info!(bucket, beats = n, "beats of the replaced bucket put back");
         Ok(())
     }
 
