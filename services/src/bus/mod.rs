@@ -448,19 +448,7 @@ impl Bus {
         }
         tracing::info!(bucket, "making the bucket of beats again, unsynced");
         let kv = self.bucket(bucket).await?;
-        let keys: Vec<String> = match kv.keys().await {
-            Ok(keys) => keys.filter_map(|k| async move { k.ok() }).collect().await,
-            Err(e) => return Err(setup(&e)),
-        };
-        let beats: Vec<(String, Bytes)> = futures::stream::iter(keys)
-            .map(|key| {
-                let kv = &kv;
-                async move { kv.get(&key).await.ok().flatten().map(|v| (key, v)) }
-            })
-            .buffer_unordered(64)
-            .filter_map(|b| async move { b })
-            .collect()
-            .await;
+        let beats = latest_values(&kv).await.map_err(|e| setup(&e))?;
         if let Err(e) = self.js.delete_stream(&name).await
             && self.js.get_stream(&name).await.is_ok()
         {
@@ -478,18 +466,15 @@ impl Bus {
         if beats.is_empty() {
             return Ok(());
         }
-        let kv = self.bucket(bucket).await?;
-        let n = beats.len();
-        futures::stream::iter(beats)
-            .map(|(key, value)| {
-                let kv = &kv;
-                // `create`: a beat written since (newer) is not overwritten.
-                async move { kv.create(&key, value).await.is_ok() }
-            })
+        let kv = &self.bucket(bucket).await?;
+        let put_back = futures::stream::iter(beats)
+            // `create`: a beat written since (newer) is not overwritten.
+            .map(|(key, value)| async move { kv.create(&key, value).await.is_ok() })
             .buffer_unordered(64)
-            .collect::<Vec<bool>>()
+            .filter(|created| std::future::ready(*created))
+            .count()
             .await;
-        tracing::info!(bucket, beats = n, "beats of the replaced bucket put back");
+        tracing::info!(bucket, put_back, "beats of the replaced bucket put back");
         Ok(())
     }
 
@@ -689,6 +674,28 @@ pub async fn watch_connection(client: async_nats::Client, mut tell: impl FnMut(b
             }
         }
     }
+}
+
+/// The latest value under every key of `store`, read 64 at a time; a key that cannot be read
+/// (deleted or expired meanwhile) is left out.
+pub(crate) async fn latest_values(
+    store: &kv::Store,
+) -> Result<Vec<(String, Bytes)>, kv::HistoryError> {
+    let keys: Vec<String> = store
+        .keys()
+        .await?
+        .filter_map(|k| async move { k.ok() })
+        .collect()
+        .await;
+    Ok(futures::stream::iter(keys)
+        .map(|key| async move {
+            let value = store.get(key.as_str()).await.ok()??;
+            Some((key, value))
+        })
+        .buffer_unordered(64)
+        .filter_map(|kv| async move { kv })
+        .collect()
+        .await)
 }
 
 #[cfg(test)]

@@ -59,23 +59,14 @@ pub async fn intervals(bus: &Bus) -> Result<HashMap<String, u64>, super::BusErro
     let store = bus.bucket(subjects::NODES_BUCKET).await?;
     let failed =
         |e: &dyn std::fmt::Display| super::BusError::Nats(format!("reading the nodes bucket: {e}"));
-    let keys: Vec<String> = store
-        .keys()
-        .await
-        .map_err(|e| failed(&e))?
-        .filter_map(|k| async move { k.ok() })
-        .collect()
-        .await;
-    let store = &store;
-    let read = futures::stream::iter(keys)
-        .map(|key| async move {
-            let value = store.get(key.as_str()).await.ok()??;
+    let values = super::latest_values(&store).await.map_err(|e| failed(&e))?;
+    Ok(values
+        .into_iter()
+        .filter_map(|(key, value)| {
             let hb = super::ops::heartbeat_of(&key, &value).ok()?;
             Some((key, hb.interval_ms))
         })
-        .buffer_unordered(64)
-        .filter_map(|kv| async move { kv });
-    Ok(read.collect().await)
+        .collect())
 }
 
 /// What [`follow`] hands on.
