@@ -3,7 +3,7 @@
 //! nothing acknowledged, and the cluster takes work again; under a steady submission load,
 //! the same outage and then a SIGKILL of the active scheduler, the active failover and a
 //! node, in turn, lose no acknowledged submission, place no replica twice and declare no
-//! living node lost.
+//! living node lost; a heartbeat bucket that comes back shorter from a crash is heard again.
 
 mod common;
 
@@ -72,11 +72,75 @@ async fn a_nats_server_down_for_six_seconds_declares_no_node_lost() {
     }
 }
 
+/// A crash of the server's machine can lose the heartbeats written unsynced: the bucket comes
+/// back with its sequence below what the watchers had seen. They start their watch again when
+/// the connection comes back, and hear the node's next beats; a watch resumed after the last
+/// entry it had delivered would hear nothing until the bucket caught up, and the failover
+/// would declare the beating node lost meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_bucket_come_back_shorter_is_heard_again() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("failover", &["failover", "--lost-timeout-ms", "3000"]);
+    env.spawn("api", &["api"]);
+    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    env.wait_ready("n1").await;
+
+    // The bucket as a crash will leave it: copied while the server is down.
+    let bucket = nodes_bucket_dir(&env);
+    let saved = env.dir.path().join("saved-bucket");
+    restart_server_with(&mut env, Duration::from_secs(1), |_| {
+        copy_dir(&bucket, &saved)
+    })
+    .await;
+    let kept = bucket_seq(&env).await;
+    // 15 s of beats (75) the crash will lose.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let seen = bucket_seq(&env).await;
+    assert!(seen >= kept + 50, "beats went on: {kept} then {seen}");
+    restart_server_with(&mut env, Duration::from_secs(1), |_| {
+        copy_dir(&saved, &bucket)
+    })
+    .await;
+    assert!(
+        bucket_seq(&env).await < kept + 10,
+        "the bucket came back shorter"
+    );
+
+    // Twice the lost timeout, and less than the bucket takes to catch up (n1 beats 5 times a
+    // second).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(bucket_seq(&env).await < seen, "still behind");
+    let lost: Vec<_> = (env.events("bulkhead.evt.node.n1.lost").await)
+        .into_iter()
+        .map(|(_, _, e)| e.body)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "n1 was declared lost: {lost:?}\n{}",
+        env.log("failover")
+    );
+    for watcher in ["failover", "scheduler"] {
+        assert!(
+            env.log(watcher).contains("the connection came back"),
+            "{watcher} started its watch again: {}",
+            env.log(watcher)
+        );
+    }
+}
+
 /// Stops the server, waits `down`, and starts it again on the same port with the same store
 /// and users; the test's admin connection is made again.
 async fn restart_server(env: &mut Env, down: Duration) {
+    restart_server_with(env, down, |_| ()).await;
+}
+
+/// As [`restart_server`], doing `meanwhile` to the server's store once it is down (killed, as
+/// a crash would).
+async fn restart_server_with(env: &mut Env, down: Duration, meanwhile: impl FnOnce(&Env)) {
     let port: u16 = env.server.url.rsplit(':').next().unwrap().parse().unwrap();
     env.server.kill();
+    meanwhile(env);
     tokio::time::sleep(down).await;
     let security = Security::Users {
         authorization: server::authorization(&env.data.book().unwrap()),
@@ -96,6 +160,49 @@ async fn restart_server(env: &mut Env, down: Duration) {
     )
     .await
     .unwrap();
+}
+
+/// The directory where the server stores the heartbeat bucket's stream.
+fn nodes_bucket_dir(env: &Env) -> std::path::PathBuf {
+    let name = format!("KV_{}", subjects::NODES_BUCKET);
+    let mut todo = vec![env.data.nats_dir().join("jetstream")];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if entry.file_name() == name.as_str() {
+                return path;
+            }
+            todo.push(path);
+        }
+    }
+    panic!("no {name} under the server's store");
+}
+
+/// Copies the directory `from` to `to` (replacing `to`).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
+}
+
+/// The heartbeat bucket's last sequence (each beat is one).
+async fn bucket_seq(env: &Env) -> u64 {
+    let stream = format!("KV_{}", subjects::NODES_BUCKET);
+    let mut s = env.bus.js.get_stream(&stream).await.unwrap();
+    s.info().await.unwrap().state.last_sequence
 }
 
 /// The event log's last sequence.

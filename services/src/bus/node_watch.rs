@@ -6,12 +6,15 @@
 //! busy server, the bucket deleted), and is noticed only when the client misses two idle
 //! heartbeats (10 s). Until the first watch starts, and between a watch's end and the next
 //! one's start, the watcher hears no heartbeat: it is told so ([`Watched::Hearing`], down
-//! then up), so that the silence of that gap is not taken for the nodes'.
+//! then up), so that the silence of that gap is not taken for the nodes'. When the connection
+//! comes back the watch is started again rather than resumed (the bucket's sequence may have
+//! gone back: see [`follow`]).
 //!
 //! Each entry carries its revision (its sequence in the bucket's stream) and the time it was
 //! stored; one handed on already is skipped ([`Revisions`]), so a silent node's last heartbeat
 //! is never taken for a new one. A guard: the client is not known to hand one on twice (a
-//! consumer it makes again after a reconnect resumes after the last entry it delivered).
+//! consumer it makes again after a reconnect resumes after the last entry it delivered, or
+//! from the bucket's start when it had delivered none).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -85,6 +88,28 @@ fn hearing(up: bool) -> Watched {
     Watched::Hearing { up, at_ms }
 }
 
+/// Why a watch is started again when the connection comes back.
+const RECONNECTED: &str = "the connection came back: a watch resumed where it was would miss \
+                           the beats of a bucket whose sequence went back";
+
+/// Resolves once the client's connection has gone down and come back (looked at every
+/// 50 ms, as [`super::watch_connection`] does).
+async fn reconnected(client: &async_nats::Client) {
+    let mut was_down = false;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let up = matches!(
+            client.connection_state(),
+            async_nats::connection::State::Connected
+        );
+        if !up {
+            was_down = true;
+        } else if was_down {
+            return;
+        }
+    }
+}
+
 /// The first pause before a watch is started again, and the longest.
 const PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
@@ -92,7 +117,11 @@ const PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_
 /// to `take` until it returns false, and when the watch goes deaf and hears again (deaf
 /// first: nothing is heard before the first watch starts). A watch that fails or ends is
 /// started again after a pause that doubles while watches bring nothing, and starts short
-/// again after one that did.
+/// again after one that did. A watch is also started again (after the short pause) when the
+/// connection comes back: the client would resume it after the last entry it delivered, and
+/// a server whose machine crashed can come back with the bucket's sequence below that (beats
+/// written unsynced and lost), so the resumed watch would hand on nothing until the bucket
+/// caught up; a new one starts at the bucket's end.
 pub async fn follow(bus: &Bus, who: &str, mut take: impl FnMut(Watched) -> bool) {
     let mut revisions = Revisions::default();
     let mut pause = PAUSE.0;
@@ -117,8 +146,17 @@ pub async fn follow(bus: &Bus, who: &str, mut take: impl FnMut(Watched) -> bool)
         if std::mem::take(&mut deaf) && !take(hearing(true)) {
             return;
         }
+        let back = reconnected(&bus.client);
+        tokio::pin!(back);
         let why = loop {
-            let entry = match watch.next().await {
+            let next = tokio::select! {
+                next = watch.next() => next,
+                () = &mut back => {
+                    pause = PAUSE.0;
+                    break RECONNECTED.to_owned();
+                }
+            };
+            let entry = match next {
                 Some(Ok(e)) => e,
                 Some(Err(e)) => break e.to_string(),
                 None => break "the watch's stream ended".to_owned(),
