@@ -92,22 +92,9 @@ fn hearing(up: bool) -> Watched {
 const RECONNECTED: &str = "the connection came back: a watch resumed where it was would miss \
                            the beats of a bucket whose sequence went back";
 
-/// Resolves once the client's connection has gone down and come back (looked at every
-/// 50 ms, as [`super::watch_connection`] does).
+/// Resolves once the client's connection has gone down and come back.
 async fn reconnected(client: &async_nats::Client) {
-    let mut was_down = false;
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let up = matches!(
-            client.connection_state(),
-            async_nats::connection::State::Connected
-        );
-        if !up {
-            was_down = true;
-        } else if was_down {
-            return;
-        }
-    }
+    super::watch_connection(client.clone(), |up, _| !up).await;
 }
 
 /// The first pause before a watch is started again, and the longest.
