@@ -200,14 +200,17 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 /// The heartbeat bucket's last sequence (each beat is one).
 async fn bucket_seq(env: &Env) -> u64 {
-    let stream = format!("KV_{}", subjects::NODES_BUCKET);
-    let mut s = env.bus.js.get_stream(&stream).await.unwrap();
-    s.info().await.unwrap().state.last_sequence
+    last_seq_of(env, &format!("KV_{}", subjects::NODES_BUCKET)).await
 }
 
 /// The event log's last sequence.
 async fn last_seq(env: &Env) -> u64 {
-    let mut s = env.bus.js.get_stream(subjects::EVT_STREAM).await.unwrap();
+    last_seq_of(env, subjects::EVT_STREAM).await
+}
+
+/// The last sequence of the stream `name`.
+async fn last_seq_of(env: &Env, name: &str) -> u64 {
+    let mut s = env.bus.js.get_stream(name).await.unwrap();
     s.info().await.unwrap().state.last_sequence
 }
 
