@@ -64,7 +64,14 @@ fn workload(i: usize, scheduler: &Signer, node: &Signer) -> Vec<(String, Vec<u8>
     out
 }
 
-pub async fn run(workloads: usize) -> anyhow::Result<()> {
+/// `audit verify` on a log of N workloads; the running hash; a sealed secret's size.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value_t = 100_000)]
+    pub workloads: usize,
+}
+
+pub async fn run(Args { workloads }: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let bench = Bench::start(dir.path(), Sync::Default).await?;
     bench.enroll_nodes(&["n1".to_owned()]).await?;

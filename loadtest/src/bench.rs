@@ -21,6 +21,14 @@ use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::spec::RuntimeClass;
 use bulkhead_schemas::subjects;
 
+/// Which of nats-server's fsync settings a scenario runs under.
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum SyncMode {
+    Default,
+    Always,
+    Both,
+}
+
 pub struct Bench {
     pub cluster: Cluster,
 }

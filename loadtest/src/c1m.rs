@@ -8,14 +8,42 @@ use std::time::{Duration, Instant};
 
 use bulkhead::natsd::Sync;
 
-use crate::bench::Bench;
+use crate::bench::{Bench, SyncMode};
+use crate::burst::{burst, observe};
+use crate::fleet::{SIM_HEARTBEAT_MS, failover, sim_nodes};
+use crate::restart::restart;
+
+/// Nomad's C1M on one machine: a million workloads on 5,000 sim nodes, time to all
+/// running, placements/s, scheduler memory, log size on disk. By hand (it takes many
+/// minutes), not part of the test command.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value_t = 5000)]
+    pub nodes: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub workloads: usize,
+    /// `both` runs as `always`.
+    #[arg(long, value_enum, default_value = "always")]
+    pub sync: SyncMode,
+    /// Give up waiting for all to run after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_secs: u64,
+}
 
 pub async fn run(
-    nodes: usize,
-    workloads: usize,
-    sync: Sync,
-    timeout: Duration,
+    Args {
+        nodes,
+        workloads,
+        sync,
+        timeout_secs,
+    }: Args,
 ) -> anyhow::Result<()> {
+    let sync = if sync == SyncMode::Default {
+        Sync::Default
+    } else {
+        Sync::Always
+    };
+    let timeout = Duration::from_secs(timeout_secs);
     println!("\n## c1m: {workloads} workloads on {nodes} sim nodes");
     let dir = tempfile::tempdir()?;
     let bench = Bench::start(dir.path(), sync).await?;
@@ -27,12 +55,12 @@ pub async fn run(
         t.elapsed().as_secs_f64()
     );
     let tenant = bench.tenant().await?;
-    let seen = crate::observe(bench.admin()).await?;
-    let handles = crate::sim_nodes(&bench, names, crate::SIM_HEARTBEAT_MS).await?;
+    let seen = observe(bench.admin()).await?;
+    let handles = sim_nodes(&bench, names, SIM_HEARTBEAT_MS).await?;
     let control = bench.control().await?;
-    let failover = crate::failover(&bench).await?;
+    let failover = failover(&bench).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let b = crate::burst(
+    let b = burst(
         bench.cluster.server.pid(),
         &tenant,
         &seen,
@@ -41,7 +69,7 @@ pub async fn run(
     )
     .await?;
     drop((control, failover, handles));
-    let r = crate::restart(&bench).await?;
+    let r = restart(&bench).await?;
     let log = dir_size(&dir.path().join("data"), "BULKHEAD_EVT");
     println!(
         "\n| figure | value | goal |\n|---|---|---|\n\

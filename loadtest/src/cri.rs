@@ -15,17 +15,27 @@ use bulkhead_actors::ports::runtime::ContainerRuntime;
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
 
-use crate::pct;
+use crate::results::pct;
 
+/// Submit → running on a real CRI runtime (start one with scripts/cri-env.sh).
+#[derive(clap::Args)]
 pub struct Args {
+    #[arg(long, env = "BULKHEAD_TEST_CRI_SOCKET")]
     pub socket: PathBuf,
+    #[arg(long, env = "BULKHEAD_TEST_IMAGE")]
     pub image: String,
+    /// CLASS=HANDLER (repeatable).
+    #[arg(long = "handler", default_values_t = ["runc=runc".to_owned(), "gvisor=runsc".to_owned()])]
     pub handlers: Vec<String>,
+    #[arg(long, default_value_t = 50)]
     pub workloads: usize,
-    /// The node's network: host (else pod).
-    pub host_network: bool,
+    /// The workloads' network: `pod` (a namespace per sandbox on the CNI network, the
+    /// host guarded) or `host`.
+    #[arg(long, default_value = "pod", value_parser = ["pod", "host"])]
+    pub network: String,
     /// CPU of each workload. Under gVisor the sandbox's own kernel runs inside this quota,
     /// so a tiny quota makes the start itself slow.
+    #[arg(long, default_value_t = 250)]
     pub cpu_millicores: u64,
 }
 
@@ -41,7 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     file.cri.socket = args.socket.clone();
     file.cri.log_dir = dir.path().join("logs");
     file.cri.probe_image = args.image.clone();
-    if args.host_network {
+    if args.network == "host" {
         file.cri.network = bulkhead::node::config::Network::Host;
     }
     println!("network: {:?}", file.cri.network);

@@ -20,20 +20,34 @@ use bulkhead_schemas::{Resources, subjects};
 use futures::StreamExt;
 
 use crate::bench::{Bench, Control};
-use crate::pct;
+use crate::results::pct;
 
+/// Die → replacement running, and node lost → its replicas running elsewhere.
+#[derive(clap::Args)]
 pub struct Args {
+    #[arg(long, default_value_t = 1000)]
     pub nodes: usize,
+    #[arg(long, default_value_t = 2000)]
     pub workloads: usize,
+    #[arg(long, default_value_t = 300)]
     pub kills: usize,
+    /// Replicas on the node that is lost.
+    #[arg(long, default_value_t = 1000)]
     pub lost_workloads: usize,
-    /// Nodes that take over the lost node's replicas.
+    /// Nodes that take the lost node's replicas over.
+    #[arg(long, default_value_t = 100)]
     pub lost_nodes: usize,
+    #[arg(long, default_value_t = 3000)]
     pub lost_timeout_ms: u64,
-    /// Real containerd (from scripts/cri-env.sh); skipped when absent.
+    /// Real containerd (from scripts/cri-env.sh); its part is skipped when absent.
+    #[arg(long, env = "BULKHEAD_TEST_CRI_SOCKET")]
     pub cri_socket: Option<PathBuf>,
+    #[arg(long, env = "BULKHEAD_TEST_IMAGE")]
     pub cri_image: Option<String>,
+    #[arg(long, default_value_t = 30)]
     pub cri_kills: usize,
+    /// Only the real containerd part (events, then polling).
+    #[arg(long)]
     pub cri_only: bool,
 }
 

@@ -53,10 +53,23 @@ impl Way {
     }
 }
 
+/// What delivering each node its own ops costs nats-server, for each way considered:
+/// a push or a pull consumer per node, a republishing stream, core NATS.
+#[derive(clap::Args)]
 pub struct Args {
+    #[arg(long, default_value_t = 1000)]
     pub nodes: usize,
+    #[arg(long, default_value_t = 20)]
     pub rounds: usize,
+    /// Bytes per message (a start op with its spec and signature is about 1 KiB).
+    #[arg(long, default_value_t = 1024)]
     pub payload: usize,
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "push,pull,republish,core"
+    )]
     pub ways: Vec<Way>,
 }
 

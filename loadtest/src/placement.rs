@@ -19,9 +19,19 @@ const NEED: Resources = Resources {
     slots: 1,
 };
 
-pub fn run(nodes: &[usize], replicas: usize) -> anyhow::Result<()> {
+/// Microseconds a placement takes on one core, through the placement index and by a
+/// scan of every node, for clusters of these sizes.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 5000])]
+    pub nodes: Vec<usize>,
+    #[arg(long, default_value_t = 20_000)]
+    pub replicas: usize,
+}
+
+pub fn run(Args { nodes, replicas }: Args) -> anyhow::Result<()> {
     println!("\n## placement, one core ({replicas} replicas of 64 MiB, 50m each)");
-    for &n in nodes {
+    for n in nodes {
         for strategy in [PlacementStrategy::Binpack, PlacementStrategy::Spread] {
             let (indexed, chosen) = fill(n, replicas, strategy, |c, r, o| c.place(r, o).ok())?;
             let (scanned, same) = fill(n, replicas, strategy, |c, r, o| c.scan(r, o).ok())?;

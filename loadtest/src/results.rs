@@ -4,6 +4,15 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
+
+/// The `p` quantile (0–1) of sorted durations; zero for none.
+pub fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
 
 /// What one `throughput` run measured.
 #[derive(Clone, Debug, Default)]
@@ -120,7 +129,7 @@ impl Figures {
             "| {date} | {commit} | {machine} | {} nodes{}, {} workloads, {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} | {:.0} + {:.0} |\n",
             self.nodes,
             match self.heartbeat_ms {
-                crate::SIM_HEARTBEAT_MS => String::new(),
+                crate::fleet::SIM_HEARTBEAT_MS => String::new(),
                 ms => format!(" (beating every {ms} ms)"),
             },
             self.workloads,
@@ -203,7 +212,7 @@ mod tests {
             nodes: 1000,
             workloads: 100_000,
             sync: "always",
-            heartbeat_ms: crate::SIM_HEARTBEAT_MS,
+            heartbeat_ms: crate::fleet::SIM_HEARTBEAT_MS,
             raw_single: 9000.0,
             raw_batched: 60000.0,
             placements_per_s: 2000.0,

@@ -21,10 +21,16 @@ use bulkhead_schemas::subjects;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+/// Scan CPU cold vs rescan, and N images sharing base layers (needs a loopback
+/// registry: scripts/cri-env.sh starts one).
+#[derive(clap::Args)]
 pub struct Args {
+    #[arg(long, env = "BULKHEAD_TEST_REGISTRY")]
     pub registry: String,
+    #[arg(long, default_value_t = 100)]
     pub images: usize,
     /// MiB of real files in the big base layer.
+    #[arg(long, default_value_t = 40)]
     pub base_mib: u64,
 }
 

@@ -1,0 +1,133 @@
+//! A burst: workloads submitted in atomic batches through NATS and watched until all run,
+//! from the `scheduled` and `started` events as they are stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use bulkhead::bus::{Bus, MAX_BATCH};
+use bulkhead_schemas::subjects;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::procfs;
+
+/// When each workload was seen `scheduled` and `started`.
+pub type Observed = (HashMap<String, Instant>, HashMap<String, Instant>);
+
+pub fn spec(id: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"id": id, "image": "localhost/app:1", "memory_mb": 64, "cpu_millicores": 50}))
+        .expect("json")
+}
+
+/// Records when each workload is seen `scheduled` and `started`, as they are stored.
+pub async fn observe(bus: &Bus) -> anyhow::Result<Arc<std::sync::Mutex<Observed>>> {
+    let seen: Arc<std::sync::Mutex<Observed>> = Default::default();
+    let mut sub = bus.client.subscribe("bulkhead.evt.*.wl.*.*").await?;
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            let now = Instant::now();
+            let Some(id) = subjects::workload_of(&m.subject)
+                .map(|k| k.rsplit('/').next().unwrap_or_default().to_owned())
+            else {
+                continue;
+            };
+            let mut g = s.lock().expect("lock");
+            if m.subject.ends_with(".scheduled") {
+                g.0.insert(id.to_owned(), now);
+            } else if m.subject.ends_with(".started") {
+                g.1.insert(id.to_owned(), now);
+            }
+        }
+    });
+    Ok(seen)
+}
+
+/// What a burst of submissions came to.
+pub struct Burst {
+    pub placements_per_s: f64,
+    /// Seconds from the first submission to the last `started`.
+    pub running_s: f64,
+    /// CPU per workload from the first submission until all run, in µs: this process
+    /// (every service and sim node) and the nats-server.
+    pub cpu_us: (f64, f64),
+}
+
+/// Submits `workloads` specs in atomic batches and waits (up to `timeout`) until all run.
+pub async fn burst(
+    server: u32,
+    tenant: &Bus,
+    seen: &std::sync::Mutex<Observed>,
+    workloads: usize,
+    timeout: Duration,
+) -> anyhow::Result<Burst> {
+    let server = server.to_string();
+    let cpu0 = (procfs::cpu_secs("self"), procfs::cpu_secs(&server));
+    let t0 = Instant::now();
+    let mut next_report = Instant::now() + Duration::from_secs(30);
+    for chunk in (0..workloads).collect::<Vec<_>>().chunks(MAX_BATCH) {
+        let msgs: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                let id = format!("burst-{i}");
+                (
+                    subjects::cmd(subjects::DEFAULT_TENANT, "submit"),
+                    HeaderMap::new(),
+                    Bytes::from(spec(&id)),
+                )
+            })
+            .collect();
+        tenant
+            .publish_atomic(&msgs)
+            .await
+            .map_err(|e| anyhow::anyhow!("submit: {e}"))?;
+    }
+    let ingest = t0.elapsed();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let started = seen.lock().expect("lock").1.len();
+        if started >= workloads || Instant::now() > deadline {
+            break;
+        }
+        if Instant::now() > next_report {
+            // From now: a submission that took longer than the period prints one line.
+            next_report = Instant::now() + Duration::from_secs(30);
+            println!(
+                "  … {started} running after {:.0} s",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cpu_us = (
+        (procfs::cpu_secs("self") - cpu0.0) * 1e6 / workloads.max(1) as f64,
+        (procfs::cpu_secs(&server) - cpu0.1) * 1e6 / workloads.max(1) as f64,
+    );
+    let g = seen.lock().expect("lock");
+    let first_sched = g.0.values().min().copied().unwrap_or(t0);
+    let last_sched = g.0.values().max().copied().unwrap_or(t0);
+    let last_started = g.1.values().max().copied().unwrap_or(t0);
+    let (n_sched, n_started) = (g.0.len(), g.1.len());
+    let placements_per_s = n_sched as f64
+        / last_sched
+            .duration_since(first_sched)
+            .as_secs_f64()
+            .max(1e-3);
+    let running_s = last_started.duration_since(t0).as_secs_f64();
+    println!(
+        "burst: {workloads} submitted in {:.2} s ({:.0}/s ingest); {n_sched} placed at {placements_per_s:.0} placements/s; {n_started} running after {running_s:.2} s",
+        ingest.as_secs_f64(),
+        workloads as f64 / ingest.as_secs_f64(),
+    );
+    println!(
+        "CPU per workload in the burst: {:.0} µs in bulkhead (every service and sim node), {:.0} µs in nats-server",
+        cpu_us.0, cpu_us.1
+    );
+    Ok(Burst {
+        placements_per_s,
+        running_s,
+        cpu_us,
+    })
+}
