@@ -9,11 +9,13 @@
 //! `ops-delivery`: what each way of delivering nodes their ops costs nats-server.
 //! `failover`: die → replacement running (sim fleet and real containerd), node lost → all
 //! its replicas running elsewhere. `placement`: one placement's CPU, index against scan.
+//! `append-latency`: how long an append waits for its acknowledgement, by the way it is sent.
 //!
 //! The parts the sim scenarios share: `bench` (a cluster set up as `bulkhead up` does),
 //! `fleet` (sim nodes, a failover, a node's restart), `burst` (submissions watched until
 //! all run), `restart` (the services' restart-to-ready), `results` (tables and history).
 
+mod append_latency;
 mod audit;
 mod bench;
 mod burst;
@@ -58,6 +60,7 @@ enum Scenario {
     Failover(failover::Args),
     OpsDelivery(ops_delivery::Args),
     ScanCache(scan_cache::Args),
+    AppendLatency(append_latency::Args),
 }
 
 #[tokio::main]
@@ -79,5 +82,6 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Failover(args) => failover::run(args).await,
         Scenario::OpsDelivery(args) => ops_delivery::run(args).await,
         Scenario::ScanCache(args) => scan_cache::run(args).await,
+        Scenario::AppendLatency(args) => append_latency::run(args).await,
     }
 }
