@@ -21,17 +21,32 @@ pub fn spec(id: &str) -> Vec<u8> {
         .expect("json")
 }
 
+/// Workload events of `kind` (`*`: every kind) as the log stores them: the tenants' feed,
+/// which the log's stream republishes once a message is stored. A subscriber to the
+/// events' own subjects hears each message as it is published, before it is stored (an
+/// atomic batch's before its commit; an abandoned batch's too).
+pub fn stored_events(kind: &str) -> String {
+    // `bulkhead.out.*.wl.>` → `bulkhead.out.*.wl.*.<kind>`
+    let feed = subjects::TENANT_FEED_ALL.trim_end_matches('>');
+    format!("{feed}*.{kind}")
+}
+
+/// The workload id of a stored event's subject (`bulkhead.out.<tenant>.wl.<id>.<kind>`).
+pub fn id_of(subject: &str) -> Option<&str> {
+    let mut tokens = subject.rsplit('.');
+    let (_kind, id) = (tokens.next()?, tokens.next()?);
+    (tokens.next()? == "wl").then_some(id)
+}
+
 /// Records when each workload is seen `scheduled` and `started`, as they are stored.
 pub async fn observe(bus: &Bus) -> anyhow::Result<Arc<std::sync::Mutex<Observed>>> {
     let seen: Arc<std::sync::Mutex<Observed>> = Default::default();
-    let mut sub = bus.client.subscribe("bulkhead.evt.*.wl.*.*").await?;
+    let mut sub = bus.client.subscribe(stored_events("*")).await?;
     let s = seen.clone();
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
             let now = Instant::now();
-            let Some(id) = subjects::workload_of(&m.subject)
-                .map(|k| k.rsplit('/').next().unwrap_or_default().to_owned())
-            else {
+            let Some(id) = id_of(&m.subject) else {
                 continue;
             };
             let mut g = s.lock().expect("lock");
@@ -130,4 +145,20 @@ pub async fn burst(
         running_s,
         cpu_us,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_events_are_heard_on_the_tenants_feed() {
+        assert_eq!(stored_events("started"), "bulkhead.out.*.wl.*.started");
+        assert_eq!(
+            id_of("bulkhead.out.default.wl.burst-7.started"),
+            Some("burst-7")
+        );
+        assert_eq!(id_of("bulkhead.out.default.node.n1.joined"), None);
+        assert_eq!(id_of("started"), None);
+    }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bulkhead::natsd::Sync;
 
 use crate::bench::Bench;
+use crate::burst::{id_of, stored_events};
 use bulkhead::node::config::NodeFile;
 use bulkhead::node::cri::CriRuntime;
 use bulkhead_actors::ports::runtime::ContainerRuntime;
@@ -71,13 +72,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let control = bench.control().await?;
 
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let mut sub = bus.client.subscribe("bulkhead.evt.*.wl.*.started").await?;
+    let mut sub = bus.client.subscribe(stored_events("started")).await?;
     let s = started.clone();
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
-            if let Some(id) = subjects::workload_of(&m.subject)
-                .map(|k| k.rsplit('/').next().unwrap_or_default().to_owned())
-            {
+            if let Some(id) = id_of(&m.subject) {
                 s.lock()
                     .expect("lock")
                     .insert(id.to_owned(), Instant::now());

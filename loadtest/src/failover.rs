@@ -20,6 +20,7 @@ use bulkhead_schemas::{Resources, subjects};
 use futures::StreamExt;
 
 use crate::bench::{Bench, Control};
+use crate::burst::stored_events;
 use crate::results::pct;
 
 /// Die → replacement running, and node lost → its replicas running elsewhere.
@@ -56,7 +57,7 @@ type Starts = Arc<Mutex<HashMap<String, Vec<(Instant, String, String)>>>>;
 
 async fn watch_starts(bus: &Bus) -> anyhow::Result<Starts> {
     let starts: Starts = Arc::default();
-    let mut sub = bus.client.subscribe("bulkhead.evt.*.wl.*.started").await?;
+    let mut sub = bus.client.subscribe(stored_events("started")).await?;
     let s = starts.clone();
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
@@ -79,7 +80,7 @@ async fn watch_starts(bus: &Bus) -> anyhow::Result<Starts> {
 /// Times each workload's `exited` was stored.
 async fn watch_exits(bus: &Bus) -> anyhow::Result<Arc<Mutex<HashMap<String, Vec<Instant>>>>> {
     let exits: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
-    let mut sub = bus.client.subscribe("bulkhead.evt.*.wl.*.exited").await?;
+    let mut sub = bus.client.subscribe(stored_events("exited")).await?;
     let x = exits.clone();
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
