@@ -8,12 +8,11 @@
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::stream;
 use bulkhead::bus::Bus;
-use bulkhead::natsd::{NatsServer, Security, Sync};
 use bytes::Bytes;
 
 use crate::results::pct;
+use crate::scratch;
 
 /// Acknowledgement latency of an append by the way it is sent, at `sync_interval: always`.
 #[derive(clap::Args)]
@@ -59,23 +58,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.appends, args.rounds, args.payload
     );
     let dir = tempfile::tempdir()?;
-    let server = NatsServer::start(
-        dir.path(),
-        "127.0.0.1",
-        0,
-        Sync::Always,
-        &Security::InsecureNoAuth,
-    )?;
+    let server = scratch::server(dir.path())?;
     let bus = Bus::connect(&server.url, "append-latency").await?;
-    bus.js
-        .create_or_update_stream(stream::Config {
-            name: "APPENDS".into(),
-            subjects: vec!["appends.>".into()],
-            storage: stream::StorageType::File,
-            allow_atomic_publish: true,
-            ..Default::default()
-        })
-        .await?;
+    scratch::stream(&bus, "APPENDS", "appends").await?;
     let payload = Bytes::from(vec![b'x'; args.payload]);
     let mut table: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); WAYS.len()];
     for round in 0..args.rounds {

@@ -31,11 +31,16 @@ pub fn stored_events(kind: &str) -> String {
     format!("{feed}*.{kind}")
 }
 
-/// The workload id of a stored event's subject (`bulkhead.out.<tenant>.wl.<id>.<kind>`).
-pub fn id_of(subject: &str) -> Option<&str> {
-    let mut tokens = subject.rsplit('.');
-    let (_kind, id) = (tokens.next()?, tokens.next()?);
-    (tokens.next()? == "wl").then_some(id)
+/// What the feed's and the events' workload subjects share after their first tokens.
+const WORKLOADS: &str = "*.wl.>";
+
+/// The workload id of a stored event's subject (`bulkhead.out.<tenant>.wl.<id>.<kind>`),
+/// read as the event's own subject is (`subjects::workload_of`).
+pub fn id_of(subject: &str) -> Option<String> {
+    let rest = subject.strip_prefix(subjects::TENANT_FEED_ALL.trim_end_matches(WORKLOADS))?;
+    let events = subjects::EVT_WORKLOADS.trim_end_matches(WORKLOADS);
+    let key = subjects::workload_of(&format!("{events}{rest}"))?;
+    subjects::split_key(&key).map(|(_, id)| id.to_owned())
 }
 
 /// Records when each workload is seen `scheduled` and `started`, as they are stored.
@@ -51,9 +56,9 @@ pub async fn observe(bus: &Bus) -> anyhow::Result<Arc<std::sync::Mutex<Observed>
             };
             let mut g = s.lock().expect("lock");
             if m.subject.ends_with(".scheduled") {
-                g.0.insert(id.to_owned(), now);
+                g.0.insert(id, now);
             } else if m.subject.ends_with(".started") {
-                g.1.insert(id.to_owned(), now);
+                g.1.insert(id, now);
             }
         }
     });
@@ -155,10 +160,11 @@ mod tests {
     fn stored_events_are_heard_on_the_tenants_feed() {
         assert_eq!(stored_events("started"), "bulkhead.out.*.wl.*.started");
         assert_eq!(
-            id_of("bulkhead.out.default.wl.burst-7.started"),
+            id_of("bulkhead.out.default.wl.burst-7.started").as_deref(),
             Some("burst-7")
         );
         assert_eq!(id_of("bulkhead.out.default.node.n1.joined"), None);
+        assert_eq!(id_of("bulkhead.evt.default.wl.burst-7.started"), None);
         assert_eq!(id_of("started"), None);
     }
 }

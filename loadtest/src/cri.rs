@@ -77,9 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
             if let Some(id) = id_of(&m.subject) {
-                s.lock()
-                    .expect("lock")
-                    .insert(id.to_owned(), Instant::now());
+                s.lock().expect("lock").insert(id, Instant::now());
             }
         }
     });

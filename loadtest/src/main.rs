@@ -29,6 +29,7 @@ mod procfs;
 mod restart;
 mod results;
 mod scan_cache;
+mod scratch;
 mod signing;
 mod throughput;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use bulkhead::bus::{Bus, MAX_BATCH};
-use bulkhead::natsd::{self, NatsServer, Security, Sync};
+use bulkhead::natsd;
 use bytes::Bytes;
 
 use crate::procfs;
@@ -92,13 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for way in &args.ways {
         let dir = tempfile::tempdir()?;
-        let server = NatsServer::start(
-            dir.path(),
-            "127.0.0.1",
-            0,
-            Sync::Always,
-            &Security::InsecureNoAuth,
-        )?;
+        let server = crate::scratch::server(dir.path())?;
         let pid: u32 = std::fs::read_to_string(natsd::pid_file(dir.path()))?
             .trim()
             .parse()?;

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::stream;
 use bulkhead::bus::Bus;
 use bulkhead::natsd::Sync;
 use bulkhead_schemas::subjects;
@@ -86,15 +85,7 @@ pub async fn run(
 
 /// Raw append rates on a scratch stream: single async publishes, and atomic batches of 500.
 async fn raw_append_rate(bus: &Bus) -> anyhow::Result<(f64, f64)> {
-    bus.js
-        .create_or_update_stream(stream::Config {
-            name: "RAW".into(),
-            subjects: vec!["raw.>".into()],
-            storage: stream::StorageType::File,
-            allow_atomic_publish: true,
-            ..Default::default()
-        })
-        .await?;
+    crate::scratch::stream(bus, "RAW", "raw").await?;
     let payload = Bytes::from(vec![b'x'; 300]);
     let n = 20_000;
     let t = Instant::now();
