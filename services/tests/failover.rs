@@ -1,7 +1,7 @@
 //! Failover across processes: a real nats-server, the scheduler, the failover and sim
 //! nodes as separate `bulkhead` processes, commands published with nats-py. Restart
-//! policy, crash loops and backoff, a SIGKILLed node, a SIGKILLed failover mid-storm,
-//! scale and drain.
+//! policy, crash loops and backoff, a SIGKILLed node, a node cut off or frozen and back, a
+//! SIGKILLed failover mid-storm, scale and drain.
 
 mod common;
 
@@ -448,6 +448,37 @@ async fn a_node_cut_off_from_nats_hears_it_was_lost_and_removes_replaced_copies(
     .await;
     let _ = n1.kill();
     let _ = n1.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_node_frozen_past_its_limit_is_lost_and_listed_ready_once_it_hears() {
+    // No replica of n1 is lost with it: only the node's own `lost` tells the scheduler to
+    // send it its view, from which it learns of the loss and says it is back.
+    let mut env = env().await;
+    env.spawn("api", &["api"]);
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("failover", &["failover", "--lost-timeout-ms", "1000"]);
+    let n1 = env.spawn("n1", &node_args("n1", "200"));
+    env.wait_ready("n1").await;
+    assert_eq!(env.events("bulkhead.evt.node.n1.joined").await.len(), 1);
+
+    env.signal(n1, "-STOP");
+    wait_until("n1 to be declared lost", LONG, async || {
+        !env.events("bulkhead.evt.node.n1.lost").await.is_empty()
+    })
+    .await;
+    assert_eq!(env.node_status("n1"), "lost");
+    env.signal(n1, "-CONT");
+    wait_until("n1 to say it is back", LONG, async || {
+        env.events("bulkhead.evt.node.n1.joined").await.len() >= 2
+    })
+    .await;
+    env.wait_ready("n1").await;
+    assert!(
+        env.log("n1").contains("this node was declared lost"),
+        "n1 heard of its loss: {}",
+        env.log("n1")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

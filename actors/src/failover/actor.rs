@@ -4,14 +4,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use bulkhead_schemas::event::{Event, EventBody, Lost};
+use bulkhead_schemas::event::{Event, EventBody, Lost, NodeEvent};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{info, info_span, warn};
 
 use crate::clock::Clock;
 use crate::failover::{self, decide};
 use crate::liveness::{Ear, NodeWatch, Silence};
-use crate::ports::log::{Batch, EventLog, LogError, WorkloadAppend};
+use crate::ports::log::{Batch, EventLog, LogError, Stored, WorkloadAppend};
 use crate::projection::{Projection, Workload};
 
 pub enum FailoverMsg {
@@ -86,6 +86,25 @@ impl<L> Default for FailoverActor<L> {
 }
 
 impl<L: EventLog> FailoverState<L> {
+    /// Node events from the log: a node that joins is watched from then, heartbeat or not
+    /// (one that dies before its first beat reaches this failover is still lost).
+    fn members(&mut self, nodes: &[Stored]) {
+        let now = self.clock.now_ms();
+        for s in nodes {
+            self.projection.node_event(&s.event);
+            match s.event.body.node_event() {
+                Some(NodeEvent::Joined(_)) => self.watch.expect(&s.event.subject, now, None),
+                Some(
+                    NodeEvent::Lost(_)
+                    | NodeEvent::Draining(_)
+                    | NodeEvent::Drained(_)
+                    | NodeEvent::Undrained(_),
+                )
+                | None => {}
+            }
+        }
+    }
+
     /// Decides for these workloads and appends the decisions.
     async fn decide(&mut self, ids: impl IntoIterator<Item = String>) {
         let now = self.clock.now_ms();
@@ -245,8 +264,13 @@ impl<L: EventLog> Actor for FailoverActor<L> {
         myself.send_interval(args.tick, move || FailoverMsg::Tick(clock.now_ms()));
         let now = args.clock.now_ms();
         let mut watch = NodeWatch::default();
-        // Nodes the log places work on are watched from now, heartbeat or not.
-        for node in decide::nodes_in_use(&args.projection) {
+        // Nodes the log places work on, and the members it knows (an empty node too: its
+        // loss is what tells it, and the listing, that it was lost), are watched from now,
+        // heartbeat or not.
+        let mut watched: BTreeSet<String> =
+            decide::nodes_in_use(&args.projection).into_iter().collect();
+        watched.extend(args.projection.members().map(str::to_owned));
+        for node in watched {
             watch.expect(&node, now, args.intervals.get(&node).copied());
         }
         let mut st = FailoverState {
@@ -273,6 +297,7 @@ impl<L: EventLog> Actor for FailoverActor<L> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             FailoverMsg::Logged(batch) => {
+                st.members(&batch.nodes);
                 let mut touched = BTreeSet::new();
                 for s in &batch.events {
                     if st.projection.ingest(s).is_some() {

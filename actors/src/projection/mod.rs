@@ -129,6 +129,15 @@ impl Projection {
         self.marks.get(node).copied().unwrap_or_default()
     }
 
+    /// The nodes the log says joined and were not declared lost since: the cluster's
+    /// members whether or not work is placed on them.
+    pub fn members(&self) -> impl Iterator<Item = &str> + '_ {
+        self.marks
+            .iter()
+            .filter(|(_, m)| !m.lost)
+            .map(|(n, _)| n.as_str())
+    }
+
     /// Applies a node event (`bulkhead.evt.node.>`, read apart from the workload events).
     pub fn node_event(&mut self, ev: &Event) {
         let Some(node_event) = ev.body.node_event() else {

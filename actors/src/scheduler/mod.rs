@@ -278,7 +278,8 @@ impl SchedulerCore {
     }
 
     /// An event about a node, from the log: a drain cordons it (through restarts of the
-    /// node) until an undrain, a loss takes it out of placement until it heartbeats again.
+    /// node) until an undrain, a loss takes it out of placement until it heartbeats again
+    /// and sends it its view (it says it is back once it hears).
     pub fn node_event(&mut self, ev: &Event) {
         let node = ev.subject.as_str();
         let Some(node_event) = ev.body.node_event() else {
@@ -298,7 +299,13 @@ impl SchedulerCore {
             NodeEvent::Drained(_) => {
                 self.drained.insert(node.to_owned());
             }
-            NodeEvent::Lost(_) => self.node_gone(node),
+            // Out of placement until it beats again; and it must hear of its loss even if
+            // no replica of it was lost (an empty node): a node learns it was lost only from
+            // a view, and says it is back (`joined`) only then.
+            NodeEvent::Lost(_) => {
+                self.node_gone(node);
+                self.sync_due(node, bulkhead_schemas::SyncReason::Lost);
+            }
             // Back: its heartbeats make it ready; it needs its view of the log.
             NodeEvent::Joined(_) => {
                 self.joined.insert(node.to_owned());

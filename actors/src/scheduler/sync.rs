@@ -1,6 +1,6 @@
 //! The nodes' views of the log: a node reads no log, so the scheduler sends it what the
-//! log says it should hold (a `sync` op) when it joins, when replicas on it are declared
-//! lost, and when a scheduler takes over.
+//! log says it should hold (a `sync` op) when it joins, when it or replicas on it are
+//! declared lost, and when a scheduler takes over.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,16 +1,16 @@
 //! The failover actor over the in-memory log, on a paused clock: exits answered once,
-//! decisions that lost a race taken again, silent nodes declared lost (not a whole cluster
-//! silent at once).
+//! decisions that lost a race taken again, silent nodes declared lost (empty ones too, and
+//! not a whole cluster silent at once).
 
 use std::time::Duration;
 
 use bulkhead_schemas::WorkloadSpec;
-use bulkhead_schemas::event::{Accepted, Event, EventBody, Exited, Scheduled, Started};
+use bulkhead_schemas::event::{Accepted, Event, EventBody, Exited, NodeJoined, Scheduled, Started};
 use ractor::{Actor, ActorRef};
 
 use crate::clock::Clock;
 use crate::failover::actor::{FailoverActor, FailoverArgs, FailoverMsg, FailoverStats};
-use crate::ports::log::Batch;
+use crate::ports::log::{Batch, Stored};
 use crate::ports::mem_log::MemLog;
 use crate::projection::Projection;
 
@@ -23,9 +23,17 @@ struct Shell {
 impl Shell {
     /// A failover started over what `log` holds (as rebuilt at takeover).
     async fn start(log: MemLog) -> Shell {
+        Shell::start_with(log, Vec::new()).await
+    }
+
+    /// The same, with these node events read before it started.
+    async fn start_with(log: MemLog, nodes: Vec<Stored>) -> Shell {
         let clock = Clock::tokio();
         let mut projection = Projection::default();
-        projection.logged(Batch::from(log.stored()));
+        projection.logged(Batch {
+            nodes,
+            ..Batch::from(log.stored())
+        });
         let args = FailoverArgs {
             projection,
             log: log.clone(),
@@ -48,6 +56,15 @@ impl Shell {
 
     fn deliver(&self, events: Vec<crate::ports::log::Stored>) {
         let msg = FailoverMsg::Logged(Batch::from(events));
+        self.actor.send_message(msg).unwrap();
+    }
+
+    /// Node events, delivered as the follower would.
+    fn node_events(&self, nodes: Vec<Stored>) {
+        let msg = FailoverMsg::Logged(Batch {
+            nodes,
+            ..Batch::default()
+        });
         self.actor.send_message(msg).unwrap();
     }
 
@@ -104,6 +121,18 @@ fn running(replicas: u32, node: &str) -> MemLog {
         }));
     }
     log
+}
+
+/// Node `node`'s `joined`, as stored at `seq`.
+fn joined(node: &str, seq: u64) -> Stored {
+    let body = EventBody::Joined(NodeJoined {
+        capacity: Default::default(),
+        runtime_classes: vec![],
+        runtime: "sim".into(),
+    });
+    let event = Event::new(&format!("node/{node}"), node, None, body);
+    let (_, hash) = event.seal();
+    Stored { seq, hash, event }
 }
 
 fn exited(replica: u32, code: i32) -> EventBody {
@@ -250,4 +279,28 @@ async fn a_whole_cluster_silent_at_once_is_held_and_the_one_still_silent_lost_af
     assert_eq!(lost, ["n1"]);
     assert!(s.log.kinds("w").ends_with(&["lost", "replica_requested"]));
     assert_eq!(s.stats().await.held, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_node_is_watched_from_its_join_and_lost_when_it_never_beats() {
+    // n2 joined before this failover started, n3 while it runs; neither has work, and
+    // neither beats once this failover listens: both are silent from then.
+    let s = Shell::start_with(running(1, "n1"), vec![joined("n2", 100)]).await;
+    s.node_events(vec![joined("n3", 101)]);
+    for _ in 0..5 {
+        s.beat("n1");
+        pass(1_000).await;
+    }
+    let mut lost = s.nodes_lost();
+    lost.sort();
+    assert_eq!(lost, ["n2", "n3"]);
+    // Back: n2 beats again, and joins again once it has heard (no second loss).
+    s.beat("n2");
+    s.node_events(vec![joined("n2", 102)]);
+    for _ in 0..5 {
+        s.beat("n1");
+        s.beat("n2");
+        pass(1_000).await;
+    }
+    assert_eq!(s.nodes_lost().len(), 2, "{:?}", s.nodes_lost());
 }

@@ -9,6 +9,7 @@ mod scale;
 mod scan;
 mod snapshot;
 mod stop;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
