@@ -44,6 +44,8 @@ struct Inner {
     interpose: VecDeque<Event>,
     /// Appends that fail as if the log were unreachable.
     fail: usize,
+    /// Appends stored whose outcome is lost (reported as the log unreachable).
+    lose: usize,
     watchers: Vec<mpsc::UnboundedSender<Stored>>,
 }
 
@@ -57,6 +59,7 @@ impl Default for Inner {
             seq: 0,
             interpose: VecDeque::new(),
             fail: 0,
+            lose: 0,
             watchers: Vec::new(),
         }
     }
@@ -223,6 +226,12 @@ impl MemLog {
     pub fn fail_next(&self, n: usize) {
         self.lock().fail = n;
     }
+
+    /// The next `n` appends are stored, and their writer is told the log was unreachable
+    /// (an acknowledgement lost on the way back).
+    pub fn lose_outcome_of_next(&self, n: usize) {
+        self.lock().lose = n;
+    }
 }
 
 impl EventLog for MemLog {
@@ -236,7 +245,12 @@ impl EventLog for MemLog {
                     return Err(LogError::Unavailable(super::cause(Injected)));
                 }
                 inner.interposed(&a.workload);
-                inner.store(a)
+                let stored = inner.store(a);
+                if inner.lose > 0 && stored.is_ok() {
+                    inner.lose -= 1;
+                    return Err(LogError::Unavailable(super::cause(Injected)));
+                }
+                stored
             })
             .collect()
     }

@@ -246,6 +246,15 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                 for plan in st.core.logged(batch) {
                     st.execute(plan).await;
                 }
+                let owed = st.core.take_owed();
+                if !owed.is_empty() {
+                    let replicas: usize = owed.values().map(Vec::len).sum();
+                    warn!(
+                        replicas,
+                        "the log holds replicas scheduled by an append whose outcome this scheduler did not get; sending their start ops"
+                    );
+                    st.send_ops(owed, "owed start ops").await;
+                }
                 // Restarts and scale-ups are placed at once, not on the next tick.
                 if st.core.placement_due(st.clock.now_ms()) || st.core.has_replaced() {
                     st.progress(&me).await;
@@ -315,6 +324,7 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                 }
                 // Whatever the previous scheduler sent or not, every node gets its view.
                 st.core.sync_all();
+                st.core.owe_from_now();
                 st.send_syncs().await;
             }
             SchedulerMsg::Due => {

@@ -1,6 +1,6 @@
 //! Committing a round: what was stored becomes node ops and scan jobs, and each command
-//! is acknowledged or retried; after a takeover, the ops that may have been lost are sent
-//! again.
+//! is acknowledged or retried; after a takeover, and when the log brings replicas stored by
+//! an append whose outcome was an error, the ops that may have been lost are sent again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use bulkhead_schemas::{ChainHead, NodeOp};
 use super::plan::{Effect, Settle, chain_head};
 use super::{Commit, Disposition, Plan, SchedulerCore};
 use crate::ports::log::{LogError, Outcome, Stored};
+use crate::projection::Workload;
 
 /// What became of one append of the plan.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -26,26 +27,56 @@ impl SchedulerCore {
     pub fn unstarted_ops(&self) -> BTreeMap<Arc<str>, Vec<NodeOp>> {
         let mut ops: BTreeMap<Arc<str>, Vec<NodeOp>> = BTreeMap::new();
         for (id, w) in self.projection.iter() {
-            let Some(spec) = w.run_spec() else {
-                continue;
-            };
-            if w.stop_requested {
-                continue;
-            }
-            let head = chain_head(w);
-            for (i, r) in w.replicas.iter().enumerate() {
-                if let (WorkloadState::Scheduled, Some(node)) = (r.state, &r.node) {
-                    ops.entry(node.clone()).or_default().push(NodeOp::Start {
-                        workload: id.clone(),
-                        replica: i as u32,
-                        spec: self.spec_for(&spec, node),
-                        head: head.clone(),
-                        traceparent: w.traceparent.as_deref().map(str::to_owned),
-                    });
-                }
+            for replica in 0..w.replicas.len() as u32 {
+                self.start_again(id, w, replica, &mut ops);
             }
         }
         ops
+    }
+
+    /// From now on (this scheduler is active), a replica the log brings `scheduled` that
+    /// this scheduler did not store itself is owed its start op ([`SchedulerCore::take_owed`]).
+    pub fn owe_from_now(&mut self) {
+        self.noting_owed = true;
+    }
+
+    /// Start ops owed for replicas stored without them (an append stored though its
+    /// outcome was an error), for those still scheduled, taken once. A node that already
+    /// runs the replica ignores the op.
+    pub fn take_owed(&mut self) -> BTreeMap<Arc<str>, Vec<NodeOp>> {
+        let mut ops: BTreeMap<Arc<str>, Vec<NodeOp>> = BTreeMap::new();
+        for (id, replica) in std::mem::take(&mut self.owed) {
+            if let Some(w) = self.projection.get(&id) {
+                self.start_again(&id, w, replica, &mut ops);
+            }
+        }
+        ops
+    }
+
+    /// A start op for `replica` of workload `id` into `ops`, if the log shows it scheduled
+    /// (not started, not stopping) on a node.
+    fn start_again(
+        &self,
+        id: &str,
+        w: &Workload,
+        replica: u32,
+        ops: &mut BTreeMap<Arc<str>, Vec<NodeOp>>,
+    ) {
+        let (Some(spec), false) = (w.run_spec(), w.stop_requested) else {
+            return;
+        };
+        let Some(r) = w.replicas.get(replica as usize) else {
+            return;
+        };
+        if let (WorkloadState::Scheduled, Some(node)) = (r.state, &r.node) {
+            ops.entry(node.clone()).or_default().push(NodeOp::Start {
+                workload: id.to_owned(),
+                replica,
+                spec: self.spec_for(&spec, node),
+                head: chain_head(w),
+                traceparent: w.traceparent.as_deref().map(str::to_owned),
+            });
+        }
     }
 
     /// Records what was stored and says what follows: node ops, and each command's fate.

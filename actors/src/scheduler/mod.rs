@@ -92,6 +92,13 @@ pub struct SchedulerCore {
     joined: BTreeSet<String>,
     /// Nodes due their view of the log, and why.
     syncs: BTreeMap<Arc<str>, bulkhead_schemas::SyncReason>,
+    /// Replicas the log brought `scheduled` that this scheduler did not store itself (an
+    /// append stored though its outcome was an error: a lost acknowledgement, a later part
+    /// of a split append that failed): their start ops are owed. Noted once active
+    /// ([`SchedulerCore::owe_from_now`]): at a takeover every unstarted replica's op goes
+    /// out anyway.
+    owed: BTreeSet<(String, u32)>,
+    noting_owed: bool,
     /// The scheduler's curve key: re-seals a spec's secrets for the node a start op goes to.
     pub sealer: Option<crate::secrets::Sealer>,
 }
@@ -137,7 +144,12 @@ impl SchedulerCore {
             self.node_event(&s.event);
         }
         for s in &batch.events {
-            self.apply(s);
+            if self.apply(s)
+                && self.noting_owed
+                && let EventBody::Scheduled(sc) = &s.event.body
+            {
+                self.owed.insert((s.event.subject.clone(), sc.replica));
+            }
         }
         self.projection.note_set_aside(batch.set_aside);
         let mut plans = Vec::new();
@@ -153,10 +165,11 @@ impl SchedulerCore {
         plans
     }
 
-    /// Applies a stored event (own append or from the log) and its allocation changes.
-    pub fn apply(&mut self, stored: &Stored) {
+    /// Applies a stored event (own append or from the log) and its allocation changes;
+    /// false when it was not applied (a repeat of what was, or set aside).
+    pub fn apply(&mut self, stored: &Stored) -> bool {
         let Some(changes) = self.projection.ingest(stored) else {
-            return;
+            return false;
         };
         for c in changes {
             match c {
@@ -202,6 +215,7 @@ impl SchedulerCore {
             | EventBody::PolicyApproved(_)
             | EventBody::Checkpoint(_) => {}
         }
+        true
     }
 
     /// Takes the workloads of a snapshot (the log through `last_seq`): the nodes' shares

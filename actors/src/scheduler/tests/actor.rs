@@ -373,3 +373,33 @@ async fn a_stop_whose_first_send_failed_is_sent_again_until_it_is_delivered() {
     pass(1_000).await;
     assert_eq!(s.stops().len(), 1, "not sent again once delivered");
 }
+
+#[tokio::test(start_paused = true)]
+async fn replicas_stored_though_the_append_seemed_to_fail_are_started_once_the_log_brings_them() {
+    let mut s = Shell::start(&["n1"], 1_000).await;
+    s.log.lose_outcome_of_next(1);
+    let d = s.command(CommandKind::Submit, spec("a", 2)).await;
+    assert!(matches!(d[..], [Disposition::Retry(_)]), "{d:?}");
+    assert!(
+        s.starts().is_empty(),
+        "no op for an append that seemed to fail"
+    );
+    assert_eq!(
+        s.log.kinds(&key("a")),
+        ["accepted", "scheduled", "scheduled"]
+    );
+    // The follower brings what the log stored: the replicas are owed their ops.
+    s.deliver(s.log.stored());
+    pass(10).await;
+    let mut starts = s.starts();
+    starts.sort();
+    assert_eq!(
+        starts,
+        [("n1".into(), "a".into(), 0), ("n1".into(), "a".into(), 1)]
+    );
+    // The command again: the workload is in the log, acknowledged, nothing sent twice.
+    let d = s.resend(CommandKind::Submit, 1, spec("a", 2)).await;
+    assert!(matches!(d[..], [Disposition::Ack]), "{d:?}");
+    pass(500).await;
+    assert_eq!(s.starts().len(), 2);
+}

@@ -4,6 +4,7 @@
 mod actor;
 mod admission;
 mod drain;
+mod owed;
 mod restarts;
 mod scale;
 mod scan;
