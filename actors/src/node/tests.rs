@@ -209,3 +209,30 @@ async fn a_fact_the_log_refused_is_logged_at_the_next_heartbeat() {
     pass(1_100).await;
     assert_eq!(s.log.kinds("w"), ["accepted", "scheduled", "started"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fact_stored_whose_outcome_was_lost_is_not_logged_twice_and_the_next_chains_onto_it() {
+    let s = Shell::start().await;
+    let spec = spec(&[(SIM_EXIT_AFTER_MS, "3000"), (SIM_EXIT_CODE, "0")]);
+    let head = s.admit("w", &spec);
+    s.log.lose_outcome_of_next(1);
+    s.ops(vec![start(&spec, &head)]).await;
+    assert_eq!(s.log.kinds("w"), ["accepted", "scheduled", "started"]);
+    // Retried at the next heartbeat, re-chained onto the log's head: its id is stored.
+    pass(1_100).await;
+    assert_eq!(s.log.kinds("w"), ["accepted", "scheduled", "started"]);
+    pass(3_000).await;
+    assert_eq!(
+        s.log.kinds("w"),
+        ["accepted", "scheduled", "started", "exited"]
+    );
+    let stored = s.log.stored();
+    let chain: Vec<_> = stored.iter().filter(|st| st.event.subject == "w").collect();
+    for pair in chain.windows(2) {
+        assert_eq!(
+            pair[1].event.prev,
+            Some(hex::encode(pair[0].hash)),
+            "chained"
+        );
+    }
+}

@@ -219,7 +219,9 @@ pub enum LogError {
     Refused(String),
 }
 
-/// What became of one append: its events as stored, or why not.
+/// What became of one append: its events as stored, or why not. Empty when an earlier
+/// attempt of the same events had stored them (its outcome lost): stored, but where is not
+/// known; readers of the log bring them.
 pub type Outcome = Result<Vec<Stored>, LogError>;
 
 /// Appends workload events durably, each append atomically and only after its head.

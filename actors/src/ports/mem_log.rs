@@ -94,6 +94,15 @@ impl Inner {
             }
             append.head = self.head(&append.workload);
         }
+        // As the server's duplicate window: events whose ids are stored are not stored
+        // again, and the writer learns only that (`Outcome`).
+        if append
+            .events
+            .iter()
+            .any(|e| self.stored.iter().any(|s| s.event.id == e.id))
+        {
+            return Ok(Vec::new());
+        }
         let sealed = append.seal(signer.public_key());
         let hashes: Vec<_> = sealed.iter().map(|s| s.hash).collect();
         let proofs = sign_batch(signer, &hashes);

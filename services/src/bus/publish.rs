@@ -22,6 +22,9 @@ pub const MAX_BATCH: usize = 1000;
 pub const ATOMIC_FROM: usize = 16;
 /// JetStream's error code for a failed `Nats-Expected-Last-Subject-Sequence`.
 const WRONG_LAST_SEQUENCE: u64 = 10071;
+/// JetStream's error code for an atomic batch holding a `Nats-Msg-Id` the stream has seen
+/// (within its duplicate window): the batch is refused as a whole.
+const BATCH_DUPLICATE: u64 = 10201;
 
 /// Why a publish was not stored.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -32,6 +35,12 @@ pub enum PublishFailure {
     /// The server refused it (an API error, no stream for the subject, a bad batch).
     #[error("refused: {0}")]
     Refused(String),
+    /// A message with its `Nats-Msg-Id` is in the stream already (an earlier attempt whose
+    /// acknowledgement was lost), so this one was not stored: what is stored may differ
+    /// from what was sent (another `prev` after a re-chain). Said only of an atomic publish
+    /// (`Bus::publish_atomic`); `Bus::publish_stored` takes a duplicate for stored.
+    #[error("stored already (a message with its id is in the stream)")]
+    AlreadyStored,
     /// No answer: not connected, or timed out.
     #[error("no answer: {0}")]
     Unreachable(#[source] Cause),
@@ -41,6 +50,8 @@ impl From<PublishFailure> for LogError {
     fn from(f: PublishFailure) -> Self {
         match f {
             PublishFailure::WrongLastSequence(_) => LogError::Conflict,
+            // Not as it was sent: the head it would make is not known here.
+            PublishFailure::AlreadyStored => LogError::Conflict,
             PublishFailure::Refused(why) => LogError::Refused(why),
             PublishFailure::Unreachable(c) => LogError::Unavailable(c),
         }
@@ -53,6 +64,7 @@ impl From<PublishFailure> for SinkError {
             PublishFailure::WrongLastSequence(why) | PublishFailure::Refused(why) => {
                 SinkError::Refused(why)
             }
+            PublishFailure::AlreadyStored => SinkError::Refused(f.to_string()),
             PublishFailure::Unreachable(c) => SinkError::Unavailable(c),
         }
     }
@@ -107,6 +119,8 @@ struct PubAck {
     #[serde(default)]
     seq: u64,
     #[serde(default)]
+    duplicate: bool,
+    #[serde(default)]
     count: Option<u64>,
     #[serde(default)]
     error: Option<ApiErr>,
@@ -132,6 +146,7 @@ fn parse_ack(payload: &[u8]) -> Result<(u64, u64), PublishFailure> {
         Some(e) if e.err_code == WRONG_LAST_SEQUENCE => {
             Err(PublishFailure::WrongLastSequence(e.description))
         }
+        Some(e) if e.err_code == BATCH_DUPLICATE => Err(PublishFailure::AlreadyStored),
         Some(e) if TRANSIENT_CODES.contains(&e.err_code) => {
             Err(PublishFailure::Unreachable(cause(Unavailable {
                 code: e.err_code,
@@ -139,6 +154,7 @@ fn parse_ack(payload: &[u8]) -> Result<(u64, u64), PublishFailure> {
             })))
         }
         Some(e) => Err(PublishFailure::Refused(e.description)),
+        None if ack.duplicate => Err(PublishFailure::AlreadyStored),
         None => Ok((ack.seq, ack.count.unwrap_or(1))),
     }
 }
