@@ -62,13 +62,17 @@ impl SchedulerCore {
         replica: u32,
         ops: &mut BTreeMap<Arc<str>, Vec<NodeOp>>,
     ) {
-        let (Some(spec), false) = (w.run_spec(), w.stop_requested) else {
+        if w.stop_requested {
             return;
-        };
+        }
         let Some(r) = w.replicas.get(replica as usize) else {
             return;
         };
-        if let (WorkloadState::Scheduled, Some(node)) = (r.state, &r.node) {
+        let (WorkloadState::Scheduled, Some(node)) = (r.state, &r.node) else {
+            return;
+        };
+        // Copied only for a replica that needs the op.
+        if let Some(spec) = w.run_spec() {
             ops.entry(node.clone()).or_default().push(NodeOp::Start {
                 workload: id.to_owned(),
                 replica,
