@@ -65,16 +65,7 @@ fn a_drain_outlives_a_restart_of_the_node_and_only_an_undrain_lifts_it() {
     assert!(c.ops.is_empty());
     assert!(w.core.drained.contains("a"), "empty: drained at once");
     // The node restarts: joined, heartbeats.
-    let joined = Event::new(
-        "node/a",
-        "a",
-        None,
-        EventBody::Joined(bulkhead_schemas::event::NodeJoined {
-            capacity: hb("a", 1000).capacity,
-            runtime_classes: vec![],
-            runtime: "sim".into(),
-        }),
-    );
+    let joined = joined("a");
     w.core.node_event(&joined);
     beat_in(&mut w.core, &hb("a", 1000), 0);
     let c = w.cmd(CommandKind::Submit, spec("v", 2));

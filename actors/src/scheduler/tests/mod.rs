@@ -179,8 +179,12 @@ impl World {
 }
 
 fn starts(c: &Commit) -> Vec<(String, u32)> {
-    c.ops
-        .iter()
+    starts_in(&c.ops)
+}
+
+/// The start ops among `ops`: (node, replica).
+fn starts_in(ops: &BTreeMap<Arc<str>, Vec<NodeOp>>) -> Vec<(String, u32)> {
+    ops.iter()
         .flat_map(|(n, ops)| {
             ops.iter().filter_map(move |op| match op {
                 NodeOp::Start { replica, .. } => Some((n.to_string(), *replica)),
@@ -188,6 +192,16 @@ fn starts(c: &Commit) -> Vec<(String, u32)> {
             })
         })
         .collect()
+}
+
+/// Node `node`'s `joined` (a start of the node), as the log delivers it.
+fn joined(node: &str) -> Event {
+    let body = EventBody::Joined(bulkhead_schemas::event::NodeJoined {
+        capacity: hb(node, 1000).capacity,
+        runtime_classes: vec![],
+        runtime: "sim".into(),
+    });
+    Event::new(&format!("node/{node}"), node, None, body)
 }
 
 fn stops(ops: &BTreeMap<Arc<str>, Vec<NodeOp>>) -> Vec<(String, u32)> {

@@ -19,15 +19,7 @@ fn stored_but_told(
 }
 
 fn owed_starts(w: &mut World) -> Vec<(String, u32)> {
-    let owed = w.core.take_owed();
-    owed.iter()
-        .flat_map(|(n, ops)| {
-            ops.iter().filter_map(move |op| match op {
-                NodeOp::Start { replica, .. } => Some((n.to_string(), *replica)),
-                _ => None,
-            })
-        })
-        .collect()
+    starts_in(&w.core.take_owed())
 }
 
 #[test]

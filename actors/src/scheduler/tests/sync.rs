@@ -45,16 +45,7 @@ fn an_empty_node_declared_lost_is_told_so_and_leaves_placement_until_it_beats() 
 #[test]
 fn a_loss_outranks_a_join_in_the_one_view_a_node_is_sent() {
     let mut w = World::new(&["a"]);
-    let joined = Event::new(
-        "node/a",
-        "a",
-        None,
-        EventBody::Joined(bulkhead_schemas::event::NodeJoined {
-            capacity: hb("a", 1000).capacity,
-            runtime_classes: vec![],
-            runtime: "sim".into(),
-        }),
-    );
+    let joined = joined("a");
     w.core.node_event(&joined);
     w.core.node_event(&node_lost("a"));
     w.core.node_event(&joined);
