@@ -28,6 +28,10 @@ pub struct Figures {
     /// The limits, measured first: raw appends one by one and in atomic batches of 500.
     pub raw_single: f64,
     pub raw_batched: f64,
+    /// Round trips one at a time, ms (medians): a durable append, an atomic batch of two.
+    pub append_ms: (f64, f64),
+    /// The steady phase's disk: flushes a workload, busy % (None where not counted).
+    pub steady_disk: Option<(f64, f64)>,
     pub placements_per_s: f64,
     pub burst_running_s: f64,
     /// CPU per workload in the burst, µs: bulkhead (this process) and nats-server.
@@ -85,7 +89,7 @@ impl Figures {
             (
                 format!("submit → running at {}/s", self.steady_rate),
                 format!("p50 {:.1} ms, p99 {:.1} ms", self.p50_ms, self.p99_ms),
-                String::new(),
+                self.steady_limit(),
                 "p99 < 50 ms".to_owned(),
             ),
             (
@@ -123,10 +127,27 @@ impl Figures {
         out
     }
 
+    /// What bounds the steady phase: its path's durable round trips on the idle server (the
+    /// command, the node's fact and the ops one by one, the scheduler's atomic batch), and
+    /// what the disk did meanwhile.
+    fn steady_limit(&self) -> String {
+        let (one, two) = self.append_ms;
+        let floor = format!(
+            "floor {:.1} ms (3 durable appends of {one:.2} ms and an atomic batch of {two:.2} ms, in turn)",
+            3.0 * one + two
+        );
+        match self.steady_disk {
+            Some((flushes, busy)) => {
+                format!("{floor}; {flushes:.2} disk flushes a workload, the disk busy {busy:.0} %")
+            }
+            None => floor,
+        }
+    }
+
     /// One row of the history: date, commit, machine, then the figures.
     pub fn history_row(&self, date: &str, commit: &str, machine: &str) -> String {
         format!(
-            "| {date} | {commit} | {machine} | {} nodes{}, {} workloads, {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} | {:.0} + {:.0} |\n",
+            "| {date} | {commit} | {machine} | {} nodes{}, {} workloads, {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} | {:.0} + {:.0} | {} |\n",
             self.nodes,
             match self.heartbeat_ms {
                 crate::fleet::SIM_HEARTBEAT_MS => String::new(),
@@ -144,7 +165,8 @@ impl Figures {
             self.api_restart_s,
             self.node_restart_s,
             self.cpu_us.0,
-            self.cpu_us.1
+            self.cpu_us.1,
+            self.steady_limit()
         )
     }
 }
@@ -153,8 +175,8 @@ const HEADER: &str = "# Load test results\n\n\
 `bulkhead-loadtest throughput … --record loadtest/RESULTS.md` appends a row per run. The machine is\n\
 noisy: compare a figure with the raw append limit of the same row, and judge by the median of\n\
 several runs.\n\n\
-| date | commit | machine | run | raw batched appends/s | placements/s | submit→running p50 / p99 ms | restart s | KiB/workload | failover / API restart s | node restart s | CPU µs per placement (bulkhead + server) |\n\
-|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+| date | commit | machine | run | raw batched appends/s | placements/s | submit→running p50 / p99 ms | restart s | KiB/workload | failover / API restart s | node restart s | CPU µs per placement (bulkhead + server) | steady phase beside |\n\
+|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// Appends `row` to the history at `path`, writing its header first if the file is new.
 pub fn record(path: &Path, row: &str) -> std::io::Result<()> {
@@ -227,9 +249,15 @@ mod tests {
             kib_per_workload: 0.5,
             cores: 2,
             cpu_us: (300.0, 100.0),
+            append_ms: (0.5, 3.0),
+            steady_disk: Some((2.94, 42.0)),
             ..Figures::default()
         };
         let t = f.table();
+        assert!(
+            t.contains("| p50 30.0 ms, p99 150.0 ms | floor 4.5 ms (3 durable appends of 0.50 ms and an atomic batch of 3.00 ms, in turn); 2.94 disk flushes a workload, the disk busy 42 % |"),
+            "{t}"
+        );
         assert!(t.contains("| 2000/s | 10 % of the limit (20000/s"), "{t}");
         assert!(t.contains("p99 150.0 ms"), "{t}");
         assert!(
@@ -244,8 +272,18 @@ mod tests {
         );
         assert!(
             f.history_row("d", "c", "m")
-                .ends_with("| 0.50 | 0.90 / 1.10 | 0.40 | 300 + 100 |\n"),
-            "the restarts close the row"
+                .ends_with("| 0.50 | 0.90 / 1.10 | 0.40 | 300 + 100 | floor 4.5 ms (3 durable appends of 0.50 ms and an atomic batch of 3.00 ms, in turn); 2.94 disk flushes a workload, the disk busy 42 % |\n"),
+            "the steady phase's limits close the row"
+        );
+        let uncounted = Figures {
+            steady_disk: None,
+            ..f.clone()
+        };
+        assert!(
+            uncounted
+                .history_row("d", "c", "m")
+                .ends_with("| 300 + 100 | floor 4.5 ms (3 durable appends of 0.50 ms and an atomic batch of 3.00 ms, in turn) |\n"),
+            "a disk not counted is not made up"
         );
         assert!(
             f.history_row("d", "c", "m")

@@ -83,8 +83,17 @@ pub async fn run(
     Ok(())
 }
 
-/// Raw append rates on a scratch stream: single async publishes, and atomic batches of 500.
-async fn raw_append_rate(bus: &Bus) -> anyhow::Result<(f64, f64)> {
+/// The log's limits, measured on a scratch stream before anything runs: rates (single
+/// async publishes, atomic batches of 500) and round trips one at a time (a durable
+/// append, an atomic batch of two: what a workload's path to running waits for).
+struct Limits {
+    single: f64,
+    batched: f64,
+    one_ms: f64,
+    batch_of_two_ms: f64,
+}
+
+async fn limits(bus: &Bus) -> anyhow::Result<Limits> {
     crate::scratch::stream(bus, "RAW", "raw").await?;
     let payload = Bytes::from(vec![b'x'; 300]);
     let n = 20_000;
@@ -113,7 +122,36 @@ async fn raw_append_rate(bus: &Bus) -> anyhow::Result<(f64, f64)> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let batched = n as f64 / t.elapsed().as_secs_f64();
-    Ok((single, batched))
+    let mut one = Vec::with_capacity(200);
+    for i in 0..200 {
+        let t = Instant::now();
+        bus.js
+            .publish(format!("raw.o.{i}"), payload.clone())
+            .await?
+            .await?;
+        one.push(t.elapsed());
+    }
+    let mut two = Vec::with_capacity(100);
+    for b in 0..100 {
+        let msgs: Vec<_> = (0..2)
+            .map(|i| (format!("raw.t.{b}.{i}"), HeaderMap::new(), payload.clone()))
+            .collect();
+        let t = Instant::now();
+        bus.publish_atomic(&msgs)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        two.push(t.elapsed());
+    }
+    let median_ms = |mut v: Vec<Duration>| {
+        v.sort();
+        pct(&v, 0.5).as_secs_f64() * 1e3
+    };
+    Ok(Limits {
+        single,
+        batched,
+        one_ms: median_ms(one),
+        batch_of_two_ms: median_ms(two),
+    })
 }
 
 /// The steady phase second by second: the p50 and max from submission until `what` (seen
@@ -169,9 +207,10 @@ async fn throughput(
     let dir = tempfile::tempdir()?;
     let bench = Bench::start(dir.path(), mode).await?;
     let bus = bench.admin().clone();
-    let (single, batched) = raw_append_rate(&bus).await?;
+    let raw = limits(&bus).await?;
     println!(
-        "raw JetStream appends (300 B): {single:.0}/s one by one (256 in flight), {batched:.0}/s in atomic batches of 500"
+        "raw JetStream appends (300 B): {:.0}/s one by one (256 in flight), {:.0}/s in atomic batches of 500; one at a time: a durable append {:.2} ms, an atomic batch of two {:.2} ms (medians)",
+        raw.single, raw.batched, raw.one_ms, raw.batch_of_two_ms
     );
     let names: Vec<String> = (0..nodes).map(|i| format!("sim-{i}")).collect();
     bench.enroll_nodes(&names).await?;
@@ -202,6 +241,7 @@ async fn throughput(
 
     // Phase 2: a steady rate, one submission at a time, latency submit → running.
     let cpu0 = (procfs::cpu_secs("self"), procfs::cpu_secs(&server));
+    let disk0 = procfs::Disk::holding(dir.path());
     let t0 = Instant::now();
     let n = (rate * latency_secs) as usize;
     let every = Duration::from_secs_f64(1.0 / rate as f64);
@@ -225,6 +265,17 @@ async fn throughput(
         procfs::cpu_secs("self") - cpu0.0,
         procfs::cpu_secs(&server) - cpu0.1,
     );
+    // The disk's flushes (each fsync'd store ends in one) and busy time over the same span.
+    let disk = procfs::Disk::holding(dir.path())
+        .zip(disk0)
+        .map(|(now, before)| now.since(before));
+    if let Some(d) = disk {
+        println!(
+            "disk in the steady phase: {:.2} flushes a workload, busy {:.0} % of the time",
+            d.flushes as f64 / n.max(1) as f64,
+            d.busy_ms as f64 / 10.0 / span
+        );
+    }
     println!(
         "CPU in the steady phase ({span:.1} s): {:.2} + {:.2} cores (bulkhead + nats-server; idle before it: {:.2} + {:.2}), {:.0} + {:.0} µs a workload above idle",
         cpu.0 / span,
@@ -262,8 +313,15 @@ async fn throughput(
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         sync: "",
         heartbeat_ms,
-        raw_single: single,
-        raw_batched: batched,
+        raw_single: raw.single,
+        raw_batched: raw.batched,
+        append_ms: (raw.one_ms, raw.batch_of_two_ms),
+        steady_disk: disk.map(|d| {
+            (
+                d.flushes as f64 / n.max(1) as f64,
+                d.busy_ms as f64 / 10.0 / span,
+            )
+        }),
         placements_per_s: place_rate,
         burst_running_s: b.running_s,
         cpu_us: b.cpu_us,
