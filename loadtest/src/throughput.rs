@@ -122,6 +122,17 @@ async fn limits(bus: &Bus) -> anyhow::Result<Limits> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let batched = n as f64 / t.elapsed().as_secs_f64();
+    let (one_ms, batch_of_two_ms) = round_trips(bus, &payload).await?;
+    Ok(Limits {
+        single,
+        batched,
+        one_ms,
+        batch_of_two_ms,
+    })
+}
+
+/// The median round trips, ms, one at a time: a durable append, an atomic batch of two.
+async fn round_trips(bus: &Bus, payload: &Bytes) -> anyhow::Result<(f64, f64)> {
     let mut one = Vec::with_capacity(200);
     for i in 0..200 {
         let t = Instant::now();
@@ -146,12 +157,7 @@ async fn limits(bus: &Bus) -> anyhow::Result<Limits> {
         v.sort();
         pct(&v, 0.5).as_secs_f64() * 1e3
     };
-    Ok(Limits {
-        single,
-        batched,
-        one_ms: median_ms(one),
-        batch_of_two_ms: median_ms(two),
-    })
+    Ok((median_ms(one), median_ms(two)))
 }
 
 /// The steady phase second by second: the p50 and max from submission until `what` (seen
@@ -265,15 +271,20 @@ async fn throughput(
         procfs::cpu_secs("self") - cpu0.0,
         procfs::cpu_secs(&server) - cpu0.1,
     );
-    // The disk's flushes (each fsync'd store ends in one) and busy time over the same span.
-    let disk = procfs::Disk::holding(dir.path())
+    // The disk's flushes (each fsync'd store ends in one) and busy time over the same span:
+    // flushes a workload, busy %.
+    let steady_disk = procfs::Disk::holding(dir.path())
         .zip(disk0)
-        .map(|(now, before)| now.since(before));
-    if let Some(d) = disk {
+        .map(|(now, before)| now.since(before))
+        .map(|d| {
+            (
+                d.flushes as f64 / n.max(1) as f64,
+                d.busy_ms as f64 / 10.0 / span,
+            )
+        });
+    if let Some((flushes, busy)) = steady_disk {
         println!(
-            "disk in the steady phase: {:.2} flushes a workload, busy {:.0} % of the time",
-            d.flushes as f64 / n.max(1) as f64,
-            d.busy_ms as f64 / 10.0 / span
+            "disk in the steady phase: {flushes:.2} flushes a workload, busy {busy:.0} % of the time"
         );
     }
     println!(
@@ -316,12 +327,7 @@ async fn throughput(
         raw_single: raw.single,
         raw_batched: raw.batched,
         append_ms: (raw.one_ms, raw.batch_of_two_ms),
-        steady_disk: disk.map(|d| {
-            (
-                d.flushes as f64 / n.max(1) as f64,
-                d.busy_ms as f64 / 10.0 / span,
-            )
-        }),
+        steady_disk,
         placements_per_s: place_rate,
         burst_running_s: b.running_s,
         cpu_us: b.cpu_us,
