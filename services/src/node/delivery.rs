@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::{Client, HeaderMap, Subscriber};
 use bulkhead_schemas::subjects;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 /// One delivered ops message.
 pub(super) struct Delivered {
@@ -72,6 +72,19 @@ impl Deliveries {
     pub(super) async fn new(client: &Client, node: &str) -> anyhow::Result<Deliveries> {
         let sub = client.subscribe(subjects::node_deliver(node)).await?;
         Ok(Deliveries { sub })
+    }
+
+    /// The next message and those delivered already behind it, up to `max` in all; None
+    /// when the connection is gone.
+    pub(super) async fn next_together(&mut self, max: usize) -> Option<Vec<Delivered>> {
+        let mut all = vec![self.next().await?];
+        while all.len() < max {
+            match self.next().now_or_never() {
+                Some(Some(m)) => all.push(m),
+                _ => break,
+            }
+        }
+        Some(all)
     }
 
     /// The next message; None when the connection is gone.

@@ -17,6 +17,7 @@ use bulkhead_actors::node::NodeMsg;
 use bulkhead_actors::node::trust::OpsTrust;
 use bulkhead_actors::signing::{CERT_HEADER, SIG_HEADER};
 use bulkhead_schemas::{NodeOp, SyncReason};
+use futures::FutureExt;
 use ractor::ActorRef;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -29,6 +30,13 @@ use crate::tasks::{AbortOnDrop, while_working};
 /// How often a node tells JetStream it still works on an ops message (pulls and slow
 /// starts can outlast the ack wait).
 const OPS_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// Ops messages already delivered that are taken together, at most: a node that bin-packing
+/// fills gets a round's message every few ms, and each one alone waited for the facts of
+/// the one before to be stored.
+const TOGETHER: usize = 16;
+/// Ops run as one call, at most, unless one message alone has more (a call starts its
+/// replicas all at once).
+const OPS_TOGETHER: usize = 1000;
 
 /// What the consumer does besides running ops: say the node is back after a loss.
 pub(super) type OnLost = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
@@ -65,13 +73,68 @@ pub(super) async fn consume(
         xkey: Arc::new(bulkhead_actors::secrets::xkey_of(&bus.identity()?.signer)),
     };
     Ok(AbortOnDrop(tokio::spawn(async move {
-        while let Some(m) = deliveries.next().await {
-            if !run.take(m).await {
+        while let Some(delivered) = deliveries.next_together(TOGETHER).await {
+            if !run.take(delivered).await {
                 return;
             }
         }
         warn!(node = %run.node, "the ops deliveries ended");
     })))
+}
+
+/// What is done with one of the messages taken together (by its index).
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Ops before the node's first view of the log: kept until it comes.
+    Hold(usize),
+    /// Consecutive ops messages: run as one call (their replicas started together, their
+    /// facts in one append).
+    Run(Vec<usize>),
+    /// A view of the log (a `sync` op): run alone, after what came before it.
+    View(usize),
+}
+
+/// The steps for messages taken together, in order, given which carry a view and whether
+/// the node has had its first view.
+fn steps(syncs: &[bool], mut synced: bool) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut together = Vec::new();
+    for (i, &sync) in syncs.iter().enumerate() {
+        if sync {
+            if !together.is_empty() {
+                steps.push(Step::Run(std::mem::take(&mut together)));
+            }
+            steps.push(Step::View(i));
+            synced = true;
+        } else if synced {
+            together.push(i);
+        } else {
+            steps.push(Step::Hold(i));
+        }
+    }
+    if !together.is_empty() {
+        steps.push(Step::Run(together));
+    }
+    steps
+}
+
+/// Consecutive messages, by their ops counts, cut into calls of at most [`OPS_TOGETHER`]
+/// ops (one message alone may have more): how many messages each call takes.
+fn calls(counts: &[usize]) -> Vec<usize> {
+    let mut calls = Vec::new();
+    let (mut messages, mut ops) = (0, 0);
+    for &n in counts {
+        if messages > 0 && ops + n > OPS_TOGETHER {
+            calls.push(messages);
+            (messages, ops) = (0, 0);
+        }
+        messages += 1;
+        ops += n;
+    }
+    if messages > 0 {
+        calls.push(messages);
+    }
+    calls
 }
 
 struct Runner {
@@ -132,9 +195,10 @@ impl Runner {
         ops
     }
 
-    /// Takes one message; false when the actor is gone.
-    async fn take(&mut self, m: Delivered) -> bool {
-        let seq = m.seq;
+    /// The ops of a message if they may run here (signed by an enrolled scheduler for this
+    /// node, within limits, secrets opened); a message that may not is set aside and
+    /// terminated.
+    async fn check(&mut self, m: Delivered) -> Option<(Delivered, Vec<NodeOp>)> {
         let header = |name: &str| {
             m.headers
                 .as_ref()
@@ -150,31 +214,70 @@ impl Runner {
             Err(why) => {
                 let why =
                     format!("not run (only ops the scheduler signed for this node run): {why}");
-                self.set_aside(seq, "untrusted_ops", why);
+                self.set_aside(m.seq, "untrusted_ops", why);
                 m.ack(&self.client, Reply::Term).await;
-                return true;
+                return None;
             }
         };
-        let ops = self.within_limits(ops, seq);
+        let ops = self.within_limits(ops, m.seq);
         let ops = self.open_secrets(ops);
+        Some((m, ops))
+    }
+
+    /// Takes the messages delivered together, in order, as [`steps`] says. False when the
+    /// actor is gone.
+    async fn take(&mut self, delivered: Vec<Delivered>) -> bool {
+        let mut checked = Vec::with_capacity(delivered.len());
+        for m in delivered {
+            if let Some(c) = self.check(m).await {
+                checked.push(c);
+            }
+        }
+        let syncs: Vec<bool> = checked
+            .iter()
+            .map(|(_, ops)| ops.iter().any(|o| matches!(o, NodeOp::Sync { .. })))
+            .collect();
+        let mut checked: Vec<Option<(Delivered, Vec<NodeOp>)>> =
+            checked.into_iter().map(Some).collect();
+        let mut out = |i: usize| checked.get_mut(i).and_then(Option::take);
+        for step in steps(&syncs, self.synced) {
+            let done = match step {
+                Step::Hold(i) => {
+                    if let Some((m, ops)) = out(i) {
+                        self.held.insert(m.seq, (m, ops));
+                    }
+                    true
+                }
+                Step::Run(all) => {
+                    self.run_in_calls(all.into_iter().filter_map(&mut out).collect())
+                        .await
+                }
+                Step::View(i) => match out(i) {
+                    Some((m, ops)) => self.view(m, ops).await,
+                    None => true,
+                },
+            };
+            if !done {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Runs a view of the log (a `sync` op), then, at the first, the ops held until it.
+    async fn view(&mut self, m: Delivered, ops: Vec<NodeOp>) -> bool {
         let lost = ops
             .iter()
             .any(|o| matches!(o, NodeOp::Sync { view } if view.reason == SyncReason::Lost));
-        let is_sync = ops.iter().any(|o| matches!(o, NodeOp::Sync { .. }));
-        if !self.synced && !is_sync {
-            self.held.insert(seq, (m, ops));
-            return true;
-        }
-        if !self.run(&m, ops).await {
+        if !self.run(vec![(m, ops)]).await {
             return false;
         }
-        if is_sync && !self.synced {
+        if !self.synced {
             self.synced = true;
             info!(node = %self.node, held = self.held.len(), "the scheduler's view came; running the ops held until then");
-            for (_, (m, ops)) in std::mem::take(&mut self.held) {
-                if !self.run(&m, ops).await {
-                    return false;
-                }
+            let held = std::mem::take(&mut self.held).into_values().collect();
+            if !self.run_in_calls(held).await {
+                return false;
             }
             self.ready.tell.send_replace(true);
             let ms = self.ready.since.elapsed().as_millis() as u64;
@@ -187,27 +290,91 @@ impl Runner {
         true
     }
 
-    /// Runs one message's ops through the actor and acknowledges it (telling JetStream it
-    /// is still at work meanwhile: pulls and slow starts can outlast the ack wait); false
-    /// when the actor is gone.
-    async fn run(&self, m: &Delivered, ops: Vec<NodeOp>) -> bool {
+    /// Runs ops messages (no view among them), in order, in as few calls as [`calls`] says.
+    async fn run_in_calls(&self, messages: Vec<(Delivered, Vec<NodeOp>)>) -> bool {
+        let counts: Vec<usize> = messages.iter().map(|(_, ops)| ops.len()).collect();
+        let mut messages = messages.into_iter();
+        for n in calls(&counts) {
+            if !self.run(messages.by_ref().take(n).collect()).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Runs messages' ops, in order, through the actor in one call and acknowledges each
+    /// (telling JetStream they are still at work meanwhile: pulls and slow starts can
+    /// outlast the ack wait); false when the actor is gone. Ops that partly failed send
+    /// every message of the call again (a node takes a start once per head, a stop of what
+    /// is gone is done).
+    async fn run(&self, messages: Vec<(Delivered, Vec<NodeOp>)>) -> bool {
+        if messages.is_empty() {
+            return true;
+        }
+        let (messages, ops): (Vec<Delivered>, Vec<Vec<NodeOp>>) = messages.into_iter().unzip();
+        let ops: Vec<NodeOp> = ops.into_iter().flatten().collect();
         let call = async { ractor::call!(self.actor, NodeMsg::Ops, ops) };
-        let progress = || m.ack(&self.client, Reply::Progress);
+        let progress = || {
+            futures::future::join_all(
+                messages
+                    .iter()
+                    .map(|m| m.ack(&self.client, Reply::Progress)),
+            )
+            .map(|_| ())
+        };
         let result = while_working(OPS_PROGRESS_EVERY, call, progress).await;
-        let kind = match result {
-            Ok(Ok(())) => Reply::Done,
-            Ok(Err(e)) if redeliver::is_last(m.delivered) => {
-                let why = format!("ops failed after {} deliveries: {e}", m.delivered);
-                self.set_aside(m.seq, "max_deliveries", why);
-                Reply::Term
-            }
-            Ok(Err(e)) => {
-                warn!(node = %self.node, error = %e, "ops partly failed; will retry");
-                Reply::Nak(redeliver::nak_delay(m.delivered))
-            }
+        let failed = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
             Err(_) => return false,
         };
-        m.ack(&self.client, kind).await;
+        for m in &messages {
+            let kind = match &failed {
+                None => Reply::Done,
+                Some(e) if redeliver::is_last(m.delivered) => {
+                    let why = format!("ops failed after {} deliveries: {e}", m.delivered);
+                    self.set_aside(m.seq, "max_deliveries", why);
+                    Reply::Term
+                }
+                Some(e) => {
+                    warn!(node = %self.node, error = %e, "ops partly failed; will retry");
+                    Reply::Nak(redeliver::nak_delay(m.delivered))
+                }
+            };
+            m.ack(&self.client, kind).await;
+        }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_ops_run_together_a_view_alone_and_ops_before_the_first_view_wait() {
+        use Step::*;
+        // Synced: ops messages run together, broken by a view, which runs alone.
+        assert_eq!(
+            steps(&[false, false, true, false], true),
+            vec![Run(vec![0, 1]), View(2), Run(vec![3])]
+        );
+        // Not yet synced: what comes before the first view is held; after it, ops run.
+        assert_eq!(
+            steps(&[false, true, false, false], false),
+            vec![Hold(0), View(1), Run(vec![2, 3])]
+        );
+        assert_eq!(steps(&[false, false], false), vec![Hold(0), Hold(1)]);
+        assert_eq!(steps(&[true, true], true), vec![View(0), View(1)]);
+        assert_eq!(steps(&[], true), Vec::<Step>::new());
+    }
+
+    #[test]
+    fn a_call_holds_a_messages_worth_of_ops_unless_one_message_has_more() {
+        let half = OPS_TOGETHER / 2;
+        assert_eq!(calls(&[half, half, half, 1]), vec![2, 2]);
+        assert_eq!(calls(&[1, OPS_TOGETHER + 1, 1]), vec![1, 1, 1]);
+        assert_eq!(calls(&[1; 16]), vec![16]);
+        assert_eq!(calls(&[]), Vec::<usize>::new());
     }
 }
