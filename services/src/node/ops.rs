@@ -3,9 +3,10 @@
 //! only if the scheduler signed it for this node ([`OpsTrust`]); anything else is set
 //! aside (counted, logged with its sequence, terminated: never redelivered, never run).
 //! Until the first view of the log (`sync`) has come, other messages are held in stream
-//! order (the view says what already ran); then each is handed to the actor and
-//! acknowledged once its ops are done and logged (redelivered when a stop failed, at most
-//! [`redeliver::MAX_DELIVER`] times: then set aside with the failure).
+//! order (the view says what already ran); then they are handed to the actor, those
+//! already delivered together (a view alone), and each is acknowledged once its ops are
+//! done and logged (redelivered when a stop failed, at most [`redeliver::MAX_DELIVER`]
+//! times: then set aside with the failure).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
