@@ -83,34 +83,34 @@ pub(super) async fn consume(
     })))
 }
 
-/// What is done with one of the messages taken together (by its index).
+/// What is done with messages taken together.
 #[derive(Debug, PartialEq, Eq)]
-enum Step {
+enum Step<T> {
     /// Ops before the node's first view of the log: kept until it comes.
-    Hold(usize),
-    /// Consecutive ops messages: run as one call (their replicas started together, their
+    Hold(T),
+    /// Consecutive ops messages: run together (their replicas started together, their
     /// facts in one append).
-    Run(Vec<usize>),
+    Run(Vec<T>),
     /// A view of the log (a `sync` op): run alone, after what came before it.
-    View(usize),
+    View(T),
 }
 
-/// The steps for messages taken together, in order, given which carry a view and whether
-/// the node has had its first view.
-fn steps(syncs: &[bool], mut synced: bool) -> Vec<Step> {
+/// The steps for messages taken together, in order, given which carry a view (`is_view`)
+/// and whether the node has had its first view.
+fn steps<T>(messages: Vec<T>, is_view: impl Fn(&T) -> bool, mut synced: bool) -> Vec<Step<T>> {
     let mut steps = Vec::new();
     let mut together = Vec::new();
-    for (i, &sync) in syncs.iter().enumerate() {
-        if sync {
+    for m in messages {
+        if is_view(&m) {
             if !together.is_empty() {
                 steps.push(Step::Run(std::mem::take(&mut together)));
             }
-            steps.push(Step::View(i));
+            steps.push(Step::View(m));
             synced = true;
         } else if synced {
-            together.push(i);
+            together.push(m);
         } else {
-            steps.push(Step::Hold(i));
+            steps.push(Step::Hold(m));
         }
     }
     if !together.is_empty() {
@@ -234,29 +234,17 @@ impl Runner {
                 checked.push(c);
             }
         }
-        let syncs: Vec<bool> = checked
-            .iter()
-            .map(|(_, ops)| ops.iter().any(|o| matches!(o, NodeOp::Sync { .. })))
-            .collect();
-        let mut checked: Vec<Option<(Delivered, Vec<NodeOp>)>> =
-            checked.into_iter().map(Some).collect();
-        let mut out = |i: usize| checked.get_mut(i).and_then(Option::take);
-        for step in steps(&syncs, self.synced) {
+        let is_view = |(_, ops): &(Delivered, Vec<NodeOp>)| {
+            ops.iter().any(|o| matches!(o, NodeOp::Sync { .. }))
+        };
+        for step in steps(checked, is_view, self.synced) {
             let done = match step {
-                Step::Hold(i) => {
-                    if let Some((m, ops)) = out(i) {
-                        self.held.insert(m.seq, (m, ops));
-                    }
+                Step::Hold((m, ops)) => {
+                    self.held.insert(m.seq, (m, ops));
                     true
                 }
-                Step::Run(all) => {
-                    self.run_in_calls(all.into_iter().filter_map(&mut out).collect())
-                        .await
-                }
-                Step::View(i) => match out(i) {
-                    Some((m, ops)) => self.view(m, ops).await,
-                    None => true,
-                },
+                Step::Run(messages) => self.run_in_calls(messages).await,
+                Step::View((m, ops)) => self.view(m, ops).await,
             };
             if !done {
                 return false;
@@ -355,19 +343,25 @@ mod tests {
     #[test]
     fn consecutive_ops_run_together_a_view_alone_and_ops_before_the_first_view_wait() {
         use Step::*;
+        let steps = |messages: &[&'static str], synced| {
+            steps(messages.to_vec(), |m| m.starts_with("view"), synced)
+        };
         // Synced: ops messages run together, broken by a view, which runs alone.
         assert_eq!(
-            steps(&[false, false, true, false], true),
-            vec![Run(vec![0, 1]), View(2), Run(vec![3])]
+            steps(&["a", "b", "view1", "c"], true),
+            vec![Run(vec!["a", "b"]), View("view1"), Run(vec!["c"])]
         );
         // Not yet synced: what comes before the first view is held; after it, ops run.
         assert_eq!(
-            steps(&[false, true, false, false], false),
-            vec![Hold(0), View(1), Run(vec![2, 3])]
+            steps(&["a", "view1", "b", "c"], false),
+            vec![Hold("a"), View("view1"), Run(vec!["b", "c"])]
         );
-        assert_eq!(steps(&[false, false], false), vec![Hold(0), Hold(1)]);
-        assert_eq!(steps(&[true, true], true), vec![View(0), View(1)]);
-        assert_eq!(steps(&[], true), Vec::<Step>::new());
+        assert_eq!(steps(&["a", "b"], false), vec![Hold("a"), Hold("b")]);
+        assert_eq!(
+            steps(&["view1", "view2"], true),
+            vec![View("view1"), View("view2")]
+        );
+        assert_eq!(steps(&[], true), Vec::new());
     }
 
     #[test]
