@@ -193,6 +193,37 @@ fn by_second(times: &[(String, Instant)], seen: &HashMap<String, Instant>, what:
     out
 }
 
+/// The steady phase's two halves over every workload seen running: submission until its
+/// `scheduled` was stored (the command, the scheduler's round and its append), and from
+/// there until `started` was (the ops, the node, its fact), each as p50 / p99 ms. Where the
+/// tail of submit→running lies.
+fn halves(
+    times: &[(String, Instant)],
+    scheduled: &HashMap<String, Instant>,
+    running: &HashMap<String, Instant>,
+) -> String {
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for (id, t) in times {
+        if let (Some(s), Some(r)) = (scheduled.get(id), running.get(id)) {
+            first.push(s.saturating_duration_since(*t));
+            second.push(r.saturating_duration_since(*s));
+        }
+    }
+    if first.is_empty() {
+        return String::new();
+    }
+    first.sort();
+    second.sort();
+    let ms = |v: &[Duration], p| pct(v, p).as_secs_f64() * 1e3;
+    format!(
+        "  halves (p50 / p99 ms): submit→scheduled {:.1} / {:.1}, scheduled→running {:.1} / {:.1}",
+        ms(&first, 0.5),
+        ms(&first, 0.99),
+        ms(&second, 0.5),
+        ms(&second, 0.99)
+    )
+}
+
 /// Today's date (UTC), `YYYY-MM-DD`.
 fn chrono_date() -> String {
     bulkhead_schemas::now_rfc3339()
@@ -300,6 +331,7 @@ async fn throughput(
         let g = seen.lock().expect("lock");
         println!("{}", by_second(&times, &g.0, "scheduled"));
         println!("{}", by_second(&times, &g.1, "running"));
+        println!("{}", halves(&times, &g.0, &g.1));
         times
             .iter()
             .filter_map(|(id, t)| g.1.get(id).map(|s| s.duration_since(*t)))
@@ -366,5 +398,29 @@ mod tests {
             "  submit→running by second submitted (p50 / max ms): [0] 300 / 300 [1] 40 / 40 [2] none seen"
         );
         assert_eq!(by_second(&[], &seen, "running"), "");
+    }
+
+    #[test]
+    fn the_halves_split_each_workload_at_its_scheduled_event() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let at = |pairs: &[(&str, u64)]| -> HashMap<String, Instant> {
+            pairs
+                .iter()
+                .map(|(id, at)| (id.to_string(), t0 + ms(*at)))
+                .collect()
+        };
+        let times: Vec<(String, Instant)> = [("a", 0), ("b", 10), ("c", 20)]
+            .into_iter()
+            .map(|(id, at)| (id.to_owned(), t0 + ms(at)))
+            .collect();
+        // a: 5 then 20 ms; b: 30 then 10 ms; c was scheduled but never ran (left out).
+        let scheduled = at(&[("a", 5), ("b", 40), ("c", 25)]);
+        let running = at(&[("a", 25), ("b", 50)]);
+        assert_eq!(
+            halves(&times, &scheduled, &running),
+            "  halves (p50 / p99 ms): submit→scheduled 30.0 / 30.0, scheduled→running 20.0 / 20.0"
+        );
+        assert_eq!(halves(&times, &scheduled, &HashMap::new()), "");
     }
 }
