@@ -16,9 +16,20 @@ use crate::procfs;
 /// When each workload was seen `scheduled` and `started`.
 pub type Observed = (HashMap<String, Instant>, HashMap<String, Instant>);
 
+/// A load test's workload (64 MB, 50 millicores), bin-packed.
 pub fn spec(id: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({"id": id, "image": "localhost/app:1", "memory_mb": 64, "cpu_millicores": 50}))
-        .expect("json")
+    serde_json::to_vec(&spec_json(id)).expect("json")
+}
+
+/// The same, placed `spread`: each on the emptiest node that fits.
+pub fn spread_spec(id: &str) -> Vec<u8> {
+    let mut s = spec_json(id);
+    s["placement"] = "spread".into();
+    serde_json::to_vec(&s).expect("json")
+}
+
+fn spec_json(id: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "image": "localhost/app:1", "memory_mb": 64, "cpu_millicores": 50})
 }
 
 /// Workload events of `kind` (`*`: every kind) as the log stores them: the tenants' feed,

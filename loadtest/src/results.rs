@@ -37,6 +37,9 @@ pub struct Figures {
     /// CPU per workload in the burst, µs: bulkhead (this process) and nats-server.
     pub cpu_us: (f64, f64),
     pub steady_rate: u64,
+    /// The steady phase's workloads are placed `spread` (each on the emptiest node), not
+    /// bin-packed as the burst's and the history's are unless they say so.
+    pub steady_spread: bool,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub restart_s: f64,
@@ -87,7 +90,11 @@ impl Figures {
                 "≤ 200 µs (10,000/s on 2 cores)".to_owned(),
             ),
             (
-                format!("submit → running at {}/s", self.steady_rate),
+                format!(
+                    "submit → running at {}/s{}",
+                    self.steady_rate,
+                    self.spread_label()
+                ),
                 format!("p50 {:.1} ms, p99 {:.1} ms", self.p50_ms, self.p99_ms),
                 self.steady_limit(),
                 "p99 < 50 ms".to_owned(),
@@ -145,9 +152,18 @@ impl Figures {
     }
 
     /// One row of the history: date, commit, machine, then the figures.
+    /// What the steady phase's placement adds to its label: nothing when bin-packed.
+    fn spread_label(&self) -> &'static str {
+        if self.steady_spread {
+            ", steady phase spread"
+        } else {
+            ""
+        }
+    }
+
     pub fn history_row(&self, date: &str, commit: &str, machine: &str) -> String {
         format!(
-            "| {date} | {commit} | {machine} | {} nodes{}, {} workloads, {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} | {:.0} + {:.0} | {} |\n",
+            "| {date} | {commit} | {machine} | {} nodes{}, {} workloads, {}{} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} | {:.0} + {:.0} | {} |\n",
             self.nodes,
             match self.heartbeat_ms {
                 crate::fleet::SIM_HEARTBEAT_MS => String::new(),
@@ -155,6 +171,7 @@ impl Figures {
             },
             self.workloads,
             self.sync,
+            self.spread_label(),
             self.raw_batched,
             self.placements_per_s,
             self.p50_ms,
@@ -299,6 +316,23 @@ mod tests {
                 .contains("| 1000 nodes (beating every 1000 ms), 100000 workloads, always |"),
             "another heartbeat is named"
         );
+        let spread = Figures {
+            steady_spread: true,
+            ..f.clone()
+        };
+        assert!(
+            spread
+                .history_row("d", "c", "m")
+                .contains("| 1000 nodes, 100000 workloads, always, steady phase spread |"),
+            "a spread steady phase is named"
+        );
+        assert!(
+            spread
+                .table()
+                .contains("| submit → running at 1000/s, steady phase spread | p50 30.0 ms"),
+            "and its latency row says so"
+        );
+        assert!(t.contains("| submit → running at 1000/s | p50"), "{t}");
         assert!(
             t.contains("| node restart-to-ready | 0.40 s | 1000 replicas running on it | < 1 s |"),
             "{t}"

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::bench::{Bench, SyncMode};
-use crate::burst::{burst, observe, spec};
+use crate::burst::{burst, observe, spec, spread_spec};
 use crate::fleet::{SIM_HEARTBEAT_MS, failover, node_restart, sim_nodes};
 use crate::procfs;
 use crate::restart::restart;
@@ -35,6 +35,10 @@ pub struct Args {
     /// Seconds of the latency phase.
     #[arg(long, default_value_t = 5)]
     pub latency_secs: u64,
+    /// Place the latency phase's workloads `spread` (each on the emptiest node: an ops
+    /// message, a delivery and an ack of a node's consumer each) instead of bin-packed.
+    #[arg(long)]
+    pub steady_spread: bool,
     #[arg(long, value_enum, default_value = "both")]
     pub sync: SyncMode,
     /// The sim nodes' heartbeat interval, ms (a real node's default is 1,000; the
@@ -53,6 +57,7 @@ pub async fn run(
         workloads,
         rate,
         latency_secs,
+        steady_spread,
         sync,
         heartbeat_ms,
         record,
@@ -71,7 +76,12 @@ pub async fn run(
         println!(
             "\n## throughput: {nodes} sim nodes (a heartbeat every {heartbeat_ms} ms), {workloads} workloads, {label}"
         );
-        let mut f = throughput(mode, nodes, workloads, rate, latency_secs, heartbeat_ms).await?;
+        let steady = Steady {
+            rate,
+            secs: latency_secs,
+            spread: steady_spread,
+        };
+        let mut f = throughput(mode, nodes, workloads, steady, heartbeat_ms).await?;
         f.sync = short;
         println!("\n{}", f.table());
         if let Some(path) = &record {
@@ -233,12 +243,22 @@ fn chrono_date() -> String {
         .to_owned()
 }
 
+/// The steady phase: submissions a second, for how long, placed how.
+struct Steady {
+    rate: u64,
+    secs: u64,
+    spread: bool,
+}
+
 async fn throughput(
     mode: Sync,
     nodes: usize,
     workloads: usize,
-    rate: u64,
-    latency_secs: u64,
+    Steady {
+        rate,
+        secs: latency_secs,
+        spread,
+    }: Steady,
     heartbeat_ms: u64,
 ) -> anyhow::Result<results::Figures> {
     let dir = tempfile::tempdir()?;
@@ -292,7 +312,7 @@ async fn throughput(
             .client
             .publish(
                 subjects::cmd(subjects::DEFAULT_TENANT, "submit"),
-                spec(&id).into(),
+                if spread { spread_spec(&id) } else { spec(&id) }.into(),
             )
             .await?;
     }
@@ -339,7 +359,8 @@ async fn throughput(
     };
     lat.sort();
     println!(
-        "steady {rate}/s for {latency_secs} s: {} of {n} running; submit→running p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "steady {rate}/s{} for {latency_secs} s: {} of {n} running; submit→running p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        if spread { " spread" } else { "" },
         lat.len(),
         pct(&lat, 0.5).as_secs_f64() * 1e3,
         pct(&lat, 0.99).as_secs_f64() * 1e3,
@@ -364,6 +385,7 @@ async fn throughput(
         burst_running_s: b.running_s,
         cpu_us: b.cpu_us,
         steady_rate: rate,
+        steady_spread: spread,
         p50_ms: pct(&lat, 0.5).as_secs_f64() * 1e3,
         p99_ms: pct(&lat, 0.99).as_secs_f64() * 1e3,
         restart_s: r.ready_s,
