@@ -178,4 +178,19 @@ mod tests {
         assert_eq!(id_of("bulkhead.evt.default.wl.burst-7.started"), None);
         assert_eq!(id_of("started"), None);
     }
+
+    #[test]
+    fn a_spread_workload_differs_from_the_usual_by_its_placement_only() {
+        use bulkhead_schemas::WorkloadSpec;
+        use bulkhead_schemas::spec::PlacementStrategy;
+        let read = |b: Vec<u8>| serde_json::from_slice::<WorkloadSpec>(&b).expect("a spec");
+        let (usual, spread) = (read(spec("w-1")), read(spread_spec("w-1")));
+        assert_eq!(usual.placement, PlacementStrategy::Binpack);
+        assert_eq!(spread.placement, PlacementStrategy::Spread);
+        let back = WorkloadSpec {
+            placement: PlacementStrategy::Binpack,
+            ..spread
+        };
+        assert_eq!(back, usual);
+    }
 }

@@ -151,7 +151,6 @@ impl Figures {
         }
     }
 
-    /// One row of the history: date, commit, machine, then the figures.
     /// What the steady phase's placement adds to its label: nothing when bin-packed.
     fn spread_label(&self) -> &'static str {
         if self.steady_spread {
@@ -161,6 +160,7 @@ impl Figures {
         }
     }
 
+    /// One row of the history: date, commit, machine, then the figures.
     pub fn history_row(&self, date: &str, commit: &str, machine: &str) -> String {
         format!(
             "| {date} | {commit} | {machine} | {} nodes{}, {} workloads, {}{} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2} | {:.0} + {:.0} | {} |\n",
