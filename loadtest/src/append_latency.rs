@@ -5,13 +5,13 @@
 //! this on the way to running; nats-server stages each atomic batch in a file store of its
 //! own.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_nats::HeaderMap;
 use bulkhead::bus::Bus;
 use bytes::Bytes;
 
-use crate::results::pct;
+use crate::results::pct_ms;
 use crate::scratch;
 
 /// Acknowledgement latency of an append by the way it is sent, at `sync_interval: always`.
@@ -62,7 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let bus = Bus::connect(&server.url, "append-latency").await?;
     scratch::stream(&bus, "APPENDS", "appends").await?;
     let payload = Bytes::from(vec![b'x'; args.payload]);
-    let mut table: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); WAYS.len()];
+    let mut table: Vec<Vec<(f64, f64)>> = vec![Vec::new(); WAYS.len()];
     for round in 0..args.rounds {
         for (w, way) in WAYS.iter().enumerate() {
             let mut times = Vec::with_capacity(args.appends);
@@ -72,20 +72,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 times.push(t.elapsed());
             }
             times.sort();
-            table[w].push((pct(&times, 0.5), pct(&times, 0.99)));
+            table[w].push((pct_ms(&times, 0.5), pct_ms(&times, 0.99)));
         }
     }
     println!("\n| way | p50 / p99 ms, each round |\n|---|---|");
     for (way, rounds) in WAYS.iter().zip(table) {
         let cells: Vec<String> = rounds
             .iter()
-            .map(|(p50, p99)| {
-                format!(
-                    "{:.2} / {:.2}",
-                    p50.as_secs_f64() * 1e3,
-                    p99.as_secs_f64() * 1e3
-                )
-            })
+            .map(|(p50, p99)| format!("{p50:.2} / {p99:.2}"))
             .collect();
         println!("| {} | {} |", way.label(), cells.join(" · "));
     }

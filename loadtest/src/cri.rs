@@ -16,7 +16,7 @@ use bulkhead_actors::ports::runtime::ContainerRuntime;
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
 
-use crate::results::pct;
+use crate::results::pct_ms;
 
 /// Submit → running on a real CRI runtime (start one with scripts/cri-env.sh).
 #[derive(clap::Args)]
@@ -121,8 +121,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!(
             "\n## {class}: submit → running over {} workloads: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
             lat.len(),
-            pct(&lat, 0.5).as_secs_f64() * 1e3,
-            pct(&lat, 0.99).as_secs_f64() * 1e3,
+            pct_ms(&lat, 0.5),
+            pct_ms(&lat, 0.99),
             lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
         );
         println!("| CRI call | calls | p50 ms | p99 ms |\n|---|---|---|---|");
@@ -135,8 +135,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!(
                 "| {call} | {} | {:.1} | {:.1} |",
                 t.len(),
-                pct(&t, 0.5).as_secs_f64() * 1e3,
-                pct(&t, 0.99).as_secs_f64() * 1e3
+                pct_ms(&t, 0.5),
+                pct_ms(&t, 0.99)
             );
         }
         crate::failover::stop_all(&bus, &ids).await?;

@@ -21,7 +21,7 @@ use futures::StreamExt;
 
 use crate::bench::{Bench, Control};
 use crate::burst::stored_events;
-use crate::results::pct;
+use crate::results::pct_ms;
 
 /// Die → replacement running, and node lost → its replicas running elsewhere.
 #[derive(clap::Args)]
@@ -192,8 +192,8 @@ fn report(label: &str, lat: &mut [Duration]) {
     println!(
         "{label}: n {}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         lat.len(),
-        pct(lat, 0.5).as_secs_f64() * 1e3,
-        pct(lat, 0.99).as_secs_f64() * 1e3,
+        pct_ms(lat, 0.5),
+        pct_ms(lat, 0.99),
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
 }

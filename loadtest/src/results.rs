@@ -14,6 +14,11 @@ pub fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// [`pct`] in milliseconds.
+pub fn pct_ms(sorted: &[Duration], p: f64) -> f64 {
+    pct(sorted, p).as_secs_f64() * 1e3
+}
+
 /// What one `throughput` run measured.
 #[derive(Clone, Debug, Default)]
 pub struct Figures {

@@ -18,7 +18,7 @@ use crate::burst::{burst, observe, spec, spread_spec};
 use crate::fleet::{SIM_HEARTBEAT_MS, failover, node_restart, sim_nodes};
 use crate::procfs;
 use crate::restart::restart;
-use crate::results::{self, pct};
+use crate::results::{self, pct_ms};
 
 /// N sim nodes and M workloads submitted through NATS: placements per second, submit→running
 /// latency at a steady rate, restart-to-ready and memory per workload, beside the raw
@@ -165,7 +165,7 @@ async fn round_trips(bus: &Bus, payload: &Bytes) -> anyhow::Result<(f64, f64)> {
     }
     let median_ms = |mut v: Vec<Duration>| {
         v.sort();
-        pct(&v, 0.5).as_secs_f64() * 1e3
+        pct_ms(&v, 0.5)
     };
     Ok((median_ms(one), median_ms(two)))
 }
@@ -196,7 +196,7 @@ fn by_second(times: &[(String, Instant)], seen: &HashMap<String, Instant>, what:
         lat.sort();
         out.push_str(&format!(
             " [{s}] {:.0} / {:.0}",
-            pct(lat, 0.5).as_secs_f64() * 1e3,
+            pct_ms(lat, 0.5),
             lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
         ));
     }
@@ -224,13 +224,12 @@ fn halves(
     }
     first.sort();
     second.sort();
-    let ms = |v: &[Duration], p| pct(v, p).as_secs_f64() * 1e3;
     format!(
         "  halves (p50 / p99 ms): submit→scheduled {:.1} / {:.1}, scheduled→running {:.1} / {:.1}",
-        ms(&first, 0.5),
-        ms(&first, 0.99),
-        ms(&second, 0.5),
-        ms(&second, 0.99)
+        pct_ms(&first, 0.5),
+        pct_ms(&first, 0.99),
+        pct_ms(&second, 0.5),
+        pct_ms(&second, 0.99)
     )
 }
 
@@ -358,12 +357,11 @@ async fn throughput(
             .collect()
     };
     lat.sort();
+    let (p50_ms, p99_ms) = (pct_ms(&lat, 0.5), pct_ms(&lat, 0.99));
     println!(
-        "steady {rate}/s{} for {latency_secs} s: {} of {n} running; submit→running p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "steady {rate}/s{} for {latency_secs} s: {} of {n} running; submit→running p50 {p50_ms:.1} ms, p99 {p99_ms:.1} ms, max {:.1} ms",
         if spread { " spread" } else { "" },
         lat.len(),
-        pct(&lat, 0.5).as_secs_f64() * 1e3,
-        pct(&lat, 0.99).as_secs_f64() * 1e3,
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
     let (node_restart_s, node_replicas) = node_restart(&bench, &mut handles, heartbeat_ms).await?;
@@ -386,8 +384,8 @@ async fn throughput(
         cpu_us: b.cpu_us,
         steady_rate: rate,
         steady_spread: spread,
-        p50_ms: pct(&lat, 0.5).as_secs_f64() * 1e3,
-        p99_ms: pct(&lat, 0.99).as_secs_f64() * 1e3,
+        p50_ms,
+        p99_ms,
         restart_s: r.ready_s,
         failover_restart_s: r.failover_s,
         api_restart_s: r.api_s,
