@@ -317,6 +317,16 @@ impl Runner {
             Ok(Err(e)) => Some(e),
             Err(_) => return false,
         };
+        // One line for the call, not one a message: they share the failure.
+        if let Some(e) = &failed {
+            let retried = messages.iter().filter(|m| !redeliver::is_last(m.delivered));
+            match retried.count() {
+                0 => {}
+                n => {
+                    warn!(node = %self.node, error = %e, messages = n, "ops partly failed; will retry")
+                }
+            }
+        }
         for m in &messages {
             let kind = match &failed {
                 None => Reply::Done,
@@ -325,10 +335,7 @@ impl Runner {
                     self.set_aside(m.seq, "max_deliveries", why);
                     Reply::Term
                 }
-                Some(e) => {
-                    warn!(node = %self.node, error = %e, "ops partly failed; will retry");
-                    Reply::Nak(redeliver::nak_delay(m.delivered))
-                }
+                Some(_) => Reply::Nak(redeliver::nak_delay(m.delivered)),
             };
             m.ack(&self.client, kind).await;
         }
