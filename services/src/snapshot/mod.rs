@@ -109,23 +109,60 @@ const MAX_BODY: u64 = 8 << 30;
 /// (a snapshot's JSON compresses about tenfold); past it the buffer grows as it fills.
 const MAX_HINT_RATIO: u64 = 64;
 
+/// How much JSON the seal gathers before handing it to the compressor.
+const SEAL_BUFFER: usize = 64 << 10;
+
 /// The snapshot as stored: the signed header line, then the body (its JSON, compressed).
+/// The JSON is compressed as it is written, never held whole: held, a million workloads'
+/// (some 400 MB) cost more in fresh pages and in copies as the buffer doubled than in
+/// their writing (page faults 15 % of the process's CPU in a C1M run, the seal 28 %).
 pub fn seal(signer: &Signer, snapshot: &Snapshot) -> Result<Vec<u8>, serde_json::Error> {
-    let json = serde_json::to_vec(snapshot)?;
-    let body = zstd::bulk::compress(&json, LEVEL).map_err(serde_json::Error::io)?;
+    let encoder =
+        zstd::stream::write::Encoder::new(Vec::new(), LEVEL).map_err(serde_json::Error::io)?;
+    let mut json = std::io::BufWriter::with_capacity(SEAL_BUFFER, Counted::new(encoder));
+    serde_json::to_writer(&mut json, snapshot)?;
+    let counted = json
+        .into_inner()
+        .map_err(|e| serde_json::Error::io(e.into_error()))?;
+    let json_len = counted.bytes;
+    let body = counted.inner.finish().map_err(serde_json::Error::io)?;
     let sig = signer.sign(CONTEXT, &hash_bytes(&body));
     let header = Header {
         service: snapshot.service.clone(),
         key: signer.public_key().to_owned(),
         sig: hex::encode(sig),
         encoding: Some(ZSTD.into()),
-        size: Some(json.len() as u64),
+        size: Some(json_len),
         workloads: Some(snapshot.workloads.len() as u64),
     };
     let mut out = serde_json::to_vec(&header)?;
     out.push(b'\n');
     out.extend_from_slice(&body);
     Ok(out)
+}
+
+/// A writer that counts the bytes written through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W> Counted<W> {
+    fn new(inner: W) -> Self {
+        Counted { inner, bytes: 0 }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The header and body of a stored snapshot.
@@ -810,6 +847,30 @@ mod tests {
             let snap = open(&lying, "api", signer.public_key()).unwrap();
             assert_eq!((snap.seq, snap.covers), (7, 5), "{size:?}");
         }
+    }
+
+    #[test]
+    fn a_snapshot_larger_than_the_seal_s_buffer_opens_whole_and_in_order() {
+        use bulkhead_actors::ports::log::Head;
+        use bulkhead_actors::projection::Workload;
+        let signer = Signer::generate();
+        let mut snap = sample();
+        snap.workloads = (0..3_000u64)
+            .map(|i| {
+                let head = Head {
+                    seq: i,
+                    hash: [i as u8; 32],
+                };
+                let w = Workload::rejected(i, head, &format!("reason number {i}"));
+                (format!("t/w{i}"), Arc::new(w))
+            })
+            .collect();
+        let json = serde_json::to_vec(&snap).unwrap();
+        assert!(json.len() > 2 * SEAL_BUFFER, "{} bytes", json.len());
+        let bytes = seal(&signer, &snap).unwrap();
+        assert_eq!(split(&bytes).unwrap().0.size, Some(json.len() as u64));
+        let opened = open(&bytes, "api", signer.public_key()).unwrap();
+        assert_eq!(serde_json::to_vec(&opened).unwrap(), json);
     }
 
     #[test]
