@@ -148,7 +148,10 @@ pub async fn start_with(bus: &Bus, cfg: ApiConfig) -> anyhow::Result<ApiHandle> 
     };
     info!("query API serving on {}.<tenant>.>", subjects::API_PREFIX);
     Ok(ApiHandle {
+        // Dropped in order: the checkpointer before the follower, whose end it would
+        // otherwise report as an error while the API stops.
         _tasks: vec![
+            AbortOnDrop(checkpoints),
             follow_task,
             get_task,
             list_task,
@@ -156,7 +159,6 @@ pub async fn start_with(bus: &Bus, cfg: ApiConfig) -> anyhow::Result<ApiHandle> 
             AbortOnDrop(beat_task),
             heads_task,
             aside_task,
-            AbortOnDrop(checkpoints),
             AbortOnDrop(audit_task),
             AbortOnDrop(sealing_task),
             collecting,
