@@ -113,13 +113,19 @@ const MAX_HINT_RATIO: u64 = 64;
 const SEAL_BUFFER: usize = 64 << 10;
 
 /// The snapshot as stored: the signed header line, then the body (its JSON, compressed).
-/// The JSON is compressed as it is written, never held whole: held, a million workloads'
-/// (some 400 MB) cost more in fresh pages and in copies as the buffer doubled than in
-/// their writing (page faults 15 % of the process's CPU in a C1M run, the seal 28 %).
+/// The JSON is compressed as it is written, never held whole: held (some 500 MB for a
+/// million workloads), its buffer's fresh pages and its copies as it doubled cost about a
+/// fifth of a seal's CPU (C1M runs, `loadtest/RESULTS.md`).
 pub fn seal(signer: &Signer, snapshot: &Snapshot) -> Result<Vec<u8>, serde_json::Error> {
     let encoder =
         zstd::stream::write::Encoder::new(Vec::new(), LEVEL).map_err(serde_json::Error::io)?;
-    let mut json = std::io::BufWriter::with_capacity(SEAL_BUFFER, Counted::new(encoder));
+    let mut json = std::io::BufWriter::with_capacity(
+        SEAL_BUFFER,
+        Counted {
+            inner: encoder,
+            bytes: 0,
+        },
+    );
     serde_json::to_writer(&mut json, snapshot)?;
     let counted = json
         .into_inner()
@@ -145,12 +151,6 @@ pub fn seal(signer: &Signer, snapshot: &Snapshot) -> Result<Vec<u8>, serde_json:
 struct Counted<W> {
     inner: W,
     bytes: u64,
-}
-
-impl<W> Counted<W> {
-    fn new(inner: W) -> Self {
-        Counted { inner, bytes: 0 }
-    }
 }
 
 impl<W: std::io::Write> std::io::Write for Counted<W> {
