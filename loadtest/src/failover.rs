@@ -194,7 +194,7 @@ fn report(label: &str, lat: &mut [Duration]) {
         lat.len(),
         pct_ms(lat, 0.5),
         pct_ms(lat, 0.99),
-        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        pct_ms(lat, 1.0)
     );
 }
 

@@ -197,7 +197,7 @@ fn by_second(times: &[(String, Instant)], seen: &HashMap<String, Instant>, what:
         out.push_str(&format!(
             " [{s}] {:.0} / {:.0}",
             pct_ms(lat, 0.5),
-            lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+            pct_ms(lat, 1.0)
         ));
     }
     out
@@ -362,7 +362,7 @@ async fn throughput(
         "steady {rate}/s{} for {latency_secs} s: {} of {n} running; submit→running p50 {p50_ms:.1} ms, p99 {p99_ms:.1} ms, max {:.1} ms",
         if spread { " spread" } else { "" },
         lat.len(),
-        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        pct_ms(&lat, 1.0)
     );
     let (node_restart_s, node_replicas) = node_restart(&bench, &mut handles, heartbeat_ms).await?;
     drop((control, failover, handles));
