@@ -319,12 +319,12 @@ impl Runner {
         };
         // One line for the call, not one a message: they share the failure.
         if let Some(e) = &failed {
-            let retried = messages.iter().filter(|m| !redeliver::is_last(m.delivered));
-            match retried.count() {
-                0 => {}
-                n => {
-                    warn!(node = %self.node, error = %e, messages = n, "ops partly failed; will retry")
-                }
+            let retried = messages
+                .iter()
+                .filter(|m| !redeliver::is_last(m.delivered))
+                .count();
+            if retried > 0 {
+                warn!(node = %self.node, error = %e, messages = retried, "ops partly failed; will retry");
             }
         }
         for m in &messages {
