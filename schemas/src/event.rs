@@ -413,6 +413,30 @@ pub fn hash_bytes(bytes: &[u8]) -> Hash {
     Sha256::digest(bytes).into()
 }
 
+/// A hash as 64 lowercase hex digits, held on the stack: what `prev` and a snapshot's heads
+/// spell, written without building a `String` per event or per workload (`hex::encode`
+/// collects characters one by one: a snapshot of a million workloads took 1.09–1.10 µs of
+/// CPU a workload to seal with it, 0.96 µs without, `bulkhead-loadtest seal`).
+#[derive(Clone, Copy)]
+pub struct HashHex([u8; 64]);
+
+impl HashHex {
+    pub fn of(h: &Hash) -> HashHex {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (pair, b) in out.chunks_exact_mut(2).zip(h) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        HashHex(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Hex digits only: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 impl Event {
     /// A new event emitted now by `service`, chained after `prev`.
     pub fn new(service: &str, subject: &str, prev: Option<&Hash>, body: EventBody) -> Event {
@@ -455,6 +479,15 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The stack's hex is `hex::encode`'s, digit for digit.
+        #[test]
+        fn a_hash_s_hex_is_the_hex_crate_s(h in proptest::array::uniform32(proptest::num::u8::ANY)) {
+            let hex = HashHex::of(&h);
+            proptest::prop_assert_eq!(hex.as_str(), hex::encode(h));
+        }
+    }
 
     #[test]
     fn adjacent_type_and_body_round_trip() {

@@ -19,15 +19,32 @@ pub struct Head {
 
 /// A hash as 64 hex digits (not an array of 32 numbers) in what is serialized.
 pub mod hex32 {
+    use bulkhead_schemas::event::HashHex;
+
     pub fn serialize<S: serde::Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(h))
+        s.serialize_str(HashHex::of(h).as_str())
     }
 
+    /// Read from the text as given (borrowed from the input when it can be), never copied
+    /// into a `String` first.
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let text = <String as serde::Deserialize>::deserialize(d)?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(&text, &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
+        d.deserialize_str(Digits)
+    }
+
+    struct Digits;
+
+    impl serde::de::Visitor<'_> for Digits {
+        type Value = [u8; 32];
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("64 hex digits")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<[u8; 32], E> {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(text, &mut out).map_err(E::custom)?;
+            Ok(out)
+        }
     }
 }
 
@@ -238,6 +255,28 @@ pub trait EventLog: Clone + Send + Sync + 'static {
 mod tests {
     use super::*;
     use bulkhead_schemas::event::{EventBody, StopRequested, hash_bytes};
+
+    #[test]
+    fn a_head_s_hash_is_64_hex_digits_both_ways_and_nothing_else_reads_as_one() {
+        let head = Head {
+            seq: 7,
+            hash: hash_bytes(b"x"),
+        };
+        let json = serde_json::to_string(&head).unwrap();
+        let hex = hex::encode(head.hash);
+        assert_eq!(json, format!(r#"{{"seq":7,"hash":"{hex}"}}"#));
+        assert_eq!(serde_json::from_str::<Head>(&json).unwrap(), head);
+        // Read from an owned value too (not borrowed from the input).
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::from_value::<Head>(value).unwrap(), head);
+        let upper = json.replace(&hex, &hex.to_uppercase());
+        assert_eq!(serde_json::from_str::<Head>(&upper).unwrap(), head);
+        for bad in [&hex[..62], "zz", "", "1"] {
+            let text = format!(r#"{{"seq":7,"hash":"{bad}"}}"#);
+            assert!(serde_json::from_str::<Head>(&text).is_err(), "{bad:?}");
+        }
+        assert!(serde_json::from_str::<Head>(r#"{"seq":7,"hash":[1,2]}"#).is_err());
+    }
 
     #[test]
     fn seal_chains_events_after_the_head() {

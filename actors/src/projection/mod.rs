@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bulkhead_schemas::api::{DrainMark, NodeMarks};
-use bulkhead_schemas::event::{Event, EventBody, Hash, NodeEvent};
+use bulkhead_schemas::event::{Event, EventBody, Hash, HashHex, NodeEvent};
 use bulkhead_schemas::{Resources, subjects};
 
 use crate::aside::{Aside, SetAside};
@@ -305,15 +305,15 @@ impl Projection {
     fn chained(&self, s: &Stored) -> Result<(), Skip> {
         let expected = match self.workloads.get(&s.event.subject) {
             Some(w) if s.seq <= w.head.seq => return Ok(()),
-            Some(w) => Some(hex::encode(w.head.hash)),
+            Some(w) => Some(HashHex::of(&w.head.hash)),
             None => None,
         };
-        if s.event.prev == expected {
+        if s.event.prev.as_deref() == expected.as_ref().map(HashHex::as_str) {
             Ok(())
         } else {
             Err(Skip::BrokenChain {
                 prev: s.event.prev.clone().unwrap_or_else(|| "none".into()),
-                head: expected.unwrap_or_else(|| "none".into()),
+                head: expected.map_or_else(|| "none".into(), |h| h.as_str().to_owned()),
             })
         }
     }
