@@ -17,7 +17,11 @@ use bulkhead_schemas::{RuntimeClass, subjects};
 use crate::bench::Bench;
 
 /// One workload's three events, sealed as `by` writes them: (subject, payload, hash).
-fn workload(i: usize, scheduler: &Signer, node: &Signer) -> Vec<(String, Vec<u8>, [u8; 32], bool)> {
+pub(crate) fn workload(
+    i: usize,
+    scheduler: &Signer,
+    node: &Signer,
+) -> Vec<(String, Vec<u8>, [u8; 32], bool)> {
     let key = format!("default/w-{i}");
     let spec = serde_json::from_value(serde_json::json!({
         "id": format!("w-{i}"), "image": "localhost/app:1", "memory_mb": 64,

@@ -5,6 +5,7 @@
 //! `cri`: submit → running on a real CRI runtime per runtime class, with per-call times.
 //! `scan-cache`: CPU of cold scans, rescans, and many images sharing base layers.
 //! `signing`: signatures and verifications per second per core, bytes added per event.
+//! `seal`: a snapshot's seal and open, CPU a workload, with no cluster around it.
 //! `audit`: `audit verify` speed on a log of N workloads, the running hash, a sealed secret.
 //! `ops-delivery`: what each way of delivering nodes their ops costs nats-server.
 //! `failover`: die → replacement running (sim fleet and real containerd), node lost → all
@@ -30,6 +31,7 @@ mod restart;
 mod results;
 mod scan_cache;
 mod scratch;
+mod seal;
 mod signing;
 mod throughput;
 
@@ -57,6 +59,7 @@ enum Scenario {
     Signing,
     Placement(placement::Args),
     Audit(audit::Args),
+    Seal(seal::Args),
     Cri(cri::Args),
     Failover(failover::Args),
     OpsDelivery(ops_delivery::Args),
@@ -79,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Signing => signing::run(),
         Scenario::Placement(args) => placement::run(args),
         Scenario::Audit(args) => audit::run(args).await,
+        Scenario::Seal(args) => seal::run(args),
         Scenario::Cri(args) => cri::run(args).await,
         Scenario::Failover(args) => failover::run(args).await,
         Scenario::OpsDelivery(args) => ops_delivery::run(args).await,
