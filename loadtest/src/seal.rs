@@ -19,8 +19,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     pub workloads: usize,
     /// Seals (and opens) timed; each figure is their median.
-    #[arg(long, default_value_t = 5)]
-    pub rounds: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
 }
 
 pub fn run(Args { workloads, rounds }: Args) -> anyhow::Result<()> {
