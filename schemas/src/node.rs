@@ -130,6 +130,11 @@ pub enum NodeOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         traceparent: Option<String>,
     },
+    /// The cluster's heartbeat pace: beat no more often than every `every_ms` (0: as the
+    /// node's own interval says), so that all nodes together stay within the scheduler's
+    /// budget of heartbeats a second. A node never beats less often than its own interval
+    /// says, nor less often than the longest interval a heartbeat may state.
+    Pace { every_ms: u64 },
 }
 
 /// What the log says one node should hold, as the scheduler's projection had it after

@@ -240,6 +240,54 @@ async fn restart_policy_backoff_and_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_past_the_heartbeat_budget_beat_at_the_cluster_s_pace_and_are_not_lost() {
+    // A budget of one heartbeat a second: two nodes beating every 100 ms are told (by a
+    // signed `pace` op) to beat every 2 s, and both watchers follow the interval their
+    // beats now state; held to the old one, a node would be lost within 300 ms.
+    let mut env = env().await;
+    env.spawn("api", &["api"]);
+    env.spawn("scheduler", &["scheduler", "--heartbeats-per-sec", "1"]);
+    env.spawn("failover", &["failover", "--lost-timeout-ms", "1000"]);
+    env.spawn("n1", &node_args("n1", "100"));
+    env.spawn("n2", &node_args("n2", "100"));
+    for n in ["n1", "n2"] {
+        wait_until(&format!("{n} to beat at the pace"), LONG, async || {
+            env.node_interval_ms(n) == Some(2000)
+        })
+        .await;
+    }
+    // Two paces and more: each node beat at least twice at its new interval.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    for n in ["n1", "n2"] {
+        assert!(
+            env.events(&format!("bulkhead.evt.node.{n}.lost"))
+                .await
+                .is_empty(),
+            "{n} was declared lost"
+        );
+        assert_eq!(env.node_status(n), "ready");
+        assert_eq!(env.node_interval_ms(n), Some(2000));
+        assert_eq!(
+            env.log(n)
+                .matches("heartbeat paced by the scheduler")
+                .count(),
+            1,
+            "{n} was told the pace once: {}",
+            env.log(n)
+        );
+    }
+    // A paced node still runs what it is given.
+    env.natspy_pub(SUBMIT, spec(Some("w")).to_string().as_bytes(), None);
+    wait_until("w to run", LONG, async || {
+        env.kinds_by_workload()
+            .await
+            .get("w")
+            .is_some_and(|k| k.contains(&"started"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_node_is_lost_and_its_workloads_run_on_the_other() {
     let mut env = env().await;
     env.spawn("api", &["api"]);

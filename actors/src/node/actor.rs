@@ -7,6 +7,7 @@ use std::time::Duration;
 use bulkhead_schemas::NodeOp;
 use bulkhead_schemas::event::Event;
 use futures::future::join_all;
+use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{debug, info, warn};
 
@@ -41,6 +42,8 @@ pub struct NodeState<R, L, H> {
     pub(super) runtime: Arc<R>,
     log: L,
     sink: H,
+    /// The timer of the heartbeats, at the interval in force.
+    beats: JoinHandle<()>,
 }
 
 pub struct NodeArgs<R, L, H> {
@@ -60,11 +63,10 @@ impl<R: ContainerRuntime, L: EventLog, H: HeartbeatSink> Actor for NodeActor<R, 
         myself: ActorRef<NodeMsg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let every = Duration::from_millis(args.config.heartbeat_ms.max(10));
-        myself.send_interval(every, || NodeMsg::Heartbeat);
-        let _ = myself.send_message(NodeMsg::Heartbeat);
+        let core = NodeCore::new(args.config);
         Ok(NodeState {
-            core: NodeCore::new(args.config),
+            beats: beat_every(&myself, core.interval_ms()),
+            core,
             runtime: args.runtime,
             log: args.log,
             sink: args.sink,
@@ -79,6 +81,11 @@ impl<R: ContainerRuntime, L: EventLog, H: HeartbeatSink> Actor for NodeActor<R, 
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             NodeMsg::Ops(ops, reply) => {
+                for op in &ops {
+                    if let NodeOp::Pace { every_ms } = op {
+                        pace(&myself, st, *every_ms);
+                    }
+                }
                 // A view of the log comes alone in its message: reconcile with it first.
                 let (syncs, ops): (Vec<_>, Vec<_>) = ops
                     .into_iter()
@@ -136,6 +143,25 @@ impl<R: ContainerRuntime, L: EventLog, H: HeartbeatSink> Actor for NodeActor<R, 
             }
         }
         Ok(())
+    }
+}
+
+/// Beats now and then every `interval_ms`; the timer's handle.
+fn beat_every(myself: &ActorRef<NodeMsg>, interval_ms: u64) -> JoinHandle<()> {
+    let _ = myself.send_message(NodeMsg::Heartbeat);
+    myself.send_interval(Duration::from_millis(interval_ms.max(10)), || {
+        NodeMsg::Heartbeat
+    })
+}
+
+/// The scheduler set the cluster's heartbeat pace: when the interval changes, the node
+/// beats at once, stating the new one (the watchers' silence rule follows what a node
+/// states), and then at the new interval.
+fn pace<R, L, H>(myself: &ActorRef<NodeMsg>, st: &mut NodeState<R, L, H>, every_ms: u64) {
+    if let Some(interval) = st.core.pace(every_ms) {
+        info!(interval_ms = interval, "heartbeat paced by the scheduler");
+        st.beats.abort();
+        st.beats = beat_every(myself, interval);
     }
 }
 

@@ -43,6 +43,8 @@ pub struct NodeCore {
     early_exits: VecDeque<ExitNotice>,
     /// Events whose append failed, retried on the next heartbeat.
     pub(super) unlogged: Vec<(String, Event)>,
+    /// The cluster's heartbeat pace as the scheduler last set it (0: none).
+    pace_ms: u64,
 }
 
 impl NodeCore {
@@ -57,6 +59,7 @@ impl NodeCore {
             starting: 0,
             early_exits: VecDeque::new(),
             unlogged: Vec::new(),
+            pace_ms: 0,
         }
     }
 
@@ -261,6 +264,24 @@ impl NodeCore {
         failed
     }
 
+    /// How often this node beats: its own interval, or the cluster's pace when that is
+    /// longer, never past the longest interval a heartbeat may state.
+    pub fn interval_ms(&self) -> u64 {
+        self.config
+            .heartbeat_ms
+            .max(self.pace_ms)
+            .min(*super::limits::HEARTBEAT_MS.end())
+    }
+
+    /// The scheduler set the cluster's pace (0: none); returns the new interval if it
+    /// changed.
+    pub fn pace(&mut self, every_ms: u64) -> Option<u64> {
+        let before = self.interval_ms();
+        self.pace_ms = every_ms;
+        let after = self.interval_ms();
+        (after != before).then_some(after)
+    }
+
     pub fn heartbeat(
         &self,
         runtime: &str,
@@ -279,7 +300,7 @@ impl NodeCore {
             labels: self.config.labels.clone(),
             runtime: runtime.to_owned(),
             running: self.containers.len() as u32,
-            interval_ms: self.config.heartbeat_ms,
+            interval_ms: self.interval_ms(),
             at: bulkhead_schemas::now_rfc3339(),
             isolation,
             instance: self.config.instance.clone(),
@@ -298,6 +319,20 @@ mod tests {
 
     fn core() -> NodeCore {
         NodeCore::new(NodeConfig::example("n"))
+    }
+
+    #[test]
+    fn the_cluster_s_pace_slows_a_node_s_beats_but_never_past_the_longest_interval() {
+        let mut c = core();
+        let stated = |c: &NodeCore| c.heartbeat("sim", Vec::new(), Vec::new()).interval_ms;
+        assert_eq!(stated(&c), 1000);
+        assert_eq!(c.pace(500), None, "its own interval is longer: it holds");
+        assert_eq!(c.pace(4000), Some(4000));
+        assert_eq!(stated(&c), 4000, "a beat states the interval it keeps");
+        assert_eq!(c.pace(4000), None, "told again: nothing changes");
+        assert_eq!(c.pace(u64::MAX), Some(10_000), "never past the longest");
+        assert_eq!(c.pace(0), Some(1000), "no pace: its own again");
+        assert_eq!(stated(&c), 1000);
     }
 
     fn exit(container: &str) -> ExitNotice {

@@ -117,6 +117,11 @@ pub fn refuses(op: &NodeOp) -> Option<String> {
                 }
                 _ => Ok(()),
             }),
+        NodeOp::Pace { every_ms } if *every_ms > *HEARTBEAT_MS.end() => Err(format!(
+            "a pace of {every_ms} ms, past the longest interval ({} ms)",
+            HEARTBEAT_MS.end()
+        )),
+        NodeOp::Pace { .. } => Ok(()),
         NodeOp::Sync { view } => {
             if view.replicas.len() > MAX_VIEW || view.heads.len() > MAX_VIEW {
                 Err("a view past its ceiling".into())
@@ -229,5 +234,12 @@ mod tests {
             traceparent: None,
         };
         assert!(refuses(&stop).unwrap().contains("grace"));
+        for ok in [0, 2000, 10_000] {
+            assert_eq!(refuses(&NodeOp::Pace { every_ms: ok }), None, "{ok}");
+        }
+        for bad in [10_001, u64::MAX] {
+            let why = refuses(&NodeOp::Pace { every_ms: bad }).expect("refused");
+            assert!(why.contains("pace"), "{bad}: {why}");
+        }
     }
 }

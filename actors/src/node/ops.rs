@@ -80,7 +80,7 @@ pub(super) fn take_ops<R: ContainerRuntime, L, H>(
                     .boxed(),
                 );
             }
-            NodeOp::Sync { .. } => {} // handled before, by the actor
+            NodeOp::Sync { .. } | NodeOp::Pace { .. } => {} // handled before, by the actor
             NodeOp::Stop {
                 workload,
                 replica,

@@ -262,14 +262,23 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                 st.send_syncs().await;
             }
             SchedulerMsg::Heartbeat(hb, arrived_ms) => match st.core.heartbeat(&hb, arrived_ms) {
-                Ok(true) => {
-                    info!("node {} heartbeats: it takes placements", hb.name);
-                    // What waited for a node is placed now, not on the next tick.
-                    if st.core.placement_due(st.clock.now_ms()) {
-                        st.progress(&me).await;
+                Ok(back) => {
+                    if let Some(op) = st.core.pace(&hb, arrived_ms) {
+                        // Not kept to send again: the node is told again if it goes on
+                        // beating faster than the pace.
+                        let node = st.core.cluster.intern(&hb.name);
+                        for (node, e) in st.ops.send(BTreeMap::from([(node, vec![op])])).await {
+                            debug!(%node, error = %e, "could not send a node its heartbeat pace");
+                        }
+                    }
+                    if back {
+                        info!("node {} heartbeats: it takes placements", hb.name);
+                        // What waited for a node is placed now, not on the next tick.
+                        if st.core.placement_due(st.clock.now_ms()) {
+                            st.progress(&me).await;
+                        }
                     }
                 }
-                Ok(false) => {}
                 Err(refused) => st.core.projection.set_aside.record(refused),
             },
             SchedulerMsg::SetAside(a) => st.core.projection.set_aside.record(a),

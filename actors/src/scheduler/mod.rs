@@ -11,6 +11,7 @@
 //! | [`verdicts`] | scan verdicts: gate, reject, quarantine |
 //! | [`scan_policy`] | the pure policy per trust level |
 //! | [`placement`] | placing waiting replicas (backoffs, lost nodes) |
+//! | [`pace`] | the nodes' heartbeat pace within a budget a second |
 //! | [`pending`] | the queue of workloads waiting for capacity, each once |
 //! | [`cluster`] | the pure filter and score over the nodes |
 //! | [`sync`] | the views of the log sent to nodes (which read none) |
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod command;
 mod commit;
 mod drain;
+pub mod pace;
 mod pending;
 pub mod placement;
 pub mod plan;
@@ -101,9 +103,25 @@ pub struct SchedulerCore {
     noting_owed: bool,
     /// The scheduler's curve key: re-seals a spec's secrets for the node a start op goes to.
     pub sealer: Option<crate::secrets::Sealer>,
+    /// The cluster's heartbeat pace, told to each node that beats faster (off by default;
+    /// the service sets its budget).
+    pacer: pace::Pacer,
 }
 
 impl SchedulerCore {
+    /// At most `beats_per_sec` heartbeats a second from the whole cluster (0: no pacing).
+    pub fn set_heartbeat_budget(&mut self, beats_per_sec: u64) {
+        self.pacer = pace::Pacer::new(beats_per_sec);
+    }
+
+    /// The `pace` op to send the node of a heartbeat taken at `now_ms`, if it should be
+    /// told the cluster's pace.
+    pub fn pace(&mut self, hb: &NodeHeartbeat, now_ms: u64) -> Option<NodeOp> {
+        let nodes = self.cluster.nodes().len();
+        let every_ms = self.pacer.beat(&hb.name, hb.interval_ms, nodes, now_ms)?;
+        Some(NodeOp::Pace { every_ms })
+    }
+
     /// The scheduler's scan flags; the cluster policy's `scan` rules win over them.
     pub fn set_scan_flags(&mut self, flags: ScanPolicy) {
         self.policy = flags.overlay(&self.directory.policy.current().scan);

@@ -134,6 +134,11 @@ pub enum Cmd {
         scan: ScanArgs,
         #[command(flatten)]
         snapshots: SnapshotArgs,
+        /// At most this many heartbeats a second from the whole cluster: past it, nodes
+        /// beating faster are told to beat less often, in steps of powers of two seconds
+        /// up to 10 s (a node is declared lost after three of its intervals). 0: no pacing.
+        #[arg(long, default_value_t = bulkhead_actors::scheduler::pace::BEATS_PER_SEC)]
+        heartbeats_per_sec: u64,
     },
     /// Run a node (or, with `drain`, move every replica off one).
     #[command(args_conflicts_with_subcommands = true)]

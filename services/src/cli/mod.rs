@@ -341,10 +341,15 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             admin::revoke(&data, nats, admin::parse_role(&role)?, &name).await
         }
         Cmd::Perms { markdown } => Ok(admin::print_perms(markdown)),
-        Cmd::Scheduler { scan, snapshots } => {
+        Cmd::Scheduler {
+            scan,
+            snapshots,
+            heartbeats_per_sec,
+        } => {
             let bus = who.service(Role::Scheduler, "scheduler").await?;
             let cfg = scheduler::SchedulerConfig {
                 snapshots: snapshots.every(),
+                heartbeats_per_sec,
                 ..scan.config()?
             };
             serve(scheduler::run(bus, cfg)).await

@@ -37,6 +37,8 @@ pub struct SchedulerConfig {
     pub tick: Duration,
     pub scan_policy: ScanPolicy,
     pub snapshots: SnapshotEvery,
+    /// The budget of heartbeats a second the nodes are paced to (0: none).
+    pub heartbeats_per_sec: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -48,6 +50,7 @@ impl Default for SchedulerConfig {
             tick: Duration::from_millis(200),
             scan_policy: ScanPolicy::default(),
             snapshots: SnapshotEvery::default(),
+            heartbeats_per_sec: bulkhead_actors::scheduler::pace::BEATS_PER_SEC,
         }
     }
 }
@@ -115,6 +118,7 @@ async fn run_active(
 ) -> anyhow::Result<()> {
     let (mut core, follower) = rebuild(bus).await?;
     core.set_scan_flags(cfg.scan_policy.clone());
+    core.set_heartbeat_budget(cfg.heartbeats_per_sec);
     let ops = NatsOps::new(bus)?;
     resend(&core, &ops).await;
     let (actor, handle) = Actor::spawn(

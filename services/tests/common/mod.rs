@@ -199,6 +199,19 @@ impl Env {
             .unwrap_or_default()
     }
 
+    /// The interval `node`'s latest heartbeat states, as the query API has it.
+    pub fn node_interval_ms(&self, node: &str) -> Option<u64> {
+        let reply = self
+            .natspy_req_as(Role::Admin, "admin", subjects::API_NODES_LIST, "")
+            .ok()?;
+        let reply: bulkhead_schemas::api::NodesReply = serde_json::from_str(&reply).ok()?;
+        reply
+            .nodes
+            .into_iter()
+            .find(|n| n.heartbeat.name == node)
+            .map(|n| n.heartbeat.interval_ms)
+    }
+
     /// Waits until the query API shows `node` ready.
     pub async fn wait_ready(&self, node: &str) {
         let long = Duration::from_secs(60);

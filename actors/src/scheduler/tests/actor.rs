@@ -117,7 +117,10 @@ impl Shell {
                 NodeOp::Stop {
                     workload, replica, ..
                 } if !starts => Some((n.to_string(), id_of(&workload), replica)),
-                NodeOp::Start { .. } | NodeOp::Stop { .. } | NodeOp::Sync { .. } => None,
+                NodeOp::Start { .. }
+                | NodeOp::Stop { .. }
+                | NodeOp::Sync { .. }
+                | NodeOp::Pace { .. } => None,
             })
             .collect()
     }
@@ -167,7 +170,7 @@ async fn a_submission_is_stored_acknowledged_and_its_starts_sent_with_the_head()
         .iter()
         .filter_map(|(_, op)| match op {
             NodeOp::Start { head, .. } | NodeOp::Stop { head, .. } => Some(head.seq),
-            NodeOp::Sync { .. } => None,
+            NodeOp::Sync { .. } | NodeOp::Pace { .. } => None,
         })
         .collect();
     assert_eq!(
