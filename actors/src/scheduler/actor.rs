@@ -158,6 +158,19 @@ impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
         }
     }
 
+    /// Sends the nodes the heartbeat paces noted since the last tick, together. One that
+    /// fails is not kept to send again: the node is told again if it goes on beating
+    /// faster than the pace.
+    async fn send_paces(&mut self) {
+        let paces = self.core.take_paces();
+        if paces.is_empty() {
+            return;
+        }
+        for (node, e) in self.ops.send(paces).await {
+            debug!(%node, error = %e, "could not send a node its heartbeat pace");
+        }
+    }
+
     /// Sends the nodes the views due; one that fails is due again.
     async fn send_syncs(&mut self) {
         if !self.core.has_syncs() {
@@ -263,14 +276,7 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
             }
             SchedulerMsg::Heartbeat(hb, arrived_ms) => match st.core.heartbeat(&hb, arrived_ms) {
                 Ok(back) => {
-                    if let Some(op) = st.core.pace(&hb, arrived_ms) {
-                        // Not kept to send again: the node is told again if it goes on
-                        // beating faster than the pace.
-                        let node = st.core.cluster.intern(&hb.name);
-                        for (node, e) in st.ops.send(BTreeMap::from([(node, vec![op])])).await {
-                            debug!(%node, error = %e, "could not send a node its heartbeat pace");
-                        }
-                    }
+                    st.core.pace(&hb, arrived_ms);
                     if back {
                         info!("node {} heartbeats: it takes placements", hb.name);
                         // What waited for a node is placed now, not on the next tick.
@@ -316,7 +322,8 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                         st.execute(plan).await;
                     }
                 }
-                st.progress(&me).await
+                st.progress(&me).await;
+                st.send_paces().await;
             }
             // Each count (every few seconds, not every tick: the look goes over every
             // workload) tells the gated ones that wait in vain.

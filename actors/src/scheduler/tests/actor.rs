@@ -28,8 +28,14 @@ struct Shell {
 impl Shell {
     /// Nodes beating every `beat_ms` (their first beat now; later ones are the test's).
     async fn start(nodes: &[&str], beat_ms: u64) -> Shell {
+        Shell::start_paced(nodes, beat_ms, 0).await
+    }
+
+    /// As [`Shell::start`], the nodes paced to at most `beats_per_sec` (0: not paced).
+    async fn start_paced(nodes: &[&str], beat_ms: u64, beats_per_sec: u64) -> Shell {
         let clock = Clock::tokio();
         let mut core = SchedulerCore::default();
+        core.set_heartbeat_budget(beats_per_sec);
         for n in nodes {
             beat_in(&mut core, &beat(n, beat_ms), clock.now_ms());
         }
@@ -315,6 +321,42 @@ async fn a_silent_node_takes_nothing_new_until_it_beats_again() {
         "placed once n1 is back"
     );
     assert_eq!(s.starts().last(), Some(&("n1".into(), "b".into(), 0)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn nodes_past_the_budget_are_told_the_pace_and_again_only_if_they_did_not_listen() {
+    // Three nodes, one beat a second for the whole cluster: each should beat every 4 s.
+    let s = Shell::start_paced(&["n1", "n2", "n3"], 1_000, 1).await;
+    let beat_all = |ms: u64| {
+        for n in ["n1", "n2", "n3"] {
+            s.actor
+                .send_message(SchedulerMsg::Heartbeat(beat(n, ms), s.clock.now_ms()))
+                .unwrap();
+        }
+    };
+    let paces = || -> Vec<(String, u64)> {
+        s.ops
+            .ops()
+            .into_iter()
+            .filter_map(|(n, op)| match op {
+                NodeOp::Pace { every_ms } => Some((n.to_string(), every_ms)),
+                NodeOp::Start { .. } | NodeOp::Stop { .. } | NodeOp::Sync { .. } => None,
+            })
+            .collect()
+    };
+    beat_all(1_000);
+    pass(250).await; // a tick
+    let told: Vec<(String, u64)> = ["n1", "n2", "n3"].map(|n| (n.into(), 4_000)).into();
+    assert_eq!(paces(), told);
+    pass(750).await;
+    beat_all(1_000); // the ops on their way: not told again
+    pass(1_000).await;
+    beat_all(4_000); // they listened
+    pass(6_000).await;
+    assert_eq!(paces(), told);
+    beat_all(1_000); // two paces (8 s) after they were told, fast again (restarted)
+    pass(250).await;
+    assert_eq!(paces().len(), 6);
 }
 
 #[tokio::test(start_paused = true)]
