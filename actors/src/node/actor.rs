@@ -26,7 +26,10 @@ pub enum NodeMsg {
     Exit(ExitNotice),
     /// Compare the log's view with the runtime and act; sent once at start, before ops.
     Reconcile(LogView, RpcReplyPort<Result<ReconcileReport, NodeError>>),
+    /// Beat: every `heartbeat_ms`, or the cluster's pace when longer.
     Heartbeat,
+    /// Append again what the log refused: every `heartbeat_ms`, whatever the pace.
+    Retry,
 }
 
 pub struct NodeActor<R, L, H>(std::marker::PhantomData<(R, L, H)>);
@@ -64,6 +67,8 @@ impl<R: ContainerRuntime, L: EventLog, H: HeartbeatSink> Actor for NodeActor<R, 
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let core = NodeCore::new(args.config);
+        let own = Duration::from_millis(core.config.heartbeat_ms.max(10));
+        myself.send_interval(own, || NodeMsg::Retry);
         Ok(NodeState {
             beats: beat_every(&myself, core.interval_ms()),
             core,
@@ -136,6 +141,8 @@ impl<R: ContainerRuntime, L: EventLog, H: HeartbeatSink> Actor for NodeActor<R, 
                 if let Err(e) = st.sink.beat(hb).await {
                     warn!(error = %e, "heartbeat failed");
                 }
+            }
+            NodeMsg::Retry => {
                 if !st.core.unlogged.is_empty() {
                     let retry = std::mem::take(&mut st.core.unlogged);
                     log_events(st, retry).await;

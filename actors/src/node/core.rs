@@ -41,7 +41,7 @@ pub struct NodeCore {
     /// Exits of containers the node does not know yet, kept while a start is under way
     /// (the container may be that start's); dropped once no start is.
     early_exits: VecDeque<ExitNotice>,
-    /// Events whose append failed, retried on the next heartbeat.
+    /// Events whose append failed, retried every `heartbeat_ms` (whatever the pace).
     pub(super) unlogged: Vec<(String, Event)>,
     /// The cluster's heartbeat pace as the scheduler last set it (0: none).
     pace_ms: u64,

@@ -199,7 +199,7 @@ async fn a_stop_ends_the_container_and_logs_stopped() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_fact_the_log_refused_is_logged_at_the_next_heartbeat() {
+async fn a_fact_the_log_refused_is_logged_again_within_a_heartbeat_interval() {
     let s = Shell::start().await;
     let spec = spec(&[]);
     let head = s.admit("w", &spec);
@@ -211,6 +211,25 @@ async fn a_fact_the_log_refused_is_logged_at_the_next_heartbeat() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_paced_node_beats_at_the_pace_but_still_logs_a_refused_fact_within_its_own_interval() {
+    let s = Shell::start().await; // beating every second
+    s.ops(vec![NodeOp::Pace { every_ms: 8_000 }]).await;
+    pass(1).await;
+    let stated = s.beats.beats().last().map(|b| b.interval_ms);
+    assert_eq!(stated, Some(8_000), "a beat at once, stating the pace");
+    let spec = spec(&[]);
+    let head = s.admit("w", &spec);
+    s.log.fail_next(1);
+    s.ops(vec![start(&spec, &head)]).await;
+    let beats = s.beats.beats().len();
+    pass(1_100).await;
+    assert_eq!(s.log.kinds("w"), ["accepted", "scheduled", "started"]);
+    assert_eq!(s.beats.beats().len(), beats, "no beat before the pace");
+    pass(7_000).await;
+    assert_eq!(s.beats.beats().len(), beats + 1, "one at the pace");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_fact_stored_whose_outcome_was_lost_is_not_logged_twice_and_the_next_chains_onto_it() {
     let s = Shell::start().await;
     let spec = spec(&[(SIM_EXIT_AFTER_MS, "3000"), (SIM_EXIT_CODE, "0")]);
@@ -218,7 +237,7 @@ async fn a_fact_stored_whose_outcome_was_lost_is_not_logged_twice_and_the_next_c
     s.log.lose_outcome_of_next(1);
     s.ops(vec![start(&spec, &head)]).await;
     assert_eq!(s.log.kinds("w"), ["accepted", "scheduled", "started"]);
-    // Retried at the next heartbeat, re-chained onto the log's head: its id is stored.
+    // Retried within a heartbeat interval, re-chained onto the log's head: its id is stored.
     pass(1_100).await;
     assert_eq!(s.log.kinds("w"), ["accepted", "scheduled", "started"]);
     pass(3_000).await;
