@@ -1,8 +1,9 @@
 //! Heartbeat pacing: how often the nodes beat, so that all of them together send at most a
 //! budget of heartbeats a second (Nomad's `max_heartbeats_per_second`). Each beat is a
-//! stored write and a delivery to every watcher: 1,000 a second cost this 2-core machine
-//! about a fifth of a core. Pure: the scheduler asks at each heartbeat whether that node
-//! should be told the pace ([`Pacer::beat`]) and sends it a `pace` op when so.
+//! stored write and a delivery to every watcher: 5,000 idle nodes beating every 5 s cost this
+//! 2-core machine 0.33–0.39 cores, paced to 10 s 0.12–0.16. Pure: the scheduler asks at each
+//! heartbeat whether that node should be told the pace ([`Pacer::beat`]) and sends it a
+//! `pace` op when so.
 
 use std::collections::HashMap;
 
