@@ -182,34 +182,25 @@ impl Env {
         );
     }
 
-    /// A node's status as the query API gives it (asked as the admin).
+    /// What the query API lists for `node` (asked as the admin).
+    fn node_view(&self, node: &str) -> Option<bulkhead_schemas::api::NodeView> {
+        let reply = self
+            .natspy_req_as(Role::Admin, "admin", subjects::API_NODES_LIST, "")
+            .ok()?;
+        let reply: bulkhead_schemas::api::NodesReply = serde_json::from_str(&reply).ok()?;
+        reply.nodes.into_iter().find(|n| n.heartbeat.name == node)
+    }
+
+    /// A node's status as the query API gives it (empty when it lists none).
     pub fn node_status(&self, node: &str) -> String {
-        let Ok(reply) = self.natspy_req_as(Role::Admin, "admin", subjects::API_NODES_LIST, "")
-        else {
-            return String::new();
-        };
-        let Ok(reply) = serde_json::from_str::<bulkhead_schemas::api::NodesReply>(&reply) else {
-            return String::new();
-        };
-        reply
-            .nodes
-            .iter()
-            .find(|n| n.heartbeat.name == node)
+        self.node_view(node)
             .map(|n| n.marks.status())
             .unwrap_or_default()
     }
 
     /// The interval `node`'s latest heartbeat states, as the query API has it.
     pub fn node_interval_ms(&self, node: &str) -> Option<u64> {
-        let reply = self
-            .natspy_req_as(Role::Admin, "admin", subjects::API_NODES_LIST, "")
-            .ok()?;
-        let reply: bulkhead_schemas::api::NodesReply = serde_json::from_str(&reply).ok()?;
-        reply
-            .nodes
-            .into_iter()
-            .find(|n| n.heartbeat.name == node)
-            .map(|n| n.heartbeat.interval_ms)
+        self.node_view(node).map(|n| n.heartbeat.interval_ms)
     }
 
     /// Waits until the query API shows `node` ready.
