@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::liveness::Ear;
 use crate::ports::log::{Batch, EventLog};
 use crate::ports::ops::OpsSink;
+use crate::scheduler::outbox::{NodeOps, Outbox};
 use crate::scheduler::{Command, Disposition, Plan, SchedulerCore};
 
 pub enum SchedulerMsg {
@@ -48,6 +49,9 @@ pub enum SchedulerMsg {
     /// Every workload as the core holds it now: a snapshot's (sent right after the batch
     /// that ends at its checkpoint).
     Snapshot(RpcReplyPort<crate::projection::Workloads>),
+    /// Ops the outbox could not send: starts and stops are sent again on the next tick, a
+    /// node's view is due again, a pace is told again if the node goes on beating faster.
+    Unsent(NodeOps),
 }
 
 /// What the scheduler holds, for tests and load tests.
@@ -73,7 +77,9 @@ pub struct SchedulerArgs<L, O> {
 pub struct SchedulerState<L, O> {
     pub core: SchedulerCore,
     log: L,
+    /// Scan jobs go here; node ops through the outbox.
     ops: O,
+    outbox: Outbox,
     clock: Clock,
     /// Ops that could not be sent, sent again on every tick until they are: a stop, a
     /// quarantine or a drain's stop must not silently not happen (a start sent twice is
@@ -129,23 +135,24 @@ impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
                 warn!(%job, error = %err, "could not queue a scan");
             }
         }
-        if !commit.ops.is_empty() {
-            self.send_ops(commit.ops, "ops").await;
-        }
+        self.outbox.send(commit.ops);
         debug!(placed = commit.placed, "round committed");
         commit.commands
     }
 
-    /// Sends `ops`; what a node could not be sent is kept to be sent again on the next tick.
-    async fn send_ops(&mut self, ops: BTreeMap<Arc<str>, Vec<NodeOp>>, what: &str) {
-        let copy = ops.clone();
-        for (node, err) in self.ops.send(ops).await {
-            warn!(%node, error = %err, "could not send {what}; will send it again");
-            if let Some(ops) = copy.get(&node) {
-                self.unsent
-                    .entry(node)
-                    .or_default()
-                    .extend(ops.iter().cloned());
+    /// Keeps what the outbox could not send: starts and stops to send again on the next
+    /// tick, views due again; a pace is not kept (the node is told again if it goes on
+    /// beating faster than the pace).
+    fn unsent(&mut self, ops: NodeOps) {
+        for (node, ops) in ops {
+            for op in ops {
+                match op {
+                    NodeOp::Sync { view } => self.core.sync_failed(&node, view.reason),
+                    NodeOp::Pace { .. } => {}
+                    op @ (NodeOp::Start { .. } | NodeOp::Stop { .. }) => {
+                        self.unsent.entry(node.clone()).or_default().push(op);
+                    }
+                }
             }
         }
         let mut total: usize = self.unsent.values().map(Vec::len).sum();
@@ -155,41 +162,6 @@ impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
             };
             warn!(%node, dropped = dropped.len(), "too many unsent ops: dropping a node's");
             total -= dropped.len();
-        }
-    }
-
-    /// Sends the nodes the heartbeat paces noted since the last tick, together. One that
-    /// fails is not kept to send again: the node is told again if it goes on beating
-    /// faster than the pace.
-    async fn send_paces(&mut self) {
-        let paces = self.core.take_paces();
-        if paces.is_empty() {
-            return;
-        }
-        for (node, e) in self.ops.send(paces).await {
-            debug!(%node, error = %e, "could not send a node its heartbeat pace");
-        }
-    }
-
-    /// Sends the nodes the views due; one that fails is due again.
-    async fn send_syncs(&mut self) {
-        if !self.core.has_syncs() {
-            return;
-        }
-        let syncs = self.core.take_syncs();
-        let reasons: Vec<_> = syncs
-            .iter()
-            .filter_map(|(n, ops)| match ops.first() {
-                Some(bulkhead_schemas::NodeOp::Sync { view }) => Some((n.clone(), view.reason)),
-                _ => None,
-            })
-            .collect();
-        let failed = self.ops.send(syncs).await;
-        for (node, err) in failed {
-            warn!(%node, error = %err, "could not send a node its view; will retry");
-            if let Some((_, r)) = reasons.iter().find(|(n, _)| *n == node) {
-                self.core.sync_failed(&node, *r);
-            }
         }
     }
 
@@ -205,15 +177,9 @@ impl<L: EventLog, O: OpsSink> SchedulerState<L, O> {
         if !plan.is_empty() {
             self.execute(plan).await;
         }
-        let stops = self.core.take_replaced();
-        if !stops.is_empty() {
-            self.send_ops(stops, "the stop of a replaced copy").await;
-        }
-        if !self.unsent.is_empty() {
-            let again = std::mem::take(&mut self.unsent);
-            self.send_ops(again, "ops sent again").await;
-        }
-        self.send_syncs().await;
+        self.outbox.send(self.core.take_replaced());
+        self.outbox.send(std::mem::take(&mut self.unsent));
+        self.outbox.send(self.core.take_syncs());
         if let Some(due) = self.core.next_due_ms() {
             let wait = Duration::from_millis(due.saturating_sub(self.clock.now_ms()));
             me.send_after(wait, || SchedulerMsg::Due);
@@ -232,12 +198,17 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let clock = args.clock;
+        let back = myself.clone();
+        let outbox = Outbox::start(args.ops.clone(), move |ops| {
+            let _ = back.send_message(SchedulerMsg::Unsent(ops));
+        });
         myself.send_interval(args.tick, move || SchedulerMsg::Tick(clock.now_ms()));
         let _ = myself.send_message(SchedulerMsg::Settle);
         Ok(SchedulerState {
             core: args.core,
             log: args.log,
             ops: args.ops,
+            outbox,
             clock: args.clock,
             unsent: BTreeMap::new(),
         })
@@ -266,13 +237,13 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                         replicas,
                         "the log holds replicas scheduled by an append whose outcome this scheduler did not get; sending their start ops"
                     );
-                    st.send_ops(owed, "owed start ops").await;
+                    st.outbox.send(owed);
                 }
                 // Restarts and scale-ups are placed at once, not on the next tick.
                 if st.core.placement_due(st.clock.now_ms()) || st.core.has_replaced() {
                     st.progress(&me).await;
                 }
-                st.send_syncs().await;
+                st.outbox.send(st.core.take_syncs());
             }
             SchedulerMsg::Heartbeat(hb, arrived_ms) => match st.core.heartbeat(&hb, arrived_ms) {
                 Ok(back) => {
@@ -323,7 +294,7 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                     }
                 }
                 st.progress(&me).await;
-                st.send_paces().await;
+                st.outbox.send(st.core.take_paces());
             }
             // Each count (every few seconds, not every tick: the look goes over every
             // workload) tells the gated ones that wait in vain.
@@ -341,13 +312,14 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                 // Whatever the previous scheduler sent or not, every node gets its view.
                 st.core.sync_all();
                 st.core.owe_from_now();
-                st.send_syncs().await;
+                st.outbox.send(st.core.take_syncs());
             }
             SchedulerMsg::Due => {
                 if st.core.placement_due(st.clock.now_ms()) {
                     st.progress(&me).await;
                 }
             }
+            SchedulerMsg::Unsent(ops) => st.unsent(ops),
             SchedulerMsg::Snapshot(reply) => {
                 let _ = reply.send(st.core.projection.shared());
             }

@@ -17,6 +17,7 @@
 //! | [`sync`] | the views of the log sent to nodes (which read none) |
 //! | [`plan`] | a round's decisions ([`Plan`]) and what is left once stored ([`Commit`]) |
 //! | [`commit`] | committing a round; resending after a takeover |
+//! | [`outbox`] | node ops sent in order by a task of their own, what failed handed back |
 //! | [`actor`] | the ractor shell over the core and the ports |
 //!
 //! How the decisions reach the log (atomic batches, one expectation per workload) is in
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod command;
 mod commit;
 mod drain;
+mod outbox;
 pub mod pace;
 mod pending;
 pub mod placement;

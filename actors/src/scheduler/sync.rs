@@ -42,10 +42,6 @@ impl SchedulerCore {
         }
     }
 
-    pub fn has_syncs(&self) -> bool {
-        !self.syncs.is_empty()
-    }
-
     /// The views due, as ops (one message per node), taken once.
     pub fn take_syncs(&mut self) -> BTreeMap<Arc<str>, Vec<NodeOp>> {
         std::mem::take(&mut self.syncs)
