@@ -25,12 +25,26 @@ impl Outbox {
     pub fn start<O: OpsSink>(sink: O, unsent: impl Fn(NodeOps) + Send + 'static) -> Outbox {
         let (queue, mut rx) = mpsc::unbounded_channel::<NodeOps>();
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                // What queued up while the last send was on its way goes as one send: each
-                // node's ops stay in the order they were handed over.
-                let mut ops = first;
-                while let Ok(more) = rx.try_recv() {
-                    merge(&mut ops, more);
+            let mut next = None;
+            loop {
+                let mut ops = match next.take() {
+                    Some(ops) => ops,
+                    None => match rx.recv().await {
+                        Some(ops) => ops,
+                        None => break,
+                    },
+                };
+                // What queued up while the last send was on its way goes as one send, each
+                // node's ops in the order handed over; a view goes alone (a node reconciles
+                // with a view before the other ops of its message).
+                if !has_view(&ops) {
+                    while let Ok(more) = rx.try_recv() {
+                        if has_view(&more) {
+                            next = Some(more);
+                            break;
+                        }
+                        merge(&mut ops, more);
+                    }
                 }
                 let copy = ops.clone();
                 let mut failed = NodeOps::new();
@@ -54,6 +68,13 @@ impl Outbox {
             warn!("the scheduler's outbox is closed: ops not sent");
         }
     }
+}
+
+/// Whether any node's ops hold a view of the log (a `sync` op).
+fn has_view(ops: &NodeOps) -> bool {
+    ops.values()
+        .flatten()
+        .any(|op| matches!(op, NodeOp::Sync { .. }))
 }
 
 /// `more` appended to `ops`, node by node.
@@ -82,6 +103,51 @@ mod tests {
                 other => panic!("not sent here: {other:?}"),
             })
             .collect()
+    }
+
+    /// Keeps each send as it was handed over.
+    #[derive(Clone, Default)]
+    struct Sends(Arc<std::sync::Mutex<Vec<NodeOps>>>);
+
+    impl OpsSink for Sends {
+        async fn send(&self, ops: NodeOps) -> Vec<(Arc<str>, crate::ports::SinkError)> {
+            self.0.lock().unwrap().push(ops);
+            Vec::new()
+        }
+
+        async fn queue_scans(
+            &self,
+            _: Vec<bulkhead_schemas::scan::ScanJob>,
+        ) -> Vec<(String, crate::ports::SinkError)> {
+            Vec::new()
+        }
+    }
+
+    fn view(node: &str) -> NodeOps {
+        let view = NodeOp::Sync {
+            view: Default::default(),
+        };
+        NodeOps::from([(Arc::from(node), vec![view])])
+    }
+
+    #[tokio::test]
+    async fn what_queued_up_goes_as_one_send_but_a_view_goes_alone() {
+        let sends = Sends::default();
+        let outbox = Outbox::start(sends.clone(), |_| {});
+        // Queued before the task runs (one thread): all waiting at its first look.
+        outbox.send(ops("a", &[1]));
+        outbox.send(ops("b", &[2]));
+        outbox.send(view("a"));
+        outbox.send(ops("a", &[3]));
+        outbox.send(ops("a", &[4]));
+        drop(outbox);
+        while Arc::strong_count(&sends.0) > 1 {
+            tokio::task::yield_now().await;
+        }
+        let mut merged = ops("a", &[1]);
+        merged.extend(ops("b", &[2]));
+        let sent = sends.0.lock().unwrap().clone();
+        assert_eq!(sent, [merged, view("a"), ops("a", &[3, 4])]);
     }
 
     #[tokio::test]
