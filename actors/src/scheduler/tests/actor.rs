@@ -105,30 +105,27 @@ impl Shell {
 
     /// The start ops sent so far: (node, workload, replica).
     fn starts(&self) -> Vec<(String, String, u32)> {
-        self.sent(true)
+        self.sent(|n, op| match op {
+            NodeOp::Start {
+                workload, replica, ..
+            } => Some((n.to_owned(), id_of(&workload), replica)),
+            NodeOp::Stop { .. } | NodeOp::Sync { .. } | NodeOp::Pace { .. } => None,
+        })
     }
 
     fn stops(&self) -> Vec<(String, String, u32)> {
-        self.sent(false)
+        self.sent(|n, op| match op {
+            NodeOp::Stop {
+                workload, replica, ..
+            } => Some((n.to_owned(), id_of(&workload), replica)),
+            NodeOp::Start { .. } | NodeOp::Sync { .. } | NodeOp::Pace { .. } => None,
+        })
     }
 
-    fn sent(&self, starts: bool) -> Vec<(String, String, u32)> {
-        self.ops
-            .ops()
-            .into_iter()
-            .filter_map(|(n, op)| match op {
-                NodeOp::Start {
-                    workload, replica, ..
-                } if starts => Some((n.to_string(), id_of(&workload), replica)),
-                NodeOp::Stop {
-                    workload, replica, ..
-                } if !starts => Some((n.to_string(), id_of(&workload), replica)),
-                NodeOp::Start { .. }
-                | NodeOp::Stop { .. }
-                | NodeOp::Sync { .. }
-                | NodeOp::Pace { .. } => None,
-            })
-            .collect()
+    /// What `pick` takes of each op sent so far (with its node), in order.
+    fn sent<T>(&self, pick: impl Fn(&str, NodeOp) -> Option<T>) -> Vec<T> {
+        let ops = self.ops.ops().into_iter();
+        ops.filter_map(|(n, op)| pick(&n, op)).collect()
     }
 }
 
@@ -170,15 +167,10 @@ async fn a_submission_is_stored_acknowledged_and_its_starts_sent_with_the_head()
         ["accepted", "scheduled", "scheduled"]
     );
     let head = s.log.head(&key("a")).unwrap();
-    let heads: Vec<u64> = s
-        .ops
-        .ops()
-        .iter()
-        .filter_map(|(_, op)| match op {
-            NodeOp::Start { head, .. } | NodeOp::Stop { head, .. } => Some(head.seq),
-            NodeOp::Sync { .. } | NodeOp::Pace { .. } => None,
-        })
-        .collect();
+    let heads = s.sent(|_, op| match op {
+        NodeOp::Start { head, .. } | NodeOp::Stop { head, .. } => Some(head.seq),
+        NodeOp::Sync { .. } | NodeOp::Pace { .. } => None,
+    });
     assert_eq!(
         heads,
         [head.seq, head.seq],
@@ -334,15 +326,11 @@ async fn nodes_past_the_budget_are_told_the_pace_and_again_only_if_they_did_not_
                 .unwrap();
         }
     };
-    let paces = || -> Vec<(String, u64)> {
-        s.ops
-            .ops()
-            .into_iter()
-            .filter_map(|(n, op)| match op {
-                NodeOp::Pace { every_ms } => Some((n.to_string(), every_ms)),
-                NodeOp::Start { .. } | NodeOp::Stop { .. } | NodeOp::Sync { .. } => None,
-            })
-            .collect()
+    let paces = || {
+        s.sent(|n, op| match op {
+            NodeOp::Pace { every_ms } => Some((n.to_owned(), every_ms)),
+            NodeOp::Start { .. } | NodeOp::Stop { .. } | NodeOp::Sync { .. } => None,
+        })
     };
     beat_all(1_000);
     pass(1).await; // told at the beat, not at the next tick
