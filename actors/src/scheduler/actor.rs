@@ -247,9 +247,7 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
             }
             SchedulerMsg::Heartbeat(hb, arrived_ms) => match st.core.heartbeat(&hb, arrived_ms) {
                 Ok(back) => {
-                    if let Some((node, op)) = st.core.pace(&hb, arrived_ms) {
-                        st.outbox.send(NodeOps::from([(node, vec![op])]));
-                    }
+                    st.core.pace(&hb, arrived_ms);
                     if back {
                         info!("node {} heartbeats: it takes placements", hb.name);
                         // What waited for a node is placed now, not on the next tick.
@@ -296,6 +294,7 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                     }
                 }
                 st.progress(&me).await;
+                st.outbox.send(st.core.take_paces());
             }
             // Each count (every few seconds, not every tick: the look goes over every
             // workload) tells the gated ones that wait in vain.

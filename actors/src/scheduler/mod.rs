@@ -108,6 +108,8 @@ pub struct SchedulerCore {
     /// The cluster's heartbeat pace, told to each node that beats faster (off by default;
     /// the service sets its budget).
     pacer: pace::Pacer,
+    /// `pace` ops to send, one a node.
+    paces: BTreeMap<Arc<str>, Vec<NodeOp>>,
 }
 
 impl SchedulerCore {
@@ -116,12 +118,19 @@ impl SchedulerCore {
         self.pacer = pace::Pacer::new(beats_per_sec);
     }
 
-    /// The `pace` op for the node of a heartbeat taken at `now_ms`, if it should be told
-    /// the cluster's pace.
-    pub fn pace(&mut self, hb: &NodeHeartbeat, now_ms: u64) -> Option<(Arc<str>, NodeOp)> {
+    /// Notes a `pace` op for the node of a heartbeat taken at `now_ms`, if it should be
+    /// told the cluster's pace; they go out together ([`SchedulerCore::take_paces`]).
+    pub fn pace(&mut self, hb: &NodeHeartbeat, now_ms: u64) {
         let nodes = self.cluster.nodes().len();
-        let every_ms = self.pacer.beat(&hb.name, hb.interval_ms, nodes, now_ms)?;
-        Some((self.cluster.intern(&hb.name), NodeOp::Pace { every_ms }))
+        if let Some(every_ms) = self.pacer.beat(&hb.name, hb.interval_ms, nodes, now_ms) {
+            let node = self.cluster.intern(&hb.name);
+            self.paces.insert(node, vec![NodeOp::Pace { every_ms }]);
+        }
+    }
+
+    /// The `pace` ops noted since the last call.
+    pub fn take_paces(&mut self) -> BTreeMap<Arc<str>, Vec<NodeOp>> {
+        std::mem::take(&mut self.paces)
     }
 
     /// The scheduler's scan flags; the cluster policy's `scan` rules win over them.
