@@ -10,6 +10,7 @@
 //! | [`node`] | a node's bookkeeping, reconciliation with its runtime, and the node actor |
 //! | [`failover`] | restart decisions, lost nodes, and the failover actor |
 //! | [`liveness`] | the one rule that says a node went silent |
+//! | [`beat_budget`] | how many of a node's heartbeat entries its watchers hear, at most |
 //! | [`aside`] | what readers refuse to apply: counted, logged, listed |
 //! | [`clock`] | the time the actor shells read (the wall, or tokio's in tests) |
 //! | [`directory`] | the identities the log enrolled, by key, and the policy in force |
@@ -25,6 +26,7 @@
 
 pub mod aside;
 pub mod audit;
+pub mod beat_budget;
 pub mod clock;
 pub mod directory;
 pub mod failover;

@@ -1,7 +1,8 @@
 //! Poison never stops the world, and whatever refused it, it is counted in one place: a
 //! heartbeat out of limits is set aside by the scheduler and the failover (no sign of life,
 //! no placements) and both report it to the query API; every durable consumer bounds its
-//! redeliveries; a message JetStream gives up on is listed by the API with its consumer.
+//! redeliveries; a message JetStream gives up on is listed by the API with its consumer; a
+//! node flooding its heartbeat key is held to its budget and reported.
 
 mod common;
 
@@ -98,6 +99,79 @@ async fn a_heartbeat_out_of_limits_is_set_aside_by_every_reader_and_counted_once
             assert_eq!(st.node, "n1", "nothing placed on a node it cannot believe");
         }
     }
+}
+
+/// A node that ignores its pace and writes its key as fast as its connection goes: its
+/// watchers hand on its budget (`bulkhead_actors::beat_budget`), drop the rest unread, and
+/// set the flood aside, naming the node; the other nodes and the world go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_flooding_its_heartbeat_key_is_held_to_its_budget_and_reported() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("failover", &["failover", "--lost-timeout-ms", "2000"]);
+    env.spawn("api", &["api"]);
+    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
+    env.wait_ready("n1").await;
+
+    // n2 beats within limits, with nothing free (so nothing is placed on it), 20,000 times
+    // at once: a hundred times its budget.
+    env.enroll_node("n2", Some("runc"));
+    let n2 = Bus::connect_as(&env.server.url, &env.data.creds(Role::Node, "n2").unwrap())
+        .await
+        .unwrap();
+    let beat = serde_json::json!({
+        "name": "n2",
+        "capacity": {"memory_mb": 1024, "cpu_millicores": 1000, "slots": 4},
+        "free": {"memory_mb": 0, "cpu_millicores": 0, "slots": 0},
+        "runtime_classes": ["runc"], "runtime": "sim", "running": 0,
+        "interval_ms": 10, "at": "now"
+    });
+    let subject = format!("$KV.{}.n2", subjects::NODES_BUCKET);
+    for _ in 0..20_000 {
+        n2.client
+            .publish(subject.clone(), beat.to_string().into())
+            .await
+            .unwrap();
+    }
+    n2.client.flush().await.unwrap();
+    let env_ref = &env;
+    wait_until(
+        "the scheduler and the failover to report the flood",
+        LONG,
+        async || {
+            let a = env_ref.aside().await;
+            reported(&a, "scheduler/", "beat_flood") >= 1
+                && reported(&a, "failover/", "beat_flood") >= 1
+        },
+    )
+    .await;
+    let a = env.aside().await;
+    for v in a.recent.iter().filter(|v| v.code == "beat_flood") {
+        assert!(
+            v.reason.contains("node n2 wrote") && v.reason.contains("dropped unread"),
+            "{v:?}"
+        );
+        assert!(v.subject.ends_with(".n2"), "{v:?}");
+    }
+
+    // The world goes on: a workload of two replicas runs, and n1, beating at its own
+    // interval, is never reported.
+    let mut s = spec(Some("w"));
+    s["replicas"] = serde_json::json!(2);
+    env.natspy_pub(SUBMIT, s.to_string().as_bytes(), None);
+    env.wait_for("both copies to run", LONG, |by| {
+        by.get("w")
+            .is_some_and(|k| k.iter().filter(|k| **k == "started").count() == 2)
+    })
+    .await;
+    let a = env.aside().await;
+    assert!(
+        a.recent
+            .iter()
+            .filter(|v| v.code == "beat_flood")
+            .all(|v| v.subject.ends_with(".n2")),
+        "{a:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

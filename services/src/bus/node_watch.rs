@@ -15,6 +15,10 @@
 //! is never taken for a new one. A guard: the client is not known to hand one on twice (a
 //! consumer it makes again after a reconnect resumes after the last entry it delivered, or
 //! from the bucket's start when it had delivered none).
+//!
+//! A node may write its own key as often as it likes: past its budget
+//! ([`bulkhead_actors::beat_budget`]) its entries are dropped unread, and the flood is set
+//! aside (`beat_flood`) at once and then every ten seconds while it lasts, one item each time.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,9 +27,12 @@ use async_nats::jetstream::kv::{Entry, Operation};
 use futures::StreamExt;
 use tracing::{error, warn};
 
+use bulkhead_actors::aside::Aside;
+use bulkhead_actors::beat_budget::{Admit, BeatBudget};
 use bulkhead_schemas::subjects;
 
 use super::Bus;
+use crate::aside::Ledger;
 
 /// The latest entry handed on for each node: its revision and when the server stored it
 /// (Unix ns).
@@ -108,9 +115,11 @@ const PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_
 /// connection comes back: the client would resume it after the last entry it delivered, and
 /// a server whose machine crashed can come back with the bucket's sequence below that (beats
 /// written unsynced and lost), so the resumed watch would hand on nothing until the bucket
-/// caught up; a new one starts at the bucket's end.
-pub async fn follow(bus: &Bus, who: &str, mut take: impl FnMut(Watched) -> bool) {
+/// caught up; a new one starts at the bucket's end. A node's entries past its budget are
+/// not handed on: the flood goes in `ledger`.
+pub async fn follow(bus: &Bus, who: &str, ledger: &Ledger, mut take: impl FnMut(Watched) -> bool) {
     let mut revisions = Revisions::default();
+    let mut budget = BeatBudget::default();
     let mut pause = PAUSE.0;
     if !take(hearing(false)) {
         return;
@@ -148,6 +157,15 @@ pub async fn follow(bus: &Bus, who: &str, mut take: impl FnMut(Watched) -> bool)
                 Some(Err(e)) => break e.to_string(),
                 None => break "the watch's stream ended".to_owned(),
             };
+            match budget.admit(&entry.key, bulkhead_schemas::now_ms()) {
+                Admit::Pass => {}
+                Admit::Drop => continue,
+                Admit::Report(flood) => {
+                    let subject = format!("$KV.{}.{}", subjects::NODES_BUCKET, flood.node);
+                    ledger.record(Aside::new(0, &subject, "beat_flood", flood));
+                    continue;
+                }
+            }
             // A deletion or expiry is news whatever came before (its own revision).
             let stored_ns = entry.created.unix_timestamp_nanos();
             if entry.operation == Operation::Put

@@ -180,7 +180,7 @@ async fn run_active_inner(
 /// Every new heartbeat put in the nodes bucket, as it arrives, until the actor's end. A
 /// heartbeat that does not decode or is out of limits is set aside: it is no sign of life.
 async fn watch_beats(bus: Bus, actor: ActorRef<FailoverMsg>, ledger: Ledger) {
-    crate::bus::node_watch::follow(&bus, "failover", |watched| {
+    crate::bus::node_watch::follow(&bus, "failover", &ledger, |watched| {
         let entry = match watched {
             Watched::Entry(entry) => entry,
             Watched::Hearing { up, at_ms } => {

@@ -47,7 +47,7 @@ async fn scanners(bus: Bus, actor: ActorRef<SchedulerMsg>) {
 /// Every new heartbeat put in the nodes bucket, and every removal, to the actor (which
 /// keeps the silence rule), until the actor's end.
 async fn heartbeats(bus: Bus, actor: ActorRef<SchedulerMsg>, ledger: Ledger) {
-    node_watch::follow(&bus, "scheduler", |watched| {
+    node_watch::follow(&bus, "scheduler", &ledger, |watched| {
         let entry = match watched {
             Watched::Entry(entry) => entry,
             Watched::Hearing { up, at_ms } => {
