@@ -30,21 +30,50 @@ fn reported(a: &AsideReply, who: &str, code: &str) -> u64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_heartbeat_out_of_limits_is_set_aside_by_every_reader_and_counted_once_each() {
+/// The scheduler, the failover, the API and node n1 running; n2 enrolled (offering `runc`)
+/// and connected as itself, running nothing: its heartbeats are the test's.
+async fn both_readers_and_n2() -> (Env, Bus) {
     let mut env = env().await;
     env.spawn("scheduler", &["scheduler"]);
     env.spawn("failover", &["failover", "--lost-timeout-ms", "2000"]);
     env.spawn("api", &["api"]);
     env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
     env.wait_ready("n1").await;
-
-    // n2's own key heartbeats with an interval of 584 million years and more free than it
-    // has: were it believed, the failover would never find it silent.
     env.enroll_node("n2", Some("runc"));
     let n2 = Bus::connect_as(&env.server.url, &env.data.creds(Role::Node, "n2").unwrap())
         .await
         .unwrap();
+    (env, n2)
+}
+
+/// Waits until the scheduler and the failover have each reported `code` at least once.
+async fn reported_by_both(env: &Env, code: &str) {
+    let what = format!("the scheduler and the failover to report {code}");
+    wait_until(&what, LONG, async || {
+        let a = env.aside().await;
+        reported(&a, "scheduler/", code) >= 1 && reported(&a, "failover/", code) >= 1
+    })
+    .await;
+}
+
+/// Submits workload `w` of two replicas and waits until both have started.
+async fn two_replicas_run(env: &Env) {
+    let mut s = spec(Some("w"));
+    s["replicas"] = serde_json::json!(2);
+    env.natspy_pub(SUBMIT, s.to_string().as_bytes(), None);
+    env.wait_for("both copies to run", LONG, |by| {
+        by.get("w")
+            .is_some_and(|k| k.iter().filter(|k| **k == "started").count() == 2)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_out_of_limits_is_set_aside_by_every_reader_and_counted_once_each() {
+    let (env, n2) = both_readers_and_n2().await;
+
+    // n2's own key heartbeats with an interval of 584 million years and more free than it
+    // has: were it believed, the failover would never find it silent.
     let beat = serde_json::json!({
         "name": "n2",
         "capacity": {"memory_mb": 1024, "cpu_millicores": 1000, "slots": 4},
@@ -60,17 +89,7 @@ async fn a_heartbeat_out_of_limits_is_set_aside_by_every_reader_and_counted_once
         .await
         .unwrap();
     n2.client.flush().await.unwrap();
-    let env_ref = &env;
-    wait_until(
-        "the scheduler and the failover to report it",
-        LONG,
-        async || {
-            let a = env_ref.aside().await;
-            reported(&a, "scheduler/", "out_of_limits") >= 1
-                && reported(&a, "failover/", "out_of_limits") >= 1
-        },
-    )
-    .await;
+    reported_by_both(&env, "out_of_limits").await;
     let a = env.aside().await;
     let why = a
         .recent
@@ -86,14 +105,7 @@ async fn a_heartbeat_out_of_limits_is_set_aside_by_every_reader_and_counted_once
     );
 
     // The world goes on: a workload of two replicas runs, on n1 only.
-    let mut s = spec(Some("w"));
-    s["replicas"] = serde_json::json!(2);
-    env.natspy_pub(SUBMIT, s.to_string().as_bytes(), None);
-    env.wait_for("both copies to run", LONG, |by| {
-        by.get("w")
-            .is_some_and(|k| k.iter().filter(|k| **k == "started").count() == 2)
-    })
-    .await;
+    two_replicas_run(&env).await;
     for (_, _, ev) in env.events(&subjects::workload_events(&key("w"))).await {
         if let bulkhead_schemas::event::EventBody::Started(st) = &ev.body {
             assert_eq!(st.node, "n1", "nothing placed on a node it cannot believe");
@@ -106,19 +118,10 @@ async fn a_heartbeat_out_of_limits_is_set_aside_by_every_reader_and_counted_once
 /// set the flood aside, naming the node; the other nodes and the world go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_flooding_its_heartbeat_key_is_held_to_its_budget_and_reported() {
-    let mut env = env().await;
-    env.spawn("scheduler", &["scheduler"]);
-    env.spawn("failover", &["failover", "--lost-timeout-ms", "2000"]);
-    env.spawn("api", &["api"]);
-    env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
-    env.wait_ready("n1").await;
+    let (env, n2) = both_readers_and_n2().await;
 
     // n2 beats within limits, with nothing free (so nothing is placed on it), 20,000 times
     // at once: a hundred times its budget.
-    env.enroll_node("n2", Some("runc"));
-    let n2 = Bus::connect_as(&env.server.url, &env.data.creds(Role::Node, "n2").unwrap())
-        .await
-        .unwrap();
     let beat = serde_json::json!({
         "name": "n2",
         "capacity": {"memory_mb": 1024, "cpu_millicores": 1000, "slots": 4},
@@ -134,17 +137,7 @@ async fn a_node_flooding_its_heartbeat_key_is_held_to_its_budget_and_reported() 
             .unwrap();
     }
     n2.client.flush().await.unwrap();
-    let env_ref = &env;
-    wait_until(
-        "the scheduler and the failover to report the flood",
-        LONG,
-        async || {
-            let a = env_ref.aside().await;
-            reported(&a, "scheduler/", "beat_flood") >= 1
-                && reported(&a, "failover/", "beat_flood") >= 1
-        },
-    )
-    .await;
+    reported_by_both(&env, "beat_flood").await;
     let a = env.aside().await;
     for v in a.recent.iter().filter(|v| v.code == "beat_flood") {
         assert!(
@@ -156,14 +149,7 @@ async fn a_node_flooding_its_heartbeat_key_is_held_to_its_budget_and_reported() 
 
     // The world goes on: a workload of two replicas runs, and n1, beating at its own
     // interval, is never reported.
-    let mut s = spec(Some("w"));
-    s["replicas"] = serde_json::json!(2);
-    env.natspy_pub(SUBMIT, s.to_string().as_bytes(), None);
-    env.wait_for("both copies to run", LONG, |by| {
-        by.get("w")
-            .is_some_and(|k| k.iter().filter(|k| **k == "started").count() == 2)
-    })
-    .await;
+    two_replicas_run(&env).await;
     let a = env.aside().await;
     assert!(
         a.recent
