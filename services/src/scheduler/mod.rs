@@ -2,7 +2,8 @@
 //! the log, then feeds commands, log events, heartbeats and node events to the scheduler
 //! actor (`bulkhead_actors::scheduler`).
 //!
-//! - [`commands`]: the durable consumer of `BULKHEAD_CMD` and each command's ack;
+//! - [`commands`]: the lanes of `BULKHEAD_CMD` (a durable consumer a tenant, served in
+//!   turn) and each command's ack;
 //! - [`watch`]: heartbeats, node events and scan verdicts, as they come.
 
 mod commands;
@@ -155,7 +156,7 @@ async fn run_active(
             },
         )))
     };
-    let mut commands = commands::consume(bus, cfg).await?;
+    let mut commands = commands::consume(bus, cfg, &ledger).await?;
     info!(instance = %cfg.instance, "scheduler active");
     loop {
         tokio::select! {
@@ -165,7 +166,7 @@ async fn run_active(
                 }
             }
             chunk = commands.next_chunk() => {
-                let Some(chunk) = chunk else { anyhow::bail!("command consumer ended") };
+                let Some(chunk) = chunk else { anyhow::bail!("a command lane ended") };
                 commands::handle_chunk(&actor, chunk, &ledger).await?;
             }
             _ = handle_closed(&handle) => anyhow::bail!("scheduler actor stopped"),
