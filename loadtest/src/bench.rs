@@ -74,13 +74,24 @@ impl Bench {
             RuntimeClass::EderaZone,
             RuntimeClass::Confidential,
         ];
-        let data = &self.cluster.data;
-        data.enroll_all(
+        self.enroll(
             names
                 .iter()
                 .map(|n| (Role::Node, n.clone(), all.clone()))
                 .collect(),
-        )?;
+        )
+        .await
+    }
+
+    /// Enrols a tenant, and tells the server and the log.
+    pub async fn enroll_tenant(&self, name: &str) -> anyhow::Result<()> {
+        self.enroll(vec![(Role::Tenant, name.to_owned(), Vec::new())])
+            .await
+    }
+
+    async fn enroll(&self, who: Vec<(Role, String, Vec<RuntimeClass>)>) -> anyhow::Result<()> {
+        let data = &self.cluster.data;
+        data.enroll_all(who)?;
         data.reload_server()?;
         // The server reloads its users in the background: with thousands of users, for
         // longer than a moment (JetStream answers no one meanwhile), so the setup is tried

@@ -11,6 +11,7 @@
 //! `failover`: die → replacement running (sim fleet and real containerd), node lost → all
 //! its replicas running elsewhere. `placement`: one placement's CPU, index against scan.
 //! `append-latency`: how long an append waits for its acknowledgement, by the way it is sent.
+//! `tenants`: a noisy neighbour, one tenant's burst beside another's trickle.
 //!
 //! The parts the sim scenarios share: `bench` (a cluster set up as `bulkhead up` does),
 //! `fleet` (sim nodes, a failover, a node's restart), `burst` (submissions watched until
@@ -33,6 +34,7 @@ mod scan_cache;
 mod scratch;
 mod seal;
 mod signing;
+mod tenants;
 mod throughput;
 
 /// mimalloc, as the `bulkhead` binary uses (the services run in this process here).
@@ -65,6 +67,7 @@ enum Scenario {
     OpsDelivery(ops_delivery::Args),
     ScanCache(scan_cache::Args),
     AppendLatency(append_latency::Args),
+    Tenants(tenants::Args),
 }
 
 #[tokio::main]
@@ -88,5 +91,6 @@ async fn main() -> anyhow::Result<()> {
         Scenario::OpsDelivery(args) => ops_delivery::run(args).await,
         Scenario::ScanCache(args) => scan_cache::run(args).await,
         Scenario::AppendLatency(args) => append_latency::run(args).await,
+        Scenario::Tenants(args) => tenants::run(args).await,
     }
 }
