@@ -256,7 +256,7 @@ impl Bus {
                 // Limits, not a work queue: a work queue removes each command as it is
                 // acknowledged, one fsync'd delete a command under `sync_interval: always`
                 // (the placement rate's bound). The scheduler purges what it handled, up to
-                // its lanes' ack floors, one operation a lane a second (`commands::purge_handled`).
+                // its lanes' ack floors, one operation a lane a second (`lanes::purge_handled`).
                 retention: stream::RetentionPolicy::Limits,
                 max_messages: topo.cmd_backlog,
                 max_bytes: topo.cmd_backlog_bytes,
@@ -496,7 +496,7 @@ impl Bus {
     }
 
     /// The one consumer through which an older scheduler read every command is deleted:
-    /// the scheduler reads through a lane a tenant now (`scheduler/commands.rs`). Nothing is
+    /// the scheduler reads through a lane a tenant now (`scheduler/lanes.rs`). Nothing is
     /// lost: a new lane reads every command its tenant has in the stream, and the few the
     /// older scheduler handled in its last second (not yet purged) come again and are
     /// deduplicated, as any redelivery is.

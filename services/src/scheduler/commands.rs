@@ -1,19 +1,13 @@
-//! Commands: the scheduler's lanes of `BULKHEAD_CMD`, a durable consumer a tenant and one
-//! for the operators' commands ([`subjects::cmd_lane`]), served in turn ([`FairQueue`]) so
-//! that one tenant's backlog does not hold up another's commands; the commands handed to the
-//! actor in chunks, and each message acknowledged (or redelivered) as its disposition says.
-//! A message that is no command (an unknown subject, no metadata) is set aside. A lane is
-//! opened when the stream first holds a command of its tenant ([`Lanes::discover`]); what a
-//! lane handled leaves the stream in one purge a second ([`purge_handled`]).
+//! Commands: what the scheduler's lanes ([`super::lanes`], a durable consumer a tenant) read,
+//! served in turn ([`FairQueue`]) so that one tenant's backlog does not hold up another's
+//! commands; the commands handed to the actor in chunks, and each message acknowledged (or
+//! redelivered) as its disposition says. A message that is no command (an unknown subject,
+//! no metadata) is set aside.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull::Stream as Messages;
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
-use async_nats::jetstream::stream::Stream;
+use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
 use bulkhead_actors::aside::Aside;
 use bulkhead_actors::fair_queue::FairQueue;
@@ -22,46 +16,24 @@ use bulkhead_actors::scheduler::command::CommandSig;
 use bulkhead_actors::scheduler::{Command, Disposition};
 use bulkhead_actors::signing::{KEY_HEADER, SIG_HEADER};
 use bulkhead_actors::trace;
-use bulkhead_schemas::subjects::{self, CmdLane};
-use futures::{StreamExt, TryStreamExt};
+use bulkhead_schemas::subjects;
 use ractor::ActorRef;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tracing::{Instrument, info, info_span, warn};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tracing::{Instrument, info_span, warn};
 
 use super::SchedulerConfig;
+use super::lanes::{Lanes, Read};
 use crate::aside::Ledger;
 use crate::bus::{Bus, redeliver};
 use crate::tasks::AbortOnDrop;
 
 /// Commands handed to the actor at once, at most.
-const CHUNK: usize = 1000;
+pub(super) const CHUNK: usize = 1000;
 
 /// A chunk of at least this many ready commands is a backlog: it is topped up …
 const TOP_UP_FROM: usize = 64;
 /// … for at most this long.
 const TOP_UP_FOR: Duration = Duration::from_millis(20);
-
-/// Commands the lanes together have read and not yet handed to the actor, at most: a lane
-/// waits for room (given in the order asked: a lane with one command waiting is not starved by
-/// one with thousands), and its consumer's pull holds the rest at the server. Every command
-/// read is delivered and its ack wait (5 s) runs: what waits here is a round or two of work.
-const READ_AHEAD: usize = 2 * CHUNK;
-/// Commands a lane pulls at once.
-const LANE_BATCH: usize = 200;
-
-/// How often the stream is asked which lanes have commands waiting: a tenant's first command
-/// since the scheduler started waits this long at most for its lane to open.
-const DISCOVER_EVERY: Duration = Duration::from_millis(250);
-
-/// How often the commands handled are purged from the stream.
-const PURGE_EVERY: Duration = Duration::from_secs(1);
-
-/// What a lane's reader hands on: a command of the lane (named by its consumer) and its
-/// place among those read ahead; none when the lane's consumer ended.
-struct Read {
-    lane: Arc<str>,
-    command: Option<(Message, OwnedSemaphorePermit)>,
-}
 
 pub(super) struct Commands {
     queue: FairQueue<(Message, OwnedSemaphorePermit)>,
@@ -111,178 +83,6 @@ impl Commands {
     }
 }
 
-/// Reads one lane's consumer, each command once there is room among those read ahead;
-/// `read` is the last command's sequence in the stream (the purge looks at lanes read past
-/// their last purge).
-async fn read_lane(
-    lane: Arc<str>,
-    mut messages: Messages,
-    read: Arc<AtomicU64>,
-    ahead: Arc<Semaphore>,
-    out: mpsc::UnboundedSender<Read>,
-) {
-    while let Some(m) = messages.next().await {
-        let m = match m {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(lane = &*lane, error = %e, "command consumer error");
-                continue;
-            }
-        };
-        let Ok(room) = ahead.clone().acquire_owned().await else {
-            return;
-        };
-        if let Ok(info) = m.info() {
-            read.fetch_max(info.stream_sequence, Ordering::Relaxed);
-        }
-        let command = Some((m, room));
-        let lane = lane.clone();
-        if out.send(Read { lane, command }).is_err() {
-            return;
-        }
-    }
-    let _ = out.send(Read {
-        lane,
-        command: None,
-    });
-}
-
-/// An open lane: its reader, the last command it read, and the floor it was purged through.
-struct Open {
-    _reading: AbortOnDrop,
-    read: Arc<AtomicU64>,
-    purged: u64,
-}
-
-/// The lanes open, and what opens more.
-struct Lanes {
-    stream: Stream,
-    /// Every lane's consumer is this, its name and filter its own.
-    config: pull::Config,
-    out: mpsc::UnboundedSender<Read>,
-    ledger: Ledger,
-    /// Room among the commands read ahead, shared by every lane ([`READ_AHEAD`]).
-    ahead: Arc<Semaphore>,
-    open: HashMap<CmdLane, Open>,
-}
-
-impl Lanes {
-    /// Opens a lane for each one that has commands waiting in the stream and none open; the
-    /// commands of a subject no lane reads are purged unread, and set aside.
-    async fn discover(&mut self) -> anyhow::Result<()> {
-        let mut waiting = BTreeSet::new();
-        let mut unread = Vec::new();
-        let mut subjects = self.stream.info_with_subjects(">").await?;
-        while let Some((subject, count)) = subjects.try_next().await? {
-            match subjects::cmd_lane(&subject) {
-                Some(lane) => {
-                    waiting.insert(lane);
-                }
-                None => unread.push((subject, count)),
-            }
-        }
-        for (subject, count) in unread {
-            self.stream.purge().filter(subject.as_str()).await?;
-            let why = format!("{count} stored on a subject no tenant's lane reads: purged unread");
-            self.ledger
-                .record(Aside::new(0, &subject, "unknown_command", why));
-        }
-        for lane in waiting {
-            if !self.open.contains_key(&lane) {
-                self.start(lane).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Creates (or finds) the lane's durable consumer and starts reading it.
-    async fn start(&mut self, lane: CmdLane) -> anyhow::Result<()> {
-        let config = pull::Config {
-            durable_name: Some(lane.consumer.clone()),
-            filter_subject: lane.filter.clone(),
-            ..self.config.clone()
-        };
-        let consumer: PullConsumer = crate::bus::opening("a command lane", || {
-            self.stream.create_consumer(config.clone())
-        })
-        .await?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(LANE_BATCH)
-            .messages()
-            .await?;
-        info!(lane = %lane.consumer, "command lane open");
-        let read = Arc::new(AtomicU64::new(0));
-        let reading = tokio::spawn(read_lane(
-            lane.consumer.as_str().into(),
-            messages,
-            read.clone(),
-            self.ahead.clone(),
-            self.out.clone(),
-        ));
-        let open = Open {
-            _reading: AbortOnDrop(reading),
-            read,
-            purged: 0,
-        };
-        self.open.insert(lane, open);
-        Ok(())
-    }
-
-    /// Purges what each lane read past its last purge has handled.
-    async fn purge(&mut self) {
-        for (lane, open) in &mut self.open {
-            if open.read.load(Ordering::Relaxed) <= open.purged {
-                continue;
-            }
-            match purge_handled(&self.stream, lane, open.purged).await {
-                Ok(floor) => open.purged = floor,
-                Err(e) => {
-                    warn!(lane = %lane.consumer, error = %e, "could not purge the commands handled; will try again");
-                }
-            }
-        }
-    }
-
-    /// Opens lanes as their first commands come, and purges, until dropped.
-    fn run(mut self) -> AbortOnDrop {
-        AbortOnDrop(tokio::spawn(async move {
-            let mut discover = tokio::time::interval(DISCOVER_EVERY);
-            let mut purge = tokio::time::interval(PURGE_EVERY);
-            for every in [&mut discover, &mut purge] {
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            }
-            loop {
-                tokio::select! {
-                    _ = discover.tick() => {
-                        if let Err(e) = self.discover().await {
-                            warn!(error = %e, "could not look for new command lanes; will try again");
-                        }
-                    }
-                    _ = purge.tick() => self.purge().await,
-                }
-            }
-        }))
-    }
-}
-
-/// Purges the lane's commands through its consumer's ack floor (each command there was
-/// acknowledged or terminated; one redelivered later holds the floor below it) when it
-/// passed `done`, in one operation; returns the floor purged through. A command
-/// acknowledged on a work queue was one fsync'd delete each.
-pub async fn purge_handled(stream: &Stream, lane: &CmdLane, done: u64) -> anyhow::Result<u64> {
-    let info = stream.consumer_info(&lane.consumer).await?;
-    let floor = info.ack_floor.stream_sequence;
-    if floor > done {
-        stream
-            .purge()
-            .filter(lane.filter.as_str())
-            .sequence(floor + 1)
-            .await?;
-    }
-    Ok(floor.max(done))
-}
-
 /// The scheduler's lanes: those with commands waiting open now (so that a consumer it may
 /// not make fails the start), the others as their first commands come.
 pub(super) async fn consume(
@@ -300,14 +100,7 @@ pub(super) async fn consume(
         ..Default::default()
     };
     let (out, read) = mpsc::unbounded_channel();
-    let mut lanes = Lanes {
-        stream,
-        config,
-        out,
-        ledger: ledger.clone(),
-        ahead: Arc::new(Semaphore::new(READ_AHEAD)),
-        open: HashMap::new(),
-    };
+    let mut lanes = Lanes::new(stream, config, out, ledger.clone());
     lanes.discover().await?;
     Ok(Commands {
         queue: FairQueue::default(),

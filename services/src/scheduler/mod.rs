@@ -2,11 +2,12 @@
 //! the log, then feeds commands, log events, heartbeats and node events to the scheduler
 //! actor (`bulkhead_actors::scheduler`).
 //!
-//! - [`commands`]: the lanes of `BULKHEAD_CMD` (a durable consumer a tenant, served in
-//!   turn) and each command's ack;
+//! - [`commands`]: the commands of every lane served in turn, and each command's ack;
+//! - [`lanes`]: the lanes of `BULKHEAD_CMD`, a durable consumer a tenant, and their purge;
 //! - [`watch`]: heartbeats, node events and scan verdicts, as they come.
 
 mod commands;
+mod lanes;
 mod watch;
 
 use std::time::{Duration, Instant};
