@@ -11,6 +11,7 @@
 //! | [`failover`] | restart decisions, lost nodes, and the failover actor |
 //! | [`liveness`] | the one rule that says a node went silent |
 //! | [`beat_budget`] | how many of a node's heartbeat entries its watchers hear, at most |
+//! | [`fair_queue`] | lanes served in turn: one tenant's backlog does not hold up another's |
 //! | [`aside`] | what readers refuse to apply: counted, logged, listed |
 //! | [`clock`] | the time the actor shells read (the wall, or tokio's in tests) |
 //! | [`directory`] | the identities the log enrolled, by key, and the policy in force |
@@ -30,6 +31,7 @@ pub mod beat_budget;
 pub mod clock;
 pub mod directory;
 pub mod failover;
+pub mod fair_queue;
 pub mod liveness;
 pub mod node;
 pub mod policy;

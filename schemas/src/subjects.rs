@@ -181,8 +181,41 @@ pub const SCHEDULER_LEASE_KEY: &str = "scheduler";
 /// Key of the active failover instance in [`LEASES_BUCKET`].
 pub const FAILOVER_LEASE_KEY: &str = "failover";
 
-/// Durable consumer through which the active scheduler reads commands.
+/// The durable consumer through which an older scheduler read every command, and the
+/// prefix of the lanes that replace it ([`cmd_lane`]).
 pub const SCHEDULER_CONSUMER: &str = "bulkhead-scheduler";
+
+/// One of the scheduler's durable consumers of [`CMD_STREAM`]: a lane a tenant, one for the
+/// operators' commands, served in turn so that no tenant's backlog holds up another's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CmdLane {
+    /// The durable consumer's name: `bulkhead-scheduler-t-<tenant>`, or
+    /// `bulkhead-scheduler-ctl` (no tenant name makes it: a tenant's has `-t-`).
+    pub consumer: String,
+    /// What it reads: `bulkhead.cmd.<tenant>.*`, or `bulkhead.ctl.*`.
+    pub filter: String,
+}
+
+/// The lane of a command stored on `subject`; None for a subject that no lane reads (no
+/// tenant's: only an admin could store one, and the scheduler purges it as it finds it).
+/// A reserved name is a token still, and has a lane: its commands are read and set aside.
+pub fn cmd_lane(subject: &str) -> Option<CmdLane> {
+    let tenant = subject
+        .strip_prefix("bulkhead.cmd.")
+        .and_then(|rest| rest.split_once('.'))
+        .filter(|(tenant, kind)| is_valid_token(tenant) && !kind.contains('.'))
+        .map(|(tenant, _)| tenant);
+    if let Some(tenant) = tenant {
+        return Some(CmdLane {
+            consumer: format!("{SCHEDULER_CONSUMER}-t-{tenant}"),
+            filter: format!("bulkhead.cmd.{tenant}.*"),
+        });
+    }
+    (subject == CTL_DRAIN || subject == CTL_UNDRAIN).then(|| CmdLane {
+        consumer: format!("{SCHEDULER_CONSUMER}-ctl"),
+        filter: "bulkhead.ctl.*".to_owned(),
+    })
+}
 
 /// The tenant of submissions that name none (`bulkhead up` creates it).
 pub const DEFAULT_TENANT: &str = "default";
@@ -294,6 +327,31 @@ pub fn is_valid_token(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_command_subject_has_one_lane_and_no_tenant_can_take_the_operators() {
+        let a = cmd_lane(&cmd("acme", "submit")).unwrap();
+        assert_eq!(a, cmd_lane(&cmd("acme", "stop")).unwrap());
+        assert_eq!(a.consumer, "bulkhead-scheduler-t-acme");
+        assert_eq!(a.filter, "bulkhead.cmd.acme.*");
+        let ctl = cmd_lane(CTL_DRAIN).unwrap();
+        assert_eq!(ctl, cmd_lane(CTL_UNDRAIN).unwrap());
+        assert_eq!(ctl.consumer, "bulkhead-scheduler-ctl");
+        // A tenant named like the operators' lane gets a lane of its own.
+        assert_ne!(
+            cmd_lane(&cmd("ctl", "submit")).unwrap().consumer,
+            ctl.consumer
+        );
+        assert!(cmd_lane("bulkhead.cmd.node.submit").is_some());
+        for other in [
+            "bulkhead.cmd.a.b.submit",
+            "bulkhead.ctl.other",
+            "bulkhead.cmd.*.submit",
+            "bulkhead.cmd.a*b.submit",
+        ] {
+            assert_eq!(cmd_lane(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn workload_keys_name_their_tenant_in_every_subject() {

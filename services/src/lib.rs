@@ -3,7 +3,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`scheduler`] | the scheduler service: lease, rebuild, command consumer, watches |
+//! | [`scheduler`] | the scheduler service: lease, rebuild, command lanes, watches |
 //! | [`node`] | the node service: its settings, the CRI runtime, its ops, losing and coming back |
 //! | [`failover`] | the failover service: lease, rebuild, heartbeat watch |
 //! | [`api`] | the query API (a NATS service) over a read model of the log |

@@ -33,6 +33,8 @@ fn probes(me: &str, other: &str) -> Vec<(Op, String)> {
     for who in [me, other] {
         publish(s::cmd(who, "submit"));
         publish(s::cmd(who, "stop"));
+        let lane = s::cmd_lane(&s::cmd(who, "submit")).unwrap().consumer;
+        publish(api(&format!("CONSUMER.MSG.NEXT.{}.{lane}", s::CMD_STREAM)));
         publish(s::api_workloads_get(who));
         publish(s::api_workloads_list(who));
         publish(s::api_node_heads(who));

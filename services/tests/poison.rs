@@ -2,7 +2,8 @@
 //! heartbeat out of limits is set aside by the scheduler and the failover (no sign of life,
 //! no placements) and both report it to the query API; every durable consumer bounds its
 //! redeliveries; a message JetStream gives up on is listed by the API with its consumer; a
-//! node flooding its heartbeat key is held to its budget and reported.
+//! node flooding its heartbeat key is held to its budget and reported; a tenant flooding
+//! its commands does not hold up another tenant's.
 
 mod common;
 
@@ -160,6 +161,67 @@ async fn a_node_flooding_its_heartbeat_key_is_held_to_its_budget_and_reported() 
     );
 }
 
+/// The scheduler reads a lane a tenant, in turn: mallory's 5,000 submissions, stored before
+/// default's one (no scheduler runs yet), do not all go first. First in, first out, all
+/// 5,000 were handled before it; here it is admitted in the first round or the second. Every
+/// command handled then leaves the stream, lane by lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_flooding_its_commands_does_not_hold_up_another() {
+    const FLOOD: usize = 5000;
+    let mut env = env().await;
+    env.cli_ok(["tenant", "add", "mallory"]);
+    let creds = env.data.creds(Role::Tenant, "mallory").unwrap();
+    let mallory = Bus::connect_as(&env.server.url, &creds).await.unwrap();
+    let subject = subjects::cmd("mallory", "submit");
+    let stored = (0..FLOOD).map(|i| {
+        let (js, subject) = (mallory.js.clone(), subject.clone());
+        async move { js.publish(subject, format!("junk {i}").into()).await?.await }
+    });
+    futures::future::try_join_all(stored).await.unwrap();
+    env.natspy_pub(SUBMIT, spec(Some("first")).to_string().as_bytes(), None);
+    env.spawn("scheduler", &["scheduler"]);
+
+    let mallorys = "bulkhead.evt.mallory.wl.*.rejected";
+    let env_ref = &env;
+    wait_until("every command to be handled", LONG, async || {
+        let by = env_ref.kinds_by_workload().await;
+        let first = by.get("first").is_some_and(|k| k.contains(&"accepted"));
+        first && env_ref.events(mallorys).await.len() == FLOOD
+    })
+    .await;
+    let events = env.events(subjects::EVT_WORKLOADS).await;
+    let accepted = events
+        .iter()
+        .find(|(_, _, e)| id_of(&e.subject) == "first" && e.kind() == "accepted")
+        .map(|(seq, _, _)| *seq)
+        .unwrap();
+    let before = env
+        .events(mallorys)
+        .await
+        .iter()
+        .filter(|(seq, _, _)| *seq < accepted)
+        .count();
+    assert!(
+        before < FLOOD / 2,
+        "{before} of mallory's {FLOOD} were handled before default's one"
+    );
+
+    wait_until(
+        "the commands handled to leave the stream",
+        LONG,
+        async || {
+            let mut s = env_ref
+                .bus
+                .js
+                .get_stream(subjects::CMD_STREAM)
+                .await
+                .unwrap();
+            s.info().await.unwrap().state.messages == 0
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_durable_consumer_bounds_its_redeliveries() {
     let mut env = env().await;
@@ -167,12 +229,12 @@ async fn every_durable_consumer_bounds_its_redeliveries() {
     env.spawn("n1", &["node", "--name", "n1", "--heartbeat-ms", "200"]);
     let osv = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/osv");
     env.spawn("scanner", &["scanner", "--id", "w1", "--db", osv]);
+    // The scheduler opens its tenant's lane at the tenant's first command.
+    env.natspy_pub(SUBMIT, spec(Some("w")).to_string().as_bytes(), None);
+    let lane = subjects::cmd_lane(SUBMIT).unwrap().consumer;
     let env_ref = &env;
     for (stream, consumer) in [
-        (
-            subjects::CMD_STREAM,
-            subjects::SCHEDULER_CONSUMER.to_owned(),
-        ),
+        (subjects::CMD_STREAM, lane),
         (subjects::OPS_STREAM, subjects::node_consumer("n1")),
         (subjects::SCAN_STREAM, subjects::SCAN_CONSUMER.to_owned()),
     ] {

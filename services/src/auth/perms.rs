@@ -290,7 +290,9 @@ pub fn of(role: Role, name: &str) -> Perms {
             write_node_events(&mut p, &["draining", "drained", "undrained"]);
             p.publish
                 .extend([s::OPS_ALL.to_owned(), s::SCAN_JOBS.to_owned()]);
-            durable(&mut p, s::CMD_STREAM, s::SCHEDULER_CONSUMER, None);
+            // Its lanes, a consumer a tenant (`subjects::cmd_lane`): any consumer of the
+            // command stream, a power no greater than reading and acknowledging every command.
+            durable(&mut p, s::CMD_STREAM, "*", Some(">"));
             // The commands it handled leave the stream by its purge (its power over the
             // commands is no greater: it can already acknowledge any command unhandled).
             p.publish

@@ -256,7 +256,7 @@ impl Bus {
                 // Limits, not a work queue: a work queue removes each command as it is
                 // acknowledged, one fsync'd delete a command under `sync_interval: always`
                 // (the placement rate's bound). The scheduler purges what it handled, up to
-                // its consumer's ack floor, in one operation a second (`commands::Purger`).
+                // its lanes' ack floors, one operation a lane a second (`lanes::purge_handled`).
                 retention: stream::RetentionPolicy::Limits,
                 max_messages: topo.cmd_backlog,
                 max_bytes: topo.cmd_backlog_bytes,
@@ -330,6 +330,7 @@ impl Bus {
                 .await
                 .map_err(|e| setup(&format!("stream {name}"))(&e))?;
         }
+        self.retire_single_scheduler_consumer().await?;
         // The consumers of an older ops stream, made again on the new one.
         if !ops_consumers.is_empty() {
             let stream = self.stream(subjects::OPS_STREAM).await?;
@@ -492,6 +493,31 @@ impl Bus {
             return Ok(());
         }
         crate::follow::check_format(&info.config)
+    }
+
+    /// The one consumer through which an older scheduler read every command is deleted:
+    /// the scheduler reads through a lane a tenant now (`scheduler/lanes.rs`). Nothing is
+    /// lost: a new lane reads every command its tenant has in the stream, and the few the
+    /// older scheduler handled in its last second (not yet purged) come again and are
+    /// deduplicated, as any redelivery is.
+    async fn retire_single_scheduler_consumer(&self) -> Result<(), BusError> {
+        let stream = self.stream(subjects::CMD_STREAM).await?;
+        if stream
+            .consumer_info(subjects::SCHEDULER_CONSUMER)
+            .await
+            .is_err()
+        {
+            return Ok(()); // none: a new cluster, or retired already
+        }
+        tracing::info!("retiring the single command consumer of an older scheduler");
+        stream
+            .delete_consumer(subjects::SCHEDULER_CONSUMER)
+            .await
+            .map_err(|e| BusError::Setup {
+                what: format!("consumer {}", subjects::SCHEDULER_CONSUMER),
+                msg: e.to_string(),
+            })?;
+        Ok(())
     }
 
     /// A command stream from before commands were purged by the scheduler (a work queue;

@@ -1,125 +1,111 @@
-//! Commands: the durable consumer of `BULKHEAD_CMD`, the commands handed to the actor in
-//! chunks, and each message acknowledged (or redelivered) as its disposition says. A
-//! message that is no command (an unknown subject, no metadata) is set aside. What was
-//! handled leaves the stream in one purge a second ([`purge_handled`]).
+//! Commands: what the scheduler's lanes ([`super::lanes`], a durable consumer a tenant) read,
+//! served in turn ([`FairQueue`]) so that one tenant's backlog does not hold up another's
+//! commands; the commands handed to the actor in chunks, and each message acknowledged (or
+//! redelivered) as its disposition says. A message that is no command (an unknown subject,
+//! no metadata) is set aside.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull::{MessagesError, Stream};
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
 use bulkhead_actors::aside::Aside;
+use bulkhead_actors::fair_queue::FairQueue;
 use bulkhead_actors::scheduler::actor::SchedulerMsg;
 use bulkhead_actors::scheduler::command::CommandSig;
 use bulkhead_actors::scheduler::{Command, Disposition};
 use bulkhead_actors::signing::{KEY_HEADER, SIG_HEADER};
 use bulkhead_actors::trace;
 use bulkhead_schemas::subjects;
-use futures::StreamExt;
-use futures::stream::ReadyChunks;
 use ractor::ActorRef;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{Instrument, info_span, warn};
 
 use super::SchedulerConfig;
+use super::lanes::{Lanes, Read};
 use crate::aside::Ledger;
 use crate::bus::{Bus, redeliver};
 use crate::tasks::AbortOnDrop;
 
 /// Commands handed to the actor at once, at most.
-const CHUNK: usize = 1000;
+pub(super) const CHUNK: usize = 1000;
 
 /// A chunk of at least this many ready commands is a backlog: it is topped up …
 const TOP_UP_FROM: usize = 64;
 /// … for at most this long.
-const TOP_UP_FOR: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// How often the commands handled are purged from the stream.
-const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const TOP_UP_FOR: Duration = Duration::from_millis(20);
 
 pub(super) struct Commands {
-    messages: ReadyChunks<Stream>,
-    _purging: AbortOnDrop,
+    queue: FairQueue<(Message, OwnedSemaphorePermit)>,
+    read: mpsc::UnboundedReceiver<Read>,
+    _lanes: AbortOnDrop,
 }
 
 impl Commands {
-    /// The next commands: those ready, and when many were (a backlog), those that come
-    /// within [`TOP_UP_FOR`] more, up to [`CHUNK`]: a round's appends and ops cost about
-    /// the same for 100 commands as for 1,000 (a 100k burst: 1,617 → 1,986 placements/s).
-    pub async fn next_chunk(&mut self) -> Option<Vec<Result<Message, MessagesError>>> {
-        let mut chunk = self.messages.next().await?;
-        if chunk.len() >= TOP_UP_FROM {
+    /// The next commands, the lanes served in turn: those ready, and when many were (a
+    /// backlog), those that come within [`TOP_UP_FOR`] more, up to [`CHUNK`]: a round's
+    /// appends and ops cost about the same for 100 commands as for 1,000 (a 100k burst:
+    /// 1,617 → 1,986 placements/s). None once a lane's consumer ended.
+    pub async fn next_chunk(&mut self) -> Option<Vec<Message>> {
+        while self.queue.is_empty() {
+            let read = self.read.recv().await?;
+            self.keep(read)?;
+        }
+        self.keep_ready()?;
+        if self.queue.len() >= TOP_UP_FROM {
             let until = tokio::time::Instant::now() + TOP_UP_FOR;
-            let more = self.messages.get_mut();
-            while chunk.len() < CHUNK {
-                match tokio::time::timeout_at(until, more.next()).await {
-                    Ok(Some(m)) => chunk.push(m),
+            while self.queue.len() < CHUNK {
+                match tokio::time::timeout_at(until, self.read.recv()).await {
+                    Ok(Some(read)) => self.keep(read)?,
                     _ => break,
                 }
+                self.keep_ready()?;
             }
         }
-        Some(chunk)
+        let chunk = self.queue.take(CHUNK);
+        Some(chunk.into_iter().map(|(m, _read_ahead)| m).collect())
+    }
+
+    fn keep(&mut self, read: Read) -> Option<()> {
+        let Some(command) = read.command else {
+            warn!(lane = &*read.lane, "a command lane's consumer ended");
+            return None;
+        };
+        self.queue.push(&read.lane, command);
+        Some(())
+    }
+
+    fn keep_ready(&mut self) -> Option<()> {
+        while let Ok(read) = self.read.try_recv() {
+            self.keep(read)?;
+        }
+        Some(())
     }
 }
 
-/// Purges the commands the scheduler handled, every [`PURGE_EVERY`], in a task: everything
-/// up to its consumer's ack floor (each command there was acknowledged or terminated; one
-/// redelivered later holds the floor below it), in one operation. A command acknowledged
-/// on a work queue was one fsync'd delete each.
-fn purging(stream: async_nats::jetstream::stream::Stream) -> AbortOnDrop {
-    AbortOnDrop(tokio::spawn(async move {
-        let mut done = 0;
-        let mut every = tokio::time::interval(PURGE_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            match purge_handled(&stream, done).await {
-                Ok(floor) => done = floor,
-                Err(e) => warn!(error = %e, "could not purge the commands handled; will try again"),
-            }
-        }
-    }))
-}
-
-/// Purges the commands through the consumer's ack floor when it passed `done`; returns the
-/// floor purged through.
-pub async fn purge_handled(
-    stream: &async_nats::jetstream::stream::Stream,
-    done: u64,
-) -> anyhow::Result<u64> {
-    let info = stream.consumer_info(subjects::SCHEDULER_CONSUMER).await?;
-    let floor = info.ack_floor.stream_sequence;
-    if floor > done {
-        stream.purge().sequence(floor + 1).await?;
-    }
-    Ok(floor.max(done))
-}
-
-/// The scheduler's durable consumer, created or updated (a consumer from an older release
-/// gains the newer subjects).
-pub(super) async fn consume(bus: &Bus, cfg: &SchedulerConfig) -> anyhow::Result<Commands> {
+/// The scheduler's lanes: those with commands waiting open now (so that a consumer it may
+/// not make fails the start), the others as their first commands come.
+pub(super) async fn consume(
+    bus: &Bus,
+    cfg: &SchedulerConfig,
+    ledger: &Ledger,
+) -> anyhow::Result<Commands> {
     let stream = bus.stream(subjects::CMD_STREAM).await?;
     let config = pull::Config {
-        durable_name: Some(subjects::SCHEDULER_CONSUMER.into()),
-        description: Some("the active bulkhead scheduler".into()),
-        filter_subjects: subjects::CMD_SUBJECTS.map(String::from).into(),
+        description: Some("the active bulkhead scheduler: one lane of commands".into()),
         ack_policy: AckPolicy::Explicit,
         ack_wait: cfg.ack_wait,
         max_deliver: redeliver::MAX_DELIVER,
         max_ack_pending: 20_000,
         ..Default::default()
     };
-    let consumer: PullConsumer = crate::bus::opening("the command consumer", || {
-        stream.create_consumer(config.clone())
-    })
-    .await?;
-    let messages = consumer
-        .stream()
-        .max_messages_per_batch(CHUNK)
-        .messages()
-        .await?;
+    let (out, read) = mpsc::unbounded_channel();
+    let mut lanes = Lanes::new(stream, config, out, ledger.clone());
+    lanes.discover().await?;
     Ok(Commands {
-        messages: messages.ready_chunks(CHUNK),
-        _purging: purging(stream),
+        queue: FairQueue::default(),
+        read,
+        _lanes: lanes.run(),
     })
 }
 
@@ -158,20 +144,13 @@ fn command_of(m: &Message) -> Result<Command, Aside> {
 /// Hands a chunk of commands to the actor and acknowledges each as it says.
 pub(super) async fn handle_chunk(
     actor: &ActorRef<SchedulerMsg>,
-    chunk: Vec<Result<Message, MessagesError>>,
+    chunk: Vec<Message>,
     ledger: &Ledger,
 ) -> anyhow::Result<()> {
     let mut msgs = Vec::with_capacity(chunk.len());
     let mut cmds = Vec::with_capacity(chunk.len());
     let mut spans = Vec::with_capacity(chunk.len());
     for m in chunk {
-        let m = match m {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "command consumer error");
-                continue;
-            }
-        };
         let mut cmd = match command_of(&m) {
             Ok(c) => c,
             Err(aside) => {

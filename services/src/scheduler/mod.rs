@@ -2,10 +2,12 @@
 //! the log, then feeds commands, log events, heartbeats and node events to the scheduler
 //! actor (`bulkhead_actors::scheduler`).
 //!
-//! - [`commands`]: the durable consumer of `BULKHEAD_CMD` and each command's ack;
+//! - [`commands`]: the commands of every lane served in turn, and each command's ack;
+//! - [`lanes`]: the lanes of `BULKHEAD_CMD`, a durable consumer a tenant, and their purge;
 //! - [`watch`]: heartbeats, node events and scan verdicts, as they come.
 
 mod commands;
+mod lanes;
 mod watch;
 
 use std::time::{Duration, Instant};
@@ -155,7 +157,7 @@ async fn run_active(
             },
         )))
     };
-    let mut commands = commands::consume(bus, cfg).await?;
+    let mut commands = commands::consume(bus, cfg, &ledger).await?;
     info!(instance = %cfg.instance, "scheduler active");
     loop {
         tokio::select! {
@@ -165,7 +167,7 @@ async fn run_active(
                 }
             }
             chunk = commands.next_chunk() => {
-                let Some(chunk) = chunk else { anyhow::bail!("command consumer ended") };
+                let Some(chunk) = chunk else { anyhow::bail!("a command lane ended") };
                 commands::handle_chunk(&actor, chunk, &ledger).await?;
             }
             _ = handle_closed(&handle) => anyhow::bail!("scheduler actor stopped"),
