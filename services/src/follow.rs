@@ -22,7 +22,7 @@ use bulkhead_actors::verify::{Raw, Verifier};
 use bulkhead_schemas::event::EventBody;
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use crate::bus::{Bus, BusError, opening};
@@ -40,6 +40,9 @@ pub struct Follower {
     pub end_at_start: u64,
     /// The first sequence it reads (after a snapshot, the one after the snapshot's).
     pub from_seq: u64,
+    /// How far behind the log's end it reads: the messages stored after the last it read,
+    /// as the server counted them when it delivered that one (updated each chunk read).
+    pub behind: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -234,6 +237,8 @@ impl Follower {
         let end_at_start = info.state.last_sequence;
         let messages = consumer.messages().await.map_err(|e| err(&e))?;
         let (tx, rx) = mpsc::channel(64);
+        let tail = end_at_start.saturating_sub(from_seq.saturating_sub(1));
+        let (lag, behind) = watch::channel(tail);
         let task = tokio::spawn(async move {
             let Resume {
                 mut verifier,
@@ -243,6 +248,9 @@ impl Follower {
             let mut keep = Keep { running, raw };
             let mut chunks = messages.ready_chunks(2048);
             while let Some(chunk) = chunks.next().await {
+                if let Some(Ok(Ok(last))) = chunk.last().map(|m| m.as_ref().map(|m| m.info())) {
+                    lag.send_replace(last.pending);
+                }
                 let mut batch = Batch::default();
                 let teeing = tee.as_ref().filter(|t| t.open());
                 let mut copies = Vec::with_capacity(if teeing.is_some() { chunk.len() } else { 0 });
@@ -301,6 +309,7 @@ impl Follower {
             rx,
             end_at_start,
             from_seq,
+            behind,
             task,
         })
     }

@@ -80,3 +80,48 @@ async fn events_stored_before_their_retry_are_not_given_the_retrys_hash() {
         }
     );
 }
+
+/// A reader of the log counts how far behind its end it reads, starting from the whole
+/// tail, and comes down to none once it has read everything: the scheduler takes no
+/// commands while it is far behind, so a count stuck above zero would hold them all up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_counts_what_it_has_yet_to_read() {
+    let env = env().await;
+    let creds = env.data.creds(Role::Scheduler, "scheduler").unwrap();
+    let bus = Bus::connect_as(&env.server.url, &creds).await.unwrap();
+    let log = bus.log().unwrap();
+    let start = bus
+        .stream(subjects::EVT_STREAM)
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    for round in 0..6 {
+        let appends = (0..500)
+            .map(|i| {
+                let w = key(&format!("w{round}-{i}"));
+                WorkloadAppend::new(&w, vec![accepted(&w)])
+            })
+            .collect();
+        for stored in log.append(appends).await {
+            stored.unwrap();
+        }
+    }
+    let mut follower = bulkhead::follow::Follower::start(&bus, start + 1)
+        .await
+        .unwrap();
+    let mut behind = follower.behind.clone();
+    assert_eq!(follower.end_at_start, start + 3000);
+    let read = follower.catch_up(|_| {}).await;
+    assert_eq!(read, 3000, "every event appended, read");
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        behind.wait_for(|&n| n == 0),
+    )
+    .await
+    .expect("the count of what is left to read came down to none")
+    .unwrap();
+}
