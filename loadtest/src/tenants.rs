@@ -1,10 +1,10 @@
 //! The `tenants` scenario: a noisy neighbour. One tenant submits a burst of M workloads at
 //! once while another submits a few a second throughout; what the quiet tenant waits,
-//! submit → running, beside the burst's own placements per second. The scheduler reads its
-//! commands through one consumer, first in, first out, so the quiet tenant's submissions
-//! wait behind the backlog stored ahead of them (a lane a tenant, served in turn, cut that to
-//! about two rounds and was reverted: `loadtest/RESULTS.md`). The burst counts the quiet
-//! tenant's workloads with its own (its `running` may end a few hundred short of the burst's).
+//! submit → running, beside the burst's own placements per second. The scheduler reads a
+//! lane a tenant and serves them in turn, so the quiet tenant waits about two rounds; through
+//! one consumer, first in, first out, it waited for the backlog stored ahead of it
+//! (`loadtest/RESULTS.md`). The burst counts the quiet tenant's workloads with its own (its
+//! `running` may end a few hundred short of the burst's).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
