@@ -20,7 +20,7 @@ use bulkhead_actors::scheduler::scan_policy::ScanPolicy;
 use bulkhead_actors::scheduler::{SERVICE, SchedulerCore};
 use bulkhead_schemas::subjects;
 use ractor::Actor;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::aside::Ledger;
 use crate::bus::{Bus, NatsLog, NatsOps, Topology};
@@ -189,6 +189,13 @@ async fn run_active(
 /// Returns once the scheduler's reading of the log is at most [`MAX_BEHIND`] messages
 /// behind its end (at once if the reading ended).
 async fn caught_up(behind: &mut tokio::sync::watch::Receiver<u64>) {
+    let now = *behind.borrow();
+    if now > MAX_BEHIND {
+        debug!(
+            behind = now,
+            "commands wait for the reading of the log to catch up"
+        );
+    }
     let _ = behind.wait_for(|&n| n <= MAX_BEHIND).await;
 }
 
