@@ -125,8 +125,9 @@ async fn a_node_flooding_its_heartbeat_key_is_held_to_its_budget_and_reported() 
     // one at a time a millisecond or so apart: several times its budget. Paced so that the
     // watchers see the beats: the bucket keeps one entry a key, and a watch delivers the
     // latest when it wakes, so beats written together are replaced unseen (20,000 at once:
-    // in one run of six, all but the first; ten at a time: about one each), a flood that
-    // costs the server, not the watchers, and goes unnamed.
+    // in one run of six on main, only the first was seen; ten at a time, 10 ms apart: too
+    // few to pass the budget, six runs of six), a flood that costs the server, not the
+    // watchers, and goes unnamed.
     let beat = serde_json::json!({
         "name": "n2",
         "capacity": {"memory_mb": 1024, "cpu_millicores": 1000, "slots": 4},
