@@ -38,7 +38,7 @@ pub async fn scheduler_restart(ChildArgs { url, creds }: ChildArgs) -> anyhow::R
     let bus = Bus::connect_as(&url, &bulkhead::auth::Credential::load(&creds)?).await?;
     let (core, follower) = scheduler::rebuild(&bus).await?;
     let ready_s = t.elapsed().as_secs_f64();
-    let tail = tail_of(&follower);
+    let tail = follower.tail_at_start();
     // What the core holds once the replay's buffers are given back.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let kib = procfs::rss_kib("self").saturating_sub(before);
@@ -48,14 +48,6 @@ pub async fn scheduler_restart(ChildArgs { url, creds }: ChildArgs) -> anyhow::R
         serde_json::json!({"ready_s": ready_s, "kib": kib, "workloads": workloads, "tail": tail})
     );
     Ok(())
-}
-
-/// How many messages a restart replayed after its snapshot (the whole log without one):
-/// what a restart's time follows, run to run.
-fn tail_of(follower: &bulkhead::follow::Follower) -> u64 {
-    follower
-        .end_at_start
-        .saturating_sub(follower.from_seq.saturating_sub(1))
 }
 
 /// Restart-to-ready and memory, the services stopped first: a scheduler's core, then the
@@ -99,7 +91,7 @@ pub async fn restart(bench: &Bench) -> anyhow::Result<Restart> {
         println!(
             "{service} restart-to-ready with {} workloads: {s:.2} s (a tail of {} messages)",
             p.len(),
-            tail_of(&follower)
+            follower.tail_at_start()
         );
         Ok(s)
     };

@@ -46,6 +46,11 @@ pub struct Follower {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The messages from `from_seq` through `end`.
+fn tail(end: u64, from_seq: u64) -> u64 {
+    end.saturating_sub(from_seq.saturating_sub(1))
+}
+
 impl Drop for Follower {
     fn drop(&mut self) {
         self.task.abort();
@@ -237,8 +242,7 @@ impl Follower {
         let end_at_start = info.state.last_sequence;
         let messages = consumer.messages().await.map_err(|e| err(&e))?;
         let (tx, rx) = mpsc::channel(64);
-        let tail = end_at_start.saturating_sub(from_seq.saturating_sub(1));
-        let (lag, behind) = watch::channel(tail);
+        let (lag, behind) = watch::channel(tail(end_at_start, from_seq));
         let task = tokio::spawn(async move {
             let Resume {
                 mut verifier,
@@ -344,6 +348,12 @@ impl Follower {
                 }
             }
         }))
+    }
+
+    /// The messages it had to read when it started: from `from_seq` through `end_at_start`
+    /// (after a snapshot, the tail a restart replays).
+    pub fn tail_at_start(&self) -> u64 {
+        tail(self.end_at_start, self.from_seq)
     }
 
     /// Feeds `apply` every batch up to the stream's end at start; returns how many

@@ -90,15 +90,7 @@ async fn a_follower_counts_what_it_has_yet_to_read() {
     let creds = env.data.creds(Role::Scheduler, "scheduler").unwrap();
     let bus = Bus::connect_as(&env.server.url, &creds).await.unwrap();
     let log = bus.log().unwrap();
-    let start = bus
-        .stream(subjects::EVT_STREAM)
-        .await
-        .unwrap()
-        .get_info()
-        .await
-        .unwrap()
-        .state
-        .last_sequence;
+    let start = env.last_seq(subjects::EVT_ALL).await;
     for round in 0..6 {
         let appends = (0..500)
             .map(|i| {
