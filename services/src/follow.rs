@@ -7,6 +7,10 @@
 //! and ends a batch at each checkpoint event: a reader's state after such a batch is what
 //! a snapshot anchored there holds ([`crate::snapshot`]). A follower can start after a
 //! snapshot ([`Resume`]): the verifier, running hash and messages it held.
+//!
+//! A service's own workload events ([`OwnWrites`], noted by its log as it stores them) are
+//! passed by unparsed and unverified once their stored bytes hash to what it wrote: the
+//! running hash takes them, the service does not (it applied each as its append came back).
 
 use async_nats::jetstream::consumer::{Consumer, DeliverPolicy, pull};
 use async_nats::jetstream::stream::{Config, Info};
@@ -19,13 +23,14 @@ use bulkhead_actors::projection::Projection;
 use bulkhead_actors::signing::SIG_HEADER;
 use bulkhead_actors::verify::Family;
 use bulkhead_actors::verify::{Raw, Verifier};
-use bulkhead_schemas::event::EventBody;
+use bulkhead_schemas::event::{EventBody, hash_bytes};
 use bulkhead_schemas::subjects;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use crate::bus::{Bus, BusError, opening};
+use crate::own::OwnWrites;
 use crate::tasks::AbortOnDrop;
 
 /// The stream metadata key that records the log's format.
@@ -43,6 +48,9 @@ pub struct Follower {
     /// How far behind the log's end it reads: the messages stored after the last it read,
     /// as the server counted them when it delivered that one (updated each chunk read).
     pub behind: watch::Receiver<u64>,
+    /// The service's own appends, passed by unparsed: its log notes them here
+    /// ([`crate::bus::NatsLog::noting`]).
+    pub own: OwnWrites,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -165,6 +173,8 @@ pub struct Resume {
     pub running: RunningHash,
     /// The node, scan and identity messages read so far (the latest checkpoint only).
     pub raw: Arc<Vec<RawMsg>>,
+    /// The service's own appends to pass by (none yet: its log notes them as it stores).
+    pub own: OwnWrites,
 }
 
 impl Resume {
@@ -174,6 +184,7 @@ impl Resume {
             verifier: Verifier::new(admins),
             running: RunningHash::default(),
             raw: Arc::default(),
+            own: OwnWrites::default(),
         }
     }
 }
@@ -243,11 +254,13 @@ impl Follower {
         let messages = consumer.messages().await.map_err(|e| err(&e))?;
         let (tx, rx) = mpsc::channel(64);
         let (lag, behind) = watch::channel(tail(end_at_start, from_seq));
+        let own = resume.own.clone();
         let task = tokio::spawn(async move {
             let Resume {
                 mut verifier,
                 running,
                 raw,
+                own: own_writes,
             } = resume;
             let mut keep = Keep { running, raw };
             let mut chunks = messages.ready_chunks(2048);
@@ -275,6 +288,18 @@ impl Follower {
                     };
                     if teeing.is_some() {
                         copies.push(RawMsg::of(&raw));
+                    }
+                    if let Some(hash) = own_writes.take(raw.seq) {
+                        if hash_bytes(raw.payload) == hash {
+                            keep.running
+                                .add_hashed(raw.seq, raw.subject, &hash, raw.proof);
+                            batch.own.pass(raw.seq);
+                            continue;
+                        }
+                        warn!(
+                            seq = raw.seq,
+                            "the log holds other bytes than this service stored there: read as any writer's"
+                        );
                     }
                     let anchor = match verifier.check(raw) {
                         Ok((family, stored)) => {
@@ -314,6 +339,7 @@ impl Follower {
             end_at_start,
             from_seq,
             behind,
+            own,
             task,
         })
     }

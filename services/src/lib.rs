@@ -15,6 +15,7 @@
 //! | [`auth`] | identities: credentials, the admin's book, enrolments in the log |
 //! | [`bus`] | plumbing: the NATS connection, streams and buckets, the log/ops/heartbeat adapters |
 //! | [`follow`] | plumbing: reading the log in order (rebuild, then live) |
+//! | [`own`] | plumbing: a service's own appends, which its reader passes by unparsed |
 //! | [`snapshot`] | a service's projection, signed and anchored on a checkpoint: restarts replay the tail |
 //! | [`lease`] | plumbing: one active instance through a KV lease |
 //! | [`memory`] | plumbing: small pages only (no transparent huge pages) |
@@ -34,6 +35,7 @@ pub mod lease;
 pub mod memory;
 pub mod natsd;
 pub mod node;
+pub mod own;
 pub mod scan;
 pub mod scheduler;
 pub mod sealing;

@@ -1,11 +1,13 @@
 //! The event log's appends against a real nats-server: events stored by an attempt whose
 //! acknowledgement was lost, sent again re-chained (as a node sends its facts), are found
 //! stored by their ids, reported stored without a hash the log does not hold, and the
-//! writer's next append chains onto what the log holds.
+//! writer's next append chains onto what the log holds. A reader counts what it has yet to
+//! read, and passes by its own service's appends.
 
 mod common;
 
 use bulkhead::bus::Bus;
+use bulkhead::follow::{Follower, Resume};
 use bulkhead_actors::ports::log::{EventLog, Head, WorkloadAppend};
 use bulkhead_schemas::event::{Accepted, Event, EventBody, Scheduled};
 use bulkhead_schemas::identity::Role;
@@ -14,7 +16,7 @@ use common::*;
 
 fn accepted(w: &str) -> Event {
     let body = EventBody::Accepted(Accepted {
-        spec: serde_json::from_value(spec(Some("w"))).unwrap(),
+        spec: serde_json::from_value(spec(Some(id_of(w)))).unwrap(),
         cmd_seq: 1,
         by: Default::default(),
         pending: None,
@@ -102,9 +104,7 @@ async fn a_follower_counts_what_it_has_yet_to_read() {
             stored.unwrap();
         }
     }
-    let mut follower = bulkhead::follow::Follower::start(&bus, start + 1)
-        .await
-        .unwrap();
+    let mut follower = Follower::start(&bus, start + 1).await.unwrap();
     let mut behind = follower.behind.clone();
     assert_eq!(follower.end_at_start, start + 3000);
     let read = follower.catch_up(|_| {}).await;
@@ -116,4 +116,68 @@ async fn a_follower_counts_what_it_has_yet_to_read() {
     .await
     .expect("the count of what is left to read came down to none")
     .unwrap();
+}
+
+/// A service's reader passes by the events its own log stored (it applied them as they
+/// were stored) and reads every other writer's; an own event whose stored bytes are not
+/// what the service noted is read and verified as any other. Without the passing, every
+/// event comes through the reader; without the hash check, the forged note hides one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_passes_its_services_own_appends_by_and_reads_the_rest() {
+    let env = env().await;
+    let creds = env.data.creds(Role::Scheduler, "scheduler").unwrap();
+    let bus = Bus::connect_as(&env.server.url, &creds).await.unwrap();
+    let resume = Resume::fresh(&bus.identity().unwrap().creds.admins);
+    let own = resume.own.clone();
+    let mine = bus.log().unwrap().noting(own.clone());
+    // The same key, not noting: as a scheduler before a takeover would have written.
+    let theirs = bus.log().unwrap();
+    let start = env.last_seq(subjects::EVT_ALL).await;
+    let two = |w: &str| vec![accepted(w), scheduled(w)];
+    let appends = |who: &str, n: usize| -> Vec<WorkloadAppend> {
+        (0..n)
+            .map(|i| {
+                let w = key(&format!("{who}-{i}"));
+                WorkloadAppend::new(&w, two(&w))
+            })
+            .collect()
+    };
+    for stored in mine.append(appends("mine", 20)).await {
+        assert_eq!(stored.unwrap().len(), 2);
+    }
+    for stored in theirs.append(appends("theirs", 10)).await {
+        stored.unwrap();
+    }
+    assert_eq!(own.len(), 40, "each stored event noted");
+    // A note the log does not bear out, at the next sequence (the other log's event).
+    let forged = env.last_seq(subjects::EVT_ALL).await + 1;
+    own.note([(forged, [7; 32])]);
+    let w = key("noted-wrongly");
+    theirs
+        .append(vec![WorkloadAppend::new(&w, vec![accepted(&w)])])
+        .await
+        .remove(0)
+        .unwrap();
+
+    // From the log's first message: the enrolments that make the keys known.
+    let mut follower = Follower::resume(&bus, 1, resume).await.unwrap();
+    assert_eq!(follower.end_at_start, start + 61);
+    let mut read = Vec::new();
+    let mut passed = 0;
+    follower
+        .catch_up(|batch| {
+            assert!(batch.set_aside.is_empty(), "{:?}", batch.set_aside);
+            read.extend(batch.events.iter().map(|s| s.event.subject.clone()));
+            passed += batch.own.count;
+        })
+        .await;
+    assert_eq!(passed, 40, "the service's own events passed by");
+    assert_eq!(read.len(), 21, "every other event read: {read:?}");
+    assert!(
+        read.iter()
+            .all(|s| s.contains("theirs") || s.contains("noted-wrongly")),
+        "{read:?}"
+    );
+    assert!(read.iter().any(|s| s.contains("noted-wrongly")));
+    assert!(own.is_empty(), "what was passed is forgotten");
 }

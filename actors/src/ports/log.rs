@@ -156,9 +156,27 @@ pub struct Batch {
     /// Enrolments and revocations.
     pub identities: Vec<Stored>,
     pub set_aside: Vec<crate::aside::Aside>,
+    /// The reader's own workload events, passed by unparsed: the service stored them and
+    /// applied each as its append came back, so the log's copy would be a repeat.
+    pub own: OwnPassed,
     /// The batch ends with a checkpoint of the log: a reader's state after it is what a
     /// snapshot anchored there holds.
     pub checkpoint: Option<Anchor>,
+}
+
+/// The reader's own events a batch passed by: how many, and the last one's sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnPassed {
+    pub count: u64,
+    pub last_seq: u64,
+}
+
+impl OwnPassed {
+    /// Counts the own event stored at `seq`.
+    pub fn pass(&mut self, seq: u64) {
+        self.count += 1;
+        self.last_seq = self.last_seq.max(seq);
+    }
 }
 
 /// Where a snapshot can be anchored: the log through `seq`, where a checkpoint event is
@@ -194,6 +212,7 @@ impl Batch {
             && self.scans.is_empty()
             && self.identities.is_empty()
             && self.set_aside.is_empty()
+            && self.own.count == 0
     }
 
     /// The highest sequence it holds (0 when empty).
@@ -206,6 +225,7 @@ impl Batch {
         seqs.map(|s| s.seq)
             .chain(self.scans.iter().map(|(s, _)| s.seq))
             .chain(self.set_aside.iter().map(|a| a.seq))
+            .chain([self.own.last_seq])
             .max()
             .unwrap_or(0)
     }
@@ -217,6 +237,7 @@ impl Batch {
             + self.scans.len()
             + self.identities.len()
             + self.set_aside.len()
+            + self.own.count as usize
     }
 }
 

@@ -63,6 +63,8 @@ pub struct SchedulerStats {
     pub pending: usize,
     /// Events the scheduler would not apply.
     pub set_aside: u64,
+    /// Its own events its reader of the log passed by unparsed.
+    pub own_passed: u64,
 }
 
 pub struct SchedulerArgs<L, O> {
@@ -328,6 +330,7 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                     workloads: st.core.projection.len(),
                     pending: st.core.pending_count(),
                     set_aside: st.core.projection.set_aside.total(),
+                    own_passed: st.core.own_passed,
                 });
             }
         }

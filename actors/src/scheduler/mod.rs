@@ -73,6 +73,8 @@ pub struct SchedulerCore {
     generation: u64,
     /// The scan policy in force: the flags, overlaid with the cluster policy's `scan`.
     pub policy: ScanPolicy,
+    /// Its own events its reader of the log passed by (applied as they were stored).
+    pub own_passed: u64,
     /// The scheduler's own scan flags (what the cluster policy leaves out).
     scan_flags: ScanPolicy,
     /// The latest scan outcome per image reference, with its time (Unix ms); it answers
@@ -181,6 +183,7 @@ impl SchedulerCore {
             }
         }
         self.projection.note_set_aside(batch.set_aside);
+        self.own_passed += batch.own.count;
         let mut plans = Vec::new();
         for (s, stored_ms) in batch.scans {
             if let EventBody::ScanCompleted(c) = s.event.body {

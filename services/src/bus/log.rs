@@ -20,6 +20,7 @@ use bulkhead_actors::signing::{Proof, SIG_HEADER, Signer, seal_event, sign_batch
 
 use super::publish::{ATOMIC_FROM, MAX_BATCH, PublishFailure};
 use super::{Bus, BusError};
+use crate::own::OwnWrites;
 
 /// Batches in flight at once.
 const CONCURRENT_BATCHES: usize = 16;
@@ -32,6 +33,8 @@ pub struct NatsLog {
     signer: Signer,
     /// The node this log writes for, if it is a node's (which asks heads of the API).
     node: Option<String>,
+    /// Where the workload events it stores are noted for the service's own reader.
+    own: Option<OwnWrites>,
 }
 
 impl Bus {
@@ -42,7 +45,18 @@ impl Bus {
             bus: self.clone(),
             signer: id.signer.clone(),
             node: (id.creds.role == Role::Node).then(|| id.creds.name.clone()),
+            own: None,
         })
+    }
+}
+
+impl NatsLog {
+    /// This log, noting every workload event it stores in `own`, for the service's reader
+    /// of the log to pass by ([`crate::follow::Follower::own`]). Only for a service that
+    /// applies its appends' outcomes itself.
+    pub fn noting(mut self, own: OwnWrites) -> NatsLog {
+        self.own = Some(own);
+        self
     }
 }
 
@@ -320,7 +334,12 @@ impl EventLog for NatsLog {
                 .buffered(CONCURRENT_BATCHES)
                 .collect()
                 .await;
-        outcomes.into_iter().flatten().collect()
+        let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
+        if let Some(own) = &self.own {
+            let stored = outcomes.iter().flatten().flatten();
+            own.note(stored.map(|s| (s.seq, s.hash)));
+        }
+        outcomes
     }
 
     async fn publish_node(&self, mut event: Event) -> Result<(), LogError> {

@@ -135,7 +135,8 @@ async fn run_active(
         SchedulerActor::<NatsLog, NatsOps>::default(),
         SchedulerArgs {
             core,
-            log: bus.log()?,
+            // What it stores it applies at once: its reader passes the log's copies by.
+            log: bus.log()?.noting(follower.own.clone()),
             ops,
             tick: cfg.tick,
             clock: Clock::Wall,

@@ -372,6 +372,7 @@ async fn check(
             verifier,
             running: snap.running,
             raw: snap.raw,
+            own: Default::default(),
         },
     })
 }
