@@ -295,6 +295,32 @@ async fn what_is_no_command_or_no_fact_is_set_aside_and_counted() {
     );
 }
 
+/// Its own events the reader passed by (stored and applied as the append came back) are
+/// counted, and change nothing.
+#[tokio::test(start_paused = true)]
+async fn own_events_passed_by_are_counted_and_change_nothing() {
+    let s = Shell::start(&["n1"], 1_000).await;
+    let before = s.stats().await;
+    let batch = Batch {
+        own: crate::ports::log::OwnPassed {
+            count: 2,
+            last_seq: 7,
+        },
+        ..Batch::default()
+    };
+    s.actor.send_message(SchedulerMsg::Logged(batch)).unwrap();
+    let stats = s.stats().await;
+    assert_eq!(stats.own_passed, 2, "{stats:?}");
+    assert_eq!(
+        SchedulerStats {
+            own_passed: 0,
+            ..stats
+        },
+        before
+    );
+    assert!(s.ops.ops().is_empty(), "nothing sent");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_silent_node_takes_nothing_new_until_it_beats_again() {
     let mut s = Shell::start(&["n1"], 1_000).await;
