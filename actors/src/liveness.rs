@@ -28,6 +28,8 @@ pub struct NodeWatch {
     deaf: Vec<Ear>,
     /// Since when the first of them has been deaf.
     deaf_since: u64,
+    /// When the watcher's clock last ticked ([`NodeWatch::tick`]).
+    ticked: Option<u64>,
     /// The mass silence under way, if any.
     episode: Option<Episode>,
     /// How much of the cluster was quiet at the last [`NodeWatch::declare`].
@@ -48,6 +50,9 @@ struct Episode {
 pub enum Ear {
     Connection,
     Watch,
+    /// The watcher itself: its process not run for a while (starved of CPU, stopped, its
+    /// machine paused), seen as a tick far later than its period ([`NodeWatch::tick`]).
+    Itself,
 }
 
 /// How much of the cluster is quiet (silent for more than half of its limit) at once.
@@ -108,6 +113,10 @@ pub const MASS_SHARE_PCT: usize = 55;
 
 /// During a mass silence that is not total, one node is declared lost at most this often.
 pub const TRICKLE_MS: u64 = 10_000;
+
+/// A watcher's tick later than its period by more than this: the watcher itself was not run
+/// in between, and heard nothing ([`NodeWatch::tick`]).
+pub const PAUSED_MS: u64 = 500;
 
 impl NodeWatch {
     /// A heartbeat arrived from a node beating every `interval_ms` (0: unknown). Returns
@@ -295,6 +304,25 @@ impl NodeWatch {
         }
         let since = self.deaf_since.min(now_ms);
         fresh_intervals(&mut self.last, &mut self.heard_again, now_ms, Some(since));
+    }
+
+    /// The watcher's clock ticked at `now_ms`, every `period_ms`. A tick more than
+    /// [`PAUSED_MS`] late means the watcher was not run since the tick was due: heartbeats
+    /// that reached it meanwhile are still unread behind this tick, so that time is its own
+    /// deafness, not the nodes' silence (HashiCorp's Lifeguard: a member slow to process
+    /// messages is no judge of the others). Every node gets a fresh interval from now, once
+    /// until it beats, as when an ear hears again. Returns how late the tick was, if it was.
+    pub fn tick(&mut self, now_ms: u64, period_ms: u64) -> Option<u64> {
+        let before = self.ticked;
+        self.ticked = Some(before.map_or(now_ms, |b| b.max(now_ms)));
+        let due = before?.saturating_add(period_ms);
+        let late = now_ms.saturating_sub(due);
+        if late <= PAUSED_MS {
+            return None;
+        }
+        self.blind(Ear::Itself, due);
+        self.hears_again(Ear::Itself, now_ms);
+        Some(late)
     }
 
     pub fn is_lost(&self, node: &str) -> bool {

@@ -3,7 +3,8 @@
 //! live connection: the scheduler and the failover are deaf until a new watch starts, and
 //! declare no node lost. A whole cluster falling silent at once is held, not declared lost,
 //! while a node killed on its own is still lost. A failover that takes over knows how often
-//! each node beats before it hears one (the watch brings only beats to come).
+//! each node beats before it hears one (the watch brings only beats to come). A failover
+//! that is not run for a while (stopped) does not take its own pause for the nodes' silence.
 
 mod common;
 
@@ -162,4 +163,63 @@ async fn a_failover_taking_over_knows_how_often_each_node_beats() {
     env.signal(n1, "-CONT");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_no_node_lost(&env, "failover2", from).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_paused_declares_no_one_for_its_pause_and_a_node_killed_meanwhile_after() {
+    let mut env = env().await;
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("api", &["api"]);
+    let failover = env.spawn("failover", &["failover", "--lost-timeout-ms", "1500"]);
+    let mut pids = Vec::new();
+    for n in ["n1", "n2"] {
+        pids.push(env.spawn(n, &["node", "--name", n, "--heartbeat-ms", "200"]));
+    }
+    for n in ["n1", "n2"] {
+        env.wait_ready(n).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from = scenario_start(&env).await;
+
+    // The failover stopped for 5 s (three lost timeouts and more); n2 killed 1 s into it. On
+    // waking, its first tick is 5 s late and its beats unread: n1 is not lost, and n2 is a
+    // lost timeout after the failover woke, its silence counted from then.
+    env.signal(failover, "-STOP");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.sigkill(pids[1]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.signal(failover, "-CONT");
+    wait_until("n2 to be declared lost", LONG, async || {
+        !env.events("bulkhead.evt.node.n2.lost").await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        lost_nodes(&env, from).await,
+        ["n2"],
+        "{}",
+        env.log("failover")
+    );
+    assert_eq!(
+        lines(&env, "failover", &["this failover was not run for a while"]),
+        1,
+        "{}",
+        env.log("failover")
+    );
+    let lost = env.events("bulkhead.evt.node.n2.lost").await;
+    let bulkhead_schemas::event::EventBody::Lost(l) = &lost[0].2.body else {
+        panic!("not a loss: {:?}", lost[0].2)
+    };
+    let silent_ms: u64 = l
+        .reason
+        .split("silent for ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no silence in {:?}", l.reason));
+    assert!(
+        (1500..4000).contains(&silent_ms),
+        "silent from the failover's waking, not from the kill 4 s before it: {}",
+        l.reason
+    );
 }

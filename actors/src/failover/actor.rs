@@ -70,6 +70,8 @@ pub struct FailoverState<L> {
     clock: Clock,
     watch: NodeWatch,
     lost_timeout_ms: u64,
+    /// How often it ticks (a tick far later than this: it was not run meanwhile).
+    tick_ms: u64,
     /// Workloads whose decision did not land (the log moved or the append failed).
     retry: BTreeSet<String>,
     /// Workloads the log changed since the last sweep for replicas on lost nodes.
@@ -279,6 +281,7 @@ impl<L: EventLog> Actor for FailoverActor<L> {
             clock: args.clock,
             watch,
             lost_timeout_ms: args.lost_timeout.as_millis() as u64,
+            tick_ms: args.tick.as_millis() as u64,
             retry: BTreeSet::new(),
             unswept: BTreeSet::new(),
             stats: FailoverStats::default(),
@@ -341,6 +344,12 @@ impl<L: EventLog> Actor for FailoverActor<L> {
                 st.watch.hears_again(ear, at_ms);
             }
             FailoverMsg::Tick(fired_ms) => {
+                if let Some(late_ms) = st.watch.tick(fired_ms, st.tick_ms) {
+                    warn!(
+                        late_ms,
+                        "this failover was not run for a while (its tick came late): that time is no node's silence"
+                    );
+                }
                 // Silence as of when the tick fired (beats that came before are handled).
                 st.check_nodes(fired_ms).await;
                 st.sweep_lost().await;

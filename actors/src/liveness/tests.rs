@@ -416,3 +416,69 @@ fn after_a_server_restart_beats_coming_back_slowly_lose_no_node() {
         assert!(d.lost.is_empty(), "at {now}: {:?}", d.lost);
     }
 }
+
+/// Ticks every 100 ms from `from` to `to` (excluded), the `alive` beating at each, declaring
+/// with a 1 s timeout; the nodes declared lost, with when.
+fn ticking(w: &mut NodeWatch, alive: &[&str], from: u64, to: u64) -> Vec<(String, u64)> {
+    let mut lost = Vec::new();
+    for t in (from..to).step_by(100) {
+        w.tick(t, 100);
+        let d = w.declare(t, 1000);
+        lost.extend(d.lost.into_iter().map(|(n, _)| (n, t)));
+        for node in alive {
+            w.beat(node, t, 100);
+        }
+    }
+    lost
+}
+
+#[test]
+fn a_watcher_paused_declares_no_one_for_its_pause_and_a_dead_node_a_limit_after() {
+    // Two nodes beat every 100 ms; one dies at 2 s, when the watcher is paused for 2 s (its
+    // process stopped): nothing ticks and no beat is read. The first tick after it is late,
+    // and no one is declared lost then; the dead node is a limit (1 s) later, the live one
+    // never.
+    let mut w = NodeWatch::default();
+    let mut lost = ticking(&mut w, &["alive", "dead"], 0, 2000);
+    assert_eq!(w.tick(4000, 100), Some(2000), "due at 2 s, 2 s late");
+    assert!(w.declare(4000, 1000).lost.is_empty());
+    w.beat("alive", 4000, 100);
+    lost.extend(ticking(&mut w, &["alive"], 4100, 8000));
+    assert_eq!(lost, [("dead".to_owned(), 5100)]);
+}
+
+#[test]
+fn ticks_on_time_or_a_little_late_change_nothing() {
+    // The same death without the pause: declared a limit after its last beat. A tick up to
+    // PAUSED_MS late is not a pause; the first tick has nothing to be late against.
+    let mut w = NodeWatch::default();
+    assert_eq!(w.tick(0, 100), None);
+    assert_eq!(w.tick(100 + PAUSED_MS, 100), None);
+    assert_eq!(
+        w.tick(100 + PAUSED_MS, 100),
+        None,
+        "a tick again at the same time"
+    );
+    let mut w = NodeWatch::default();
+    w.beat("dead", 1900, 100);
+    let lost = ticking(&mut w, &["alive"], 0, 8000);
+    assert_eq!(lost, [("dead".to_owned(), 3000)]);
+}
+
+#[test]
+fn recurring_pauses_do_not_keep_a_dead_node_alive() {
+    // The watcher is paused 1.5 s of every 2 s, a dead node's limit is 1 s: each pause is
+    // taken off its silence after the first, the 0.5 s heard between them counts: 0.4 s in
+    // the second cycle (from its fresh interval at 2 s), 0.5 s in the third, past its limit
+    // 0.1 s into the fourth.
+    let mut w = NodeWatch::default();
+    w.beat("dead", 0, 100);
+    let mut lost = Vec::new();
+    for cycle in 0..10u64 {
+        let start = cycle * 2000;
+        lost.extend(ticking(&mut w, &["alive"], start, start + 500));
+        w.tick(start + 2000, 100);
+        w.beat("alive", start + 2000, 100);
+    }
+    assert_eq!(lost, [("dead".to_owned(), 6100)]);
+}

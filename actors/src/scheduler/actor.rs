@@ -83,6 +83,8 @@ pub struct SchedulerState<L, O> {
     ops: O,
     outbox: Outbox,
     clock: Clock,
+    /// How often it ticks (a tick far later than this: it was not run meanwhile).
+    tick_ms: u64,
     /// Ops that could not be sent, sent again on every tick until they are: a stop, a
     /// quarantine or a drain's stop must not silently not happen (a start sent twice is
     /// harmless: a node starts a replica once per head).
@@ -212,6 +214,7 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
             ops: args.ops,
             outbox,
             clock: args.clock,
+            tick_ms: args.tick.as_millis() as u64,
             unsent: BTreeMap::new(),
         })
     }
@@ -285,6 +288,12 @@ impl<L: EventLog, O: OpsSink> Actor for SchedulerActor<L, O> {
                 st.core.watch.hears_again(ear, at_ms);
             }
             SchedulerMsg::Tick(fired_ms) => {
+                if let Some(late_ms) = st.core.watch.tick(fired_ms, st.tick_ms) {
+                    warn!(
+                        late_ms,
+                        "this scheduler was not run for a while (its tick came late): that time is no node's silence"
+                    );
+                }
                 // Silence as of when the tick fired: heartbeats that arrived before it are
                 // ahead of it in the mailbox, however long the actor was busy.
                 for node in st.core.check_silent(fired_ms) {
