@@ -482,3 +482,13 @@ fn recurring_pauses_do_not_keep_a_dead_node_alive() {
     }
     assert_eq!(lost, [("dead".to_owned(), 6100)]);
 }
+
+#[test]
+fn a_wall_clock_stepped_forward_a_minute_declares_no_one() {
+    // Times are Unix ms of arrival: a clock stepped forward makes every node look silent
+    // for the step at the next tick, which comes as late as the step. No one is lost.
+    let mut w = NodeWatch::default();
+    let mut lost = ticking(&mut w, &["a", "b"], 0, 2000);
+    lost.extend(ticking(&mut w, &["a", "b"], 62_000, 65_000));
+    assert_eq!(lost, []);
+}
