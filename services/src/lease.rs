@@ -1,11 +1,15 @@
 //! A lease in the `bulkhead-leases` KV bucket: one active holder, renewed well within the
 //! bucket's TTL; when the holder stops renewing, the key expires and a standby takes it.
+//! Its [`Fence`] says whether the lease is surely still this instance's: the log of an
+//! active instance writes nothing once it is not ([`crate::bus::NatsLog::fenced`]).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::bus::{Bus, BusError};
@@ -13,7 +17,38 @@ use crate::bus::{Bus, BusError};
 pub struct Lease {
     /// Turns false when the lease is lost.
     pub held: watch::Receiver<bool>,
+    /// Until when no other instance can hold it.
+    pub fence: Fence,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Until when a lease is surely its holder's, on this machine's monotonic clock: the TTL
+/// from when the last create or renewal that succeeded was *sent* (the server stored it
+/// later, and its key expires a TTL after that, not before), less a tenth for clocks that
+/// run at different rates. An instance whose process was not run for a while (stopped, its
+/// machine paused) wakes past it at once, before its renewal task has learnt that the key
+/// expired meanwhile and another instance took it.
+#[derive(Clone, Debug)]
+pub struct Fence(Arc<Mutex<Instant>>);
+
+impl Fence {
+    fn new(sent: Instant, ttl: Duration) -> Fence {
+        Fence(Arc::new(Mutex::new(safe_until(sent, ttl))))
+    }
+
+    fn renewed(&self, sent: Instant, ttl: Duration) {
+        let mut until = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *until = (*until).max(safe_until(sent, ttl));
+    }
+
+    /// Whether the lease is surely still this instance's.
+    pub fn holds(&self) -> bool {
+        Instant::now() < *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn safe_until(sent: Instant, ttl: Duration) -> Instant {
+    sent + ttl - ttl / 10
 }
 
 impl Drop for Lease {
@@ -38,9 +73,10 @@ impl Lease {
         let every = ttl / 3;
         let mut waiting_logged = false;
         let mut pause = Duration::from_millis(100);
-        let mut revision = loop {
+        let (mut revision, fence) = loop {
+            let sent = Instant::now();
             match store.create(key, value.clone()).await {
-                Ok(rev) => break rev,
+                Ok(rev) => break (rev, Fence::new(sent, ttl)),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                     if !waiting_logged {
                         let current = store.get(key).await.ok().flatten();
@@ -64,11 +100,16 @@ impl Lease {
         info!(key, holder, "lease acquired: active");
         let (tx, held) = watch::channel(true);
         let key = key.to_owned();
+        let renewed = fence.clone();
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
+                let sent = Instant::now();
                 match store.update(&key, value.clone(), revision).await {
-                    Ok(r) => revision = r,
+                    Ok(r) => {
+                        revision = r;
+                        renewed.renewed(sent, ttl);
+                    }
                     Err(e) => {
                         warn!(key, error = %e, "lease lost");
                         let _ = tx.send(false);
@@ -77,7 +118,7 @@ impl Lease {
                 }
             }
         });
-        Ok(Lease { held, task })
+        Ok(Lease { held, fence, task })
     }
 }
 

@@ -2,14 +2,16 @@
 //! acknowledgement was lost, sent again re-chained (as a node sends its facts), are found
 //! stored by their ids, reported stored without a hash the log does not hold, and the
 //! writer's next append chains onto what the log holds. A reader counts what it has yet to
-//! read, and passes by its own service's appends.
+//! read, and passes by its own service's appends. A log fenced by a lease left unrenewed
+//! stops writing no later than the lease's key expires.
 
 mod common;
 
 use bulkhead::bus::Bus;
 use bulkhead::follow::{Follower, Resume};
-use bulkhead_actors::ports::log::{EventLog, Head, WorkloadAppend};
-use bulkhead_schemas::event::{Accepted, Event, EventBody, Scheduled};
+use bulkhead::lease::Lease;
+use bulkhead_actors::ports::log::{EventLog, Head, LogError, WorkloadAppend};
+use bulkhead_schemas::event::{Accepted, Event, EventBody, Lost, Scheduled};
 use bulkhead_schemas::identity::Role;
 use bulkhead_schemas::{RuntimeClass, subjects};
 use common::*;
@@ -180,4 +182,81 @@ async fn a_reader_passes_its_services_own_appends_by_and_reads_the_rest() {
     );
     assert!(read.iter().any(|s| s.contains("noted-wrongly")));
     assert!(own.is_empty(), "what was passed is forgotten");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_fenced_by_a_lease_left_unrenewed_stops_writing_before_another_can_take_it() {
+    let env = env().await;
+    let creds = env.data.creds(Role::Scheduler, "scheduler").unwrap();
+    let bus = Bus::connect_as(&env.server.url, &creds).await.unwrap();
+    let key_name = subjects::SCHEDULER_LEASE_KEY;
+    let ttl = bulkhead::bus::Topology::default().lease_ttl;
+    let lease = Lease::acquire(&bus, key_name, "s1", ttl).await.unwrap();
+    let fence = lease.fence.clone();
+    let log = bus.log().unwrap().fenced(fence.clone());
+    let w = key("w");
+    let first = log
+        .append(vec![WorkloadAppend::new(&w, vec![accepted(&w)])])
+        .await;
+    let head = first[0].as_ref().expect("written while the lease holds")[0].clone();
+    // Renewed every third of its TTL, it holds past the TTL.
+    tokio::time::sleep(ttl + ttl / 3).await;
+    assert!(fence.holds(), "renewed");
+
+    // Renewals stop (the lease's task ends with it, as a process that is not run renews
+    // nothing). Both looked at every 10 ms: the fence gives out no later than the key
+    // expires, which is when another instance could take the lease.
+    drop(lease);
+    let store = bus.js.get_key_value(subjects::LEASES_BUCKET).await.unwrap();
+    let started = std::time::Instant::now();
+    let (mut fenced_at, mut expired_at) = (None, None);
+    for look in 0u32.. {
+        if fenced_at.is_none() && !fence.holds() {
+            fenced_at = Some(look);
+        }
+        if expired_at.is_none() && store.get(key_name).await.unwrap().is_none() {
+            expired_at = Some(look);
+        }
+        if fenced_at.is_some() && expired_at.is_some() {
+            break;
+        }
+        assert!(started.elapsed() < 3 * ttl, "neither gave out in time");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        fenced_at <= expired_at,
+        "fenced at look {fenced_at:?}, the key expired at look {expired_at:?}"
+    );
+
+    // Fenced out: an append and a node event fail as the log unavailable, naming the lease,
+    // and nothing more is stored.
+    let before = env.last_seq("bulkhead.evt.>").await;
+    let head = Head {
+        seq: head.seq,
+        hash: head.hash,
+    };
+    let out = log
+        .append(vec![WorkloadAppend::after(&w, head, vec![scheduled(&w)])])
+        .await;
+    match &out[0] {
+        Err(e @ LogError::Unavailable(_)) => {
+            assert!(e.to_string().contains("lease ran out"), "{e}")
+        }
+        other => panic!("written past the fence: {other:?}"),
+    }
+    let lost = Event::new(
+        "scheduler",
+        "n1",
+        None,
+        EventBody::Lost(Lost {
+            replica: None,
+            node: "n1".into(),
+            reason: "a stale decision".into(),
+        }),
+    );
+    assert!(matches!(
+        log.publish_node(lost).await,
+        Err(LogError::Unavailable(_))
+    ));
+    assert_eq!(env.last_seq("bulkhead.evt.>").await, before);
 }

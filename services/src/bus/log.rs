@@ -20,6 +20,7 @@ use bulkhead_actors::signing::{Proof, SIG_HEADER, Signer, seal_event, sign_batch
 
 use super::publish::{ATOMIC_FROM, MAX_BATCH, PublishFailure};
 use super::{Bus, BusError};
+use crate::lease::Fence;
 use crate::own::OwnWrites;
 
 /// Batches in flight at once.
@@ -35,6 +36,9 @@ pub struct NatsLog {
     node: Option<String>,
     /// Where the workload events it stores are noted for the service's own reader.
     own: Option<OwnWrites>,
+    /// The lease of the active instance it writes for: nothing is written once it may be
+    /// another's.
+    fence: Option<Fence>,
 }
 
 impl Bus {
@@ -46,6 +50,7 @@ impl Bus {
             signer: id.signer.clone(),
             node: (id.creds.role == Role::Node).then(|| id.creds.name.clone()),
             own: None,
+            fence: None,
         })
     }
 }
@@ -57,6 +62,24 @@ impl NatsLog {
     pub fn noting(mut self, own: OwnWrites) -> NatsLog {
         self.own = Some(own);
         self
+    }
+
+    /// This log, writing nothing (each append and node event fails as the log unavailable)
+    /// once `fence` no longer holds: an active instance that was not run for a while must
+    /// not write, on waking, what it decided before another took over.
+    pub fn fenced(mut self, fence: Fence) -> NatsLog {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// Why it may not write now, if it may not.
+    fn fenced_out(&self) -> Option<LogError> {
+        let fence = self.fence.as_ref()?;
+        (!fence.holds()).then(|| {
+            LogError::Unavailable(cause_msg(
+                "this instance's lease ran out: another may be active",
+            ))
+        })
     }
 }
 
@@ -329,6 +352,9 @@ impl NatsLog {
 
 impl EventLog for NatsLog {
     async fn append(&self, appends: Vec<WorkloadAppend>) -> Vec<Outcome> {
+        if let Some(e) = self.fenced_out() {
+            return appends.iter().map(|_| Err(e.clone())).collect();
+        }
         let outcomes: Vec<Vec<Outcome>> =
             futures::stream::iter(groups(appends).into_iter().map(|g| self.append_group(g)))
                 .buffered(CONCURRENT_BATCHES)
@@ -343,6 +369,9 @@ impl EventLog for NatsLog {
     }
 
     async fn publish_node(&self, mut event: Event) -> Result<(), LogError> {
+        if let Some(e) = self.fenced_out() {
+            return Err(e);
+        }
         let subject = subjects::node_event(&event.subject, event.kind());
         self.publish_signed(subject, &mut event).await
     }

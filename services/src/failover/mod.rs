@@ -15,7 +15,7 @@ use crate::bus::node_watch::Watched;
 use crate::bus::{Bus, NatsLog, Topology};
 /// The name the failover's snapshot is stored under.
 pub const SERVICE: &str = "failover";
-use crate::lease::Lease;
+use crate::lease::{Fence, Lease};
 use crate::tasks::{AbortOnDrop, StopOnDrop};
 
 #[derive(Clone, Debug)]
@@ -81,7 +81,7 @@ pub async fn start(bus: &Bus, cfg: FailoverConfig) -> anyhow::Result<FailoverHan
     let bus = bus.clone();
     let task = tokio::spawn(async move {
         let mut tx = Some(tx);
-        if let Err(e) = run_active_inner(&bus, &cfg, &mut tx).await {
+        if let Err(e) = run_active_inner(&bus, &cfg, None, &mut tx).await {
             error!(error = %e, "failover stopped");
         }
     });
@@ -93,8 +93,9 @@ pub async fn start(bus: &Bus, cfg: FailoverConfig) -> anyhow::Result<FailoverHan
 
 async fn run_active(bus: &Bus, cfg: &FailoverConfig, mut lease: Lease) -> anyhow::Result<()> {
     let mut none = None;
+    let fence = Some(lease.fence.clone());
     tokio::select! {
-        r = run_active_inner(bus, cfg, &mut none) => r,
+        r = run_active_inner(bus, cfg, fence, &mut none) => r,
         _ = async {
             while lease.held.changed().await.is_ok() && *lease.held.borrow() {}
         } => Ok(()),
@@ -106,9 +107,11 @@ const INTERVALS_PATIENCE: Duration = Duration::from_secs(5);
 
 type Ready = Option<tokio::sync::oneshot::Sender<ActorRef<FailoverMsg>>>;
 
+/// The active failover, writing only while `fence` holds (when it has a lease).
 async fn run_active_inner(
     bus: &Bus,
     cfg: &FailoverConfig,
+    fence: Option<Fence>,
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
     let (projection, follower) = crate::snapshot::projection(bus, SERVICE).await?;
@@ -133,7 +136,10 @@ async fn run_active_inner(
         FailoverActor::<NatsLog>::default(),
         FailoverArgs {
             projection,
-            log: bus.log()?,
+            log: match fence {
+                Some(fence) => bus.log()?.fenced(fence),
+                None => bus.log()?,
+            },
             lost_timeout: cfg.lost_timeout,
             tick: cfg.tick,
             clock: Clock::Wall,

@@ -135,8 +135,12 @@ async fn run_active(
         SchedulerActor::<NatsLog, NatsOps>::default(),
         SchedulerArgs {
             core,
-            // What it stores it applies at once: its reader passes the log's copies by.
-            log: bus.log()?.noting(follower.own.clone()),
+            // What it stores it applies at once: its reader passes the log's copies by. It
+            // writes only while its lease surely holds.
+            log: bus
+                .log()?
+                .noting(follower.own.clone())
+                .fenced(lease.fence.clone()),
             ops,
             tick: cfg.tick,
             clock: Clock::Wall,
