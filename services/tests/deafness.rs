@@ -61,6 +61,25 @@ async fn assert_no_node_lost(env: &Env, failover: &str, after: u64) {
     );
 }
 
+/// The scheduler, the API, a failover (lost timeout 1.5 s) and `nodes` beating every 200 ms,
+/// all ready and past their start: the failover's pid, the nodes' and where the scenario
+/// begins in the log.
+async fn cluster(env: &mut Env, nodes: &[&str]) -> (u32, Vec<u32>, u64) {
+    env.spawn("scheduler", &["scheduler"]);
+    env.spawn("api", &["api"]);
+    let failover = env.spawn("failover", &["failover", "--lost-timeout-ms", "1500"]);
+    let mut pids = Vec::new();
+    for n in nodes {
+        pids.push(env.spawn(n, &["node", "--name", n, "--heartbeat-ms", "200"]));
+    }
+    for n in nodes {
+        env.wait_ready(n).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from = scenario_start(env).await;
+    (failover, pids, from)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heartbeat_watch_that_ends_is_deafness_not_a_silent_node() {
     let mut env = env().await;
@@ -96,18 +115,7 @@ async fn a_heartbeat_watch_that_ends_is_deafness_not_a_silent_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_cluster_silent_at_once_is_held_and_a_node_killed_alone_is_lost() {
     let mut env = env().await;
-    env.spawn("scheduler", &["scheduler"]);
-    env.spawn("api", &["api"]);
-    env.spawn("failover", &["failover", "--lost-timeout-ms", "1500"]);
-    let mut pids = Vec::new();
-    for n in ["n1", "n2", "n3"] {
-        pids.push(env.spawn(n, &["node", "--name", n, "--heartbeat-ms", "200"]));
-    }
-    for n in ["n1", "n2", "n3"] {
-        env.wait_ready(n).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let from = scenario_start(&env).await;
+    let (_, pids, from) = cluster(&mut env, &["n1", "n2", "n3"]).await;
 
     // Every node silent at once for 12 s, eight times the lost timeout, before the watch's
     // end is noticed (10 s): the mass-silence guard, not deafness, keeps them.
@@ -168,18 +176,7 @@ async fn a_failover_taking_over_knows_how_often_each_node_beats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_paused_declares_no_one_for_its_pause_and_a_node_killed_meanwhile_after() {
     let mut env = env().await;
-    env.spawn("scheduler", &["scheduler"]);
-    env.spawn("api", &["api"]);
-    let failover = env.spawn("failover", &["failover", "--lost-timeout-ms", "1500"]);
-    let mut pids = Vec::new();
-    for n in ["n1", "n2"] {
-        pids.push(env.spawn(n, &["node", "--name", n, "--heartbeat-ms", "200"]));
-    }
-    for n in ["n1", "n2"] {
-        env.wait_ready(n).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let from = scenario_start(&env).await;
+    let (failover, pids, from) = cluster(&mut env, &["n1", "n2"]).await;
 
     // The failover stopped for 5 s (three lost timeouts and more); n2 killed 1 s into it. On
     // waking, its first tick is 5 s late and its beats unread: n1 is not lost, and n2 is a
