@@ -3,17 +3,23 @@
 //! stored by their ids, reported stored without a hash the log does not hold, and the
 //! writer's next append chains onto what the log holds. A reader counts what it has yet to
 //! read, and passes by its own service's appends. A log fenced by a lease left unrenewed
-//! stops writing no later than the lease's key expires.
+//! stops writing (and its ops sending) no later than the lease's key expires.
 
 mod common;
 
-use bulkhead::bus::Bus;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bulkhead::bus::{Bus, NatsOps};
 use bulkhead::follow::{Follower, Resume};
 use bulkhead::lease::Lease;
+use bulkhead_actors::ports::SinkError;
 use bulkhead_actors::ports::log::{EventLog, Head, LogError, WorkloadAppend};
+use bulkhead_actors::ports::ops::OpsSink;
 use bulkhead_schemas::event::{Accepted, Event, EventBody, Lost, Scheduled};
 use bulkhead_schemas::identity::Role;
-use bulkhead_schemas::{RuntimeClass, subjects};
+use bulkhead_schemas::scan::ScanJob;
+use bulkhead_schemas::{NodeOp, RuntimeClass, subjects};
 use common::*;
 
 fn accepted(w: &str) -> Event {
@@ -185,7 +191,7 @@ async fn a_reader_passes_its_services_own_appends_by_and_reads_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_fenced_by_a_lease_left_unrenewed_stops_writing_before_another_can_take_it() {
+async fn a_log_and_ops_fenced_by_a_lease_left_unrenewed_stop_writing_before_another_can_take_it() {
     let env = env().await;
     let creds = env.data.creds(Role::Scheduler, "scheduler").unwrap();
     let bus = Bus::connect_as(&env.server.url, &creds).await.unwrap();
@@ -199,6 +205,32 @@ async fn a_log_fenced_by_a_lease_left_unrenewed_stops_writing_before_another_can
         .append(vec![WorkloadAppend::new(&w, vec![accepted(&w)])])
         .await;
     let head = first[0].as_ref().expect("written while the lease holds")[0].clone();
+    let ops = NatsOps::new(&bus).unwrap().fenced(fence.clone());
+    let pace = || {
+        BTreeMap::from([(
+            Arc::<str>::from("n1"),
+            vec![NodeOp::Pace { every_ms: 2000 }],
+        )])
+    };
+    assert!(
+        ops.send(pace()).await.is_empty(),
+        "sent while the lease holds"
+    );
+    let stored = |stream: &'static str| {
+        let js = env.bus.js.clone();
+        async move {
+            js.get_stream(stream)
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .state
+                .messages
+        }
+    };
+    let ops_before = stored(subjects::OPS_STREAM).await;
+    assert_eq!(ops_before, 1);
     // Renewed every third of its TTL, it holds past the TTL.
     tokio::time::sleep(ttl + ttl / 3).await;
     assert!(fence.holds(), "renewed");
@@ -259,4 +291,23 @@ async fn a_log_fenced_by_a_lease_left_unrenewed_stops_writing_before_another_can
         Err(LogError::Unavailable(_))
     ));
     assert_eq!(env.last_seq("bulkhead.evt.>").await, before);
+
+    // Nor do its ops go out: a node's op, a scan job.
+    let failed = ops.send(pace()).await;
+    assert!(
+        matches!(&failed[..], [(n, e @ SinkError::Unavailable(_))] if &**n == "n1" && e.to_string().contains("lease ran out")),
+        "sent past the fence: {failed:?}"
+    );
+    let scans_before = stored(subjects::SCAN_STREAM).await;
+    let job = ScanJob {
+        id: "job-1".into(),
+        image: "registry.local/app:1".into(),
+    };
+    let failed = ops.queue_scans(vec![job]).await;
+    assert!(
+        matches!(&failed[..], [(id, SinkError::Unavailable(_))] if id == "job-1"),
+        "{failed:?}"
+    );
+    assert_eq!(stored(subjects::OPS_STREAM).await, ops_before);
+    assert_eq!(stored(subjects::SCAN_STREAM).await, scans_before);
 }

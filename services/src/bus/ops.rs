@@ -8,7 +8,7 @@ use async_nats::HeaderMap;
 use bulkhead_actors::aside::Aside;
 use bulkhead_actors::ports::heartbeat::HeartbeatSink;
 use bulkhead_actors::ports::ops::OpsSink;
-use bulkhead_actors::ports::{SinkError, cause};
+use bulkhead_actors::ports::{SinkError, cause, cause_msg};
 use bulkhead_actors::signing::{CERT_HEADER, Context, SIG_HEADER, Signer, sign_batch_in};
 use bulkhead_schemas::event::hash_bytes;
 use bulkhead_schemas::identity::Role;
@@ -20,6 +20,7 @@ use futures::stream::FuturesOrdered;
 
 use super::publish::{ATOMIC_FROM, MAX_BATCH};
 use super::{Bus, BusError};
+use crate::lease::Fence;
 
 /// Ops per message to one node.
 const OPS_PER_MESSAGE: usize = 256;
@@ -32,6 +33,9 @@ pub struct NatsOps {
     bus: Bus,
     signer: Signer,
     cert: Arc<tokio::sync::OnceCell<String>>,
+    /// The lease of the active scheduler it sends for: nothing is sent once it may be
+    /// another's.
+    fence: Option<Fence>,
 }
 
 impl NatsOps {
@@ -40,6 +44,26 @@ impl NatsOps {
             bus: bus.clone(),
             signer: bus.identity()?.signer.clone(),
             cert: Arc::default(),
+            fence: None,
+        })
+    }
+
+    /// These ops, sending nothing (each node and job fails as not delivered) once `fence`
+    /// no longer holds: what a scheduler that was not run for a while decided before
+    /// another took over (a node's view, a pace, a resent start, a scan job) stays unsent,
+    /// as its appends do ([`super::NatsLog::fenced`]).
+    pub fn fenced(mut self, fence: Fence) -> NatsOps {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// Why it may not send now, if it may not.
+    fn fenced_out(&self) -> Option<SinkError> {
+        let fence = self.fence.as_ref()?;
+        (!fence.holds()).then(|| {
+            SinkError::Unavailable(cause_msg(
+                "this instance's lease ran out: another may be active",
+            ))
         })
     }
 
@@ -142,6 +166,9 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Bytes, SinkError> {
 
 impl OpsSink for NatsOps {
     async fn queue_scans(&self, jobs: Vec<ScanJob>) -> Vec<(String, SinkError)> {
+        if let Some(e) = self.fenced_out() {
+            return jobs.into_iter().map(|j| (j.id, e.clone())).collect();
+        }
         let mut failed = Vec::new();
         for job in jobs {
             let mut headers = HeaderMap::new();
@@ -164,6 +191,9 @@ impl OpsSink for NatsOps {
     }
 
     async fn send(&self, ops: BTreeMap<Arc<str>, Vec<NodeOp>>) -> Vec<(Arc<str>, SinkError)> {
+        if let Some(e) = self.fenced_out() {
+            return ops.into_keys().map(|n| (n, e.clone())).collect();
+        }
         let mut payloads = Vec::new();
         let mut nodes = Vec::new();
         let mut failed = Vec::new();

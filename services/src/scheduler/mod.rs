@@ -128,7 +128,7 @@ async fn run_active(
     let (mut core, follower) = rebuild(bus).await?;
     core.set_scan_flags(cfg.scan_policy.clone());
     core.set_heartbeat_budget(cfg.heartbeats_per_sec);
-    let ops = NatsOps::new(bus)?;
+    let ops = NatsOps::new(bus)?.fenced(lease.fence.clone());
     resend(&core, &ops).await;
     let (actor, handle) = Actor::spawn(
         None,
@@ -136,7 +136,7 @@ async fn run_active(
         SchedulerArgs {
             core,
             // What it stores it applies at once: its reader passes the log's copies by. It
-            // writes only while its lease surely holds.
+            // writes and sends ops only while its lease surely holds.
             log: bus
                 .log()?
                 .noting(follower.own.clone())
