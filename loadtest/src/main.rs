@@ -25,6 +25,7 @@ mod c1m;
 mod cri;
 mod failover;
 mod fleet;
+mod floor;
 mod ops_delivery;
 mod placement;
 mod procfs;
@@ -67,6 +68,8 @@ enum Scenario {
     OpsDelivery(ops_delivery::Args),
     ScanCache(scan_cache::Args),
     AppendLatency(append_latency::Args),
+    /// What nats-server alone spends on a burst's placements: their messages stored and delivered as bulkhead does, with no deciding, signing or checking
+    ServerFloor(floor::Args),
     Tenants(tenants::Args),
 }
 
@@ -91,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::OpsDelivery(args) => ops_delivery::run(args).await,
         Scenario::ScanCache(args) => scan_cache::run(args).await,
         Scenario::AppendLatency(args) => append_latency::run(args).await,
+        Scenario::ServerFloor(args) => floor::run(args).await,
         Scenario::Tenants(args) => tenants::run(args).await,
     }
 }

@@ -55,6 +55,8 @@ pub struct Figures {
     /// Replicas running on that node.
     pub node_replicas: usize,
     pub kib_per_workload: f64,
+    /// The burst's messages alone, replayed on a server of their own (`server-floor`).
+    pub floor: Option<crate::floor::Floor>,
 }
 
 impl Figures {
@@ -78,6 +80,20 @@ impl Figures {
                     self.burst_running_s
                 ),
                 "≥ 10,000/s".to_owned(),
+            ),
+            (
+                "the burst's messages alone (`server-floor`: no bulkhead logic)".to_owned(),
+                self.floor
+                    .map_or("not measured".to_owned(), |f| format!("{:.0}/s", f.placements_per_s)),
+                self.floor.map_or(String::new(), |f| {
+                    format!(
+                        "CPU a placement {:.0} + {:.0} µs (nats-server + the replay's clients); the burst placed at {:.0} % of this",
+                        f.server_us,
+                        f.client_us,
+                        100.0 * self.placements_per_s / f.placements_per_s.max(1.0)
+                    )
+                }),
+                "— (the limit of this design on this machine)".to_owned(),
             ),
             (
                 "CPU per placement in the burst".to_owned(),
@@ -139,6 +155,21 @@ impl Figures {
         out
     }
 
+    /// The limits that close a history row: the steady phase's, then the burst's messages
+    /// alone where measured.
+    fn limits(&self) -> String {
+        match self.floor {
+            Some(f) => format!(
+                "{}; the burst's messages alone {:.0} placements/s ({:.0} + {:.0} µs)",
+                self.steady_limit(),
+                f.placements_per_s,
+                f.server_us,
+                f.client_us
+            ),
+            None => self.steady_limit(),
+        }
+    }
+
     /// What bounds the steady phase: its path's durable round trips on the idle server (the
     /// command, the node's fact and the ops one by one, the scheduler's atomic batch), and
     /// what the disk did meanwhile.
@@ -188,7 +219,7 @@ impl Figures {
             self.node_restart_s,
             self.cpu_us.0,
             self.cpu_us.1,
-            self.steady_limit()
+            self.limits()
         )
     }
 }
@@ -338,6 +369,31 @@ mod tests {
             "and its latency row says so"
         );
         assert!(t.contains("| submit → running at 1000/s | p50"), "{t}");
+        assert!(
+            t.contains(
+                "| the burst's messages alone (`server-floor`: no bulkhead logic) | not measured |"
+            ),
+            "{t}"
+        );
+        let floored = Figures {
+            floor: Some(crate::floor::Floor {
+                placements_per_s: 4000.0,
+                server_us: 150.0,
+                client_us: 90.0,
+            }),
+            ..f.clone()
+        };
+        assert!(
+            floored.table().contains("| 4000/s | CPU a placement 150 + 90 µs (nats-server + the replay's clients); the burst placed at 50 % of this |"),
+            "{}",
+            floored.table()
+        );
+        assert!(
+            floored.history_row("d", "c", "m").ends_with(
+                "the disk busy 42 %; the burst's messages alone 4000 placements/s (150 + 90 µs) |\n"
+            ),
+            "the floor closes the row"
+        );
         assert!(
             t.contains("| node restart-to-ready | 0.40 s | 1000 replicas running on it | < 1 s |"),
             "{t}"

@@ -242,6 +242,9 @@ fn chrono_date() -> String {
         .to_owned()
 }
 
+/// Placements the burst's messages alone are replayed for (`server-floor`).
+const FLOOR_WORKLOADS: usize = 50_000;
+
 /// The steady phase: submissions a second, for how long, placed how.
 struct Steady {
     rate: u64,
@@ -264,6 +267,12 @@ async fn throughput(
     let bench = Bench::start(dir.path(), mode).await?;
     let bus = bench.admin().clone();
     let raw = limits(&bus).await?;
+    // The burst's messages alone, on a server of their own (this one idles meanwhile).
+    let floor = crate::floor::replay(&crate::floor::Args::bulkhead(FLOOR_WORKLOADS)).await?;
+    println!(
+        "the burst's messages alone ({FLOOR_WORKLOADS} placements, no bulkhead logic): {:.0} placements/s, {:.0} + {:.0} µs a placement (nats-server + the replay's clients)",
+        floor.placements_per_s, floor.server_us, floor.client_us
+    );
     println!(
         "raw JetStream appends (300 B): {:.0}/s one by one (256 in flight), {:.0}/s in atomic batches of 500; one at a time: a durable append {:.2} ms, an atomic batch of two {:.2} ms (medians)",
         raw.single, raw.batched, raw.one_ms, raw.batch_of_two_ms
@@ -392,6 +401,7 @@ async fn throughput(
         node_restart_s,
         node_replicas,
         kib_per_workload: r.kib_per_workload,
+        floor: Some(floor),
     })
 }
 
