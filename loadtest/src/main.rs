@@ -26,6 +26,7 @@ mod cri;
 mod failover;
 mod fleet;
 mod floor;
+mod hops;
 mod ops_delivery;
 mod placement;
 mod procfs;

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use crate::bench::{Bench, SyncMode};
 use crate::burst::{burst, observe, spec, spread_spec};
 use crate::fleet::{SIM_HEARTBEAT_MS, failover, node_restart, sim_nodes};
+use crate::hops;
 use crate::procfs;
 use crate::restart::restart;
 use crate::results::{self, pct_ms};
@@ -305,16 +306,28 @@ async fn throughput(
     );
 
     // Phase 2: a steady rate, one submission at a time, latency submit → running.
+    let by_hop = hops::Hops::watch(&bus, "steady-").await?;
+    let ops_from = bus
+        .js
+        .get_stream(subjects::OPS_STREAM)
+        .await?
+        .info()
+        .await?
+        .state
+        .last_sequence
+        + 1;
     let cpu0 = (procfs::cpu_secs("self"), procfs::cpu_secs(&server));
     let disk0 = procfs::Disk::holding(dir.path());
     let t0 = Instant::now();
     let n = (rate * latency_secs) as usize;
     let every = Duration::from_secs_f64(1.0 / rate as f64);
     let mut times = Vec::with_capacity(n);
+    let mut submitted = Vec::with_capacity(n);
     let start = tokio::time::Instant::now();
     for i in 0..n {
         tokio::time::sleep_until(start + every * i as u32).await;
         let id = format!("steady-{i}");
+        submitted.push((id.clone(), hops::now_ns()));
         times.push((id.clone(), Instant::now()));
         tenant
             .client
@@ -355,11 +368,13 @@ async fn throughput(
         (cpu.0 - idle.0 * span) * 1e6 / n.max(1) as f64,
         (cpu.1 - idle.1 * span) * 1e6 / n.max(1) as f64,
     );
+    let ops_at = hops::ops_stored(&bus, ops_from, "steady-").await?;
     let mut lat: Vec<Duration> = {
         let g = seen.lock().expect("lock");
         println!("{}", by_second(&times, &g.0, "scheduled"));
         println!("{}", by_second(&times, &g.1, "running"));
         println!("{}", halves(&times, &g.0, &g.1));
+        println!("{}", by_hop.report(&submitted, &ops_at));
         times
             .iter()
             .filter_map(|(id, t)| g.1.get(id).map(|s| s.duration_since(*t)))
