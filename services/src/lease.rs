@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
+use bulkhead_actors::ports::{Cause, cause_msg};
 use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -44,6 +45,11 @@ impl Fence {
     /// Whether the lease is surely still this instance's.
     pub fn holds(&self) -> bool {
         Instant::now() < *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why this instance may not write or send now, if it may not.
+    pub fn refusal(&self) -> Option<Cause> {
+        (!self.holds()).then(|| cause_msg("this instance's lease ran out: another may be active"))
     }
 }
 

@@ -74,12 +74,7 @@ impl NatsLog {
 
     /// Why it may not write now, if it may not.
     fn fenced_out(&self) -> Option<LogError> {
-        let fence = self.fence.as_ref()?;
-        (!fence.holds()).then(|| {
-            LogError::Unavailable(cause_msg(
-                "this instance's lease ran out: another may be active",
-            ))
-        })
+        self.fence.as_ref()?.refusal().map(LogError::Unavailable)
     }
 }
 

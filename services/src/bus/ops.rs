@@ -8,7 +8,7 @@ use async_nats::HeaderMap;
 use bulkhead_actors::aside::Aside;
 use bulkhead_actors::ports::heartbeat::HeartbeatSink;
 use bulkhead_actors::ports::ops::OpsSink;
-use bulkhead_actors::ports::{SinkError, cause, cause_msg};
+use bulkhead_actors::ports::{SinkError, cause};
 use bulkhead_actors::signing::{CERT_HEADER, Context, SIG_HEADER, Signer, sign_batch_in};
 use bulkhead_schemas::event::hash_bytes;
 use bulkhead_schemas::identity::Role;
@@ -59,12 +59,7 @@ impl NatsOps {
 
     /// Why it may not send now, if it may not.
     fn fenced_out(&self) -> Option<SinkError> {
-        let fence = self.fence.as_ref()?;
-        (!fence.holds()).then(|| {
-            SinkError::Unavailable(cause_msg(
-                "this instance's lease ran out: another may be active",
-            ))
-        })
+        self.fence.as_ref()?.refusal().map(SinkError::Unavailable)
     }
 
     /// The scheduler's enrolment as the log holds it, signed by an admin: what proves to a
