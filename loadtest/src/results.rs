@@ -228,7 +228,7 @@ const HEADER: &str = "# Load test results\n\n\
 `bulkhead-loadtest throughput … --record loadtest/RESULTS.md` appends a row per run. The machine is\n\
 noisy: compare a figure with the raw append limit of the same row, and judge by the median of\n\
 several runs.\n\n\
-| date | commit | machine | run | raw batched appends/s | placements/s | submit→running p50 / p99 ms | restart s | KiB/workload | failover / API restart s | node restart s | CPU µs per placement (bulkhead + server) | steady phase beside |\n\
+| date | commit | machine | run | raw batched appends/s | placements/s | submit→running p50 / p99 ms | restart s | KiB/workload | failover / API restart s | node restart s | CPU µs per placement (bulkhead + server) | beside: the steady phase's floor and disk; from 2026-12-06 the burst's messages alone |\n\
 |---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// Appends `row` to the history at `path`, writing its header first if the file is new.
