@@ -21,6 +21,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull, push};
 use async_nats::jetstream::stream;
 use bulkhead::bus::{Bus, MAX_BATCH};
+use bulkhead::natsd::Sync;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -91,7 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         events(&args),
     );
-    let f = replay(&args).await?;
+    let f = replay(&args, Sync::Always).await?;
     println!(
         "server floor: {:.0} placements/s; CPU a placement {:.0} µs in nats-server, {:.0} µs in the replay's clients: nats-server alone allows at most {:.0} placements/s on 2 cores",
         f.placements_per_s,
@@ -114,11 +115,13 @@ struct Shapes {
     op: Bytes,
 }
 
-pub async fn replay(args: &Args) -> anyhow::Result<Floor> {
+/// Replays `args.workloads` placements' messages on a server of their own, syncing as `sync`
+/// says (as the run it stands beside).
+pub async fn replay(args: &Args, sync: Sync) -> anyhow::Result<Floor> {
     let n = args.workloads;
     anyhow::ensure!(n > 0, "nothing to replay");
     let dir = tempfile::tempdir()?;
-    let server = scratch::server(dir.path())?;
+    let server = scratch::server_syncing(dir.path(), sync)?;
     let bus = Bus::connect(&server.url, "floor").await?;
     streams(&bus).await?;
     let shapes = Arc::new(Shapes {
@@ -417,7 +420,7 @@ mod tests {
                 merged,
                 ..Args::bulkhead(1500)
             };
-            let f = replay(&args).await.unwrap();
+            let f = replay(&args, Sync::Always).await.unwrap();
             assert!(f.placements_per_s > 0.0 && f.server_us > 0.0, "{f:?}");
         }
     }

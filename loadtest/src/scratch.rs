@@ -10,11 +10,16 @@ use bulkhead::natsd::{NatsServer, Security, Sync};
 
 /// A nats-server in `dir`, on loopback, syncing every write, with no authentication.
 pub fn server(dir: &Path) -> anyhow::Result<NatsServer> {
+    server_syncing(dir, Sync::Always)
+}
+
+/// The same, syncing as `sync` says.
+pub fn server_syncing(dir: &Path, sync: Sync) -> anyhow::Result<NatsServer> {
     Ok(NatsServer::start(
         dir,
         "127.0.0.1",
         0,
-        Sync::Always,
+        sync,
         &Security::InsecureNoAuth,
     )?)
 }

@@ -268,8 +268,9 @@ async fn throughput(
     let bench = Bench::start(dir.path(), mode).await?;
     let bus = bench.admin().clone();
     let raw = limits(&bus).await?;
-    // The burst's messages alone, on a server of their own (this one idles meanwhile).
-    let floor = crate::floor::replay(&crate::floor::Args::bulkhead(FLOOR_WORKLOADS)).await?;
+    // The burst's messages alone, on a server of their own syncing as this one (which idles
+    // meanwhile).
+    let floor = crate::floor::replay(&crate::floor::Args::bulkhead(FLOOR_WORKLOADS), mode).await?;
     println!(
         "the burst's messages alone ({FLOOR_WORKLOADS} placements, no bulkhead logic): {:.0} placements/s, {:.0} + {:.0} µs a placement (nats-server + the replay's clients)",
         floor.placements_per_s, floor.server_us, floor.client_us
