@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull, push};
 use async_nats::jetstream::stream;
-use bulkhead::bus::{Bus, MAX_BATCH};
+use bulkhead::bus::{Bus, MAX_BATCH, OPS_PER_MESSAGE, expect_last_subject_seq};
 use bulkhead::natsd::Sync;
+use bulkhead_actors::signing::SIG_HEADER;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -35,14 +36,14 @@ pub struct Args {
     #[arg(long, default_value_t = 100_000)]
     pub workloads: usize,
     /// Bytes of an event's body (a signed `accepted` with the load test's spec is about 600).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = EVENT_BYTES)]
     pub event_bytes: usize,
     /// Bytes of a `Bulkhead-Sig` header's value (a batch of 1,000's: a signature and a
     /// Merkle path of ten levels).
-    #[arg(long, default_value_t = 522)]
+    #[arg(long, default_value_t = SIG_BYTES)]
     pub sig_bytes: usize,
     /// Readers of the whole log (bulkhead: the scheduler, the failover, the query API).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = READERS)]
     pub readers: usize,
     /// No subscriber to the tenants' feed (the stream still republishes).
     #[arg(long)]
@@ -52,8 +53,10 @@ pub struct Args {
     pub merged: bool,
 }
 
-/// Start ops a message to one node (`bus::ops::OPS_PER_MESSAGE`).
-const OPS_PER_MESSAGE: usize = 256;
+/// bulkhead's shapes: an event's body, a batch of 1,000's proof, the log's readers.
+const EVENT_BYTES: usize = 600;
+const SIG_BYTES: usize = 522;
+const READERS: usize = 3;
 /// Bytes of one start op (a spec and a chain head).
 const OP_BYTES: usize = 400;
 
@@ -62,9 +65,9 @@ impl Args {
     pub fn bulkhead(workloads: usize) -> Args {
         Args {
             workloads,
-            event_bytes: 600,
-            sig_bytes: 522,
-            readers: 3,
+            event_bytes: EVENT_BYTES,
+            sig_bytes: SIG_BYTES,
+            readers: READERS,
             no_feed: false,
             merged: false,
         }
@@ -93,12 +96,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         events(&args),
     );
     let f = replay(&args, Sync::Always).await?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "server floor: {:.0} placements/s; CPU a placement {:.0} µs in nats-server, {:.0} µs in the replay's clients: nats-server alone allows at most {:.0} placements/s on 2 cores",
+        "server floor: {:.0} placements/s; CPU a placement {:.0} µs in nats-server, {:.0} µs in the replay's clients: nats-server alone allows at most {:.0} placements/s on {cores} cores",
         f.placements_per_s,
         f.server_us,
         f.client_us,
-        2e6 / f.server_us.max(1e-3)
+        cores as f64 * 1e6 / f.server_us.max(1e-3)
     );
     Ok(())
 }
@@ -283,11 +287,7 @@ async fn schedule(bus: &Bus, n: usize, shapes: &Shapes, merged: bool) -> anyhow:
         let mut msgs = Vec::with_capacity(2 * ids.len());
         for id in &ids {
             let mut h = event_headers(shapes, &format!("{id}-a"));
-            h.insert("Nats-Expected-Last-Subject-Sequence", "0");
-            h.insert(
-                "Nats-Expected-Last-Subject-Sequence-Subject",
-                format!("floor.evt.t.wl.{id}.*").as_str(),
-            );
+            expect_last_subject_seq(&mut h, 0, &events_of(id));
             if merged {
                 let subject = format!("floor.evt.t.wl.{id}.scheduled");
                 msgs.push((subject, h, shapes.event.clone()));
@@ -327,7 +327,7 @@ async fn schedule(bus: &Bus, n: usize, shapes: &Shapes, merged: bool) -> anyhow:
                     .map(|(i, id)| format!("{id}={}", scheduled_at(c * OPS_PER_MESSAGE + i)))
                     .collect();
                 let mut h = HeaderMap::new();
-                h.insert("Bulkhead-Sig", shapes.sig.as_str());
+                h.insert(SIG_HEADER, shapes.sig.as_str());
                 h.insert("Floor-Heads", heads.join(",").as_str());
                 (format!("floor.node.n{round}.ops"), h, shapes.op.clone())
             })
@@ -365,32 +365,30 @@ async fn node(bus: Bus, shapes: Arc<Shapes>) -> anyhow::Result<()> {
             .map(|v| v.as_str().to_owned())
             .unwrap_or_default();
         m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let msgs: Vec<_> = heads
+        let msgs = heads
             .split(',')
             .filter_map(|p| p.split_once('='))
             .map(|(id, seq)| {
                 let mut h = event_headers(&shapes, &format!("{id}-r"));
-                h.insert("Nats-Expected-Last-Subject-Sequence", seq);
-                h.insert(
-                    "Nats-Expected-Last-Subject-Sequence-Subject",
-                    format!("floor.evt.t.wl.{id}.*").as_str(),
-                );
-                (
-                    format!("floor.evt.t.wl.{id}.started"),
-                    h,
-                    shapes.event.clone(),
-                )
+                expect_last_subject_seq(&mut h, seq.parse()?, &events_of(id));
+                let subject = format!("floor.evt.t.wl.{id}.started");
+                Ok((subject, h, shapes.event.clone()))
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<_>>>()?;
         publish(&bus, &msgs).await?;
     }
     Ok(())
 }
 
+/// Every event of workload `id` (a filter).
+fn events_of(id: &str) -> String {
+    format!("floor.evt.t.wl.{id}.*")
+}
+
 /// An event's headers: its proof, its trace, its id.
 fn event_headers(shapes: &Shapes, id: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert("Bulkhead-Sig", shapes.sig.as_str());
+    h.insert(SIG_HEADER, shapes.sig.as_str());
     h.insert(
         "traceparent",
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",

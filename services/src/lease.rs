@@ -1,7 +1,8 @@
 //! A lease in the `bulkhead-leases` KV bucket: one active holder, renewed well within the
 //! bucket's TTL; when the holder stops renewing, the key expires and a standby takes it.
 //! Its [`Fence`] says whether the lease is surely still this instance's: the log of an
-//! active instance writes nothing once it is not ([`crate::bus::NatsLog::fenced`]).
+//! active instance writes nothing once it is not, nor do its ops go out
+//! ([`crate::bus::NatsLog::fenced`], [`crate::bus::NatsOps::fenced`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -18,7 +18,7 @@ use futures::stream::FuturesOrdered;
 
 use bulkhead_actors::signing::{Proof, SIG_HEADER, Signer, seal_event, sign_batch};
 
-use super::publish::{ATOMIC_FROM, MAX_BATCH, PublishFailure};
+use super::publish::{ATOMIC_FROM, MAX_BATCH, PublishFailure, expect_last_subject_seq};
 use super::{Bus, BusError};
 use crate::lease::Fence;
 use crate::own::OwnWrites;
@@ -94,14 +94,8 @@ fn messages(
             let mut h = HeaderMap::new();
             h.insert(SIG_HEADER, proof.encode().as_str());
             if i == 0 {
-                h.insert(
-                    "Nats-Expected-Last-Subject-Sequence",
-                    append.expected_seq().to_string().as_str(),
-                );
-                h.insert(
-                    "Nats-Expected-Last-Subject-Sequence-Subject",
-                    subjects::workload_events(&append.workload).as_str(),
-                );
+                let events = subjects::workload_events(&append.workload);
+                expect_last_subject_seq(&mut h, append.expected_seq(), &events);
             }
             if let Some(tp) = &event.traceparent {
                 h.insert("traceparent", tp.as_str());
@@ -237,14 +231,7 @@ impl NatsLog {
         let mut last = None;
         for part in msgs.chunks_mut(MAX_BATCH) {
             if let (Some(last), Some((_, h, _))) = (last, part.first_mut()) {
-                h.insert(
-                    "Nats-Expected-Last-Subject-Sequence",
-                    u64::to_string(&last).as_str(),
-                );
-                h.insert(
-                    "Nats-Expected-Last-Subject-Sequence-Subject",
-                    subjects::workload_events(workload).as_str(),
-                );
+                expect_last_subject_seq(h, last, &subjects::workload_events(workload));
             }
             let first = self.bus.publish_atomic(part).await?;
             seqs.extend(first..first + part.len() as u64);

@@ -30,8 +30,8 @@ use bulkhead_schemas::subjects;
 use crate::follow::{FORMAT, FORMAT_KEY};
 
 pub use log::NatsLog;
-pub use ops::{KvHeartbeat, NatsOps};
-pub use publish::{ATOMIC_FROM, MAX_BATCH, PublishFailure};
+pub use ops::{KvHeartbeat, NatsOps, OPS_PER_MESSAGE};
+pub use publish::{ATOMIC_FROM, MAX_BATCH, PublishFailure, expect_last_subject_seq};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {

@@ -23,7 +23,7 @@ use super::{Bus, BusError};
 use crate::lease::Fence;
 
 /// Ops per message to one node.
-const OPS_PER_MESSAGE: usize = 256;
+pub const OPS_PER_MESSAGE: usize = 256;
 
 /// Node ops on `BULKHEAD_OPS`: one message per node per round, signed as the scheduler
 /// (one signature per round, each message carrying its Merkle path) with the scheduler's

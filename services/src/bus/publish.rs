@@ -12,6 +12,16 @@ use serde::Deserialize;
 
 use super::Bus;
 
+/// Makes `h`'s message stored only if the last message on `subjects` (a filter) is at
+/// stream sequence `seq` (0: none is): how a writer keeps a chain from forking.
+pub fn expect_last_subject_seq(h: &mut HeaderMap, seq: u64, subjects: &str) {
+    h.insert(
+        "Nats-Expected-Last-Subject-Sequence",
+        seq.to_string().as_str(),
+    );
+    h.insert("Nats-Expected-Last-Subject-Sequence-Subject", subjects);
+}
+
 /// The server's limit of messages in one atomic batch.
 pub const MAX_BATCH: usize = 1000;
 /// Messages that need not be stored together go as one atomic batch only from this many
